@@ -1,0 +1,185 @@
+#pragma once
+/// \file
+/// Collectives on row-major matrices, written once over any communicator.
+///
+///   all_reduce         [rows, cols] in place
+///   all_gather_rows    [rows_r, cols] on rank r  → [Σ rows, cols]   (dim 0, e.g. SP tokens)
+///   reduce_scatter_rows[Σ rows, cols]            → [rows_r, cols]
+///   all_gather_cols    [rows, cols_r] on rank r  → [rows, Σ cols]   (dim 1, e.g. TP features)
+///   reduce_scatter_cols[rows, Σ cols]            → [rows, cols_r]
+///
+/// Dim-1 collectives are dim-0 collectives on a packed buffer: rank r's [rows, cols_r] block is
+/// contiguous in the flat buffer, then unpacked column block by column block. They need a scratch
+/// span of `rows · Σ cols` elements; padded (ld > cols) views need scratch too. Element copies go
+/// through `Comm::copy(src, dst)` when the communicator has one (device memory), else through host
+/// loops.
+
+#include <numeric>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "tpx/comm/communicator.hpp"
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+
+namespace tpx::inline v0::comm {
+
+namespace detail {
+
+template <class Comm, class T>
+void copy(Comm& c, matrix_view<const T> from, matrix_view<T> to) {
+  if constexpr (requires { c.copy(from, to); }) {
+    c.copy(from, to);
+  } else {
+    for (index_t i = 0; i < from.rows(); ++i)
+      for (index_t j = 0; j < from.cols(); ++j) to(i, j) = from(i, j);
+  }
+}
+
+inline index_t total(std::span<const index_t> counts) {
+  return std::accumulate(counts.begin(), counts.end(), index_t{0});
+}
+
+template <class T>
+void expect_scratch(std::span<T> scratch, index_t needed, std::string_view who) {
+  expect(static_cast<index_t>(scratch.size()) >= needed,
+         "{}: the scratch buffer holds {} elements but {} are needed", who, scratch.size(), needed);
+}
+
+template <class T>
+matrix_view<T> in_scratch(std::span<T> scratch, index_t rows, index_t cols) {
+  return make_matrix(scratch.data(), rows, cols);
+}
+
+inline void expect_counts(std::span<const index_t> counts, int size, std::string_view who) {
+  expect(static_cast<int>(counts.size()) == size,
+         "{}: {} per-rank counts were passed for a group of {} ranks", who, counts.size(), size);
+}
+
+}  // namespace detail
+
+/// Elements of scratch the dim-1 collectives need for a [rows, Σ counts] matrix.
+inline index_t cols_scratch(index_t rows, std::span<const index_t> counts) {
+  return rows * detail::total(counts);
+}
+
+/// Sums (or maxes) a matrix over all ranks, in place. A padded view needs `rows · cols` scratch.
+template <class Comm, class T>
+void all_reduce(Comm& c, matrix_view<T> m, std::span<T> scratch = {},
+                reduce_op op = reduce_op::sum) {
+  if (m.is_contiguous()) {
+    c.all_reduce(std::span<T>(m.data(), static_cast<std::size_t>(m.size())), op);
+    return;
+  }
+  detail::expect_scratch(scratch, m.size(), "all_reduce of a padded matrix");
+  const matrix_view<T> packed = detail::in_scratch(scratch, m.rows(), m.cols());
+  detail::copy<Comm, T>(c, m, packed);
+  c.all_reduce(scratch.first(static_cast<std::size_t>(m.size())), op);
+  detail::copy<Comm, T>(c, packed, m);
+}
+
+/// [rows_r, cols] on every rank → [Σ rows, cols]; `rows` holds every rank's row count.
+template <class Comm, class T>
+void all_gather_rows(Comm& c, matrix_view<const T> local, matrix_view<T> full,
+                     std::span<const index_t> rows) {
+  detail::expect_counts(rows, c.size(), "all_gather_rows");
+  const index_t mine = rows[static_cast<std::size_t>(c.rank())];
+  expect(
+      local.rows() == mine && local.cols() == full.cols() && full.rows() == detail::total(rows),
+      "all_gather_rows: rank {} gathers a [{} × {}] block into [{} × {}], but its row count is {} "
+      "and the row counts add up to {}",
+      c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), mine, detail::total(rows));
+  expect(local.is_contiguous() && full.is_contiguous(),
+         "all_gather_rows: the local block and the gathered matrix must be contiguous");
+  std::vector<index_t> counts(rows.begin(), rows.end());
+  for (index_t& n : counts) n *= full.cols();
+  c.all_gather(std::span<const T>(local.data(), static_cast<std::size_t>(local.size())),
+               std::span<T>(full.data(), static_cast<std::size_t>(full.size())),
+               std::span<const index_t>(counts));
+}
+
+/// [Σ rows, cols] on every rank → the sum over ranks of rows block r, [rows_r, cols], on rank r.
+template <class Comm, class T>
+void reduce_scatter_rows(Comm& c, matrix_view<const T> full, matrix_view<T> local,
+                         std::span<const index_t> rows, reduce_op op = reduce_op::sum) {
+  detail::expect_counts(rows, c.size(), "reduce_scatter_rows");
+  const index_t mine = rows[static_cast<std::size_t>(c.rank())];
+  expect(
+      local.rows() == mine && local.cols() == full.cols() && full.rows() == detail::total(rows),
+      "reduce_scatter_rows: rank {} scatters [{} × {}] into a [{} × {}] block, but its row count "
+      "is {} and the row counts add up to {}",
+      c.rank(), full.rows(), full.cols(), local.rows(), local.cols(), mine, detail::total(rows));
+  expect(local.is_contiguous() && full.is_contiguous(),
+         "reduce_scatter_rows: the local block and the full matrix must be contiguous");
+  std::vector<index_t> counts(rows.begin(), rows.end());
+  for (index_t& n : counts) n *= full.cols();
+  c.reduce_scatter(std::span<const T>(full.data(), static_cast<std::size_t>(full.size())),
+                   std::span<T>(local.data(), static_cast<std::size_t>(local.size())),
+                   std::span<const index_t>(counts), op);
+}
+
+/// [rows, cols_r] on every rank → [rows, Σ cols] with rank r's block at columns Σ_{q<r} cols_q.
+template <class Comm, class T>
+void all_gather_cols(Comm& c, matrix_view<const T> local, matrix_view<T> full,
+                     std::span<const index_t> cols, std::span<T> scratch) {
+  detail::expect_counts(cols, c.size(), "all_gather_cols");
+  const index_t mine = cols[static_cast<std::size_t>(c.rank())];
+  expect(local.cols() == mine && local.rows() == full.rows() && full.cols() == detail::total(cols),
+         "all_gather_cols: rank {} gathers a [{} × {}] block into [{} × {}], but its column count "
+         "is {} and the column counts add up to {}",
+         c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), mine, detail::total(cols));
+  const index_t rows = full.rows();
+  detail::expect_scratch(scratch,
+                         cols_scratch(rows, cols) + (local.is_contiguous() ? 0 : local.size()),
+                         "all_gather_cols");
+  std::span<const T> send(local.data(), static_cast<std::size_t>(local.size()));
+  if (!local.is_contiguous()) {  // pack behind the gather buffer
+    const std::span<T> tail = scratch.subspan(static_cast<std::size_t>(full.size()));
+    detail::copy<Comm, T>(c, local, detail::in_scratch(tail, rows, mine));
+    send = tail.first(static_cast<std::size_t>(local.size()));
+  }
+  std::vector<index_t> counts(cols.begin(), cols.end());
+  for (index_t& n : counts) n *= rows;
+  c.all_gather(send, scratch.first(static_cast<std::size_t>(full.size())),
+               std::span<const index_t>(counts));
+  index_t offset = 0;
+  for (std::size_t q = 0; q < cols.size(); ++q) {
+    const matrix_view<const T> block =
+        make_matrix<const T>(scratch.data() + offset * rows, rows, cols[q]);
+    detail::copy<Comm, T>(c, block, full.col_range(offset, offset + cols[q]));
+    offset += cols[q];
+  }
+}
+
+/// [rows, Σ cols] on every rank → the sum over ranks of column block r, [rows, cols_r], on rank r.
+template <class Comm, class T>
+void reduce_scatter_cols(Comm& c, matrix_view<const T> full, matrix_view<T> local,
+                         std::span<const index_t> cols, std::span<T> scratch,
+                         reduce_op op = reduce_op::sum) {
+  detail::expect_counts(cols, c.size(), "reduce_scatter_cols");
+  const index_t mine = cols[static_cast<std::size_t>(c.rank())];
+  expect(local.cols() == mine && local.rows() == full.rows() && full.cols() == detail::total(cols),
+         "reduce_scatter_cols: rank {} scatters [{} × {}] into a [{} × {}] block, but its column "
+         "count is {} and the column counts add up to {}",
+         c.rank(), full.rows(), full.cols(), local.rows(), local.cols(), mine, detail::total(cols));
+  const index_t rows = full.rows();
+  detail::expect_scratch(scratch, cols_scratch(rows, cols) + local.size(), "reduce_scatter_cols");
+  index_t offset = 0;
+  for (std::size_t q = 0; q < cols.size(); ++q) {
+    detail::copy<Comm, T>(
+        c, full.col_range(offset, offset + cols[q]),
+        detail::in_scratch(scratch.subspan(static_cast<std::size_t>(offset * rows)), rows,
+                           cols[q]));
+    offset += cols[q];
+  }
+  const std::span<T> result = scratch.subspan(static_cast<std::size_t>(full.size()),
+                                              static_cast<std::size_t>(local.size()));
+  std::vector<index_t> counts(cols.begin(), cols.end());
+  for (index_t& n : counts) n *= rows;
+  c.reduce_scatter(std::span<const T>(scratch.data(), static_cast<std::size_t>(full.size())),
+                   result, std::span<const index_t>(counts), op);
+  detail::copy<Comm, T>(c, detail::in_scratch(result, rows, mine), local);
+}
+
+}  // namespace tpx::inline v0::comm

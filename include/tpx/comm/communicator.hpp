@@ -1,0 +1,127 @@
+#pragma once
+/// \file
+/// The `communicator` concept: what a backend's group of ranks must offer, and the per-kind
+/// counters every call updates.
+///
+/// Buffers are flat spans of elements. "Along dim 0" means concatenated in rank order: an
+/// all-gather with per-rank counts c₀ … cₙ₋₁ writes rank r's elements at offset c₀ + … + cᵣ₋₁.
+/// Counts may differ between ranks and may be zero.
+///
+/// Byte counters follow the size convention of nccl-tests, so busbw is the counted bytes times
+/// the usual factor: all-reduce and broadcast count the buffer; all-gather the gathered total;
+/// reduce-scatter the scattered total (the input); all-to-all-v the bytes this rank sends to
+/// other ranks; send and recv their message.
+
+#include <array>
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "tpx/core/extents.hpp"
+
+namespace tpx::inline v0::comm {
+
+/// Reduction operators of all-reduce and reduce-scatter.
+enum class reduce_op { sum, max };
+
+/// Every kind of call a communicator counts.
+enum class kind : int {
+  all_reduce,
+  all_gather,
+  reduce_scatter,
+  broadcast,
+  all_to_all,
+  send,
+  recv,
+  barrier,
+};
+inline constexpr int kind_count = 8;
+
+constexpr std::string_view name(kind k) noexcept {
+  constexpr std::array<std::string_view, kind_count> names{
+      "all_reduce", "all_gather", "reduce_scatter", "broadcast",
+      "all_to_all", "send",       "recv",           "barrier"};
+  return names[static_cast<int>(k)];
+}
+
+/// The nccl-tests bus-bandwidth factor of a collective over `n` ranks: busbw = algbw · factor.
+constexpr double bus_factor(kind k, int n) noexcept {
+  if (n <= 1) return k == kind::broadcast ? 1.0 : 0.0;
+  switch (k) {
+    case kind::all_reduce:
+      return 2.0 * (n - 1) / n;
+    case kind::all_gather:
+    case kind::reduce_scatter:
+    case kind::all_to_all:
+      return static_cast<double>(n - 1) / n;
+    default:
+      return 1.0;
+  }
+}
+
+/// Calls and bytes of one kind on one rank.
+struct counter {
+  std::int64_t calls = 0;
+  std::int64_t bytes = 0;
+  friend constexpr bool operator==(const counter&, const counter&) = default;
+};
+
+/// The counters of one rank, one per kind.
+struct stats {
+  std::array<counter, kind_count> by_kind{};
+
+  constexpr const counter& operator[](kind k) const noexcept {
+    return by_kind[static_cast<int>(k)];
+  }
+  constexpr counter& operator[](kind k) noexcept { return by_kind[static_cast<int>(k)]; }
+  constexpr void record(kind k, std::int64_t bytes) noexcept {
+    ++(*this)[k].calls;
+    (*this)[k].bytes += bytes;
+  }
+  /// Bytes of every kind added up.
+  constexpr std::int64_t total_bytes() const noexcept {
+    std::int64_t t = 0;
+    for (const counter& c : by_kind) t += c.bytes;
+    return t;
+  }
+  constexpr void reset() noexcept { by_kind = {}; }
+};
+
+/// A group of ranks that can run every collective tpx uses on element type `T`.
+///
+/// - `all_reduce(data, op)`: in place; every rank ends with the same elementwise reduction.
+/// - `all_gather(send, recv, counts)`: `send.size() == counts[rank]`,
+///   `recv.size() == Σ counts`; recv holds every rank's send in rank order.
+/// - `reduce_scatter(send, recv, counts, op)`: `send.size() == Σ counts`,
+///   `recv.size() == counts[rank]`; recv is the reduction of every rank's block `rank`.
+/// - `broadcast(data, root)`: every rank ends with root's data.
+/// - `all_to_all_v(send, send_counts, recv, recv_counts)`: send holds blocks for ranks 0…n−1 in
+///   order; recv gets the blocks from ranks 0…n−1 in order; rank r's send_counts[q] must equal
+///   rank q's recv_counts[r].
+/// - `send(data, peer)`, `recv(data, peer)`: one message, matched in order per pair.
+/// - `barrier()`; `statistics()` the counters of this rank.
+///
+/// Every mismatch between ranks (sizes, counts, kinds, roots) is a `tpx::error` on every rank,
+/// never a hang or a read out of bounds.
+template <class C, class T>
+concept communicator_of = requires(C& c, const C& cc, std::span<T> data, std::span<const T> in,
+                                   std::span<const index_t> counts, reduce_op op, int peer) {
+  { cc.rank() } -> std::convertible_to<int>;
+  { cc.size() } -> std::convertible_to<int>;
+  c.all_reduce(data, op);
+  c.all_gather(in, data, counts);
+  c.reduce_scatter(in, data, counts, op);
+  c.broadcast(data, peer);
+  c.all_to_all_v(in, counts, data, counts);
+  c.send(in, peer);
+  c.recv(data, peer);
+  c.barrier();
+  { cc.statistics() } -> std::convertible_to<const stats&>;
+};
+
+/// A communicator for the two compute types, f32 and f64.
+template <class C>
+concept communicator = communicator_of<C, float> && communicator_of<C, double>;
+
+}  // namespace tpx::inline v0::comm

@@ -1,0 +1,168 @@
+// The host group never hangs and never reads out of bounds: every mismatch between ranks is a
+// tpx::error on every rank, a failing rank releases the others, and run() rethrows the first error.
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tpx/backend/host/communicator.hpp"
+
+using namespace tpx;
+
+namespace {
+std::string error_of(int tp, const std::function<void(host::communicator&)>& fn) {
+  try {
+    host::run(tp, fn);
+  } catch (const tpx::error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST_CASE("run refuses a group of fewer than one rank") {
+  CHECK_THROWS_WITH_AS(host::run(0, [](host::communicator&) {}),
+                       "host::run: tp must be at least 1, got tp = 0", tpx::error);
+}
+
+TEST_CASE("ranks passing all_reduce buffers of different sizes all get an error") {
+  std::atomic<int> errors{0};
+  const std::string what = error_of(4, [&](host::communicator& c) {
+    std::vector<float> data(c.rank() == 2 ? 5 : 4);
+    try {
+      c.all_reduce(std::span<float>(data));
+    } catch (const tpx::error&) {
+      ++errors;
+      throw;
+    }
+  });
+  CHECK(errors == 4);
+  CHECK(what.find("all_reduce: rank") != std::string::npos);
+  CHECK(what.find("buffer of 5 elements") != std::string::npos);
+  CHECK(what.find("every rank must pass the same") != std::string::npos);
+}
+
+TEST_CASE("a send buffer that disagrees with its count is an error naming rank and sizes") {
+  const std::string what = error_of(3, [](host::communicator& c) {
+    const std::vector<index_t> counts{2, 2, 2};
+    std::vector<double> send(c.rank() == 1 ? 3 : 2), recv(6);
+    c.all_gather(std::span<const double>(send), std::span<double>(recv), counts);
+  });
+  CHECK(what == "all_gather: rank 1 passed a send buffer of 3 elements, but counts[1] = 2");
+}
+
+TEST_CASE("ranks disagreeing on per-rank counts get an error, not a wrong gather") {
+  const std::string what = error_of(2, [](host::communicator& c) {
+    const std::vector<index_t> counts =
+        c.rank() == 0 ? std::vector<index_t>{1, 3} : std::vector<index_t>{2, 2};
+    std::vector<double> send(static_cast<std::size_t>(counts[static_cast<std::size_t>(c.rank())])),
+        recv(4);
+    c.all_gather(std::span<const double>(send), std::span<double>(recv), counts);
+  });
+  CHECK(what.find("every rank must pass the same counts") != std::string::npos);
+}
+
+TEST_CASE("ranks calling different collectives get an error") {
+  const std::string what = error_of(2, [](host::communicator& c) {
+    std::vector<float> data(4);
+    if (c.rank() == 0)
+      c.all_reduce(std::span<float>(data));
+    else
+      c.broadcast(std::span<float>(data), 0);
+  });
+  CHECK(what.find("every rank must make the same collective calls") != std::string::npos);
+}
+
+TEST_CASE("ranks passing different element types get an error") {
+  const std::string what = error_of(2, [](host::communicator& c) {
+    std::vector<float> f(4);
+    std::vector<double> d(4);
+    if (c.rank() == 0)
+      c.all_reduce(std::span<float>(f));
+    else
+      c.all_reduce(std::span<double>(d));
+  });
+  CHECK(what.find("every rank must use the same element type") != std::string::npos);
+}
+
+TEST_CASE("a rank that throws releases the others and its error is rethrown") {
+  for (int tp : {2, 3, 8}) {
+    CHECK_THROWS_WITH_AS(host::run(tp,
+                                   [](host::communicator& c) {
+                                     if (c.rank() == c.size() - 1) throw std::runtime_error("boom");
+                                     std::vector<float> data(8);
+                                     c.all_reduce(std::span<float>(data));  // would wait forever
+                                   }),
+                         "boom", std::runtime_error);
+  }
+}
+
+TEST_CASE("a rank that returns early is reported to the ranks still waiting for it") {
+  const std::string what = error_of(3, [](host::communicator& c) {
+    if (c.rank() == 1) return;
+    c.barrier();
+  });
+  CHECK(what.find("rank 1 has already returned from its function") != std::string::npos);
+}
+
+TEST_CASE("recv from a rank that returned without sending is an error") {
+  const std::string what = error_of(2, [](host::communicator& c) {
+    if (c.rank() == 0) return;
+    std::vector<float> in(2);
+    c.recv(std::span<float>(in), 0);
+  });
+  CHECK(what ==
+        "rank 1 waits in recv for a message from rank 0, which has returned from its "
+        "function without sending it");
+}
+
+TEST_CASE("recv of a message of another size is an error") {
+  const std::string what = error_of(2, [](host::communicator& c) {
+    std::vector<float> buf(c.rank() == 0 ? 3 : 2);
+    if (c.rank() == 0)
+      c.send(std::span<const float>(buf), 1);
+    else
+      c.recv(std::span<float>(buf), 0);
+  });
+  CHECK(what == "recv: rank 1 expects 2 elements from rank 0, but the message holds 3");
+}
+
+TEST_CASE("all_to_all_v with counts the peers do not expect is an error") {
+  const std::string what = error_of(2, [](host::communicator& c) {
+    const std::vector<index_t> send_counts{1, 1};
+    const std::vector<index_t> recv_counts =
+        c.rank() == 0 ? std::vector<index_t>{1, 2} : std::vector<index_t>{1, 1};
+    std::vector<double> send(2), recv(static_cast<std::size_t>(recv_counts[0] + recv_counts[1]));
+    c.all_to_all_v(std::span<const double>(send), send_counts, std::span<double>(recv),
+                   recv_counts);
+  });
+  CHECK(what ==
+        "all_to_all_v: rank 1 sends 1 elements to rank 0, but rank 0 expects 2 from rank 1");
+}
+
+TEST_CASE("a count list of the wrong length and a bad root are errors") {
+  CHECK(error_of(2, [](host::communicator& c) {
+          const std::vector<index_t> counts{1};
+          std::vector<double> send(1), recv(1);
+          c.all_gather(std::span<const double>(send), std::span<double>(recv), counts);
+        }).find("passed 1 per-rank counts for a group of 2 ranks") != std::string::npos);
+  CHECK(error_of(2, [](host::communicator& c) {
+          std::vector<double> d(1);
+          c.broadcast(std::span<double>(d), 2);
+        }) == "broadcast root: rank 2 is outside the group of tp = 2 ranks (0 ≤ rank < tp)");
+}
+
+TEST_CASE("the group is reusable after an error: a new run starts clean") {
+  CHECK_THROWS(host::run(2, [](host::communicator&) { throw tpx::error("first"); }));
+  std::atomic<int> ok{0};
+  host::run(2, [&](host::communicator& c) {
+    std::vector<double> d{1.0};
+    c.all_reduce(std::span<double>(d));
+    if (d[0] == 2.0) ++ok;
+  });
+  CHECK(ok == 2);
+}

@@ -1,0 +1,55 @@
+#pragma once
+// Helpers shared by the test suites: conversions between the oracle's fp64 matrices and the
+// layouts a style gives each rank, and error measures.
+
+#include <algorithm>
+#include <cmath>
+#include <span>
+#include <vector>
+
+#include "oracle.hpp"
+#include "tpx/core/tensor_view.hpp"
+#include "tpx/shard/split.hpp"
+
+namespace tpx::test {
+
+/// The block [rows) × [cols) of an oracle matrix, converted to T, contiguous.
+template <class T>
+std::vector<T> block(const dense& m, shard::interval rows, shard::interval cols) {
+  std::vector<T> out;
+  out.reserve(static_cast<std::size_t>(rows.size() * cols.size()));
+  for (index_t i = rows.begin; i < rows.end; ++i)
+    for (index_t j = cols.begin; j < cols.end; ++j) out.push_back(static_cast<T>(m(i, j)));
+  return out;
+}
+
+template <class T>
+std::vector<T> whole(const dense& m) {
+  return block<T>(m, {0, m.rows}, {0, m.cols});
+}
+
+/// Largest |got − want| over the block, relative to the largest |want| in the whole matrix (or 1).
+template <class T>
+double relative_error(std::span<const T> got, const dense& want, shard::interval rows,
+                      shard::interval cols) {
+  double scale = 0;
+  for (double x : want.v) scale = std::max(scale, std::abs(x));
+  scale = std::max(scale, 1.0);
+  double worst = got.size() == static_cast<std::size_t>(rows.size() * cols.size()) ? 0.0 : INFINITY;
+  if (std::isinf(worst)) return worst;
+  std::size_t k = 0;
+  for (index_t i = rows.begin; i < rows.end; ++i)
+    for (index_t j = cols.begin; j < cols.end; ++j) {
+      const double d = std::abs(static_cast<double>(got[k++]) - want(i, j));
+      worst = std::max(worst, std::isnan(d) ? INFINITY : d);
+    }
+  return worst / scale;
+}
+
+inline dense column(const std::vector<double>& v) {
+  dense m(static_cast<index_t>(v.size()), 1);
+  m.v = v;
+  return m;
+}
+
+}  // namespace tpx::test
