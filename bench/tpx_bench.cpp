@@ -1,1 +1,377 @@
-int main() {}
+// tpx-bench: nccl-tests-style measurements of the host backend.
+//
+//   collectives  all_reduce, all_gather, reduce_scatter on thread ranks, sizes 1 KB … 64 MB,
+//                tp ∈ {2, 4, 8}: time, algbw, busbw, #wrong; and this machine's memcpy bandwidth
+//                measured in the same run, as the ceiling a shared-memory collective can reach.
+//   layers       each linear style's forward and backward: time, GFLOP/s, and the overhead ratio
+//                layer ÷ (the same CBLAS GEMMs and the same collective called by hand), measured
+//                interleaved in the same run (goal ≤ 1.05).
+//
+//   tpx-bench [--collectives] [--layers] [--quick] [--tp 2,4,8] [--max-bytes N] [--json]
+//
+// Times are medians over batches; each batch runs back to back between two barriers, so the
+// reported time is per call including the group's synchronisation. Buffers rotate so that small
+// sizes are not served from cache alone.
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tpx/tpx.hpp"
+
+namespace {
+
+using namespace tpx;
+using clock_type = std::chrono::steady_clock;
+
+struct options {
+  bool collectives = false, layers = false, quick = false, json = false;
+  std::vector<int> tps{2, 4, 8};
+  index_t max_bytes = index_t{64} << 20;
+  std::string command;
+};
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 0; i < argc; ++i) o.command += (i ? " " : "") + std::string(argv[i]);
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    const auto next = [&]() -> std::string_view {
+      expect(i + 1 < argc, "tpx-bench: {} needs a value", a);
+      return argv[++i];
+    };
+    if (a == "--collectives") o.collectives = true;
+    else if (a == "--layers") o.layers = true;
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--json") o.json = true;
+    else if (a == "--max-bytes") o.max_bytes = std::stoll(std::string(next()));
+    else if (a == "--tp") {
+      o.tps.clear();
+      std::string list(next());
+      for (std::size_t p = 0; p <= list.size();) {
+        const std::size_t q = std::min(list.find(',', p), list.size());
+        o.tps.push_back(std::stoi(list.substr(p, q - p)));
+        expect_group_size(o.tps.back(), "tpx-bench --tp");
+        p = q + 1;
+      }
+    } else if (a == "--help" || a == "-h") {
+      fmt::print("usage: tpx-bench [--collectives] [--layers] [--quick] [--tp 2,4,8] "
+                 "[--max-bytes N] [--json]\n");
+      std::exit(0);
+    } else {
+      fail("tpx-bench: unknown option '{}'", a);
+    }
+  }
+  if (!o.collectives && !o.layers) o.collectives = o.layers = true;
+  if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
+  return o;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+/// Output in both forms: text rows as nccl-tests prints them, or JSON records.
+struct report {
+  bool json;
+  std::vector<std::string> records;
+  void row(const std::string& text, const std::string& record) {
+    if (json) records.push_back(record);
+    else fmt::print("{}\n", text);
+  }
+  void line(const std::string& text) {
+    if (!json) fmt::print("{}\n", text);
+  }
+};
+
+// --- memcpy ceiling -------------------------------------------------------------------------
+
+double memcpy_gbps(index_t bytes, int repeats) {
+  std::vector<char> a(static_cast<std::size_t>(bytes), 1), b(static_cast<std::size_t>(bytes));
+  std::vector<double> t;
+  std::memcpy(b.data(), a.data(), a.size());  // warm up, fault pages in
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = clock_type::now();
+    std::memcpy(r % 2 ? a.data() : b.data(), r % 2 ? b.data() : a.data(), a.size());
+    t.push_back(std::chrono::duration<double>(clock_type::now() - t0).count());
+  }
+  return static_cast<double>(bytes) / median(t) / 1e9;
+}
+
+// --- collectives ----------------------------------------------------------------------------
+
+/// Times `op(buffer_index)` on every rank: median over batches of the mean time per call.
+double time_on_ranks(host::communicator& c, int batches, const std::function<void(int)>& op,
+                     double target_seconds) {
+  // Calibrate the batch length on one call (the same on every rank: rank 0 decides).
+  c.barrier();
+  auto t0 = clock_type::now();
+  op(0);
+  c.barrier();
+  std::vector<double> once{std::chrono::duration<double>(clock_type::now() - t0).count()};
+  c.broadcast(std::span<double>(once), 0);
+  const int calls = std::clamp(static_cast<int>(target_seconds / std::max(once[0], 1e-7)), 1, 1000);
+  std::vector<double> per_call;
+  for (int b = 0; b < batches; ++b) {
+    c.barrier();
+    t0 = clock_type::now();
+    for (int i = 0; i < calls; ++i) op(i);
+    c.barrier();
+    per_call.push_back(std::chrono::duration<double>(clock_type::now() - t0).count() / calls);
+  }
+  return median(per_call);
+}
+
+void bench_collectives(const options& o, report& out) {
+  const double copy = memcpy_gbps(index_t{64} << 20, o.quick ? 3 : 9);
+  out.line(fmt::format("# memcpy bandwidth of this machine, one thread, 64 MB: {:.2f} GB/s", copy));
+  if (o.json) out.records.push_back(fmt::format(R"({{"kind":"memcpy","bytes":{},"gbps":{:.4f}}})", 64 << 20, copy));
+  const char* names[] = {"all_reduce", "all_gather", "reduce_scatter"};
+  const comm::kind kinds[] = {comm::kind::all_reduce, comm::kind::all_gather, comm::kind::reduce_scatter};
+  for (const int tp : o.tps) {
+    out.line(fmt::format("#\n# host collectives, tp = {} thread ranks, float, sum", tp));
+    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}", "size(B)", "count",
+                         "op", "time(us)", "algbw", "busbw", "#wrong"));
+    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}", "", "(elements)", "",
+                         "", "(GB/s)", "(GB/s)", ""));
+    for (index_t bytes = 1024; bytes <= o.max_bytes; bytes *= 4) {
+      const index_t count = bytes / static_cast<index_t>(sizeof(float));  // total elements
+      for (int k = 0; k < 3; ++k) {
+        double seconds = 0;
+        std::vector<index_t> wrong(static_cast<std::size_t>(tp));
+        host::run(tp, [&](host::communicator& c) {
+          const std::vector<index_t> counts = shard::split_sizes(count, tp, shard::split_kind::balanced);
+          const index_t mine = counts[static_cast<std::size_t>(c.rank())];
+          // Rotate through enough buffers to exceed the caches for small sizes.
+          const int rotate = static_cast<int>(std::clamp<index_t>((index_t{32} << 20) / bytes, 1, 16));
+          std::vector<std::vector<float>> in(static_cast<std::size_t>(rotate)), res(in.size());
+          const index_t in_n = k == 1 ? mine : count, out_n = k == 2 ? mine : count;
+          for (int b = 0; b < rotate; ++b) {
+            in[static_cast<std::size_t>(b)].assign(static_cast<std::size_t>(in_n), 1.0f);
+            res[static_cast<std::size_t>(b)].assign(static_cast<std::size_t>(out_n), 0.0f);
+          }
+          const auto op = [&](int i) {
+            auto& a = in[static_cast<std::size_t>(i % rotate)];
+            auto& r = res[static_cast<std::size_t>(i % rotate)];
+            if (k == 0) c.all_reduce(std::span<float>(a));
+            else if (k == 1) c.all_gather(std::span<const float>(a), std::span<float>(r), counts);
+            else c.reduce_scatter(std::span<const float>(a), std::span<float>(r), counts);
+          };
+          const double s = time_on_ranks(c, o.quick ? 3 : 7, op, o.quick ? 0.005 : 0.03);
+          // Check: fresh values, one call, compare with the analytic result.
+          auto& a = in[0];
+          for (index_t i = 0; i < in_n; ++i) a[static_cast<std::size_t>(i)] = static_cast<float>(c.rank() + 1);
+          op(0);
+          const auto& got = k == 0 ? a : res[0];
+          index_t bad = 0;
+          for (index_t i = 0; i < static_cast<index_t>(got.size()); ++i) {
+            float want = static_cast<float>(tp * (tp + 1) / 2);
+            if (k == 1) {  // element i came from the rank whose block holds i
+              index_t r = 0, end = counts[0];
+              while (i >= end) end += counts[static_cast<std::size_t>(++r)];
+              want = static_cast<float>(r + 1);
+            }
+            bad += got[static_cast<std::size_t>(i)] != want;
+          }
+          wrong[static_cast<std::size_t>(c.rank())] = bad;
+          if (c.rank() == 0) seconds = s;
+        });
+        index_t bad = 0;
+        for (index_t w : wrong) bad += w;
+        const double algbw = static_cast<double>(bytes) / seconds / 1e9;
+        const double busbw = algbw * comm::bus_factor(kinds[k], tp);
+        out.row(fmt::format("  {:>12} {:>12} {:>15} {:>10.1f} {:>9.2f} {:>9.2f} {:>7}", bytes,
+                            count, names[k], seconds * 1e6, algbw, busbw, bad),
+                fmt::format(R"({{"kind":"collective","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}}})",
+                            names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad));
+      }
+    }
+  }
+}
+
+// --- layers ---------------------------------------------------------------------------------
+
+template <class T>
+void sgemm(bool ta, bool tb, index_t m, index_t n, index_t k, const T* a, index_t lda, const T* b,
+           index_t ldb, T* c, index_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a,
+              static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
+}
+
+void add_bias(float* y, index_t rows, index_t cols, const float* b) {
+  for (index_t i = 0; i < rows; ++i)
+    for (index_t j = 0; j < cols; ++j) y[i * cols + j] += b[j];
+}
+
+/// One style's layer against the same work done by hand with CBLAS and the communicator.
+template <class Style>
+void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t outf, index_t inf) {
+  using layer_t = layer::linear<Style, host::backend, float>;
+  std::vector<float> w(static_cast<std::size_t>(outf * inf), 0.01f), b(static_cast<std::size_t>(outf), 0.1f);
+  host::gemm_engine engine;
+  double fwd = 0, fwd_direct = 0, bwd = 0, bwd_direct = 0;
+  host::run(tp, [&](host::communicator& c) {
+    layer_t l(engine, c, make_matrix<const float>(w.data(), outf, inf), b,
+              {.name = "bench", .out_features = outf, .in_features = inf});
+    const index_t xi = l.input_cols(), yo = l.output_cols();
+    const index_t lo = l.local_shape()[0], li = l.local_shape()[1];
+    std::vector<float> x(static_cast<std::size_t>(tokens * xi), 0.5f), y(static_cast<std::size_t>(tokens * yo)),
+        dy(y.size(), 0.25f), dx(x.size());
+    // Hand-written baseline buffers: contiguous local weights and scratch.
+    std::vector<float> wl(static_cast<std::size_t>(lo * li), 0.01f), bl(l.bias().begin(), l.bias().end()),
+        tmp(static_cast<std::size_t>(tokens * std::max(lo, li) * tp + tokens * std::max(outf, inf))),
+        dw(wl.size()), db(bl.size());
+    const auto xv = make_matrix<const float>(x.data(), tokens, xi);
+    const auto yv = make_matrix(y.data(), tokens, yo);
+    const auto dyv = make_matrix<const float>(dy.data(), tokens, yo);
+    const auto dxv = make_matrix(dx.data(), tokens, xi);
+    const std::vector<index_t> counts(l.counts().begin(), l.counts().end());
+    const shard::interval own = l.slice();
+    constexpr bool gathered = std::is_same_v<Style, style::colwise_gathered>;
+    constexpr bool split_in = std::is_same_v<Style, style::rowwise_split>;
+    constexpr bool row = Style::split_dim == 1;
+
+    // Forward by hand: GEMM (+ bias) and the style's collective.
+    const auto direct_forward = [&] {
+      const float* xin = split_in ? x.data() + own.begin : x.data();
+      float* target = gathered ? tmp.data() : y.data();
+      const index_t ldy = gathered ? lo : yo;
+      sgemm<float>(false, true, tokens, lo, li, xin, xi, wl.data(), li, target, ldy);
+      if (row) {
+        c.all_reduce(std::span<float>(y));
+        add_bias(y.data(), tokens, yo, bl.data());
+      } else {
+        add_bias(target, tokens, lo, bl.data());
+      }
+      if (gathered) {
+        float* gathered_buf = tmp.data() + tokens * lo;
+        std::vector<index_t> n(counts);
+        for (auto& v : n) v *= tokens;
+        c.all_gather(std::span<const float>(tmp.data(), static_cast<std::size_t>(tokens * lo)),
+                     std::span<float>(gathered_buf, static_cast<std::size_t>(tokens * outf)), n);
+        index_t off = 0;
+        for (std::size_t q = 0; q < counts.size(); ++q) {
+          for (index_t t = 0; t < tokens; ++t)
+            std::memcpy(y.data() + t * outf + off, gathered_buf + off * tokens + t * counts[q],
+                        static_cast<std::size_t>(counts[q]) * sizeof(float));
+          off += counts[q];
+        }
+      }
+    };
+    // Backward by hand: dX GEMM and its collective, dW GEMM, db.
+    const auto direct_backward = [&] {
+      const float* dyl = gathered ? dy.data() + own.begin : dy.data();
+      const float* xin = split_in ? x.data() + own.begin : x.data();
+      float* dxl = split_in ? tmp.data() : dx.data();
+      sgemm<float>(false, false, tokens, li, lo, dyl, yo, wl.data(), li, dxl, split_in ? li : xi);
+      if (!row) c.all_reduce(std::span<float>(dx));
+      if (split_in) {
+        float* gathered_buf = tmp.data() + tokens * li;
+        std::vector<index_t> n(counts);
+        for (auto& v : n) v *= tokens;
+        c.all_gather(std::span<const float>(dxl, static_cast<std::size_t>(tokens * li)),
+                     std::span<float>(gathered_buf, static_cast<std::size_t>(tokens * inf)), n);
+        index_t off = 0;
+        for (std::size_t q = 0; q < counts.size(); ++q) {
+          for (index_t t = 0; t < tokens; ++t)
+            std::memcpy(dx.data() + t * inf + off, gathered_buf + off * tokens + t * counts[q],
+                        static_cast<std::size_t>(counts[q]) * sizeof(float));
+          off += counts[q];
+        }
+      }
+      sgemm<float>(true, false, lo, li, tokens, dyl, yo, xin, xi, dw.data(), li);
+      std::fill(db.begin(), db.end(), 0.0f);
+      for (index_t t = 0; t < tokens; ++t)
+        for (index_t j = 0; j < lo; ++j) db[static_cast<std::size_t>(j)] += dyl[t * yo + j];
+    };
+    const int rounds = o.quick ? 3 : 9;
+    std::vector<double> f, fd, bw, bd;
+    const double target = o.quick ? 0.01 : 0.05;
+    for (int r = 0; r < rounds; ++r) {  // interleaved, so drift hits both sides alike
+      f.push_back(time_on_ranks(c, 1, [&](int) { l.forward(xv, yv); }, target));
+      fd.push_back(time_on_ranks(c, 1, [&](int) { direct_forward(); }, target));
+      bw.push_back(time_on_ranks(c, 1, [&](int) { l.backward(xv, dyv, dxv); }, target));
+      bd.push_back(time_on_ranks(c, 1, [&](int) { direct_backward(); }, target));
+    }
+    if (c.rank() == 0) {
+      fwd = median(f);
+      fwd_direct = median(fd);
+      bwd = median(bw);
+      bwd_direct = median(bd);
+    }
+  });
+  const double flops = 2.0 * static_cast<double>(tokens * outf * inf);  // whole layer, all ranks
+  out.row(fmt::format("  {:>22} {:>3} {:>6} {:>6} {:>6} {:>10.1f} {:>8.2f} {:>7.3f} {:>10.1f} {:>8.2f} {:>7.3f}",
+                      Style::name, tp, tokens, outf, inf, fwd * 1e6, flops / fwd / 1e9, fwd / fwd_direct,
+                      bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct),
+          fmt::format(R"({{"kind":"layer","style":"{}","tp":{},"tokens":{},"out":{},"in":{},"forward_us":{:.3f},"forward_gflops":{:.4f},"forward_overhead":{:.4f},"backward_us":{:.3f},"backward_gflops":{:.4f},"backward_overhead":{:.4f}}})",
+                      Style::name, tp, tokens, outf, inf, fwd * 1e6, flops / fwd / 1e9, fwd / fwd_direct,
+                      bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct));
+}
+
+void bench_layers(const options& o, report& out) {
+  out.line("#\n# linear layers, float, host backend; GFLOP/s of the whole layer over all ranks;");
+  out.line("# overhead = layer time ÷ the same CBLAS GEMMs + collective called by hand (goal ≤ 1.05)");
+  out.line(fmt::format("# {:>22} {:>3} {:>6} {:>6} {:>6} {:>10} {:>8} {:>7} {:>10} {:>8} {:>7}", "style",
+                       "tp", "tokens", "out", "in", "fwd(us)", "GFLOP/s", "ovh", "bwd(us)", "GFLOP/s",
+                       "ovh"));
+  const index_t tokens = o.quick ? 16 : 128, outf = o.quick ? 256 : 1024, inf = o.quick ? 192 : 768;
+  for (const int tp : o.tps) {
+    if (tp > 4 && !o.quick) continue;  // 2 cores: beyond 4 thread ranks the GEMMs only queue
+    bench_layer<style::colwise<>>(o, out, tp, tokens, outf, inf);
+    bench_layer<style::colwise_gathered>(o, out, tp, tokens, outf, inf);
+    bench_layer<style::rowwise<>>(o, out, tp, tokens, inf, outf);
+    bench_layer<style::rowwise_split>(o, out, tp, tokens, inf, outf);
+  }
+}
+
+int run(const options& o) {
+  report out{o.json, {}};
+  out.line(fmt::format("# tpx-bench {} | fmt {} | {}", tpx::version, FMT_VERSION,
+#ifdef OPENBLAS_VERSION
+                       OPENBLAS_VERSION
+#else
+                       "CBLAS"
+#endif
+                       ));
+  out.line(fmt::format("# host: {}, {} hardware threads | OPENBLAS_NUM_THREADS={}", cpu_model(),
+                       std::thread::hardware_concurrency(),
+                       std::getenv("OPENBLAS_NUM_THREADS") ? std::getenv("OPENBLAS_NUM_THREADS") : "(unset)"));
+  out.line(fmt::format("# command: {}", o.command));
+  if (o.collectives) bench_collectives(o, out);
+  if (o.layers) bench_layers(o, out);
+  if (o.json) {
+    fmt::print("{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"results\":[\n  {}\n]}}\n", tpx::version,
+               o.command, cpu_model(), fmt::join(out.records, ",\n  "));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  }
+}

@@ -14,6 +14,7 @@
 /// through `Comm::copy(src, dst)` when the communicator has one (device memory), else through host
 /// loops.
 
+#include <algorithm>
 #include <numeric>
 #include <span>
 #include <string_view>
@@ -32,8 +33,8 @@ void copy(Comm& c, matrix_view<const T> from, matrix_view<T> to) {
   if constexpr (requires { c.copy(from, to); }) {
     c.copy(from, to);
   } else {
-    for (index_t i = 0; i < from.rows(); ++i)
-      for (index_t j = 0; j < from.cols(); ++j) to(i, j) = from(i, j);
+    if (from.cols() == 0) return;
+    for (index_t i = 0; i < from.rows(); ++i) std::copy_n(&from(i, 0), from.cols(), &to(i, 0));
   }
 }
 
