@@ -49,11 +49,16 @@ options parse(int argc, char** argv) {
       expect(i + 1 < argc, "tpx-bench: {} needs a value", a);
       return argv[++i];
     };
-    if (a == "--collectives") o.collectives = true;
-    else if (a == "--layers") o.layers = true;
-    else if (a == "--quick") o.quick = true;
-    else if (a == "--json") o.json = true;
-    else if (a == "--max-bytes") o.max_bytes = std::stoll(std::string(next()));
+    if (a == "--collectives")
+      o.collectives = true;
+    else if (a == "--layers")
+      o.layers = true;
+    else if (a == "--quick")
+      o.quick = true;
+    else if (a == "--json")
+      o.json = true;
+    else if (a == "--max-bytes")
+      o.max_bytes = std::stoll(std::string(next()));
     else if (a == "--tp") {
       o.tps.clear();
       std::string list(next());
@@ -64,8 +69,9 @@ options parse(int argc, char** argv) {
         p = q + 1;
       }
     } else if (a == "--help" || a == "-h") {
-      fmt::print("usage: tpx-bench [--collectives] [--layers] [--quick] [--tp 2,4,8] "
-                 "[--max-bytes N] [--json]\n");
+      fmt::print(
+          "usage: tpx-bench [--collectives] [--layers] [--quick] [--tp 2,4,8] "
+          "[--max-bytes N] [--json]\n");
       std::exit(0);
     } else {
       fail("tpx-bench: unknown option '{}'", a);
@@ -93,8 +99,10 @@ struct report {
   bool json;
   std::vector<std::string> records;
   void row(const std::string& text, const std::string& record) {
-    if (json) records.push_back(record);
-    else fmt::print("{}\n", text);
+    if (json)
+      records.push_back(record);
+    else
+      fmt::print("{}\n", text);
   }
   void line(const std::string& text) {
     if (!json) fmt::print("{}\n", text);
@@ -142,9 +150,12 @@ double time_on_ranks(host::communicator& c, int batches, const std::function<voi
 void bench_collectives(const options& o, report& out) {
   const double copy = memcpy_gbps(index_t{64} << 20, o.quick ? 3 : 9);
   out.line(fmt::format("# memcpy bandwidth of this machine, one thread, 64 MB: {:.2f} GB/s", copy));
-  if (o.json) out.records.push_back(fmt::format(R"({{"kind":"memcpy","bytes":{},"gbps":{:.4f}}})", 64 << 20, copy));
+  if (o.json)
+    out.records.push_back(
+        fmt::format(R"({{"kind":"memcpy","bytes":{},"gbps":{:.4f}}})", 64 << 20, copy));
   const char* names[] = {"all_reduce", "all_gather", "reduce_scatter"};
-  const comm::kind kinds[] = {comm::kind::all_reduce, comm::kind::all_gather, comm::kind::reduce_scatter};
+  const comm::kind kinds[] = {comm::kind::all_reduce, comm::kind::all_gather,
+                              comm::kind::reduce_scatter};
   for (const int tp : o.tps) {
     out.line(fmt::format("#\n# host collectives, tp = {} thread ranks, float, sum", tp));
     out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}", "size(B)", "count",
@@ -157,10 +168,12 @@ void bench_collectives(const options& o, report& out) {
         double seconds = 0;
         std::vector<index_t> wrong(static_cast<std::size_t>(tp));
         host::run(tp, [&](host::communicator& c) {
-          const std::vector<index_t> counts = shard::split_sizes(count, tp, shard::split_kind::balanced);
+          const std::vector<index_t> counts =
+              shard::split_sizes(count, tp, shard::split_kind::balanced);
           const index_t mine = counts[static_cast<std::size_t>(c.rank())];
           // Rotate through enough buffers to exceed the caches for small sizes.
-          const int rotate = static_cast<int>(std::clamp<index_t>((index_t{32} << 20) / bytes, 1, 16));
+          const int rotate =
+              static_cast<int>(std::clamp<index_t>((index_t{32} << 20) / bytes, 1, 16));
           std::vector<std::vector<float>> in(static_cast<std::size_t>(rotate)), res(in.size());
           const index_t in_n = k == 1 ? mine : count, out_n = k == 2 ? mine : count;
           for (int b = 0; b < rotate; ++b) {
@@ -170,14 +183,18 @@ void bench_collectives(const options& o, report& out) {
           const auto op = [&](int i) {
             auto& a = in[static_cast<std::size_t>(i % rotate)];
             auto& r = res[static_cast<std::size_t>(i % rotate)];
-            if (k == 0) c.all_reduce(std::span<float>(a));
-            else if (k == 1) c.all_gather(std::span<const float>(a), std::span<float>(r), counts);
-            else c.reduce_scatter(std::span<const float>(a), std::span<float>(r), counts);
+            if (k == 0)
+              c.all_reduce(std::span<float>(a));
+            else if (k == 1)
+              c.all_gather(std::span<const float>(a), std::span<float>(r), counts);
+            else
+              c.reduce_scatter(std::span<const float>(a), std::span<float>(r), counts);
           };
           const double s = time_on_ranks(c, o.quick ? 3 : 7, op, o.quick ? 0.005 : 0.03);
           // Check: fresh values, one call, compare with the analytic result.
           auto& a = in[0];
-          for (index_t i = 0; i < in_n; ++i) a[static_cast<std::size_t>(i)] = static_cast<float>(c.rank() + 1);
+          for (index_t i = 0; i < in_n; ++i)
+            a[static_cast<std::size_t>(i)] = static_cast<float>(c.rank() + 1);
           op(0);
           const auto& got = k == 0 ? a : res[0];
           index_t bad = 0;
@@ -197,10 +214,12 @@ void bench_collectives(const options& o, report& out) {
         for (index_t w : wrong) bad += w;
         const double algbw = static_cast<double>(bytes) / seconds / 1e9;
         const double busbw = algbw * comm::bus_factor(kinds[k], tp);
-        out.row(fmt::format("  {:>12} {:>12} {:>15} {:>10.1f} {:>9.2f} {:>9.2f} {:>7}", bytes,
-                            count, names[k], seconds * 1e6, algbw, busbw, bad),
-                fmt::format(R"({{"kind":"collective","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}}})",
-                            names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad));
+        out.row(
+            fmt::format("  {:>12} {:>12} {:>15} {:>10.1f} {:>9.2f} {:>9.2f} {:>7}", bytes, count,
+                        names[k], seconds * 1e6, algbw, busbw, bad),
+            fmt::format(
+                R"({{"kind":"collective","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}}})",
+                names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad));
       }
     }
   }
@@ -225,7 +244,8 @@ void add_bias(float* y, index_t rows, index_t cols, const float* b) {
 template <class Style>
 void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t outf, index_t inf) {
   using layer_t = layer::linear<Style, host::backend, float>;
-  std::vector<float> w(static_cast<std::size_t>(outf * inf), 0.01f), b(static_cast<std::size_t>(outf), 0.1f);
+  std::vector<float> w(static_cast<std::size_t>(outf * inf), 0.01f),
+      b(static_cast<std::size_t>(outf), 0.1f);
   host::gemm_engine engine;
   double fwd = 0, fwd_direct = 0, bwd = 0, bwd_direct = 0;
   host::run(tp, [&](host::communicator& c) {
@@ -233,11 +253,13 @@ void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t 
               {.name = "bench", .out_features = outf, .in_features = inf});
     const index_t xi = l.input_cols(), yo = l.output_cols();
     const index_t lo = l.local_shape()[0], li = l.local_shape()[1];
-    std::vector<float> x(static_cast<std::size_t>(tokens * xi), 0.5f), y(static_cast<std::size_t>(tokens * yo)),
-        dy(y.size(), 0.25f), dx(x.size());
+    std::vector<float> x(static_cast<std::size_t>(tokens * xi), 0.5f),
+        y(static_cast<std::size_t>(tokens * yo)), dy(y.size(), 0.25f), dx(x.size());
     // Hand-written baseline buffers: contiguous local weights and scratch.
-    std::vector<float> wl(static_cast<std::size_t>(lo * li), 0.01f), bl(l.bias().begin(), l.bias().end()),
-        tmp(static_cast<std::size_t>(tokens * std::max(lo, li) * tp + tokens * std::max(outf, inf))),
+    std::vector<float> wl(static_cast<std::size_t>(lo * li), 0.01f),
+        bl(l.bias().begin(), l.bias().end()),
+        tmp(static_cast<std::size_t>(tokens * std::max(lo, li) * tp +
+                                     tokens * std::max(outf, inf))),
         dw(wl.size()), db(bl.size());
     const auto xv = make_matrix<const float>(x.data(), tokens, xi);
     const auto yv = make_matrix(y.data(), tokens, yo);
@@ -306,10 +328,14 @@ void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t 
     std::vector<double> f, fd, bw, bd;
     const double target = o.quick ? 0.01 : 0.05;
     for (int r = 0; r < rounds; ++r) {  // interleaved, so drift hits both sides alike
-      f.push_back(time_on_ranks(c, 1, [&](int) { l.forward(xv, yv); }, target));
-      fd.push_back(time_on_ranks(c, 1, [&](int) { direct_forward(); }, target));
-      bw.push_back(time_on_ranks(c, 1, [&](int) { l.backward(xv, dyv, dxv); }, target));
-      bd.push_back(time_on_ranks(c, 1, [&](int) { direct_backward(); }, target));
+      f.push_back(time_on_ranks(
+          c, 1, [&](int) { l.forward(xv, yv); }, target));
+      fd.push_back(time_on_ranks(
+          c, 1, [&](int) { direct_forward(); }, target));
+      bw.push_back(time_on_ranks(
+          c, 1, [&](int) { l.backward(xv, dyv, dxv); }, target));
+      bd.push_back(time_on_ranks(
+          c, 1, [&](int) { direct_backward(); }, target));
     }
     if (c.rank() == 0) {
       fwd = median(f);
@@ -319,20 +345,24 @@ void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t 
     }
   });
   const double flops = 2.0 * static_cast<double>(tokens * outf * inf);  // whole layer, all ranks
-  out.row(fmt::format("  {:>22} {:>3} {:>6} {:>6} {:>6} {:>10.1f} {:>8.2f} {:>7.3f} {:>10.1f} {:>8.2f} {:>7.3f}",
-                      Style::name, tp, tokens, outf, inf, fwd * 1e6, flops / fwd / 1e9, fwd / fwd_direct,
-                      bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct),
-          fmt::format(R"({{"kind":"layer","style":"{}","tp":{},"tokens":{},"out":{},"in":{},"forward_us":{:.3f},"forward_gflops":{:.4f},"forward_overhead":{:.4f},"backward_us":{:.3f},"backward_gflops":{:.4f},"backward_overhead":{:.4f}}})",
-                      Style::name, tp, tokens, outf, inf, fwd * 1e6, flops / fwd / 1e9, fwd / fwd_direct,
-                      bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct));
+  out.row(
+      fmt::format("  {:>22} {:>3} {:>6} {:>6} {:>6} {:>10.1f} {:>8.2f} {:>7.3f} {:>10.1f} {:>8.2f} "
+                  "{:>7.3f}",
+                  Style::name, tp, tokens, outf, inf, fwd * 1e6, flops / fwd / 1e9,
+                  fwd / fwd_direct, bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct),
+      fmt::format(
+          R"({{"kind":"layer","style":"{}","tp":{},"tokens":{},"out":{},"in":{},"forward_us":{:.3f},"forward_gflops":{:.4f},"forward_overhead":{:.4f},"backward_us":{:.3f},"backward_gflops":{:.4f},"backward_overhead":{:.4f}}})",
+          Style::name, tp, tokens, outf, inf, fwd * 1e6, flops / fwd / 1e9, fwd / fwd_direct,
+          bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct));
 }
 
 void bench_layers(const options& o, report& out) {
   out.line("#\n# linear layers, float, host backend; GFLOP/s of the whole layer over all ranks;");
-  out.line("# overhead = layer time ÷ the same CBLAS GEMMs + collective called by hand (goal ≤ 1.05)");
-  out.line(fmt::format("# {:>22} {:>3} {:>6} {:>6} {:>6} {:>10} {:>8} {:>7} {:>10} {:>8} {:>7}", "style",
-                       "tp", "tokens", "out", "in", "fwd(us)", "GFLOP/s", "ovh", "bwd(us)", "GFLOP/s",
-                       "ovh"));
+  out.line(
+      "# overhead = layer time ÷ the same CBLAS GEMMs + collective called by hand (goal ≤ 1.05)");
+  out.line(fmt::format("# {:>22} {:>3} {:>6} {:>6} {:>6} {:>10} {:>8} {:>7} {:>10} {:>8} {:>7}",
+                       "style", "tp", "tokens", "out", "in", "fwd(us)", "GFLOP/s", "ovh", "bwd(us)",
+                       "GFLOP/s", "ovh"));
   const index_t tokens = o.quick ? 16 : 128, outf = o.quick ? 256 : 1024, inf = o.quick ? 192 : 768;
   for (const int tp : o.tps) {
     if (tp > 4 && !o.quick) continue;  // 2 cores: beyond 4 thread ranks the GEMMs only queue
@@ -352,15 +382,16 @@ int run(const options& o) {
                        "CBLAS"
 #endif
                        ));
-  out.line(fmt::format("# host: {}, {} hardware threads | OPENBLAS_NUM_THREADS={}", cpu_model(),
-                       std::thread::hardware_concurrency(),
-                       std::getenv("OPENBLAS_NUM_THREADS") ? std::getenv("OPENBLAS_NUM_THREADS") : "(unset)"));
+  out.line(fmt::format(
+      "# host: {}, {} hardware threads | OPENBLAS_NUM_THREADS={}", cpu_model(),
+      std::thread::hardware_concurrency(),
+      std::getenv("OPENBLAS_NUM_THREADS") ? std::getenv("OPENBLAS_NUM_THREADS") : "(unset)"));
   out.line(fmt::format("# command: {}", o.command));
   if (o.collectives) bench_collectives(o, out);
   if (o.layers) bench_layers(o, out);
   if (o.json) {
-    fmt::print("{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"results\":[\n  {}\n]}}\n", tpx::version,
-               o.command, cpu_model(), fmt::join(out.records, ",\n  "));
+    fmt::print("{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"results\":[\n  {}\n]}}\n",
+               tpx::version, o.command, cpu_model(), fmt::join(out.records, ",\n  "));
   }
   return 0;
 }

@@ -30,13 +30,18 @@ options parse(int argc, char** argv) {
       expect(i + 1 < argc, "tpx-demo: {} needs a value", a);
       char* end = nullptr;
       const long v = std::strtol(argv[++i], &end, 10);
-      expect(end != argv[i] && *end == '\0', "tpx-demo: {} needs a whole number, got '{}'", a, argv[i]);
+      expect(end != argv[i] && *end == '\0', "tpx-demo: {} needs a whole number, got '{}'", a,
+             argv[i]);
       return v;
     };
-    if (a == "--tp") o.tp = static_cast<int>(value());
-    else if (a == "--tokens") o.tokens = value();
-    else if (a == "--hidden") o.hidden = value();
-    else if (a == "--inter") o.inter = value();
+    if (a == "--tp")
+      o.tp = static_cast<int>(value());
+    else if (a == "--tokens")
+      o.tokens = value();
+    else if (a == "--hidden")
+      o.hidden = value();
+    else if (a == "--inter")
+      o.inter = value();
     else if (a == "--help" || a == "-h") {
       fmt::print("usage: tpx-demo [--tp N] [--tokens T] [--hidden H] [--inter I]\n");
       std::exit(0);
@@ -61,25 +66,30 @@ std::vector<double> random_values(index_t n, unsigned seed) {
   return v;
 }
 
-double silu(double x) { return x / (1 + std::exp(-x)); }
+double silu(double x) {
+  return x / (1 + std::exp(-x));
+}
 
 /// The unsharded MLP in fp64: y = silu(x · W1ᵀ + b1) · W2ᵀ + b2.
 std::vector<double> reference(const options& o, const std::vector<double>& x,
                               const std::vector<double>& w1, const std::vector<double>& b1,
                               const std::vector<double>& w2, const std::vector<double>& b2) {
-  std::vector<double> a(static_cast<std::size_t>(o.tokens * o.inter)), y(static_cast<std::size_t>(o.tokens * o.hidden));
+  std::vector<double> a(static_cast<std::size_t>(o.tokens * o.inter)),
+      y(static_cast<std::size_t>(o.tokens * o.hidden));
   for (index_t t = 0; t < o.tokens; ++t)
     for (index_t j = 0; j < o.inter; ++j) {
       double acc = b1[static_cast<std::size_t>(j)];
       for (index_t i = 0; i < o.hidden; ++i)
-        acc += x[static_cast<std::size_t>(t * o.hidden + i)] * w1[static_cast<std::size_t>(j * o.hidden + i)];
+        acc += x[static_cast<std::size_t>(t * o.hidden + i)] *
+               w1[static_cast<std::size_t>(j * o.hidden + i)];
       a[static_cast<std::size_t>(t * o.inter + j)] = silu(acc);
     }
   for (index_t t = 0; t < o.tokens; ++t)
     for (index_t h = 0; h < o.hidden; ++h) {
       double acc = b2[static_cast<std::size_t>(h)];
       for (index_t j = 0; j < o.inter; ++j)
-        acc += a[static_cast<std::size_t>(t * o.inter + j)] * w2[static_cast<std::size_t>(h * o.inter + j)];
+        acc += a[static_cast<std::size_t>(t * o.inter + j)] *
+               w2[static_cast<std::size_t>(h * o.inter + j)];
       y[static_cast<std::size_t>(t * o.hidden + h)] = acc;
     }
   return y;
@@ -112,21 +122,24 @@ int run_demo(const options& o) {
                 {.name = "mlp.down_proj", .out_features = o.hidden, .in_features = o.inter});
     layer::chain<up_t, down_t, layer::activation::silu> mlp(up, down);
     std::vector<float> y(static_cast<std::size_t>(o.tokens * o.hidden));
-    mlp.forward(make_matrix(xf.data(), o.tokens, o.hidden), make_matrix(y.data(), o.tokens, o.hidden));
+    mlp.forward(make_matrix(xf.data(), o.tokens, o.hidden),
+                make_matrix(y.data(), o.tokens, o.hidden));
     double worst = 0;
     for (std::size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::abs(y[i] - want[i]));
     const std::size_t r = static_cast<std::size_t>(c.rank());
     error[r] = worst;
     stats[r] = c.statistics();
-    shards[r] = fmt::format("up_proj rows [{}, {}) = [{} × {}], down_proj cols [{}, {}) = [{} × {}]",
-                            up.slice().begin, up.slice().end, up.local_shape()[0],
-                            up.local_shape()[1], down.slice().begin, down.slice().end,
-                            down.local_shape()[0], down.local_shape()[1]);
+    shards[r] = fmt::format(
+        "up_proj rows [{}, {}) = [{} × {}], down_proj cols [{}, {}) = [{} × {}]", up.slice().begin,
+        up.slice().end, up.local_shape()[0], up.local_shape()[1], down.slice().begin,
+        down.slice().end, down.local_shape()[0], down.local_shape()[1]);
   });
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  fmt::print("tpx {} demo: MLP [{} tokens] {} → {} (SiLU) → {} on {} thread ranks (colwise → rowwise)\n",
-             tpx::version, o.tokens, o.hidden, o.inter, o.hidden, o.tp);
+  fmt::print(
+      "tpx {} demo: MLP [{} tokens] {} → {} (SiLU) → {} on {} thread ranks (colwise → rowwise)\n",
+      tpx::version, o.tokens, o.hidden, o.inter, o.hidden, o.tp);
   double worst = 0;
   for (int r = 0; r < o.tp; ++r) {
     const comm::stats& s = stats[static_cast<std::size_t>(r)];
@@ -136,8 +149,9 @@ int run_demo(const options& o) {
     worst = std::max(worst, error[static_cast<std::size_t>(r)]);
   }
   const double expected_bytes = static_cast<double>(o.tokens * o.hidden * sizeof(float));
-  fmt::print("bytes per rank: {} (one all-reduce of [{} × {}] f32 = {} bytes, the analytic minimum)\n",
-             stats[0].total_bytes(), o.tokens, o.hidden, expected_bytes);
+  fmt::print(
+      "bytes per rank: {} (one all-reduce of [{} × {}] f32 = {} bytes, the analytic minimum)\n",
+      stats[0].total_bytes(), o.tokens, o.hidden, expected_bytes);
   fmt::print("max error vs the unsharded fp64 MLP: {:.3g} (f32 compute); wall time {:.1f} ms\n",
              worst, seconds * 1e3);
   const bool ok = worst <= 1e-4 && static_cast<double>(stats[0].total_bytes()) == expected_bytes;

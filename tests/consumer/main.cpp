@@ -10,7 +10,8 @@ int main() {
   bool ok = true;
   host::run(2, [&](host::communicator& c) {
     layer::linear<style::colwise_gathered, host::backend, double> l(
-        engine, c, make_matrix(w.data(), 3, 2), {}, {.name = "w", .out_features = 3, .in_features = 2});
+        engine, c, make_matrix(w.data(), 3, 2), {},
+        {.name = "w", .out_features = 3, .in_features = 2});
     std::vector<double> y(3);
     l.forward(make_matrix(x.data(), 1, 2), make_matrix(y.data(), 1, 3));
     if (y != std::vector<double>{3, 7, 11}) ok = false;
