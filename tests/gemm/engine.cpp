@@ -1,0 +1,116 @@
+// The host GEMM engine against plain loops: every transpose combination, alpha and beta, the bias
+// epilogue, padded operands, empty dims, and the shape errors.
+
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "../oracle.hpp"
+#include "tpx/backend/host/gemm.hpp"
+
+using namespace tpx;
+using gemm::op;
+
+namespace {
+/// Stores `m` (or its transpose) with leading dimension ld ≥ its columns.
+std::vector<double> store(const test::dense& m, bool transpose, index_t ld) {
+  const index_t rows = transpose ? m.cols : m.rows, cols = transpose ? m.rows : m.cols;
+  std::vector<double> out(static_cast<std::size_t>(std::max<index_t>(rows * ld, 1)), -99.0);
+  for (index_t i = 0; i < rows; ++i)
+    for (index_t j = 0; j < cols; ++j)
+      out[static_cast<std::size_t>(i * ld + j)] = transpose ? m(j, i) : m(i, j);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("gemm computes alpha·op(A)·op(B) + beta·C + bias for every transpose combination") {
+  const index_t m = 5, n = 4, k = 3;
+  const test::dense a = test::random_dense(m, k, 1), b = test::random_dense(k, n, 2),
+                    c0 = test::random_dense(m, n, 3);
+  const std::vector<double> bias = test::random_dense(n, 1, 4).v;
+  host::gemm_engine engine;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true})
+      for (const bool with_bias : {false, true}) {
+        CAPTURE(ta);
+        CAPTURE(tb);
+        const index_t pad = 2;  // every operand padded: ld = cols + 2
+        const index_t a_cols = ta ? m : k, b_cols = tb ? k : n;
+        const std::vector<double> av = store(a, ta, a_cols + pad), bv = store(b, tb, b_cols + pad);
+        std::vector<double> cv = store(c0, false, n + pad);
+        engine.gemm(gemm::gemm_args<double>{
+            .op_a = ta ? op::transpose : op::none,
+            .op_b = tb ? op::transpose : op::none,
+            .alpha = 0.5,
+            .a = {av.data(), extents<2>{{ta ? k : m, a_cols}}, a_cols + pad},
+            .b = {bv.data(), extents<2>{{tb ? n : k, b_cols}}, b_cols + pad},
+            .beta = -2.0,
+            .c = {cv.data(), extents<2>{{m, n}}, n + pad},
+            .bias = with_bias ? std::span<const double>(bias) : std::span<const double>()});
+        for (index_t i = 0; i < m; ++i) {
+          for (index_t j = 0; j < n; ++j) {
+            double want = -2.0 * c0(i, j) + (with_bias ? bias[static_cast<std::size_t>(j)] : 0.0);
+            for (index_t p = 0; p < k; ++p) want += 0.5 * a(i, p) * b(p, j);
+            CHECK(cv[static_cast<std::size_t>(i * (n + pad) + j)] ==
+                  doctest::Approx(want).epsilon(1e-14));
+          }
+          CHECK(cv[static_cast<std::size_t>(i * (n + pad) + n)] == -99.0);  // padding untouched
+        }
+      }
+}
+
+TEST_CASE("gemm with an empty inner dim scales C and adds the bias; empty outputs are no-ops") {
+  host::gemm_engine engine;
+  std::vector<float> c{1, 2, 3, 4};
+  const std::vector<float> bias{10, 20};
+  engine.gemm(gemm::gemm_args<float>{.a = make_matrix<const float>(nullptr, 2, 0),
+                                     .b = make_matrix<const float>(nullptr, 0, 2),
+                                     .beta = 3.0f,
+                                     .c = make_matrix(c.data(), 2, 2),
+                                     .bias = bias});
+  CHECK(c == std::vector<float>{13, 26, 19, 32});
+  engine.gemm(gemm::gemm_args<float>{.a = make_matrix<const float>(nullptr, 0, 5),
+                                     .b = make_matrix<const float>(c.data(), 5, 0),
+                                     .c = make_matrix<float>(nullptr, 0, 0)});
+}
+
+TEST_CASE("bias_grad sums rows and add_bias broadcasts over rows") {
+  host::gemm_engine engine;
+  const std::vector<double> dy{1, 2, 3, 4, 5, 6};  // [3 × 2]
+  std::vector<double> db(2, -1);
+  engine.bias_grad(make_matrix(dy.data(), 3, 2), std::span<double>(db));
+  CHECK(db == std::vector<double>{9, 12});
+  std::vector<double> y(6, 0);
+  engine.add_bias(make_matrix(y.data(), 3, 2), std::span<const double>(db));
+  CHECK(y == std::vector<double>{9, 12, 9, 12, 9, 12});
+}
+
+TEST_CASE("operands that do not line up are errors naming both shapes") {
+  host::gemm_engine engine;
+  std::vector<double> a(12), b(12), c(16);
+  CHECK_THROWS_WITH_AS(
+      engine.gemm(gemm::gemm_args<double>{.a = make_matrix<const double>(a.data(), 4, 3),
+                                          .b = make_matrix<const double>(b.data(), 4, 3),
+                                          .c = make_matrix(c.data(), 4, 3)}),
+      "host::gemm_engine: op(A) is [4 × 3] and op(B) is [4 × 3]; the inner dims 3 and 4 must be "
+      "equal",
+      tpx::error);
+  CHECK_THROWS_WITH_AS(
+      engine.gemm(gemm::gemm_args<double>{.op_b = op::transpose,
+                                          .a = make_matrix<const double>(a.data(), 4, 3),
+                                          .b = make_matrix<const double>(b.data(), 4, 3),
+                                          .c = make_matrix(c.data(), 4, 3)}),
+      "host::gemm_engine: C is [4 × 3] but op(A)·op(B) is [4 × 4]", tpx::error);
+  const std::vector<double> bias(3);
+  CHECK_THROWS_WITH_AS(
+      engine.gemm(gemm::gemm_args<double>{.op_b = op::transpose,
+                                          .a = make_matrix<const double>(a.data(), 4, 3),
+                                          .b = make_matrix<const double>(b.data(), 4, 3),
+                                          .c = make_matrix(c.data(), 4, 4),
+                                          .bias = bias}),
+      "host::gemm_engine: the bias has 3 elements but C has 4 columns", tpx::error);
+  std::vector<double> db(3);
+  CHECK_THROWS_AS(
+      engine.bias_grad(make_matrix<const double>(a.data(), 4, 3), std::span<double>(db).first(2)),
+      tpx::error);
+}
