@@ -271,6 +271,22 @@ void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t 
     constexpr bool split_in = std::is_same_v<Style, style::rowwise_split>;
     constexpr bool row = Style::split_dim == 1;
 
+    // [tokens, width] column blocks of every rank → [tokens, full]: one flat all-gather into
+    // `staging`, then one memcpy per row and block.
+    const auto gather_cols_by_hand = [&](host::communicator& cm, const float* local, index_t width,
+                                         float* staging, float* full, index_t full_cols) {
+      std::vector<index_t> n(counts);
+      for (auto& v : n) v *= tokens;
+      cm.all_gather(std::span<const float>(local, static_cast<std::size_t>(tokens * width)),
+                    std::span<float>(staging, static_cast<std::size_t>(tokens * full_cols)), n);
+      index_t off = 0;
+      for (const index_t cols : counts) {
+        for (index_t t = 0; t < tokens; ++t)
+          std::memcpy(full + t * full_cols + off, staging + off * tokens + t * cols,
+                      static_cast<std::size_t>(cols) * sizeof(float));
+        off += cols;
+      }
+    };
     // Forward by hand: GEMM (+ bias) and the style's collective.
     const auto direct_forward = [&] {
       const float* xin = split_in ? x.data() + own.begin : x.data();
@@ -283,20 +299,8 @@ void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t 
       } else {
         add_bias(target, tokens, lo, bl.data());
       }
-      if (gathered) {
-        float* gathered_buf = tmp.data() + tokens * lo;
-        std::vector<index_t> n(counts);
-        for (auto& v : n) v *= tokens;
-        c.all_gather(std::span<const float>(tmp.data(), static_cast<std::size_t>(tokens * lo)),
-                     std::span<float>(gathered_buf, static_cast<std::size_t>(tokens * outf)), n);
-        index_t off = 0;
-        for (std::size_t q = 0; q < counts.size(); ++q) {
-          for (index_t t = 0; t < tokens; ++t)
-            std::memcpy(y.data() + t * outf + off, gathered_buf + off * tokens + t * counts[q],
-                        static_cast<std::size_t>(counts[q]) * sizeof(float));
-          off += counts[q];
-        }
-      }
+      if (gathered)
+        gather_cols_by_hand(c, tmp.data(), lo, tmp.data() + tokens * lo, y.data(), outf);
     };
     // Backward by hand: dX GEMM and its collective, dW GEMM, db.
     const auto direct_backward = [&] {
@@ -305,20 +309,7 @@ void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t 
       float* dxl = split_in ? tmp.data() : dx.data();
       sgemm<float>(false, false, tokens, li, lo, dyl, yo, wl.data(), li, dxl, split_in ? li : xi);
       if (!row) c.all_reduce(std::span<float>(dx));
-      if (split_in) {
-        float* gathered_buf = tmp.data() + tokens * li;
-        std::vector<index_t> n(counts);
-        for (auto& v : n) v *= tokens;
-        c.all_gather(std::span<const float>(dxl, static_cast<std::size_t>(tokens * li)),
-                     std::span<float>(gathered_buf, static_cast<std::size_t>(tokens * inf)), n);
-        index_t off = 0;
-        for (std::size_t q = 0; q < counts.size(); ++q) {
-          for (index_t t = 0; t < tokens; ++t)
-            std::memcpy(dx.data() + t * inf + off, gathered_buf + off * tokens + t * counts[q],
-                        static_cast<std::size_t>(counts[q]) * sizeof(float));
-          off += counts[q];
-        }
-      }
+      if (split_in) gather_cols_by_hand(c, dxl, li, tmp.data() + tokens * li, dx.data(), inf);
       sgemm<float>(true, false, lo, li, tokens, dyl, yo, xin, xi, dw.data(), li);
       std::fill(db.begin(), db.end(), 0.0f);
       for (index_t t = 0; t < tokens; ++t)

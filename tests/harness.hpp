@@ -4,10 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "oracle.hpp"
+#include "tpx/backend/host/communicator.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/shard/split.hpp"
 
@@ -44,6 +47,17 @@ double relative_error(std::span<const T> got, const dense& want, shard::interval
       worst = std::max(worst, std::isnan(d) ? INFINITY : d);
     }
   return worst / scale;
+}
+
+/// Runs `fn` on `tp` thread ranks and returns the message of the tpx::error it ends with, or
+/// "no error".
+inline std::string error_of(int tp, const std::function<void(host::communicator&)>& fn) {
+  try {
+    host::run(tp, fn);
+  } catch (const tpx::error& e) {
+    return e.what();
+  }
+  return "no error";
 }
 
 inline dense column(const std::vector<double>& v) {

@@ -9,20 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "../harness.hpp"
 #include "tpx/backend/host/communicator.hpp"
 
 using namespace tpx;
 
-namespace {
-std::string error_of(int tp, const std::function<void(host::communicator&)>& fn) {
-  try {
-    host::run(tp, fn);
-  } catch (const tpx::error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("run refuses a group of fewer than one rank") {
   CHECK_THROWS_WITH_AS(host::run(0, [](host::communicator&) {}),
@@ -31,7 +23,7 @@ TEST_CASE("run refuses a group of fewer than one rank") {
 
 TEST_CASE("ranks passing all_reduce buffers of different sizes all get an error") {
   std::atomic<int> errors{0};
-  const std::string what = error_of(4, [&](host::communicator& c) {
+  const std::string what = test::error_of(4, [&](host::communicator& c) {
     std::vector<float> data(c.rank() == 2 ? 5 : 4);
     try {
       c.all_reduce(std::span<float>(data));
@@ -47,7 +39,7 @@ TEST_CASE("ranks passing all_reduce buffers of different sizes all get an error"
 }
 
 TEST_CASE("a send buffer that disagrees with its count is an error naming rank and sizes") {
-  const std::string what = error_of(3, [](host::communicator& c) {
+  const std::string what = test::error_of(3, [](host::communicator& c) {
     const std::vector<index_t> counts{2, 2, 2};
     std::vector<double> send(c.rank() == 1 ? 3 : 2), recv(6);
     c.all_gather(std::span<const double>(send), std::span<double>(recv), counts);
@@ -56,7 +48,7 @@ TEST_CASE("a send buffer that disagrees with its count is an error naming rank a
 }
 
 TEST_CASE("ranks disagreeing on per-rank counts get an error, not a wrong gather") {
-  const std::string what = error_of(2, [](host::communicator& c) {
+  const std::string what = test::error_of(2, [](host::communicator& c) {
     const std::vector<index_t> counts =
         c.rank() == 0 ? std::vector<index_t>{1, 3} : std::vector<index_t>{2, 2};
     std::vector<double> send(static_cast<std::size_t>(counts[static_cast<std::size_t>(c.rank())])),
@@ -67,7 +59,7 @@ TEST_CASE("ranks disagreeing on per-rank counts get an error, not a wrong gather
 }
 
 TEST_CASE("ranks calling different collectives get an error") {
-  const std::string what = error_of(2, [](host::communicator& c) {
+  const std::string what = test::error_of(2, [](host::communicator& c) {
     std::vector<float> data(4);
     if (c.rank() == 0)
       c.all_reduce(std::span<float>(data));
@@ -78,7 +70,7 @@ TEST_CASE("ranks calling different collectives get an error") {
 }
 
 TEST_CASE("ranks passing different element types get an error") {
-  const std::string what = error_of(2, [](host::communicator& c) {
+  const std::string what = test::error_of(2, [](host::communicator& c) {
     std::vector<float> f(4);
     std::vector<double> d(4);
     if (c.rank() == 0)
@@ -102,7 +94,7 @@ TEST_CASE("a rank that throws releases the others and its error is rethrown") {
 }
 
 TEST_CASE("a rank that returns early is reported to the ranks still waiting for it") {
-  const std::string what = error_of(3, [](host::communicator& c) {
+  const std::string what = test::error_of(3, [](host::communicator& c) {
     if (c.rank() == 1) return;
     c.barrier();
   });
@@ -110,7 +102,7 @@ TEST_CASE("a rank that returns early is reported to the ranks still waiting for 
 }
 
 TEST_CASE("recv from a rank that returned without sending is an error") {
-  const std::string what = error_of(2, [](host::communicator& c) {
+  const std::string what = test::error_of(2, [](host::communicator& c) {
     if (c.rank() == 0) return;
     std::vector<float> in(2);
     c.recv(std::span<float>(in), 0);
@@ -121,7 +113,7 @@ TEST_CASE("recv from a rank that returned without sending is an error") {
 }
 
 TEST_CASE("recv of a message of another size is an error") {
-  const std::string what = error_of(2, [](host::communicator& c) {
+  const std::string what = test::error_of(2, [](host::communicator& c) {
     std::vector<float> buf(c.rank() == 0 ? 3 : 2);
     if (c.rank() == 0)
       c.send(std::span<const float>(buf), 1);
@@ -132,7 +124,7 @@ TEST_CASE("recv of a message of another size is an error") {
 }
 
 TEST_CASE("all_to_all_v with counts the peers do not expect is an error") {
-  const std::string what = error_of(2, [](host::communicator& c) {
+  const std::string what = test::error_of(2, [](host::communicator& c) {
     const std::vector<index_t> send_counts{1, 1};
     const std::vector<index_t> recv_counts =
         c.rank() == 0 ? std::vector<index_t>{1, 2} : std::vector<index_t>{1, 1};
@@ -145,12 +137,12 @@ TEST_CASE("all_to_all_v with counts the peers do not expect is an error") {
 }
 
 TEST_CASE("a count list of the wrong length and a bad root are errors") {
-  CHECK(error_of(2, [](host::communicator& c) {
+  CHECK(test::error_of(2, [](host::communicator& c) {
           const std::vector<index_t> counts{1};
           std::vector<double> send(1), recv(1);
           c.all_gather(std::span<const double>(send), std::span<double>(recv), counts);
         }).find("passed 1 per-rank counts for a group of 2 ranks") != std::string::npos);
-  CHECK(error_of(2, [](host::communicator& c) {
+  CHECK(test::error_of(2, [](host::communicator& c) {
           std::vector<double> d(1);
           c.broadcast(std::span<double>(d), 2);
         }) == "broadcast root: rank 2 is outside the group of tp = 2 ranks (0 ≤ rank < tp)");

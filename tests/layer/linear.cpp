@@ -17,14 +17,6 @@ namespace {
 template <class Style>
 using lin = layer::linear<Style, host::backend, double>;
 
-std::string error_of(int tp, const std::function<void(host::communicator&)>& fn) {
-  try {
-    host::run(tp, fn);
-  } catch (const tpx::error& e) {
-    return e.what();
-  }
-  return "no error";
-}
 }  // namespace
 
 TEST_CASE("the rowwise bias is added exactly once, after the all-reduce") {
@@ -108,18 +100,18 @@ TEST_CASE("each style moves exactly the bytes of its collectives") {
 TEST_CASE("a weight whose shape disagrees with the layer is an error naming both shapes") {
   const std::vector<double> w(12 * 7);
   host::gemm_engine engine;
-  CHECK(error_of(2,
-                 [&](host::communicator& c) {
-                   lin<style::colwise<>> l(engine, c, make_matrix<const double>(w.data(), 12, 7),
-                                           {},
-                                           {.name = "model.layers.0.self_attn.q_proj",
-                                            .out_features = 12,
-                                            .in_features = 8});
-                 }) ==
+  CHECK(test::error_of(2,
+                       [&](host::communicator& c) {
+                         lin<style::colwise<>> l(engine, c,
+                                                 make_matrix<const double>(w.data(), 12, 7), {},
+                                                 {.name = "model.layers.0.self_attn.q_proj",
+                                                  .out_features = 12,
+                                                  .in_features = 8});
+                       }) ==
         "model.layers.0.self_attn.q_proj: the weight is [12 × 7] but the layer is [12 × 8] "
         "(out_features × in_features)");
   const std::vector<double> b(11);
-  CHECK(error_of(1, [&](host::communicator& c) {
+  CHECK(test::error_of(1, [&](host::communicator& c) {
           lin<style::colwise<>> l(engine, c, make_matrix<const double>(w.data(), 12, 7), b,
                                   {.name = "q", .out_features = 12, .in_features = 7});
         }) == "q: the bias has 11 elements but out_features is 12");
@@ -128,15 +120,15 @@ TEST_CASE("a weight whose shape disagrees with the layer is an error naming both
 TEST_CASE("an indivisible dim under the even split is an error naming tensor, dim, size and tp") {
   const std::vector<double> w(10 * 6);
   host::gemm_engine engine;
-  CHECK(error_of(4,
-                 [&](host::communicator& c) {
-                   lin<style::rowwise<>> l(engine, c, make_matrix<const double>(w.data(), 6, 10),
-                                           {},
-                                           {.name = "mlp.down_proj",
-                                            .out_features = 6,
-                                            .in_features = 10,
-                                            .split = shard::split_kind::even});
-                 }) ==
+  CHECK(test::error_of(4,
+                       [&](host::communicator& c) {
+                         lin<style::rowwise<>> l(engine, c,
+                                                 make_matrix<const double>(w.data(), 6, 10), {},
+                                                 {.name = "mlp.down_proj",
+                                                  .out_features = 6,
+                                                  .in_features = 10,
+                                                  .split = shard::split_kind::even});
+                       }) ==
         "mlp.down_proj.weight dim 1 has size 10, which tp = 4 does not divide (10 % 4 = 2); "
         "the even split needs a multiple of tp: use a balanced or chunk split");
 }
@@ -144,7 +136,7 @@ TEST_CASE("an indivisible dim under the even split is an error naming tensor, di
 TEST_CASE("activations of the wrong shape are errors naming the layer, style, layout and sizes") {
   const std::vector<double> w(8 * 6);
   host::gemm_engine engine;
-  const std::string what = error_of(2, [&](host::communicator& c) {
+  const std::string what = test::error_of(2, [&](host::communicator& c) {
     lin<style::rowwise<>> l(engine, c, make_matrix<const double>(w.data(), 8, 6), {},
                             {.name = "o_proj", .out_features = 8, .in_features = 6});
     std::vector<double> x(4 * 6), y(4 * 8);  // x replicated, but rowwise wants shard<1>
@@ -154,7 +146,7 @@ TEST_CASE("activations of the wrong shape are errors naming the layer, style, la
   CHECK(
       what.find("the input is [4 × 6] but must be [4 × 3] (tokens × features, shard<1> layout)") !=
       std::string::npos);
-  const std::string dy = error_of(1, [&](host::communicator& c) {
+  const std::string dy = test::error_of(1, [&](host::communicator& c) {
     lin<style::colwise<>> l(engine, c, make_matrix<const double>(w.data(), 8, 6), {},
                             {.name = "q", .out_features = 8, .in_features = 6});
     std::vector<double> x(4 * 6), dy(3 * 8), dx(4 * 6);
