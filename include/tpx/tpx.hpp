@@ -19,6 +19,8 @@
 #include "tpx/layer/chain.hpp"
 #include "tpx/layer/linear.hpp"
 #include "tpx/shard/split.hpp"
+#include "tpx/shard/partition.hpp"
+#include "tpx/shard/gqa.hpp"
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/concept.hpp"
 #include "tpx/style/layout.hpp"

@@ -1,0 +1,141 @@
+// Packed and head-aligned partitions, and GQA head placement with KV replication.
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "tpx/shard/gqa.hpp"
+#include "tpx/shard/partition.hpp"
+
+using namespace tpx;
+using shard::block;
+using shard::interval;
+using shard::partition;
+using shard::split_kind;
+
+TEST_CASE("packed partitions tile the fused dim exactly once, whatever the blocks and tp") {
+  const std::vector<std::vector<block>> cases = {
+      {{10, 1}, {10, 1}},         // gate|up, even
+      {{7, 1}, {7, 1}},           // gate|up, odd
+      {{12, 4}, {4, 4}, {4, 4}},  // q|k|v with GQA sizes, head_dim 4
+      {{3, 1}, {0, 1}, {9, 3}},   // an empty block
+      {{64, 8}, {16, 8}, {16, 8}, {5, 1}}};
+  for (const auto& blocks : cases)
+    for (int tp = 1; tp <= 8; ++tp)
+      for (const split_kind kind : {split_kind::balanced, split_kind::chunk, split_kind::even}) {
+        bool divisible = true;
+        for (const block& b : blocks) divisible = divisible && (b.size / b.unit) % tp == 0;
+        if (kind == split_kind::even && !divisible) {
+          CHECK_THROWS_AS(partition::packed(blocks, tp, kind), tpx::error);
+          continue;
+        }
+        const partition p = partition::packed(blocks, tp, kind, {"w", 0});
+        CAPTURE(tp);
+        CHECK(p.covers());
+        CHECK_FALSE(p.overlaps());
+        index_t total = 0;
+        for (const block& b : blocks) total += b.size;
+        CHECK(p.extent() == total);
+        index_t held = 0;
+        for (int r = 0; r < tp; ++r) {
+          const auto& parts = p.of(r).parts;
+          REQUIRE(parts.size() == blocks.size());  // one piece per block, in block order
+          index_t offset = 0;
+          for (std::size_t b = 0; b < blocks.size(); ++b) {
+            CHECK(parts[b].begin >= offset);
+            CHECK(parts[b].end <= offset + blocks[b].size);
+            CHECK((parts[b].begin - offset) % blocks[b].unit == 0);  // whole units
+            CHECK(parts[b].size() % blocks[b].unit == 0);
+            offset += blocks[b].size;
+          }
+          held += p.of(r).size();
+        }
+        CHECK(held == total);
+      }
+}
+
+TEST_CASE("an uneven gate|up split keeps every row: each block is split on its own") {
+  const std::vector<block> gate_up{{5, 1}, {5, 1}};  // intermediate size 5, tp 2
+  const partition p = partition::packed(gate_up, 2, split_kind::balanced);
+  CHECK(p.of(0).parts == std::vector<interval>{{0, 3}, {5, 8}});
+  CHECK(p.of(1).parts == std::vector<interval>{{3, 5}, {8, 10}});
+  CHECK(p.sizes() == std::vector<index_t>{6, 4});
+  CHECK(p.of(1).global(2) == 8);
+  const auto src = p.sources();
+  CHECK(src[9] == std::pair<int, index_t>{1, 3});
+  CHECK(src[5] == std::pair<int, index_t>{0, 3});
+}
+
+TEST_CASE("head splits move whole heads") {
+  const partition p = partition::heads(5, 4, 2, split_kind::balanced);
+  CHECK(p.of(0).parts == std::vector<interval>{{0, 12}});
+  CHECK(p.of(1).parts == std::vector<interval>{{12, 20}});
+  CHECK_THROWS_WITH_AS(
+      partition::packed(std::vector<block>{{10, 4}}, 2, split_kind::balanced,
+                        {"model.layers.0.self_attn.qkv_proj.weight", 0}),
+      "model.layers.0.self_attn.qkv_proj.weight dim 0: packed block 0 has size 10, "
+      "which is not a whole number of units of 4",
+      tpx::error);
+}
+
+TEST_CASE("GQA keeps every query head on a rank that holds its KV head") {
+  for (const index_t n_kv : {1, 2, 3, 4, 8})
+    for (const index_t group : {1, 2, 3, 4, 8})
+      for (int tp = 1; tp <= 8; ++tp) {
+        const shard::gqa a{n_kv * group, n_kv, 2};
+        CAPTURE(n_kv);
+        CAPTURE(group);
+        CAPTURE(tp);
+        const bool ok = tp <= n_kv || (tp % n_kv == 0 && (n_kv * group) % tp == 0);
+        REQUIRE(a.can_implement(tp) == ok);
+        if (!ok) {
+          CHECK_THROWS_AS(a.kv_heads(tp, 0), tpx::error);
+          continue;
+        }
+        std::vector<int> q_seen(static_cast<std::size_t>(a.n_heads)),
+            kv_seen(static_cast<std::size_t>(n_kv));
+        for (int r = 0; r < tp; ++r) {
+          const interval q = a.q_heads(tp, r), kv = a.kv_heads(tp, r);
+          for (index_t h = q.begin; h < q.end; ++h) {
+            ++q_seen[static_cast<std::size_t>(h)];
+            CHECK(h / group >= kv.begin);  // the query head's KV head is on this rank
+            CHECK(h / group < kv.end);
+          }
+          for (index_t h = kv.begin; h < kv.end; ++h) ++kv_seen[static_cast<std::size_t>(h)];
+        }
+        for (int n : q_seen) CHECK(n == 1);  // query heads tile exactly once
+        for (int n : kv_seen) CHECK(n == a.replicas(tp));
+        CHECK(a.q_partition(tp).covers());
+        CHECK_FALSE(a.q_partition(tp).overlaps());
+        CHECK(a.kv_partition(tp).overlaps() == (tp > n_kv));
+        CHECK(a.qkv_partition(tp).covers());
+      }
+}
+
+TEST_CASE("GQA with tp above the KV heads replicates them: rank r holds KV head r / (tp / n_kv)") {
+  const shard::gqa a{8, 2, 4};
+  const int tp = 4;
+  CHECK(a.replicas(tp) == 2);
+  CHECK(a.kv_heads(tp, 0) == interval{0, 1});
+  CHECK(a.kv_heads(tp, 1) == interval{0, 1});
+  CHECK(a.kv_heads(tp, 3) == interval{1, 2});
+  CHECK(a.q_heads(tp, 1) == interval{2, 4});
+  CHECK(a.q_heads(tp, 2) == interval{4, 6});
+  const partition qkv = a.qkv_partition(tp);
+  CHECK(qkv.extent() == (8 + 2 + 2) * 4);
+  CHECK(qkv.of(3).parts == std::vector<interval>{{24, 32}, {36, 40}, {44, 48}});
+}
+
+TEST_CASE("GQA that tp cannot serve is an error naming the heads, tp and the accepted conditions") {
+  CHECK_THROWS_WITH_AS(
+      shard::gqa({32, 8, 128}).expect_implementable(12, "model.layers.0.self_attn"),
+      "model.layers.0.self_attn: n_heads = 32 and n_kv_heads = 8 cannot be split "
+      "over tp = 12; tp must be at most n_kv_heads (KV heads split in whole heads), "
+      "or a multiple of n_kv_heads that divides n_heads (each KV head replicated on "
+      "tp / n_kv_heads ranks)",
+      tpx::error);
+  CHECK_THROWS_AS(shard::gqa({6, 4, 8}).expect_implementable(2), tpx::error);  // 4 ∤ 6
+  CHECK(shard::gqa{32, 8, 128}.can_implement(16));
+  CHECK_FALSE(shard::gqa{32, 8, 128}.can_implement(64));  // 64 ∤ 32 query heads
+}
