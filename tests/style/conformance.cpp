@@ -5,9 +5,12 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <tuple>
+#include <utility>
 
 #include "../linear_harness.hpp"
+#include "tpx/shard/gqa.hpp"
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
@@ -113,3 +116,83 @@ TEST_CASE_TEMPLATE_DEFINE("forward and backward reproduce the fp64 oracle in sin
   }
 }
 TEST_CASE_TEMPLATE_APPLY(oracle_f32, all_styles);
+
+using split_styles =
+    std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>, style::rowwise_split>;
+
+namespace {
+/// A case whose split dim (out for colwise, in for rowwise) has `extent` elements.
+template <class S>
+test::linear_case on_split_dim(index_t extent, index_t other) {
+  test::linear_case k;
+  k.tokens = 5;
+  (S::split_dim == 0 ? k.out : k.in) = extent;
+  (S::split_dim == 0 ? k.in : k.out) = other;
+  return k;
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE_DEFINE("packed weights split block by block reproduce the fp64 oracle", S,
+                          packed) {
+  const std::vector<std::vector<shard::block>> packings = {
+      {{7, 1}, {7, 1}},           // gate|up with an odd intermediate size
+      {{12, 3}, {6, 3}, {6, 3}},  // q|k|v: 4 query heads, 2 KV heads, head_dim 3
+      {{5, 1}, {0, 1}, {9, 1}}};  // an empty block
+  for (const auto& blocks : packings)
+    for (const int tp : group_sizes)
+      for (const split_kind kind : {split_kind::balanced, split_kind::chunk}) {
+        index_t extent = 0;
+        for (const shard::block& b : blocks) extent += b.size;
+        test::linear_case k = on_split_dim<S>(extent, 6);
+        k.blocks = blocks;
+        k.split = kind;
+        CAPTURE(tp);
+        CAPTURE(extent);
+        CAPTURE(shard::name(kind));
+        for (const test::linear_errors& e : test::check_linear<S, double>(tp, k)) {
+          CHECK(e[0] < 1e-13);
+          CHECK(e[1] < 1e-13);
+          CHECK(e[2] < 1e-13);
+          CHECK(e[3] < 1e-13);
+        }
+      }
+}
+TEST_CASE_TEMPLATE_APPLY(packed, split_styles);
+
+TEST_CASE_TEMPLATE_DEFINE(
+    "head-aligned q, k, v and fused qkv, with KV heads replicated past n_kv, reproduce the oracle",
+    S, heads) {
+  const shard::gqa attn{8, 2, 3};  // 8 query heads, 2 KV heads, head_dim 3
+  using make = std::function<shard::partition(int)>;
+  std::vector<std::pair<index_t, make>> partitions = {
+      {8 * 3, [&](int tp) { return attn.q_partition(tp); }}};
+  if (S::split_dim == 0) {  // KV and fused qkv only for the out dim (colwise)
+    partitions.push_back({2 * 3, [&](int tp) { return attn.kv_partition(tp); }});
+    partitions.push_back({12 * 3, [&](int tp) { return attn.qkv_partition(tp); }});
+  }
+  for (const auto& [extent, partition] : partitions)
+    for (const int tp : group_sizes) {
+      if (!attn.can_implement(tp)) continue;
+      test::linear_case k = on_split_dim<S>(extent, 7);
+      k.partition = partition;
+      CAPTURE(tp);
+      CAPTURE(extent);
+      for (const test::linear_errors& e : test::check_linear<S, double>(tp, k)) {
+        CHECK(e[0] < 1e-13);
+        CHECK(e[1] < 1e-13);
+        CHECK(e[2] < 1e-13);
+        CHECK(e[3] < 1e-13);
+      }
+    }
+}
+TEST_CASE_TEMPLATE_APPLY(heads, split_styles);
+
+TEST_CASE("rowwise refuses a partition in which ranks share input features") {
+  const shard::gqa attn{4, 1, 2};
+  const test::linear_case k{
+      .tokens = 2, .out = 3, .in = 2, .partition = [&](int tp) { return attn.kv_partition(tp); }};
+  CHECK_THROWS_WITH_AS((test::check_linear<style::rowwise<>, double>(2, k)),
+                       "test.proj.weight (rowwise): ranks may not share input features, or the "
+                       "partial sums would count them twice",
+                       tpx::error);
+}

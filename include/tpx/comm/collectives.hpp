@@ -7,6 +7,8 @@
 ///   reduce_scatter_rows[Σ rows, cols]            → [rows_r, cols]
 ///   all_gather_cols    [rows, cols_r] on rank r  → [rows, Σ cols]   (dim 1, e.g. TP features)
 ///   reduce_scatter_cols[rows, Σ cols]            → [rows, cols_r]
+///   take_cols / put_cols   a rank's column pieces of a full matrix ↔ its local block (no comm)
+///   all_gather_cols by a shard::partition: rank blocks placed at their pieces (packed, heads)
 ///
 /// Dim-1 collectives are dim-0 collectives on a packed buffer: rank r's [rows, cols_r] block is
 /// contiguous in the flat buffer, then unpacked column block by column block. They need a scratch
@@ -23,6 +25,7 @@
 #include "tpx/comm/communicator.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
+#include "tpx/shard/partition.hpp"
 
 namespace tpx::inline v0::comm {
 
@@ -120,6 +123,31 @@ void reduce_scatter_rows(Comm& c, matrix_view<const T> full, matrix_view<T> loca
                    std::span<const index_t>(counts), op);
 }
 
+namespace detail {
+
+/// All-gathers every rank's [rows, cols_r] block into `scratch` as consecutive contiguous blocks
+/// in rank order; returns the rows · Σ cols elements written. A padded local block is packed
+/// behind them first.
+template <class Comm, class T>
+std::span<T> gather_blocks(Comm& c, matrix_view<const T> local, std::span<const index_t> cols,
+                           std::span<T> scratch, std::string_view who) {
+  const index_t rows = local.rows(), all = total(cols);
+  expect_scratch(scratch, rows * all + (local.is_contiguous() ? 0 : local.size()), who);
+  std::span<const T> send(local.data(), static_cast<std::size_t>(local.size()));
+  if (!local.is_contiguous()) {
+    const std::span<T> tail = scratch.subspan(static_cast<std::size_t>(rows * all));
+    copy<Comm, T>(c, local, in_scratch(tail, rows, local.cols()));
+    send = tail.first(static_cast<std::size_t>(local.size()));
+  }
+  std::vector<index_t> counts(cols.begin(), cols.end());
+  for (index_t& n : counts) n *= rows;
+  const std::span<T> blocks = scratch.first(static_cast<std::size_t>(rows * all));
+  c.all_gather(send, blocks, std::span<const index_t>(counts));
+  return blocks;
+}
+
+}  // namespace detail
+
 /// [rows, cols_r] on every rank → [rows, Σ cols] with rank r's block at columns Σ_{q<r} cols_q.
 template <class Comm, class T>
 void all_gather_cols(Comm& c, matrix_view<const T> local, matrix_view<T> full,
@@ -129,27 +157,15 @@ void all_gather_cols(Comm& c, matrix_view<const T> local, matrix_view<T> full,
   expect(local.cols() == mine && local.rows() == full.rows() && full.cols() == detail::total(cols),
          "all_gather_cols: rank {} gathers a [{} × {}] block into [{} × {}], but its column count "
          "is {} and the column counts add up to {}",
-         c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), mine, detail::total(cols));
+         c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), mine,
+         detail::total(cols));
   const index_t rows = full.rows();
-  detail::expect_scratch(scratch,
-                         cols_scratch(rows, cols) + (local.is_contiguous() ? 0 : local.size()),
-                         "all_gather_cols");
-  std::span<const T> send(local.data(), static_cast<std::size_t>(local.size()));
-  if (!local.is_contiguous()) {  // pack behind the gather buffer
-    const std::span<T> tail = scratch.subspan(static_cast<std::size_t>(full.size()));
-    detail::copy<Comm, T>(c, local, detail::in_scratch(tail, rows, mine));
-    send = tail.first(static_cast<std::size_t>(local.size()));
-  }
-  std::vector<index_t> counts(cols.begin(), cols.end());
-  for (index_t& n : counts) n *= rows;
-  c.all_gather(send, scratch.first(static_cast<std::size_t>(full.size())),
-               std::span<const index_t>(counts));
+  const std::span<T> blocks = detail::gather_blocks(c, local, cols, scratch, "all_gather_cols");
   index_t offset = 0;
-  for (std::size_t q = 0; q < cols.size(); ++q) {
-    const matrix_view<const T> block =
-        make_matrix<const T>(scratch.data() + offset * rows, rows, cols[q]);
-    detail::copy<Comm, T>(c, block, full.col_range(offset, offset + cols[q]));
-    offset += cols[q];
+  for (const index_t n : cols) {
+    const matrix_view<const T> block = make_matrix<const T>(blocks.data() + offset * rows, rows, n);
+    detail::copy<Comm, T>(c, block, full.col_range(offset, offset + n));
+    offset += n;
   }
 }
 
@@ -181,6 +197,62 @@ void reduce_scatter_cols(Comm& c, matrix_view<const T> full, matrix_view<T> loca
   c.reduce_scatter(std::span<const T>(scratch.data(), static_cast<std::size_t>(full.size())),
                    result, std::span<const index_t>(counts), op);
   detail::copy<Comm, T>(c, detail::in_scratch(result, rows, mine), local);
+}
+
+/// Copies the columns `own` of `full` into `local` ([rows, own.size()]), piece after piece.
+template <class Comm, class T>
+void take_cols(Comm& c, matrix_view<const T> full, const shard::pieces& own, matrix_view<T> local) {
+  expect(local.rows() == full.rows() && local.cols() == own.size(),
+         "take_cols: the local block is [{} × {}] but the pieces hold [{} × {}]", local.rows(),
+         local.cols(), full.rows(), own.size());
+  index_t at = 0;
+  for (const shard::interval& p : own.parts) {
+    detail::copy<Comm, T>(c, full.col_range(p.begin, p.end), local.col_range(at, at + p.size()));
+    at += p.size();
+  }
+}
+
+/// Writes the columns of `local` at the pieces `own` of `full`.
+template <class Comm, class T>
+void put_cols(Comm& c, matrix_view<const T> local, const shard::pieces& own, matrix_view<T> full) {
+  expect(local.rows() == full.rows() && local.cols() == own.size(),
+         "put_cols: the local block is [{} × {}] but the pieces hold [{} × {}]", local.rows(),
+         local.cols(), full.rows(), own.size());
+  index_t at = 0;
+  for (const shard::interval& p : own.parts) {
+    detail::copy<Comm, T>(c, local.col_range(at, at + p.size()), full.col_range(p.begin, p.end));
+    at += p.size();
+  }
+}
+
+/// Scratch elements `all_gather_cols` by a partition needs for `rows` rows.
+inline index_t cols_scratch(index_t rows, const shard::partition& p) {
+  const std::vector<index_t> sizes = p.sizes();
+  return cols_scratch(rows, sizes);
+}
+
+/// [rows, |pieces_r|] on every rank → [rows, extent]: every rank's block written at its pieces.
+/// Where ranks share pieces (replication), the lowest rank's copy is kept. Needs
+/// `cols_scratch(rows, p)` scratch (plus the local block's size if it is padded).
+template <class Comm, class T>
+void all_gather_cols(Comm& c, matrix_view<const T> local, matrix_view<T> full,
+                     const shard::partition& p, std::span<T> scratch) {
+  expect(p.ranks() == c.size() && full.cols() == p.extent() && local.rows() == full.rows() &&
+             local.cols() == p.of(c.rank()).size(),
+         "all_gather_cols: rank {} gathers a [{} × {}] block into [{} × {}] by a partition of {} "
+         "columns over {} ranks that gives it {} columns",
+         c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), p.extent(), p.ranks(),
+         p.of(c.rank()).size());
+  const std::vector<index_t> sizes = p.sizes();
+  const index_t rows = full.rows();
+  const std::span<T> blocks =
+      detail::gather_blocks(c, local, std::span<const index_t>(sizes), scratch, "all_gather_cols");
+  index_t at = detail::total(sizes);
+  for (int r = p.ranks() - 1; r >= 0; --r) {  // lowest rank last, so its copy wins
+    const index_t n = sizes[static_cast<std::size_t>(r)];
+    at -= n;
+    put_cols<Comm, T>(c, make_matrix<const T>(blocks.data() + at * rows, rows, n), p.of(r), full);
+  }
 }
 
 }  // namespace tpx::inline v0::comm

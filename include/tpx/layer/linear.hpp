@@ -12,6 +12,8 @@
 /// Scratch memory grows to the largest token count seen and is then reused, so steady-state
 /// forward and backward allocate nothing.
 
+#include <algorithm>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -21,6 +23,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
+#include "tpx/shard/partition.hpp"
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
@@ -33,6 +36,12 @@ struct linear_options {
   index_t out_features = 0;     ///< rows of the full weight
   index_t in_features = 0;      ///< columns of the full weight
   shard::split_kind split = shard::split_kind::balanced;
+  /// A fused split dim (gate|up, q|k|v): its blocks, each split on its own (HF `packed_colwise`,
+  /// `packed_rowwise`). Empty: the dim is one block.
+  std::vector<shard::block> blocks = {};
+  /// The partition of the split dim, when neither `split` nor `blocks` describes it (whole heads,
+  /// GQA with replicated KV heads). Overrides both.
+  std::optional<shard::partition> partition = std::nullopt;
 };
 
 namespace detail {
@@ -47,6 +56,17 @@ template <style::rowwise_input I>
 inline constexpr bool is_linear_style<style::rowwise<I>> = true;
 template <style::grad_sync G>
 inline constexpr bool is_linear_style<style::replicate<G>> = true;
+
+/// Hands out consecutive spans of one scratch buffer.
+template <class T>
+struct arena {
+  std::span<T> rest;
+  std::span<T> take(index_t n) {
+    const std::span<T> s = rest.first(static_cast<std::size_t>(n));
+    rest = rest.subspan(static_cast<std::size_t>(n));
+    return s;
+  }
+};
 }  // namespace detail
 
 /// Primary template: only the linear styles (colwise, rowwise, replicate) have a linear layer.
@@ -84,29 +104,29 @@ class linear<Style, Backend, T> {
     expect(full_bias.empty() || static_cast<index_t>(full_bias.size()) == shape[0],
            "{}: the bias has {} elements but out_features is {}", opt_.name, full_bias.size(),
            shape[0]);
-    const int tp = comm.size();
-    slice_ = Style::slice(shape, tp, comm.rank(), opt_.split, opt_.name + ".weight");
-    local_ = Style::local_shape(shape, tp, comm.rank(), opt_.split, opt_.name + ".weight");
-    for (int r = 0; r < tp; ++r)
-      counts_.push_back(Style::slice(shape, tp, r, opt_.split, opt_.name + ".weight").size());
+    part_ = make_partition(shape, comm.size());
+    own_ = part_.of(comm.rank());
+    counts_ = part_.sizes();
+    local_ = shape;
+    if constexpr (split_dim >= 0) local_[split_dim] = own_.size();
+    simple_ = is_rank_ordered(part_);
+    shared_ = split_dim == 0 && part_.overlaps();
     has_bias_ = !full_bias.empty();
 
     std::vector<T> host(static_cast<std::size_t>(local_.size()));
-    const matrix_view<const T> part =
-        split_dim == 0   ? full_weight.row_range(slice_.begin, slice_.end)
-        : split_dim == 1 ? full_weight.col_range(slice_.begin, slice_.end)
-                         : full_weight;
-    for (index_t i = 0; i < part.rows(); ++i)
-      for (index_t j = 0; j < part.cols(); ++j)
-        host[static_cast<std::size_t>(i * part.cols() + j)] = part(i, j);
+    const matrix_view<T> local = make_matrix(host.data(), local_[0], local_[1]);
+    for (index_t i = 0; i < local_[0]; ++i)
+      for (index_t j = 0; j < local_[1]; ++j)
+        local(i, j) =
+            full_weight(split_dim == 0 ? own_.global(i) : i, split_dim == 1 ? own_.global(j) : j);
     Backend::upload(std::span<const T>(host), weight_);
     dweight_.resize(host.size());
     if (has_bias_) {
-      const std::span<const T> b = split_dim == 0
-                                       ? full_bias.subspan(static_cast<std::size_t>(slice_.begin),
-                                                           static_cast<std::size_t>(slice_.size()))
-                                       : full_bias;
-      Backend::upload(b, bias_);
+      std::vector<T> b(static_cast<std::size_t>(local_[0]));
+      for (index_t i = 0; i < local_[0]; ++i)
+        b[static_cast<std::size_t>(i)] =
+            full_bias[static_cast<std::size_t>(split_dim == 0 ? own_.global(i) : i)];
+      Backend::upload(std::span<const T>(b), bias_);
       dbias_.resize(b.size());
     }
   }
@@ -118,8 +138,17 @@ class linear<Style, Backend, T> {
   index_t in_features() const noexcept { return opt_.in_features; }
   /// The `[out, in]` shard this rank holds.
   const extents<2>& local_shape() const noexcept { return local_; }
-  /// The interval of the split dim this rank holds (the whole dim for replicate).
-  const shard::interval& slice() const noexcept { return slice_; }
+  /// Every rank's pieces of the split dim (for replicate: the whole dim on every rank).
+  const shard::partition& partition() const noexcept { return part_; }
+  /// This rank's pieces of the split dim, in local order.
+  const shard::pieces& pieces() const noexcept { return own_; }
+  /// This rank's interval of the split dim, when it holds one piece (plain splits).
+  shard::interval slice() const {
+    expect(own_.parts.size() <= 1,
+           "{}: rank {} holds {} pieces of the split dim, not one interval; use pieces()",
+           opt_.name, comm_->rank(), own_.parts.size());
+    return own_.parts.empty() ? shard::interval{} : own_.parts[0];
+  }
   /// Every rank's size of the split dim.
   std::span<const index_t> counts() const noexcept { return counts_; }
   bool has_bias() const noexcept { return has_bias_; }
@@ -152,22 +181,27 @@ class linear<Style, Backend, T> {
     expect_activation(x, input_cols(), "input", x.rows());
     expect_activation(y, output_cols(), "output", x.rows());
     const index_t tokens = x.rows();
-    const matrix_view<const T> x_local = local_input(x);
+    constexpr bool gathered =
+        std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
+    detail::arena<T> mem{reserve(input_scratch(tokens) +
+                                 (gathered ? tokens * local_[0] + gather_scratch(tokens) : 0) +
+                                 (y.is_contiguous() ? 0 : y.size()))};
+    const matrix_view<const T> x_local = local_input(x, mem);
     const std::span<const T> b(bias_.data(), bias_.size());
 
-    if constexpr (std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>) {
-      const std::span<T> scratch =
-          reserve(tokens * local_[0] + comm::cols_scratch(tokens, counts_));
-      const matrix_view<T> y_local = make_matrix(scratch.data(), tokens, local_[0]);
+    if constexpr (gathered) {
+      const matrix_view<T> y_local =
+          make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
       engine_->gemm(gemm::gemm_args<T>{
           .op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y_local, .bias = b});
-      comm::gather_from_parallel::forward<comm_type, T>(
-          *comm_, y_local, y, counts_, scratch.subspan(static_cast<std::size_t>(y_local.size())));
+      if (simple_)
+        comm::gather_from_parallel::forward<comm_type, T>(*comm_, y_local, y, counts_, mem.rest);
+      else
+        comm::all_gather_cols<comm_type, T>(*comm_, y_local, y, part_, mem.rest);
     } else if constexpr (std::is_same_v<typename Style::output_pair, comm::reduce_from_parallel>) {
       engine_->gemm(
           gemm::gemm_args<T>{.op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y});
-      comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y,
-                                                        reserve(y.is_contiguous() ? 0 : y.size()));
+      comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y, mem.rest);
       if (has_bias_) engine_->add_bias(y, b);  // once, after the reduction
     } else {
       engine_->gemm(gemm::gemm_args<T>{
@@ -175,32 +209,49 @@ class linear<Style, Backend, T> {
     }
   }
 
-  /// dx, dW_r and db_r from x and dy, with the style's backward collectives.
+  /// dx, dW_r and db_r from x and dy, with the style's backward collectives. Where ranks share
+  /// output pieces (replicated KV heads), each rank's dy for a shared piece is its partial share,
+  /// and the shared rows of dW and db are summed over the ranks that hold them.
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
     expect_activation(x, input_cols(), "input", x.rows());
     expect_activation(dy, output_cols(), "output gradient", x.rows());
     expect_activation(dx, input_cols(), "input gradient", x.rows());
     const index_t tokens = x.rows();
-    const matrix_view<const T> x_local = local_input(x);
-    const matrix_view<const T> dy_local =
-        std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>
-            ? comm::gather_from_parallel::backward(dy, slice_)
-            : dy;
+    constexpr bool gathered =
+        std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
+    constexpr bool split_in = std::is_same_v<typename Style::input_pair, comm::split_to_parallel>;
+    const bool pack_dy = gathered && !simple_;
+    detail::arena<T> mem{reserve(input_scratch(tokens) + (pack_dy ? tokens * local_[0] : 0) +
+                                 (split_in ? tokens * local_[1] + gather_scratch(tokens) : 0) +
+                                 (dx.is_contiguous() ? 0 : dx.size()) +
+                                 (shared_ ? part_.extent() * (local_[1] + 1) : 0))};
+    const matrix_view<const T> x_local = local_input(x, mem);
+    matrix_view<const T> dy_local = dy;
+    if constexpr (gathered) {
+      if (pack_dy) {
+        const matrix_view<T> packed =
+            make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
+        comm::take_cols<comm_type, T>(*comm_, dy, own_, packed);
+        dy_local = packed;
+      } else {
+        dy_local = comm::gather_from_parallel::backward(dy, slice());
+      }
+    }
 
     // dX first, so its collective could overlap the weight-gradient GEMM on an async backend.
-    if constexpr (std::is_same_v<typename Style::input_pair, comm::split_to_parallel>) {
-      const std::span<T> scratch =
-          reserve(tokens * local_[1] + comm::cols_scratch(tokens, counts_));
-      const matrix_view<T> dx_local = make_matrix(scratch.data(), tokens, local_[1]);
+    if constexpr (split_in) {
+      const matrix_view<T> dx_local =
+          make_matrix(mem.take(tokens * local_[1]).data(), tokens, local_[1]);
       engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = dx_local});
-      comm::split_to_parallel::backward<comm_type, T>(
-          *comm_, dx_local, dx, counts_,
-          scratch.subspan(static_cast<std::size_t>(dx_local.size())));
+      if (simple_)
+        comm::split_to_parallel::backward<comm_type, T>(*comm_, dx_local, dx, counts_, mem.rest);
+      else
+        comm::all_gather_cols<comm_type, T>(*comm_, dx_local, dx, part_, mem.rest);
     } else {
       engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = dx});
       if constexpr (std::is_same_v<typename Style::input_pair, comm::copy_to_parallel>)
-        comm::copy_to_parallel::backward<comm_type, T>(*comm_, dx,
-                                                       reserve(dx.is_contiguous() ? 0 : dx.size()));
+        comm::copy_to_parallel::backward<comm_type, T>(
+            *comm_, dx, mem.take(dx.is_contiguous() ? 0 : dx.size()));
     }
 
     const matrix_view<T> dw = make_matrix(dweight_.data(), local_[0], local_[1]);
@@ -212,14 +263,91 @@ class linear<Style, Backend, T> {
       comm_->all_reduce(std::span<T>(dweight_.data(), dweight_.size()));
       if (has_bias_) comm_->all_reduce(db);
     }
+    if (shared_) sum_shared_rows(mem, dw, db);
   }
 
  private:
-  matrix_view<const T> local_input(matrix_view<const T> x) const {
-    if constexpr (std::is_same_v<typename Style::input_pair, comm::split_to_parallel>)
-      return comm::split_to_parallel::forward(x, slice_);
-    else
+  shard::partition make_partition(const extents<2>& shape, int tp) const {
+    const std::string what = opt_.name + ".weight";
+    if constexpr (split_dim < 0) {
+      expect(!opt_.partition && opt_.blocks.empty(),
+             "{} ({}): a replicated layer splits no dim, so it takes no blocks or partition",
+             opt_.name, Style::name);
+      return shard::partition(
+          shape[0], std::vector<shard::pieces>(static_cast<std::size_t>(tp), {{{0, shape[0]}}}));
+    } else {
+      const index_t dim = shape[split_dim];
+      shard::partition p =
+          opt_.partition ? *opt_.partition
+          : opt_.blocks.empty()
+              ? shard::partition::split(dim, tp, opt_.split, {what, split_dim})
+              : shard::partition::packed(opt_.blocks, tp, opt_.split, {what, split_dim});
+      expect(p.extent() == dim && p.ranks() == tp,
+             "{}: the partition spans {} elements over {} ranks, but weight dim {} has size {} and "
+             "tp = {}",
+             what, p.extent(), p.ranks(), split_dim, dim, tp);
+      expect(p.covers(), "{}: the partition leaves elements of weight dim {} on no rank", what,
+             split_dim);
+      expect(split_dim == 0 || !p.overlaps(),
+             "{} ({}): ranks may not share input features, or the partial sums would count them "
+             "twice",
+             what, Style::name);
+      return p;
+    }
+  }
+
+  /// True when every rank holds at most one interval and the intervals follow in rank order
+  /// without overlap: then rank-ordered gathers are already in the dim's order.
+  static bool is_rank_ordered(const shard::partition& p) {
+    index_t next = 0;
+    for (int r = 0; r < p.ranks(); ++r) {
+      const auto& parts = p.of(r).parts;
+      if (parts.size() > 1) return false;
+      if (parts.size() == 1 && !parts[0].empty() && parts[0].begin != next) return false;
+      if (parts.size() == 1 && !parts[0].empty()) next = parts[0].end;
+    }
+    return next == p.extent();
+  }
+
+  index_t input_scratch(index_t tokens) const {
+    return std::is_same_v<typename Style::input_pair, comm::split_to_parallel> && !simple_
+               ? tokens * local_[1]
+               : 0;
+  }
+  index_t gather_scratch(index_t tokens) const { return comm::cols_scratch(tokens, counts_); }
+
+  matrix_view<const T> local_input(matrix_view<const T> x, detail::arena<T>& mem) const {
+    if constexpr (std::is_same_v<typename Style::input_pair, comm::split_to_parallel>) {
+      if (simple_) return comm::split_to_parallel::forward(x, slice());
+      const matrix_view<T> packed =
+          make_matrix(mem.take(x.rows() * local_[1]).data(), x.rows(), local_[1]);
+      comm::take_cols<comm_type, T>(*comm_, x, own_, packed);
+      return packed;
+    } else {
       return x;
+    }
+  }
+
+  /// Sums the dW and db rows of output pieces that several ranks hold: each rank writes its rows
+  /// at their place in a zeroed [extent, in | 1] buffer, the buffer is all-reduced over the group,
+  /// and each rank reads its rows back. (Moves extent · (in + 1) elements; a sub-group
+  /// communicator of the sharing ranks would move less.)
+  void sum_shared_rows(detail::arena<T>& mem, matrix_view<T> dw, std::span<T> db) {
+    const index_t extent = part_.extent(), in = local_[1];
+    const std::span<T> all = mem.take(extent * (in + 1));
+    std::fill(all.begin(), all.end(), T(0));
+    const matrix_view<T> rows = make_matrix(all.data(), extent, in + 1);
+    for (index_t i = 0; i < local_[0]; ++i) {
+      const index_t g = own_.global(i);
+      for (index_t j = 0; j < in; ++j) rows(g, j) = dw(i, j);
+      rows(g, in) = has_bias_ ? db[static_cast<std::size_t>(i)] : T(0);
+    }
+    comm_->all_reduce(all);
+    for (index_t i = 0; i < local_[0]; ++i) {
+      const index_t g = own_.global(i);
+      for (index_t j = 0; j < in; ++j) dw(i, j) = rows(g, j);
+      if (has_bias_) db[static_cast<std::size_t>(i)] = rows(g, in);
+    }
   }
 
   template <class V>
@@ -239,9 +367,12 @@ class linear<Style, Backend, T> {
   engine_type* engine_;
   comm_type* comm_;
   linear_options opt_;
-  shard::interval slice_{};
+  shard::partition part_;
+  shard::pieces own_;
   extents<2> local_{};
   std::vector<index_t> counts_;
+  bool simple_ = true;   // rank-ordered single intervals: views instead of packing
+  bool shared_ = false;  // output pieces held by several ranks (replicated KV heads)
   bool has_bias_ = false;
   buffer weight_, dweight_, bias_, dbias_, scratch_;
 };
