@@ -25,6 +25,15 @@ using all_styles =
 namespace {
 constexpr int group_sizes[] = {1, 2, 3, 4, 8};
 constexpr split_kind kinds[] = {split_kind::even, split_kind::balanced, split_kind::chunk};
+/// Every rank's y, dx, dW and db errors are below `tolerance`.
+void expect_close(const std::vector<test::linear_errors>& errors, double tolerance) {
+  for (const test::linear_errors& e : errors) {
+    CHECK(e[0] < tolerance);  // y
+    CHECK(e[1] < tolerance);  // dx
+    CHECK(e[2] < tolerance);  // dW
+    CHECK(e[3] < tolerance);  // db
+  }
+}
 constexpr extents<2> shapes[] = {{{16, 8}}, {{13, 11}}, {{5, 7}}, {{3, 2}}, {{1, 9}}, {{0, 4}}};
 }  // namespace
 
@@ -92,12 +101,7 @@ TEST_CASE_TEMPLATE_DEFINE("forward and backward reproduce the fp64 oracle in dou
         CAPTURE(k.out);
         CAPTURE(k.in);
         CAPTURE(shard::name(kind));
-        for (const test::linear_errors& e : test::check_linear<S, double>(tp, k)) {
-          CHECK(e[0] < 1e-13);  // y
-          CHECK(e[1] < 1e-13);  // dx
-          CHECK(e[2] < 1e-13);  // dW
-          CHECK(e[3] < 1e-13);  // db
-        }
+        expect_close(test::check_linear<S, double>(tp, k), 1e-13);
       }
 }
 TEST_CASE_TEMPLATE_APPLY(oracle_f64, all_styles);
@@ -107,12 +111,7 @@ TEST_CASE_TEMPLATE_DEFINE("forward and backward reproduce the fp64 oracle in sin
   test::linear_case k{.tokens = 17, .out = 37, .in = 29, .bias = true, .seed = 7};
   for (const int tp : group_sizes) {
     CAPTURE(tp);
-    for (const test::linear_errors& e : test::check_linear<S, float>(tp, k)) {
-      CHECK(e[0] < 1e-5);
-      CHECK(e[1] < 1e-5);
-      CHECK(e[2] < 1e-5);
-      CHECK(e[3] < 1e-5);
-    }
+    expect_close(test::check_linear<S, float>(tp, k), 1e-5);
   }
 }
 TEST_CASE_TEMPLATE_APPLY(oracle_f32, all_styles);
@@ -149,12 +148,7 @@ TEST_CASE_TEMPLATE_DEFINE("packed weights split block by block reproduce the fp6
         CAPTURE(tp);
         CAPTURE(extent);
         CAPTURE(shard::name(kind));
-        for (const test::linear_errors& e : test::check_linear<S, double>(tp, k)) {
-          CHECK(e[0] < 1e-13);
-          CHECK(e[1] < 1e-13);
-          CHECK(e[2] < 1e-13);
-          CHECK(e[3] < 1e-13);
-        }
+        expect_close(test::check_linear<S, double>(tp, k), 1e-13);
       }
 }
 TEST_CASE_TEMPLATE_APPLY(packed, split_styles);
@@ -177,12 +171,7 @@ TEST_CASE_TEMPLATE_DEFINE(
       k.partition = partition;
       CAPTURE(tp);
       CAPTURE(extent);
-      for (const test::linear_errors& e : test::check_linear<S, double>(tp, k)) {
-        CHECK(e[0] < 1e-13);
-        CHECK(e[1] < 1e-13);
-        CHECK(e[2] < 1e-13);
-        CHECK(e[3] < 1e-13);
-      }
+      expect_close(test::check_linear<S, double>(tp, k), 1e-13);
     }
 }
 TEST_CASE_TEMPLATE_APPLY(heads, split_styles);
