@@ -70,29 +70,28 @@ double silu(double x) {
   return x / (1 + std::exp(-x));
 }
 
+/// One unsharded linear layer in fp64: y[t, o] = act(Σ_i x[t, i] · w[o, i] + b[o]).
+template <class Act>
+std::vector<double> dense_layer(const std::vector<double>& x, const std::vector<double>& w,
+                                const std::vector<double>& b, index_t tokens, index_t in,
+                                index_t out, Act act) {
+  std::vector<double> y(static_cast<std::size_t>(tokens * out));
+  for (index_t t = 0; t < tokens; ++t)
+    for (index_t o = 0; o < out; ++o) {
+      double acc = b[static_cast<std::size_t>(o)];
+      for (index_t i = 0; i < in; ++i)
+        acc += x[static_cast<std::size_t>(t * in + i)] * w[static_cast<std::size_t>(o * in + i)];
+      y[static_cast<std::size_t>(t * out + o)] = act(acc);
+    }
+  return y;
+}
+
 /// The unsharded MLP in fp64: y = silu(x · W1ᵀ + b1) · W2ᵀ + b2.
 std::vector<double> reference(const options& o, const std::vector<double>& x,
                               const std::vector<double>& w1, const std::vector<double>& b1,
                               const std::vector<double>& w2, const std::vector<double>& b2) {
-  std::vector<double> a(static_cast<std::size_t>(o.tokens * o.inter)),
-      y(static_cast<std::size_t>(o.tokens * o.hidden));
-  for (index_t t = 0; t < o.tokens; ++t)
-    for (index_t j = 0; j < o.inter; ++j) {
-      double acc = b1[static_cast<std::size_t>(j)];
-      for (index_t i = 0; i < o.hidden; ++i)
-        acc += x[static_cast<std::size_t>(t * o.hidden + i)] *
-               w1[static_cast<std::size_t>(j * o.hidden + i)];
-      a[static_cast<std::size_t>(t * o.inter + j)] = silu(acc);
-    }
-  for (index_t t = 0; t < o.tokens; ++t)
-    for (index_t h = 0; h < o.hidden; ++h) {
-      double acc = b2[static_cast<std::size_t>(h)];
-      for (index_t j = 0; j < o.inter; ++j)
-        acc += a[static_cast<std::size_t>(t * o.inter + j)] *
-               w2[static_cast<std::size_t>(h * o.inter + j)];
-      y[static_cast<std::size_t>(t * o.hidden + h)] = acc;
-    }
-  return y;
+  const auto a = dense_layer(x, w1, b1, o.tokens, o.hidden, o.inter, silu);
+  return dense_layer(a, w2, b2, o.tokens, o.inter, o.hidden, [](double v) { return v; });
 }
 
 template <class V>
