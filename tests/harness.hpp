@@ -16,19 +16,10 @@
 
 namespace tpx::test {
 
-/// The block [rows) × [cols) of an oracle matrix, converted to T, contiguous.
-template <class T>
-std::vector<T> block(const dense& m, shard::interval rows, shard::interval cols) {
-  std::vector<T> out;
-  out.reserve(static_cast<std::size_t>(rows.size() * cols.size()));
-  for (index_t i = rows.begin; i < rows.end; ++i)
-    for (index_t j = cols.begin; j < cols.end; ++j) out.push_back(static_cast<T>(m(i, j)));
-  return out;
-}
-
+/// An oracle matrix converted to T, row-major.
 template <class T>
 std::vector<T> whole(const dense& m) {
-  return block<T>(m, {0, m.rows}, {0, m.cols});
+  return std::vector<T>(m.v.begin(), m.v.end());
 }
 
 /// Largest |got − want| over the block, relative to the largest |want| in the whole matrix (or 1).

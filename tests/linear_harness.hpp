@@ -54,22 +54,14 @@ std::vector<T> take(const dense& m, shard::interval rows, const shard::pieces& c
   return out;
 }
 
-/// Every rank's [rows_r, cols] block → the full [Σ rows, cols], rows placed by a partition of dim
-/// 0.
+/// Every rank's [|pieces_r|, cols] block → the full [extent, cols], with tpx's gather by partition.
 template <class Comm, class T>
 std::vector<T> gather_rows(Comm& c, const std::vector<T>& local, index_t cols,
                            const shard::partition& p) {
-  const std::vector<index_t> sizes = p.sizes();
-  std::vector<index_t> counts;
-  index_t total = 0;
-  for (index_t n : sizes) counts.push_back(n * cols), total += n;
-  std::vector<T> ranked(static_cast<std::size_t>(total * cols)),
-      full(static_cast<std::size_t>(p.extent() * cols));
-  c.all_gather(std::span<const T>(local), std::span<T>(ranked), std::span<const index_t>(counts));
-  index_t at = 0;
-  for (int r = 0; r < p.ranks(); ++r)
-    for (index_t i = 0; i < sizes[static_cast<std::size_t>(r)]; ++i, ++at)
-      std::copy_n(ranked.begin() + at * cols, cols, full.begin() + p.of(r).global(i) * cols);
+  std::vector<T> full(static_cast<std::size_t>(p.extent() * cols));
+  std::vector<T> scratch(static_cast<std::size_t>(comm::rows_scratch(cols, p)));
+  comm::all_gather_rows<Comm, T>(c, make_matrix(local.data(), p.of(c.rank()).size(), cols),
+                                 make_matrix(full.data(), p.extent(), cols), p, scratch);
   return full;
 }
 

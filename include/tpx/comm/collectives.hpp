@@ -8,7 +8,8 @@
 ///   all_gather_cols    [rows, cols_r] on rank r  → [rows, Σ cols]   (dim 1, e.g. TP features)
 ///   reduce_scatter_cols[rows, Σ cols]            → [rows, cols_r]
 ///   take_cols / put_cols   a rank's column pieces of a full matrix ↔ its local block (no comm)
-///   all_gather_cols by a shard::partition: rank blocks placed at their pieces (packed, heads)
+///   all_gather_rows / all_gather_cols by a shard::partition: rank blocks placed at their pieces
+///                      (packed, heads; replicated pieces: the lowest rank's copy)
 ///
 /// Dim-1 collectives are dim-0 collectives on a packed buffer: rank r's [rows, cols_r] block is
 /// contiguous in the flat buffer, then unpacked column block by column block. They need a scratch
@@ -157,8 +158,7 @@ void all_gather_cols(Comm& c, matrix_view<const T> local, matrix_view<T> full,
   expect(local.cols() == mine && local.rows() == full.rows() && full.cols() == detail::total(cols),
          "all_gather_cols: rank {} gathers a [{} × {}] block into [{} × {}], but its column count "
          "is {} and the column counts add up to {}",
-         c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), mine,
-         detail::total(cols));
+         c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), mine, detail::total(cols));
   const index_t rows = full.rows();
   const std::span<T> blocks = detail::gather_blocks(c, local, cols, scratch, "all_gather_cols");
   index_t offset = 0;
@@ -252,6 +252,41 @@ void all_gather_cols(Comm& c, matrix_view<const T> local, matrix_view<T> full,
     const index_t n = sizes[static_cast<std::size_t>(r)];
     at -= n;
     put_cols<Comm, T>(c, make_matrix<const T>(blocks.data() + at * rows, rows, n), p.of(r), full);
+  }
+}
+
+/// Scratch elements `all_gather_rows` by a partition needs for `cols` columns.
+inline index_t rows_scratch(index_t cols, const shard::partition& p) {
+  const std::vector<index_t> sizes = p.sizes();
+  return detail::total(sizes) * cols;
+}
+
+/// [|pieces_r|, cols] on every rank → [extent, cols]: every rank's rows written at its pieces.
+/// Where ranks share pieces (replication), the lowest rank's copy is kept. Needs
+/// `rows_scratch(cols, p)` scratch.
+template <class Comm, class T>
+void all_gather_rows(Comm& c, matrix_view<const T> local, matrix_view<T> full,
+                     const shard::partition& p, std::span<T> scratch) {
+  expect(p.ranks() == c.size() && full.rows() == p.extent() && local.cols() == full.cols() &&
+             local.rows() == p.of(c.rank()).size(),
+         "all_gather_rows: rank {} gathers a [{} × {}] block into [{} × {}] by a partition of {} "
+         "rows over {} ranks that gives it {} rows",
+         c.rank(), local.rows(), local.cols(), full.rows(), full.cols(), p.extent(), p.ranks(),
+         p.of(c.rank()).size());
+  const std::vector<index_t> sizes = p.sizes();
+  const index_t cols = full.cols(), total = detail::total(sizes);
+  detail::expect_scratch(scratch, total * cols, "all_gather_rows");
+  const matrix_view<T> ranked = detail::in_scratch(scratch, total, cols);
+  all_gather_rows<Comm, T>(c, local, ranked, std::span<const index_t>(sizes));
+  index_t at = total;
+  for (int r = p.ranks() - 1; r >= 0; --r) {  // lowest rank last, so its copy wins
+    at -= sizes[static_cast<std::size_t>(r)];
+    index_t row = at;
+    for (const shard::interval& piece : p.of(r).parts) {
+      detail::copy<Comm, T>(c, ranked.row_range(row, row + piece.size()),
+                            full.row_range(piece.begin, piece.end));
+      row += piece.size();
+    }
   }
 }
 

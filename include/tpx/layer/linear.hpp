@@ -109,7 +109,7 @@ class linear<Style, Backend, T> {
     counts_ = part_.sizes();
     local_ = shape;
     if constexpr (split_dim >= 0) local_[split_dim] = own_.size();
-    simple_ = is_rank_ordered(part_);
+    simple_ = part_.is_rank_ordered();
     shared_ = split_dim == 0 && part_.overlaps();
     has_bias_ = !full_bias.empty();
 
@@ -183,9 +183,11 @@ class linear<Style, Backend, T> {
     const index_t tokens = x.rows();
     constexpr bool gathered =
         std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
+    constexpr bool reduced =
+        std::is_same_v<typename Style::output_pair, comm::reduce_from_parallel>;
     detail::arena<T> mem{reserve(input_scratch(tokens) +
                                  (gathered ? tokens * local_[0] + gather_scratch(tokens) : 0) +
-                                 (y.is_contiguous() ? 0 : y.size()))};
+                                 (reduced && !y.is_contiguous() ? y.size() : 0))};
     const matrix_view<const T> x_local = local_input(x, mem);
     const std::span<const T> b(bias_.data(), bias_.size());
 
@@ -198,7 +200,7 @@ class linear<Style, Backend, T> {
         comm::gather_from_parallel::forward<comm_type, T>(*comm_, y_local, y, counts_, mem.rest);
       else
         comm::all_gather_cols<comm_type, T>(*comm_, y_local, y, part_, mem.rest);
-    } else if constexpr (std::is_same_v<typename Style::output_pair, comm::reduce_from_parallel>) {
+    } else if constexpr (reduced) {
       engine_->gemm(
           gemm::gemm_args<T>{.op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y});
       comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y, mem.rest);
@@ -220,10 +222,11 @@ class linear<Style, Backend, T> {
     constexpr bool gathered =
         std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
     constexpr bool split_in = std::is_same_v<typename Style::input_pair, comm::split_to_parallel>;
+    constexpr bool reduced_dx = std::is_same_v<typename Style::input_pair, comm::copy_to_parallel>;
     const bool pack_dy = gathered && !simple_;
     detail::arena<T> mem{reserve(input_scratch(tokens) + (pack_dy ? tokens * local_[0] : 0) +
                                  (split_in ? tokens * local_[1] + gather_scratch(tokens) : 0) +
-                                 (dx.is_contiguous() ? 0 : dx.size()) +
+                                 (reduced_dx && !dx.is_contiguous() ? dx.size() : 0) +
                                  (shared_ ? part_.extent() * (local_[1] + 1) : 0))};
     const matrix_view<const T> x_local = local_input(x, mem);
     matrix_view<const T> dy_local = dy;
@@ -249,7 +252,7 @@ class linear<Style, Backend, T> {
         comm::all_gather_cols<comm_type, T>(*comm_, dx_local, dx, part_, mem.rest);
     } else {
       engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = dx});
-      if constexpr (std::is_same_v<typename Style::input_pair, comm::copy_to_parallel>)
+      if constexpr (reduced_dx)
         comm::copy_to_parallel::backward<comm_type, T>(
             *comm_, dx, mem.take(dx.is_contiguous() ? 0 : dx.size()));
     }
@@ -294,19 +297,6 @@ class linear<Style, Backend, T> {
              what, Style::name);
       return p;
     }
-  }
-
-  /// True when every rank holds at most one interval and the intervals follow in rank order
-  /// without overlap: then rank-ordered gathers are already in the dim's order.
-  static bool is_rank_ordered(const shard::partition& p) {
-    index_t next = 0;
-    for (int r = 0; r < p.ranks(); ++r) {
-      const auto& parts = p.of(r).parts;
-      if (parts.size() > 1) return false;
-      if (parts.size() == 1 && !parts[0].empty() && parts[0].begin != next) return false;
-      if (parts.size() == 1 && !parts[0].empty()) next = parts[0].end;
-    }
-    return next == p.extent();
   }
 
   index_t input_scratch(index_t tokens) const {

@@ -114,6 +114,19 @@ class partition {
     for (const pieces& p : ranks_) s.push_back(p.size());
     return s;
   }
+  /// True when every rank holds at most one interval and the intervals follow one another in rank
+  /// order without overlap or gap: a rank-ordered concatenation of the shards is then the dim.
+  bool is_rank_ordered() const {
+    index_t next = 0;
+    for (const pieces& p : ranks_) {
+      if (p.parts.size() > 1) return false;
+      if (p.parts.size() == 1 && !p.parts[0].empty()) {
+        if (p.parts[0].begin != next) return false;
+        next = p.parts[0].end;
+      }
+    }
+    return next == extent_;
+  }
   /// True when some element is held by more than one rank (replication).
   bool overlaps() const { return coverage_max() > 1; }
   /// True when every element is held by at least one rank.
