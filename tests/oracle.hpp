@@ -2,6 +2,7 @@
 // The oracle: the unsharded layer in fp64 on the host, in plain loops that share no code with the
 // engines under test.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -66,6 +67,83 @@ inline linear_grads linear_backward(const dense& x, const dense& w, const dense&
         g.dw(o, i) += d * x(t, i);
       }
     }
+  return g;
+}
+
+/// Causal grouped-query attention, head by head: q [T, nq·d], k and v [T, nkv·d]; query head h
+/// attends with KV head h / (nq / nkv). Returns o [T, nq·d].
+struct attention_shape {
+  index_t n_heads = 1, n_kv_heads = 1, head_dim = 1;
+  index_t group() const { return n_heads / n_kv_heads; }
+};
+
+namespace detail {
+/// Softmax probabilities P(i, j), j ≤ i, of one head pair.
+inline dense attention_probs(const dense& q, const dense& k, index_t qh, index_t kh, index_t d) {
+  const index_t n = q.rows;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  dense p(n, n);
+  for (index_t i = 0; i < n; ++i) {
+    double top = -INFINITY;
+    for (index_t j = 0; j <= i; ++j) {
+      double s = 0;
+      for (index_t e = 0; e < d; ++e) s += q(i, qh * d + e) * k(j, kh * d + e);
+      p(i, j) = s * scale;
+      top = std::max(top, p(i, j));
+    }
+    double sum = 0;
+    for (index_t j = 0; j <= i; ++j) sum += p(i, j) = std::exp(p(i, j) - top);
+    for (index_t j = 0; j <= i; ++j) p(i, j) /= sum;
+  }
+  return p;
+}
+}  // namespace detail
+
+inline dense attention_forward(const dense& q, const dense& k, const dense& v, attention_shape a) {
+  const index_t d = a.head_dim;
+  dense o(q.rows, a.n_heads * d);
+  for (index_t h = 0; h < a.n_heads; ++h) {
+    const index_t g = h / a.group();
+    const dense p = detail::attention_probs(q, k, h, g, d);
+    for (index_t i = 0; i < q.rows; ++i)
+      for (index_t j = 0; j <= i; ++j)
+        for (index_t e = 0; e < d; ++e) o(i, h * d + e) += p(i, j) * v(j, g * d + e);
+  }
+  return o;
+}
+
+struct attention_grads {
+  dense dq, dk, dv;
+};
+
+/// Gradients of attention_forward given dO.
+inline attention_grads attention_backward(const dense& q, const dense& k, const dense& v,
+                                          const dense& dout, attention_shape a) {
+  const index_t d = a.head_dim, n = q.rows;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  attention_grads g{dense(n, q.cols), dense(n, k.cols), dense(n, v.cols)};
+  for (index_t h = 0; h < a.n_heads; ++h) {
+    const index_t kh = h / a.group();
+    const dense p = detail::attention_probs(q, k, h, kh, d);
+    for (index_t i = 0; i < n; ++i) {
+      std::vector<double> dp(static_cast<std::size_t>(i + 1), 0.0);
+      double row = 0;  // Σ_j P(i, j) dP(i, j)
+      for (index_t j = 0; j <= i; ++j) {
+        for (index_t e = 0; e < d; ++e) {
+          dp[static_cast<std::size_t>(j)] += dout(i, h * d + e) * v(j, kh * d + e);
+          g.dv(j, kh * d + e) += p(i, j) * dout(i, h * d + e);
+        }
+        row += p(i, j) * dp[static_cast<std::size_t>(j)];
+      }
+      for (index_t j = 0; j <= i; ++j) {
+        const double ds = p(i, j) * (dp[static_cast<std::size_t>(j)] - row) * scale;
+        for (index_t e = 0; e < d; ++e) {
+          g.dq(i, h * d + e) += ds * k(j, kh * d + e);
+          g.dk(j, kh * d + e) += ds * q(i, h * d + e);
+        }
+      }
+    }
+  }
   return g;
 }
 
