@@ -23,7 +23,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
-#include "tpx/shard/partition.hpp"
+#include "tpx/shard/placement.hpp"
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
@@ -96,7 +96,7 @@ class linear<Style, Backend, T> {
   /// Builds this rank's shard of `full_weight` [out, in] and `full_bias` [out] (empty: no bias).
   linear(engine_type& engine, comm_type& comm, matrix_view<const T> full_weight,
          std::span<const T> full_bias, linear_options options)
-      : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
+      : linear(engine, comm, std::move(options), !full_bias.empty()) {
     const extents<2> shape{{opt_.out_features, opt_.in_features}};
     expect(full_weight.rows() == shape[0] && full_weight.cols() == shape[1],
            "{}: the weight is [{} × {}] but the layer is [{} × {}] (out_features × in_features)",
@@ -104,32 +104,61 @@ class linear<Style, Backend, T> {
     expect(full_bias.empty() || static_cast<index_t>(full_bias.size()) == shape[0],
            "{}: the bias has {} elements but out_features is {}", opt_.name, full_bias.size(),
            shape[0]);
-    part_ = make_partition(shape, comm.size());
-    own_ = part_.of(comm.rank());
-    counts_ = part_.sizes();
-    local_ = shape;
-    if constexpr (split_dim >= 0) local_[split_dim] = own_.size();
-    simple_ = part_.is_rank_ordered();
-    shared_ = split_dim == 0 && part_.overlaps();
-    has_bias_ = !full_bias.empty();
-
     std::vector<T> host(static_cast<std::size_t>(local_.size()));
     const matrix_view<T> local = make_matrix(host.data(), local_[0], local_[1]);
     for (index_t i = 0; i < local_[0]; ++i)
       for (index_t j = 0; j < local_[1]; ++j)
         local(i, j) =
             full_weight(split_dim == 0 ? own_.global(i) : i, split_dim == 1 ? own_.global(j) : j);
-    Backend::upload(std::span<const T>(host), weight_);
-    dweight_.resize(host.size());
-    if (has_bias_) {
-      std::vector<T> b(static_cast<std::size_t>(local_[0]));
-      for (index_t i = 0; i < local_[0]; ++i)
-        b[static_cast<std::size_t>(i)] =
-            full_bias[static_cast<std::size_t>(split_dim == 0 ? own_.global(i) : i)];
-      Backend::upload(std::span<const T>(b), bias_);
-      dbias_.resize(b.size());
+    std::vector<T> b;
+    for (index_t i = 0; has_bias_ && i < local_[0]; ++i)
+      b.push_back(full_bias[static_cast<std::size_t>(split_dim == 0 ? own_.global(i) : i)]);
+    upload(host, b);
+  }
+
+  /// Builds the layer from this rank's shard alone, as a checkpoint reader gives it: `weight` is
+  /// the block `weight_placement(options, tp).of(rank)` and `bias` the block
+  /// `bias_placement(options, tp).of(rank)` (empty: no bias).
+  linear(shard::from_shard_t, engine_type& engine, comm_type& comm, matrix_view<const T> weight,
+         std::span<const T> bias, linear_options options)
+      : linear(engine, comm, std::move(options), !bias.empty()) {
+    expect(weight.rows() == local_[0] && weight.cols() == local_[1],
+           "{}: rank {} was given a weight shard of [{} × {}] but holds [{} × {}] of the [{} × {}] "
+           "weight ({})",
+           opt_.name, comm.rank(), weight.rows(), weight.cols(), local_[0], local_[1],
+           opt_.out_features, opt_.in_features, Style::name);
+    expect(bias.empty() || static_cast<index_t>(bias.size()) == local_[0],
+           "{}: rank {} was given a bias shard of {} elements but holds {} ({})", opt_.name,
+           comm.rank(), bias.size(), local_[0], Style::name);
+    std::vector<T> host(static_cast<std::size_t>(weight.size()));
+    const matrix_view<T> local = make_matrix(host.data(), local_[0], local_[1]);
+    for (index_t i = 0; i < local_[0]; ++i)
+      for (index_t j = 0; j < local_[1]; ++j) local(i, j) = weight(i, j);
+    upload(host, std::vector<T>(bias.begin(), bias.end()));
+  }
+
+  /// Where each rank's weight shard sits in the [out, in] weight, for `options` over `tp` ranks.
+  static shard::placement weight_placement(const linear_options& options, int tp) {
+    const std::vector<index_t> shape{options.out_features, options.in_features};
+    if constexpr (split_dim < 0) {
+      make_partition(options, tp);  // checks the options
+      return shard::placement::replicated(shape);
+    } else {
+      return shard::placement::split(shape, split_dim, make_partition(options, tp),
+                                     options.name + ".weight");
     }
   }
+  /// Where each rank's bias shard sits in the [out] bias: split with the weight's out dim
+  /// (colwise), else whole on every rank.
+  static shard::placement bias_placement(const linear_options& options, int tp) {
+    const std::vector<index_t> shape{options.out_features};
+    if constexpr (split_dim == 0)
+      return shard::placement::split(shape, 0, make_partition(options, tp), options.name + ".bias");
+    else
+      return shard::placement::replicated(shape);
+  }
+  shard::placement weight_placement() const { return weight_placement(opt_, comm_->size()); }
+  shard::placement bias_placement() const { return bias_placement(opt_, comm_->size()); }
 
   // --- shapes --------------------------------------------------------------------------------
 
@@ -270,21 +299,44 @@ class linear<Style, Backend, T> {
   }
 
  private:
-  shard::partition make_partition(const extents<2>& shape, int tp) const {
-    const std::string what = opt_.name + ".weight";
+  /// The shapes and partition every constructor starts from.
+  linear(engine_type& engine, comm_type& comm, linear_options options, bool has_bias)
+      : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
+    part_ = make_partition(opt_, comm.size());
+    own_ = part_.of(comm.rank());
+    counts_ = part_.sizes();
+    local_ = {{opt_.out_features, opt_.in_features}};
+    if constexpr (split_dim >= 0) local_[split_dim] = own_.size();
+    simple_ = part_.is_rank_ordered();
+    shared_ = split_dim == 0 && part_.overlaps();
+    has_bias_ = has_bias;
+  }
+
+  void upload(const std::vector<T>& weight, const std::vector<T>& bias) {
+    Backend::upload(std::span<const T>(weight), weight_);
+    dweight_.resize(weight.size());
+    if (has_bias_) {
+      Backend::upload(std::span<const T>(bias), bias_);
+      dbias_.resize(bias.size());
+    }
+  }
+
+  static shard::partition make_partition(const linear_options& opt, int tp) {
+    const extents<2> shape{{opt.out_features, opt.in_features}};
+    const std::string what = opt.name + ".weight";
     if constexpr (split_dim < 0) {
-      expect(!opt_.partition && opt_.blocks.empty(),
+      expect(!opt.partition && opt.blocks.empty(),
              "{} ({}): a replicated layer splits no dim, so it takes no blocks or partition",
-             opt_.name, Style::name);
+             opt.name, Style::name);
       return shard::partition(
           shape[0], std::vector<shard::pieces>(static_cast<std::size_t>(tp), {{{0, shape[0]}}}));
     } else {
       const index_t dim = shape[split_dim];
       shard::partition p =
-          opt_.partition ? *opt_.partition
-          : opt_.blocks.empty()
-              ? shard::partition::split(dim, tp, opt_.split, {what, split_dim})
-              : shard::partition::packed(opt_.blocks, tp, opt_.split, {what, split_dim});
+          opt.partition ? *opt.partition
+          : opt.blocks.empty()
+              ? shard::partition::split(dim, tp, opt.split, {what, split_dim})
+              : shard::partition::packed(opt.blocks, tp, opt.split, {what, split_dim});
       expect(p.extent() == dim && p.ranks() == tp,
              "{}: the partition spans {} elements over {} ranks, but weight dim {} has size {} and "
              "tp = {}",

@@ -101,6 +101,16 @@ class partition {
     return packed(std::span<const block>(&b, 1), tp, kind, what);
   }
 
+  /// The same partition of a dim whose every element becomes `factor` consecutive elements (a
+  /// row of `factor` elements, or an element of `factor` bytes).
+  partition scaled(index_t factor) const {
+    expect(factor >= 0, "shard::partition: cannot scale by {}", factor);
+    std::vector<pieces> ranks = ranks_;
+    for (pieces& p : ranks)
+      for (interval& i : p.parts) i = {i.begin * factor, i.end * factor};
+    return {extent_ * factor, std::move(ranks)};
+  }
+
   index_t extent() const noexcept { return extent_; }
   int ranks() const noexcept { return static_cast<int>(ranks_.size()); }
   const pieces& of(int rank) const {
