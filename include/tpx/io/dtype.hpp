@@ -1,0 +1,93 @@
+#pragma once
+/// \file
+/// The element types a safetensors file may hold, by their names in the file ("BF16", "F32", …),
+/// and how they map onto the four types tpx computes and stores in.
+
+#include <array>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "tpx/core/dtype.hpp"
+
+namespace tpx::inline v0::io {
+
+/// Every safetensors dtype.
+enum class file_dtype { f64, f32, f16, bf16, i64, i32, i16, i8, u8, boolean, f8_e4m3, f8_e5m2 };
+
+namespace detail {
+struct file_dtype_row {
+  file_dtype type;
+  std::string_view name;
+  std::size_t size;
+};
+inline constexpr std::array<file_dtype_row, 12> file_dtypes{{
+    {file_dtype::f64, "F64", 8},
+    {file_dtype::f32, "F32", 4},
+    {file_dtype::f16, "F16", 2},
+    {file_dtype::bf16, "BF16", 2},
+    {file_dtype::i64, "I64", 8},
+    {file_dtype::i32, "I32", 4},
+    {file_dtype::i16, "I16", 2},
+    {file_dtype::i8, "I8", 1},
+    {file_dtype::u8, "U8", 1},
+    {file_dtype::boolean, "BOOL", 1},
+    {file_dtype::f8_e4m3, "F8_E4M3", 1},
+    {file_dtype::f8_e5m2, "F8_E5M2", 1},
+}};
+}  // namespace detail
+
+/// The name a safetensors header uses ("BF16").
+constexpr std::string_view name(file_dtype t) noexcept {
+  return detail::file_dtypes[static_cast<std::size_t>(t)].name;
+}
+/// Bytes per element.
+constexpr std::size_t size_of(file_dtype t) noexcept {
+  return detail::file_dtypes[static_cast<std::size_t>(t)].size;
+}
+/// The dtype named `s` in a header, if it is one.
+constexpr std::optional<file_dtype> parse_file_dtype(std::string_view s) noexcept {
+  for (const detail::file_dtype_row& row : detail::file_dtypes)
+    if (row.name == s) return row.type;
+  return std::nullopt;
+}
+/// The list of known names, for messages: "F64, F32, …".
+inline std::string known_file_dtypes() {
+  std::string s;
+  for (const detail::file_dtype_row& row : detail::file_dtypes)
+    s += (s.empty() ? "" : ", ") + std::string(row.name);
+  return s;
+}
+
+/// The tpx dtype of a floating-point file dtype (f64, f32, f16, bf16), if it has one.
+constexpr std::optional<dtype> as_dtype(file_dtype t) noexcept {
+  switch (t) {
+    case file_dtype::f64:
+      return dtype::f64;
+    case file_dtype::f32:
+      return dtype::f32;
+    case file_dtype::f16:
+      return dtype::f16;
+    case file_dtype::bf16:
+      return dtype::bf16;
+    default:
+      return std::nullopt;
+  }
+}
+/// The file dtype that stores a tpx dtype.
+constexpr file_dtype to_file_dtype(dtype t) noexcept {
+  switch (t) {
+    case dtype::f64:
+      return file_dtype::f64;
+    case dtype::f32:
+      return file_dtype::f32;
+    case dtype::f16:
+      return file_dtype::f16;
+    case dtype::bf16:
+      return file_dtype::bf16;
+  }
+  return file_dtype::u8;
+}
+
+}  // namespace tpx::inline v0::io
