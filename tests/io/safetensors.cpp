@@ -338,3 +338,17 @@ TEST_CASE("reads outside the tensor or into a wrong-sized buffer are errors, nev
                        doctest::Contains("needs 12 elements but the buffer holds 5"), error);
   CHECK(ck.bytes_read() == 0);
 }
+
+TEST_CASE("bf16 → f32 on read keeps every bit pattern, in whole vectors and in the tail") {
+  test::temp_dir dir;
+  std::vector<bf16> v;
+  for (const std::uint16_t bits :
+       {0x0000, 0x8000, 0x0001, 0x807F, 0x7F80, 0xFF80, 0x7FC1, 0xFFFF, 0x3F80, 0xC2F7, 0x0080,
+        0x7F7F, 0x4049, 0x1234, 0xABCD, 0x5555, 0x2AAA, 0x0F0F, 0xF0F0})
+    v.push_back(bf16::from_bits(bits));
+  io::save_safetensors(dir / "b.safetensors", std::vector{io::as_tensor_bytes<bf16>("b", {19}, v)});
+  const std::vector<float> got = io::checkpoint(dir / "b.safetensors").read<float>("b");
+  REQUIRE(got.size() == v.size());
+  for (std::size_t i = 0; i < v.size(); ++i)
+    CHECK(std::bit_cast<std::uint32_t>(got[i]) == std::uint32_t{v[i].bits} << 16);
+}
