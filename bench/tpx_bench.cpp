@@ -7,7 +7,11 @@
 //                layer ÷ (the same CBLAS GEMMs and the same collective called by hand), measured
 //                interleaved in the same run (goal ≤ 1.05).
 //
-//   tpx-bench [--collectives] [--layers] [--quick] [--tp 2,4,8] [--max-bytes N] [--json]
+//   io           shard-on-read from a page-cached safetensors file, each style and tp: a rank's
+//                read throughput ÷ a plain sequential read of the same file in the same run
+//                (goal ≥ 0.8), and bytes read ÷ the shard's bytes (goal 1.0); see bench/io.cpp.
+//
+//   tpx-bench [--collectives] [--layers] [--io] [--quick] [--tp 2,4,8] [--max-bytes N] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
 // reported time is per call including the group's synchronisation. Buffers rotate so that small
@@ -26,19 +30,17 @@
 #include <thread>
 #include <vector>
 
+#include "common.hpp"
 #include "tpx/tpx.hpp"
 
 namespace {
 
 using namespace tpx;
 using clock_type = std::chrono::steady_clock;
-
-struct options {
-  bool collectives = false, layers = false, quick = false, json = false;
-  std::vector<int> tps{2, 4, 8};
-  index_t max_bytes = index_t{64} << 20;
-  std::string command;
-};
+using bench::cpu_model;
+using bench::median;
+using bench::options;
+using bench::report;
 
 options parse(int argc, char** argv) {
   options o;
@@ -53,6 +55,8 @@ options parse(int argc, char** argv) {
       o.collectives = true;
     else if (a == "--layers")
       o.layers = true;
+    else if (a == "--io")
+      o.io = true;
     else if (a == "--quick")
       o.quick = true;
     else if (a == "--json")
@@ -70,44 +74,17 @@ options parse(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--quick] [--tp 2,4,8] "
+          "usage: tpx-bench [--collectives] [--layers] [--io] [--quick] [--tp 2,4,8] "
           "[--max-bytes N] [--json]\n");
       std::exit(0);
     } else {
       fail("tpx-bench: unknown option '{}'", a);
     }
   }
-  if (!o.collectives && !o.layers) o.collectives = o.layers = true;
+  if (!o.collectives && !o.layers && !o.io) o.collectives = o.layers = o.io = true;
   if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
   return o;
 }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
-}
-
-/// Output in both forms: text rows as nccl-tests prints them, or JSON records.
-struct report {
-  bool json;
-  std::vector<std::string> records;
-  void row(const std::string& text, const std::string& record) {
-    if (json)
-      records.push_back(record);
-    else
-      fmt::print("{}\n", text);
-  }
-  void line(const std::string& text) {
-    if (!json) fmt::print("{}\n", text);
-  }
-};
 
 // --- memcpy ceiling -------------------------------------------------------------------------
 
@@ -380,6 +357,7 @@ int run(const options& o) {
   out.line(fmt::format("# command: {}", o.command));
   if (o.collectives) bench_collectives(o, out);
   if (o.layers) bench_layers(o, out);
+  if (o.io) bench::bench_io(o, out);
   if (o.json) {
     fmt::print("{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"results\":[\n  {}\n]}}\n",
                tpx::version, o.command, cpu_model(), fmt::join(out.records, ",\n  "));

@@ -1,0 +1,53 @@
+#pragma once
+// What the tpx-bench translation units share: options, the report (text rows or JSON records),
+// medians.
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tpx/core/extents.hpp"
+
+namespace tpx::bench {
+
+struct options {
+  bool collectives = false, layers = false, io = false, quick = false, json = false;
+  std::vector<int> tps{2, 4, 8};
+  index_t max_bytes = index_t{64} << 20;
+  std::string command;
+};
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+inline std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+/// Output in both forms: text rows as nccl-tests prints them, or JSON records.
+struct report {
+  bool json;
+  std::vector<std::string> records;
+  void row(const std::string& text, const std::string& record) {
+    if (json)
+      records.push_back(record);
+    else
+      fmt::print("{}\n", text);
+  }
+  void line(const std::string& text) {
+    if (!json) fmt::print("{}\n", text);
+  }
+};
+
+/// Shard-on-read throughput against a plain sequential read of the same file (bench/io.cpp).
+void bench_io(const options& o, report& out);
+
+}  // namespace tpx::bench
