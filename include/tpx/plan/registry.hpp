@@ -1,0 +1,220 @@
+#pragma once
+/// \file
+/// The style registry: the strings of a plan (Hugging Face `tp_plan`s in all three vocabularies
+/// transformers has shipped, and tpx's own names) mapped onto tpx policies — a style family plus
+/// the options that Megatron and Hugging Face pass as separate strings or flags.
+///
+///   "colwise"                → colwise, output sharded            (style::colwise<>)
+///   "colwise_gather_output"  → colwise, output all-gathered       (style::colwise_gathered)
+///   "colwise_rep"            → the same, older vocabulary
+///   "rowwise_reduce_scatter" → rowwise, output reduce-scattered to sequence shards (SP)
+///   "packed_colwise"         → colwise over a fused weight, each block split on its own
+///
+/// The registry is data: users add their own strings (`add`) or aliases (`alias`) at run time.
+/// An unknown string is an error that lists every known one.
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tpx/core/error.hpp"
+
+namespace tpx::inline v0::plan {
+
+/// The policy family a string selects.
+enum class family {
+  colwise,            ///< linear, weight split on the out dim (rows)
+  rowwise,            ///< linear, weight split on the in dim (columns)
+  replicate,          ///< every rank holds the whole parameter
+  sequence_parallel,  ///< norm: parameters replicated, activations split on the sequence dim
+  vocab_embedding,    ///< embedding split on the vocabulary dim (rows), partial outputs reduced
+  hidden_embedding,   ///< embedding split on the hidden dim (columns), outputs gathered
+  moe_experts,        ///< experts module: TP inside the experts, expert output all-reduced
+  identity_expert,    ///< identity expert: input pre-divided by tp so the all-reduce sums it once
+  grouped_gemm,       ///< expert parameters split on dim 0: whole experts per rank (EP)
+  ep_router,          ///< replicated router; non-local experts masked, local ids remapped
+  mla_kv_a_proj,      ///< replicated; backward all-reduces the rope part of the output grad
+  module,             ///< a module-level collective on a module's input or output
+};
+
+/// A collective a style runs on an activation in forward.
+enum class collective { none, all_reduce, all_gather, reduce_scatter, split };
+
+constexpr std::string_view name(family f) noexcept {
+  constexpr std::string_view names[] = {"colwise",           "rowwise",         "replicate",
+                                        "sequence_parallel", "vocab_embedding", "hidden_embedding",
+                                        "moe_experts",       "identity_expert", "grouped_gemm",
+                                        "ep_router",         "mla_kv_a_proj",   "module"};
+  return names[static_cast<int>(f)];
+}
+
+constexpr std::string_view name(collective c) noexcept {
+  constexpr std::string_view names[] = {"none", "all_reduce", "all_gather", "reduce_scatter",
+                                        "split"};
+  return names[static_cast<int>(c)];
+}
+
+/// What a style string means to tpx.
+struct style_spec {
+  family kind = family::replicate;
+  collective input = collective::none;   ///< on the module's input, forward
+  collective output = collective::none;  ///< on the module's output, forward
+  bool packed = false;                   ///< a fused weight split block by block
+  bool local = false;            ///< slices only: an enclosing module entry runs the collective
+  bool grad_all_reduce = false;  ///< replicated parameters whose gradients are all-reduced
+  bool divide_by_tp = false;     ///< replicated, scaled by 1/tp so a parent all-reduce sums it back
+  bool loss_parallel = false;    ///< logits stay vocab-sharded for a vocab-parallel loss
+  int sequence_dim = 1;          ///< activations' sequence dim for sequence-parallel norms
+  std::string vocabulary = "tpx";  ///< where the string comes from: current, older, dtensor, tpx
+
+  /// The weight dim the style splits: 0 (rows / vocab / experts), 1 (columns), -1 (none).
+  int split_dim() const noexcept {
+    switch (kind) {
+      case family::colwise:
+      case family::vocab_embedding:
+      case family::grouped_gemm:
+        return 0;
+      case family::rowwise:
+      case family::hidden_embedding:
+        return 1;
+      default:
+        return -1;
+    }
+  }
+  /// The compile-time policy for the linear families, as C++ spells it; otherwise the family.
+  std::string policy() const {
+    if (kind == family::colwise)
+      return output == collective::all_gather ? "style::colwise_gathered" : "style::colwise<>";
+    if (kind == family::rowwise)
+      return input == collective::split ? "style::rowwise_split" : "style::rowwise<>";
+    if (kind == family::replicate)
+      return grad_all_reduce ? "style::replicate_grad_all_reduce" : "style::replicate<>";
+    return std::string(name(kind));
+  }
+  friend bool operator==(const style_spec&, const style_spec&) = default;
+};
+
+/// Style strings → specs.
+class registry {
+ public:
+  /// Every string of the three Hugging Face vocabularies, plus tpx's own names.
+  static registry builtin() {
+    registry r;
+    using c = collective;
+    const auto col = [](c out, std::string vocab) {
+      return style_spec{.kind = family::colwise, .output = out, .vocabulary = std::move(vocab)};
+    };
+    const auto row = [](c in, c out, std::string vocab) {
+      return style_spec{
+          .kind = family::rowwise, .input = in, .output = out, .vocabulary = std::move(vocab)};
+    };
+    // In every vocabulary.
+    r.add("colwise", col(c::none, "all"));
+    r.add("rowwise", row(c::none, c::all_reduce, "all"));
+    r.add("sequence_parallel", {.kind = family::sequence_parallel, .vocabulary = "all"});
+    // Current (transformers v5.1+).
+    r.add("colwise_gather_output", col(c::all_gather, "current"));
+    r.add("rowwise_split_input", row(c::split, c::all_reduce, "current"));
+    r.add("packed_colwise", {.kind = family::colwise, .packed = true, .vocabulary = "current"});
+    r.add("packed_rowwise", {.kind = family::rowwise,
+                             .output = c::all_reduce,
+                             .packed = true,
+                             .vocabulary = "current"});
+    r.add("embedding_rowwise",
+          {.kind = family::vocab_embedding, .output = c::all_reduce, .vocabulary = "current"});
+    r.add("embedding_colwise",
+          {.kind = family::hidden_embedding, .output = c::all_gather, .vocabulary = "current"});
+    r.add("replicated_with_grad_allreduce",
+          {.kind = family::replicate, .grad_all_reduce = true, .vocabulary = "current"});
+    r.add("moe_tp_experts",
+          {.kind = family::moe_experts, .output = c::all_reduce, .vocabulary = "current"});
+    r.add("moe_identity_expert", {.kind = family::identity_expert, .vocabulary = "current"});
+    r.add("grouped_gemm", {.kind = family::grouped_gemm, .vocabulary = "current"});
+    r.add("ep_router", {.kind = family::ep_router, .vocabulary = "current"});
+    r.add("mla_kv_a_proj", {.kind = family::mla_kv_a_proj, .vocabulary = "current"});
+    r.add("all_reduce", {.kind = family::module, .output = c::all_reduce, .vocabulary = "current"});
+    // Older (transformers ≤ 2026-01).
+    r.add("colwise_rep", col(c::all_gather, "older"));
+    r.add("rowwise_rep", row(c::split, c::all_reduce, "older"));
+    r.add("local_colwise", {.kind = family::colwise, .local = true, .vocabulary = "older"});
+    r.add("local_rowwise", {.kind = family::rowwise, .local = true, .vocabulary = "older"});
+    r.add("local_packed_rowwise",
+          {.kind = family::rowwise, .packed = true, .local = true, .vocabulary = "older"});
+    r.add("local", {.kind = family::replicate, .divide_by_tp = true, .vocabulary = "older"});
+    r.add("gather", {.kind = family::module, .output = c::all_reduce, .vocabulary = "older"});
+    r.add("replicate", {.kind = family::replicate, .vocabulary = "older"});
+    // PyTorch DTensor styles, as transformers named them.
+    r.add("colwise_allgather", col(c::all_gather, "dtensor"));
+    r.add("colwise_loss_parallel",
+          {.kind = family::colwise, .loss_parallel = true, .vocabulary = "dtensor"});
+    r.add("rowwise_allreduce", row(c::none, c::all_reduce, "dtensor"));
+    r.add("rowwise_reduce_scatter", row(c::none, c::reduce_scatter, "dtensor"));
+    r.add("vocab_allreduce",
+          {.kind = family::vocab_embedding, .output = c::all_reduce, .vocabulary = "dtensor"});
+    r.add("vocab_reduce_scatter",
+          {.kind = family::vocab_embedding, .output = c::reduce_scatter, .vocabulary = "dtensor"});
+    r.add("activation", {.kind = family::sequence_parallel, .vocabulary = "dtensor"});
+    r.add("activation_seq_dim_2",
+          {.kind = family::sequence_parallel, .sequence_dim = 2, .vocabulary = "dtensor"});
+    r.add("module_allgather",
+          {.kind = family::module, .input = c::all_gather, .vocabulary = "dtensor"});
+    r.add("module_allgather_hidden_states",
+          {.kind = family::module, .input = c::all_gather, .vocabulary = "dtensor"});
+    r.add("module_allgather_split", {.kind = family::module,
+                                     .input = c::all_gather,
+                                     .output = c::split,
+                                     .vocabulary = "dtensor"});
+    r.add("moe_experts_allreduce",
+          {.kind = family::moe_experts, .output = c::all_reduce, .vocabulary = "dtensor"});
+    return r;
+  }
+
+  /// Registers a new string. Errors if it is registered already.
+  void add(std::string name, style_spec spec) {
+    expect(!name.empty(), "plan::registry: a style string cannot be empty");
+    if (const auto it = styles_.find(name); it != styles_.end())
+      fail(
+          "plan::registry: the style string '{}' is registered already (as {}); pick another "
+          "name",
+          name, it->second.policy());
+    styles_.emplace(std::move(name), std::move(spec));
+  }
+  /// Registers `name` as another spelling of the known string `existing`.
+  void alias(std::string name, std::string_view existing) {
+    style_spec s = at(existing);
+    s.vocabulary = "alias of " + std::string(existing);
+    add(std::move(name), std::move(s));
+  }
+
+  bool contains(std::string_view name) const { return styles_.find(name) != styles_.end(); }
+  const style_spec* find(std::string_view name) const {
+    const auto it = styles_.find(name);
+    return it == styles_.end() ? nullptr : &it->second;
+  }
+  /// The spec of `name`; an error that lists every known string if there is none.
+  const style_spec& at(std::string_view name) const {
+    const style_spec* s = find(name);
+    expect(s != nullptr, "unknown style string '{}'; known: {}", name, known());
+    return *s;
+  }
+  /// Every known string, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> n;
+    for (const auto& [k, v] : styles_) n.push_back(k);
+    return n;
+  }
+  /// "all_reduce, activation, …": the known strings for messages.
+  std::string known() const {
+    std::string s;
+    for (const auto& [k, v] : styles_) s += (s.empty() ? "" : ", ") + k;
+    return s;
+  }
+
+ private:
+  std::map<std::string, style_spec, std::less<>> styles_;
+};
+
+}  // namespace tpx::inline v0::plan
