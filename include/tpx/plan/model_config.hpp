@@ -1,0 +1,111 @@
+#pragma once
+/// \file
+/// The model dims a plan needs, read from a Hugging Face `config.json`: hidden size, heads, KV
+/// heads, head dim, MLP and expert sizes, vocabulary, layers, tied embeddings, model type.
+///
+/// Names differ between model families; the first key present wins:
+///   experts           num_local_experts (mixtral, gpt_oss), num_experts (qwen*_moe),
+///                     n_routed_experts (deepseek)
+///   n_kv_heads        num_key_value_heads, else num_attention_heads (multi-head attention)
+///   head_dim          head_dim, else hidden_size / num_attention_heads
+///   expert MLP size   moe_intermediate_size, else intermediate_size
+/// Multimodal configs keep the language model's dims under `text_config`; it is used when the top
+/// level has no `hidden_size`.
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tpx/core/error.hpp"
+#include "tpx/core/extents.hpp"
+
+namespace tpx::inline v0::plan {
+
+struct model_config {
+  std::string model_type;
+  std::vector<std::string> architectures;
+  index_t hidden_size = 0;
+  index_t num_layers = 0;
+  index_t n_heads = 0;
+  index_t n_kv_heads = 0;
+  index_t head_dim = 0;
+  index_t intermediate_size = 0;
+  index_t moe_intermediate_size = 0;  ///< 0 when the model has no experts
+  index_t n_experts = 0;              ///< routed experts; 0 for a dense model
+  index_t vocab_size = 0;
+  /// As config.json gives it; absent, the model class's default applies (a preset knows it).
+  std::optional<bool> tie_word_embeddings;
+
+  bool is_moe() const noexcept { return n_experts > 0; }
+  /// True when the checkpoint's names carry the causal-LM prefix (`model.`): an architecture
+  /// ending in "ForCausalLM" or "ForConditionalGeneration", or none given.
+  bool causal_lm() const {
+    if (architectures.empty()) return true;
+    for (const std::string& a : architectures)
+      if (a.ends_with("ForCausalLM") || a.ends_with("ForConditionalGeneration")) return true;
+    return false;
+  }
+};
+
+/// Reads the dims from a parsed config.json; `what` names it in errors.
+inline model_config parse_model_config(const nlohmann::json& top, std::string_view what) {
+  expect(top.is_object(), "{}: config.json must be a JSON object", what);
+  const nlohmann::json& j =
+      !top.contains("hidden_size") && top.contains("text_config") && top["text_config"].is_object()
+          ? top["text_config"]
+          : top;
+  const auto number = [&](std::initializer_list<const char*> keys, bool required) -> index_t {
+    for (const char* k : keys)
+      if (j.contains(k) && !j[k].is_null()) {
+        const nlohmann::json& v = j[k];
+        expect(v.is_number_integer() && v.get<std::int64_t>() >= 0,
+               "{}: \"{}\" must be a non-negative whole number, got {}", what, k, v.dump());
+        return v.get<index_t>();
+      }
+    expect(!required, "{}: \"{}\" is missing", what, *keys.begin());
+    return 0;
+  };
+  model_config c;
+  if (top.contains("model_type")) {
+    expect(top["model_type"].is_string(), "{}: \"model_type\" must be a string", what);
+    c.model_type = top["model_type"].get<std::string>();
+  }
+  if (top.contains("architectures") && top["architectures"].is_array())
+    for (const nlohmann::json& a : top["architectures"])
+      if (a.is_string()) c.architectures.push_back(a.get<std::string>());
+  c.hidden_size = number({"hidden_size"}, true);
+  c.num_layers = number({"num_hidden_layers"}, true);
+  c.n_heads = number({"num_attention_heads"}, true);
+  c.n_kv_heads = number({"num_key_value_heads"}, false);
+  if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
+  c.head_dim = number({"head_dim"}, false);
+  if (c.head_dim == 0) {
+    expect(c.n_heads > 0 && c.hidden_size % c.n_heads == 0,
+           "{}: no \"head_dim\", and hidden_size {} is not a multiple of num_attention_heads {}",
+           what, c.hidden_size, c.n_heads);
+    c.head_dim = c.hidden_size / c.n_heads;
+  }
+  c.intermediate_size = number({"intermediate_size"}, false);
+  c.n_experts = number({"num_local_experts", "num_experts", "n_routed_experts"}, false);
+  c.moe_intermediate_size = number({"moe_intermediate_size"}, false);
+  if (c.is_moe() && c.moe_intermediate_size == 0) c.moe_intermediate_size = c.intermediate_size;
+  c.vocab_size = number({"vocab_size"}, true);
+  const nlohmann::json* tie = top.contains("tie_word_embeddings") ? &top.at("tie_word_embeddings")
+                              : j.contains("tie_word_embeddings") ? &j.at("tie_word_embeddings")
+                                                                  : nullptr;
+  if (tie != nullptr) {
+    expect(tie->is_boolean(), "{}: \"tie_word_embeddings\" must be true or false", what);
+    c.tie_word_embeddings = tie->get<bool>();
+  }
+  expect(c.n_heads >= 1 && c.n_kv_heads >= 1 && c.n_heads % c.n_kv_heads == 0,
+         "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", what, c.n_heads,
+         c.n_kv_heads);
+  return c;
+}
+
+}  // namespace tpx::inline v0::plan
