@@ -55,6 +55,30 @@ TEST_CASE("llama and qwen2 presets give the published tensor counts and shapes")
   CHECK(plan::find_preset("gpt2") == nullptr);
 }
 
+TEST_CASE("gemma2 ties its embeddings by default; phi3's fused tensors carry their blocks") {
+  // gemma-2-9b: 42 layers × 11 (four norms) + embed + norm, no lm_head (tied by default).
+  const plan::model_config gemma = config(R"({"model_type": "gemma2", "hidden_size": 3584,
+    "intermediate_size": 14336, "num_attention_heads": 16, "num_key_value_heads": 8,
+    "head_dim": 256, "num_hidden_layers": 42, "vocab_size": 256000})");
+  const std::vector<plan::tensor_decl> g = plan::find_preset("gemma2")->tensors(gemma);
+  CHECK(g.size() == 42 * 11 + 2);
+  CHECK(g.back().name == "model.norm.weight");
+  // Phi-3-mini: 32 layers × 6 + 3 = 195; qkv_proj is q | k | v in heads of 96.
+  const plan::model_config phi = config(R"({"model_type": "phi3", "hidden_size": 3072,
+    "intermediate_size": 8192, "num_attention_heads": 32, "num_key_value_heads": 32,
+    "num_hidden_layers": 32, "vocab_size": 32064, "tie_word_embeddings": false})");
+  const std::vector<plan::tensor_decl> p = plan::find_preset("phi3")->tensors(phi);
+  CHECK(p.size() == 195);
+  const plan::tensor_decl& qkv = p[2];
+  CHECK(qkv.name == "model.layers.0.self_attn.qkv_proj.weight");
+  CHECK(qkv.shape == std::vector<index_t>{9216, 3072});
+  REQUIRE(qkv.blocks.size() == 3);
+  CHECK(qkv.blocks[1].size == 3072);
+  CHECK(qkv.blocks[1].unit == 96);
+  CHECK(p[5].name == "model.layers.0.mlp.gate_up_proj.weight");
+  CHECK(p[5].blocks.size() == 2);
+}
+
 TEST_CASE("each preset's plan covers every linear of its tensors and every rule is used") {
   const plan::registry styles = plan::registry::builtin();
   const plan::model_config c = config(R"({"hidden_size": 64, "intermediate_size": 96,
@@ -77,6 +101,8 @@ TEST_CASE("each preset's plan covers every linear of its tensors and every rule 
       CHECK(r.rule.has_value() == (linear || qk_norm));
       if (r.rule) used.insert(*r.rule);
     }
-    CHECK(used.size() == hp.rules.size());
+    // Every rule is used, but lm_head's when the embeddings are tied (there is no lm_head).
+    const bool tied = p.tie_word_embeddings;
+    CHECK(used.size() + (tied ? 1 : 0) == hp.rules.size());
   }
 }
