@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "error_of.hpp"
 #include "oracle.hpp"
 #include "tpx/backend/host/communicator.hpp"
 #include "tpx/core/tensor_view.hpp"
@@ -43,12 +44,7 @@ double relative_error(std::span<const T> got, const dense& want, shard::interval
 /// Runs `fn` on `tp` thread ranks and returns the message of the tpx::error it ends with, or
 /// "no error".
 inline std::string error_of(int tp, const std::function<void(host::communicator&)>& fn) {
-  try {
-    host::run(tp, fn);
-  } catch (const tpx::error& e) {
-    return e.what();
-  }
-  return "no error";
+  return error_of([&] { host::run(tp, fn); });
 }
 
 inline dense column(const std::vector<double>& v) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../error_of.hpp"
 #include "io_harness.hpp"
 #include "tpx/io/checkpoint.hpp"
 #include "tpx/io/writer.hpp"
@@ -46,12 +47,7 @@ void check_float_tensor(const io::checkpoint& ck, const std::string& name, int s
 
 /// The message of the tpx::error that opening `path` ends with.
 std::string open_error(const fs::path& path) {
-  try {
-    io::checkpoint ck(path);
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "no error";
+  return test::error_of([&] { io::checkpoint ck(path); });
 }
 
 }  // namespace

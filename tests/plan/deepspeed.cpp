@@ -7,24 +7,17 @@
 #include <functional>
 #include <string>
 
+#include "../error_of.hpp"
 #include "tpx/plan/deepspeed.hpp"
 
 using namespace tpx;
+using test::error_of;
 using ds_type = plan::ds_spec::type;
 
 namespace {
 
 plan::ds_config parse(const char* text) {
   return plan::parse_deepspeed(nlohmann::json::parse(text), "ds.json");
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 const char* const config = R"({

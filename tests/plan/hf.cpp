@@ -9,11 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "../error_of.hpp"
 #include "tpx/plan/hf.hpp"
 
 using namespace tpx;
 using plan::collective;
 using plan::family;
+using test::error_of;
 
 namespace {
 
@@ -23,15 +25,6 @@ nlohmann::json fixture() {
   std::ifstream in(std::string(dir) + "/hf_plans_sample.json");
   REQUIRE(in.good());
   return nlohmann::json::parse(in);
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 }  // namespace

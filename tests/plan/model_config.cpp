@@ -5,6 +5,7 @@
 #include <functional>
 #include <string>
 
+#include "../error_of.hpp"
 #include "tpx/plan/model_config.hpp"
 
 using namespace tpx;
@@ -14,12 +15,7 @@ plan::model_config parse(const char* text) {
   return plan::parse_model_config(nlohmann::json::parse(text), "config.json");
 }
 std::string error_of(const char* text) {
-  try {
-    parse(text);
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "no error";
+  return test::error_of([&] { parse(text); });
 }
 }  // namespace
 
