@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "tpx/core/extents.hpp"
+#include "tpx/plan/path.hpp"
 
 namespace tpx::inline v0::plan {
 
@@ -41,17 +42,9 @@ inline std::optional<std::string> heuristic_style(std::string_view name,
   const std::string_view module = name.substr(0, name.rfind('.'));
   if ((weight && shape.size() != 2) || (bias && shape.size() != 1)) return std::nullopt;
   // Inside a numbered block: some path component is all digits.
-  bool in_block = false;
-  std::size_t at = 0;
-  while (at <= module.size()) {
-    const std::size_t dot = std::min(module.find('.', at), module.size());
-    const std::string_view c = module.substr(at, dot - at);
-    in_block = in_block || (!c.empty() && std::all_of(c.begin(), c.end(), [](char ch) {
-                 return ch >= '0' && ch <= '9';
-               }));
-    at = dot + 1;
-  }
-  if (!in_block) return std::nullopt;  // embeddings, lm_head, final norm
+  const std::vector<std::string_view> parts = detail::components(module);
+  if (std::none_of(parts.begin(), parts.end(), detail::all_digits))
+    return std::nullopt;  // embeddings, lm_head, final norm
   const std::string_view last = module.substr(module.rfind('.') + 1);
   if (last.find("norm") != std::string_view::npos || last.starts_with("ln") ||
       last.find("embed") != std::string_view::npos)

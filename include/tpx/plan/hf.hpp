@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tpx/core/error.hpp"
+#include "tpx/plan/path.hpp"
 #include "tpx/plan/registry.hpp"
 
 namespace tpx::inline v0::plan {
@@ -55,22 +56,6 @@ struct hf_plan {
     return out;
   }
 };
-
-namespace detail {
-inline std::vector<std::string_view> components(std::string_view path) {
-  std::vector<std::string_view> out;
-  std::size_t at = 0;
-  while (true) {
-    const std::size_t dot = path.find('.', at);
-    out.push_back(path.substr(at, dot == std::string_view::npos ? dot : dot - at));
-    if (dot == std::string_view::npos) return out;
-    at = dot + 1;
-  }
-}
-inline bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-}  // namespace detail
 
 /// Parses a Hugging Face plan. `what` names the source in messages; `causal_lm` adds the `model.`
 /// prefix to `base_model_*` keys. A plain `{key: style}` object is a TP plan whose keys are taken
