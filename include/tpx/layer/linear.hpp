@@ -139,26 +139,15 @@ class linear<Style, Backend, T> {
 
   /// Where each rank's weight shard sits in the [out, in] weight, for `options` over `tp` ranks.
   static shard::placement weight_placement(const linear_options& options, int tp) {
-    const std::vector<index_t> shape{options.out_features, options.in_features};
-    if constexpr (split_dim < 0) {
-      make_partition(options, tp);  // checks the options
-      return shard::placement::replicated(shape);
-    } else {
-      return shard::placement::split(shape, split_dim, make_partition(options, tp),
-                                     options.name + ".weight");
-    }
+    return weight_placement(options, make_partition(options, tp));
   }
   /// Where each rank's bias shard sits in the [out] bias: split with the weight's out dim
   /// (colwise), else whole on every rank.
   static shard::placement bias_placement(const linear_options& options, int tp) {
-    const std::vector<index_t> shape{options.out_features};
-    if constexpr (split_dim == 0)
-      return shard::placement::split(shape, 0, make_partition(options, tp), options.name + ".bias");
-    else
-      return shard::placement::replicated(shape);
+    return bias_placement(options, make_partition(options, tp));
   }
-  shard::placement weight_placement() const { return weight_placement(opt_, comm_->size()); }
-  shard::placement bias_placement() const { return bias_placement(opt_, comm_->size()); }
+  shard::placement weight_placement() const { return weight_placement(opt_, part_); }
+  shard::placement bias_placement() const { return bias_placement(opt_, part_); }
 
   // --- shapes --------------------------------------------------------------------------------
 
@@ -319,6 +308,23 @@ class linear<Style, Backend, T> {
       Backend::upload(std::span<const T>(bias), bias_);
       dbias_.resize(bias.size());
     }
+  }
+
+  /// The placements of the weight and bias under the (checked) partition `p` of the split dim.
+  static shard::placement weight_placement(const linear_options& options,
+                                           const shard::partition& p) {
+    const std::vector<index_t> shape{options.out_features, options.in_features};
+    if constexpr (split_dim < 0)
+      return shard::placement::replicated(shape);
+    else
+      return shard::placement::split(shape, split_dim, p, options.name + ".weight");
+  }
+  static shard::placement bias_placement(const linear_options& options, const shard::partition& p) {
+    const std::vector<index_t> shape{options.out_features};
+    if constexpr (split_dim == 0)
+      return shard::placement::split(shape, 0, p, options.name + ".bias");
+    else
+      return shard::placement::replicated(shape);
   }
 
   static shard::partition make_partition(const linear_options& opt, int tp) {
