@@ -21,12 +21,13 @@ struct file_dtype_row {
   file_dtype type;
   std::string_view name;
   std::size_t size;
+  std::optional<dtype> same_as = std::nullopt;  ///< the tpx dtype with the same encoding
 };
 inline constexpr std::array<file_dtype_row, 12> file_dtypes{{
-    {file_dtype::f64, "F64", 8},
-    {file_dtype::f32, "F32", 4},
-    {file_dtype::f16, "F16", 2},
-    {file_dtype::bf16, "BF16", 2},
+    {file_dtype::f64, "F64", 8, dtype::f64},
+    {file_dtype::f32, "F32", 4, dtype::f32},
+    {file_dtype::f16, "F16", 2, dtype::f16},
+    {file_dtype::bf16, "BF16", 2, dtype::bf16},
     {file_dtype::i64, "I64", 8},
     {file_dtype::i32, "I32", 4},
     {file_dtype::i16, "I16", 2},
@@ -62,32 +63,15 @@ inline std::string known_file_dtypes() {
 
 /// The tpx dtype of a floating-point file dtype (f64, f32, f16, bf16), if it has one.
 constexpr std::optional<dtype> as_dtype(file_dtype t) noexcept {
-  switch (t) {
-    case file_dtype::f64:
-      return dtype::f64;
-    case file_dtype::f32:
-      return dtype::f32;
-    case file_dtype::f16:
-      return dtype::f16;
-    case file_dtype::bf16:
-      return dtype::bf16;
-    default:
-      return std::nullopt;
-  }
+  return detail::file_dtypes[static_cast<std::size_t>(t)].same_as;
 }
 /// The file dtype that stores a tpx dtype.
 constexpr file_dtype to_file_dtype(dtype t) noexcept {
-  switch (t) {
-    case dtype::f64:
-      return file_dtype::f64;
-    case dtype::f32:
-      return file_dtype::f32;
-    case dtype::f16:
-      return file_dtype::f16;
-    case dtype::bf16:
-      return file_dtype::bf16;
-  }
-  return file_dtype::u8;
+  for (const detail::file_dtype_row& row : detail::file_dtypes)
+    if (row.same_as == t) return row.type;
+  return file_dtype::u8;  // unreachable: every tpx dtype has a row
 }
+static_assert(to_file_dtype(dtype::bf16) == file_dtype::bf16 &&
+              to_file_dtype(dtype::f64) == file_dtype::f64 && !as_dtype(file_dtype::i8));
 
 }  // namespace tpx::inline v0::io
