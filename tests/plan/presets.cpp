@@ -79,30 +79,115 @@ TEST_CASE("gemma2 ties its embeddings by default; phi3's fused tensors carry the
   CHECK(p[5].blocks.size() == 2);
 }
 
-TEST_CASE("each preset's plan covers every linear of its tensors and every rule is used") {
+TEST_CASE("mixture-of-experts presets lay experts out as their hub checkpoints do") {
+  const auto find = [](const std::vector<plan::tensor_decl>& v, const std::string& n) {
+    for (const plan::tensor_decl& d : v)
+      if (d.name == n) return d;
+    FAIL("no tensor ", n);
+    return plan::tensor_decl{};
+  };
+  // Mixtral-8x7B: 32 layers × (2 norms + 4 attention + router + 8 × 3 experts) + 3 = 995.
+  const plan::model_config mixtral = config(R"({"model_type": "mixtral", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "num_hidden_layers": 32, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "vocab_size": 32000})");
+  const std::vector<plan::tensor_decl> m = plan::find_preset("mixtral")->tensors(mixtral);
+  CHECK(m.size() == 995);
+  CHECK(find(m, "model.layers.31.block_sparse_moe.experts.7.w2.weight").shape ==
+        std::vector<index_t>{4096, 14336});
+  CHECK(find(m, "model.layers.0.block_sparse_moe.gate.weight").shape ==
+        std::vector<index_t>{8, 4096});
+  // Qwen3-30B-A3B: 48 layers × (2 norms + 4 attention + 2 q/k norms + router + 128 × 3) + 3.
+  const plan::model_config qwen = config(R"({"model_type": "qwen3_moe", "hidden_size": 2048,
+    "intermediate_size": 6144, "moe_intermediate_size": 768, "num_attention_heads": 32,
+    "num_key_value_heads": 4, "head_dim": 128, "num_hidden_layers": 48, "num_experts": 128,
+    "num_experts_per_tok": 8, "vocab_size": 151936})");
+  const std::vector<plan::tensor_decl> q = plan::find_preset("qwen3_moe")->tensors(qwen);
+  CHECK(q.size() == 48 * (9 + 128 * 3) + 3);
+  CHECK(find(q, "model.layers.3.mlp.experts.127.down_proj.weight").shape ==
+        std::vector<index_t>{2048, 768});
+  // DeepSeek-V3: 3 dense layers, then 58 MoE layers with 256 experts and one shared expert.
+  const plan::model_config ds = config(R"({"model_type": "deepseek_v3", "hidden_size": 7168,
+    "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_attention_heads": 128,
+    "num_key_value_heads": 128, "num_hidden_layers": 61, "n_routed_experts": 256,
+    "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
+    "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+    "v_head_dim": 128, "vocab_size": 129280})");
+  const std::vector<plan::tensor_decl> d = plan::find_preset("deepseek_v3")->tensors(ds);
+  CHECK(d.size() == 3 * 12 + 58 * (9 + 2 + 256 * 3 + 3) + 3);
+  CHECK(find(d, "model.layers.2.mlp.down_proj.weight").shape == std::vector<index_t>{7168, 18432});
+  const plan::tensor_decl qb = find(d, "model.layers.3.self_attn.q_b_proj.weight");
+  CHECK(qb.shape == std::vector<index_t>{128 * 192, 1536});
+  REQUIRE(qb.blocks.size() == 1);
+  CHECK(qb.blocks[0].unit == 192);  // whole heads of qk_nope + qk_rope
+  CHECK(find(d, "model.layers.3.self_attn.kv_a_proj_with_mqa.weight").shape ==
+        std::vector<index_t>{576, 7168});
+  CHECK(find(d, "model.layers.60.mlp.shared_experts.down_proj.weight").shape ==
+        std::vector<index_t>{7168, 2048});
+  // gpt-oss-20b (bf16 layout): fused experts stored [E, in, out], gate/up interleaved in pairs.
+  const plan::model_config oss = config(R"({"model_type": "gpt_oss", "hidden_size": 2880,
+    "intermediate_size": 2880, "num_attention_heads": 64, "num_key_value_heads": 8,
+    "head_dim": 64, "num_hidden_layers": 24, "num_local_experts": 32, "experts_per_token": 4,
+    "vocab_size": 201088})");
+  const std::vector<plan::tensor_decl> g = plan::find_preset("gpt_oss")->tensors(oss);
+  CHECK(g.size() == 24 * 17 + 3);
+  const plan::tensor_decl gu = find(g, "model.layers.0.mlp.experts.gate_up_proj");
+  CHECK(gu.shape == std::vector<index_t>{32, 2880, 5760});
+  CHECK(gu.in_out);
+  REQUIRE(gu.blocks.size() == 1);
+  CHECK(gu.blocks[0].unit == 2);
+  CHECK(find(g, "model.layers.0.self_attn.sinks").shape == std::vector<index_t>{64});
+  CHECK(oss.experts_per_token == 4);
+}
+
+TEST_CASE("each preset's plan covers every parameter but norms and the embedding") {
   const plan::registry styles = plan::registry::builtin();
   const plan::model_config c = config(R"({"hidden_size": 64, "intermediate_size": 96,
+    "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 3,
+    "num_local_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+    "n_shared_experts": 1, "first_k_dense_replace": 1, "q_lora_rank": 24, "kv_lora_rank": 16,
+    "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8, "vocab_size": 100})");
+  const plan::model_config dense = config(R"({"hidden_size": 64, "intermediate_size": 96,
     "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 3,
     "vocab_size": 100})");
   for (const plan::preset& p : plan::presets()) {
     CAPTURE(p.model_type);
-    const plan::hf_plan hp = plan::parse_hf_plan(p.plan, p.model_type, true, styles);
-    std::vector<std::string> keys;
-    for (const plan::rule& r : hp.rules) keys.push_back(r.key);
-    const plan::matcher m(keys);
-    std::set<std::size_t> used;
-    for (const plan::tensor_decl& t : p.tensors(c)) {
-      CAPTURE(t.name);
-      const plan::match r = m.best(t.name);
-      CHECK(r.tied_with.empty());
-      const bool linear = t.name.find("_proj.") != std::string::npos || t.name == "lm_head.weight";
-      const bool qk_norm = t.name.find("_norm.weight") != std::string::npos &&
-                           t.name.find("self_attn") != std::string::npos;
-      CHECK(r.rule.has_value() == (linear || qk_norm));
-      if (r.rule) used.insert(*r.rule);
+    const bool moe = p.model_type.find("moe") != std::string::npos || p.model_type == "mixtral" ||
+                     p.model_type == "deepseek_v3" || p.model_type == "gpt_oss";
+    const plan::model_config& cfg = moe ? c : dense;
+    const plan::hf_plan hp = plan::parse_hf_plan(p.plan(cfg), p.model_type, true, styles);
+    for (const plan::plan_kind kind : {plan::plan_kind::tp, plan::plan_kind::ep}) {
+      CAPTURE(plan::name(kind));
+      const std::vector<const plan::rule*> rules = hp.of(kind);
+      CHECK(rules.empty() == (kind == plan::plan_kind::ep && !moe));
+      std::vector<std::string> keys;
+      for (const plan::rule* r : rules) keys.push_back(r->key);
+      const plan::matcher m(keys);
+      std::set<std::size_t> used;
+      for (const plan::tensor_decl& t : p.tensors(cfg)) {
+        CAPTURE(t.name);
+        const plan::match r = m.best(t.name);
+        CHECK(r.tied_with.empty());
+        const bool norm = t.name.find("norm") != std::string::npos &&
+                          t.name.find("q_norm") == std::string::npos &&
+                          t.name.find("k_norm") == std::string::npos;
+        const bool expert_or_router = t.name.find("experts.") != std::string::npos ||
+                                      t.name.find(".gate.") != std::string::npos ||
+                                      t.name.find("router") != std::string::npos;
+        if (kind == plan::plan_kind::tp)
+          CHECK(r.rule.has_value() == (!norm && t.name != "model.embed_tokens.weight"));
+        else  // the EP plan holds the experts and the router, nothing else
+          CHECK(r.rule.has_value() ==
+                (expert_or_router && t.name.find("shared") == std::string::npos));
+        if (r.rule) used.insert(*r.rule);
+      }
+      // Every rule is used, but lm_head's when the embeddings are tied (there is no lm_head) and
+      // the experts module's (a module rule: it matches no parameter, it covers them).
+      std::size_t module_rules = 0;
+      for (const plan::rule* r : rules)
+        if (styles.at(r->style).kind == plan::family::moe_experts) ++module_rules;
+      const bool tied = kind == plan::plan_kind::tp && p.tie_word_embeddings;
+      CHECK(used.size() + (tied ? 1 : 0) + module_rules == rules.size());
     }
-    // Every rule is used, but lm_head's when the embeddings are tied (there is no lm_head).
-    const bool tied = p.tie_word_embeddings;
-    CHECK(used.size() + (tied ? 1 : 0) == hp.rules.size());
   }
 }

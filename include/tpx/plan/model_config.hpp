@@ -9,6 +9,10 @@
 ///   n_kv_heads        num_key_value_heads, else num_attention_heads (multi-head attention)
 ///   head_dim          head_dim, else hidden_size / num_attention_heads
 ///   expert MLP size   moe_intermediate_size, else intermediate_size
+///   top-k             num_experts_per_tok, else experts_per_token (gpt_oss)
+///   dtype             torch_dtype, else dtype; bf16 when neither is given
+/// DeepSeek's multi-head latent attention adds q_lora_rank, kv_lora_rank, qk_nope_head_dim,
+/// qk_rope_head_dim, v_head_dim; its MoE, n_shared_experts and first_k_dense_replace.
 /// Multimodal configs keep the language model's dims under `text_config`; it is used when the top
 /// level has no `hidden_size`.
 
@@ -37,11 +41,28 @@ struct model_config {
   index_t intermediate_size = 0;
   index_t moe_intermediate_size = 0;  ///< 0 when the model has no experts
   index_t n_experts = 0;              ///< routed experts; 0 for a dense model
+  index_t experts_per_token = 0;      ///< top-k; 0 for a dense model
+  index_t n_shared_experts = 0;       ///< DeepSeek / Qwen shared experts beside the routed ones
+  index_t first_k_dense_replace = 0;  ///< DeepSeek: the first k layers have a dense MLP
+  index_t q_lora_rank = 0;            ///< DeepSeek MLA; 0: q_proj is one full-rank projection
+  index_t kv_lora_rank = 0;           ///< DeepSeek MLA; 0: not MLA
+  index_t qk_nope_head_dim = 0;
+  index_t qk_rope_head_dim = 0;
+  index_t v_head_dim = 0;
   index_t vocab_size = 0;
+  std::string dtype = "bfloat16";  ///< the checkpoint's float type, as config.json names it
   /// As config.json gives it; absent, the model class's default applies (a preset knows it).
   std::optional<bool> tie_word_embeddings;
 
   bool is_moe() const noexcept { return n_experts > 0; }
+  bool is_mla() const noexcept { return kv_lora_rank > 0; }
+  /// Bytes of one element of `dtype` (float32 4, float64 8, 8-bit floats 1, else 2).
+  index_t element_bytes() const noexcept {
+    if (dtype == "float32") return 4;
+    if (dtype == "float64") return 8;
+    if (dtype.starts_with("float8")) return 1;
+    return 2;
+  }
   /// True when the checkpoint's names carry the causal-LM prefix (`model.`): an architecture
   /// ending in "ForCausalLM" or "ForConditionalGeneration", or none given.
   bool causal_lm() const {
@@ -94,7 +115,27 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
   c.n_experts = number({"num_local_experts", "num_experts", "n_routed_experts"}, false);
   c.moe_intermediate_size = number({"moe_intermediate_size"}, false);
   if (c.is_moe() && c.moe_intermediate_size == 0) c.moe_intermediate_size = c.intermediate_size;
+  c.experts_per_token = number({"num_experts_per_tok", "experts_per_token"}, false);
+  c.n_shared_experts = number({"n_shared_experts"}, false);
+  c.first_k_dense_replace = number({"first_k_dense_replace"}, false);
+  c.q_lora_rank = number({"q_lora_rank"}, false);
+  c.kv_lora_rank = number({"kv_lora_rank"}, false);
+  c.qk_nope_head_dim = number({"qk_nope_head_dim"}, false);
+  c.qk_rope_head_dim = number({"qk_rope_head_dim"}, false);
+  c.v_head_dim = number({"v_head_dim"}, false);
   c.vocab_size = number({"vocab_size"}, true);
+  for (const char* k : {"torch_dtype", "dtype"})
+    if (j.contains(k) && !j[k].is_null()) {
+      expect(j[k].is_string(), "{}: \"{}\" must be a string such as \"bfloat16\", got {}", what, k,
+             j[k].dump());
+      c.dtype = j[k].get<std::string>();
+      break;
+    }
+  if (c.is_mla())
+    expect(c.qk_nope_head_dim > 0 && c.qk_rope_head_dim > 0 && c.v_head_dim > 0,
+           "{}: kv_lora_rank {} (multi-head latent attention) needs qk_nope_head_dim, "
+           "qk_rope_head_dim and v_head_dim",
+           what, c.kv_lora_rank);
   const nlohmann::json* tie = top.contains("tie_word_embeddings") ? &top.at("tie_word_embeddings")
                               : j.contains("tie_word_embeddings") ? &j.at("tie_word_embeddings")
                                                                   : nullptr;

@@ -4,11 +4,33 @@
 /// config.json dims, as its module structure lays them out) and its default tensor-parallel plan,
 /// so a plan can be resolved from config.json alone.
 ///
-/// Dense decoder families so far: llama, mistral, qwen2 (q/k/v biases), qwen3 (per-head q/k
-/// norms), gemma2 (four norms per layer, tied embeddings), phi3 (fused qkv_proj and
-/// gate_up_proj, which tpx splits packed — q|k|v in whole heads, gate|up block by block — where
-/// Hugging Face's own phi3 plan gathers them whole). Mixture-of-experts families (qwen3_moe,
-/// mixtral, deepseek_v3, gpt_oss) are still to come.
+/// Tensor names are the ones the published checkpoints store (safetensors headers), so a preset
+/// resolves a hub checkpoint as it is on disk.
+///
+/// Dense decoders: llama, mistral, qwen2 (q/k/v biases), qwen3 (per-head q/k norms), gemma2 (four
+/// norms per layer, tied embeddings), phi3 (fused qkv_proj and gate_up_proj, which tpx splits
+/// packed — q|k|v in whole heads, gate|up block by block — where Hugging Face's own phi3 plan
+/// gathers them whole).
+///
+/// Mixtures of experts (experts stored one by one, as on the hub; transformers v5 fuses them into
+/// `experts.gate_up_proj [E, 2I, H]` at load time, which is what its own plans name):
+///   mixtral      block_sparse_moe.gate [E, H]; block_sparse_moe.experts.N.w1|w3 [I, H], w2 [H, I]
+///   qwen3_moe    mlp.gate [E, H]; mlp.experts.N.gate_proj|up_proj [I, H], down_proj [H, I];
+///                q/k norms
+///   deepseek_v3  multi-head latent attention (q_a_proj, q_b_proj split in whole heads,
+///                kv_a_proj_with_mqa replicated as mla_kv_a_proj, kv_b_proj in heads, o_proj
+///                rowwise in heads); dense MLPs in the first first_k_dense_replace layers, then
+///                mlp.gate (+ e_score_correction_bias), routed experts and shared_experts. The FP8
+///                scale tensors and the multi-token-prediction layer of the released checkpoint
+///                are not declared.
+///   gpt_oss      q/k/v/o with biases, per-head attention sinks (split with the query heads),
+///                mlp.router [E, H] + bias, experts fused and stored [E, in, out]:
+///                gate_up_proj [E, H, 2I] with gate and up interleaved column by column (split in
+///                pairs), down_proj [E, I, H], and their biases — the bf16 layout; the MXFP4
+///                blocks/scales of the released checkpoint are not declared. Hugging Face ships no
+///                TP plan for these experts; tpx's preset shards them anyway.
+/// Every MoE preset also has an EP plan (router `ep_router`, expert tensors `grouped_gemm`: whole
+/// experts per rank), which overlays the TP plan when `ep > 1`.
 
 #include <algorithm>
 #include <functional>
@@ -27,8 +49,12 @@ namespace tpx::inline v0::plan {
 struct tensor_decl {
   std::string name;
   std::vector<index_t> shape;
-  /// For a fused tensor, the blocks of its fused dim (q|k|v in heads, gate|up); else empty.
+  /// The blocks of the dim its style splits: fused parts (q|k|v in heads, gate|up), or one block
+  /// in whole units (heads of head_dim); empty: split element by element.
   std::vector<shard::block> blocks = {};
+  /// Stored `[…, in, out]` (x·W, as gpt_oss stores its experts) rather than `[…, out, in]`.
+  bool in_out = false;
+  index_t element_bytes = 2;  ///< bytes of one element (bf16 unless the config or file says)
   friend bool operator==(const tensor_decl& a, const tensor_decl& b) {
     return a.name == b.name && a.shape == b.shape && a.blocks.size() == b.blocks.size() &&
            std::equal(a.blocks.begin(), a.blocks.end(), b.blocks.begin(),
@@ -41,91 +67,247 @@ struct tensor_decl {
 struct preset {
   std::string model_type;
   bool tie_word_embeddings = false;  ///< the model class's default
-  nlohmann::json plan;               ///< in the HF layout (`base_model_tp_plan`, `lm_tp_plan`)
+  /// The plan for a config, in the HF layout (`base_model_tp_plan`, `base_model_ep_plan`,
+  /// `lm_tp_plan`).
+  std::function<nlohmann::json(const model_config&)> plan;
   std::function<std::vector<tensor_decl>(const model_config&)> tensors;
 };
 
 namespace detail {
 
-/// Options of the llama-like dense decoder layout.
-struct dense_layout {
-  bool qkv_bias = false;       ///< qwen2
-  bool qk_norm = false;        ///< qwen3: per-head RMS norms of q and k
+enum class moe_layout { none, mixtral, qwen, deepseek, gpt_oss };
+
+/// What varies between the decoder layouts.
+struct layout {
+  bool qkv_bias = false;       ///< qwen2, gpt_oss
+  bool o_bias = false;         ///< gpt_oss
+  bool sinks = false;          ///< gpt_oss: one attention sink per query head
+  bool qk_norm = false;        ///< qwen3, qwen3_moe: per-head RMS norms of q and k
   bool sandwich_norm = false;  ///< gemma2: pre- and post-feedforward norms as well
   bool fused = false;          ///< phi3: qkv_proj and gate_up_proj
   bool tie_default = false;
+  bool mla = false;  ///< deepseek: multi-head latent attention
+  moe_layout moe = moe_layout::none;
 };
 
-inline std::vector<tensor_decl> dense_decoder(const model_config& c, dense_layout o) {
-  const index_t h = c.hidden_size, d = c.head_dim, q = c.n_heads * d, kv = c.n_kv_heads * d,
-                i = c.intermediate_size;
-  std::vector<tensor_decl> t{{"model.embed_tokens.weight", {c.vocab_size, h}}};
-  for (index_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.push_back({p + "input_layernorm.weight", {h}});
-    if (o.fused) {
-      t.push_back({p + "self_attn.qkv_proj.weight", {q + 2 * kv, h}, {{q, d}, {kv, d}, {kv, d}}});
-    } else {
-      for (const auto& [name, rows] :
-           {std::pair<const char*, index_t>{"q_proj", q}, {"k_proj", kv}, {"v_proj", kv}}) {
-        t.push_back({p + "self_attn." + name + ".weight", {rows, h}});
-        if (o.qkv_bias) t.push_back({p + "self_attn." + name + ".bias", {rows}});
-      }
-    }
-    if (o.qk_norm) {
-      t.push_back({p + "self_attn.q_norm.weight", {d}});
-      t.push_back({p + "self_attn.k_norm.weight", {d}});
-    }
-    t.push_back({p + "self_attn.o_proj.weight", {h, q}});
-    t.push_back({p + "post_attention_layernorm.weight", {h}});
-    if (o.sandwich_norm) {
-      t.push_back({p + "pre_feedforward_layernorm.weight", {h}});
-      t.push_back({p + "post_feedforward_layernorm.weight", {h}});
-    }
-    if (o.fused) {
-      t.push_back({p + "mlp.gate_up_proj.weight", {2 * i, h}, {{i, 1}, {i, 1}}});
-    } else {
-      t.push_back({p + "mlp.gate_proj.weight", {i, h}});
-      t.push_back({p + "mlp.up_proj.weight", {i, h}});
-    }
-    t.push_back({p + "mlp.down_proj.weight", {h, i}});
-  }
-  t.push_back({"model.norm.weight", {h}});
-  if (!c.tie_word_embeddings.value_or(o.tie_default))
-    t.push_back({"lm_head.weight", {c.vocab_size, h}});
-  return t;
-}
+/// Collects a model's tensors with the config's element size.
+struct tensor_list {
+  const model_config& c;
+  std::vector<tensor_decl> t;
 
-inline nlohmann::json dense_plan(dense_layout o) {
-  nlohmann::json base = nlohmann::json::object();
-  if (o.fused) {
-    base["layers.*.self_attn.qkv_proj"] = "packed_colwise";
-  } else {
-    base["layers.*.self_attn.q_proj"] = "colwise";
-    base["layers.*.self_attn.k_proj"] = "colwise";
-    base["layers.*.self_attn.v_proj"] = "colwise";
+  void add(std::string name, std::vector<index_t> shape, std::vector<shard::block> blocks = {},
+           bool in_out = false) {
+    t.push_back({std::move(name), std::move(shape), std::move(blocks), in_out, c.element_bytes()});
   }
-  base["layers.*.self_attn.o_proj"] = "rowwise";
-  if (o.fused) {
-    base["layers.*.mlp.gate_up_proj"] = "packed_colwise";
-  } else {
-    base["layers.*.mlp.gate_proj"] = "colwise";
-    base["layers.*.mlp.up_proj"] = "colwise";
+};
+
+inline void attention(tensor_list& l, const std::string& p, const layout& o) {
+  const model_config& c = l.c;
+  const index_t h = c.hidden_size, d = c.head_dim, q = c.n_heads * d, kv = c.n_kv_heads * d;
+  if (o.mla) {
+    expect(c.is_mla(),
+           "model type '{}' uses multi-head latent attention, but config.json gives no "
+           "kv_lora_rank",
+           c.model_type);
+    // DeepSeek's multi-head latent attention: low-rank q and kv, split in whole heads after the
+    // up-projections.
+    const index_t qk = c.qk_nope_head_dim + c.qk_rope_head_dim;
+    if (c.q_lora_rank > 0) {
+      l.add(p + "self_attn.q_a_proj.weight", {c.q_lora_rank, h});
+      l.add(p + "self_attn.q_a_layernorm.weight", {c.q_lora_rank});
+      l.add(p + "self_attn.q_b_proj.weight", {c.n_heads * qk, c.q_lora_rank},
+            {{c.n_heads * qk, qk}});
+    } else {
+      l.add(p + "self_attn.q_proj.weight", {c.n_heads * qk, h}, {{c.n_heads * qk, qk}});
+    }
+    l.add(p + "self_attn.kv_a_proj_with_mqa.weight", {c.kv_lora_rank + c.qk_rope_head_dim, h});
+    l.add(p + "self_attn.kv_a_layernorm.weight", {c.kv_lora_rank});
+    const index_t kvh = c.qk_nope_head_dim + c.v_head_dim;
+    l.add(p + "self_attn.kv_b_proj.weight", {c.n_heads * kvh, c.kv_lora_rank},
+          {{c.n_heads * kvh, kvh}});
+    l.add(p + "self_attn.o_proj.weight", {h, c.n_heads * c.v_head_dim},
+          {{c.n_heads * c.v_head_dim, c.v_head_dim}});
+    return;
   }
-  base["layers.*.mlp.down_proj"] = "rowwise";
+  if (o.fused) {
+    l.add(p + "self_attn.qkv_proj.weight", {q + 2 * kv, h}, {{q, d}, {kv, d}, {kv, d}});
+  } else {
+    for (const auto& [name, rows] :
+         {std::pair<const char*, index_t>{"q_proj", q}, {"k_proj", kv}, {"v_proj", kv}}) {
+      l.add(p + "self_attn." + name + ".weight", {rows, h});
+      if (o.qkv_bias) l.add(p + "self_attn." + name + ".bias", {rows});
+    }
+  }
   if (o.qk_norm) {
-    base["layers.*.self_attn.q_norm"] = "replicated_with_grad_allreduce";
-    base["layers.*.self_attn.k_norm"] = "replicated_with_grad_allreduce";
+    l.add(p + "self_attn.q_norm.weight", {d});
+    l.add(p + "self_attn.k_norm.weight", {d});
   }
-  return {{"base_model_tp_plan", base}, {"lm_tp_plan", {{"lm_head", "colwise_gather_output"}}}};
+  l.add(p + "self_attn.o_proj.weight", {h, q});
+  if (o.o_bias) l.add(p + "self_attn.o_proj.bias", {h});
+  if (o.sinks) l.add(p + "self_attn.sinks", {c.n_heads});
 }
 
-inline preset dense_preset(std::string type, dense_layout o) {
+/// gate, up and down projections of `size` under `p` (`…mlp.`, `…shared_experts.`, an expert).
+inline void gated_mlp(tensor_list& l, const std::string& p, index_t size, bool fused = false,
+                      const char* gate = "gate_proj", const char* up = "up_proj",
+                      const char* down = "down_proj") {
+  const index_t h = l.c.hidden_size;
+  if (fused) {
+    l.add(p + "gate_up_proj.weight", {2 * size, h}, {{size, 1}, {size, 1}});
+  } else {
+    l.add(p + gate + ".weight", {size, h});
+    l.add(p + up + ".weight", {size, h});
+  }
+  l.add(p + down + ".weight", {h, size});
+}
+
+inline void moe(tensor_list& l, const std::string& p, moe_layout m) {
+  const model_config& c = l.c;
+  const index_t h = c.hidden_size, e = c.n_experts, i = c.moe_intermediate_size;
+  const auto each_expert = [&](const std::string& prefix, const char* g, const char* u,
+                               const char* d) {
+    for (index_t x = 0; x < e; ++x)
+      gated_mlp(l, prefix + "experts." + std::to_string(x) + ".", i, false, g, u, d);
+  };
+  switch (m) {
+    case moe_layout::mixtral:
+      l.add(p + "block_sparse_moe.gate.weight", {e, h});
+      each_expert(p + "block_sparse_moe.", "w1", "w3", "w2");
+      break;
+    case moe_layout::qwen:
+    case moe_layout::deepseek:
+      l.add(p + "mlp.gate.weight", {e, h});
+      if (m == moe_layout::deepseek) l.add(p + "mlp.gate.e_score_correction_bias", {e});
+      each_expert(p + "mlp.", "gate_proj", "up_proj", "down_proj");
+      if (m == moe_layout::deepseek && c.n_shared_experts > 0)
+        gated_mlp(l, p + "mlp.shared_experts.", c.n_shared_experts * i);
+      break;
+    case moe_layout::gpt_oss:
+      l.add(p + "mlp.router.weight", {e, h});
+      l.add(p + "mlp.router.bias", {e});
+      // gate and up interleaved column by column: split in pairs.
+      l.add(p + "mlp.experts.gate_up_proj", {e, h, 2 * i}, {{2 * i, 2}}, true);
+      l.add(p + "mlp.experts.gate_up_proj_bias", {e, 2 * i}, {{2 * i, 2}});
+      l.add(p + "mlp.experts.down_proj", {e, i, h}, {}, true);
+      l.add(p + "mlp.experts.down_proj_bias", {e, h});
+      break;
+    case moe_layout::none:
+      break;
+  }
+}
+
+inline std::vector<tensor_decl> decoder(const model_config& c, const layout& o) {
+  const index_t h = c.hidden_size;
+  tensor_list l{c, {}};
+  l.add("model.embed_tokens.weight", {c.vocab_size, h});
+  for (index_t n = 0; n < c.num_layers; ++n) {
+    const std::string p = "model.layers." + std::to_string(n) + ".";
+    l.add(p + "input_layernorm.weight", {h});
+    attention(l, p, o);
+    l.add(p + "post_attention_layernorm.weight", {h});
+    if (o.sandwich_norm) {
+      l.add(p + "pre_feedforward_layernorm.weight", {h});
+      l.add(p + "post_feedforward_layernorm.weight", {h});
+    }
+    if (o.moe == moe_layout::none || (o.moe == moe_layout::deepseek && n < c.first_k_dense_replace))
+      gated_mlp(l, p + "mlp.", c.intermediate_size, o.fused);
+    else
+      moe(l, p, o.moe);
+  }
+  l.add("model.norm.weight", {h});
+  if (!c.tie_word_embeddings.value_or(o.tie_default)) l.add("lm_head.weight", {c.vocab_size, h});
+  return std::move(l.t);
+}
+
+/// tpx's TP and EP plans for a layout, in Hugging Face's layout.
+inline nlohmann::json plan_of(const layout& o, const model_config& c) {
+  nlohmann::json tp = nlohmann::json::object(), ep = nlohmann::json::object();
+  const std::string a = "layers.*.self_attn.";
+  if (o.mla) {
+    if (c.q_lora_rank > 0) {
+      tp[a + "q_a_proj"] = "replicate";
+      tp[a + "q_b_proj"] = "colwise";
+    } else {
+      tp[a + "q_proj"] = "colwise";
+    }
+    tp[a + "kv_a_proj_with_mqa"] = "mla_kv_a_proj";
+    tp[a + "kv_b_proj"] = "colwise";
+  } else if (o.fused) {
+    tp[a + "qkv_proj"] = "packed_colwise";
+  } else {
+    for (const char* n : {"q_proj", "k_proj", "v_proj"}) tp[a + n] = "colwise";
+  }
+  tp[a + "o_proj"] = "rowwise";
+  if (o.qk_norm) {
+    tp[a + "q_norm"] = "replicated_with_grad_allreduce";
+    tp[a + "k_norm"] = "replicated_with_grad_allreduce";
+  }
+  if (o.sinks) tp[a + "sinks"] = "colwise";
+  const auto mlp = [&](const std::string& p, const char* g, const char* u, const char* d) {
+    if (o.fused) {
+      tp[p + "gate_up_proj"] = "packed_colwise";
+    } else {
+      tp[p + g] = "colwise";
+      tp[p + u] = "colwise";
+    }
+    tp[p + d] = "rowwise";
+  };
+  // Experts one by one (hub layout): TP inside every expert, the experts module's output
+  // all-reduced once; under EP whole experts per rank, the router masking non-local ones.
+  const auto experts = [&](const std::string& moe, const char* router, const char* g, const char* u,
+                           const char* d) {
+    tp[moe + router] = "replicate";
+    mlp(moe + "experts.*.", g, u, d);
+    tp[moe + "experts"] = "moe_tp_experts";
+    ep[moe + router] = "ep_router";
+    for (const char* n : {g, u, d}) ep[moe + "experts.*." + n] = "grouped_gemm";
+    ep[moe + "experts"] = "moe_tp_experts";
+  };
+  switch (o.moe) {
+    case moe_layout::none:
+      mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
+      break;
+    case moe_layout::mixtral:
+      experts("layers.*.block_sparse_moe.", "gate", "w1", "w3", "w2");
+      break;
+    case moe_layout::qwen:
+      experts("layers.*.mlp.", "gate", "gate_proj", "up_proj", "down_proj");
+      break;
+    case moe_layout::deepseek:
+      if (c.first_k_dense_replace > 0) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
+      experts("layers.*.mlp.", "gate", "gate_proj", "up_proj", "down_proj");
+      tp["layers.*.mlp.gate.e_score_correction_bias"] = "replicate";
+      ep["layers.*.mlp.gate.e_score_correction_bias"] = "replicate";
+      if (c.n_shared_experts > 0)
+        mlp("layers.*.mlp.shared_experts.", "gate_proj", "up_proj", "down_proj");
+      break;
+    case moe_layout::gpt_oss: {
+      const std::string x = "layers.*.mlp.experts.";
+      tp["layers.*.mlp.router"] = "replicate";
+      tp[x + "gate_up_proj"] = "colwise";  // [E, H, 2I]: the out dim is the last
+      tp[x + "gate_up_proj_bias"] = "colwise";
+      tp[x + "down_proj"] = "rowwise";  // [E, I, H]: the in dim is dim 1
+      tp[x + "down_proj_bias"] = "replicate";
+      tp["layers.*.mlp.experts"] = "moe_tp_experts";
+      ep["layers.*.mlp.router"] = "ep_router";
+      for (const char* n : {"gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias"})
+        ep[x + n] = "grouped_gemm";
+      ep["layers.*.mlp.experts"] = "moe_tp_experts";
+      break;
+    }
+  }
+  nlohmann::json plan = {{"base_model_tp_plan", tp},
+                         {"lm_tp_plan", {{"lm_head", "colwise_gather_output"}}}};
+  if (!ep.empty()) plan["base_model_ep_plan"] = ep;
+  return plan;
+}
+
+inline preset make_preset(std::string type, layout o) {
   preset p;
   p.model_type = std::move(type);
   p.tie_word_embeddings = o.tie_default;
-  p.plan = dense_plan(o);
-  p.tensors = [o](const model_config& c) { return dense_decoder(c, o); };
+  p.plan = [o](const model_config& c) { return plan_of(o, c); };
+  p.tensors = [o](const model_config& c) { return decoder(c, o); };
   return p;
 }
 
@@ -134,12 +316,18 @@ inline preset dense_preset(std::string type, dense_layout o) {
 /// Every preset, by model type.
 inline const std::vector<preset>& presets() {
   static const std::vector<preset> all{
-      detail::dense_preset("llama", {}),
-      detail::dense_preset("mistral", {}),
-      detail::dense_preset("qwen2", {.qkv_bias = true}),
-      detail::dense_preset("qwen3", {.qk_norm = true}),
-      detail::dense_preset("gemma2", {.sandwich_norm = true, .tie_default = true}),
-      detail::dense_preset("phi3", {.fused = true}),
+      detail::make_preset("llama", {}),
+      detail::make_preset("mistral", {}),
+      detail::make_preset("qwen2", {.qkv_bias = true}),
+      detail::make_preset("qwen3", {.qk_norm = true}),
+      detail::make_preset("gemma2", {.sandwich_norm = true, .tie_default = true}),
+      detail::make_preset("phi3", {.fused = true}),
+      detail::make_preset("mixtral", {.moe = detail::moe_layout::mixtral}),
+      detail::make_preset("qwen3_moe", {.qk_norm = true, .moe = detail::moe_layout::qwen}),
+      detail::make_preset("deepseek_v3", {.mla = true, .moe = detail::moe_layout::deepseek}),
+      detail::make_preset(
+          "gpt_oss",
+          {.qkv_bias = true, .o_bias = true, .sinks = true, .moe = detail::moe_layout::gpt_oss}),
   };
   return all;
 }

@@ -1,0 +1,365 @@
+// Plan resolution: shards that tile their tensors, heads kept with their KV heads, the priority
+// of the sources and the fallback past rules that cannot place a tensor, the EP and SP overlays,
+// the report, and the communication figures against their analytic values.
+
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "../error_of.hpp"
+#include "tpx/plan/resolve.hpp"
+
+using namespace tpx;
+
+namespace {
+
+plan::model_config config(const std::string& text) {
+  return plan::parse_model_config(nlohmann::json::parse(text), "config.json");
+}
+
+const plan::model_config& llama() {
+  static const plan::model_config c = config(R"({"model_type": "llama", "hidden_size": 512,
+    "intermediate_size": 1376, "num_attention_heads": 16, "num_key_value_heads": 4,
+    "num_hidden_layers": 3, "vocab_size": 1003, "tie_word_embeddings": false})");
+  return c;
+}
+
+const plan::model_config& mixtral() {
+  static const plan::model_config c = config(R"({"model_type": "mixtral", "hidden_size": 256,
+    "intermediate_size": 448, "num_attention_heads": 8, "num_key_value_heads": 2,
+    "num_hidden_layers": 2, "num_local_experts": 8, "num_experts_per_tok": 2,
+    "vocab_size": 1000})");
+  return c;
+}
+
+plan::resolution resolve_preset(const plan::model_config& c, plan::resolve_options o,
+                                const plan::hf_plan* hf = nullptr,
+                                const plan::ds_config* ds = nullptr) {
+  const plan::preset* p = plan::find_preset(c.model_type);
+  REQUIRE(p != nullptr);
+  plan::plan_sources src;
+  src.preset = p;
+  src.hf = hf;
+  src.deepspeed = ds;
+  return plan::resolve(c, p->tensors(c), src, plan::registry::builtin(), o);
+}
+
+const plan::resolved_tensor& tensor(const plan::resolution& r, const std::string& name) {
+  for (const plan::resolved_tensor& t : r.tensors)
+    if (t.tensor.name == name) return t;
+  FAIL("no tensor ", name);
+  return r.tensors.front();
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& part) {
+  for (const std::string& s : v)
+    if (s.find(part) != std::string::npos) return true;
+  return false;
+}
+
+plan::hf_plan hf(const char* text, bool causal_lm = true) {
+  return plan::parse_hf_plan(nlohmann::json::parse(text), "plan.json", causal_lm,
+                             plan::registry::builtin());
+}
+
+}  // namespace
+
+TEST_CASE("every shard tiles its tensor; query heads sit with their KV heads") {
+  for (const int tp : {1, 2, 3, 4, 8}) {
+    CAPTURE(tp);
+    const plan::resolution r = resolve_preset(llama(), {.tp = tp});
+    CHECK(r.decided_by == "preset llama");
+    std::vector<index_t> bytes(static_cast<std::size_t>(tp), 0);
+    for (const plan::resolved_tensor& t : r.tensors) {
+      CAPTURE(t.tensor.name);
+      const shard::placement& p = t.placement;
+      for (int rank = 0; rank < tp; ++rank) bytes[static_cast<std::size_t>(rank)] += t.bytes(rank);
+      if (p.is_replicated()) {
+        CHECK(t.bytes(0) == shard::element_count(t.tensor.shape) * 2);
+        continue;
+      }
+      CHECK(p.partition.covers());
+      // Only KV heads are ever held twice, and only when tp exceeds their count.
+      const bool kv = t.tensor.name.find("k_proj") != std::string::npos ||
+                      t.tensor.name.find("v_proj") != std::string::npos;
+      CHECK(p.partition.overlaps() == (kv && tp > 4));
+      if (!p.partition.overlaps()) {
+        index_t held = 0;
+        for (int rank = 0; rank < tp; ++rank) held += shard::element_count(t.rank_shape(rank));
+        CHECK(held == shard::element_count(t.tensor.shape));
+      }
+    }
+    CHECK(bytes == r.param_bytes);
+    // q rows of rank r are the query heads of the KV heads it holds (head_dim 32).
+    const shard::gqa g{16, 4, 32};
+    const plan::resolved_tensor& q = tensor(r, "model.layers.1.self_attn.q_proj.weight");
+    const plan::resolved_tensor& k = tensor(r, "model.layers.1.self_attn.k_proj.weight");
+    const plan::resolved_tensor& o = tensor(r, "model.layers.1.self_attn.o_proj.weight");
+    for (int rank = 0; rank < tp; ++rank) {
+      CAPTURE(rank);
+      const shard::interval qh = g.q_heads(tp, rank), kh = g.kv_heads(tp, rank);
+      CHECK(q.placement.of(rank).dims[0].parts ==
+            std::vector<shard::interval>{{qh.begin * 32, qh.end * 32}});
+      CHECK(k.placement.of(rank).dims[0].parts ==
+            std::vector<shard::interval>{{kh.begin * 32, kh.end * 32}});
+      CHECK(o.placement.dim == 1);
+      CHECK(o.placement.of(rank).dims[1] == q.placement.of(rank).dims[0]);
+    }
+    CHECK(contains(r.report.warnings, "KV heads replicated") == (tp > 4));
+    CHECK(contains(r.report.warnings, "does not divide over tp 3") == (tp == 3));
+    CHECK(r.report.unused_rules.empty());
+    CHECK(r.report.unsupported.empty());
+    // Unmatched: the embedding, two norms per layer, the final norm.
+    CHECK(r.report.unmatched.size() == 1 + 2 * 3 + 1);
+  }
+}
+
+TEST_CASE("uneven splits are balanced and reported with their sizes") {
+  const plan::resolution r = resolve_preset(llama(), {.tp = 3});
+  // intermediate 1376 over 3: 459, 459, 458; vocabulary 1003: 335, 334, 334.
+  CHECK(tensor(r, "model.layers.0.mlp.up_proj.weight").rank_shape(2) ==
+        std::vector<index_t>{458, 512});
+  CHECK(tensor(r, "lm_head.weight").rank_shape(0) == std::vector<index_t>{335, 512});
+  CHECK(contains(r.report.warnings,
+                 "model.layers.*.mlp.up_proj.weight dim 0 (1376) does not divide over tp 3: "
+                 "split 459, 459, 458 (3 tensors)"));
+  CHECK(contains(r.report.warnings,
+                 "lm_head.weight dim 0 (1003) does not divide over tp 3: split "
+                 "335, 334, 334"));
+  // Four KV heads over tp 3: 2, 1, 1 heads, so q splits 8, 4, 4 heads.
+  CHECK(tensor(r, "model.layers.2.self_attn.q_proj.weight").rank_shape(0) ==
+        std::vector<index_t>{256, 512});
+}
+
+TEST_CASE("communication per token per layer follows the styles") {
+  const double h = 512, bytes = 2;
+  // TP: one all-reduce of [hidden] after o_proj and after down_proj in forward; one of dx after
+  // the q|k|v group and after the gate|up group in backward.
+  const plan::resolution tp = resolve_preset(llama(), {.tp = 4});
+  CHECK(tp.comm_forward == doctest::Approx(2 * h * bytes));
+  CHECK(tp.comm_backward == doctest::Approx(2 * h * bytes));
+  // SP: all-gather before each colwise group, reduce-scatter after each rowwise — the same total
+  // twice over in each direction.
+  const plan::resolution sp = resolve_preset(llama(), {.tp = 4, .sp = true});
+  CHECK(sp.comm_forward == doctest::Approx(4 * h * bytes));
+  CHECK(sp.comm_backward == doctest::Approx(4 * h * bytes));
+  // Mixtral: attention as above; the experts module all-reduces its output once, and in
+  // backward dx and the top-k weights (k = 2).
+  const double mh = 256;
+  const plan::resolution m = resolve_preset(mixtral(), {.tp = 2});
+  CHECK(m.comm_forward == doctest::Approx(2 * mh * bytes));
+  CHECK(m.comm_backward == doctest::Approx((2 * mh + 2) * bytes));
+  // gpt_oss-like float32 config: the element size follows the config's dtype.
+  const plan::model_config f32 = config(R"({"model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 1,
+    "vocab_size": 10, "torch_dtype": "float32"})");
+  const plan::resolution r32 = resolve_preset(f32, {.tp = 2});
+  CHECK(r32.comm_forward == doctest::Approx(2 * 64 * 4));
+  CHECK(tensor(r32, "model.norm.weight").bytes(1) == 64 * 4);
+}
+
+TEST_CASE("a DeepSpeed partition_config decides over the HF plan, which decides over the preset") {
+  // HF plan: lm_head colwise (sharded logits) where the preset gathers them; no MLP keys.
+  const plan::hf_plan plan = hf(R"({"base_model_tp_plan": {
+      "layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "colwise",
+      "layers.*.self_attn.v_proj": "colwise", "layers.*.self_attn.o_proj": "rowwise",
+      "layers.*.mlp.nothing": "colwise"},
+    "lm_tp_plan": {"lm_head": "colwise"}})");
+  const plan::resolution r = resolve_preset(llama(), {.tp = 2}, &plan);
+  CHECK(r.decided_by == "plan");
+  CHECK(tensor(r, "lm_head.weight").style == "colwise");
+  // The HF plan is silent on the MLP: replicated and reported, the preset is not consulted.
+  CHECK(tensor(r, "model.layers.0.mlp.up_proj.weight").placement.is_replicated());
+  CHECK(contains(r.report.unmatched, "model.layers.0.mlp.up_proj.weight"));
+  CHECK(r.report.unused_rules ==
+        std::vector<std::string>{"plan base_model_tp_plan: model.layers.*.mlp.nothing → colwise"});
+
+  // DeepSpeed: first matching spec wins; unmatched stay replicated without use_default_specs.
+  const auto ds_json = [](bool defaults) {
+    return nlohmann::json::parse(fmt::format(R"({{"tensor_parallel": {{"partition_config": {{
+      "use_default_specs": {}, "layer_specs": [
+        {{"patterns": [".*\\.o_proj\\.weight$"], "partition_type": "row"}},
+        {{"patterns": [".*_proj\\.weight$"], "partition_type": "skip"}},
+        {{"patterns": [".*\\.q_proj\\.weight$"], "partition_type": "column"}}]}}}}}})",
+                                             defaults ? "true" : "false"));
+  };
+  const plan::ds_config strict = plan::parse_deepspeed(ds_json(false), "ds.json");
+  const plan::resolution d = resolve_preset(llama(), {.tp = 2}, &plan, &strict);
+  CHECK(d.decided_by == "DeepSpeed partition_config");
+  CHECK(tensor(d, "model.layers.0.self_attn.o_proj.weight").placement.dim == 1);
+  CHECK(tensor(d, "model.layers.0.self_attn.o_proj.weight").source ==
+        "partition_config.layer_specs[0]");
+  CHECK(tensor(d, "model.layers.0.self_attn.q_proj.weight").placement.is_replicated());  // skip
+  CHECK(tensor(d, "lm_head.weight").placement.is_replicated());
+  CHECK(contains(d.report.unmatched, "lm_head.weight"));
+  CHECK(
+      d.report.unused_rules ==
+      std::vector<std::string>{"partition_config.layer_specs[2] (patterns .*\\.q_proj\\.weight$)"});
+  // With use_default_specs a tensor no spec matches goes on to the HF plan.
+  const plan::ds_config merged = plan::parse_deepspeed(ds_json(true), "ds.json");
+  const plan::resolution dm = resolve_preset(llama(), {.tp = 2}, &plan, &merged);
+  CHECK(tensor(dm, "lm_head.weight").style == "colwise");
+  CHECK(tensor(dm, "lm_head.weight").source == "plan lm_tp_plan: lm_head");
+
+  // No plan and no preset: the name heuristics decide.
+  const std::vector<plan::tensor_decl> t = plan::find_preset("llama")->tensors(llama());
+  const plan::resolution h = plan::resolve(llama(), t, {}, plan::registry::builtin(), {.tp = 2});
+  CHECK(h.decided_by == "name heuristics");
+  CHECK(tensor(h, "model.layers.0.mlp.down_proj.weight").style == "rowwise");
+  CHECK(tensor(h, "model.layers.0.mlp.gate_proj.weight").style == "colwise");
+  CHECK(tensor(h, "lm_head.weight").placement.is_replicated());
+}
+
+TEST_CASE("a rule that cannot place its tensor falls back to the next source, and is reported") {
+  // packed_colwise on gate_proj (1376 rows: two halves) is fine; on the norm (a 1-d weight) a
+  // packed split of 512 is fine too; embedding_rowwise on a norm cannot place a vector.
+  const plan::model_config odd = config(R"({"model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 99, "num_attention_heads": 4, "num_hidden_layers": 1,
+    "vocab_size": 10})");
+  const plan::hf_plan plan = hf(R"({"base_model_tp_plan": {
+      "layers.*.mlp.gate_proj": "packed_colwise",
+      "layers.*.input_layernorm": "embedding_rowwise",
+      "layers.*.mlp.up_proj": "colwise"}})");
+  const plan::resolution r = resolve_preset(odd, {.tp = 2}, &plan);
+  // 99 rows are not two equal halves: the preset's colwise places gate_proj instead.
+  const plan::resolved_tensor& gate = tensor(r, "model.layers.0.mlp.gate_proj.weight");
+  CHECK(gate.style == "colwise");
+  CHECK(gate.source == "preset llama base_model_tp_plan: model.layers.*.mlp.gate_proj");
+  CHECK(gate.rank_shape(0) == std::vector<index_t>{50, 64});
+  CHECK(contains(r.report.unsupported,
+                 "model.layers.*.mlp.gate_proj.weight: style 'packed_colwise' (plan "
+                 "base_model_tp_plan: model.layers.*.mlp.gate_proj) cannot place a tensor of shape "
+                 "[99, 64]: a packed style needs a fused dim of two equal blocks (gate | up), but "
+                 "dim 0 has odd size 99"));
+  // The norm: the preset has no rule for it, so after the fallback nothing places it.
+  const plan::resolved_tensor& norm = tensor(r, "model.layers.0.input_layernorm.weight");
+  CHECK(norm.placement.is_replicated());
+  CHECK(norm.source == "replicated: no source could place it");
+  CHECK(contains(r.report.unsupported, "an embedding table is a matrix, not 1-d"));
+  CHECK_FALSE(contains(r.report.unmatched, "input_layernorm"));
+}
+
+TEST_CASE("ambiguous keys, tied embeddings") {
+  // The same key from two sections: a tie, reported once for every layer's tensor.
+  const plan::hf_plan plan = hf(R"({"base_model_tp_plan": {"layers.*.mlp.up_proj": "colwise"},
+    "lm_tp_plan": {"model.layers.*.mlp.up_proj": "rowwise"}})");
+  const plan::resolution r = resolve_preset(llama(), {.tp = 2}, &plan);
+  CHECK(contains(r.report.warnings,
+                 "keys 'model.layers.*.mlp.up_proj' and "
+                 "'model.layers.*.mlp.up_proj' match "
+                 "model.layers.*.mlp.up_proj.weight equally"));
+
+  // Tied: no lm_head tensor; its colwise rule splits the vocabulary, so the embedding becomes
+  // vocab-parallel and the table is counted once.
+  const plan::model_config tied = config(R"({"model_type": "qwen2", "hidden_size": 64,
+    "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "num_hidden_layers": 1, "vocab_size": 1001, "tie_word_embeddings": true})");
+  const plan::resolution t = resolve_preset(tied, {.tp = 2});
+  const plan::resolved_tensor& e = tensor(t, "model.embed_tokens.weight");
+  CHECK(e.style == "embedding_rowwise");
+  CHECK(e.rank_shape(0) == std::vector<index_t>{501, 64});
+  CHECK(e.rank_shape(1) == std::vector<index_t>{500, 64});
+  CHECK_FALSE(contains(t.report.unmatched, "embed_tokens"));
+  CHECK(t.report.unused_rules.empty());
+  CHECK(contains(t.report.warnings, "tied embeddings: lm_head has no tensor of its own"));
+  // Gemma2 ties by default (config silent): the same.
+  const plan::model_config gemma = config(R"({"model_type": "gemma2", "hidden_size": 64,
+    "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 16, "num_hidden_layers": 1, "vocab_size": 1000})");
+  CHECK(tensor(resolve_preset(gemma, {.tp = 4}), "model.embed_tokens.weight").placement.dim == 0);
+}
+
+TEST_CASE("expert parallelism overlays experts and router only; attention stays TP") {
+  for (const int ep : {2, 4, 8}) {
+    CAPTURE(ep);
+    const plan::resolution r = resolve_preset(mixtral(), {.tp = ep, .ep = ep});
+    const plan::resolved_tensor& q = tensor(r, "model.layers.1.self_attn.q_proj.weight");
+    CHECK(q.style == "colwise");
+    CHECK(q.rank_shape(0)[0] == 8 * 32 / ep);
+    CHECK(tensor(r, "model.layers.1.block_sparse_moe.gate.weight").style == "ep_router");
+    // Expert x lives whole on rank x / (8 / ep), nowhere else.
+    for (int x = 0; x < 8; ++x) {
+      const plan::resolved_tensor& w =
+          tensor(r, fmt::format("model.layers.1.block_sparse_moe.experts.{}.w2.weight", x));
+      CHECK(w.style == "grouped_gemm");
+      for (int rank = 0; rank < ep; ++rank)
+        CHECK(w.bytes(rank) == (rank == x / (8 / ep) ? 256 * 448 * 2 : 0));
+    }
+    CHECK(r.report.unused_rules.empty());
+    // Ranks hold equal parameter bytes: every rank owns 8 / ep whole experts.
+    CHECK(std::adjacent_find(r.param_bytes.begin(), r.param_bytes.end(), std::not_equal_to<>()) ==
+          r.param_bytes.end());
+  }
+  // E % ep ≠ 0, ep ≠ tp, and EP for a model with no EP plan are errors with a sentence.
+  const plan::model_config six = config(R"({"model_type": "mixtral", "hidden_size": 64,
+    "intermediate_size": 32, "num_attention_heads": 8, "num_key_value_heads": 2,
+    "num_hidden_layers": 1, "num_local_experts": 6, "num_experts_per_tok": 2,
+    "vocab_size": 100})");
+  CHECK(test::error_of([&] { resolve_preset(six, {.tp = 4, .ep = 4}); })
+            .find("expert 0 of 6 cannot be placed whole over 4 ranks; the expert count must be a "
+                  "multiple of ep") != std::string::npos);
+  CHECK(test::error_of([] {
+          resolve_preset(mixtral(), {.tp = 4, .ep = 2});
+        }).find("ep must be 1 or equal to tp") != std::string::npos);
+  CHECK(test::error_of([] {
+          resolve_preset(llama(), {.tp = 2, .ep = 2});
+        }).find("needs an EP plan") != std::string::npos);
+  // Fused [E, …] experts split on dim 0, E / ep per rank.
+  const plan::model_config oss = config(R"({"model_type": "gpt_oss", "hidden_size": 64,
+    "intermediate_size": 48, "num_attention_heads": 8, "num_key_value_heads": 2,
+    "head_dim": 8, "num_hidden_layers": 1, "num_local_experts": 4, "experts_per_token": 2,
+    "vocab_size": 100})");
+  const plan::resolution g = resolve_preset(oss, {.tp = 4, .ep = 4});
+  CHECK(tensor(g, "model.layers.0.mlp.experts.gate_up_proj").rank_shape(3) ==
+        std::vector<index_t>{1, 64, 96});
+  CHECK(test::error_of([&] {
+          resolve_preset(oss, {.tp = 8, .ep = 8});
+        }).find("grouped_gemm splits dim 0 (4 experts) in whole experts over 8 ranks") !=
+        std::string::npos);
+}
+
+TEST_CASE("experts stored [E, in, out] split on the right dims; sinks follow the query heads") {
+  const plan::model_config oss = config(R"({"model_type": "gpt_oss", "hidden_size": 64,
+    "intermediate_size": 48, "num_attention_heads": 8, "num_key_value_heads": 2,
+    "head_dim": 8, "num_hidden_layers": 1, "num_local_experts": 4, "experts_per_token": 2,
+    "vocab_size": 100})");
+  for (const int tp : {2, 4, 8}) {
+    CAPTURE(tp);
+    const plan::resolution r = resolve_preset(oss, {.tp = tp});
+    const plan::resolved_tensor& gu = tensor(r, "model.layers.0.mlp.experts.gate_up_proj");
+    CHECK(gu.placement.dim == 2);  // [E, H, 2I]: the out dim is last
+    // Gate and up are interleaved: every piece holds whole pairs.
+    for (int rank = 0; rank < tp; ++rank) {
+      const shard::selection held = gu.placement.of(rank);
+      for (const shard::interval& i : held.dims[2].parts)
+        CHECK((i.begin % 2 == 0 && i.end % 2 == 0));
+    }
+    const plan::resolved_tensor& gb = tensor(r, "model.layers.0.mlp.experts.gate_up_proj_bias");
+    CHECK(gb.placement.dim == 1);
+    for (int rank = 0; rank < tp; ++rank)
+      CHECK(gb.placement.of(rank).dims[1] == gu.placement.of(rank).dims[2]);
+    CHECK(tensor(r, "model.layers.0.mlp.experts.down_proj").placement.dim == 1);  // [E, I, H]
+    CHECK(tensor(r, "model.layers.0.mlp.experts.down_proj_bias").placement.is_replicated());
+    CHECK(tensor(r, "model.layers.0.self_attn.o_proj.bias").placement.is_replicated());
+    const plan::resolved_tensor& sinks = tensor(r, "model.layers.0.self_attn.sinks");
+    const plan::resolved_tensor& q = tensor(r, "model.layers.0.self_attn.q_proj.weight");
+    for (int rank = 0; rank < tp; ++rank) {
+      const shard::interval rows = q.placement.of(rank).dims[0].parts.at(0);
+      CHECK(sinks.placement.of(rank).dims[0].parts ==
+            std::vector<shard::interval>{{rows.begin / 8, rows.end / 8}});
+    }
+  }
+}
+
+TEST_CASE("bad options and splits no placement can serve are errors with a sentence") {
+  CHECK(test::error_of([] { resolve_preset(llama(), {.tp = 0}); }) ==
+        "tp must be at least 1, got 0");
+  // 4 KV heads over tp 6: neither a split in whole heads nor a replication.
+  const std::string heads = test::error_of([] { resolve_preset(llama(), {.tp = 6}); });
+  CHECK(heads.find("model.layers.0.self_attn.q_proj.weight: n_heads = 16 and n_kv_heads = 4 "
+                   "cannot be split over tp = 6") != std::string::npos);
+}
