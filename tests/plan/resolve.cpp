@@ -363,3 +363,64 @@ TEST_CASE("bad options and splits no placement can serve are errors with a sente
   CHECK(heads.find("model.layers.0.self_attn.q_proj.weight: n_heads = 16 and n_kv_heads = 4 "
                    "cannot be split over tp = 6") != std::string::npos);
 }
+
+TEST_CASE("the fixture's real plans resolve against the presets' tensors, in every vocabulary") {
+  const char* dir = std::getenv("TPX_PLAN_FIXTURES");
+  REQUIRE_MESSAGE(dir != nullptr, "TPX_PLAN_FIXTURES is not set: run this test through meson");
+  std::ifstream in(std::filesystem::path(dir) / "hf_plans_sample.json");
+  REQUIRE(in.good());
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  const plan::registry styles = plan::registry::builtin();
+  int resolved = 0;
+  for (const char* vocabulary : {"current_vocabulary", "older_vocabulary", "dtensor_vocabulary"})
+    for (const auto& [type, plan_json] : fixture.at(vocabulary).items()) {
+      CAPTURE(vocabulary);
+      CAPTURE(type);
+      const plan::model_config c = config(fmt::format(R"({{"model_type": "{}", "hidden_size": 64,
+        "intermediate_size": 96, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "num_hidden_layers": 2, "num_local_experts": 4, "num_experts": 4,
+        "num_experts_per_tok": 2, "moe_intermediate_size": 32, "vocab_size": 100}})",
+                                                      type));
+      const plan::hf_plan hp = plan::parse_hf_plan(plan_json, type, true, styles);
+      for (const bool sp : {false, true}) {
+        CAPTURE(sp);
+        const plan::resolution r = resolve_preset(c, {.tp = 2, .sp = sp}, &hp);
+        CHECK(r.decided_by == "plan");
+        CHECK(r.report.unsupported.empty());
+        // Every rule matches, but the keys of transformers' in-memory experts (fused, and under
+        // `mlp` where Mixtral's checkpoints say `block_sparse_moe`), which the hub checkpoints
+        // (and so the presets) store one by one — the report says so — and qwen3_moe's
+        // dense-MLP keys, for layers listed in mlp_only_layers (none here).
+        bool fused = false;
+        for (const std::string& u : r.report.unused_rules) {
+          CAPTURE(u);
+          const bool fused_key = u.find("mlp.experts") != std::string::npos ||
+                                 (type == "mixtral" && u.find(".mlp ") != std::string::npos);
+          const bool dense_mlp =
+              type == "qwen3_moe" && (u.find("mlp.gate_proj") != std::string::npos ||
+                                      u.find("mlp.up_proj") != std::string::npos ||
+                                      u.find("mlp.down_proj") != std::string::npos);
+          CHECK((fused_key || dense_mlp));
+          fused = fused || fused_key;
+        }
+        CHECK(contains(r.report.warnings,
+                       "the plan's expert keys name transformers' in-memory "
+                       "experts") == fused);
+        ++resolved;
+      }
+    }
+  CHECK(resolved == 2 * 8);
+  // The DTensor llama SP plan moves what tpx's SP preset moves: all-gather + reduce-scatter of
+  // [hidden] around attention and around the MLP, each way.
+  const plan::model_config c = config(R"({"model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 96, "num_attention_heads": 8, "num_key_value_heads": 4,
+    "num_hidden_layers": 2, "vocab_size": 100})");
+  const plan::hf_plan dt =
+      plan::parse_hf_plan(fixture.at("dtensor_vocabulary").at("llama"), "llama", true, styles);
+  const plan::resolution with_sp = resolve_preset(c, {.tp = 2, .sp = true}, &dt);
+  CHECK(with_sp.comm_forward == doctest::Approx(4 * 64 * 2));
+  CHECK(with_sp.comm_backward == doctest::Approx(4 * 64 * 2));
+  CHECK(tensor(with_sp, "lm_head.weight").style == "colwise_loss_parallel");
+  CHECK(tensor(with_sp, "model.layers.1.self_attn.o_proj.weight").style ==
+        "rowwise_reduce_scatter");
+}

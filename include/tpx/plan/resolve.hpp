@@ -43,6 +43,8 @@
 ///                                                           an all-gather of the output in fwd
 ///   rowwise linear        fwd: all-reduce of the output (SP, or rowwise_reduce_scatter: reduce-
 ///                         scatter); bwd: — (SP: all-gather of dy; a split input: all-gather of dx)
+///   SP entry module rule (module_allgather…)   fwd: all-gather of [hidden]; bwd: reduce-scatter;
+///                         the colwise linears inside add no input collective of their own
 ///   experts module rule (moe_tp_experts, gather, …)   fwd: all-reduce of [hidden] (SP: all-gather
 ///                         + reduce-scatter); bwd: all-reduce of dx and of the top-k weights (SP:
 ///                         reduce-scatter + all-gather, and the top-k all-reduce). Expert tensors
@@ -389,22 +391,31 @@ class comm_counter {
   comm_counter(const model_config& c, resolve_options o) : c_(c), o_(o) {}
 
   /// Counts the collectives of `t`; `module` is the module-level rule covering it, if any.
-  void add(const resolved_tensor& t, const std::string* module_path, const style_spec* module) {
+  /// The module-level rules covering a tensor, with their concrete module paths.
+  struct cover {
+    std::string gather_path;  ///< an SP entry module: its input all-gathered
+    std::string reduce_path;  ///< an experts-like module: its output all-reduced
+    bool moe = false;         ///< the reducing module is an experts module (top-k weights)
+  };
+
+  /// Counts the collectives of `t` under the module rules `m` covering it.
+  void add(const resolved_tensor& t, const cover& m) {
     const std::optional<index_t> layer = layer_of(t.tensor.name);
     if (!layer) return;
     layer_totals& l = layers_[*layer];
-    if (module != nullptr) {
-      if (!l.modules.insert(*module_path).second) return;
-      const double h = static_cast<double>(c_.hidden_size);
-      if (module->input == collective::all_gather) {  // an SP entry: all-gather, conjugate
-        l.fwd += h;
-        l.bwd += h;
-      }
-      if (module->output == collective::all_reduce) {
-        l.fwd += o_.sp ? 2 * h : h;  // SP: all-gather in, reduce-scatter out
-        l.bwd += o_.sp ? 2 * h : h;  // all-reduce of dx (SP: reduce-scatter + all-gather)
-        if (module->kind == family::moe_experts)
-          l.bwd += static_cast<double>(c_.experts_per_token);  // d(top-k weights)
+    const double h = static_cast<double>(c_.hidden_size);
+    const bool gathered = !m.gather_path.empty();
+    if (gathered && l.modules.insert(m.gather_path).second) {
+      l.fwd += h;  // all-gather of the module's input
+      l.bwd += h;  // its conjugate: reduce-scatter of dx
+    }
+    if (!m.reduce_path.empty()) {
+      // The module's tensors add nothing of their own.
+      if (l.modules.insert(m.reduce_path).second) {
+        const double n = o_.sp && !gathered ? 2 * h : h;  // SP: all-gather in, reduce-scatter out
+        l.fwd += n;
+        l.bwd += n;  // dx: all-reduce (SP: reduce-scatter, and all-gather of dy)
+        if (m.moe) l.bwd += static_cast<double>(c_.experts_per_token);  // d(top-k weights)
       }
       return;
     }
@@ -425,7 +436,7 @@ class comm_counter {
         // inputs).
         const std::string_view m = module_of(t.tensor.name);
         const std::string group = fmt::format("{}|{}", m.substr(0, m.rfind('.')), in);
-        if (l.groups.insert(group).second) {
+        if (!gathered && l.groups.insert(group).second) {  // else the module gathers
           l.fwd += (o_.sp ? in : 0) * share;
           l.bwd += in * share;  // all-reduce (SP: reduce-scatter) of dx
         }
@@ -710,20 +721,28 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
   for (const resolved_tensor& t : res.tensors) {
     for (int rank = 0; rank < o.tp; ++rank)
       res.param_bytes[static_cast<std::size_t>(rank)] += t.bytes(rank);
-    const rule* module = nullptr;
-    std::string path;
+    // The most specific covering rule of each kind.
+    detail::comm_counter::cover cover;
+    std::size_t gather_depth = 0, reduce_depth = 0;
     for (const auto& [set, rl] : module_rules)
       if (detail::key_covers_prefix(rl->key, t.tensor.name)) {
         set->mark(rl);
-        if (module == nullptr) {
-          module = rl;
-          const std::vector<std::string_view> parts = detail::components(t.tensor.name);
-          const std::size_t n = detail::components(rl->key).size();
-          for (std::size_t i = 0; i < n; ++i) path += (i ? "." : "") + std::string(parts[i]);
+        const style_spec& spec = styles.at(rl->style);
+        const std::vector<std::string_view> parts = detail::components(t.tensor.name);
+        const std::size_t n = detail::components(rl->key).size();
+        std::string path;
+        for (std::size_t i = 0; i < n; ++i) path += (i ? "." : "") + std::string(parts[i]);
+        if (spec.input == collective::all_gather && n > gather_depth) {
+          gather_depth = n;
+          cover.gather_path = path;
+        }
+        if (spec.output == collective::all_reduce && n > reduce_depth) {
+          reduce_depth = n;
+          cover.reduce_path = path;
+          cover.moe = spec.kind == family::moe_experts;
         }
       }
-    comm.add(t, module != nullptr ? &path : nullptr,
-             module != nullptr ? &styles.at(module->style) : nullptr);
+    comm.add(t, cover);
   }
   std::tie(res.comm_forward, res.comm_backward) = comm.per_layer(c.num_layers);
 
@@ -742,22 +761,21 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
         res.report.unused_rules.push_back(
             fmt::format("partition_config.layer_specs[{}] (patterns {})", spec.index, patterns));
       }
-  // A plan written for transformers' fused experts (`experts.gate_up_proj`) against a checkpoint
-  // that stores them one by one: say why the experts stayed replicated.
+  // A plan written for transformers' in-memory experts (fused `experts.gate_up_proj`, the module
+  // renamed `mlp`) against a checkpoint that stores them one by one: say why they stayed
+  // replicated.
   const bool per_expert_unmatched =
       std::any_of(res.report.unmatched.begin(), res.report.unmatched.end(),
                   [](const std::string& n) { return detail::expert_of(n).has_value(); });
-  const bool fused_rule_unused = std::any_of(
-      res.report.unused_rules.begin(), res.report.unused_rules.end(), [](const std::string& r) {
-        return r.find("experts.gate_up_proj") != std::string::npos ||
-               r.find("experts.down_proj") != std::string::npos;
-      });
-  if (per_expert_unmatched && fused_rule_unused)
+  const bool expert_rule_unused =
+      std::any_of(res.report.unused_rules.begin(), res.report.unused_rules.end(),
+                  [](const std::string& r) { return r.find("experts") != std::string::npos; });
+  if (per_expert_unmatched && expert_rule_unused)
     notes.add(
-        "the plan names fused expert tensors (experts.gate_up_proj, experts.down_proj), as "
-        "transformers v5 builds them at load time, but the checkpoint stores each expert on its "
+        "the plan's expert keys name transformers' in-memory experts (fused "
+        "experts.gate_up_proj / experts.down_proj), but the checkpoint stores each expert on its "
         "own (experts.N.…); those experts are left replicated — use the preset, or a plan keyed "
-        "by the per-expert names");
+        "by the checkpoint's names");
   unsupported.flush(res.report.unsupported);
   notes.flush(res.report.warnings);
   return res;

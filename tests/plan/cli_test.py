@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""tpx-plan end to end: golden outputs for Llama and Mixtral configs, tensors read from
+safetensors headers, and every bad-input case (exit 2, one sentence on stderr, nothing on stdout).
+
+usage: cli_test.py TPX_PLAN CASES_DIR     (TPX_UPDATE_GOLDEN=1 rewrites the goldens)
+Standard library only.
+"""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+tool, cases_dir = os.path.abspath(sys.argv[1]), sys.argv[2]
+update = os.environ.get("TPX_UPDATE_GOLDEN") == "1"
+failures = []
+
+
+def run(args):
+    p = subprocess.run([tool] + args, capture_output=True, text=True, cwd=cases_dir)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(ok, what):
+    if not ok:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+# 1. Goldens.
+cases = json.load(open(os.path.join(cases_dir, "cases.json")))
+for case in cases["golden"]:
+    rc, out, err = run(case["args"])
+    name = " ".join(case["args"])
+    check(rc == 0 and err == "", f"{name}: exit {rc}, stderr {err!r}")
+    path = os.path.join(cases_dir, case["golden"])
+    if update:
+        open(path, "w").write(out)
+        continue
+    want = open(path).read()
+    if path.endswith(".json"):
+        check(json.loads(out) == json.loads(want), f"{name}: JSON differs from {case['golden']}")
+    else:
+        if out != want:
+            import difflib
+            sys.stdout.writelines(difflib.unified_diff(want.splitlines(True), out.splitlines(True),
+                                                       case["golden"], "output"))
+        check(out == want, f"{name}: text differs from {case['golden']}")
+
+# 2. The JSON schema the issue fixes, on one golden.
+rc, out, _ = run(["--config", "mixtral-8x7b-2layers.json", "--tp", "2", "--json"])
+doc = json.loads(out)
+check(set(doc) >= {"tensors", "report", "totals"}, "top-level keys")
+for t in doc["tensors"]:
+    check(set(t) >= {"name", "style", "global_shape", "rank_shapes", "bytes_per_rank"},
+          f"tensor keys of {t.get('name')}")
+    check(len(t["rank_shapes"]) == 2 and len(t["bytes_per_rank"]) == 2, f"two ranks: {t['name']}")
+check(set(doc["report"]) >= {"unmatched", "unused_rules", "unsupported", "warnings"}, "report keys")
+check(set(doc["totals"]["comm_bytes_per_token_per_layer"]) == {"forward", "backward"}, "comm keys")
+check(sum(doc["totals"]["param_bytes_per_rank"]) ==
+      sum(sum(t["bytes_per_rank"]) for t in doc["tensors"]), "totals add up")
+
+with tempfile.TemporaryDirectory() as tmp:
+    def write(name, text):
+        path = os.path.join(tmp, name)
+        open(path, "w").write(text)
+        return path
+
+    # 3. Tensors from safetensors headers (F32: 4 bytes an element), plus one the preset lacks.
+    cfg = write("tiny.json", json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+        "intermediate_size": 96, "num_attention_heads": 8, "num_key_value_heads": 2,
+        "num_hidden_layers": 2, "vocab_size": 101, "tie_word_embeddings": False}))
+    rc, out, _ = run(["--config", cfg, "--tp", "2", "--json"])
+    preset = {t["name"]: t for t in json.loads(out)["tensors"]}
+    shapes = {n: t["global_shape"] for n, t in preset.items()}
+    shapes["model.extra.weight"] = [5, 7]
+    header, offset = {}, 0
+    for n, s in sorted(shapes.items()):
+        size = 4
+        for d in s:
+            size *= d
+        header[n] = {"dtype": "F32", "shape": s, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    st = os.path.join(tmp, "model.safetensors")
+    with open(st, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob + bytes(offset))
+    rc, out, err = run(["--config", cfg, "--tp", "2", "--json", "--safetensors", st])
+    check(rc == 0, f"--safetensors: exit {rc}: {err}")
+    read = {t["name"]: t for t in json.loads(out)["tensors"]}
+    check(set(read) == set(shapes), "--safetensors lists the file's tensors")
+    for n, t in preset.items():
+        check(read[n]["rank_shapes"] == t["rank_shapes"] and read[n]["style"] == t["style"],
+              f"--safetensors places {n} as the preset does")
+        check(read[n]["bytes_per_rank"] == [2 * b for b in t["bytes_per_rank"]],
+              f"--safetensors counts F32 bytes for {n}")
+    check("model.extra.weight" in json.loads(out)["report"]["unmatched"], "extra tensor unmatched")
+
+    # 4. Bad input: exit 2, one sentence naming the problem, nothing on stdout.
+    bad_json = write("bad.json", '{"hidden_size": 64,')
+    unknown = write("unknown.json", '{"layers.*.mlp.up_proj": "colwize"}')
+    not_string = write("notstring.json", '{"base_model_tp_plan": {"layers.*.mlp.up_proj": 3}}')
+    bad_ds = write("ds.json", '{"tensor_parallel": {"partition_config": {"layer_specs": '
+                              '[{"patterns": ["(unclosed"], "partition_type": "row"}]}}}')
+    no_preset = write("gpt2.json", '{"model_type": "gpt2", "hidden_size": 64, '
+                                   '"num_hidden_layers": 1, "num_attention_heads": 4, '
+                                   '"vocab_size": 10}')
+    llama = "llama-3-8b.json"
+    bad_cases = [
+        ([], "--config CONFIG.json is required"),
+        (["--config", "/nonexistent/config.json"], "cannot read config '/nonexistent/config.json'"),
+        (["--config", bad_json], "is not valid JSON"),
+        (["--config", llama, "--plan", unknown], "unknown style string 'colwize'; known:"),
+        (["--config", llama, "--plan", not_string], "the style of key 'layers.*.mlp.up_proj' is 3, not a string"),
+        (["--config", llama, "--tp", "0"], "--tp must be at least 1, got 0"),
+        (["--config", llama, "--tp", "four"], "--tp takes a whole number, got 'four'"),
+        (["--config", llama, "--tp", "12"], "cannot be split over tp = 12"),
+        (["--config", llama, "--tp", "2", "--ep", "2"], "needs an EP plan"),
+        (["--config", "mixtral-8x7b.json", "--tp", "4", "--ep", "2"], "ep must be 1 or equal to tp"),
+        (["--config", "mixtral-8x7b.json", "--tp", "16", "--ep", "16"], "cannot be placed whole over 16 ranks"),
+        (["--config", llama, "--ds-config", bad_ds], "is not a valid regular expression"),
+        (["--config", no_preset], "there is no preset for model type 'gpt2'"),
+        (["--config", llama, "--safetensors", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
+        (["--config", llama, "--frobnicate"], "unknown argument '--frobnicate'"),
+    ]
+    for args, expected in bad_cases:
+        rc, out, err = run(args)
+        what = " ".join(args) or "(no arguments)"
+        check(rc == 2, f"{what}: exit {rc}, want 2")
+        check(out == "", f"{what}: printed to stdout")
+        check(err.startswith("tpx-plan: ") and err.count("\n") == 1,
+              f"{what}: stderr is not one line: {err!r}")
+        check(expected in err, f"{what}: stderr {err!r} lacks {expected!r}")
+
+rc, out, _ = run(["--help"])
+check(rc == 0 and out.startswith("usage: tpx-plan"), "--help")
+
+if failures:
+    print(f"{len(failures)} failures")
+    sys.exit(1)
+print("tpx-plan: all cases pass")
