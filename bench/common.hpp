@@ -14,7 +14,7 @@
 namespace tpx::bench {
 
 struct options {
-  bool collectives = false, layers = false, io = false, quick = false, json = false;
+  bool collectives = false, layers = false, io = false, plan = false, quick = false, json = false;
   std::vector<int> tps{2, 4, 8};
   index_t max_bytes = index_t{64} << 20;
   std::string command;
@@ -49,5 +49,8 @@ struct report {
 
 /// Shard-on-read throughput against a plain sequential read of the same file (bench/io.cpp).
 void bench_io(const options& o, report& out);
+
+/// Plan resolution of real models' tensor lists and headers (bench/plan.cpp).
+void bench_plan(const options& o, report& out);
 
 }  // namespace tpx::bench

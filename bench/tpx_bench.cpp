@@ -11,7 +11,13 @@
 //                read throughput ÷ a plain sequential read of the same file in the same run
 //                (goal ≥ 0.8), and bytes read ÷ the shard's bytes (goal 1.0); see bench/io.cpp.
 //
-//   tpx-bench [--collectives] [--layers] [--io] [--quick] [--tp 2,4,8] [--max-bytes N] [--json]
+//   plan         resolving the plan of real models (Llama-3.1-405B, a 2,001-tensor Llama,
+//                Mixtral-8x22B with EP, DeepSeek-V3) from their tensor lists and from a parsed
+//                safetensors header (goal for ~2,000 tensors: well under 10 ms); see
+//                bench/plan.cpp.
+//
+//   tpx-bench [--collectives] [--layers] [--io] [--plan] [--quick] [--tp 2,4,8] [--max-bytes N]
+//             [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
 // reported time is per call including the group's synchronisation. Buffers rotate so that small
@@ -57,6 +63,8 @@ options parse(int argc, char** argv) {
       o.layers = true;
     else if (a == "--io")
       o.io = true;
+    else if (a == "--plan")
+      o.plan = true;
     else if (a == "--quick")
       o.quick = true;
     else if (a == "--json")
@@ -74,14 +82,15 @@ options parse(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--io] [--quick] [--tp 2,4,8] "
+          "usage: tpx-bench [--collectives] [--layers] [--io] [--plan] [--quick] [--tp 2,4,8] "
           "[--max-bytes N] [--json]\n");
       std::exit(0);
     } else {
       fail("tpx-bench: unknown option '{}'", a);
     }
   }
-  if (!o.collectives && !o.layers && !o.io) o.collectives = o.layers = o.io = true;
+  if (!o.collectives && !o.layers && !o.io && !o.plan)
+    o.collectives = o.layers = o.io = o.plan = true;
   if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
   return o;
 }
@@ -358,6 +367,7 @@ int run(const options& o) {
   if (o.collectives) bench_collectives(o, out);
   if (o.layers) bench_layers(o, out);
   if (o.io) bench::bench_io(o, out);
+  if (o.plan) bench::bench_plan(o, out);
   if (o.json) {
     fmt::print("{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"results\":[\n  {}\n]}}\n",
                tpx::version, o.command, cpu_model(), fmt::join(out.records, ",\n  "));

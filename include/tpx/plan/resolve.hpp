@@ -109,7 +109,10 @@ struct resolved_tensor {
   std::vector<index_t> rank_shape(int rank) const { return placement.local_shape(rank); }
   /// Bytes rank `rank` holds.
   index_t bytes(int rank) const {
-    return shard::element_count(rank_shape(rank)) * tensor.element_bytes;
+    const index_t all = shard::element_count(tensor.shape) * tensor.element_bytes;
+    if (placement.is_replicated()) return all;
+    const index_t extent = tensor.shape[static_cast<std::size_t>(placement.dim)];
+    return extent == 0 ? 0 : all / extent * placement.partition.of(rank).size();
   }
 };
 
@@ -196,28 +199,34 @@ class note_counter {
 struct rule_set {
   std::string origin;  ///< "plan", "preset mixtral"
   std::vector<const rule*> rules;
+  std::vector<const style_spec*> specs;  ///< of each rule, looked up once
+  std::vector<std::string> labels;       ///< "preset llama base_model_tp_plan: key"
   matcher keys;
   std::vector<bool> used;
 
-  rule_set(std::string o, std::vector<const rule*> r)
-      : origin(std::move(o)), rules(std::move(r)), keys(keys_of(rules)), used(rules.size()) {}
+  rule_set(std::string o, std::vector<const rule*> r, const registry& styles)
+      : origin(std::move(o)), rules(std::move(r)), keys(keys_of(rules)), used(rules.size()) {
+    for (const rule* x : rules) {
+      specs.push_back(&styles.at(x->style));
+      labels.push_back(fmt::format("{} {}: {}", origin, x->source, x->key));
+    }
+  }
 
   bool empty() const noexcept { return rules.empty(); }
-  /// The rule covering `name`, or null; an ambiguity goes to `notes`.
-  const rule* find(std::string_view name, note_counter& notes) const {
+  /// The index of the rule covering `name`, or nothing; an ambiguity goes to `notes`.
+  std::optional<std::size_t> find(std::string_view name, note_counter& notes) const {
     const match m = keys.best(name);
-    if (!m.rule) return nullptr;
+    if (!m.rule) return std::nullopt;
     for (const std::size_t other : m.tied_with)
       notes.add(fmt::format("{}: keys '{}' and '{}' match {} equally; the first listed wins",
                             origin, rules[*m.rule]->key, rules[other]->key, name_pattern(name)));
-    return rules[*m.rule];
+    return m.rule;
   }
-  void mark(const rule* r) {
-    for (std::size_t i = 0; i < rules.size(); ++i)
-      if (rules[i] == r) used[i] = true;
-  }
-  std::string label(const rule* r) const {
-    return fmt::format("{} {}: {}", origin, r->source, r->key);
+  /// Finds the rule covering `name` and marks it used.
+  std::optional<std::size_t> use(std::string_view name, note_counter& notes) {
+    const std::optional<std::size_t> i = find(name, notes);
+    if (i) used[*i] = true;
+    return i;
   }
 
  private:
@@ -234,12 +243,13 @@ inline bool is_module_rule(const style_spec& s) {
          s.kind == family::identity_expert;
 }
 
-/// True when a module-level key covers a tensor: the key matches a prefix of its path.
-inline bool key_covers_prefix(std::string_view key, std::string_view name) {
-  const std::vector<std::string_view> k = components(key), n = components(name);
-  if (k.size() >= n.size()) return false;
-  for (std::size_t i = 0; i < k.size(); ++i)
-    if (k[i] == "*" ? !all_digits(n[i]) : k[i] != n[i]) return false;
+/// True when a module-level key (as path components) covers a tensor's path: the key matches a
+/// proper prefix of it.
+inline bool covers_prefix(const std::vector<std::string_view>& key,
+                          const std::vector<std::string_view>& name) {
+  if (key.size() >= name.size()) return false;
+  for (std::size_t i = 0; i < key.size(); ++i)
+    if (key[i] == "*" ? !all_digits(name[i]) : key[i] != name[i]) return false;
   return true;
 }
 
@@ -516,9 +526,9 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
   std::vector<hf_source> hf;  // in priority order
   const auto add_hf = [&](const hf_plan& p, std::string origin) {
     hf.push_back({origin,
-                  {origin, p.of(plan_kind::tp)},
-                  {origin, p.of(plan_kind::ep)},
-                  {origin, p.of(plan_kind::sp)}});
+                  {origin, p.of(plan_kind::tp), styles},
+                  {origin, p.of(plan_kind::ep), styles},
+                  {origin, p.of(plan_kind::sp), styles}});
   };
   if (src.hf != nullptr) add_hf(*src.hf, src.hf_name);
   if (preset_plan) add_hf(*preset_plan, "preset " + src.preset->model_type);
@@ -542,8 +552,9 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
            "ep {} needs an EP plan (base_model_ep_plan), but neither the plan nor a preset for "
            "model type '{}' has one",
            o.ep, c.model_type);
-    for (const rule* r : ep->rules) {
-      const family f = styles.at(r->style).kind;
+    for (std::size_t i = 0; i < ep->rules.size(); ++i) {
+      const rule* r = ep->rules[i];
+      const family f = ep->specs[i]->kind;
       if (f != family::grouped_gemm && f != family::ep_router && f != family::moe_experts &&
           f != family::identity_expert && f != family::replicate)
         notes.add(
@@ -564,11 +575,14 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
   std::vector<bool> ds_used(ds ? src.deepspeed->specs.size() : 0);
   enum class outcome { placed, cannot, no_rule };
 
+  const style_spec& replicate = styles.at("replicate");
+  const style_spec& colwise = styles.at("colwise");
+  const style_spec& rowwise = styles.at("rowwise");
   for (const tensor_decl& t : tensors) {
-    resolved_tensor r{t, "replicate", styles.at("replicate"), "", {}};
+    resolved_tensor r{t, "replicate", replicate, "", {}};
     // Applies `style` (from `label`) if it can place the tensor.
-    const auto apply = [&](const std::string& style, const std::string& label) {
-      const style_spec& spec = styles.at(style);
+    const auto apply = [&](const std::string& style, const style_spec& spec,
+                           const std::string& label) {
       auto [p, why] = placer.place(t, spec);
       if (!p) {
         unsupported.add(fmt::format("{}: style '{}' ({}) cannot place a tensor of shape {}: {}",
@@ -583,10 +597,9 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
       return outcome::placed;
     };
     const auto from_rules = [&](detail::rule_set& set) {
-      const rule* rl = set.find(t.name, notes);
-      if (rl == nullptr) return outcome::no_rule;
-      set.mark(rl);
-      return apply(rl->style, set.label(rl));
+      const std::optional<std::size_t> i = set.use(t.name, notes);
+      if (!i) return outcome::no_rule;
+      return apply(set.rules[*i]->style, *set.specs[*i], set.labels[*i]);
     };
     const auto from_deepspeed = [&] {
       const ds_spec* spec = src.deepspeed->first_match(t.name, c.model_type);
@@ -596,9 +609,12 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
       const std::string style = spec->partition == ds_spec::type::row      ? "rowwise"
                                 : spec->partition == ds_spec::type::column ? "colwise"
                                                                            : "replicate";
+      const style_spec& meaning = spec->partition == ds_spec::type::row      ? rowwise
+                                  : spec->partition == ds_spec::type::column ? colwise
+                                                                             : replicate;
       const bool plain = spec->shape.empty() &&
                          spec->partition_dim == (spec->partition == ds_spec::type::row ? 1 : 0);
-      if (plain || spec->partition == ds_spec::type::skip) return apply(style, label);
+      if (plain || spec->partition == ds_spec::type::skip) return apply(style, meaning, label);
       // A shape or a partition dim of its own: the spec places the tensor; sub-parameters of a
       // fused attention projection are split in whole heads.
       index_t unit = 1;
@@ -610,34 +626,30 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
         for (const index_t n : d.sub_sizes)
           if (n % unit != 0) unit = 1;
       r.style = style;
-      r.spec = styles.at(style);
+      r.spec = meaning;
       r.source = label;
       r.placement = spec->placement(t.name, t.shape, o.tp, shard::split_kind::balanced, unit);
       return outcome::placed;
     };
     const auto from_heuristics = [&] {
       const std::optional<std::string> h = heuristic_style(t.name, t.shape);
-      return h ? apply(*h, "name heuristics") : outcome::no_rule;
+      static const std::string label = "name heuristics";
+      return h ? apply(*h, *h == "rowwise" ? rowwise : colwise, label) : outcome::no_rule;
     };
 
     outcome got = outcome::no_rule;
     // Overlays first: EP rules of experts and the router, then SP rules.
     if (ep != nullptr)
-      if (const rule* rl = ep->find(t.name, notes)) {
-        const family f = styles.at(rl->style).kind;
+      if (const std::optional<std::size_t> i = ep->find(t.name, notes)) {
+        const family f = ep->specs[*i]->kind;
         if (f == family::grouped_gemm || f == family::ep_router || f == family::replicate) {
-          ep->mark(rl);
-          got = apply(rl->style, ep->label(rl));
+          ep->used[*i] = true;
+          got = apply(ep->rules[*i]->style, *ep->specs[*i], ep->labels[*i]);
         }
       }
-    // A TP rule the overlay overrides still matched its tensor.
-    if (got == outcome::placed && primary != nullptr)
-      if (const rule* rl = primary->tp.find(t.name, notes)) primary->tp.mark(rl);
-    if (got != outcome::placed && sp != nullptr) {
-      got = from_rules(*sp);
-      if (got == outcome::placed && primary != nullptr)
-        if (const rule* rl = primary->tp.find(t.name, notes)) primary->tp.mark(rl);
-    }
+    if (got != outcome::placed && sp != nullptr) got = from_rules(*sp);
+    // A TP rule an overlay overrides still matched its tensor.
+    if (got == outcome::placed && primary != nullptr) primary->tp.use(t.name, notes);
     // Then the sources by priority. The deciding source's silence leaves the tensor replicated
     // (DeepSpeed with use_default_specs passes it on); past a rule that cannot place it, the next
     // source that has a rule decides.
@@ -658,7 +670,7 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
     if (src.heuristics && got != outcome::placed && !unmatched) step(from_heuristics());
     if (got != outcome::placed) {
       r.style = "replicate";
-      r.spec = styles.at("replicate");
+      r.spec = replicate;
       r.placement = shard::placement::replicated(t.shape);
       r.source = deciding ? "no rule" : "replicated: no source could place it";
       if (deciding) res.report.unmatched.push_back(t.name);
@@ -680,12 +692,12 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
         "tied embeddings: config.json ties the LM head to the embedding, yet the checkpoint "
         "holds lm_head.weight; it is placed as a tensor of its own");
   } else if (tied && embed != nullptr) {
-    const rule* head = nullptr;
-    if (primary != nullptr)
-      if ((head = primary->tp.find("lm_head.weight", notes)) != nullptr) primary->tp.mark(head);
-    const bool vocab_split = head != nullptr && styles.at(head->style).kind == family::colwise;
+    std::optional<std::size_t> head;
+    if (primary != nullptr) head = primary->tp.use("lm_head.weight", notes);
+    const bool vocab_split = head && primary->tp.specs[*head]->kind == family::colwise;
+    const std::string head_style = head ? primary->tp.rules[*head]->style : "";
     if (vocab_split && embed->placement.is_replicated()) {
-      const std::string label = primary->tp.label(head);
+      const std::string& label = primary->tp.labels[*head];
       embed->style = "embedding_rowwise";
       embed->spec = styles.at("embedding_rowwise");
       embed->source = "tied with lm_head (" + label + ")";
@@ -695,12 +707,12 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
           "tied embeddings: lm_head has no tensor of its own and its rule ({}: {}) splits the "
           "vocabulary, so {} is made vocab-parallel (embedding_rowwise): the embedding and the "
           "LM head use one shard",
-          label, head->style, embed->tensor.name));
+          label, head_style, embed->tensor.name));
     } else if (vocab_split && embed->placement.dim == 1) {
       notes.add(fmt::format(
           "tied embeddings: the lm_head rule {} splits the vocabulary, but {} is split on the "
           "hidden dim ({}); the LM head needs the whole table gathered on every rank",
-          head->style, embed->tensor.name, embed->style));
+          head_style, embed->tensor.name, embed->style));
     } else {
       notes.add(
           fmt::format("tied embeddings: lm_head has no tensor of its own and computes with "
@@ -710,11 +722,17 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
   }
 
   // Module-level rules (the experts module's all-reduce) cover the tensors under their module.
-  std::vector<std::pair<detail::rule_set*, const rule*>> module_rules;
+  struct module_rule {
+    detail::rule_set* set;
+    std::size_t index;
+    std::vector<std::string_view> key;  ///< path components
+  };
+  std::vector<module_rule> module_rules;
   for (detail::rule_set* set : {primary != nullptr ? &primary->tp : nullptr, ep, sp})
     if (set != nullptr)
-      for (const rule* rl : set->rules)
-        if (detail::is_module_rule(styles.at(rl->style))) module_rules.emplace_back(set, rl);
+      for (std::size_t i = 0; i < set->rules.size(); ++i)
+        if (detail::is_module_rule(*set->specs[i]))
+          module_rules.push_back({set, i, detail::components(set->rules[i]->key)});
 
   detail::comm_counter comm(c, o);
   res.param_bytes.assign(static_cast<std::size_t>(o.tp), 0);
@@ -724,24 +742,25 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
     // The most specific covering rule of each kind.
     detail::comm_counter::cover cover;
     std::size_t gather_depth = 0, reduce_depth = 0;
-    for (const auto& [set, rl] : module_rules)
-      if (detail::key_covers_prefix(rl->key, t.tensor.name)) {
-        set->mark(rl);
-        const style_spec& spec = styles.at(rl->style);
-        const std::vector<std::string_view> parts = detail::components(t.tensor.name);
-        const std::size_t n = detail::components(rl->key).size();
-        std::string path;
-        for (std::size_t i = 0; i < n; ++i) path += (i ? "." : "") + std::string(parts[i]);
-        if (spec.input == collective::all_gather && n > gather_depth) {
-          gather_depth = n;
-          cover.gather_path = path;
-        }
-        if (spec.output == collective::all_reduce && n > reduce_depth) {
-          reduce_depth = n;
-          cover.reduce_path = path;
-          cover.moe = spec.kind == family::moe_experts;
-        }
+    const std::vector<std::string_view> parts =
+        module_rules.empty() ? std::vector<std::string_view>{} : detail::components(t.tensor.name);
+    for (const module_rule& m : module_rules) {
+      if (!detail::covers_prefix(m.key, parts)) continue;
+      m.set->used[m.index] = true;
+      const style_spec& spec = *m.set->specs[m.index];
+      const std::size_t n = m.key.size();
+      std::string path;
+      for (std::size_t i = 0; i < n; ++i) path += (i ? "." : "") + std::string(parts[i]);
+      if (spec.input == collective::all_gather && n > gather_depth) {
+        gather_depth = n;
+        cover.gather_path = path;
       }
+      if (spec.output == collective::all_reduce && n > reduce_depth) {
+        reduce_depth = n;
+        cover.reduce_path = path;
+        cover.moe = spec.kind == family::moe_experts;
+      }
+    }
     comm.add(t, cover);
   }
   std::tie(res.comm_forward, res.comm_backward) = comm.per_layer(c.num_layers);
@@ -752,7 +771,7 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
       for (std::size_t i = 0; i < set->rules.size(); ++i)
         if (!set->used[i])
           res.report.unused_rules.push_back(
-              fmt::format("{} → {}", set->label(set->rules[i]), set->rules[i]->style));
+              fmt::format("{} → {}", set->labels[i], set->rules[i]->style));
   if (ds)
     for (const ds_spec& spec : src.deepspeed->specs)
       if (!ds_used[spec.index]) {
