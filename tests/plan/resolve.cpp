@@ -424,3 +424,29 @@ TEST_CASE("the fixture's real plans resolve against the presets' tensors, in eve
   CHECK(tensor(with_sp, "model.layers.1.self_attn.o_proj.weight").style ==
         "rowwise_reduce_scatter");
 }
+
+TEST_CASE("a DeepSpeed spec with unequal sub-parameters splits each in whole heads") {
+  // Fused q|k|v of 8 query and 4 KV heads of 8: [64 + 32 + 32, 64].
+  const plan::model_config c = config(R"({"model_type": "phi3", "hidden_size": 64,
+    "intermediate_size": 96, "num_attention_heads": 8, "num_key_value_heads": 4,
+    "num_hidden_layers": 1, "vocab_size": 100})");
+  const plan::ds_config ds = plan::parse_deepspeed(nlohmann::json::parse(R"({"tensor_parallel": {
+    "partition_config": {"layer_specs": [
+      {"patterns": [".*\\.qkv_proj\\.weight$"], "partition_type": "column",
+       "shape": [[64, 32, 32], -1], "partition_dim": 0},
+      {"patterns": [".*\\.gate_up_proj\\.weight$"], "partition_type": "column",
+       "shape": [2, -1]}]}}})"),
+                                                   "ds.json");
+  const plan::resolution r = resolve_preset(c, {.tp = 3}, nullptr, &ds);
+  const plan::resolved_tensor& qkv = tensor(r, "model.layers.0.self_attn.qkv_proj.weight");
+  CHECK(qkv.source == "partition_config.layer_specs[0]");
+  // q: 8 heads → 3, 3, 2; k and v: 4 heads → 2, 1, 1; each block on its own, in heads of 8.
+  CHECK(qkv.placement.of(0).dims[0].parts ==
+        std::vector<shard::interval>{{0, 24}, {64, 80}, {96, 112}});
+  CHECK(qkv.placement.of(2).dims[0].parts ==
+        std::vector<shard::interval>{{48, 64}, {88, 96}, {120, 128}});
+  // gate | up, 96 rows each, split 32 per rank in each half.
+  const plan::resolved_tensor& gu = tensor(r, "model.layers.0.mlp.gate_up_proj.weight");
+  CHECK(gu.placement.of(1).dims[0].parts == std::vector<shard::interval>{{32, 64}, {128, 160}});
+  CHECK(r.report.unused_rules.empty());
+}
