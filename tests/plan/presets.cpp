@@ -16,6 +16,14 @@ namespace {
 plan::model_config config(const char* text) {
   return plan::parse_model_config(nlohmann::json::parse(text), "config.json");
 }
+
+/// The tensor named `name` in `v`; fails the test if there is none.
+plan::tensor_decl find(const std::vector<plan::tensor_decl>& v, const std::string& name) {
+  for (const plan::tensor_decl& d : v)
+    if (d.name == name) return d;
+  FAIL("no tensor ", name);
+  return {};
+}
 }  // namespace
 
 TEST_CASE("llama and qwen2 presets give the published tensor counts and shapes") {
@@ -27,20 +35,16 @@ TEST_CASE("llama and qwen2 presets give the published tensor counts and shapes")
   CHECK(t.size() == 291);
   CHECK(t.front() == plan::tensor_decl{"model.embed_tokens.weight", {128256, 4096}});
   CHECK(t.back() == plan::tensor_decl{"lm_head.weight", {128256, 4096}});
-  const auto find = [&](const std::vector<plan::tensor_decl>& v, const std::string& n) {
-    for (const plan::tensor_decl& d : v)
-      if (d.name == n) return d.shape;
-    return std::vector<index_t>{};
-  };
-  CHECK(find(t, "model.layers.31.self_attn.k_proj.weight") == std::vector<index_t>{1024, 4096});
-  CHECK(find(t, "model.layers.0.mlp.down_proj.weight") == std::vector<index_t>{4096, 14336});
+  CHECK(find(t, "model.layers.31.self_attn.k_proj.weight").shape ==
+        std::vector<index_t>{1024, 4096});
+  CHECK(find(t, "model.layers.0.mlp.down_proj.weight").shape == std::vector<index_t>{4096, 14336});
   // Qwen2-7B: 28 layers × 12 (q/k/v biases) + 3 = 339; Qwen2-0.5B ties its embeddings: no lm_head.
   const plan::model_config qwen2 = config(R"({"model_type": "qwen2", "hidden_size": 3584,
     "intermediate_size": 18944, "num_attention_heads": 28, "num_key_value_heads": 4,
     "num_hidden_layers": 28, "vocab_size": 152064, "tie_word_embeddings": false})");
   const std::vector<plan::tensor_decl> q = plan::find_preset("qwen2")->tensors(qwen2);
   CHECK(q.size() == 339);
-  CHECK(find(q, "model.layers.0.self_attn.v_proj.bias") == std::vector<index_t>{512});
+  CHECK(find(q, "model.layers.0.self_attn.v_proj.bias").shape == std::vector<index_t>{512});
   const plan::model_config small = config(R"({"model_type": "qwen2", "hidden_size": 896,
     "intermediate_size": 4864, "num_attention_heads": 14, "num_key_value_heads": 2,
     "num_hidden_layers": 24, "vocab_size": 151936, "tie_word_embeddings": true})");
@@ -51,7 +55,7 @@ TEST_CASE("llama and qwen2 presets give the published tensor counts and shapes")
     "head_dim": 128, "num_hidden_layers": 36, "vocab_size": 151936})");
   const std::vector<plan::tensor_decl> q3 = plan::find_preset("qwen3")->tensors(qwen3);
   CHECK(q3.size() == 36 * 11 + 3);
-  CHECK(find(q3, "model.layers.5.self_attn.q_norm.weight") == std::vector<index_t>{128});
+  CHECK(find(q3, "model.layers.5.self_attn.q_norm.weight").shape == std::vector<index_t>{128});
   CHECK(plan::find_preset("gpt2") == nullptr);
 }
 
@@ -80,12 +84,6 @@ TEST_CASE("gemma2 ties its embeddings by default; phi3's fused tensors carry the
 }
 
 TEST_CASE("mixture-of-experts presets lay experts out as their hub checkpoints do") {
-  const auto find = [](const std::vector<plan::tensor_decl>& v, const std::string& n) {
-    for (const plan::tensor_decl& d : v)
-      if (d.name == n) return d;
-    FAIL("no tensor ", n);
-    return plan::tensor_decl{};
-  };
   // Mixtral-8x7B: 32 layers × (2 norms + 4 attention + router + 8 × 3 experts) + 3 = 995.
   const plan::model_config mixtral = config(R"({"model_type": "mixtral", "hidden_size": 4096,
     "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,

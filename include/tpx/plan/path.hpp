@@ -28,4 +28,17 @@ inline bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
+/// The module a parameter belongs to (`a.b.weight` → `a.b`); a parameter with no `.weight` or
+/// `.bias` suffix is its own module (`…experts.gate_up_proj`).
+inline std::string_view module_of(std::string_view name) {
+  if (name.ends_with(".weight") || name.ends_with(".bias")) return name.substr(0, name.rfind('.'));
+  return name;
+}
+
+/// The last component of a dotted path (the whole path when it has no dot).
+inline std::string_view last_component(std::string_view path) {
+  const std::size_t dot = path.rfind('.');
+  return dot == std::string_view::npos ? path : path.substr(dot + 1);
+}
+
 }  // namespace tpx::inline v0::plan::detail

@@ -140,18 +140,6 @@ inline bool is_bias(std::string_view name) {
   return name.ends_with(".bias") || name.ends_with("_bias");
 }
 
-/// The module a parameter belongs to (`a.b.weight` → `a.b`); a parameter with no `.weight` or
-/// `.bias` suffix is its own module (`…experts.gate_up_proj`).
-inline std::string_view module_of(std::string_view name) {
-  if (name.ends_with(".weight") || name.ends_with(".bias")) return name.substr(0, name.rfind('.'));
-  return name;
-}
-
-inline std::string_view last_component(std::string_view path) {
-  const std::size_t dot = path.rfind('.');
-  return dot == std::string_view::npos ? path : path.substr(dot + 1);
-}
-
 /// `model.layers.12.mlp.experts.3.w1.weight` → `model.layers.*.mlp.experts.*.w1.weight`.
 inline std::string name_pattern(std::string_view name) {
   std::string out;
@@ -304,8 +292,9 @@ class placer {
     if (!p && s.packed) {
       if (extent % 2 != 0)
         return cannot(fmt::format(
-            "{} needs a fused dim of two equal blocks (gate | up), but dim {} has odd size {}",
-            "a packed style", dim, extent));
+            "a packed style needs a fused dim of two equal blocks (gate | up), but dim {} has odd "
+            "size {}",
+            dim, extent));
       const shard::block halves[] = {{extent / 2, 1}, {extent / 2, 1}};
       p = shard::partition::packed(halves, o_.tp, kind, what);
     }
@@ -520,13 +509,11 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
     preset_plan = parse_hf_plan(src.preset->plan(c), "preset " + src.preset->model_type,
                                 c.causal_lm(), styles);
   struct hf_source {
-    std::string origin;
     detail::rule_set tp, ep, sp;
   };
   std::vector<hf_source> hf;  // in priority order
   const auto add_hf = [&](const hf_plan& p, std::string origin) {
-    hf.push_back({origin,
-                  {origin, p.of(plan_kind::tp), styles},
+    hf.push_back({{origin, p.of(plan_kind::tp), styles},
                   {origin, p.of(plan_kind::ep), styles},
                   {origin, p.of(plan_kind::sp), styles}});
   };
@@ -535,7 +522,7 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
 
   const bool ds = src.deepspeed != nullptr && !src.deepspeed->specs.empty();
   res.decided_by = ds               ? "DeepSpeed partition_config"
-                   : !hf.empty()    ? hf.front().origin
+                   : !hf.empty()    ? hf.front().tp.origin
                    : src.heuristics ? "name heuristics"
                                     : "none (every tensor replicated)";
   hf_source* primary = !ds && !hf.empty() ? &hf.front() : nullptr;
