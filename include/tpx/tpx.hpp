@@ -26,4 +26,5 @@
 #include "tpx/style/layout.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
+#include "tpx/style/sequence_parallel.hpp"
 #include "tpx/version.hpp"

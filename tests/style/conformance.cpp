@@ -14,13 +14,14 @@
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
+#include "tpx/style/sequence_parallel.hpp"
 
 using namespace tpx;
 using shard::split_kind;
 
-using all_styles =
-    std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>, style::rowwise_split,
-               style::replicate<>, style::replicate_grad_all_reduce>;
+using all_styles = std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>,
+                              style::rowwise_split, style::colwise_sp, style::rowwise_sp,
+                              style::replicate<>, style::replicate_grad_all_reduce>;
 
 namespace {
 constexpr int group_sizes[] = {1, 2, 3, 4, 8};
@@ -116,8 +117,8 @@ TEST_CASE_TEMPLATE_DEFINE("forward and backward reproduce the fp64 oracle in sin
 }
 TEST_CASE_TEMPLATE_APPLY(oracle_f32, all_styles);
 
-using split_styles =
-    std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>, style::rowwise_split>;
+using split_styles = std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>,
+                                style::rowwise_split, style::colwise_sp, style::rowwise_sp>;
 
 namespace {
 /// A case whose split dim (out for colwise, in for rowwise) has `extent` elements.
@@ -184,4 +185,20 @@ TEST_CASE("rowwise refuses a partition in which ranks share input features") {
                        "test.proj.weight (rowwise): ranks may not share input features, or the "
                        "partial sums would count them twice",
                        tpx::error);
+}
+
+TEST_CASE("a sequence-parallel layer names the token block a rank should hold") {
+  const std::vector<double> w(12, 0.5);
+  host::gemm_engine engine;
+  const std::string message = test::error_of(2, [&](host::communicator& c) {
+    layer::linear<style::colwise_sp, host::backend, double> lin(
+        engine, c, make_matrix(w.data(), 4, 3), {},
+        {.name = "q_proj", .out_features = 4, .in_features = 3});
+    std::vector<double> x(3 * 3), y(5 * lin.output_cols());
+    lin.forward(make_matrix<const double>(x.data(), 3, 3), make_matrix(y.data(), 5, 2));
+  });
+  // 5 tokens over 2 ranks: rank 0 holds 3, rank 1 holds 2.
+  CHECK(message ==
+        "q_proj (colwise_sequence_parallel, tp = 2, rank 1): the input is [3 × 3] but must be "
+        "[2 × 3] (tokens × features, shard<0> layout)");
 }

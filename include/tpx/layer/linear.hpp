@@ -27,6 +27,7 @@
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
+#include "tpx/style/sequence_parallel.hpp"
 
 namespace tpx::inline v0::layer {
 
@@ -56,6 +57,10 @@ template <style::rowwise_input I>
 inline constexpr bool is_linear_style<style::rowwise<I>> = true;
 template <style::grad_sync G>
 inline constexpr bool is_linear_style<style::replicate<G>> = true;
+template <>
+inline constexpr bool is_linear_style<style::colwise_sp> = true;
+template <>
+inline constexpr bool is_linear_style<style::rowwise_sp> = true;
 
 /// Hands out consecutive spans of one scratch buffer.
 template <class T>
@@ -69,13 +74,14 @@ struct arena {
 };
 }  // namespace detail
 
-/// Primary template: only the linear styles (colwise, rowwise, replicate) have a linear layer.
+/// Primary template: only the linear styles (colwise, rowwise, their sequence-parallel forms and
+/// replicate) have a linear layer.
 template <class Style, class Backend, class T = float>
 class linear {
-  static_assert(
-      detail::always_false<Style>,
-      "tpx::linear: this style has no linear layer; use style::colwise, style::rowwise or "
-      "style::replicate, or specialise tpx::layer::linear for your style");
+  static_assert(detail::always_false<Style>,
+                "tpx::linear: this style has no linear layer; use style::colwise, style::rowwise, "
+                "style::colwise_sp, style::rowwise_sp or style::replicate, or specialise "
+                "tpx::layer::linear for your style");
 };
 
 template <class Style, backend Backend, class T>
@@ -194,19 +200,27 @@ class linear<Style, Backend, T> {
 
   // --- compute -------------------------------------------------------------------------------
 
-  /// y = x · W_rᵀ (+ b), with the style's forward collectives.
+  /// y = x · W_rᵀ (+ b), with the style's forward collectives. Under sequence parallelism the
+  /// token count T is the rows of the token-complete side (colwise_sp: y; rowwise_sp: x) and the
+  /// token-split side holds this rank's balanced block of T; both must be contiguous.
   void forward(matrix_view<const T> x, matrix_view<T> y) {
-    expect_activation(x, input_cols(), "input", x.rows());
-    expect_activation(y, output_cols(), "output", x.rows());
-    const index_t tokens = x.rows();
+    const index_t tokens = seq_in ? y.rows() : x.rows();
+    expect_activation(x, input_cols(), "input", input_rows(tokens));
+    expect_activation(y, output_cols(), "output", output_rows(tokens));
     constexpr bool gathered =
         std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
     constexpr bool reduced =
         std::is_same_v<typename Style::output_pair, comm::reduce_from_parallel>;
-    detail::arena<T> mem{reserve(input_scratch(tokens) +
-                                 (gathered ? tokens * local_[0] + gather_scratch(tokens) : 0) +
-                                 (reduced && !y.is_contiguous() ? y.size() : 0))};
-    const matrix_view<const T> x_local = local_input(x, mem);
+    detail::arena<T> mem{reserve(
+        input_scratch(tokens) + (gathered ? tokens * local_[0] + gather_scratch(tokens) : 0) +
+        (reduced && !y.is_contiguous() ? y.size() : 0) + (seq_out ? tokens * local_[0] : 0))};
+    matrix_view<const T> x_local = local_input(x, mem);
+    if constexpr (seq_in) {  // all-gather the token shards; kept for dW in backward
+      saved_.resize(static_cast<std::size_t>(tokens * local_[1]));
+      const matrix_view<T> full = make_matrix(saved_.data(), tokens, local_[1]);
+      comm::gather_from_sequence::forward<comm_type, T>(*comm_, x, full, token_counts());
+      x_local = full;
+    }
     const std::span<const T> b(bias_.data(), bias_.size());
 
     if constexpr (gathered) {
@@ -223,6 +237,13 @@ class linear<Style, Backend, T> {
           gemm::gemm_args<T>{.op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y});
       comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y, mem.rest);
       if (has_bias_) engine_->add_bias(y, b);  // once, after the reduction
+    } else if constexpr (seq_out) {
+      const matrix_view<T> partial =
+          make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
+      engine_->gemm(gemm::gemm_args<T>{
+          .op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = partial});
+      comm::scatter_to_sequence::forward<comm_type, T>(*comm_, partial, y, token_counts());
+      if (has_bias_) engine_->add_bias(y, b);  // once, on this rank's tokens
     } else {
       engine_->gemm(gemm::gemm_args<T>{
           .op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y, .bias = b});
@@ -233,10 +254,10 @@ class linear<Style, Backend, T> {
   /// output pieces (replicated KV heads), each rank's dy for a shared piece is its partial share,
   /// and the shared rows of dW and db are summed over the ranks that hold them.
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
-    expect_activation(x, input_cols(), "input", x.rows());
-    expect_activation(dy, output_cols(), "output gradient", x.rows());
-    expect_activation(dx, input_cols(), "input gradient", x.rows());
-    const index_t tokens = x.rows();
+    const index_t tokens = seq_in ? dy.rows() : x.rows();
+    expect_activation(x, input_cols(), "input", input_rows(tokens));
+    expect_activation(dy, output_cols(), "output gradient", output_rows(tokens));
+    expect_activation(dx, input_cols(), "input gradient", input_rows(tokens));
     constexpr bool gathered =
         std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
     constexpr bool split_in = std::is_same_v<typename Style::input_pair, comm::split_to_parallel>;
@@ -245,8 +266,17 @@ class linear<Style, Backend, T> {
     detail::arena<T> mem{reserve(input_scratch(tokens) + (pack_dy ? tokens * local_[0] : 0) +
                                  (split_in ? tokens * local_[1] + gather_scratch(tokens) : 0) +
                                  (reduced_dx && !dx.is_contiguous() ? dx.size() : 0) +
-                                 (shared_ ? part_.extent() * (local_[1] + 1) : 0))};
-    const matrix_view<const T> x_local = local_input(x, mem);
+                                 (shared_ ? part_.extent() * (local_[1] + 1) : 0) +
+                                 (seq_out ? tokens * local_[0] : 0) +
+                                 (seq_in ? tokens * local_[1] : 0))};
+    matrix_view<const T> x_local = local_input(x, mem);
+    if constexpr (seq_in) {
+      expect(static_cast<index_t>(saved_.size()) == tokens * local_[1],
+             "{} ({}): backward for {} tokens needs the gathered input of a forward on {} tokens",
+             opt_.name, Style::name, tokens,
+             local_[1] == 0 ? 0 : static_cast<index_t>(saved_.size()) / local_[1]);
+      x_local = make_matrix<const T>(saved_.data(), tokens, local_[1]);
+    }
     matrix_view<const T> dy_local = dy;
     if constexpr (gathered) {
       if (pack_dy) {
@@ -257,6 +287,11 @@ class linear<Style, Backend, T> {
       } else {
         dy_local = comm::gather_from_parallel::backward(dy, slice());
       }
+    } else if constexpr (seq_out) {  // all-gather dY's token shards
+      const matrix_view<T> full =
+          make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
+      comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, full, token_counts());
+      dy_local = full;
     }
 
     // dX first, so its collective could overlap the weight-gradient GEMM on an async backend.
@@ -268,6 +303,11 @@ class linear<Style, Backend, T> {
         comm::split_to_parallel::backward<comm_type, T>(*comm_, dx_local, dx, counts_, mem.rest);
       else
         comm::all_gather_cols<comm_type, T>(*comm_, dx_local, dx, part_, mem.rest);
+    } else if constexpr (seq_in) {  // partial dX of every token, reduce-scattered to token shards
+      const matrix_view<T> partial =
+          make_matrix(mem.take(tokens * local_[1]).data(), tokens, local_[1]);
+      engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = partial});
+      comm::gather_from_sequence::backward<comm_type, T>(*comm_, partial, dx, token_counts());
     } else {
       engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = dx});
       if constexpr (reduced_dx)
@@ -288,6 +328,25 @@ class linear<Style, Backend, T> {
   }
 
  private:
+  static constexpr bool seq_in =
+      std::is_same_v<typename Style::input_pair, comm::gather_from_sequence>;
+  static constexpr bool seq_out =
+      std::is_same_v<typename Style::output_pair, comm::scatter_to_sequence>;
+
+  /// Rows x (and dx) and y (and dy) have on this rank for `tokens` tokens in all. (A replicated
+  /// layer with token-split activations takes whatever tokens each rank has.)
+  index_t input_rows(index_t tokens) const { return seq_in ? own_tokens(tokens) : tokens; }
+  index_t output_rows(index_t tokens) const { return seq_out ? own_tokens(tokens) : tokens; }
+  /// This rank's balanced share of `tokens`; remembers every rank's share for the collectives.
+  index_t own_tokens(index_t tokens) const {
+    token_counts_.resize(static_cast<std::size_t>(comm_->size()));
+    for (int r = 0; r < comm_->size(); ++r)
+      token_counts_[static_cast<std::size_t>(r)] =
+          shard::split(tokens, comm_->size(), r, shard::split_kind::balanced).size();
+    return token_counts_[static_cast<std::size_t>(comm_->rank())];
+  }
+  std::span<const index_t> token_counts() const noexcept { return token_counts_; }
+
   /// The shapes and partition every constructor starts from.
   linear(engine_type& engine, comm_type& comm, linear_options options, bool has_bias)
       : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
@@ -419,10 +478,12 @@ class linear<Style, Backend, T> {
   shard::pieces own_;
   extents<2> local_{};
   std::vector<index_t> counts_;
+  mutable std::vector<index_t> token_counts_;  // every rank's tokens under SP (set per call)
   bool simple_ = true;   // rank-ordered single intervals: views instead of packing
   bool shared_ = false;  // output pieces held by several ranks (replicated KV heads)
   bool has_bias_ = false;
   buffer weight_, dweight_, bias_, dbias_, scratch_;
+  buffer saved_;  // colwise_sp: the all-gathered input of the last forward, for dW
 };
 
 }  // namespace tpx::inline v0::layer
