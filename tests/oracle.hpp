@@ -147,4 +147,85 @@ inline attention_grads attention_backward(const dense& q, const dense& k, const 
   return g;
 }
 
+/// RMSNorm per row: y = x / sqrt(mean(x²) + eps) · w.
+inline dense rms_norm_forward(const dense& x, const std::vector<double>& w, double eps) {
+  dense y(x.rows, x.cols);
+  for (index_t t = 0; t < x.rows; ++t) {
+    double ss = 0;
+    for (index_t j = 0; j < x.cols; ++j) ss += x(t, j) * x(t, j);
+    const double r = 1.0 / std::sqrt(ss / static_cast<double>(x.cols) + eps);
+    for (index_t j = 0; j < x.cols; ++j) y(t, j) = x(t, j) * r * w[static_cast<std::size_t>(j)];
+  }
+  return y;
+}
+
+struct norm_grads {
+  dense dx;
+  std::vector<double> dw;
+};
+
+/// Gradients of rms_norm_forward, written from the chain rule over s = Σ x², r = (s/n + eps)^-½.
+inline norm_grads rms_norm_backward(const dense& x, const std::vector<double>& w, double eps,
+                                    const dense& dy) {
+  norm_grads g{dense(x.rows, x.cols), std::vector<double>(static_cast<std::size_t>(x.cols), 0.0)};
+  const double n = static_cast<double>(x.cols);
+  for (index_t t = 0; t < x.rows; ++t) {
+    double s = 0;
+    for (index_t j = 0; j < x.cols; ++j) s += x(t, j) * x(t, j);
+    const double r = 1.0 / std::sqrt(s / n + eps);
+    double dr = 0;  // d loss / d r
+    for (index_t j = 0; j < x.cols; ++j) {
+      g.dw[static_cast<std::size_t>(j)] += dy(t, j) * x(t, j) * r;
+      dr += dy(t, j) * x(t, j) * w[static_cast<std::size_t>(j)];
+    }
+    const double ds = dr * (-0.5) * r * r * r / n;  // dr/ds = -½ (s/n + eps)^-3/2 / n
+    for (index_t j = 0; j < x.cols; ++j)
+      g.dx(t, j) = dy(t, j) * w[static_cast<std::size_t>(j)] * r + ds * 2.0 * x(t, j);
+  }
+  return g;
+}
+
+/// Rows of the table W [V, H] for each id.
+inline dense embedding_forward(const dense& w, const std::vector<std::int64_t>& ids) {
+  dense y(static_cast<index_t>(ids.size()), w.cols);
+  for (index_t t = 0; t < y.rows; ++t)
+    for (index_t j = 0; j < w.cols; ++j) y(t, j) = w(ids[static_cast<std::size_t>(t)], j);
+  return y;
+}
+
+/// dW [V, H] of embedding_forward.
+inline dense embedding_backward(index_t vocab, const std::vector<std::int64_t>& ids,
+                                const dense& dy) {
+  dense dw(vocab, dy.cols);
+  for (index_t t = 0; t < dy.rows; ++t)
+    for (index_t j = 0; j < dy.cols; ++j) dw(ids[static_cast<std::size_t>(t)], j) += dy(t, j);
+  return dw;
+}
+
+struct cross_entropy_result {
+  double loss = 0;
+  dense dlogits;
+};
+
+/// Mean cross-entropy over the rows whose target is not `ignore`, and its gradient.
+inline cross_entropy_result cross_entropy(const dense& logits,
+                                          const std::vector<std::int64_t>& targets,
+                                          std::int64_t ignore) {
+  cross_entropy_result r{0.0, dense(logits.rows, logits.cols)};
+  index_t valid = 0;
+  for (const std::int64_t t : targets) valid += t != ignore;
+  for (index_t t = 0; t < logits.rows; ++t) {
+    const std::int64_t target = targets[static_cast<std::size_t>(t)];
+    if (target == ignore) continue;
+    double top = -INFINITY, sum = 0;
+    for (index_t j = 0; j < logits.cols; ++j) top = std::max(top, logits(t, j));
+    for (index_t j = 0; j < logits.cols; ++j) sum += std::exp(logits(t, j) - top);
+    r.loss += (std::log(sum) + top - logits(t, target)) / static_cast<double>(valid);
+    for (index_t j = 0; j < logits.cols; ++j)
+      r.dlogits(t, j) = (std::exp(logits(t, j) - top) / sum - (j == target ? 1.0 : 0.0)) /
+                        static_cast<double>(valid);
+  }
+  return r;
+}
+
 }  // namespace tpx::test

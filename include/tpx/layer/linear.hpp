@@ -23,6 +23,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
+#include "tpx/layer/tokens.hpp"
 #include "tpx/shard/placement.hpp"
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/replicate.hpp"
@@ -218,7 +219,7 @@ class linear<Style, Backend, T> {
     if constexpr (seq_in) {  // all-gather the token shards; kept for dW in backward
       saved_.resize(static_cast<std::size_t>(tokens * local_[1]));
       const matrix_view<T> full = make_matrix(saved_.data(), tokens, local_[1]);
-      comm::gather_from_sequence::forward<comm_type, T>(*comm_, x, full, token_counts());
+      comm::gather_from_sequence::forward<comm_type, T>(*comm_, x, full, token_counts(tokens));
       x_local = full;
     }
     const std::span<const T> b(bias_.data(), bias_.size());
@@ -242,7 +243,7 @@ class linear<Style, Backend, T> {
           make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
       engine_->gemm(gemm::gemm_args<T>{
           .op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = partial});
-      comm::scatter_to_sequence::forward<comm_type, T>(*comm_, partial, y, token_counts());
+      comm::scatter_to_sequence::forward<comm_type, T>(*comm_, partial, y, token_counts(tokens));
       if (has_bias_) engine_->add_bias(y, b);  // once, on this rank's tokens
     } else {
       engine_->gemm(gemm::gemm_args<T>{
@@ -290,7 +291,7 @@ class linear<Style, Backend, T> {
     } else if constexpr (seq_out) {  // all-gather dY's token shards
       const matrix_view<T> full =
           make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
-      comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, full, token_counts());
+      comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, full, token_counts(tokens));
       dy_local = full;
     }
 
@@ -307,7 +308,7 @@ class linear<Style, Backend, T> {
       const matrix_view<T> partial =
           make_matrix(mem.take(tokens * local_[1]).data(), tokens, local_[1]);
       engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = partial});
-      comm::gather_from_sequence::backward<comm_type, T>(*comm_, partial, dx, token_counts());
+      comm::gather_from_sequence::backward<comm_type, T>(*comm_, partial, dx, token_counts(tokens));
     } else {
       engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = dx});
       if constexpr (reduced_dx)
@@ -339,13 +340,11 @@ class linear<Style, Backend, T> {
   index_t output_rows(index_t tokens) const { return seq_out ? own_tokens(tokens) : tokens; }
   /// This rank's balanced share of `tokens`; remembers every rank's share for the collectives.
   index_t own_tokens(index_t tokens) const {
-    token_counts_.resize(static_cast<std::size_t>(comm_->size()));
-    for (int r = 0; r < comm_->size(); ++r)
-      token_counts_[static_cast<std::size_t>(r)] =
-          shard::split(tokens, comm_->size(), r, shard::split_kind::balanced).size();
-    return token_counts_[static_cast<std::size_t>(comm_->rank())];
+    return token_shards_.of(tokens, comm_->size(), comm_->rank());
   }
-  std::span<const index_t> token_counts() const noexcept { return token_counts_; }
+  std::span<const index_t> token_counts(index_t tokens) const {
+    return token_shards_.counts(tokens, comm_->size());
+  }
 
   /// The shapes and partition every constructor starts from.
   linear(engine_type& engine, comm_type& comm, linear_options options, bool has_bias)
@@ -478,7 +477,7 @@ class linear<Style, Backend, T> {
   shard::pieces own_;
   extents<2> local_{};
   std::vector<index_t> counts_;
-  mutable std::vector<index_t> token_counts_;  // every rank's tokens under SP (set per call)
+  mutable detail::token_shards token_shards_;  // every rank's tokens under SP
   bool simple_ = true;   // rank-ordered single intervals: views instead of packing
   bool shared_ = false;  // output pieces held by several ranks (replicated KV heads)
   bool has_bias_ = false;

@@ -1,0 +1,209 @@
+#pragma once
+/// \file
+/// `vocab_embedding<Style, Backend, T>`: a vocab-parallel embedding table [vocab, hidden] (see
+/// style/vocab_parallel.hpp), usable as the tied LM head too.
+///
+///   forward(ids [T], y)           y [T, H] (vocab_parallel) or [T_r, H] (vocab_parallel_sp)
+///   backward(ids, dy)             adds to dW (rows of the rank's own ids)
+///   head_forward(x, logits)       x [T, H] (or [T_r, H] under SP, all-gathered), logits [T, V_r]
+///   head_backward(x, dlogits, dx) dx reduced like colwise (all-reduce, or reduce-scatter under
+///                                 SP); adds to dW
+///
+/// Parameter gradients accumulate, so a tied model's embedding and head both land in one dW:
+/// call `zero_grad()` before a step. The vocab split is balanced by default: when tp does not
+/// divide the vocabulary the first V mod tp ranks hold one row more, and `vocab_range()` is the
+/// rank's exact [begin, end). Token ids outside [0, vocab) are an error naming the token.
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tpx/comm/conjugate.hpp"
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+#include "tpx/layer/backend.hpp"
+#include "tpx/layer/tokens.hpp"
+#include "tpx/style/vocab_parallel.hpp"
+
+namespace tpx::inline v0::layer {
+
+struct embedding_options {
+  std::string name = "embed_tokens";
+  index_t vocab = 0;
+  index_t hidden = 0;
+  shard::split_kind split = shard::split_kind::balanced;
+};
+
+template <class Style, backend Backend, class T = float>
+class vocab_embedding {
+  static_assert(std::is_same_v<Style, style::vocab_parallel<>> ||
+                    std::is_same_v<Style, style::vocab_parallel_sp>,
+                "tpx::vocab_embedding: the style must be style::vocab_parallel<> or "
+                "style::vocab_parallel_sp");
+  static constexpr bool sequence = std::is_same_v<Style, style::vocab_parallel_sp>;
+
+ public:
+  using style_type = Style;
+  using backend_type = Backend;
+  using value_type = T;
+  using engine_type = typename Backend::engine;
+  using comm_type = typename Backend::communicator;
+  using buffer = typename Backend::template buffer<T>;
+
+  /// Builds this rank's rows of the full table `full_weight` [vocab, hidden].
+  vocab_embedding(engine_type& engine, comm_type& comm, matrix_view<const T> full_weight,
+                  embedding_options options)
+      : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
+    expect(full_weight.rows() == opt_.vocab && full_weight.cols() == opt_.hidden,
+           "{}: the table is [{} × {}] but the layer is [{} × {}] (vocab × hidden)", opt_.name,
+           full_weight.rows(), full_weight.cols(), opt_.vocab, opt_.hidden);
+    own_ = Style::slice({{opt_.vocab, opt_.hidden}}, comm.size(), comm.rank(), opt_.split,
+                        opt_.name + ".weight");
+    std::vector<T> host;
+    host.reserve(static_cast<std::size_t>(own_.size() * opt_.hidden));
+    for (index_t v = own_.begin; v < own_.end; ++v)
+      for (index_t j = 0; j < opt_.hidden; ++j) host.push_back(full_weight(v, j));
+    Backend::upload(std::span<const T>(host), weight_);
+    dweight_.assign(host.size(), T(0));
+  }
+
+  const std::string& name() const noexcept { return opt_.name; }
+  /// The vocab rows [begin, end) this rank holds.
+  shard::interval vocab_range() const noexcept { return own_; }
+  index_t vocab() const noexcept { return opt_.vocab; }
+  index_t hidden() const noexcept { return opt_.hidden; }
+  matrix_view<const T> weight() const {
+    return make_matrix<const T>(weight_.data(), own_.size(), opt_.hidden);
+  }
+  matrix_view<const T> weight_grad() const {
+    return make_matrix<const T>(dweight_.data(), own_.size(), opt_.hidden);
+  }
+  void zero_grad() { std::fill(dweight_.begin(), dweight_.end(), T(0)); }
+
+  /// y = the rows of `ids`: masked lookup of the own rows, then all-reduce (or reduce-scatter).
+  void forward(std::span<const std::int64_t> ids, matrix_view<T> y) {
+    const index_t tokens = static_cast<index_t>(ids.size());
+    expect_ids(ids);
+    expect_rows(y, tokens, "output");
+    const matrix_view<T> full =
+        sequence ? make_matrix(reserve(tokens * opt_.hidden).data(), tokens, opt_.hidden) : y;
+    for (index_t t = 0; t < tokens; ++t) {
+      const std::int64_t id = ids[static_cast<std::size_t>(t)];
+      const bool mine = own_.begin <= id && id < own_.end;
+      for (index_t j = 0; j < opt_.hidden; ++j)
+        full(t, j) =
+            mine ? weight_[static_cast<std::size_t>((id - own_.begin) * opt_.hidden + j)] : T(0);
+    }
+    if constexpr (sequence)
+      comm::scatter_to_sequence::forward<comm_type, T>(*comm_, full, y, token_counts(tokens));
+    else
+      comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y);
+  }
+
+  /// Adds dY's rows to the dW rows of the own ids (under SP, dY's token shards are gathered).
+  void backward(std::span<const std::int64_t> ids, matrix_view<const T> dy) {
+    const index_t tokens = static_cast<index_t>(ids.size());
+    expect_ids(ids);
+    expect_rows(dy, tokens, "output gradient");
+    matrix_view<const T> full = dy;
+    if constexpr (sequence) {
+      const matrix_view<T> gathered =
+          make_matrix(reserve(tokens * opt_.hidden).data(), tokens, opt_.hidden);
+      comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, gathered, token_counts(tokens));
+      full = gathered;
+    }
+    for (index_t t = 0; t < tokens; ++t) {
+      const std::int64_t id = ids[static_cast<std::size_t>(t)];
+      if (id < own_.begin || id >= own_.end) continue;
+      for (index_t j = 0; j < opt_.hidden; ++j)
+        dweight_[static_cast<std::size_t>((id - own_.begin) * opt_.hidden + j)] += full(t, j);
+    }
+  }
+
+  /// The tied LM head: logits [T, V_r] = x · W_rᵀ for the own vocab columns.
+  void head_forward(matrix_view<const T> x, matrix_view<T> logits) {
+    const index_t tokens = logits.rows();
+    expect_rows(x, tokens, "head input");
+    expect(logits.cols() == own_.size(),
+           "{} (LM head, rank {}): the logits have {} columns but the rank holds {} vocab rows",
+           opt_.name, comm_->rank(), logits.cols(), own_.size());
+    matrix_view<const T> input = x;
+    if constexpr (sequence) {  // all-gather the token shards; kept for dW
+      saved_.resize(static_cast<std::size_t>(tokens * opt_.hidden));
+      const matrix_view<T> full = make_matrix(saved_.data(), tokens, opt_.hidden);
+      comm::gather_from_sequence::forward<comm_type, T>(*comm_, x, full, token_counts(tokens));
+      input = full;
+    }
+    engine_->gemm(
+        gemm::gemm_args<T>{.op_b = gemm::op::transpose, .a = input, .b = weight(), .c = logits});
+  }
+
+  /// dx from dlogits (reduced over ranks), and dW += dlogitsᵀ · x.
+  void head_backward(matrix_view<const T> x, matrix_view<const T> dlogits, matrix_view<T> dx) {
+    const index_t tokens = dlogits.rows();
+    expect_rows(x, tokens, "head input");
+    expect_rows(dx, tokens, "head input gradient");
+    expect(dlogits.cols() == own_.size(),
+           "{} (LM head, rank {}): dlogits have {} columns but the rank holds {} vocab rows",
+           opt_.name, comm_->rank(), dlogits.cols(), own_.size());
+    matrix_view<const T> input = x;
+    if constexpr (sequence) {
+      expect(static_cast<index_t>(saved_.size()) == tokens * opt_.hidden,
+             "{} (LM head): backward for {} tokens needs the input of a head_forward on as many",
+             opt_.name, tokens);
+      input = make_matrix<const T>(saved_.data(), tokens, opt_.hidden);
+      const matrix_view<T> partial =
+          make_matrix(reserve(tokens * opt_.hidden).data(), tokens, opt_.hidden);
+      engine_->gemm(gemm::gemm_args<T>{.a = dlogits, .b = weight(), .c = partial});
+      comm::gather_from_sequence::backward<comm_type, T>(*comm_, partial, dx, token_counts(tokens));
+    } else {
+      engine_->gemm(gemm::gemm_args<T>{.a = dlogits, .b = weight(), .c = dx});
+      comm::copy_to_parallel::backward<comm_type, T>(*comm_, dx);
+    }
+    engine_->gemm(gemm::gemm_args<T>{.op_a = gemm::op::transpose,
+                                     .a = dlogits,
+                                     .b = input,
+                                     .beta = T(1),
+                                     .c = make_matrix(dweight_.data(), own_.size(), opt_.hidden)});
+  }
+
+ private:
+  void expect_ids(std::span<const std::int64_t> ids) const {
+    for (std::size_t t = 0; t < ids.size(); ++t)
+      expect(0 <= ids[t] && ids[t] < opt_.vocab,
+             "{}: token {} has id {}, outside the vocabulary [0, {})", opt_.name, t, ids[t],
+             opt_.vocab);
+  }
+
+  /// A [tokens or own share, hidden] activation.
+  template <class V>
+  void expect_rows(const V& v, index_t tokens, std::string_view what) const {
+    const index_t rows =
+        sequence ? token_counts(tokens)[static_cast<std::size_t>(comm_->rank())] : tokens;
+    expect(v.rows() == rows && v.cols() == opt_.hidden,
+           "{} ({}, tp = {}, rank {}): the {} is [{} × {}] but must be [{} × {}] for {} tokens",
+           opt_.name, Style::name, comm_->size(), comm_->rank(), what, v.rows(), v.cols(), rows,
+           opt_.hidden, tokens);
+  }
+
+  std::span<const index_t> token_counts(index_t tokens) const {
+    return token_shards_.counts(tokens, comm_->size());
+  }
+
+  std::span<T> reserve(index_t n) {
+    if (static_cast<index_t>(scratch_.size()) < n) scratch_.resize(static_cast<std::size_t>(n));
+    return {scratch_.data(), static_cast<std::size_t>(n)};
+  }
+
+  engine_type* engine_;
+  comm_type* comm_;
+  embedding_options opt_;
+  shard::interval own_;
+  mutable detail::token_shards token_shards_;
+  buffer weight_, dweight_, scratch_, saved_;
+};
+
+}  // namespace tpx::inline v0::layer

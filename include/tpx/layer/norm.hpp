@@ -1,0 +1,111 @@
+#pragma once
+/// \file
+/// `rms_norm<Style, Backend, T>`: y = x / sqrt(mean(x²) + eps) ⊙ w over the features of each
+/// token, with the weight [features] replicated on every rank.
+///
+///   style::replicate<>           x, y replicated [T, H]; every rank computes the same dW
+///   style::sequence_parallel     x, y split on tokens [T_r, H]; dW is partial per rank and
+///                                all-reduced in backward (the norm's only collective)
+///
+/// Per-token arithmetic runs in loops over the backend's memory (host memory on the host
+/// backend).
+
+#include <cmath>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+#include "tpx/layer/backend.hpp"
+#include "tpx/style/replicate.hpp"
+#include "tpx/style/sequence_parallel.hpp"
+
+namespace tpx::inline v0::layer {
+
+template <class Style, backend Backend, class T = float>
+class rms_norm {
+  static_assert(std::is_same_v<Style, style::replicate<>> ||
+                    std::is_same_v<Style, style::sequence_parallel>,
+                "tpx::rms_norm: the style must be style::replicate<> (replicated activations) or "
+                "style::sequence_parallel (token shards, gradient all-reduce)");
+
+ public:
+  using style_type = Style;
+  using backend_type = Backend;
+  using value_type = T;
+  using comm_type = typename Backend::communicator;
+  using buffer = typename Backend::template buffer<T>;
+
+  /// `weight` [features], the same on every rank.
+  rms_norm(comm_type& comm, std::span<const T> weight, double eps, std::string name = "norm")
+      : comm_(&comm), eps_(eps), name_(std::move(name)) {
+    expect(eps >= 0, "{}: eps must be non-negative, got {}", name_, eps);
+    Backend::upload(weight, weight_);
+    dweight_.resize(weight.size());
+  }
+
+  const std::string& name() const noexcept { return name_; }
+  index_t features() const noexcept { return static_cast<index_t>(weight_.size()); }
+  std::span<const T> weight() const noexcept { return {weight_.data(), weight_.size()}; }
+  std::span<const T> weight_grad() const noexcept { return {dweight_.data(), dweight_.size()}; }
+
+  void forward(matrix_view<const T> x, matrix_view<T> y) {
+    expect_rows(x, "input");
+    expect(y.rows() == x.rows() && y.cols() == x.cols(),
+           "{}: the output is [{} × {}] but the input is [{} × {}]", name_, y.rows(), y.cols(),
+           x.rows(), x.cols());
+    for (index_t t = 0; t < x.rows(); ++t) {
+      const T r = inverse_rms(x, t);
+      for (index_t j = 0; j < x.cols(); ++j) y(t, j) = x(t, j) * r * weight_[idx(j)];
+    }
+  }
+
+  /// dx (overwritten) and dW from x and dy.
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
+    expect_rows(x, "input");
+    expect(dy.rows() == x.rows() && dy.cols() == x.cols() && dx.rows() == x.rows() &&
+               dx.cols() == x.cols(),
+           "{}: the output gradient is [{} × {}] and the input gradient [{} × {}] but the input "
+           "is [{} × {}]",
+           name_, dy.rows(), dy.cols(), dx.rows(), dx.cols(), x.rows(), x.cols());
+    std::fill(dweight_.begin(), dweight_.end(), T(0));
+    const index_t h = x.cols();
+    for (index_t t = 0; t < x.rows(); ++t) {
+      const T r = inverse_rms(x, t);
+      T dot = 0;  // Σ_j dy_j w_j x̂_j
+      for (index_t j = 0; j < h; ++j) {
+        const T xhat = x(t, j) * r;
+        dweight_[idx(j)] += dy(t, j) * xhat;
+        dot += dy(t, j) * weight_[idx(j)] * xhat;
+      }
+      for (index_t j = 0; j < h; ++j)
+        dx(t, j) = r * (dy(t, j) * weight_[idx(j)] - x(t, j) * r * dot / T(h));
+    }
+    if constexpr (std::is_same_v<Style, style::sequence_parallel>)
+      comm_->all_reduce(std::span<T>(dweight_.data(), dweight_.size()));
+  }
+
+ private:
+  static std::size_t idx(index_t j) { return static_cast<std::size_t>(j); }
+
+  T inverse_rms(matrix_view<const T> x, index_t t) const {
+    T ss = 0;
+    for (index_t j = 0; j < x.cols(); ++j) ss += x(t, j) * x(t, j);
+    return T(1) / std::sqrt(ss / T(x.cols()) + static_cast<T>(eps_));
+  }
+
+  template <class V>
+  void expect_rows(const V& x, std::string_view what) const {
+    expect(x.cols() == features(), "{} ({}, rank {}): the {} has {} features but the weight has {}",
+           name_, Style::name, comm_->rank(), what, x.cols(), features());
+  }
+
+  comm_type* comm_;
+  double eps_;
+  std::string name_;
+  buffer weight_, dweight_;
+};
+
+}  // namespace tpx::inline v0::layer
