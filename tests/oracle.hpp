@@ -228,4 +228,179 @@ inline cross_entropy_result cross_entropy(const dense& logits,
   return r;
 }
 
+/// A mixture-of-experts layer: router [E, H]; per expert gate_up [2I, H] (gate rows, then up
+/// rows) and down [H, I]; an optional shared expert of the same form (shared_inter > 0).
+struct moe_weights {
+  dense router;
+  std::vector<dense> gate_up, down;
+  dense shared_gate_up, shared_down;
+  index_t inter = 0, shared_inter = 0;
+};
+
+struct moe_routing {
+  index_t top_k = 1;
+  bool sigmoid = false;
+  bool renormalize = true;
+  double scale = 1.0;
+  std::vector<double> selection_bias;  // [E] or empty
+};
+
+struct moe_result {
+  dense y, dx, drouter;
+  std::vector<dense> dgate_up, ddown;
+  dense dshared_gate_up, dshared_down;
+};
+
+namespace detail {
+inline double sigmoid(double v) {
+  return 1.0 / (1.0 + std::exp(-v));
+}
+inline double silu(double v) {
+  return v * sigmoid(v);
+}
+inline double silu_grad(double v) {
+  return sigmoid(v) + v * sigmoid(v) * (1.0 - sigmoid(v));
+}
+
+/// One SwiGLU expert on one token, forward, and backward accumulating into the gradients.
+struct expert_pass {
+  std::vector<double> g, u, o;
+  expert_pass(const dense& gu, const dense& dn, const dense& x, index_t t, index_t inter) {
+    g.assign(static_cast<std::size_t>(inter), 0.0);
+    u.assign(static_cast<std::size_t>(inter), 0.0);
+    for (index_t i = 0; i < inter; ++i)
+      for (index_t c = 0; c < x.cols; ++c) {
+        g[static_cast<std::size_t>(i)] += gu(i, c) * x(t, c);
+        u[static_cast<std::size_t>(i)] += gu(inter + i, c) * x(t, c);
+      }
+    o.assign(static_cast<std::size_t>(dn.rows), 0.0);
+    for (index_t h = 0; h < dn.rows; ++h)
+      for (index_t i = 0; i < inter; ++i)
+        o[static_cast<std::size_t>(h)] +=
+            dn(h, i) * silu(g[static_cast<std::size_t>(i)]) * u[static_cast<std::size_t>(i)];
+  }
+  /// Backward of out = scale · expert(x_t) given d out; adds to dx row t, dgu, ddn.
+  void backward(const dense& gu, const dense& dn, const dense& x, index_t t, index_t inter,
+                const std::vector<double>& dout, dense& dx, dense& dgu, dense& ddn) const {
+    for (index_t i = 0; i < inter; ++i) {
+      const double gi = g[static_cast<std::size_t>(i)], ui = u[static_cast<std::size_t>(i)];
+      double da = 0;
+      for (index_t h = 0; h < dn.rows; ++h) {
+        da += dn(h, i) * dout[static_cast<std::size_t>(h)];
+        ddn(h, i) += dout[static_cast<std::size_t>(h)] * silu(gi) * ui;
+      }
+      const double dg = da * ui * silu_grad(gi), du = da * silu(gi);
+      for (index_t c = 0; c < x.cols; ++c) {
+        dx(t, c) += dg * gu(i, c) + du * gu(inter + i, c);
+        dgu(i, c) += dg * x(t, c);
+        dgu(inter + i, c) += du * x(t, c);
+      }
+    }
+  }
+};
+}  // namespace detail
+
+/// y = Σ_j w_tj · expert_{e_tj}(x_t) + shared(x_t), and every gradient for the loss Σ y ⊙ dy.
+inline moe_result moe(const dense& x, const moe_weights& w, const moe_routing& r, const dense& dy) {
+  const index_t n_exp = w.router.rows, hidden = x.cols, k = r.top_k;
+  moe_result out{dense(x.rows, hidden),
+                 dense(x.rows, hidden),
+                 dense(n_exp, hidden),
+                 {},
+                 {},
+                 dense(w.shared_gate_up.rows, w.shared_gate_up.cols),
+                 dense(w.shared_down.rows, w.shared_down.cols)};
+  for (index_t e = 0; e < n_exp; ++e) {
+    out.dgate_up.emplace_back(2 * w.inter, hidden);
+    out.ddown.emplace_back(hidden, w.inter);
+  }
+  const dense logits = linear_forward(x, w.router, {});
+  for (index_t t = 0; t < x.rows; ++t) {
+    // Scores, selection and weights.
+    std::vector<double> s(static_cast<std::size_t>(n_exp));
+    double top = -INFINITY, z = 0;
+    for (index_t e = 0; e < n_exp; ++e) top = std::max(top, logits(t, e));
+    for (index_t e = 0; e < n_exp; ++e) z += std::exp(logits(t, e) - top);
+    for (index_t e = 0; e < n_exp; ++e)
+      s[static_cast<std::size_t>(e)] =
+          r.sigmoid ? detail::sigmoid(logits(t, e)) : std::exp(logits(t, e) - top) / z;
+    std::vector<index_t> chosen;
+    std::vector<bool> taken(static_cast<std::size_t>(n_exp), false);
+    for (index_t j = 0; j < k; ++j) {  // k passes of "largest remaining, lowest index on ties"
+      index_t best = -1;
+      for (index_t e = 0; e < n_exp; ++e) {
+        if (taken[static_cast<std::size_t>(e)]) continue;
+        const double key =
+            s[static_cast<std::size_t>(e)] +
+            (r.selection_bias.empty() ? 0.0 : r.selection_bias[static_cast<std::size_t>(e)]);
+        const double best_key =
+            best < 0
+                ? -INFINITY
+                : s[static_cast<std::size_t>(best)] +
+                      (r.selection_bias.empty() ? 0.0
+                                                : r.selection_bias[static_cast<std::size_t>(best)]);
+        if (best < 0 || key > best_key) best = e;
+      }
+      taken[static_cast<std::size_t>(best)] = true;
+      chosen.push_back(best);
+    }
+    double denom = 0;
+    for (const index_t e : chosen) denom += s[static_cast<std::size_t>(e)];
+    if (!r.renormalize) denom = 1.0;
+    // Experts, forward and backward.
+    std::vector<double> dweight(static_cast<std::size_t>(k), 0.0);
+    for (index_t j = 0; j < k; ++j) {
+      const index_t e = chosen[static_cast<std::size_t>(j)];
+      const double wt = r.scale * s[static_cast<std::size_t>(e)] / denom;
+      const detail::expert_pass pass(w.gate_up[static_cast<std::size_t>(e)],
+                                     w.down[static_cast<std::size_t>(e)], x, t, w.inter);
+      std::vector<double> dout(static_cast<std::size_t>(hidden));
+      for (index_t h = 0; h < hidden; ++h) {
+        out.y(t, h) += wt * pass.o[static_cast<std::size_t>(h)];
+        dweight[static_cast<std::size_t>(j)] += dy(t, h) * pass.o[static_cast<std::size_t>(h)];
+        dout[static_cast<std::size_t>(h)] = wt * dy(t, h);
+      }
+      pass.backward(w.gate_up[static_cast<std::size_t>(e)], w.down[static_cast<std::size_t>(e)], x,
+                    t, w.inter, dout, out.dx, out.dgate_up[static_cast<std::size_t>(e)],
+                    out.ddown[static_cast<std::size_t>(e)]);
+    }
+    if (w.shared_inter > 0) {
+      const detail::expert_pass pass(w.shared_gate_up, w.shared_down, x, t, w.shared_inter);
+      std::vector<double> dout(static_cast<std::size_t>(hidden));
+      for (index_t h = 0; h < hidden; ++h) {
+        out.y(t, h) += pass.o[static_cast<std::size_t>(h)];
+        dout[static_cast<std::size_t>(h)] = dy(t, h);
+      }
+      pass.backward(w.shared_gate_up, w.shared_down, x, t, w.shared_inter, dout, out.dx,
+                    out.dshared_gate_up, out.dshared_down);
+    }
+    // Routing backward through the Jacobians: w_j = scale · s_{e_j} / denom.
+    std::vector<double> ds(static_cast<std::size_t>(n_exp), 0.0);
+    for (index_t j = 0; j < k; ++j)
+      for (index_t m = 0; m < k; ++m) {
+        const index_t ej = chosen[static_cast<std::size_t>(j)],
+                      em = chosen[static_cast<std::size_t>(m)];
+        double d = (j == m ? 1.0 : 0.0) / denom;
+        if (r.renormalize) d -= s[static_cast<std::size_t>(ej)] / (denom * denom);
+        ds[static_cast<std::size_t>(em)] += dweight[static_cast<std::size_t>(j)] * r.scale * d;
+      }
+    for (index_t f = 0; f < n_exp; ++f) {
+      double dl = 0;
+      if (r.sigmoid) {
+        const double sf = s[static_cast<std::size_t>(f)];
+        dl = ds[static_cast<std::size_t>(f)] * sf * (1.0 - sf);
+      } else {
+        for (index_t e = 0; e < n_exp; ++e)
+          dl += ds[static_cast<std::size_t>(e)] * s[static_cast<std::size_t>(e)] *
+                ((e == f ? 1.0 : 0.0) - s[static_cast<std::size_t>(f)]);
+      }
+      for (index_t c = 0; c < hidden; ++c) {
+        out.drouter(f, c) += dl * x(t, c);
+        out.dx(t, c) += dl * w.router(f, c);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace tpx::test

@@ -52,11 +52,14 @@ void check_gemm(const gemm_args<T>& g, std::string_view who = "gemm") {
          "{}: the bias has {} elements but C has {} columns", who, g.bias.size(), n);
 }
 
-/// A GEMM engine for element type T.
+/// A GEMM engine for element type T. `grouped_gemm` runs a list of independent GEMMs of any
+/// shapes (experts: one per local expert); an engine may batch them or loop.
 template <class E, class T>
 concept gemm_engine_of = requires(E& e, const gemm_args<T>& g, matrix_view<const T> dy,
-                                  std::span<T> db, matrix_view<T> c, std::span<const T> bias) {
+                                  std::span<T> db, matrix_view<T> c, std::span<const T> bias,
+                                  std::span<const gemm_args<T>> groups) {
   e.gemm(g);
+  e.grouped_gemm(groups);
   e.bias_grad(dy, db);  // db[j] = Σ_i dy[i, j]
   e.add_bias(c, bias);  // c[i, j] += bias[j]
 };

@@ -49,6 +49,12 @@ class gemm_engine {
     if (!g.bias.empty()) add_bias(g.c, g.bias);
   }
 
+  /// Every GEMM of `groups`, one after the other (each checked on its own).
+  template <class T>
+  void grouped_gemm(std::span<const gemm::gemm_args<T>> groups) {
+    for (const gemm::gemm_args<T>& g : groups) gemm(g);
+  }
+
   /// c[i, j] += bias[j].
   template <class T>
   void add_bias(matrix_view<T> c, std::span<const T> bias) {

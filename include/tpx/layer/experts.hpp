@@ -1,0 +1,562 @@
+#pragma once
+/// \file
+/// `experts<Style, Backend, T>`: the routed experts of a MoE layer (SwiGLU experts, gate_up
+/// [E, 2I, H] packed gate|up, down [E, H, I]) and an optional shared expert, split over the group
+/// as the `style::moe_experts` mode says (see style/moe_experts.hpp for the picture).
+///
+///   forward(x, ids, w, y)                 x [n, H], ids and w [n, k], y [n, H]
+///   backward(x, ids, w, dy, dx, dw)       dx [n, H], dw = d(routing weights) [n, k]
+///
+/// n is every token (tensor, masked) or this rank's balanced token block (tensor_sequence,
+/// all_to_all); the tensor_sequence mode needs the total token count as the last argument. Local
+/// experts run through the engine's grouped GEMM, one group per local expert; an expert may get
+/// no token. Expert ids outside [0, E) are an error naming the token and its choice.
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tpx/comm/conjugate.hpp"
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+#include "tpx/layer/activation.hpp"
+#include "tpx/layer/backend.hpp"
+#include "tpx/layer/tokens.hpp"
+#include "tpx/shard/split.hpp"
+#include "tpx/style/moe_experts.hpp"
+
+namespace tpx::inline v0::layer {
+
+struct experts_options {
+  std::string name = "experts";
+  index_t n_experts = 0;
+  index_t hidden = 0;
+  index_t inter = 0;  ///< each expert's intermediate size I
+  index_t top_k = 0;
+  index_t shared_inter = 0;  ///< the shared expert's intermediate size; 0: none
+};
+
+template <class Style, backend Backend, class T = float>
+class experts {
+  static constexpr style::expert_split mode = Style::mode;
+  static constexpr bool sequence = mode == style::expert_split::tensor_sequence;
+  static constexpr bool all_to_all = mode == style::expert_split::all_to_all;
+  using silu = activation::silu;
+
+ public:
+  using style_type = Style;
+  using backend_type = Backend;
+  using value_type = T;
+  using engine_type = typename Backend::engine;
+  using comm_type = typename Backend::communicator;
+  using buffer = typename Backend::template buffer<T>;
+
+  /// Builds this rank's experts from the full tensors (every rank passes the same). Without a
+  /// shared expert, `shared_gate_up` [2·Is, H] and `shared_down` [H, Is] are empty views.
+  experts(engine_type& engine, comm_type& comm, tensor_view<const T, 3> gate_up,
+          tensor_view<const T, 3> down, matrix_view<const T> shared_gate_up,
+          matrix_view<const T> shared_down, experts_options options)
+      : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
+    const index_t e = opt_.n_experts, h = opt_.hidden, i = opt_.inter, is = opt_.shared_inter;
+    expect(e >= 1 && h >= 1 && i >= 0 && is >= 0,
+           "{}: n_experts and hidden must be positive and the intermediate sizes non-negative "
+           "(got E = {}, H = {}, I = {}, shared I = {})",
+           opt_.name, e, h, i, is);
+    expect(opt_.top_k >= 1 && opt_.top_k <= e,
+           "{}: top_k = {} must be between 1 and the number of experts, {}", opt_.name, opt_.top_k,
+           e);
+    expect(
+        gate_up.extents() == extents<3>{{e, 2 * i, h}} && down.extents() == extents<3>{{e, h, i}},
+        "{}: gate_up is [{} × {} × {}] and down [{} × {} × {}] but must be [E × 2I × H] = "
+        "[{} × {} × {}] and [E × H × I] = [{} × {} × {}]",
+        opt_.name, gate_up.extent(0), gate_up.extent(1), gate_up.extent(2), down.extent(0),
+        down.extent(1), down.extent(2), e, 2 * i, h, e, h, i);
+    expect(shared_gate_up.rows() == 2 * is &&
+               shared_gate_up.cols() == (is > 0 ? h : shared_gate_up.cols()) &&
+               shared_down.cols() == is && shared_down.rows() == (is > 0 ? h : shared_down.rows()),
+           "{}: the shared expert's gate_up is [{} × {}] and down [{} × {}] but must be [{} × {}] "
+           "and [{} × {}]",
+           opt_.name, shared_gate_up.rows(), shared_gate_up.cols(), shared_down.rows(),
+           shared_down.cols(), 2 * is, h, h, is);
+    const int n = comm.size(), r = comm.rank();
+    if constexpr (Style::expert_parallel) {
+      expect(e % n == 0,
+             "{}: {} experts cannot be split over ep = {} ranks; expert parallelism needs "
+             "n_experts % ep == 0 ({} % {} = {})",
+             opt_.name, e, n, e, n, e % n);
+      own_experts_ = {r * (e / n), (r + 1) * (e / n)};
+      own_inter_ = {0, i};
+    } else {
+      own_experts_ = {0, e};
+      own_inter_ = shard::split(i, n, r, shard::split_kind::balanced, {opt_.name + ".down", 2});
+    }
+    own_shared_ = all_to_all ? shard::interval{0, is}
+                             : shard::split(is, n, r, shard::split_kind::balanced,
+                                            {opt_.name + ".shared_expert.down_proj", 1});
+    load(
+        routed_, own_experts_.size(), own_inter_,
+        [&](index_t le) { return gate_up[own_experts_.begin + le]; },
+        [&](index_t le) { return down[own_experts_.begin + le]; });
+    load(
+        shared_, is > 0 ? 1 : 0, own_shared_, [&](index_t) { return shared_gate_up; },
+        [&](index_t) { return shared_down; });
+  }
+
+  const std::string& name() const noexcept { return opt_.name; }
+  /// The experts [begin, end) this rank holds.
+  shard::interval local_experts() const noexcept { return own_experts_; }
+  /// The slice of each expert's I this rank holds (the whole I under expert parallelism).
+  shard::interval inter_slice() const noexcept { return own_inter_; }
+  /// The slice of the shared expert's I this rank holds.
+  shard::interval shared_slice() const noexcept { return own_shared_; }
+  bool has_shared() const noexcept { return opt_.shared_inter > 0; }
+
+  /// d gate_up [E_local, 2·I_r, H] (gate rows of the slice, then up rows) and d down
+  /// [E_local, H, I_r]; likewise the shared expert's as [1, …].
+  tensor_view<const T, 3> gate_up_grad() const { return routed_.view(routed_.dw1, true); }
+  tensor_view<const T, 3> down_grad() const { return routed_.view(routed_.dw2, false); }
+  tensor_view<const T, 3> shared_gate_up_grad() const { return shared_.view(shared_.dw1, true); }
+  tensor_view<const T, 3> shared_down_grad() const { return shared_.view(shared_.dw2, false); }
+
+  void forward(matrix_view<const T> x, matrix_view<const std::int64_t> ids, matrix_view<const T> w,
+               matrix_view<T> y, index_t total_tokens = -1) {
+    check(x, ids, w, y, "output", total_tokens);
+    if constexpr (all_to_all) {
+      forward_all_to_all(x, ids, w, y);
+    } else if constexpr (sequence) {
+      gather_tokens(x, ids, w, total_tokens);
+      const index_t t = total_tokens;
+      const matrix_view<T> partial = resize(y_full_, t, opt_.hidden);
+      local_forward(full_x(t), full_ids(t), full_w(t), partial);
+      comm::scatter_to_sequence::forward<comm_type, T>(*comm_, partial, y,
+                                                       tokens_.counts(t, comm_->size()));
+    } else {
+      local_forward(x, ids, w, y);
+      comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y);
+    }
+  }
+
+  void backward(matrix_view<const T> x, matrix_view<const std::int64_t> ids, matrix_view<const T> w,
+                matrix_view<const T> dy, matrix_view<T> dx, matrix_view<T> dw,
+                index_t total_tokens = -1) {
+    check(x, ids, w, dy, "output gradient", total_tokens);
+    check(x, ids, w, dx, "input gradient", total_tokens);
+    expect(dw.rows() == w.rows() && dw.cols() == w.cols(),
+           "{}: d weights are [{} × {}] but the weights are [{} × {}]", opt_.name, dw.rows(),
+           dw.cols(), w.rows(), w.cols());
+    if constexpr (all_to_all) {
+      backward_all_to_all(x, ids, w, dy, dx, dw);
+    } else if constexpr (sequence) {
+      const index_t t = total_tokens;
+      const std::span<const index_t> counts = tokens_.counts(t, comm_->size());
+      const matrix_view<T> dy_full = resize(dy_full_, t, opt_.hidden);
+      comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, dy_full, counts);
+      const matrix_view<T> dx_full = resize(dx_full_, t, opt_.hidden);
+      const matrix_view<T> dw_full = resize(dw_full_, t, opt_.top_k);
+      local_backward(full_x(t), full_ids(t), full_w(t), dy_full, dx_full, dw_full);
+      comm::reduce_scatter_rows<comm_type, T>(*comm_, dw_full, dw, counts);
+      comm::gather_from_sequence::backward<comm_type, T>(*comm_, dx_full, dx, counts);
+    } else {
+      local_backward(x, ids, w, dy, dx, dw);
+      comm_->all_reduce(dw.span());
+      comm::copy_to_parallel::backward<comm_type, T>(*comm_, dx);
+    }
+  }
+
+ private:
+  /// One SwiGLU FFN per local expert: w1 [n, 2I, H] (gate rows then up rows), w2 [n, H, I].
+  struct ffn {
+    index_t n = 0, inter = 0, hidden = 0;
+    buffer w1, w2, dw1, dw2;
+    template <class B>
+    auto view(B& b, bool first) const {
+      using V = std::remove_pointer_t<decltype(b.data())>;
+      const extents<3> e =
+          first ? extents<3>{{n, 2 * inter, hidden}} : extents<3>{{n, hidden, inter}};
+      return tensor_view<V, 3>(b.data(), e);
+    }
+  };
+
+  template <class Gu, class Dn>
+  void load(ffn& f, index_t n, shard::interval slice, Gu gate_up, Dn down) {
+    const index_t h = opt_.hidden, i = slice.size(), full = n > 0 ? gate_up(0).rows() / 2 : 0;
+    f.n = n, f.inter = i, f.hidden = h;
+    std::vector<T> w1, w2;
+    for (index_t e = 0; e < n; ++e) {
+      const matrix_view<const T> gu = gate_up(e), dn = down(e);
+      for (const index_t half : {index_t{0}, full})  // gate rows, then up rows of the slice
+        for (index_t row = slice.begin; row < slice.end; ++row)
+          for (index_t j = 0; j < h; ++j) w1.push_back(gu(half + row, j));
+      for (index_t row = 0; row < h; ++row)
+        for (index_t j = slice.begin; j < slice.end; ++j) w2.push_back(dn(row, j));
+    }
+    Backend::upload(std::span<const T>(w1), f.w1);
+    Backend::upload(std::span<const T>(w2), f.w2);
+    f.dw1.resize(w1.size());
+    f.dw2.resize(w2.size());
+  }
+
+  // --- the expert FFN over rows grouped by local expert -------------------------------------
+
+  /// h = xs · w1ᵀ, a = silu(gate) ⊙ up, o = a · w2ᵀ for each expert's rows [off[e], off[e+1]).
+  void ffn_forward(const ffn& f, matrix_view<const T> xs, std::span<const index_t> off,
+                   matrix_view<T> h, matrix_view<T> a, matrix_view<T> o) {
+    const auto w1 = f.view(f.w1, true);
+    const auto w2 = f.view(f.w2, false);
+    groups_.clear();
+    for (index_t e = 0; e < f.n; ++e)
+      groups_.push_back(
+          {.op_b = gemm::op::transpose, .a = rows(xs, off, e), .b = w1[e], .c = rows(h, off, e)});
+    engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
+    for (index_t r = 0; r < h.rows(); ++r)
+      for (index_t j = 0; j < f.inter; ++j) a(r, j) = silu::value(h(r, j)) * h(r, f.inter + j);
+    groups_.clear();
+    for (index_t e = 0; e < f.n; ++e)
+      groups_.push_back(
+          {.op_b = gemm::op::transpose, .a = rows(a, off, e), .b = w2[e], .c = rows(o, off, e)});
+    engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
+  }
+
+  /// dxs from do, and the experts' dw1, dw2 (overwritten).
+  void ffn_backward(ffn& f, matrix_view<const T> xs, std::span<const index_t> off,
+                    matrix_view<const T> h, matrix_view<const T> a, matrix_view<const T> dout,
+                    matrix_view<T> dxs) {
+    const auto w1 = f.view(f.w1, true);
+    const auto w2 = f.view(f.w2, false);
+    const auto dw1 = f.view(f.dw1, true);
+    const auto dw2 = f.view(f.dw2, false);
+    const index_t n = h.rows(), i = f.inter;
+    const matrix_view<T> da = resize(da_, n, i), dh = resize(dh_, n, 2 * i);
+    groups_.clear();
+    for (index_t e = 0; e < f.n; ++e) {
+      groups_.push_back({.a = rows(dout, off, e), .b = w2[e], .c = rows(da, off, e)});
+      groups_.push_back({.op_a = gemm::op::transpose,
+                         .a = rows(dout, off, e),
+                         .b = rows(a, off, e),
+                         .c = dw2[e]});
+    }
+    engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
+    for (index_t r = 0; r < n; ++r)
+      for (index_t j = 0; j < i; ++j) {
+        const T g = h(r, j), u = h(r, i + j);
+        dh(r, j) = da(r, j) * u * silu::derivative(g);
+        dh(r, i + j) = da(r, j) * silu::value(g);
+      }
+    groups_.clear();
+    for (index_t e = 0; e < f.n; ++e) {
+      groups_.push_back({.a = rows(dh, off, e), .b = w1[e], .c = rows(dxs, off, e)});
+      groups_.push_back(
+          {.op_a = gemm::op::transpose, .a = rows(dh, off, e), .b = rows(xs, off, e), .c = dw1[e]});
+    }
+    engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
+  }
+
+  template <class V>
+  static V rows(V m, std::span<const index_t> off, index_t e) {
+    return m.row_range(off[static_cast<std::size_t>(e)], off[static_cast<std::size_t>(e + 1)]);
+  }
+
+  // --- tensor, tensor_sequence and masked: every token on every rank ------------------------
+
+  /// y (partial over ranks) for tokens x with routing ids, w: the local experts' share plus the
+  /// shared expert's.
+  void local_forward(matrix_view<const T> x, matrix_view<const std::int64_t> ids,
+                     matrix_view<const T> w, matrix_view<T> y) {
+    const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden;
+    // Slots: assignment (t, j) → its row in the expert-major buffer, −1 when not local.
+    offsets_.assign(static_cast<std::size_t>(routed_.n + 1), 0);
+    slot_.assign(static_cast<std::size_t>(n * k), -1);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t e = ids(t, j) - own_experts_.begin; 0 <= e && e < routed_.n)
+          ++offsets_[static_cast<std::size_t>(e + 1)];
+    for (index_t e = 0; e < routed_.n; ++e)
+      offsets_[static_cast<std::size_t>(e + 1)] += offsets_[static_cast<std::size_t>(e)];
+    fill_.assign(offsets_.begin(), offsets_.end() - 1);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t e = ids(t, j) - own_experts_.begin; 0 <= e && e < routed_.n)
+          slot_[static_cast<std::size_t>(t * k + j)] = fill_[static_cast<std::size_t>(e)]++;
+    const index_t rows_local = offsets_.back();
+    const matrix_view<T> xs = resize(xs_, rows_local, h);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t s = slot(t, j); s >= 0) copy_row(x, t, xs, s);
+    run_experts(xs);
+    combine(w, y, [&](index_t t, index_t j) { return slot(t, j); });
+    add_shared_forward(x, y);
+  }
+
+  /// dx (partial) and d weights (partial) for the tokens of local_forward.
+  void local_backward(matrix_view<const T> x, matrix_view<const std::int64_t>,
+                      matrix_view<const T> w, matrix_view<const T> dy, matrix_view<T> dx,
+                      matrix_view<T> dw) {
+    const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden;
+    const matrix_view<T> dout = resize(dout_, offsets_.back(), h);
+    const matrix_view<const T> o = make_matrix<const T>(o_.data(), offsets_.back(), h);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j) {
+        const index_t s = slot(t, j);
+        dw(t, j) = s < 0 ? T(0) : dot(dy, t, o, s);
+        if (s >= 0)
+          for (index_t c = 0; c < h; ++c) dout(s, c) = w(t, j) * dy(t, c);
+      }
+    const matrix_view<T> dxs = backward_experts(dout);
+    for (index_t t = 0; t < n; ++t) {
+      for (index_t c = 0; c < h; ++c) dx(t, c) = T(0);
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t s = slot(t, j); s >= 0)
+          for (index_t c = 0; c < h; ++c) dx(t, c) += dxs(s, c);
+    }
+    add_shared_backward(x, dy, dx);
+  }
+
+  // --- all_to_all: tokens travel to their experts' ranks -----------------------------------
+
+  void forward_all_to_all(matrix_view<const T> x, matrix_view<const std::int64_t> ids,
+                          matrix_view<const T> w, matrix_view<T> y) {
+    const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden, per = routed_.n;
+    const int ep = comm_->size();
+    // Send order: by global expert, so each destination's rows are contiguous and expert-sorted.
+    std::vector<index_t>& count = fill_;
+    count.assign(static_cast<std::size_t>(opt_.n_experts + 1), 0);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j) ++count[static_cast<std::size_t>(ids(t, j) + 1)];
+    counts_t_.resize(static_cast<std::size_t>(opt_.n_experts + ep * per));
+    for (index_t e = 0; e < opt_.n_experts; ++e)
+      counts_t_[static_cast<std::size_t>(e)] =
+          static_cast<T>(count[static_cast<std::size_t>(e + 1)]);
+    for (index_t e = 0; e < opt_.n_experts; ++e)
+      count[static_cast<std::size_t>(e + 1)] += count[static_cast<std::size_t>(e)];
+    slot_.resize(static_cast<std::size_t>(n * k));
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)
+        slot_[static_cast<std::size_t>(t * k + j)] = count[static_cast<std::size_t>(ids(t, j))]++;
+    const matrix_view<T> send = resize(send_, n * k, h);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j) copy_row(x, t, send, slot(t, j));
+
+    // Every rank learns how many rows of each of its experts every other rank sends.
+    per_rank_.assign(static_cast<std::size_t>(ep), per);
+    const std::span<T> sent_counts(counts_t_.data(), static_cast<std::size_t>(opt_.n_experts));
+    const std::span<T> got_counts(counts_t_.data() + opt_.n_experts,
+                                  static_cast<std::size_t>(ep * per));
+    comm_->all_to_all_v(std::span<const T>(sent_counts), per_rank_, got_counts, per_rank_);
+    send_counts_.assign(static_cast<std::size_t>(ep), 0);
+    recv_counts_.assign(static_cast<std::size_t>(ep), 0);
+    offsets_.assign(static_cast<std::size_t>(per + 1), 0);
+    for (int q = 0; q < ep; ++q)
+      for (index_t e = 0; e < per; ++e) {
+        const auto sent = static_cast<index_t>(sent_counts[static_cast<std::size_t>(q * per + e)]);
+        const auto got = static_cast<index_t>(got_counts[static_cast<std::size_t>(q * per + e)]);
+        send_counts_[static_cast<std::size_t>(q)] += sent * h;
+        recv_counts_[static_cast<std::size_t>(q)] += got * h;
+        offsets_[static_cast<std::size_t>(e + 1)] += got;
+      }
+    for (index_t e = 0; e < per; ++e)
+      offsets_[static_cast<std::size_t>(e + 1)] += offsets_[static_cast<std::size_t>(e)];
+    const index_t received = offsets_.back();
+    // Received rows come source by source, each source's rows expert by expert: map each to its
+    // row in the expert-major buffer.
+    arrival_.resize(static_cast<std::size_t>(received));
+    std::vector<index_t> next(offsets_.begin(), offsets_.end() - 1);
+    index_t i = 0;
+    for (int q = 0; q < ep; ++q)
+      for (index_t e = 0; e < per; ++e)
+        for (auto c = static_cast<index_t>(got_counts[static_cast<std::size_t>(q * per + e)]);
+             c > 0; --c)
+          arrival_[static_cast<std::size_t>(i++)] = next[static_cast<std::size_t>(e)]++;
+
+    const matrix_view<T> recv = resize(recv_, received, h);
+    comm_->all_to_all_v(std::span<const T>(send.span()), send_counts_, recv.span(), recv_counts_);
+    const matrix_view<T> xs = resize(xs_, received, h);
+    for (index_t r = 0; r < received; ++r) copy_row(recv, r, xs, arrival(r));
+    run_experts(xs);
+    const matrix_view<const T> o = make_matrix<const T>(o_.data(), received, h);
+    for (index_t r = 0; r < received; ++r) copy_row(o, arrival(r), recv, r);
+    const matrix_view<T> back = resize(back_, n * k, h);  // expert outputs in send order
+    comm_->all_to_all_v(std::span<const T>(recv.span()), recv_counts_, back.span(), send_counts_);
+    combine(w, y, [&](index_t t, index_t j) { return slot(t, j); });
+    add_shared_forward(x, y);
+  }
+
+  void backward_all_to_all(matrix_view<const T> x, matrix_view<const std::int64_t>,
+                           matrix_view<const T> w, matrix_view<const T> dy, matrix_view<T> dx,
+                           matrix_view<T> dw) {
+    const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden, received = offsets_.back();
+    const matrix_view<const T> back = make_matrix<const T>(back_.data(), n * k, h);
+    const matrix_view<T> send = resize(send_, n * k, h);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j) {
+        const index_t s = slot(t, j);
+        dw(t, j) = dot(dy, t, back, s);
+        for (index_t c = 0; c < h; ++c) send(s, c) = w(t, j) * dy(t, c);
+      }
+    const matrix_view<T> recv = resize(recv_, received, h);
+    comm_->all_to_all_v(std::span<const T>(send.span()), send_counts_, recv.span(), recv_counts_);
+    const matrix_view<T> dout = resize(dout_, received, h);
+    for (index_t r = 0; r < received; ++r) copy_row(recv, r, dout, arrival(r));
+    const matrix_view<T> dxs = backward_experts(dout);
+    for (index_t r = 0; r < received; ++r) copy_row(dxs, arrival(r), recv, r);
+    comm_->all_to_all_v(std::span<const T>(recv.span()), recv_counts_, send.span(), send_counts_);
+    for (index_t t = 0; t < n; ++t) {
+      for (index_t c = 0; c < h; ++c) dx(t, c) = T(0);
+      for (index_t j = 0; j < k; ++j)
+        for (index_t c = 0; c < h; ++c) dx(t, c) += send(slot(t, j), c);
+    }
+    add_shared_backward(x, dy, dx);
+    if (has_shared()) {  // replicated shared expert, each rank saw only its tokens
+      comm_->all_reduce(std::span<T>(shared_.dw1.data(), shared_.dw1.size()));
+      comm_->all_reduce(std::span<T>(shared_.dw2.data(), shared_.dw2.size()));
+    }
+  }
+
+  // --- pieces shared by the modes ----------------------------------------------------------
+
+  void run_experts(matrix_view<const T> xs) {
+    const index_t rows_local = xs.rows(), i = routed_.inter;
+    ffn_forward(routed_, xs, offsets_, resize(h_, rows_local, 2 * i), resize(a_, rows_local, i),
+                resize(o_, rows_local, opt_.hidden));
+  }
+  matrix_view<T> backward_experts(matrix_view<const T> dout) {
+    const index_t rows_local = dout.rows(), i = routed_.inter;
+    const matrix_view<T> dxs = resize(dxs_, rows_local, opt_.hidden);
+    ffn_backward(routed_, make_matrix<const T>(xs_.data(), rows_local, opt_.hidden), offsets_,
+                 make_matrix<const T>(h_.data(), rows_local, 2 * i),
+                 make_matrix<const T>(a_.data(), rows_local, i), dout, dxs);
+    return dxs;
+  }
+
+  /// y[t] = Σ_j w[t, j] · out[slot(t, j)] over the local slots; out is o_ (local modes) or the
+  /// rows sent back (all_to_all).
+  template <class Slot>
+  void combine(matrix_view<const T> w, matrix_view<T> y, Slot slot_of) {
+    const index_t h = opt_.hidden;
+    const matrix_view<const T> out =
+        all_to_all ? make_matrix<const T>(back_.data(), w.rows() * w.cols(), h)
+                   : make_matrix<const T>(o_.data(), offsets_.back(), h);
+    for (index_t t = 0; t < y.rows(); ++t) {
+      for (index_t c = 0; c < h; ++c) y(t, c) = T(0);
+      for (index_t j = 0; j < w.cols(); ++j)
+        if (const index_t s = slot_of(t, j); s >= 0)
+          for (index_t c = 0; c < h; ++c) y(t, c) += w(t, j) * out(s, c);
+    }
+  }
+
+  void add_shared_forward(matrix_view<const T> x, matrix_view<T> y) {
+    if (!has_shared()) return;
+    const index_t n = x.rows(), i = shared_.inter;
+    const std::array<index_t, 2> off{0, n};
+    const matrix_view<T> o = resize(shared_o_, n, opt_.hidden);
+    ffn_forward(shared_, x, off, resize(shared_h_, n, 2 * i), resize(shared_a_, n, i), o);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t c = 0; c < opt_.hidden; ++c) y(t, c) += o(t, c);
+  }
+  void add_shared_backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
+    if (!has_shared()) return;
+    const index_t n = x.rows(), i = shared_.inter;
+    const std::array<index_t, 2> off{0, n};
+    const matrix_view<T> dxs = resize(shared_o_, n, opt_.hidden);  // the output is not needed
+    ffn_backward(shared_, x, off, make_matrix<const T>(shared_h_.data(), n, 2 * i),
+                 make_matrix<const T>(shared_a_.data(), n, i), dy, dxs);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t c = 0; c < opt_.hidden; ++c) dx(t, c) += dxs(t, c);
+  }
+
+  /// tensor_sequence: all-gathers [x | ids | w] of every rank's tokens in one call.
+  void gather_tokens(matrix_view<const T> x, matrix_view<const std::int64_t> ids,
+                     matrix_view<const T> w, index_t total) {
+    const index_t k = opt_.top_k, h = opt_.hidden, width = h + 2 * k;
+    const matrix_view<T> mine = resize(pack_, x.rows(), width);
+    for (index_t t = 0; t < x.rows(); ++t) {
+      for (index_t c = 0; c < h; ++c) mine(t, c) = x(t, c);
+      for (index_t j = 0; j < k; ++j) {
+        mine(t, h + j) = static_cast<T>(ids(t, j));  // exact: ids are small integers
+        mine(t, h + k + j) = w(t, j);
+      }
+    }
+    const matrix_view<T> all = resize(gathered_, total, width);
+    comm::gather_from_sequence::forward<comm_type, T>(*comm_, mine, all,
+                                                      tokens_.counts(total, comm_->size()));
+    gathered_ids_.resize(static_cast<std::size_t>(total * k));
+    for (index_t t = 0; t < total; ++t)
+      for (index_t j = 0; j < k; ++j)
+        gathered_ids_[static_cast<std::size_t>(t * k + j)] =
+            static_cast<std::int64_t>(all(t, h + j));
+  }
+  matrix_view<const T> full_x(index_t total) const {
+    return tensor_view<const T, 2>(gathered_.data(), {{total, opt_.hidden}},
+                                   opt_.hidden + 2 * opt_.top_k);
+  }
+  matrix_view<const T> full_w(index_t total) const {
+    return tensor_view<const T, 2>(gathered_.data() + opt_.hidden + opt_.top_k,
+                                   {{total, opt_.top_k}}, opt_.hidden + 2 * opt_.top_k);
+  }
+  matrix_view<const std::int64_t> full_ids(index_t total) const {
+    return make_matrix<const std::int64_t>(gathered_ids_.data(), total, opt_.top_k);
+  }
+
+  template <class V>
+  void check(matrix_view<const T> x, matrix_view<const std::int64_t> ids, matrix_view<const T> w,
+             const V& out, std::string_view what, index_t total) {
+    const index_t n = x.rows(), k = opt_.top_k;
+    if constexpr (sequence) {
+      expect(total >= 0, "{} ({}): pass the total token count under sequence parallelism",
+             opt_.name, Style::name);
+      const index_t mine = tokens_.of(total, comm_->size(), comm_->rank());
+      expect(n == mine,
+             "{} ({}, rank {}): the input has {} tokens but the rank's block of {} is {}",
+             opt_.name, Style::name, comm_->rank(), n, total, mine);
+    }
+    expect(x.cols() == opt_.hidden && out.rows() == n && out.cols() == opt_.hidden &&
+               ids.rows() == n && ids.cols() == k && w.rows() == n && w.cols() == k,
+           "{} ({}, rank {}): x [{} × {}], ids [{} × {}], weights [{} × {}] and the {} [{} × {}] "
+           "must be [n × {}], [n × {}], [n × {}] and [n × {}]",
+           opt_.name, Style::name, comm_->rank(), n, x.cols(), ids.rows(), ids.cols(), w.rows(),
+           w.cols(), what, out.rows(), out.cols(), opt_.hidden, k, k, opt_.hidden);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)
+        expect(0 <= ids(t, j) && ids(t, j) < opt_.n_experts,
+               "{}: token {} routes its choice {} to expert {}, outside the {} experts [0, {})",
+               opt_.name, t, j, ids(t, j), opt_.n_experts, opt_.n_experts);
+  }
+
+  index_t slot(index_t t, index_t j) const {
+    return slot_[static_cast<std::size_t>(t * opt_.top_k + j)];
+  }
+  index_t arrival(index_t r) const { return arrival_[static_cast<std::size_t>(r)]; }
+  static void copy_row(matrix_view<const T> from, index_t i, matrix_view<T> to, index_t r) {
+    for (index_t c = 0; c < from.cols(); ++c) to(r, c) = from(i, c);
+  }
+  static T dot(matrix_view<const T> a, index_t i, matrix_view<const T> b, index_t r) {
+    T s = 0;
+    for (index_t c = 0; c < a.cols(); ++c) s += a(i, c) * b(r, c);
+    return s;
+  }
+  static matrix_view<T> resize(buffer& b, index_t rows, index_t cols) {
+    b.resize(static_cast<std::size_t>(rows * cols));
+    return make_matrix(b.data(), rows, cols);
+  }
+
+  engine_type* engine_;
+  comm_type* comm_;
+  experts_options opt_;
+  shard::interval own_experts_, own_inter_, own_shared_;
+  ffn routed_, shared_;
+  std::vector<gemm::gemm_args<T>> groups_;
+  detail::token_shards tokens_;
+  // Routing bookkeeping of the last forward.
+  std::vector<index_t> offsets_, slot_, fill_, arrival_, per_rank_, send_counts_, recv_counts_;
+  std::vector<T> counts_t_;
+  std::vector<std::int64_t> gathered_ids_;
+  // Activations of the last forward (xs, h, a, o by expert; all_to_all: rows sent back).
+  buffer xs_, h_, a_, o_, back_, shared_h_, shared_a_, shared_o_, pack_, gathered_;
+  // Backward and transfer scratch.
+  buffer send_, recv_, dout_, dxs_, da_, dh_, y_full_, dy_full_, dx_full_, dw_full_;
+};
+
+}  // namespace tpx::inline v0::layer

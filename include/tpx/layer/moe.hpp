@@ -1,0 +1,107 @@
+#pragma once
+/// \file
+/// `moe<Style, Backend, T>`: a mixture-of-experts layer — replicated router, top-k routing, the
+/// experts (and shared expert) of `experts<Style>` — composed, forward and backward.
+///
+///   x ─ router (replicated linear) ─ logits ─ route ─ ids, w ─┐
+///   x ──────────────────────────────────────────────────────── experts<Style> ─ y
+///
+/// The router sees the tokens the style gives each rank: every token (tensor, masked: its
+/// gradient is the same on every rank) or the rank's token block (tensor_sequence, all_to_all:
+/// its gradient is all-reduced, HF's `replicated_with_grad_allreduce`).
+
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "tpx/layer/experts.hpp"
+#include "tpx/layer/linear.hpp"
+#include "tpx/layer/routing.hpp"
+
+namespace tpx::inline v0::layer {
+
+template <class Style, backend Backend, class T = float>
+class moe {
+ public:
+  using style_type = Style;
+  using backend_type = Backend;
+  using value_type = T;
+  using engine_type = typename Backend::engine;
+  using comm_type = typename Backend::communicator;
+  using buffer = typename Backend::template buffer<T>;
+  using router_style =
+      std::conditional_t<std::is_same_v<typename Style::input, style::layout::shard<0>>,
+                         style::replicate_grad_all_reduce, style::replicate<>>;
+  using router_type = linear<router_style, Backend, T>;
+  using experts_type = experts<Style, Backend, T>;
+
+  /// `router` [E, H]; the experts as `experts` takes them.
+  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, routing_options routing,
+      tensor_view<const T, 3> gate_up, tensor_view<const T, 3> down,
+      matrix_view<const T> shared_gate_up, matrix_view<const T> shared_down,
+      experts_options options)
+      : routing_(std::move(routing)),
+        router_(engine, comm, router, {},
+                {.name = options.name + ".gate",
+                 .out_features = options.n_experts,
+                 .in_features = options.hidden}),
+        experts_(engine, comm, gate_up, down, shared_gate_up, shared_down, options) {
+    routing_.check();
+    expect(routing_.n_experts == options.n_experts && routing_.top_k == options.top_k,
+           "{}: the routing picks {} of {} experts but the experts layer has top_k {} of {}",
+           options.name, routing_.top_k, routing_.n_experts, options.top_k, options.n_experts);
+  }
+
+  router_type& router() noexcept { return router_; }
+  experts_type& experts_layer() noexcept { return experts_; }
+  /// The routing of the last forward, [n, k].
+  matrix_view<const std::int64_t> ids() const {
+    return make_matrix<const std::int64_t>(ids_.data(), rows_, routing_.top_k);
+  }
+  matrix_view<const T> weights() const {
+    return make_matrix<const T>(w_.data(), rows_, routing_.top_k);
+  }
+
+  /// `total_tokens` is needed under tensor_sequence only (see experts).
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t total_tokens = -1) {
+    rows_ = x.rows();
+    const index_t e = routing_.n_experts, k = routing_.top_k;
+    logits_.resize(static_cast<std::size_t>(rows_ * e));
+    ids_.resize(static_cast<std::size_t>(rows_ * k));
+    w_.resize(static_cast<std::size_t>(rows_ * k));
+    const matrix_view<T> logits = make_matrix(logits_.data(), rows_, e);
+    router_.forward(x, logits);
+    route<T>(logits, routing_, make_matrix(ids_.data(), rows_, k),
+             make_matrix(w_.data(), rows_, k));
+    experts_.forward(x, ids(), weights(), y, total_tokens);
+  }
+
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t total_tokens = -1) {
+    expect(x.rows() == rows_, "{}: backward for {} tokens needs a forward on as many",
+           router_.name(), x.rows());
+    const index_t e = routing_.n_experts, k = routing_.top_k;
+    dw_.resize(static_cast<std::size_t>(rows_ * k));
+    dlogits_.resize(static_cast<std::size_t>(rows_ * e));
+    dx_router_.resize(static_cast<std::size_t>(x.size()));
+    const matrix_view<T> dw = make_matrix(dw_.data(), rows_, k);
+    experts_.backward(x, ids(), weights(), dy, dx, dw, total_tokens);
+    const matrix_view<const T> logits = make_matrix<const T>(logits_.data(), rows_, e);
+    const matrix_view<T> dlogits = make_matrix(dlogits_.data(), rows_, e);
+    route_backward<T>(logits, routing_, ids(), dw, dlogits);
+    const matrix_view<T> dxr = make_matrix(dx_router_.data(), rows_, x.cols());
+    router_.backward(x, dlogits, dxr);
+    for (index_t t = 0; t < rows_; ++t)
+      for (index_t c = 0; c < x.cols(); ++c) dx(t, c) += dxr(t, c);
+  }
+
+ private:
+  routing_options routing_;
+  router_type router_;
+  experts_type experts_;
+  index_t rows_ = 0;
+  std::vector<std::int64_t> ids_;
+  buffer logits_, w_, dw_, dlogits_, dx_router_;
+};
+
+}  // namespace tpx::inline v0::layer

@@ -1,0 +1,142 @@
+#pragma once
+/// \file
+/// Top-k routing of router logits [tokens, E] to expert ids [tokens, k] and weights [tokens, k],
+/// and its backward (d weights → d logits).
+///
+///   softmax (Mixtral, Qwen-MoE): p = softmax(l); the k largest p; w = p_sel (/ Σ p_sel when
+///            renormalize) · scale
+///   sigmoid (DeepSeek-V3): s = σ(l); the k largest s + selection_bias (the bias picks, it does not
+///            weigh); w = s_sel (/ Σ s_sel when renormalize) · scale
+///
+/// Ties are broken towards the lower expert index. DeepSeek-V3's group-limited selection
+/// (n_group, topk_group) is not modelled: selection is over all experts.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+
+namespace tpx::inline v0::layer {
+
+enum class scoring { softmax, sigmoid };
+
+struct routing_options {
+  std::string name = "router";
+  index_t n_experts = 0;
+  index_t top_k = 0;
+  scoring score = scoring::softmax;
+  bool renormalize = true;
+  double scale = 1.0;                  ///< routed_scaling_factor
+  std::vector<double> selection_bias;  ///< [E] or empty (e_score_correction_bias)
+
+  void check() const {
+    expect(n_experts >= 1, "{}: there must be at least one expert, got {}", name, n_experts);
+    expect(top_k >= 1 && top_k <= n_experts,
+           "{}: top_k = {} must be between 1 and the number of experts, {}", name, top_k,
+           n_experts);
+    expect(selection_bias.empty() || static_cast<index_t>(selection_bias.size()) == n_experts,
+           "{}: the selection bias has {} entries but there are {} experts", name,
+           selection_bias.size(), n_experts);
+  }
+};
+
+namespace detail {
+/// Scores of one row of logits: softmax probabilities or sigmoids.
+template <class T>
+void scores(matrix_view<const T> logits, index_t t, scoring score, std::vector<T>& out) {
+  const index_t e = logits.cols();
+  out.resize(static_cast<std::size_t>(e));
+  if (score == scoring::sigmoid) {
+    for (index_t j = 0; j < e; ++j)
+      out[static_cast<std::size_t>(j)] = T(1) / (T(1) + std::exp(-logits(t, j)));
+    return;
+  }
+  T top = logits(t, 0), sum = 0;
+  for (index_t j = 1; j < e; ++j) top = std::max(top, logits(t, j));
+  for (index_t j = 0; j < e; ++j)
+    sum += out[static_cast<std::size_t>(j)] = std::exp(logits(t, j) - top);
+  for (T& p : out) p /= sum;
+}
+}  // namespace detail
+
+/// ids and weights [tokens, k] from logits [tokens, E].
+template <class T>
+void route(matrix_view<const T> logits, const routing_options& opt, matrix_view<std::int64_t> ids,
+           matrix_view<T> weights) {
+  opt.check();
+  const index_t tokens = logits.rows(), k = opt.top_k;
+  expect(logits.cols() == opt.n_experts && ids.rows() == tokens && ids.cols() == k &&
+             weights.rows() == tokens && weights.cols() == k,
+         "{}: logits [{} × {}], ids [{} × {}] and weights [{} × {}] must be [tokens × {}] and "
+         "[tokens × {}]",
+         opt.name, tokens, logits.cols(), ids.rows(), ids.cols(), weights.rows(), weights.cols(),
+         opt.n_experts, k);
+  std::vector<T> s;
+  std::vector<index_t> order(static_cast<std::size_t>(opt.n_experts));
+  for (index_t t = 0; t < tokens; ++t) {
+    detail::scores(logits, t, opt.score, s);
+    const auto key = [&](index_t e) {
+      return static_cast<double>(s[static_cast<std::size_t>(e)]) +
+             (opt.selection_bias.empty() ? 0.0 : opt.selection_bias[static_cast<std::size_t>(e)]);
+    };
+    for (index_t e = 0; e < opt.n_experts; ++e) order[static_cast<std::size_t>(e)] = e;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](index_t a, index_t b) {
+      return key(a) > key(b) || (key(a) == key(b) && a < b);
+    });
+    T sum = 0;
+    for (index_t j = 0; j < k; ++j)
+      sum += s[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
+    for (index_t j = 0; j < k; ++j) {
+      const index_t e = order[static_cast<std::size_t>(j)];
+      ids(t, j) = e;
+      weights(t, j) = s[static_cast<std::size_t>(e)] / (opt.renormalize ? sum : T(1)) *
+                      static_cast<T>(opt.scale);
+    }
+  }
+}
+
+/// dlogits [tokens, E] from d weights [tokens, k], for the ids route chose from `logits`.
+template <class T>
+void route_backward(matrix_view<const T> logits, const routing_options& opt,
+                    matrix_view<const std::int64_t> ids, matrix_view<const T> dweights,
+                    matrix_view<T> dlogits) {
+  const index_t tokens = logits.rows(), k = opt.top_k, n = opt.n_experts;
+  expect(dweights.rows() == tokens && dweights.cols() == k && dlogits.rows() == tokens &&
+             dlogits.cols() == n && ids.rows() == tokens && ids.cols() == k,
+         "{}: d weights [{} × {}] and d logits [{} × {}] must be [{} × {}] and [{} × {}]", opt.name,
+         dweights.rows(), dweights.cols(), dlogits.rows(), dlogits.cols(), tokens, k, tokens, n);
+  std::vector<T> s, ds(static_cast<std::size_t>(n));
+  const T scale = static_cast<T>(opt.scale);
+  for (index_t t = 0; t < tokens; ++t) {
+    detail::scores(logits, t, opt.score, s);
+    std::fill(ds.begin(), ds.end(), T(0));
+    // w_j = scale · s_j / S (S = Σ_sel s, or 1): ds_m = scale/S · (dw_m − Σ_j dw_j s_j / S).
+    T sum = 0, dot = 0;
+    for (index_t j = 0; j < k; ++j) {
+      const T sj = s[static_cast<std::size_t>(ids(t, j))];
+      sum += sj;
+      dot += dweights(t, j) * sj;
+    }
+    if (!opt.renormalize) sum = T(1), dot = T(0);
+    for (index_t j = 0; j < k; ++j)
+      ds[static_cast<std::size_t>(ids(t, j))] += scale / sum * (dweights(t, j) - dot / sum);
+    if (opt.score == scoring::sigmoid) {
+      for (index_t e = 0; e < n; ++e) {
+        const T se = s[static_cast<std::size_t>(e)];
+        dlogits(t, e) = ds[static_cast<std::size_t>(e)] * se * (T(1) - se);
+      }
+    } else {
+      T inner = 0;  // Σ_e p_e ds_e
+      for (index_t e = 0; e < n; ++e)
+        inner += s[static_cast<std::size_t>(e)] * ds[static_cast<std::size_t>(e)];
+      for (index_t e = 0; e < n; ++e)
+        dlogits(t, e) = s[static_cast<std::size_t>(e)] * (ds[static_cast<std::size_t>(e)] - inner);
+    }
+  }
+}
+
+}  // namespace tpx::inline v0::layer

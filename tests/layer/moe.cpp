@@ -1,0 +1,267 @@
+// Mixture of experts against the fp64 oracle: router, softmax and sigmoid top-k routing, SwiGLU
+// experts and a shared expert, in the four ways of splitting them (TP inside experts, the same
+// under SP, expert parallel by all-to-all-v, expert parallel masked), for tp/ep ∈ {1, 2, 3, 4, 8}
+// with intermediate sizes tp does not divide and experts that get no token; forward, dx, and
+// every parameter gradient. The oracle's own gradients are checked against finite differences.
+
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "../linear_harness.hpp"
+#include "tpx/layer/moe.hpp"
+
+using namespace tpx;
+
+namespace {
+
+constexpr int group_sizes[] = {1, 2, 3, 4, 8};
+
+struct moe_case {
+  index_t tokens = 7, experts = 8, hidden = 6, inter = 5, shared_inter = 0;
+  test::moe_routing routing;
+  std::uint64_t seed = 100;
+};
+
+test::moe_weights make_weights(const moe_case& k) {
+  test::moe_weights w;
+  w.router = test::random_dense(k.experts, k.hidden, k.seed);
+  for (index_t e = 0; e < k.experts; ++e) {
+    w.gate_up.push_back(test::random_dense(2 * k.inter, k.hidden, k.seed + 10 + 2 * e));
+    w.down.push_back(test::random_dense(k.hidden, k.inter, k.seed + 11 + 2 * e));
+  }
+  w.shared_gate_up = test::random_dense(2 * k.shared_inter, k.hidden, k.seed + 1);
+  w.shared_down = test::random_dense(k.hidden, k.shared_inter, k.seed + 2);
+  w.inter = k.inter;
+  w.shared_inter = k.shared_inter;
+  return w;
+}
+
+const moe_case cases[] = {
+    {.tokens = 7, .experts = 8, .hidden = 6, .inter = 5, .routing = {.top_k = 2}},
+    {.tokens = 5,
+     .experts = 6,
+     .hidden = 5,
+     .inter = 4,
+     .shared_inter = 3,
+     .routing = {.top_k = 3,
+                 .sigmoid = true,
+                 .scale = 2.5,
+                 .selection_bias = {0.1, -0.2, 0.05, 0.3, -0.1, 0.0}},
+     .seed = 200},
+    {.tokens = 2,  // most experts get no token
+     .experts = 8,
+     .hidden = 4,
+     .inter = 3,
+     .shared_inter = 2,
+     .routing = {.top_k = 1, .renormalize = false},
+     .seed = 300},
+    {.tokens = 0, .experts = 4, .hidden = 3, .inter = 2, .routing = {.top_k = 2}, .seed = 400},
+};
+
+/// Largest |got − want| over `want`'s scale (its largest magnitude, at least 1).
+class error_meter {
+ public:
+  void compare(double got, double want) { worst_ = std::max(worst_, std::abs(got - want)); }
+  void scale(const test::dense& m) {
+    for (const double v : m.v) scale_ = std::max(scale_, std::abs(v));
+  }
+  double relative() const { return std::isnan(worst_) ? INFINITY : worst_ / scale_; }
+
+ private:
+  double worst_ = 0, scale_ = 1;
+};
+
+/// Every rank's worst relative error over y, dx and every parameter gradient it holds.
+template <class Style, class T>
+double check_moe(int tp, const moe_case& k) {
+  const test::moe_weights w = make_weights(k);
+  const test::dense x = test::random_dense(k.tokens, k.hidden, k.seed + 3);
+  const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 4);
+  const test::moe_result ref = test::moe(x, w, k.routing, dy);
+
+  std::vector<T> gate_up, down;
+  for (index_t e = 0; e < k.experts; ++e) {
+    gate_up.insert(gate_up.end(), w.gate_up[e].v.begin(), w.gate_up[e].v.end());
+    down.insert(down.end(), w.down[e].v.begin(), w.down[e].v.end());
+  }
+  const std::vector<T> router = test::whole<T>(w.router), sgu = test::whole<T>(w.shared_gate_up),
+                       sdn = test::whole<T>(w.shared_down);
+  const layer::routing_options routing{
+      .n_experts = k.experts,
+      .top_k = k.routing.top_k,
+      .score = k.routing.sigmoid ? layer::scoring::sigmoid : layer::scoring::softmax,
+      .renormalize = k.routing.renormalize,
+      .scale = k.routing.scale,
+      .selection_bias = k.routing.selection_bias};
+  const layer::experts_options options{.name = "mlp.experts",
+                                       .n_experts = k.experts,
+                                       .hidden = k.hidden,
+                                       .inter = k.inter,
+                                       .top_k = k.routing.top_k,
+                                       .shared_inter = k.shared_inter};
+  constexpr bool split_tokens = std::is_same_v<typename Style::input, style::layout::shard<0>>;
+  const shard::partition rows = shard::partition::split(k.tokens, tp, shard::split_kind::balanced);
+  std::vector<double> errors(static_cast<std::size_t>(tp), 0.0);
+  host::gemm_engine engine;
+  host::run(tp, [&](host::communicator& c) {
+    layer::moe<Style, host::backend, T> layer(
+        engine, c, make_matrix(router.data(), k.experts, k.hidden), routing,
+        tensor_view<const T, 3>(gate_up.data(), {{k.experts, 2 * k.inter, k.hidden}}),
+        tensor_view<const T, 3>(down.data(), {{k.experts, k.hidden, k.inter}}),
+        make_matrix(sgu.data(), 2 * k.shared_inter, k.hidden),
+        make_matrix(sdn.data(), k.hidden, k.shared_inter), options);
+    const shard::interval mine =
+        split_tokens ? rows.of(c.rank()).parts[0] : shard::interval{0, k.tokens};
+    const shard::pieces all{{{0, k.hidden}}};
+    const std::vector<T> xl = test::detail::take<T>(x, mine, all);
+    const std::vector<T> dyl = test::detail::take<T>(dy, mine, all);
+    std::vector<T> yl(xl.size()), dxl(xl.size());
+    test::detail::poison(yl);
+    test::detail::poison(dxl);
+    const auto xv = make_matrix(xl.data(), mine.size(), k.hidden);
+    layer.forward(xv, make_matrix(yl.data(), mine.size(), k.hidden), k.tokens);
+    layer.backward(xv, make_matrix(dyl.data(), mine.size(), k.hidden),
+                   make_matrix(dxl.data(), mine.size(), k.hidden), k.tokens);
+
+    using L = typename Style::output;
+    const auto y = test::detail::gather_full<L>(c, yl, k.tokens, k.hidden, rows);
+    const auto dx = test::detail::gather_full<L>(c, dxl, k.tokens, k.hidden, rows);
+    double& worst = errors[static_cast<std::size_t>(c.rank())];
+    worst = std::max(worst, test::relative_error<T>(y, ref.y, {0, k.tokens}, {0, k.hidden}));
+    worst = std::max(worst, test::relative_error<T>(dx, ref.dx, {0, k.tokens}, {0, k.hidden}));
+    const auto dr = layer.router().weight_grad();
+    worst = std::max(worst, test::relative_error<T>(std::span<const T>(dr.data(), dr.size()),
+                                                    ref.drouter, {0, k.experts}, {0, k.hidden}));
+    // Each rank's expert shards against the oracle's slices of the same experts.
+    const auto& ex = layer.experts_layer();
+    const auto compare_ffn = [&](tensor_view<const T, 3> dgu, tensor_view<const T, 3> ddn,
+                                 shard::interval experts, shard::interval slice, index_t inter,
+                                 const std::function<const test::dense&(index_t, bool)>& want) {
+      error_meter m;
+      const index_t ir = slice.size();
+      for (index_t le = 0; le < experts.size(); ++le) {
+        const test::dense &gu = want(experts.begin + le, true),
+                          &dn = want(experts.begin + le, false);
+        m.scale(gu);
+        m.scale(dn);
+        for (index_t row = 0; row < 2 * ir; ++row)
+          for (index_t col = 0; col < k.hidden; ++col)
+            m.compare(
+                dgu(le, row, col),
+                gu((row < ir ? 0 : inter) + slice.begin + row % std::max<index_t>(ir, 1), col));
+        for (index_t row = 0; row < k.hidden; ++row)
+          for (index_t col = 0; col < ir; ++col)
+            m.compare(ddn(le, row, col), dn(row, slice.begin + col));
+      }
+      worst = std::max(worst, m.relative());
+    };
+    compare_ffn(ex.gate_up_grad(), ex.down_grad(), ex.local_experts(), ex.inter_slice(), k.inter,
+                [&](index_t e, bool first) -> const test::dense& {
+                  return first ? ref.dgate_up[static_cast<std::size_t>(e)]
+                               : ref.ddown[static_cast<std::size_t>(e)];
+                });
+    if (k.shared_inter > 0)
+      compare_ffn(ex.shared_gate_up_grad(), ex.shared_down_grad(), {0, 1}, ex.shared_slice(),
+                  k.shared_inter, [&](index_t, bool first) -> const test::dense& {
+                    return first ? ref.dshared_gate_up : ref.dshared_down;
+                  });
+  });
+  return *std::max_element(errors.begin(), errors.end());
+}
+
+}  // namespace
+
+TEST_CASE("the MoE oracle's gradients match finite differences of Σ y ⊙ dy") {
+  for (const moe_case& base : {cases[0], cases[1]}) {
+    moe_case k = base;
+    k.tokens = 3;
+    test::moe_weights w = make_weights(k);
+    test::dense x = test::random_dense(k.tokens, k.hidden, k.seed + 3);
+    const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 4);
+    const test::moe_result g = test::moe(x, w, k.routing, dy);
+    const auto loss = [&] {
+      const test::moe_result r = test::moe(x, w, k.routing, dy);
+      double l = 0;
+      for (std::size_t i = 0; i < r.y.v.size(); ++i) l += r.y.v[i] * dy.v[i];
+      return l;
+    };
+    const auto numeric = [&](double& v) {
+      const double h = 1e-6, keep = v;
+      v = keep + h;
+      const double up = loss();
+      v = keep - h;
+      const double down = loss();
+      v = keep;
+      return (up - down) / (2 * h);
+    };
+    for (std::size_t i = 0; i < x.v.size(); i += 2)
+      CHECK(numeric(x.v[i]) == doctest::Approx(g.dx.v[i]).epsilon(1e-6));
+    for (std::size_t i = 0; i < w.router.v.size(); i += 3)
+      CHECK(numeric(w.router.v[i]) == doctest::Approx(g.drouter.v[i]).epsilon(1e-6));
+    for (std::size_t e = 0; e < w.gate_up.size(); ++e) {
+      CHECK(numeric(w.gate_up[e].v[1]) == doctest::Approx(g.dgate_up[e].v[1]).epsilon(1e-6));
+      CHECK(numeric(w.gate_up[e].v.back()) ==
+            doctest::Approx(g.dgate_up[e].v.back()).epsilon(1e-6));
+      CHECK(numeric(w.down[e].v[2]) == doctest::Approx(g.ddown[e].v[2]).epsilon(1e-6));
+    }
+    for (std::size_t i = 0; i < w.shared_gate_up.v.size(); i += 2)
+      CHECK(numeric(w.shared_gate_up.v[i]) ==
+            doctest::Approx(g.dshared_gate_up.v[i]).epsilon(1e-6));
+    for (std::size_t i = 0; i < w.shared_down.v.size(); ++i)
+      CHECK(numeric(w.shared_down.v[i]) == doctest::Approx(g.dshared_down.v[i]).epsilon(1e-6));
+  }
+}
+
+TEST_CASE_TEMPLATE("MoE layers reproduce the oracle's output and every gradient", S,
+                   style::moe_tensor, style::moe_tensor_sp, style::moe_all_to_all,
+                   style::moe_masked) {
+  for (const moe_case& k : cases)
+    for (const int tp : group_sizes) {
+      if (S::expert_parallel && k.experts % tp != 0) continue;
+      CAPTURE(tp);
+      CAPTURE(k.tokens);
+      CAPTURE(k.experts);
+      CAPTURE(k.routing.top_k);
+      CHECK(check_moe<S, double>(tp, k) < 1e-12);
+      CHECK(check_moe<S, float>(tp, k) < 1e-4);
+    }
+}
+
+namespace {
+std::string moe_error(
+    int tp, index_t experts, index_t top_k,
+    const std::function<void(layer::experts<style::moe_masked, host::backend, double>&)>& use =
+        {}) {
+  const index_t h = 2, i = 2;
+  const std::vector<double> gu(static_cast<std::size_t>(experts * 2 * i * h), 0.1),
+      dn(static_cast<std::size_t>(experts * h * i), 0.1);
+  host::gemm_engine engine;
+  return test::error_of(tp, [&](host::communicator& c) {
+    layer::experts<style::moe_masked, host::backend, double> ex(
+        engine, c, tensor_view<const double, 3>(gu.data(), {{experts, 2 * i, h}}),
+        tensor_view<const double, 3>(dn.data(), {{experts, h, i}}), {}, {},
+        {.n_experts = experts, .hidden = h, .inter = i, .top_k = top_k});
+    if (use) use(ex);
+  });
+}
+}  // namespace
+
+TEST_CASE("bad MoE input is an error with a sentence") {
+  CHECK(moe_error(4, 6, 2) ==
+        "experts: 6 experts cannot be split over ep = 4 ranks; expert parallelism needs "
+        "n_experts % ep == 0 (6 % 4 = 2)");
+  CHECK(moe_error(2, 4, 5) == "experts: top_k = 5 must be between 1 and the number of experts, 4");
+  CHECK(moe_error(2, 4, 2, [](auto& ex) {
+          const std::vector<double> x(3 * 2, 1.0), w(3 * 2, 0.5);
+          const std::vector<std::int64_t> ids{0, 1, 2, 3, 1, 4};
+          std::vector<double> y(x.size());
+          ex.forward(make_matrix(x.data(), 3, 2), make_matrix(ids.data(), 3, 2),
+                     make_matrix(w.data(), 3, 2), make_matrix(y.data(), 3, 2));
+        }) == "experts: token 2 routes its choice 1 to expert 4, outside the 4 experts [0, 4)");
+  layer::routing_options bad{.n_experts = 4, .top_k = 5};
+  CHECK(test::error_of([&] { bad.check(); }) ==
+        "router: top_k = 5 must be between 1 and the number of experts, 4");
+}
