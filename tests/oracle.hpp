@@ -403,4 +403,94 @@ inline moe_result moe(const dense& x, const moe_weights& w, const moe_routing& r
   return out;
 }
 
+/// RoPE on every head of x [T, heads·d] at positions 0…T−1: features i and i + d/2 of a head
+/// rotate by t · theta^(−2i/d); `inverse` rotates back (the backward of the rotation).
+inline dense rope(const dense& x, index_t head_dim, double theta, bool inverse = false) {
+  dense y = x;
+  const index_t half = head_dim / 2;
+  for (index_t t = 0; t < x.rows; ++t)
+    for (index_t h0 = 0; h0 < x.cols; h0 += head_dim)
+      for (index_t i = 0; i < half; ++i) {
+        const double angle =
+            (inverse ? -1.0 : 1.0) * static_cast<double>(t) *
+            std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+        const double a = x(t, h0 + i), b = x(t, h0 + half + i);
+        y(t, h0 + i) = a * std::cos(angle) - b * std::sin(angle);
+        y(t, h0 + half + i) = a * std::sin(angle) + b * std::cos(angle);
+      }
+  return y;
+}
+
+/// A pre-norm decoder layer: attention (q, k, v, o with RoPE, causal GQA) and either a SwiGLU MLP
+/// (gate_up [2I, H] gate rows then up rows, down [H, I]) or a mixture of experts.
+struct block_weights {
+  std::vector<double> norm1, norm2;
+  dense q, k, v, o;
+  attention_shape heads;
+  double eps = 1e-6, theta = 10000.0;
+  bool moe = false;
+  dense gate_up, down;  // dense MLP
+  index_t inter = 0;
+  moe_weights experts;  // MoE
+  moe_routing routing;
+};
+
+struct block_result {
+  dense y, dx;
+  std::vector<double> dnorm1, dnorm2;
+  dense dq, dk, dv, dout;
+  dense dgate_up, ddown;  // dense MLP
+  moe_result experts;     // MoE
+};
+
+inline block_result decoder_layer(const dense& x, const block_weights& w, const dense& dy) {
+  block_result r;
+  const index_t d = w.heads.head_dim;
+  const dense n1 = rms_norm_forward(x, w.norm1, w.eps);
+  const dense q = linear_forward(n1, w.q, {}), k = linear_forward(n1, w.k, {}),
+              v = linear_forward(n1, w.v, {});
+  const dense qr = rope(q, d, w.theta), kr = rope(k, d, w.theta);
+  const dense att = attention_forward(qr, kr, v, w.heads);
+  dense h = linear_forward(att, w.o, {});
+  for (std::size_t i = 0; i < h.v.size(); ++i) h.v[i] += x.v[i];
+  const dense n2 = rms_norm_forward(h, w.norm2, w.eps);
+  dense dn2(x.rows, x.cols);
+  r.y = h;
+  if (w.moe) {
+    r.experts = moe(n2, w.experts, w.routing, dy);
+    for (std::size_t i = 0; i < r.y.v.size(); ++i) r.y.v[i] += r.experts.y.v[i];
+    dn2 = r.experts.dx;
+  } else {
+    r.dgate_up = dense(w.gate_up.rows, w.gate_up.cols);
+    r.ddown = dense(w.down.rows, w.down.cols);
+    for (index_t t = 0; t < x.rows; ++t) {
+      const detail::expert_pass pass(w.gate_up, w.down, n2, t, w.inter);
+      std::vector<double> dout(static_cast<std::size_t>(x.cols));
+      for (index_t c = 0; c < x.cols; ++c) {
+        r.y(t, c) += pass.o[static_cast<std::size_t>(c)];
+        dout[static_cast<std::size_t>(c)] = dy(t, c);
+      }
+      pass.backward(w.gate_up, w.down, n2, t, w.inter, dout, dn2, r.dgate_up, r.ddown);
+    }
+  }
+  const norm_grads g2 = rms_norm_backward(h, w.norm2, w.eps, dn2);
+  r.dnorm2 = g2.dw;
+  dense dh = g2.dx;
+  for (std::size_t i = 0; i < dh.v.size(); ++i) dh.v[i] += dy.v[i];
+  const linear_grads go = linear_backward(att, w.o, dh);
+  r.dout = go.dw;
+  const attention_grads ga = attention_backward(qr, kr, v, go.dx, w.heads);
+  const linear_grads gq = linear_backward(n1, w.q, rope(ga.dq, d, w.theta, true));
+  const linear_grads gk = linear_backward(n1, w.k, rope(ga.dk, d, w.theta, true));
+  const linear_grads gv = linear_backward(n1, w.v, ga.dv);
+  r.dq = gq.dw, r.dk = gk.dw, r.dv = gv.dw;
+  dense dn1 = gq.dx;
+  for (std::size_t i = 0; i < dn1.v.size(); ++i) dn1.v[i] += gk.dx.v[i] + gv.dx.v[i];
+  const norm_grads g1 = rms_norm_backward(x, w.norm1, w.eps, dn1);
+  r.dnorm1 = g1.dw;
+  r.dx = g1.dx;
+  for (std::size_t i = 0; i < r.dx.v.size(); ++i) r.dx.v[i] += dh.v[i];
+  return r;
+}
+
 }  // namespace tpx::test

@@ -114,3 +114,25 @@ TEST_CASE("operands that do not line up are errors naming both shapes") {
       engine.bias_grad(make_matrix<const double>(a.data(), 4, 3), std::span<double>(db).first(2)),
       tpx::error);
 }
+
+TEST_CASE("grouped_gemm runs every group, empty groups included, as single GEMMs would") {
+  host::gemm_engine engine;
+  const test::dense a0 = test::random_dense(3, 4, 11), b0 = test::random_dense(5, 4, 12);
+  const test::dense a1 = test::random_dense(0, 4, 13), b1 = test::random_dense(5, 4, 14);
+  const test::dense a2 = test::random_dense(2, 4, 15), b2 = test::random_dense(5, 4, 16);
+  std::vector<double> c(static_cast<std::size_t>((3 + 0 + 2) * 5), -1.0);
+  const auto m = [](const test::dense& d) { return make_matrix(d.v.data(), d.rows, d.cols); };
+  const auto out = make_matrix(c.data(), 5, 5);
+  const std::vector<gemm::gemm_args<double>> groups{
+      {.op_b = op::transpose, .a = m(a0), .b = m(b0), .c = out.row_range(0, 3)},
+      {.op_b = op::transpose, .a = m(a1), .b = m(b1), .c = out.row_range(3, 3)},
+      {.op_b = op::transpose, .a = m(a2), .b = m(b2), .c = out.row_range(3, 5)}};
+  engine.grouped_gemm(std::span<const gemm::gemm_args<double>>(groups));
+  const test::dense want0 = test::linear_forward(a0, b0, {}),
+                    want2 = test::linear_forward(a2, b2, {});
+  for (index_t j = 0; j < 5; ++j) {
+    for (index_t i = 0; i < 3; ++i) CHECK(out(i, j) == doctest::Approx(want0(i, j)).epsilon(1e-14));
+    for (index_t i = 0; i < 2; ++i)
+      CHECK(out(3 + i, j) == doctest::Approx(want2(i, j)).epsilon(1e-14));
+  }
+}

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../linear_harness.hpp"
+#include "grads.hpp"
 #include "tpx/layer/moe.hpp"
 
 using namespace tpx;
@@ -59,19 +60,6 @@ const moe_case cases[] = {
      .routing = {.top_k = 1, .renormalize = false},
      .seed = 300},
     {.tokens = 0, .experts = 4, .hidden = 3, .inter = 2, .routing = {.top_k = 2}, .seed = 400},
-};
-
-/// Largest |got − want| over `want`'s scale (its largest magnitude, at least 1).
-class error_meter {
- public:
-  void compare(double got, double want) { worst_ = std::max(worst_, std::abs(got - want)); }
-  void scale(const test::dense& m) {
-    for (const double v : m.v) scale_ = std::max(scale_, std::abs(v));
-  }
-  double relative() const { return std::isnan(worst_) ? INFINITY : worst_ / scale_; }
-
- private:
-  double worst_ = 0, scale_ = 1;
 };
 
 /// Every rank's worst relative error over y, dx and every parameter gradient it holds.
@@ -132,42 +120,7 @@ double check_moe(int tp, const moe_case& k) {
     double& worst = errors[static_cast<std::size_t>(c.rank())];
     worst = std::max(worst, test::relative_error<T>(y, ref.y, {0, k.tokens}, {0, k.hidden}));
     worst = std::max(worst, test::relative_error<T>(dx, ref.dx, {0, k.tokens}, {0, k.hidden}));
-    const auto dr = layer.router().weight_grad();
-    worst = std::max(worst, test::relative_error<T>(std::span<const T>(dr.data(), dr.size()),
-                                                    ref.drouter, {0, k.experts}, {0, k.hidden}));
-    // Each rank's expert shards against the oracle's slices of the same experts.
-    const auto& ex = layer.experts_layer();
-    const auto compare_ffn = [&](tensor_view<const T, 3> dgu, tensor_view<const T, 3> ddn,
-                                 shard::interval experts, shard::interval slice, index_t inter,
-                                 const std::function<const test::dense&(index_t, bool)>& want) {
-      error_meter m;
-      const index_t ir = slice.size();
-      for (index_t le = 0; le < experts.size(); ++le) {
-        const test::dense &gu = want(experts.begin + le, true),
-                          &dn = want(experts.begin + le, false);
-        m.scale(gu);
-        m.scale(dn);
-        for (index_t row = 0; row < 2 * ir; ++row)
-          for (index_t col = 0; col < k.hidden; ++col)
-            m.compare(
-                dgu(le, row, col),
-                gu((row < ir ? 0 : inter) + slice.begin + row % std::max<index_t>(ir, 1), col));
-        for (index_t row = 0; row < k.hidden; ++row)
-          for (index_t col = 0; col < ir; ++col)
-            m.compare(ddn(le, row, col), dn(row, slice.begin + col));
-      }
-      worst = std::max(worst, m.relative());
-    };
-    compare_ffn(ex.gate_up_grad(), ex.down_grad(), ex.local_experts(), ex.inter_slice(), k.inter,
-                [&](index_t e, bool first) -> const test::dense& {
-                  return first ? ref.dgate_up[static_cast<std::size_t>(e)]
-                               : ref.ddown[static_cast<std::size_t>(e)];
-                });
-    if (k.shared_inter > 0)
-      compare_ffn(ex.shared_gate_up_grad(), ex.shared_down_grad(), {0, 1}, ex.shared_slice(),
-                  k.shared_inter, [&](index_t, bool first) -> const test::dense& {
-                    return first ? ref.dshared_gate_up : ref.dshared_down;
-                  });
+    worst = std::max(worst, test::moe_grad_error(layer, ref, k.inter, k.shared_inter));
   });
   return *std::max_element(errors.begin(), errors.end());
 }

@@ -1,0 +1,159 @@
+#pragma once
+/// \file
+/// `causal_attention<Backend, T>`: the attention core of a decoder layer on the heads a rank
+/// holds — RoPE on q and k, then causal softmax attention with grouped-query heads — a plain
+/// reference implementation (no flash tiling) that needs no communication: with q, k and v split
+/// in whole heads (`shard::gqa`), every query head sits on a rank that holds its KV head.
+///
+///   qkv [T, (q_r + 2·kv_r)·d]   the rank's q heads, then its k heads, then its v heads
+///                              (the column order of a colwise layer over `gqa::qkv_partition`)
+///   o   [T, q_r·d]             the rank's query heads, the rowwise o_proj's input shard
+///
+/// Tokens are one sequence at positions 0…T−1. RoPE pairs feature i with i + d/2 of each head
+/// (Hugging Face's rotate_half), θ_i = position · base^(−2i/d).
+
+#include <cmath>
+#include <vector>
+
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+#include "tpx/layer/backend.hpp"
+
+namespace tpx::inline v0::layer {
+
+struct attention_options {
+  std::string name = "self_attn";
+  index_t q_heads = 0;   ///< on this rank
+  index_t kv_heads = 0;  ///< on this rank (each serves q_heads / kv_heads query heads)
+  index_t head_dim = 0;
+  double rope_theta = 10000.0;
+};
+
+template <backend Backend, class T = float>
+class causal_attention {
+ public:
+  using value_type = T;
+
+  explicit causal_attention(attention_options options) : opt_(std::move(options)) {
+    expect(opt_.head_dim >= 2 && opt_.head_dim % 2 == 0,
+           "{}: head_dim must be even for RoPE, got {}", opt_.name, opt_.head_dim);
+    expect(opt_.q_heads == 0 ? opt_.kv_heads == 0
+                             : opt_.kv_heads >= 1 && opt_.q_heads % opt_.kv_heads == 0,
+           "{}: the rank holds {} query heads and {} KV heads; each KV head must serve a whole "
+           "number of query heads",
+           opt_.name, opt_.q_heads, opt_.kv_heads);
+  }
+
+  index_t qkv_cols() const noexcept { return (opt_.q_heads + 2 * opt_.kv_heads) * opt_.head_dim; }
+  index_t out_cols() const noexcept { return opt_.q_heads * opt_.head_dim; }
+
+  void forward(matrix_view<const T> qkv, matrix_view<T> o) {
+    const index_t n = qkv.rows(), d = opt_.head_dim;
+    expect_shapes(qkv, o, "output");
+    // Rotated q and k, kept for backward.
+    const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
+    rotated_.resize(static_cast<std::size_t>(n * qk));
+    const matrix_view<T> r = make_matrix(rotated_.data(), n, qk);
+    for (index_t t = 0; t < n; ++t) {
+      for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
+      for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(r, t, h * d, false);
+    }
+    probs_.resize(static_cast<std::size_t>(opt_.q_heads * n * n));
+    for (index_t h = 0; h < opt_.q_heads; ++h) {
+      const index_t kv = h / group(), q0 = h * d, k0 = (opt_.q_heads + kv) * d,
+                    v0 = (opt_.q_heads + opt_.kv_heads + kv) * d;
+      const matrix_view<T> p = make_matrix(probs_.data() + h * n * n, n, n);
+      for (index_t i = 0; i < n; ++i) {
+        T top = -INFINITY;
+        for (index_t j = 0; j <= i; ++j) {
+          T s = 0;
+          for (index_t e = 0; e < d; ++e) s += r(i, q0 + e) * r(j, k0 + e);
+          p(i, j) = s * scale();
+          top = std::max(top, p(i, j));
+        }
+        T sum = 0;
+        for (index_t j = 0; j <= i; ++j) sum += p(i, j) = std::exp(p(i, j) - top);
+        for (index_t e = 0; e < d; ++e) o(i, q0 + e) = T(0);
+        for (index_t j = 0; j <= i; ++j) {
+          p(i, j) /= sum;
+          for (index_t e = 0; e < d; ++e) o(i, q0 + e) += p(i, j) * qkv(j, v0 + e);
+        }
+      }
+    }
+  }
+
+  /// dqkv (overwritten) from qkv (the forward's input) and do.
+  void backward(matrix_view<const T> qkv, matrix_view<const T> dout, matrix_view<T> dqkv) {
+    const index_t n = qkv.rows(), d = opt_.head_dim;
+    expect_shapes(qkv, dout, "output gradient");
+    expect(dqkv.rows() == n && dqkv.cols() == qkv.cols(),
+           "{}: dqkv is [{} × {}] but qkv is [{} × {}]", opt_.name, dqkv.rows(), dqkv.cols(), n,
+           qkv.cols());
+    const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
+    expect(static_cast<index_t>(probs_.size()) == opt_.q_heads * n * n,
+           "{}: backward for {} tokens needs a forward on as many", opt_.name, n);
+    const matrix_view<const T> r = make_matrix<const T>(rotated_.data(), n, qk);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t c = 0; c < dqkv.cols(); ++c) dqkv(t, c) = T(0);
+    std::vector<T> dp(static_cast<std::size_t>(n));
+    for (index_t h = 0; h < opt_.q_heads; ++h) {
+      const index_t kv = h / group(), q0 = h * d, k0 = (opt_.q_heads + kv) * d,
+                    v0 = (opt_.q_heads + opt_.kv_heads + kv) * d;
+      const matrix_view<const T> p = make_matrix<const T>(probs_.data() + h * n * n, n, n);
+      for (index_t i = 0; i < n; ++i) {
+        T row = 0;  // Σ_j P dP
+        for (index_t j = 0; j <= i; ++j) {
+          T g = 0;
+          for (index_t e = 0; e < d; ++e) {
+            g += dout(i, q0 + e) * qkv(j, v0 + e);
+            dqkv(j, v0 + e) += p(i, j) * dout(i, q0 + e);
+          }
+          dp[static_cast<std::size_t>(j)] = g;
+          row += p(i, j) * g;
+        }
+        for (index_t j = 0; j <= i; ++j) {
+          const T ds = p(i, j) * (dp[static_cast<std::size_t>(j)] - row) * scale();
+          for (index_t e = 0; e < d; ++e) {
+            dqkv(i, q0 + e) += ds * r(j, k0 + e);  // d(rotated q)
+            dqkv(j, k0 + e) += ds * r(i, q0 + e);  // d(rotated k)
+          }
+        }
+      }
+    }
+    for (index_t t = 0; t < n; ++t)  // back through RoPE: the transpose rotation
+      for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(dqkv, t, h * d, true);
+  }
+
+ private:
+  index_t group() const noexcept { return opt_.q_heads / opt_.kv_heads; }
+  T scale() const { return T(1) / std::sqrt(static_cast<T>(opt_.head_dim)); }
+
+  /// Rotates the head at columns [c0, c0 + d) of row t in place (inverse: by −θ).
+  void rope(matrix_view<T> m, index_t t, index_t c0, bool inverse) const {
+    const index_t half = opt_.head_dim / 2;
+    for (index_t i = 0; i < half; ++i) {
+      const double theta = static_cast<double>(t) *
+                           std::pow(opt_.rope_theta, -2.0 * static_cast<double>(i) /
+                                                         static_cast<double>(opt_.head_dim));
+      const T c = static_cast<T>(std::cos(theta)),
+              s = static_cast<T>(inverse ? -std::sin(theta) : std::sin(theta));
+      const T a = m(t, c0 + i), b = m(t, c0 + half + i);
+      m(t, c0 + i) = a * c - b * s;
+      m(t, c0 + half + i) = b * c + a * s;
+    }
+  }
+
+  template <class V>
+  void expect_shapes(matrix_view<const T> qkv, const V& o, std::string_view what) const {
+    expect(qkv.cols() == qkv_cols() && o.rows() == qkv.rows() && o.cols() == out_cols(),
+           "{}: qkv is [{} × {}] and the {} [{} × {}], but the rank's {} query and {} KV heads of "
+           "dim {} need [T × {}] and [T × {}]",
+           opt_.name, qkv.rows(), qkv.cols(), what, o.rows(), o.cols(), opt_.q_heads, opt_.kv_heads,
+           opt_.head_dim, qkv_cols(), out_cols());
+  }
+
+  attention_options opt_;
+  std::vector<T> rotated_, probs_;
+};
+
+}  // namespace tpx::inline v0::layer

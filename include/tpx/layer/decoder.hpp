@@ -1,0 +1,343 @@
+#pragma once
+/// \file
+/// Decoder blocks composed from tpx layers: a Llama-style layer (attention + SwiGLU MLP) and a
+/// Mixtral-style layer (attention + mixture of experts), in tensor-parallel (TP) or
+/// tensor + sequence-parallel (SP) mode.
+///
+///   x ─ rms_norm ─ qkv (colwise, whole heads) ─ RoPE + causal attention ─ o (rowwise) ─(+x)─ h
+///   h ─ rms_norm ─ ffn: gate|up (colwise, packed) ─ SwiGLU ─ down (rowwise)          ─(+h)─ y
+///                  or moe: router ─ top-k ─ experts
+///
+///   mode        x, h, y     norms               qkv, gate|up   o, down       per layer
+///   tensor      replicate   replicate           colwise        rowwise       fwd 2 AR, bwd 2 AR
+///   sequence    shard<0>    sequence_parallel   colwise_sp     rowwise_sp    fwd 2 AG + 2 RS,
+///                                                                            bwd 2 AG + 2 RS
+///                                                                            + AR of the norms
+///
+/// Layouts are checked at compile time: each layer's output layout must be the next one's input.
+/// Under SP every rank holds its balanced block of the T tokens, and forward and backward take T.
+
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tpx/layer/activation.hpp"
+#include "tpx/layer/attention.hpp"
+#include "tpx/layer/linear.hpp"
+#include "tpx/layer/moe.hpp"
+#include "tpx/layer/norm.hpp"
+#include "tpx/shard/gqa.hpp"
+
+namespace tpx::inline v0::layer {
+
+/// How a block splits its work.
+enum class block_mode { tensor, sequence };
+
+/// The styles of a block's parts in each mode.
+template <block_mode Mode>
+struct block_styles {
+  static constexpr bool sp = Mode == block_mode::sequence;
+  using norm = std::conditional_t<sp, style::sequence_parallel, style::replicate<>>;
+  using column = std::conditional_t<sp, style::colwise_sp, style::colwise<>>;
+  using row = std::conditional_t<sp, style::rowwise_sp, style::rowwise<>>;
+  using moe_tp = std::conditional_t<sp, style::moe_tensor_sp, style::moe_tensor>;
+  using residual = typename norm::input;  // where x, h and y live
+};
+
+namespace detail {
+/// Resizes `b` to rows × cols and views it.
+template <class Buffer, class T = std::remove_pointer_t<decltype(std::declval<Buffer&>().data())>>
+matrix_view<T> sized(Buffer& b, index_t rows, index_t cols) {
+  b.resize(static_cast<std::size_t>(rows * cols));
+  return make_matrix(b.data(), rows, cols);
+}
+}  // namespace detail
+
+/// The full weights of a SwiGLU MLP: gate and up [I, H], down [H, I].
+template <class T>
+struct mlp_weights {
+  matrix_view<const T> gate, up, down;
+};
+
+/// gate|up packed colwise → silu(gate) ⊙ up → down rowwise.
+template <block_mode Mode, backend Backend, class T = float>
+class swiglu_mlp {
+  using styles = block_styles<Mode>;
+
+ public:
+  using style_type = styles;
+  using input = typename styles::column::input;
+  using output = typename styles::row::output;
+  using value_type = T;
+  using gate_up_type = linear<typename styles::column, Backend, T>;
+  using down_type = linear<typename styles::row, Backend, T>;
+  static_assert(std::is_same_v<typename styles::column::output, typename styles::row::input>,
+                "tpx::swiglu_mlp: the gate|up output layout must be the down input layout");
+
+  swiglu_mlp(typename Backend::engine& engine, typename Backend::communicator& comm,
+             mlp_weights<T> w, std::string name = "mlp")
+      : gate_up_(engine, comm, stack(w.gate, w.up), {},
+                 {.name = name + ".gate_up_proj",
+                  .out_features = 2 * w.gate.rows(),
+                  .in_features = w.gate.cols(),
+                  .blocks = {{w.gate.rows(), 1}, {w.up.rows(), 1}}}),
+        down_(engine, comm, w.down, {},
+              {.name = name + ".down_proj",
+               .out_features = w.down.rows(),
+               .in_features = w.down.cols()}) {
+    expect(w.gate.rows() == w.up.rows() && w.gate.cols() == w.up.cols() &&
+               w.down.cols() == w.gate.rows() && w.down.rows() == w.gate.cols(),
+           "{}: gate [{} × {}], up [{} × {}] and down [{} × {}] must be [I × H], [I × H], [H × I]",
+           name, w.gate.rows(), w.gate.cols(), w.up.rows(), w.up.cols(), w.down.rows(),
+           w.down.cols());
+  }
+
+  gate_up_type& gate_up() noexcept { return gate_up_; }
+  down_type& down() noexcept { return down_; }
+
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
+    const index_t i = gate_up_.output_cols() / 2;
+    const matrix_view<T> h = detail::sized(h_, tokens, 2 * i), a = detail::sized(a_, tokens, i);
+    gate_up_.forward(x, h);
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t j = 0; j < i; ++j) a(t, j) = activation::silu::value(h(t, j)) * h(t, i + j);
+    down_.forward(a, y);
+  }
+
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t tokens) {
+    const index_t i = gate_up_.output_cols() / 2;
+    const matrix_view<const T> h = make_matrix<const T>(h_.data(), tokens, 2 * i),
+                               a = make_matrix<const T>(a_.data(), tokens, i);
+    const matrix_view<T> da = detail::sized(da_, tokens, i), dh = detail::sized(dh_, tokens, 2 * i);
+    down_.backward(a, dy, da);
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t j = 0; j < i; ++j) {
+        const T g = h(t, j), u = h(t, i + j);
+        dh(t, j) = da(t, j) * u * activation::silu::derivative(g);
+        dh(t, i + j) = da(t, j) * activation::silu::value(g);
+      }
+    gate_up_.backward(x, dh, dx);
+  }
+
+ private:
+  static matrix_view<const T> stack(matrix_view<const T> a, matrix_view<const T> b) {
+    thread_local std::vector<T> rows;  // only read while the layer is built
+    rows.clear();
+    for (const matrix_view<const T> m : {a, b})
+      for (index_t r = 0; r < m.rows(); ++r)
+        for (index_t c = 0; c < m.cols(); ++c) rows.push_back(m(r, c));
+    return make_matrix<const T>(rows.data(), a.rows() + b.rows(), a.cols());
+  }
+
+  gate_up_type gate_up_;
+  down_type down_;
+  typename Backend::template buffer<T> h_, a_, da_, dh_;
+};
+
+/// The MoE feed-forward of a block: `moe` with the block's TP-inside-experts style, or an
+/// expert-parallel style whose token layout matches the block's.
+template <class Style, backend Backend, class T = float>
+class moe_ffn : public moe<Style, Backend, T> {
+ public:
+  using moe<Style, Backend, T>::moe;
+  using input = typename Style::input;
+  using output = typename Style::output;
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
+    moe<Style, Backend, T>::forward(x, y, tokens);
+  }
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t tokens) {
+    moe<Style, Backend, T>::backward(x, dy, dx, tokens);
+  }
+};
+
+/// The full weights of an attention block: q [nq·d, H], k and v [nkv·d, H], o [H, nq·d].
+template <class T>
+struct attention_weights {
+  matrix_view<const T> q, k, v, o;
+};
+
+struct attention_config {
+  shard::gqa heads;
+  double rope_theta = 10000.0;
+};
+
+/// qkv colwise in whole heads (KV heads replicated past n_kv) → RoPE + attention → o rowwise.
+template <block_mode Mode, backend Backend, class T = float>
+class attention_block {
+  using styles = block_styles<Mode>;
+
+ public:
+  using input = typename styles::column::input;
+  using output = typename styles::row::output;
+  using qkv_type = linear<typename styles::column, Backend, T>;
+  using o_type = linear<typename styles::row, Backend, T>;
+  static_assert(std::is_same_v<typename styles::column::output, style::layout::shard<1>> &&
+                    std::is_same_v<typename styles::row::input, style::layout::shard<1>>,
+                "tpx::attention_block: attention runs on feature (head) shards between the qkv "
+                "and o projections");
+
+  attention_block(typename Backend::engine& engine, typename Backend::communicator& comm,
+                  attention_weights<T> w, attention_config cfg, std::string name = "self_attn")
+      : qkv_(make_qkv(engine, comm, w, cfg, name)),
+        o_(engine, comm, w.o, {},
+           {.name = name + ".o_proj",
+            .out_features = w.o.rows(),
+            .in_features = w.o.cols(),
+            .partition = cfg.heads.q_partition(comm.size())}),
+        core_({.name = name,
+               .q_heads = cfg.heads.q_heads(comm.size(), comm.rank()).size(),
+               .kv_heads = cfg.heads.kv_heads(comm.size(), comm.rank()).size(),
+               .head_dim = cfg.heads.head_dim,
+               .rope_theta = cfg.rope_theta}) {}
+
+  qkv_type& qkv() noexcept { return qkv_; }
+  o_type& o() noexcept { return o_; }
+
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
+    const matrix_view<T> qkv = detail::sized(qkv_out_, tokens, core_.qkv_cols());
+    const matrix_view<T> attn = detail::sized(attn_, tokens, core_.out_cols());
+    qkv_.forward(x, qkv);
+    core_.forward(qkv, attn);
+    o_.forward(attn, y);
+  }
+
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t tokens) {
+    const matrix_view<const T> qkv =
+        make_matrix<const T>(qkv_out_.data(), tokens, core_.qkv_cols());
+    const matrix_view<const T> attn = make_matrix<const T>(attn_.data(), tokens, core_.out_cols());
+    const matrix_view<T> dattn = detail::sized(dattn_, tokens, core_.out_cols());
+    const matrix_view<T> dqkv = detail::sized(dqkv_, tokens, core_.qkv_cols());
+    o_.backward(attn, dy, dattn);
+    core_.backward(qkv, dattn, dqkv);
+    qkv_.backward(x, dqkv, dx);
+  }
+
+ private:
+  static qkv_type make_qkv(typename Backend::engine& engine, typename Backend::communicator& comm,
+                           const attention_weights<T>& w, const attention_config& cfg,
+                           const std::string& name) {
+    cfg.heads.expect_implementable(comm.size(), name);
+    const index_t d = cfg.heads.head_dim, h = w.q.cols();
+    expect(w.q.rows() == cfg.heads.n_heads * d && w.k.rows() == cfg.heads.n_kv_heads * d &&
+               w.v.rows() == w.k.rows() && w.k.cols() == h && w.v.cols() == h &&
+               w.o.cols() == w.q.rows() && w.o.rows() == h,
+           "{}: q [{} × {}], k [{} × {}], v [{} × {}] and o [{} × {}] do not fit {} query and {} "
+           "KV heads of dim {} over hidden {}",
+           name, w.q.rows(), w.q.cols(), w.k.rows(), w.k.cols(), w.v.rows(), w.v.cols(), w.o.rows(),
+           w.o.cols(), cfg.heads.n_heads, cfg.heads.n_kv_heads, d, h);
+    std::vector<T> rows;
+    for (const matrix_view<const T> m : {w.q, w.k, w.v})
+      for (index_t r = 0; r < m.rows(); ++r)
+        for (index_t c = 0; c < m.cols(); ++c) rows.push_back(m(r, c));
+    return qkv_type(engine, comm,
+                    make_matrix<const T>(rows.data(), static_cast<index_t>(rows.size()) / h, h), {},
+                    {.name = name + ".qkv_proj",
+                     .out_features = static_cast<index_t>(rows.size()) / h,
+                     .in_features = h,
+                     .partition = cfg.heads.qkv_partition(comm.size())});
+  }
+
+  qkv_type qkv_;
+  o_type o_;
+  causal_attention<Backend, T> core_;
+  typename Backend::template buffer<T> qkv_out_, attn_, dattn_, dqkv_;
+};
+
+/// A pre-norm decoder layer: y = h + ffn(norm2(h)), h = x + attention(norm1(x)).
+template <block_mode Mode, class Ffn, backend Backend, class T = float>
+class decoder_layer {
+  using styles = block_styles<Mode>;
+  using norm_type = rms_norm<typename styles::norm, Backend, T>;
+  using attention_type = attention_block<Mode, Backend, T>;
+  using residual = typename styles::residual;
+  static_assert(std::is_same_v<typename styles::norm::output, typename attention_type::input> &&
+                    std::is_same_v<typename attention_type::output, residual>,
+                "tpx::decoder_layer: the attention block must take the norm's layout and return "
+                "the residual stream's");
+  static_assert(std::is_same_v<typename styles::norm::output, typename Ffn::input> &&
+                    std::is_same_v<typename Ffn::output, residual>,
+                "tpx::decoder_layer: the feed-forward must take the norm's layout and return the "
+                "residual stream's (a tensor-mode block takes replicated tokens: swiglu_mlp, "
+                "moe_tensor or moe_masked; a sequence-mode block token shards: swiglu_mlp, "
+                "moe_tensor_sp or moe_all_to_all)");
+
+ public:
+  using value_type = T;
+  using ffn_type = Ffn;
+  static constexpr block_mode mode = Mode;
+
+  decoder_layer(typename Backend::communicator& comm, std::span<const T> input_norm,
+                std::span<const T> post_norm, double eps, attention_type&& attention, Ffn&& ffn)
+      : comm_(&comm),
+        norm1_(comm, input_norm, eps, "input_layernorm"),
+        norm2_(comm, post_norm, eps, "post_attention_layernorm"),
+        attention_(std::move(attention)),
+        ffn_(std::move(ffn)) {}
+
+  norm_type& input_norm() noexcept { return norm1_; }
+  norm_type& post_norm() noexcept { return norm2_; }
+  attention_type& attention() noexcept { return attention_; }
+  Ffn& ffn() noexcept { return ffn_; }
+
+  /// Rows of x, y on this rank for T tokens (T, or the rank's balanced block under SP).
+  index_t local_tokens(index_t tokens) {
+    return styles::sp ? tokens_.of(tokens, comm_->size(), comm_->rank()) : tokens;
+  }
+
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
+    const index_t n = local_tokens(tokens), hidden = norm1_.features();
+    expect(x.rows() == n && y.rows() == n && x.cols() == hidden && y.cols() == hidden,
+           "decoder layer (rank {}): x is [{} × {}] and y [{} × {}] but must be [{} × {}] for {} "
+           "tokens",
+           comm_->rank(), x.rows(), x.cols(), y.rows(), y.cols(), n, hidden, tokens);
+    const matrix_view<T> n1 = detail::sized(n1_, n, hidden), h = detail::sized(h_, n, hidden),
+                         n2 = detail::sized(n2_, n, hidden);
+    norm1_.forward(x, n1);
+    attention_.forward(n1, h, tokens);
+    add(h, x);
+    norm2_.forward(h, n2);
+    ffn_.forward(n2, y, tokens);
+    add(y, h);
+  }
+
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t tokens) {
+    const index_t n = local_tokens(tokens), hidden = norm1_.features();
+    const auto view = [&](auto& b) { return make_matrix<const T>(b.data(), n, hidden); };
+    const matrix_view<T> dn = detail::sized(dn_, n, hidden), dh = detail::sized(dh_, n, hidden);
+    ffn_.backward(view(n2_), dy, dn, tokens);
+    norm2_.backward(view(h_), dn, dh);
+    add(dh, dy);
+    attention_.backward(view(n1_), dh, dn, tokens);
+    norm1_.backward(x, dn, dx);
+    add(dx, dh);
+  }
+
+ private:
+  static void add(matrix_view<T> a, matrix_view<const T> b) {
+    for (index_t t = 0; t < a.rows(); ++t)
+      for (index_t c = 0; c < a.cols(); ++c) a(t, c) += b(t, c);
+  }
+
+  typename Backend::communicator* comm_;
+  norm_type norm1_, norm2_;
+  attention_type attention_;
+  Ffn ffn_;
+  detail::token_shards tokens_;
+  typename Backend::template buffer<T> n1_, h_, n2_, dn_, dh_;
+};
+
+/// A Llama-style decoder layer.
+template <block_mode Mode, backend Backend, class T = float>
+using llama_layer = decoder_layer<Mode, swiglu_mlp<Mode, Backend, T>, Backend, T>;
+
+/// A Mixtral-style decoder layer; `Experts` defaults to TP inside experts.
+template <block_mode Mode, backend Backend, class T = float,
+          class Experts = typename block_styles<Mode>::moe_tp>
+using mixtral_layer = decoder_layer<Mode, moe_ffn<Experts, Backend, T>, Backend, T>;
+
+}  // namespace tpx::inline v0::layer
