@@ -14,7 +14,8 @@
 namespace tpx::bench {
 
 struct options {
-  bool collectives = false, layers = false, io = false, plan = false, quick = false, json = false;
+  bool collectives = false, layers = false, blocks = false, io = false, plan = false, quick = false,
+       json = false;
   std::vector<int> tps{2, 4, 8};
   index_t max_bytes = index_t{64} << 20;
   std::string command;
@@ -49,6 +50,9 @@ struct report {
 
 /// Shard-on-read throughput against a plain sequential read of the same file (bench/io.cpp).
 void bench_io(const options& o, report& out);
+
+/// Llama and Mixtral decoder layers in TP and TP+SP mode (bench/blocks.cpp).
+void bench_blocks(const options& o, report& out);
 
 /// Plan resolution of real models' tensor lists and headers (bench/plan.cpp).
 void bench_plan(const options& o, report& out);

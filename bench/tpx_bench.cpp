@@ -6,6 +6,9 @@
 //   layers       each linear style's forward and backward: time, GFLOP/s, and the overhead ratio
 //                layer ÷ (the same CBLAS GEMMs and the same collective called by hand), measured
 //                interleaved in the same run (goal ≤ 1.05).
+//   blocks       Llama and Mixtral decoder layers in TP and TP+SP mode: forward + backward time,
+//                bytes moved per rank, fraction of the time inside collectives; see
+//                bench/blocks.cpp.
 //
 //   io           shard-on-read from a page-cached safetensors file, each style and tp: a rank's
 //                read throughput ÷ a plain sequential read of the same file in the same run
@@ -16,8 +19,8 @@
 //                safetensors header (goal for ~2,000 tensors: well under 10 ms); see
 //                bench/plan.cpp.
 //
-//   tpx-bench [--collectives] [--layers] [--io] [--plan] [--quick] [--tp 2,4,8] [--max-bytes N]
-//             [--json]
+//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--quick] [--tp 2,4,8]
+//             [--max-bytes N] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
 // reported time is per call including the group's synchronisation. Buffers rotate so that small
@@ -61,6 +64,8 @@ options parse(int argc, char** argv) {
       o.collectives = true;
     else if (a == "--layers")
       o.layers = true;
+    else if (a == "--blocks")
+      o.blocks = true;
     else if (a == "--io")
       o.io = true;
     else if (a == "--plan")
@@ -82,15 +87,16 @@ options parse(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--io] [--plan] [--quick] [--tp 2,4,8] "
+          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--quick] "
+          "[--tp 2,4,8] "
           "[--max-bytes N] [--json]\n");
       std::exit(0);
     } else {
       fail("tpx-bench: unknown option '{}'", a);
     }
   }
-  if (!o.collectives && !o.layers && !o.io && !o.plan)
-    o.collectives = o.layers = o.io = o.plan = true;
+  if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan)
+    o.collectives = o.layers = o.blocks = o.io = o.plan = true;
   if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
   return o;
 }
@@ -366,6 +372,7 @@ int run(const options& o) {
   out.line(fmt::format("# command: {}", o.command));
   if (o.collectives) bench_collectives(o, out);
   if (o.layers) bench_layers(o, out);
+  if (o.blocks) bench::bench_blocks(o, out);
   if (o.io) bench::bench_io(o, out);
   if (o.plan) bench::bench_plan(o, out);
   if (o.json) {

@@ -1,0 +1,208 @@
+// tpx-bench --blocks: whole decoder layers (Llama: attention + SwiGLU MLP; Mixtral: attention +
+// 8 experts, top 2) in TP and TP+SP mode on thread ranks: forward + backward time, bytes each rank
+// moved, and the fraction of the time spent inside collectives.
+//
+// The communicator is the host one wrapped in a stopwatch (`timed_communicator`), so the
+// communication fraction is what the layers measured around their own collective calls; on
+// thread ranks it includes waiting for the slowest rank (load imbalance), since a collective
+// cannot finish before every rank has arrived.
+
+#include <chrono>
+#include <vector>
+
+#include "common.hpp"
+#include "tpx/tpx.hpp"
+
+namespace tpx::bench {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+/// A host communicator that also adds up the wall time spent inside its calls.
+class timed_communicator {
+ public:
+  explicit timed_communicator(host::communicator& c) : c_(&c) {}
+  int rank() const { return c_->rank(); }
+  int size() const { return c_->size(); }
+  const comm::stats& statistics() const { return c_->statistics(); }
+  void reset() {
+    c_->reset_statistics();
+    seconds_ = 0;
+  }
+  double seconds() const { return seconds_; }
+
+  template <class T>
+  void all_reduce(std::span<T> d, comm::reduce_op op = comm::reduce_op::sum) {
+    timed([&] { c_->all_reduce(d, op); });
+  }
+  template <class T>
+  void all_gather(std::span<const T> in, std::span<T> out, std::span<const index_t> n) {
+    timed([&] { c_->all_gather(in, out, n); });
+  }
+  template <class T>
+  void reduce_scatter(std::span<const T> in, std::span<T> out, std::span<const index_t> n,
+                      comm::reduce_op op = comm::reduce_op::sum) {
+    timed([&] { c_->reduce_scatter(in, out, n, op); });
+  }
+  template <class T>
+  void broadcast(std::span<T> d, int root) {
+    timed([&] { c_->broadcast(d, root); });
+  }
+  template <class T>
+  void all_to_all_v(std::span<const T> s, std::span<const index_t> sc, std::span<T> r,
+                    std::span<const index_t> rc) {
+    timed([&] { c_->all_to_all_v(s, sc, r, rc); });
+  }
+  template <class T>
+  void send(std::span<const T> d, int peer) {
+    timed([&] { c_->send(d, peer); });
+  }
+  template <class T>
+  void recv(std::span<T> d, int peer) {
+    timed([&] { c_->recv(d, peer); });
+  }
+  void barrier() { c_->barrier(); }
+
+ private:
+  template <class F>
+  void timed(F&& f) {
+    const auto start = clock_type::now();
+    f();
+    seconds_ += std::chrono::duration<double>(clock_type::now() - start).count();
+  }
+  host::communicator* c_;
+  double seconds_ = 0;
+};
+static_assert(comm::communicator<timed_communicator>);
+
+struct timed_backend : host::backend {
+  using communicator = timed_communicator;
+};
+static_assert(layer::backend<timed_backend>);
+
+struct block_dims {
+  index_t tokens, hidden, heads, kv_heads, head_dim, inter, experts, top_k;
+};
+
+template <class T>
+std::vector<T> filled(index_t n, T scale) {
+  std::vector<T> v(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < v.size(); ++i)
+    v[i] = scale * static_cast<T>((i * 7919 % 97)) / T(97) - scale / 2;
+  return v;
+}
+
+template <class Layer>
+void bench_block(const options& o, report& out, const char* model, int tp, const block_dims& d) {
+  using T = float;
+  const index_t nq = d.heads * d.head_dim, nkv = d.kv_heads * d.head_dim;
+  const T in_scale = T(2) / std::sqrt(static_cast<T>(d.hidden));
+  const auto q = filled<T>(nq * d.hidden, in_scale), k = filled<T>(nkv * d.hidden, in_scale),
+             v = filled<T>(nkv * d.hidden, in_scale), wo = filled<T>(d.hidden * nq, in_scale),
+             gu = filled<T>(2 * d.inter * d.hidden, in_scale),
+             dn = filled<T>(d.hidden * d.inter, in_scale),
+             router = filled<T>(d.experts * d.hidden, in_scale),
+             egu = filled<T>(d.experts * 2 * d.inter * d.hidden, in_scale),
+             edn = filled<T>(d.experts * d.hidden * d.inter, in_scale);
+  const std::vector<T> norm(static_cast<std::size_t>(d.hidden), T(1));
+  const int reps = o.quick ? 2 : 5;
+  std::vector<double> times;
+  double comm_seconds = 0, total_seconds = 0;
+  std::int64_t bytes = 0;
+  double bus = 0;
+  host::gemm_engine engine;
+  host::run(tp, [&](host::communicator& hc) {
+    timed_communicator c(hc);
+    using ffn_t = typename Layer::ffn_type;
+    layer::attention_block<Layer::mode, timed_backend, T> attention(
+        engine, c,
+        {make_matrix(q.data(), nq, d.hidden), make_matrix(k.data(), nkv, d.hidden),
+         make_matrix(v.data(), nkv, d.hidden), make_matrix(wo.data(), d.hidden, nq)},
+        {.heads = {d.heads, d.kv_heads, d.head_dim}});
+    const auto make_ffn = [&] {
+      if constexpr (std::is_same_v<ffn_t, layer::swiglu_mlp<Layer::mode, timed_backend, T>>)
+        return ffn_t(engine, c,
+                     {make_matrix(gu.data(), d.inter, d.hidden),
+                      make_matrix(gu.data() + d.inter * d.hidden, d.inter, d.hidden),
+                      make_matrix(dn.data(), d.hidden, d.inter)});
+      else
+        return ffn_t(
+            engine, c, make_matrix(router.data(), d.experts, d.hidden),
+            {.n_experts = d.experts, .top_k = d.top_k},
+            tensor_view<const T, 3>(egu.data(), {{d.experts, 2 * d.inter, d.hidden}}),
+            tensor_view<const T, 3>(edn.data(), {{d.experts, d.hidden, d.inter}}), {}, {},
+            {.n_experts = d.experts, .hidden = d.hidden, .inter = d.inter, .top_k = d.top_k});
+    };
+    Layer block(c, norm, norm, 1e-6, std::move(attention), make_ffn());
+    const index_t n = block.local_tokens(d.tokens);
+    const auto x = filled<T>(n * d.hidden, T(2));
+    std::vector<T> y(x.size()), dx(x.size());
+    const auto xv = make_matrix(x.data(), n, d.hidden);
+    const auto step = [&] {
+      block.forward(xv, make_matrix(y.data(), n, d.hidden), d.tokens);
+      block.backward(xv, make_matrix<const T>(y.data(), n, d.hidden),
+                     make_matrix(dx.data(), n, d.hidden), d.tokens);
+    };
+    step();  // warm-up: scratch grows to size
+    for (int r = 0; r < reps; ++r) {
+      c.reset();
+      hc.barrier();
+      const auto start = clock_type::now();
+      step();
+      hc.barrier();
+      const double s = std::chrono::duration<double>(clock_type::now() - start).count();
+      if (c.rank() == 0) {
+        times.push_back(s);
+        comm_seconds += c.seconds();
+        total_seconds += s;
+        bytes = bus = 0;
+        for (int k = 0; k < comm::kind_count; ++k) {
+          const auto kind = static_cast<comm::kind>(k);
+          if (kind == comm::kind::barrier) continue;
+          bytes += c.statistics()[kind].bytes;
+          bus += static_cast<double>(c.statistics()[kind].bytes) * comm::bus_factor(kind, tp);
+        }
+      }
+    }
+  });
+  const double t = median(times), frac = comm_seconds / total_seconds;
+  const char* mode = Layer::mode == layer::block_mode::sequence ? "TP+SP" : "TP";
+  out.row(
+      fmt::format("  {:>8} {:>6} {:>3} {:>6} {:>6} {:>12.1f} {:>12} {:>12.0f} {:>8.2f}", model,
+                  mode, tp, d.tokens, d.hidden, t * 1e6, bytes, bus, frac),
+      fmt::format(
+          R"({{"kind":"block","model":"{}","mode":"{}","tp":{},"tokens":{},"hidden":{},"fwd_bwd_us":{:.1f},"bytes_per_rank":{},"bus_bytes_per_rank":{:.0f},"comm_fraction":{:.4f}}})",
+          model, mode, tp, d.tokens, d.hidden, t * 1e6, bytes, bus, frac));
+}
+
+}  // namespace
+
+void bench_blocks(const options& o, report& out) {
+  const block_dims llama =
+      o.quick ? block_dims{16, 64, 8, 2, 8, 96, 0, 0} : block_dims{128, 512, 8, 4, 64, 1376, 0, 0};
+  block_dims mixtral = llama;
+  mixtral.inter = o.quick ? 48 : 512;
+  mixtral.experts = 8;
+  mixtral.top_k = 2;
+  out.line(
+      "#\n# decoder layers, float, host backend: forward + backward per step (rank 0, median);");
+  out.line("# bytes = rank 0's collective sizes in the step (nccl-tests convention: an all-reduce");
+  out.line(
+      "# counts its buffer, an all-gather its output, a reduce-scatter its input); bus = bytes");
+  out.line(
+      "# × the nccl-tests bus factor, what crosses the wire per rank (TP and SP move the same);");
+  out.line("# comm = fraction of the step rank 0 spent inside collective calls (incl. waiting)");
+  out.line(fmt::format("# {:>8} {:>6} {:>3} {:>6} {:>6} {:>12} {:>12} {:>12} {:>8}", "model",
+                       "mode", "tp", "tokens", "hidden", "fwd+bwd(us)", "bytes", "bus", "comm"));
+  using B = timed_backend;
+  using layer::block_mode;
+  for (const int tp : o.tps) {
+    if (tp > 4 && !o.quick) continue;  // 2 cores: beyond 4 thread ranks the GEMMs only queue
+    bench_block<layer::llama_layer<block_mode::tensor, B>>(o, out, "llama", tp, llama);
+    bench_block<layer::llama_layer<block_mode::sequence, B>>(o, out, "llama", tp, llama);
+    bench_block<layer::mixtral_layer<block_mode::tensor, B>>(o, out, "mixtral", tp, mixtral);
+    bench_block<layer::mixtral_layer<block_mode::sequence, B>>(o, out, "mixtral", tp, mixtral);
+  }
+}
+
+}  // namespace tpx::bench
