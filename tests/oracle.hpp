@@ -242,7 +242,7 @@ struct moe_routing {
   bool sigmoid = false;
   bool renormalize = true;
   double scale = 1.0;
-  std::vector<double> selection_bias;  // [E] or empty
+  std::vector<double> selection_bias = {};  // [E] or empty
 };
 
 struct moe_result {

@@ -31,7 +31,7 @@ struct routing_options {
   scoring score = scoring::softmax;
   bool renormalize = true;
   double scale = 1.0;                  ///< routed_scaling_factor
-  std::vector<double> selection_bias;  ///< [E] or empty (e_score_correction_bias)
+  std::vector<double> selection_bias = {};  ///< [E] or empty (e_score_correction_bias)
 
   void check() const {
     expect(n_experts >= 1, "{}: there must be at least one expert, got {}", name, n_experts);
