@@ -84,7 +84,7 @@ namespace {
 struct lm_case {
   index_t tokens = 9, vocab = 23, hidden = 6;
   std::int64_t ignore = -100;
-  std::vector<std::int64_t> ids, targets;
+  std::vector<std::int64_t> ids = {}, targets = {};
 };
 
 lm_case make_lm_case(index_t tokens, index_t vocab, bool with_ignored) {
