@@ -34,7 +34,7 @@ using layer::block_mode;
 struct options {
   int tp = 4, ep = 1;
   bool sp = false, moe = false;
-  index_t tokens = 8, hidden = 64, heads = 8, kv_heads = 2, head_dim = 8, inter = 172;
+  index_t tokens = 8, hidden = 64, heads = 8, kv_heads = 4, head_dim = 8, inter = 172;
   index_t experts = 8, top_k = 2;
   std::optional<std::string> safetensors;
   index_t layer = 0;
@@ -366,6 +366,11 @@ bool run(const options& o, const test::block_weights& w) {
   fmt::print("  {:<26} {:<32} shards\n", "part", "style");
   for (const std::string& l : lines) fmt::print("{}\n", l);
   fmt::print("communication, rank 0 (f32): forward {}; backward {}\n", traffic(fwd), traffic(bwd));
+  if (o.tp > o.kv_heads)
+    fmt::print(
+        "  (tp {} > {} KV heads: each KV head lives on {} ranks, and backward all-reduces "
+        "the qkv weight-gradient rows they share)\n",
+        o.tp, o.kv_heads, o.tp / o.kv_heads);
   fmt::print("time, rank 0 (host threads, one pass): forward {:.2f} ms, backward {:.2f} ms\n",
              fwd_ms, bwd_ms);
   fmt::print("max |error| of y and dx vs the unsharded fp64 layer: {:.3g} (relative {:.3g})\n",
