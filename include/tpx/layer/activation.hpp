@@ -2,11 +2,12 @@
 /// \file
 /// Elementwise activations for composed layers. Elementwise maps keep every layout, so they can sit
 /// between any two layers of a chain. Each has `value(x)` and `derivative(x)` (d value / dx).
+/// `swiglu` and `swiglu_backward` gate a packed [gate | up] activation (MLPs and experts).
 
 #include <cmath>
 #include <string_view>
 
-#include "tpx/version.hpp"
+#include "tpx/core/tensor_view.hpp"
 
 namespace tpx::inline v0::layer::activation {
 
@@ -47,5 +48,25 @@ struct silu {
     return s * (T(1) + x * (T(1) - s));
   }
 };
+
+/// a = silu(gate) ⊙ up for h = [gate | up], h [n, 2i] → a [n, i].
+template <class T>
+void swiglu(matrix_view<const T> h, matrix_view<T> a) {
+  const index_t i = a.cols();
+  for (index_t r = 0; r < a.rows(); ++r)
+    for (index_t j = 0; j < i; ++j) a(r, j) = silu::value(h(r, j)) * h(r, i + j);
+}
+
+/// dh = [d gate | d up] [n, 2i] from h and da [n, i].
+template <class T>
+void swiglu_backward(matrix_view<const T> h, matrix_view<const T> da, matrix_view<T> dh) {
+  const index_t i = da.cols();
+  for (index_t r = 0; r < da.rows(); ++r)
+    for (index_t j = 0; j < i; ++j) {
+      const T g = h(r, j), u = h(r, i + j);
+      dh(r, j) = da(r, j) * u * silu::derivative(g);
+      dh(r, i + j) = da(r, j) * silu::value(g);
+    }
+}
 
 }  // namespace tpx::inline v0::layer::activation

@@ -1,12 +1,13 @@
 #pragma once
 /// \file
 /// The `backend` concept layers are written against: a GEMM engine, a communicator, and owning
-/// storage in the backend's memory.
+/// storage in the backend's memory; and the scratch helpers layers share.
 
 #include <concepts>
 #include <span>
 
 #include "tpx/comm/communicator.hpp"
+#include "tpx/core/tensor_view.hpp"
 #include "tpx/gemm/engine.hpp"
 
 namespace tpx::inline v0::layer {
@@ -20,5 +21,30 @@ concept backend = gemm::gemm_engine<typename B::engine> &&
   { buf.size() } -> std::convertible_to<std::size_t>;
   buf.resize(std::size_t{1});
 };
+
+namespace detail {
+
+/// The first `n` elements of `b`, grown when it holds fewer (never shrunk, so a layer's steady
+/// state allocates nothing).
+template <class Buffer>
+auto scratch(Buffer& b, index_t n) {
+  if (static_cast<index_t>(b.size()) < n) b.resize(static_cast<std::size_t>(n));
+  return std::span(b.data(), static_cast<std::size_t>(n));
+}
+
+/// A [rows × cols] view of `scratch(b, rows · cols)`.
+template <class Buffer>
+auto sized(Buffer& b, index_t rows, index_t cols) {
+  return make_matrix(scratch(b, rows * cols).data(), rows, cols);
+}
+
+/// a += b, element by element.
+template <class T>
+void add_to(matrix_view<T> a, matrix_view<const T> b) {
+  for (index_t i = 0; i < a.rows(); ++i)
+    for (index_t j = 0; j < a.cols(); ++j) a(i, j) += b(i, j);
+}
+
+}  // namespace detail
 
 }  // namespace tpx::inline v0::layer

@@ -45,15 +45,6 @@ struct block_styles {
   using residual = typename norm::input;  // where x, h and y live
 };
 
-namespace detail {
-/// Resizes `b` to rows × cols and views it.
-template <class Buffer, class T = std::remove_pointer_t<decltype(std::declval<Buffer&>().data())>>
-matrix_view<T> sized(Buffer& b, index_t rows, index_t cols) {
-  b.resize(static_cast<std::size_t>(rows * cols));
-  return make_matrix(b.data(), rows, cols);
-}
-}  // namespace detail
-
 /// The full weights of a SwiGLU MLP: gate and up [I, H], down [H, I].
 template <class T>
 struct mlp_weights {
@@ -100,8 +91,7 @@ class swiglu_mlp {
     const index_t i = gate_up_.output_cols() / 2;
     const matrix_view<T> h = detail::sized(h_, tokens, 2 * i), a = detail::sized(a_, tokens, i);
     gate_up_.forward(x, h);
-    for (index_t t = 0; t < tokens; ++t)
-      for (index_t j = 0; j < i; ++j) a(t, j) = activation::silu::value(h(t, j)) * h(t, i + j);
+    activation::swiglu<T>(h, a);
     down_.forward(a, y);
   }
 
@@ -112,12 +102,7 @@ class swiglu_mlp {
                                a = make_matrix<const T>(a_.data(), tokens, i);
     const matrix_view<T> da = detail::sized(da_, tokens, i), dh = detail::sized(dh_, tokens, 2 * i);
     down_.backward(a, dy, da);
-    for (index_t t = 0; t < tokens; ++t)
-      for (index_t j = 0; j < i; ++j) {
-        const T g = h(t, j), u = h(t, i + j);
-        dh(t, j) = da(t, j) * u * activation::silu::derivative(g);
-        dh(t, i + j) = da(t, j) * activation::silu::value(g);
-      }
+    activation::swiglu_backward<T>(h, da, dh);
     gate_up_.backward(x, dh, dx);
   }
 
@@ -298,10 +283,10 @@ class decoder_layer {
                          n2 = detail::sized(n2_, n, hidden);
     norm1_.forward(x, n1);
     attention_.forward(n1, h, tokens);
-    add(h, x);
+    detail::add_to<T>(h, x);
     norm2_.forward(h, n2);
     ffn_.forward(n2, y, tokens);
-    add(y, h);
+    detail::add_to<T>(y, h);
   }
 
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
@@ -311,18 +296,13 @@ class decoder_layer {
     const matrix_view<T> dn = detail::sized(dn_, n, hidden), dh = detail::sized(dh_, n, hidden);
     ffn_.backward(view(n2_), dy, dn, tokens);
     norm2_.backward(view(h_), dn, dh);
-    add(dh, dy);
+    detail::add_to<T>(dh, dy);
     attention_.backward(view(n1_), dh, dn, tokens);
     norm1_.backward(x, dn, dx);
-    add(dx, dh);
+    detail::add_to<T>(dx, dh);
   }
 
  private:
-  static void add(matrix_view<T> a, matrix_view<const T> b) {
-    for (index_t t = 0; t < a.rows(); ++t)
-      for (index_t c = 0; c < a.cols(); ++c) a(t, c) += b(t, c);
-  }
-
   typename Backend::communicator* comm_;
   norm_type norm1_, norm2_;
   attention_type attention_;

@@ -88,8 +88,7 @@ class vocab_embedding {
     const index_t tokens = static_cast<index_t>(ids.size());
     expect_ids(ids);
     expect_rows(y, tokens, "output");
-    const matrix_view<T> full =
-        sequence ? make_matrix(reserve(tokens * opt_.hidden).data(), tokens, opt_.hidden) : y;
+    const matrix_view<T> full = sequence ? detail::sized(scratch_, tokens, opt_.hidden) : y;
     for (index_t t = 0; t < tokens; ++t) {
       const std::int64_t id = ids[static_cast<std::size_t>(t)];
       const bool mine = own_.begin <= id && id < own_.end;
@@ -110,8 +109,7 @@ class vocab_embedding {
     expect_rows(dy, tokens, "output gradient");
     matrix_view<const T> full = dy;
     if constexpr (sequence) {
-      const matrix_view<T> gathered =
-          make_matrix(reserve(tokens * opt_.hidden).data(), tokens, opt_.hidden);
+      const matrix_view<T> gathered = detail::sized(scratch_, tokens, opt_.hidden);
       comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, gathered, token_counts(tokens));
       full = gathered;
     }
@@ -155,8 +153,7 @@ class vocab_embedding {
              "{} (LM head): backward for {} tokens needs the input of a head_forward on as many",
              opt_.name, tokens);
       input = make_matrix<const T>(saved_.data(), tokens, opt_.hidden);
-      const matrix_view<T> partial =
-          make_matrix(reserve(tokens * opt_.hidden).data(), tokens, opt_.hidden);
+      const matrix_view<T> partial = detail::sized(scratch_, tokens, opt_.hidden);
       engine_->gemm(gemm::gemm_args<T>{.a = dlogits, .b = weight(), .c = partial});
       comm::gather_from_sequence::backward<comm_type, T>(*comm_, partial, dx, token_counts(tokens));
     } else {
@@ -191,11 +188,6 @@ class vocab_embedding {
 
   std::span<const index_t> token_counts(index_t tokens) const {
     return token_shards_.counts(tokens, comm_->size());
-  }
-
-  std::span<T> reserve(index_t n) {
-    if (static_cast<index_t>(scratch_.size()) < n) scratch_.resize(static_cast<std::size_t>(n));
-    return {scratch_.data(), static_cast<std::size_t>(n)};
   }
 
   engine_type* engine_;

@@ -45,7 +45,6 @@ class experts {
   static constexpr style::expert_split mode = Style::mode;
   static constexpr bool sequence = mode == style::expert_split::tensor_sequence;
   static constexpr bool all_to_all = mode == style::expert_split::all_to_all;
-  using silu = activation::silu;
 
  public:
   using style_type = Style;
@@ -130,7 +129,7 @@ class experts {
     } else if constexpr (sequence) {
       gather_tokens(x, ids, w, total_tokens);
       const index_t t = total_tokens;
-      const matrix_view<T> partial = resize(y_full_, t, opt_.hidden);
+      const matrix_view<T> partial = detail::sized(y_full_, t, opt_.hidden);
       local_forward(full_x(t), full_ids(t), full_w(t), partial);
       comm::scatter_to_sequence::forward<comm_type, T>(*comm_, partial, y,
                                                        tokens_.counts(t, comm_->size()));
@@ -153,10 +152,10 @@ class experts {
     } else if constexpr (sequence) {
       const index_t t = total_tokens;
       const std::span<const index_t> counts = tokens_.counts(t, comm_->size());
-      const matrix_view<T> dy_full = resize(dy_full_, t, opt_.hidden);
+      const matrix_view<T> dy_full = detail::sized(dy_full_, t, opt_.hidden);
       comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, dy_full, counts);
-      const matrix_view<T> dx_full = resize(dx_full_, t, opt_.hidden);
-      const matrix_view<T> dw_full = resize(dw_full_, t, opt_.top_k);
+      const matrix_view<T> dx_full = detail::sized(dx_full_, t, opt_.hidden);
+      const matrix_view<T> dw_full = detail::sized(dw_full_, t, opt_.top_k);
       local_backward(full_x(t), full_ids(t), full_w(t), dy_full, dx_full, dw_full);
       comm::reduce_scatter_rows<comm_type, T>(*comm_, dw_full, dw, counts);
       comm::gather_from_sequence::backward<comm_type, T>(*comm_, dx_full, dx, counts);
@@ -212,8 +211,7 @@ class experts {
       groups_.push_back(
           {.op_b = gemm::op::transpose, .a = rows(xs, off, e), .b = w1[e], .c = rows(h, off, e)});
     engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
-    for (index_t r = 0; r < h.rows(); ++r)
-      for (index_t j = 0; j < f.inter; ++j) a(r, j) = silu::value(h(r, j)) * h(r, f.inter + j);
+    activation::swiglu<T>(h, a);
     groups_.clear();
     for (index_t e = 0; e < f.n; ++e)
       groups_.push_back(
@@ -230,7 +228,7 @@ class experts {
     const auto dw1 = f.view(f.dw1, true);
     const auto dw2 = f.view(f.dw2, false);
     const index_t n = h.rows(), i = f.inter;
-    const matrix_view<T> da = resize(da_, n, i), dh = resize(dh_, n, 2 * i);
+    const matrix_view<T> da = detail::sized(da_, n, i), dh = detail::sized(dh_, n, 2 * i);
     groups_.clear();
     for (index_t e = 0; e < f.n; ++e) {
       groups_.push_back({.a = rows(dout, off, e), .b = w2[e], .c = rows(da, off, e)});
@@ -240,12 +238,7 @@ class experts {
                          .c = dw2[e]});
     }
     engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
-    for (index_t r = 0; r < n; ++r)
-      for (index_t j = 0; j < i; ++j) {
-        const T g = h(r, j), u = h(r, i + j);
-        dh(r, j) = da(r, j) * u * silu::derivative(g);
-        dh(r, i + j) = da(r, j) * silu::value(g);
-      }
+    activation::swiglu_backward<T>(h, da, dh);
     groups_.clear();
     for (index_t e = 0; e < f.n; ++e) {
       groups_.push_back({.a = rows(dh, off, e), .b = w1[e], .c = rows(dxs, off, e)});
@@ -268,26 +261,17 @@ class experts {
                      matrix_view<const T> w, matrix_view<T> y) {
     const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden;
     // Slots: assignment (t, j) → its row in the expert-major buffer, −1 when not local.
-    offsets_.assign(static_cast<std::size_t>(routed_.n + 1), 0);
-    slot_.assign(static_cast<std::size_t>(n * k), -1);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j)
-        if (const index_t e = ids(t, j) - own_experts_.begin; 0 <= e && e < routed_.n)
-          ++offsets_[static_cast<std::size_t>(e + 1)];
-    for (index_t e = 0; e < routed_.n; ++e)
-      offsets_[static_cast<std::size_t>(e + 1)] += offsets_[static_cast<std::size_t>(e)];
-    fill_.assign(offsets_.begin(), offsets_.end() - 1);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j)
-        if (const index_t e = ids(t, j) - own_experts_.begin; 0 <= e && e < routed_.n)
-          slot_[static_cast<std::size_t>(t * k + j)] = fill_[static_cast<std::size_t>(e)]++;
+    sort_by(n, routed_.n, offsets_, [&](index_t t, index_t j) {
+      const index_t e = ids(t, j) - own_experts_.begin;
+      return 0 <= e && e < routed_.n ? e : index_t{-1};
+    });
     const index_t rows_local = offsets_.back();
-    const matrix_view<T> xs = resize(xs_, rows_local, h);
+    const matrix_view<T> xs = detail::sized(xs_, rows_local, h);
     for (index_t t = 0; t < n; ++t)
       for (index_t j = 0; j < k; ++j)
         if (const index_t s = slot(t, j); s >= 0) copy_row(x, t, xs, s);
     run_experts(xs);
-    combine(w, y, [&](index_t t, index_t j) { return slot(t, j); });
+    combine(w, y);
     add_shared_forward(x, y);
   }
 
@@ -296,7 +280,7 @@ class experts {
                       matrix_view<const T> w, matrix_view<const T> dy, matrix_view<T> dx,
                       matrix_view<T> dw) {
     const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden;
-    const matrix_view<T> dout = resize(dout_, offsets_.back(), h);
+    const matrix_view<T> dout = detail::sized(dout_, offsets_.back(), h);
     const matrix_view<const T> o = make_matrix<const T>(o_.data(), offsets_.back(), h);
     for (index_t t = 0; t < n; ++t)
       for (index_t j = 0; j < k; ++j) {
@@ -322,21 +306,12 @@ class experts {
     const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden, per = routed_.n;
     const int ep = comm_->size();
     // Send order: by global expert, so each destination's rows are contiguous and expert-sorted.
-    std::vector<index_t>& count = fill_;
-    count.assign(static_cast<std::size_t>(opt_.n_experts + 1), 0);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j) ++count[static_cast<std::size_t>(ids(t, j) + 1)];
+    sort_by(n, opt_.n_experts, starts_, [&](index_t t, index_t j) { return ids(t, j); });
     counts_t_.resize(static_cast<std::size_t>(opt_.n_experts + ep * per));
     for (index_t e = 0; e < opt_.n_experts; ++e)
-      counts_t_[static_cast<std::size_t>(e)] =
-          static_cast<T>(count[static_cast<std::size_t>(e + 1)]);
-    for (index_t e = 0; e < opt_.n_experts; ++e)
-      count[static_cast<std::size_t>(e + 1)] += count[static_cast<std::size_t>(e)];
-    slot_.resize(static_cast<std::size_t>(n * k));
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j)
-        slot_[static_cast<std::size_t>(t * k + j)] = count[static_cast<std::size_t>(ids(t, j))]++;
-    const matrix_view<T> send = resize(send_, n * k, h);
+      counts_t_[static_cast<std::size_t>(e)] = static_cast<T>(
+          starts_[static_cast<std::size_t>(e + 1)] - starts_[static_cast<std::size_t>(e)]);
+    const matrix_view<T> send = detail::sized(send_, n * k, h);
     for (index_t t = 0; t < n; ++t)
       for (index_t j = 0; j < k; ++j) copy_row(x, t, send, slot(t, j));
 
@@ -363,24 +338,24 @@ class experts {
     // Received rows come source by source, each source's rows expert by expert: map each to its
     // row in the expert-major buffer.
     arrival_.resize(static_cast<std::size_t>(received));
-    std::vector<index_t> next(offsets_.begin(), offsets_.end() - 1);
+    fill_.assign(offsets_.begin(), offsets_.end() - 1);  // the next free row of each expert
     index_t i = 0;
     for (int q = 0; q < ep; ++q)
       for (index_t e = 0; e < per; ++e)
         for (auto c = static_cast<index_t>(got_counts[static_cast<std::size_t>(q * per + e)]);
              c > 0; --c)
-          arrival_[static_cast<std::size_t>(i++)] = next[static_cast<std::size_t>(e)]++;
+          arrival_[static_cast<std::size_t>(i++)] = fill_[static_cast<std::size_t>(e)]++;
 
-    const matrix_view<T> recv = resize(recv_, received, h);
+    const matrix_view<T> recv = detail::sized(recv_, received, h);
     comm_->all_to_all_v(std::span<const T>(send.span()), send_counts_, recv.span(), recv_counts_);
-    const matrix_view<T> xs = resize(xs_, received, h);
+    const matrix_view<T> xs = detail::sized(xs_, received, h);
     for (index_t r = 0; r < received; ++r) copy_row(recv, r, xs, arrival(r));
     run_experts(xs);
     const matrix_view<const T> o = make_matrix<const T>(o_.data(), received, h);
     for (index_t r = 0; r < received; ++r) copy_row(o, arrival(r), recv, r);
-    const matrix_view<T> back = resize(back_, n * k, h);  // expert outputs in send order
+    const matrix_view<T> back = detail::sized(back_, n * k, h);  // expert outputs in send order
     comm_->all_to_all_v(std::span<const T>(recv.span()), recv_counts_, back.span(), send_counts_);
-    combine(w, y, [&](index_t t, index_t j) { return slot(t, j); });
+    combine(w, y);
     add_shared_forward(x, y);
   }
 
@@ -389,16 +364,16 @@ class experts {
                            matrix_view<T> dw) {
     const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden, received = offsets_.back();
     const matrix_view<const T> back = make_matrix<const T>(back_.data(), n * k, h);
-    const matrix_view<T> send = resize(send_, n * k, h);
+    const matrix_view<T> send = detail::sized(send_, n * k, h);
     for (index_t t = 0; t < n; ++t)
       for (index_t j = 0; j < k; ++j) {
         const index_t s = slot(t, j);
         dw(t, j) = dot(dy, t, back, s);
         for (index_t c = 0; c < h; ++c) send(s, c) = w(t, j) * dy(t, c);
       }
-    const matrix_view<T> recv = resize(recv_, received, h);
+    const matrix_view<T> recv = detail::sized(recv_, received, h);
     comm_->all_to_all_v(std::span<const T>(send.span()), send_counts_, recv.span(), recv_counts_);
-    const matrix_view<T> dout = resize(dout_, received, h);
+    const matrix_view<T> dout = detail::sized(dout_, received, h);
     for (index_t r = 0; r < received; ++r) copy_row(recv, r, dout, arrival(r));
     const matrix_view<T> dxs = backward_experts(dout);
     for (index_t r = 0; r < received; ++r) copy_row(dxs, arrival(r), recv, r);
@@ -417,14 +392,34 @@ class experts {
 
   // --- pieces shared by the modes ----------------------------------------------------------
 
+  /// Counting sort of the assignments (t, j) of n tokens by `group(t, j)` ∈ [0, groups), −1 for
+  /// none: group g's rows are [offsets[g], offsets[g + 1]), slot_ holds each assignment's row
+  /// (−1 for none), in token order within a group.
+  template <class Group>
+  void sort_by(index_t n, index_t groups, std::vector<index_t>& offsets, Group group) {
+    const index_t k = opt_.top_k;
+    offsets.assign(static_cast<std::size_t>(groups + 1), 0);
+    slot_.assign(static_cast<std::size_t>(n * k), -1);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t g = group(t, j); g >= 0) ++offsets[static_cast<std::size_t>(g + 1)];
+    for (index_t g = 0; g < groups; ++g)
+      offsets[static_cast<std::size_t>(g + 1)] += offsets[static_cast<std::size_t>(g)];
+    fill_.assign(offsets.begin(), offsets.end() - 1);
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t g = group(t, j); g >= 0)
+          slot_[static_cast<std::size_t>(t * k + j)] = fill_[static_cast<std::size_t>(g)]++;
+  }
+
   void run_experts(matrix_view<const T> xs) {
     const index_t rows_local = xs.rows(), i = routed_.inter;
-    ffn_forward(routed_, xs, offsets_, resize(h_, rows_local, 2 * i), resize(a_, rows_local, i),
-                resize(o_, rows_local, opt_.hidden));
+    ffn_forward(routed_, xs, offsets_, detail::sized(h_, rows_local, 2 * i),
+                detail::sized(a_, rows_local, i), detail::sized(o_, rows_local, opt_.hidden));
   }
   matrix_view<T> backward_experts(matrix_view<const T> dout) {
     const index_t rows_local = dout.rows(), i = routed_.inter;
-    const matrix_view<T> dxs = resize(dxs_, rows_local, opt_.hidden);
+    const matrix_view<T> dxs = detail::sized(dxs_, rows_local, opt_.hidden);
     ffn_backward(routed_, make_matrix<const T>(xs_.data(), rows_local, opt_.hidden), offsets_,
                  make_matrix<const T>(h_.data(), rows_local, 2 * i),
                  make_matrix<const T>(a_.data(), rows_local, i), dout, dxs);
@@ -433,8 +428,7 @@ class experts {
 
   /// y[t] = Σ_j w[t, j] · out[slot(t, j)] over the local slots; out is o_ (local modes) or the
   /// rows sent back (all_to_all).
-  template <class Slot>
-  void combine(matrix_view<const T> w, matrix_view<T> y, Slot slot_of) {
+  void combine(matrix_view<const T> w, matrix_view<T> y) {
     const index_t h = opt_.hidden;
     const matrix_view<const T> out =
         all_to_all ? make_matrix<const T>(back_.data(), w.rows() * w.cols(), h)
@@ -442,7 +436,7 @@ class experts {
     for (index_t t = 0; t < y.rows(); ++t) {
       for (index_t c = 0; c < h; ++c) y(t, c) = T(0);
       for (index_t j = 0; j < w.cols(); ++j)
-        if (const index_t s = slot_of(t, j); s >= 0)
+        if (const index_t s = slot(t, j); s >= 0)
           for (index_t c = 0; c < h; ++c) y(t, c) += w(t, j) * out(s, c);
     }
   }
@@ -451,27 +445,27 @@ class experts {
     if (!has_shared()) return;
     const index_t n = x.rows(), i = shared_.inter;
     const std::array<index_t, 2> off{0, n};
-    const matrix_view<T> o = resize(shared_o_, n, opt_.hidden);
-    ffn_forward(shared_, x, off, resize(shared_h_, n, 2 * i), resize(shared_a_, n, i), o);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t c = 0; c < opt_.hidden; ++c) y(t, c) += o(t, c);
+    const matrix_view<T> o = detail::sized(shared_o_, n, opt_.hidden);
+    ffn_forward(shared_, x, off, detail::sized(shared_h_, n, 2 * i), detail::sized(shared_a_, n, i),
+                o);
+    detail::add_to<T>(y, o);
   }
   void add_shared_backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
     if (!has_shared()) return;
     const index_t n = x.rows(), i = shared_.inter;
     const std::array<index_t, 2> off{0, n};
-    const matrix_view<T> dxs = resize(shared_o_, n, opt_.hidden);  // the output is not needed
+    const matrix_view<T> dxs =
+        detail::sized(shared_o_, n, opt_.hidden);  // the output is not needed
     ffn_backward(shared_, x, off, make_matrix<const T>(shared_h_.data(), n, 2 * i),
                  make_matrix<const T>(shared_a_.data(), n, i), dy, dxs);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t c = 0; c < opt_.hidden; ++c) dx(t, c) += dxs(t, c);
+    detail::add_to<T>(dx, dxs);
   }
 
   /// tensor_sequence: all-gathers [x | ids | w] of every rank's tokens in one call.
   void gather_tokens(matrix_view<const T> x, matrix_view<const std::int64_t> ids,
                      matrix_view<const T> w, index_t total) {
     const index_t k = opt_.top_k, h = opt_.hidden, width = h + 2 * k;
-    const matrix_view<T> mine = resize(pack_, x.rows(), width);
+    const matrix_view<T> mine = detail::sized(pack_, x.rows(), width);
     for (index_t t = 0; t < x.rows(); ++t) {
       for (index_t c = 0; c < h; ++c) mine(t, c) = x(t, c);
       for (index_t j = 0; j < k; ++j) {
@@ -479,7 +473,7 @@ class experts {
         mine(t, h + k + j) = w(t, j);
       }
     }
-    const matrix_view<T> all = resize(gathered_, total, width);
+    const matrix_view<T> all = detail::sized(gathered_, total, width);
     comm::gather_from_sequence::forward<comm_type, T>(*comm_, mine, all,
                                                       tokens_.counts(total, comm_->size()));
     gathered_ids_.resize(static_cast<std::size_t>(total * k));
@@ -537,10 +531,6 @@ class experts {
     for (index_t c = 0; c < a.cols(); ++c) s += a(i, c) * b(r, c);
     return s;
   }
-  static matrix_view<T> resize(buffer& b, index_t rows, index_t cols) {
-    b.resize(static_cast<std::size_t>(rows * cols));
-    return make_matrix(b.data(), rows, cols);
-  }
 
   engine_type* engine_;
   comm_type* comm_;
@@ -550,7 +540,8 @@ class experts {
   std::vector<gemm::gemm_args<T>> groups_;
   detail::token_shards tokens_;
   // Routing bookkeeping of the last forward.
-  std::vector<index_t> offsets_, slot_, fill_, arrival_, per_rank_, send_counts_, recv_counts_;
+  std::vector<index_t> offsets_, starts_, slot_, fill_, arrival_, per_rank_, send_counts_,
+      recv_counts_;
   std::vector<T> counts_t_;
   std::vector<std::int64_t> gathered_ids_;
   // Activations of the last forward (xs, h, a, o by expert; all_to_all: rows sent back).

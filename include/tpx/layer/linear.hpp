@@ -465,10 +465,7 @@ class linear<Style, Backend, T> {
            cols, what.starts_with("input") ? Style::input::name : Style::output::name);
   }
 
-  std::span<T> reserve(index_t n) {
-    if (static_cast<index_t>(scratch_.size()) < n) scratch_.resize(static_cast<std::size_t>(n));
-    return {scratch_.data(), static_cast<std::size_t>(n)};
-  }
+  std::span<T> reserve(index_t n) { return detail::scratch(scratch_, n); }
 
   engine_type* engine_;
   comm_type* comm_;

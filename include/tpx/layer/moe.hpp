@@ -66,13 +66,9 @@ class moe {
   void forward(matrix_view<const T> x, matrix_view<T> y, index_t total_tokens = -1) {
     rows_ = x.rows();
     const index_t e = routing_.n_experts, k = routing_.top_k;
-    logits_.resize(static_cast<std::size_t>(rows_ * e));
-    ids_.resize(static_cast<std::size_t>(rows_ * k));
-    w_.resize(static_cast<std::size_t>(rows_ * k));
-    const matrix_view<T> logits = make_matrix(logits_.data(), rows_, e);
+    const matrix_view<T> logits = detail::sized(logits_, rows_, e);
     router_.forward(x, logits);
-    route<T>(logits, routing_, make_matrix(ids_.data(), rows_, k),
-             make_matrix(w_.data(), rows_, k));
+    route<T>(logits, routing_, detail::sized(ids_, rows_, k), detail::sized(w_, rows_, k));
     experts_.forward(x, ids(), weights(), y, total_tokens);
   }
 
@@ -81,18 +77,14 @@ class moe {
     expect(x.rows() == rows_, "{}: backward for {} tokens needs a forward on as many",
            router_.name(), x.rows());
     const index_t e = routing_.n_experts, k = routing_.top_k;
-    dw_.resize(static_cast<std::size_t>(rows_ * k));
-    dlogits_.resize(static_cast<std::size_t>(rows_ * e));
-    dx_router_.resize(static_cast<std::size_t>(x.size()));
-    const matrix_view<T> dw = make_matrix(dw_.data(), rows_, k);
+    const matrix_view<T> dw = detail::sized(dw_, rows_, k);
     experts_.backward(x, ids(), weights(), dy, dx, dw, total_tokens);
     const matrix_view<const T> logits = make_matrix<const T>(logits_.data(), rows_, e);
-    const matrix_view<T> dlogits = make_matrix(dlogits_.data(), rows_, e);
+    const matrix_view<T> dlogits = detail::sized(dlogits_, rows_, e);
     route_backward<T>(logits, routing_, ids(), dw, dlogits);
-    const matrix_view<T> dxr = make_matrix(dx_router_.data(), rows_, x.cols());
+    const matrix_view<T> dxr = detail::sized(dx_router_, rows_, x.cols());
     router_.backward(x, dlogits, dxr);
-    for (index_t t = 0; t < rows_; ++t)
-      for (index_t c = 0; c < x.cols(); ++c) dx(t, c) += dxr(t, c);
+    detail::add_to<T>(dx, dxr);
   }
 
  private:

@@ -30,7 +30,7 @@ struct routing_options {
   index_t top_k = 0;
   scoring score = scoring::softmax;
   bool renormalize = true;
-  double scale = 1.0;                  ///< routed_scaling_factor
+  double scale = 1.0;                       ///< routed_scaling_factor
   std::vector<double> selection_bias = {};  ///< [E] or empty (e_score_correction_bias)
 
   void check() const {
