@@ -105,6 +105,22 @@ void bench_block(const options& o, report& out, const char* model, int tp, const
              egu = filled<T>(d.experts * 2 * d.inter * d.hidden, in_scale),
              edn = filled<T>(d.experts * d.hidden * d.inter, in_scale);
   const std::vector<T> norm(static_cast<std::size_t>(d.hidden), T(1));
+  const layer::decoder_weights<T> weights{
+      .input_norm = norm,
+      .post_norm = norm,
+      .attention = {make_matrix(q.data(), nq, d.hidden), make_matrix(k.data(), nkv, d.hidden),
+                    make_matrix(v.data(), nkv, d.hidden), make_matrix(wo.data(), d.hidden, nq)},
+      .mlp = {make_matrix(gu.data(), d.inter, d.hidden),
+              make_matrix(gu.data() + d.inter * d.hidden, d.inter, d.hidden),
+              make_matrix(dn.data(), d.hidden, d.inter)},
+      .router = make_matrix(router.data(), d.experts, d.hidden),
+      .gate_up = tensor_view<const T, 3>(egu.data(), {{d.experts, 2 * d.inter, d.hidden}}),
+      .down = tensor_view<const T, 3>(edn.data(), {{d.experts, d.hidden, d.inter}})};
+  const layer::decoder_options options{
+      .attention = {.heads = {d.heads, d.kv_heads, d.head_dim}},
+      .eps = 1e-6,
+      .routing = {.n_experts = d.experts, .top_k = d.top_k},
+      .experts = {.n_experts = d.experts, .hidden = d.hidden, .inter = d.inter, .top_k = d.top_k}};
   const int reps = o.quick ? 2 : 5;
   std::vector<double> times;
   double comm_seconds = 0, total_seconds = 0;
@@ -113,27 +129,7 @@ void bench_block(const options& o, report& out, const char* model, int tp, const
   host::gemm_engine engine;
   host::run(tp, [&](host::communicator& hc) {
     timed_communicator c(hc);
-    using ffn_t = typename Layer::ffn_type;
-    layer::attention_block<Layer::mode, timed_backend, T> attention(
-        engine, c,
-        {make_matrix(q.data(), nq, d.hidden), make_matrix(k.data(), nkv, d.hidden),
-         make_matrix(v.data(), nkv, d.hidden), make_matrix(wo.data(), d.hidden, nq)},
-        {.heads = {d.heads, d.kv_heads, d.head_dim}});
-    const auto make_ffn = [&] {
-      if constexpr (std::is_same_v<ffn_t, layer::swiglu_mlp<Layer::mode, timed_backend, T>>)
-        return ffn_t(engine, c,
-                     {make_matrix(gu.data(), d.inter, d.hidden),
-                      make_matrix(gu.data() + d.inter * d.hidden, d.inter, d.hidden),
-                      make_matrix(dn.data(), d.hidden, d.inter)});
-      else
-        return ffn_t(
-            engine, c, make_matrix(router.data(), d.experts, d.hidden),
-            {.n_experts = d.experts, .top_k = d.top_k},
-            tensor_view<const T, 3>(egu.data(), {{d.experts, 2 * d.inter, d.hidden}}),
-            tensor_view<const T, 3>(edn.data(), {{d.experts, d.hidden, d.inter}}), {}, {},
-            {.n_experts = d.experts, .hidden = d.hidden, .inter = d.inter, .top_k = d.top_k});
-    };
-    Layer block(c, norm, norm, 1e-6, std::move(attention), make_ffn());
+    Layer block = Layer::build(engine, c, weights, options);
     const index_t n = block.local_tokens(d.tokens);
     const auto x = filled<T>(n * d.hidden, T(2));
     std::vector<T> y(x.size()), dx(x.size());

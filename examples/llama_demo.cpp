@@ -22,7 +22,7 @@
 #include <string_view>
 #include <vector>
 
-#include "oracle.hpp"
+#include "block_harness.hpp"
 #include "tpx/io/checkpoint.hpp"
 #include "tpx/tpx.hpp"
 
@@ -210,31 +210,14 @@ std::string traffic(const comm::stats& s) {
   return out.empty() ? "none" : out;
 }
 
-template <class T>
-std::vector<T> convert(const test::dense& m) {
-  return std::vector<T>(m.v.begin(), m.v.end());
-}
-
 /// Runs a block of type Layer; prints what it did; returns true when it matches the oracle.
 template <class Layer>
 bool run(const options& o, const test::block_weights& w) {
   using T = float;
-  const shard::gqa heads{o.heads, o.kv_heads, o.head_dim};
   const test::dense x = test::random_dense(o.tokens, o.hidden, 90);
   const test::dense dy = test::random_dense(o.tokens, o.hidden, 91);
   const test::block_result ref = test::decoder_layer(x, w, dy);
-  const auto q = convert<T>(w.q), k = convert<T>(w.k), v = convert<T>(w.v), out = convert<T>(w.o);
-  const std::vector<T> n1(w.norm1.begin(), w.norm1.end()), n2(w.norm2.begin(), w.norm2.end());
-  const index_t half = w.inter * o.hidden;
-  const auto gu = convert<T>(w.gate_up), dn = convert<T>(w.down);
-  std::vector<T> router, egu, edn;
-  if (w.moe) {
-    router = convert<T>(w.experts.router);
-    for (std::size_t e = 0; e < w.experts.gate_up.size(); ++e) {
-      egu.insert(egu.end(), w.experts.gate_up[e].v.begin(), w.experts.gate_up[e].v.end());
-      edn.insert(edn.end(), w.experts.down[e].v.begin(), w.experts.down[e].v.end());
-    }
-  }
+  const test::block_storage<T> weights(w);
   constexpr bool sp = Layer::mode == block_mode::sequence;
   const shard::partition rows =
       shard::partition::split(o.tokens, o.tp, shard::split_kind::balanced);
@@ -246,30 +229,7 @@ bool run(const options& o, const test::block_weights& w) {
   host::run(o.tp, [&](host::communicator& c) {
     using ffn_t = typename Layer::ffn_type;
     using attention_t = layer::attention_block<Layer::mode, host::backend, T>;
-    attention_t attention(
-        engine, c,
-        {make_matrix(q.data(), w.q.rows, o.hidden), make_matrix(k.data(), w.k.rows, o.hidden),
-         make_matrix(v.data(), w.v.rows, o.hidden), make_matrix(out.data(), o.hidden, w.q.rows)},
-        {.heads = heads});
-    const auto make_ffn = [&] {
-      if constexpr (std::is_same_v<ffn_t, layer::swiglu_mlp<Layer::mode, host::backend, T>>) {
-        return ffn_t(engine, c,
-                     {make_matrix(gu.data(), w.inter, o.hidden),
-                      make_matrix(gu.data() + half, w.inter, o.hidden),
-                      make_matrix(dn.data(), o.hidden, w.inter)});
-      } else {
-        return ffn_t(engine, c, make_matrix(router.data(), o.experts, o.hidden),
-                     {.n_experts = o.experts, .top_k = o.top_k},
-                     tensor_view<const T, 3>(egu.data(), {{o.experts, 2 * o.inter, o.hidden}}),
-                     tensor_view<const T, 3>(edn.data(), {{o.experts, o.hidden, o.inter}}), {}, {},
-                     {.name = "block_sparse_moe",
-                      .n_experts = o.experts,
-                      .hidden = o.hidden,
-                      .inter = o.inter,
-                      .top_k = o.top_k});
-      }
-    };
-    Layer block(c, n1, n2, w.eps, std::move(attention), make_ffn());
+    Layer block = weights.template build<Layer>(engine, c);
     const shard::interval mine = sp ? rows.of(c.rank()).parts[0] : shard::interval{0, o.tokens};
     std::vector<T> xl, dyl;
     for (index_t t = mine.begin; t < mine.end; ++t)

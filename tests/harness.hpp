@@ -17,12 +17,6 @@
 
 namespace tpx::test {
 
-/// An oracle matrix converted to T, row-major.
-template <class T>
-std::vector<T> whole(const dense& m) {
-  return std::vector<T>(m.v.begin(), m.v.end());
-}
-
 /// Largest |got − want| over the block, relative to the largest |want| in the whole matrix (or 1).
 template <class T>
 double relative_error(std::span<const T> got, const dense& want, shard::interval rows,

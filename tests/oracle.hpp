@@ -23,6 +23,12 @@ struct dense {
   }
 };
 
+/// An oracle matrix converted to T, row-major.
+template <class T>
+std::vector<T> whole(const dense& m) {
+  return std::vector<T>(m.v.begin(), m.v.end());
+}
+
 /// Deterministic values in [-1, 1) from a seed (splitmix64), the same on every rank.
 inline dense random_dense(index_t rows, index_t cols, std::uint64_t seed) {
   dense m(rows, cols);

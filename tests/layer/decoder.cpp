@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../block_harness.hpp"
 #include "../linear_harness.hpp"
 #include "grads.hpp"
 #include "tpx/layer/decoder.hpp"
@@ -48,80 +49,8 @@ test::block_weights make_block(const block_case& k) {
     return w;
   }
   w.routing = {.top_k = k.top_k};
-  test::moe_weights& m = w.experts;
-  m.router = test::random_dense(k.experts, k.hidden, k.seed + 8);
-  for (index_t e = 0; e < k.experts; ++e) {
-    m.gate_up.push_back(test::random_dense(2 * k.expert_inter, k.hidden, k.seed + 20 + 2 * e));
-    m.down.push_back(test::random_dense(k.hidden, k.expert_inter, k.seed + 21 + 2 * e));
-  }
-  m.shared_gate_up = test::random_dense(2 * k.shared_inter, k.hidden, k.seed + 9);
-  m.shared_down = test::random_dense(k.hidden, k.shared_inter, k.seed + 10);
-  m.inter = k.expert_inter;
-  m.shared_inter = k.shared_inter;
+  w.experts = test::random_moe(k.experts, k.hidden, k.expert_inter, k.shared_inter, k.seed + 8);
   return w;
-}
-
-template <class T>
-matrix_view<const T> view(const std::vector<T>& v, const test::dense& m) {
-  return make_matrix(v.data(), m.rows, m.cols);
-}
-
-/// Full weights as T, kept alive while layers are built from them.
-template <class T>
-struct block_storage {
-  std::vector<T> norm1, norm2, q, k, v, o, gate, up, down, router, gu, dn, sgu, sdn;
-  explicit block_storage(const test::block_weights& w)
-      : norm1(w.norm1.begin(), w.norm1.end()),
-        norm2(w.norm2.begin(), w.norm2.end()),
-        q(test::whole<T>(w.q)),
-        k(test::whole<T>(w.k)),
-        v(test::whole<T>(w.v)),
-        o(test::whole<T>(w.o)) {
-    if (!w.moe) {
-      const std::size_t half = static_cast<std::size_t>(w.inter * w.gate_up.cols);
-      gate.assign(w.gate_up.v.begin(), w.gate_up.v.begin() + static_cast<std::ptrdiff_t>(half));
-      up.assign(w.gate_up.v.begin() + static_cast<std::ptrdiff_t>(half), w.gate_up.v.end());
-      down = test::whole<T>(w.down);
-      return;
-    }
-    router = test::whole<T>(w.experts.router);
-    for (std::size_t e = 0; e < w.experts.gate_up.size(); ++e) {
-      gu.insert(gu.end(), w.experts.gate_up[e].v.begin(), w.experts.gate_up[e].v.end());
-      dn.insert(dn.end(), w.experts.down[e].v.begin(), w.experts.down[e].v.end());
-    }
-    sgu = test::whole<T>(w.experts.shared_gate_up);
-    sdn = test::whole<T>(w.experts.shared_down);
-  }
-};
-
-/// Builds a decoder layer of type Layer on one rank from the full weights.
-template <class Layer, class T>
-Layer build(host::gemm_engine& engine, host::communicator& c, const test::block_weights& w,
-            const block_storage<T>& s, const block_case& k) {
-  using attention_t = layer::attention_block<Layer::mode, host::backend, T>;
-  attention_t attention(engine, c, {view(s.q, w.q), view(s.k, w.k), view(s.v, w.v), view(s.o, w.o)},
-                        {.heads = k.heads, .rope_theta = w.theta});
-  using ffn_t = typename Layer::ffn_type;
-  if constexpr (std::is_same_v<ffn_t, layer::swiglu_mlp<Layer::mode, host::backend, T>>) {
-    ffn_t ffn(engine, c,
-              {make_matrix(s.gate.data(), k.inter, k.hidden),
-               make_matrix(s.up.data(), k.inter, k.hidden), view(s.down, w.down)});
-    return Layer(c, s.norm1, s.norm2, w.eps, std::move(attention), std::move(ffn));
-  } else {
-    ffn_t ffn(engine, c, view(s.router, w.experts.router),
-              {.n_experts = k.experts, .top_k = k.top_k},
-              tensor_view<const T, 3>(s.gu.data(), {{k.experts, 2 * k.expert_inter, k.hidden}}),
-              tensor_view<const T, 3>(s.dn.data(), {{k.experts, k.hidden, k.expert_inter}}),
-              make_matrix(s.sgu.data(), 2 * k.shared_inter, k.hidden),
-              make_matrix(s.sdn.data(), k.hidden, k.shared_inter),
-              {.name = "block_sparse_moe",
-               .n_experts = k.experts,
-               .hidden = k.hidden,
-               .inter = k.expert_inter,
-               .top_k = k.top_k,
-               .shared_inter = k.shared_inter});
-    return Layer(c, s.norm1, s.norm2, w.eps, std::move(attention), std::move(ffn));
-  }
 }
 
 /// Runs the layer on tp ranks; returns the worst relative error over y, dx and every gradient.
@@ -131,12 +60,12 @@ double check_block(int tp, const block_case& k) {
   const test::dense x = test::random_dense(k.tokens, k.hidden, k.seed + 50);
   const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 51);
   const test::block_result ref = test::decoder_layer(x, w, dy);
-  const block_storage<T> s(w);
+  const test::block_storage<T> s(w);
   const shard::partition rows = shard::partition::split(k.tokens, tp, shard::split_kind::balanced);
   std::vector<double> errors(static_cast<std::size_t>(tp), 0.0);
   host::gemm_engine engine;
   host::run(tp, [&](host::communicator& c) {
-    Layer block = build<Layer, T>(engine, c, w, s, k);
+    Layer block = s.template build<Layer>(engine, c);
     constexpr bool sp = Layer::mode == block_mode::sequence;
     const shard::interval mine = sp ? rows.of(c.rank()).parts[0] : shard::interval{0, k.tokens};
     const shard::pieces all{{{0, k.hidden}}};
@@ -201,19 +130,8 @@ TEST_CASE("the block oracle's gradients match finite differences") {
     const test::dense dy = test::random_dense(k.tokens, k.hidden, 78);
     const test::block_result g = test::decoder_layer(x, w, dy);
     const auto numeric = [&](double& v) {
-      const auto loss = [&] {
-        const test::block_result r = test::decoder_layer(x, w, dy);
-        double l = 0;
-        for (std::size_t i = 0; i < r.y.v.size(); ++i) l += r.y.v[i] * dy.v[i];
-        return l;
-      };
-      const double h = 1e-6, keep = v;
-      v = keep + h;
-      const double up = loss();
-      v = keep - h;
-      const double down = loss();
-      v = keep;
-      return (up - down) / (2 * h);
+      return test::central_difference(
+          v, [&] { return test::dot(test::decoder_layer(x, w, dy).y, dy); });
     };
     CAPTURE(moe);
     for (std::size_t i = 0; i < x.v.size(); i += 3)
@@ -277,11 +195,11 @@ TEST_CASE("blocks in single precision stay within 1e-4 of the oracle") {
 TEST_CASE("a block whose head counts tp cannot serve is an error with a sentence") {
   const block_case k{.heads = {8, 2, 2}};
   const test::block_weights w = make_block(k);
-  const block_storage<double> s(w);
+  const test::block_storage<double> s(w);
   host::gemm_engine engine;
   CHECK(test::error_of(3,
                        [&](host::communicator& c) {
-                         (void)build<llama<block_mode::tensor, double>, double>(engine, c, w, s, k);
+                         (void)s.build<llama<block_mode::tensor, double>>(engine, c);
                        }) ==
         "self_attn: n_heads = 8 and n_kv_heads = 2 cannot be split over tp = 3; tp must be at most "
         "n_kv_heads (KV heads split in whole heads), or a multiple of n_kv_heads that divides "
@@ -306,12 +224,12 @@ struct traffic {
 template <class Layer>
 std::pair<traffic, traffic> measure(int tp, const block_case& k) {
   const test::block_weights w = make_block(k);
-  const block_storage<double> s(w);
+  const test::block_storage<double> s(w);
   const test::dense x = test::random_dense(k.tokens, k.hidden, 1);
   std::pair<traffic, traffic> out;
   host::gemm_engine engine;
   host::run(tp, [&](host::communicator& c) {
-    Layer block = build<Layer, double>(engine, c, w, s, k);
+    Layer block = s.template build<Layer>(engine, c);
     const index_t n = block.local_tokens(k.tokens);
     std::vector<double> xl(static_cast<std::size_t>(n * k.hidden), 0.5), y(xl.size()),
         dx(xl.size());

@@ -1,6 +1,7 @@
 #pragma once
 // Compares one rank's parameter-gradient shards with the oracle's full gradients: a linear's rows
-// or columns by its partition, an experts layer's experts and intermediate slice.
+// or columns by its partition, an experts layer's experts and intermediate slice; and the
+// central difference that checks the oracle's own gradients.
 
 #include <algorithm>
 #include <cmath>
@@ -94,6 +95,24 @@ double moe_grad_error(Moe& layer, const moe_result& ref, index_t inter, index_t 
                                             return first ? ref.dshared_gate_up : ref.dshared_down;
                                           }));
   return worst;
+}
+
+/// d loss / d v by a central difference of step 1e-6; `v` is restored.
+inline double central_difference(double& v, const std::function<double()>& loss) {
+  const double h = 1e-6, keep = v;
+  v = keep + h;
+  const double up = loss();
+  v = keep - h;
+  const double down = loss();
+  v = keep;
+  return (up - down) / (2 * h);
+}
+
+/// Σ a ⊙ b, the loss whose gradient with respect to y is dy.
+inline double dot(const dense& a, const dense& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.v.size(); ++i) s += a.v[i] * b.v[i];
+  return s;
 }
 
 }  // namespace tpx::test

@@ -10,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "../block_harness.hpp"
 #include "../linear_harness.hpp"
 #include "grads.hpp"
 #include "tpx/layer/moe.hpp"
@@ -27,17 +28,7 @@ struct moe_case {
 };
 
 test::moe_weights make_weights(const moe_case& k) {
-  test::moe_weights w;
-  w.router = test::random_dense(k.experts, k.hidden, k.seed);
-  for (index_t e = 0; e < k.experts; ++e) {
-    w.gate_up.push_back(test::random_dense(2 * k.inter, k.hidden, k.seed + 10 + 2 * e));
-    w.down.push_back(test::random_dense(k.hidden, k.inter, k.seed + 11 + 2 * e));
-  }
-  w.shared_gate_up = test::random_dense(2 * k.shared_inter, k.hidden, k.seed + 1);
-  w.shared_down = test::random_dense(k.hidden, k.shared_inter, k.seed + 2);
-  w.inter = k.inter;
-  w.shared_inter = k.shared_inter;
-  return w;
+  return test::random_moe(k.experts, k.hidden, k.inter, k.shared_inter, k.seed);
 }
 
 const moe_case cases[] = {
@@ -70,20 +61,10 @@ double check_moe(int tp, const moe_case& k) {
   const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 4);
   const test::moe_result ref = test::moe(x, w, k.routing, dy);
 
-  std::vector<T> gate_up, down;
-  for (index_t e = 0; e < k.experts; ++e) {
-    gate_up.insert(gate_up.end(), w.gate_up[e].v.begin(), w.gate_up[e].v.end());
-    down.insert(down.end(), w.down[e].v.begin(), w.down[e].v.end());
-  }
+  const std::vector<T> gate_up = test::stacked<T>(w.gate_up), down = test::stacked<T>(w.down);
   const std::vector<T> router = test::whole<T>(w.router), sgu = test::whole<T>(w.shared_gate_up),
                        sdn = test::whole<T>(w.shared_down);
-  const layer::routing_options routing{
-      .n_experts = k.experts,
-      .top_k = k.routing.top_k,
-      .score = k.routing.sigmoid ? layer::scoring::sigmoid : layer::scoring::softmax,
-      .renormalize = k.routing.renormalize,
-      .scale = k.routing.scale,
-      .selection_bias = k.routing.selection_bias};
+  const layer::routing_options routing = test::routing_of(k.routing, k.experts);
   const layer::experts_options options{.name = "mlp.experts",
                                        .n_experts = k.experts,
                                        .hidden = k.hidden,
@@ -135,20 +116,9 @@ TEST_CASE("the MoE oracle's gradients match finite differences of Σ y ⊙ dy") 
     test::dense x = test::random_dense(k.tokens, k.hidden, k.seed + 3);
     const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 4);
     const test::moe_result g = test::moe(x, w, k.routing, dy);
-    const auto loss = [&] {
-      const test::moe_result r = test::moe(x, w, k.routing, dy);
-      double l = 0;
-      for (std::size_t i = 0; i < r.y.v.size(); ++i) l += r.y.v[i] * dy.v[i];
-      return l;
-    };
     const auto numeric = [&](double& v) {
-      const double h = 1e-6, keep = v;
-      v = keep + h;
-      const double up = loss();
-      v = keep - h;
-      const double down = loss();
-      v = keep;
-      return (up - down) / (2 * h);
+      return test::central_difference(
+          v, [&] { return test::dot(test::moe(x, w, k.routing, dy).y, dy); });
     };
     for (std::size_t i = 0; i < x.v.size(); i += 2)
       CHECK(numeric(x.v[i]) == doctest::Approx(g.dx.v[i]).epsilon(1e-6));

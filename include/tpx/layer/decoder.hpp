@@ -232,6 +232,27 @@ class attention_block {
   typename Backend::template buffer<T> qkv_out_, attn_, dattn_, dqkv_;
 };
 
+/// The full weights of a decoder layer, as views every rank passes alike: the norms, the
+/// attention, and either the MLP (`llama_layer`) or the router, experts ([E, 2I, H] gate|up,
+/// [E, H, I] down) and optional shared expert (`mixtral_layer`).
+template <class T>
+struct decoder_weights {
+  std::span<const T> input_norm, post_norm;
+  attention_weights<T> attention;
+  mlp_weights<T> mlp = {};
+  matrix_view<const T> router = {};
+  tensor_view<const T, 3> gate_up = {}, down = {};
+  matrix_view<const T> shared_gate_up = {}, shared_down = {};
+};
+
+/// How a decoder layer is built; routing and experts apply to MoE layers only.
+struct decoder_options {
+  attention_config attention;
+  double eps = 1e-5;
+  routing_options routing = {};
+  experts_options experts = {};
+};
+
 /// A pre-norm decoder layer: y = h + ffn(norm2(h)), h = x + attention(norm1(x)).
 template <block_mode Mode, class Ffn, backend Backend, class T = float>
 class decoder_layer {
@@ -253,6 +274,8 @@ class decoder_layer {
  public:
   using value_type = T;
   using ffn_type = Ffn;
+  using engine_type = typename Backend::engine;
+  using comm_type = typename Backend::communicator;
   static constexpr block_mode mode = Mode;
 
   decoder_layer(typename Backend::communicator& comm, std::span<const T> input_norm,
@@ -262,6 +285,24 @@ class decoder_layer {
         norm2_(comm, post_norm, eps, "post_attention_layernorm"),
         attention_(std::move(attention)),
         ffn_(std::move(ffn)) {}
+
+  /// Builds this rank's layer from the full weights.
+  static decoder_layer build(typename Backend::engine& engine, typename Backend::communicator& comm,
+                             const decoder_weights<T>& w, const decoder_options& o) {
+    attention_type attention(engine, comm, w.attention, o.attention);
+    if constexpr (std::is_constructible_v<Ffn, typename Backend::engine&,
+                                          typename Backend::communicator&, mlp_weights<T>>)
+      return {comm,  w.input_norm,         w.post_norm,
+              o.eps, std::move(attention), Ffn(engine, comm, w.mlp)};
+    else
+      return {comm,
+              w.input_norm,
+              w.post_norm,
+              o.eps,
+              std::move(attention),
+              Ffn(engine, comm, w.router, o.routing, w.gate_up, w.down, w.shared_gate_up,
+                  w.shared_down, o.experts)};
+  }
 
   norm_type& input_norm() noexcept { return norm1_; }
   norm_type& post_norm() noexcept { return norm2_; }
