@@ -281,3 +281,14 @@ TEST_CASE("every block moves exactly the analytic minimum of bytes") {
                         .reduce_scatter = 2 * act + topk,
                         .calls = 8}});
 }
+
+TEST_CASE("an MLP whose gate, up and down do not fit is refused before any weight is read") {
+  const std::vector<double> gate(3 * 4, 0.5), up(3 * 2, 0.5), down(4 * 3, 0.5);
+  host::gemm_engine engine;
+  CHECK(test::error_of(2, [&](host::communicator& c) {
+          layer::swiglu_mlp<block_mode::tensor, host::backend, double> mlp(
+              engine, c,
+              {make_matrix(gate.data(), 3, 4), make_matrix(up.data(), 3, 2),
+               make_matrix(down.data(), 4, 3)});
+        }) == "mlp: gate [3 × 4], up [3 × 2] and down [4 × 3] must be [I × H], [I × H], [H × I]");
+}

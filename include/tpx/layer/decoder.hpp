@@ -17,6 +17,7 @@
 /// Layouts are checked at compile time: each layer's output layout must be the next one's input.
 /// Under SP every rank holds its balanced block of the T tokens, and forward and backward take T.
 
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -45,6 +46,19 @@ struct block_styles {
   using residual = typename norm::input;  // where x, h and y live
 };
 
+namespace detail {
+/// The rows of `parts`, one matrix after the other, row-major (a fused [q; k; v] or [gate; up]
+/// weight). The parts must have the same number of columns.
+template <class T>
+std::vector<T> stack_rows(std::initializer_list<matrix_view<const T>> parts) {
+  std::vector<T> rows;
+  for (const matrix_view<const T> m : parts)
+    for (index_t r = 0; r < m.rows(); ++r)
+      for (index_t c = 0; c < m.cols(); ++c) rows.push_back(m(r, c));
+  return rows;
+}
+}  // namespace detail
+
 /// The full weights of a SwiGLU MLP: gate and up [I, H], down [H, I].
 template <class T>
 struct mlp_weights {
@@ -68,21 +82,11 @@ class swiglu_mlp {
 
   swiglu_mlp(typename Backend::engine& engine, typename Backend::communicator& comm,
              mlp_weights<T> w, std::string name = "mlp")
-      : gate_up_(engine, comm, stack(w.gate, w.up), {},
-                 {.name = name + ".gate_up_proj",
-                  .out_features = 2 * w.gate.rows(),
-                  .in_features = w.gate.cols(),
-                  .blocks = {{w.gate.rows(), 1}, {w.up.rows(), 1}}}),
+      : gate_up_(make_gate_up(engine, comm, w, name)),
         down_(engine, comm, w.down, {},
               {.name = name + ".down_proj",
                .out_features = w.down.rows(),
-               .in_features = w.down.cols()}) {
-    expect(w.gate.rows() == w.up.rows() && w.gate.cols() == w.up.cols() &&
-               w.down.cols() == w.gate.rows() && w.down.rows() == w.gate.cols(),
-           "{}: gate [{} × {}], up [{} × {}] and down [{} × {}] must be [I × H], [I × H], [H × I]",
-           name, w.gate.rows(), w.gate.cols(), w.up.rows(), w.up.cols(), w.down.rows(),
-           w.down.cols());
-  }
+               .in_features = w.down.cols()}) {}
 
   gate_up_type& gate_up() noexcept { return gate_up_; }
   down_type& down() noexcept { return down_; }
@@ -107,13 +111,22 @@ class swiglu_mlp {
   }
 
  private:
-  static matrix_view<const T> stack(matrix_view<const T> a, matrix_view<const T> b) {
-    thread_local std::vector<T> rows;  // only read while the layer is built
-    rows.clear();
-    for (const matrix_view<const T> m : {a, b})
-      for (index_t r = 0; r < m.rows(); ++r)
-        for (index_t c = 0; c < m.cols(); ++c) rows.push_back(m(r, c));
-    return make_matrix<const T>(rows.data(), a.rows() + b.rows(), a.cols());
+  /// Checks the three shapes, then builds gate|up as one packed colwise layer.
+  static gate_up_type make_gate_up(typename Backend::engine& engine,
+                                   typename Backend::communicator& comm, const mlp_weights<T>& w,
+                                   const std::string& name) {
+    expect(w.gate.rows() == w.up.rows() && w.gate.cols() == w.up.cols() &&
+               w.down.cols() == w.gate.rows() && w.down.rows() == w.gate.cols(),
+           "{}: gate [{} × {}], up [{} × {}] and down [{} × {}] must be [I × H], [I × H], [H × I]",
+           name, w.gate.rows(), w.gate.cols(), w.up.rows(), w.up.cols(), w.down.rows(),
+           w.down.cols());
+    const index_t i = w.gate.rows(), h = w.gate.cols();
+    const std::vector<T> rows = detail::stack_rows<T>({w.gate, w.up});
+    return gate_up_type(engine, comm, make_matrix(rows.data(), 2 * i, h), {},
+                        {.name = name + ".gate_up_proj",
+                         .out_features = 2 * i,
+                         .in_features = h,
+                         .blocks = {{i, 1}, {i, 1}}});
   }
 
   gate_up_type gate_up_;
@@ -214,14 +227,11 @@ class attention_block {
            "KV heads of dim {} over hidden {}",
            name, w.q.rows(), w.q.cols(), w.k.rows(), w.k.cols(), w.v.rows(), w.v.cols(), w.o.rows(),
            w.o.cols(), cfg.heads.n_heads, cfg.heads.n_kv_heads, d, h);
-    std::vector<T> rows;
-    for (const matrix_view<const T> m : {w.q, w.k, w.v})
-      for (index_t r = 0; r < m.rows(); ++r)
-        for (index_t c = 0; c < m.cols(); ++c) rows.push_back(m(r, c));
-    return qkv_type(engine, comm,
-                    make_matrix<const T>(rows.data(), static_cast<index_t>(rows.size()) / h, h), {},
+    const index_t out = w.q.rows() + 2 * w.k.rows();
+    const std::vector<T> rows = detail::stack_rows<T>({w.q, w.k, w.v});
+    return qkv_type(engine, comm, make_matrix(rows.data(), out, h), {},
                     {.name = name + ".qkv_proj",
-                     .out_features = static_cast<index_t>(rows.size()) / h,
+                     .out_features = out,
                      .in_features = h,
                      .partition = cfg.heads.qkv_partition(comm.size())});
   }
