@@ -123,7 +123,8 @@ class experts {
 
   void forward(matrix_view<const T> x, matrix_view<const std::int64_t> ids, matrix_view<const T> w,
                matrix_view<T> y, index_t total_tokens = -1) {
-    check(x, ids, w, y, "output", total_tokens);
+    check(x, ids, w, total_tokens);
+    expect_tokens(y, x.rows(), "output");
     if constexpr (all_to_all) {
       forward_all_to_all(x, ids, w, y);
     } else if constexpr (sequence) {
@@ -142,8 +143,9 @@ class experts {
   void backward(matrix_view<const T> x, matrix_view<const std::int64_t> ids, matrix_view<const T> w,
                 matrix_view<const T> dy, matrix_view<T> dx, matrix_view<T> dw,
                 index_t total_tokens = -1) {
-    check(x, ids, w, dy, "output gradient", total_tokens);
-    check(x, ids, w, dx, "input gradient", total_tokens);
+    check(x, ids, w, total_tokens);
+    expect_tokens(dy, x.rows(), "output gradient");
+    expect_tokens(dx, x.rows(), "input gradient");
     expect(dw.rows() == w.rows() && dw.cols() == w.cols(),
            "{}: d weights are [{} × {}] but the weights are [{} × {}]", opt_.name, dw.rows(),
            dw.cols(), w.rows(), w.cols());
@@ -494,9 +496,9 @@ class experts {
     return make_matrix<const std::int64_t>(gathered_ids_.data(), total, opt_.top_k);
   }
 
-  template <class V>
+  /// x, ids and weights of this rank's tokens, and the expert ids' range.
   void check(matrix_view<const T> x, matrix_view<const std::int64_t> ids, matrix_view<const T> w,
-             const V& out, std::string_view what, index_t total) {
+             index_t total) {
     const index_t n = x.rows(), k = opt_.top_k;
     if constexpr (sequence) {
       expect(total >= 0, "{} ({}): pass the total token count under sequence parallelism",
@@ -506,17 +508,25 @@ class experts {
              "{} ({}, rank {}): the input has {} tokens but the rank's block of {} is {}",
              opt_.name, Style::name, comm_->rank(), n, total, mine);
     }
-    expect(x.cols() == opt_.hidden && out.rows() == n && out.cols() == opt_.hidden &&
-               ids.rows() == n && ids.cols() == k && w.rows() == n && w.cols() == k,
-           "{} ({}, rank {}): x [{} × {}], ids [{} × {}], weights [{} × {}] and the {} [{} × {}] "
-           "must be [n × {}], [n × {}], [n × {}] and [n × {}]",
+    expect(x.cols() == opt_.hidden && ids.rows() == n && ids.cols() == k && w.rows() == n &&
+               w.cols() == k,
+           "{} ({}, rank {}): x [{} × {}], ids [{} × {}] and weights [{} × {}] must be [n × {}], "
+           "[n × {}] and [n × {}]",
            opt_.name, Style::name, comm_->rank(), n, x.cols(), ids.rows(), ids.cols(), w.rows(),
-           w.cols(), what, out.rows(), out.cols(), opt_.hidden, k, k, opt_.hidden);
+           w.cols(), opt_.hidden, k, k);
     for (index_t t = 0; t < n; ++t)
       for (index_t j = 0; j < k; ++j)
         expect(0 <= ids(t, j) && ids(t, j) < opt_.n_experts,
                "{}: token {} routes its choice {} to expert {}, outside the {} experts [0, {})",
                opt_.name, t, j, ids(t, j), opt_.n_experts, opt_.n_experts);
+  }
+
+  /// An activation of n tokens.
+  template <class V>
+  void expect_tokens(const V& v, index_t n, std::string_view what) const {
+    expect(v.rows() == n && v.cols() == opt_.hidden,
+           "{} ({}, rank {}): the {} is [{} × {}] but must be [{} × {}]", opt_.name, Style::name,
+           comm_->rank(), what, v.rows(), v.cols(), n, opt_.hidden);
   }
 
   index_t slot(index_t t, index_t j) const {
