@@ -1,0 +1,425 @@
+#pragma once
+/// \file
+/// A group of ranks as threads of one process: the rendezvous every rank waits in, the checks
+/// that every rank makes the same call, the mailboxes of send/recv, and `detail::run_group`, which
+/// runs one function per rank on its own thread. `host::communicator` moves data in host memory
+/// over it; `cuda::local_communicator` moves data in device memory over the same group.
+///
+/// When one rank throws, every other rank is released from its wait and the runner rethrows the
+/// first error; when a rank returns while another still waits for it, the waiter gets a
+/// `tpx::error` saying so. Nothing hangs.
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <numeric>
+#include <span>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "tpx/comm/communicator.hpp"
+#include "tpx/core/error.hpp"
+
+namespace tpx::inline v0::host {
+
+namespace detail {
+
+/// Thrown inside a rank when another rank failed; never escapes `run`.
+struct released {};
+
+template <class T>
+inline constexpr char type_key = 0;
+
+/// What one rank posted for the collective in progress.
+struct post {
+  comm::kind kind = comm::kind::barrier;
+  const void* type = nullptr;
+  std::size_t elem_size = 0;
+  const void* in = nullptr;
+  void* out = nullptr;
+  index_t in_count = 0;
+  index_t out_count = 0;
+  std::span<const index_t> counts;
+  std::span<const index_t> counts2;
+  int root = 0;
+  comm::reduce_op op = comm::reduce_op::sum;
+};
+
+struct message {
+  const void* type = nullptr;
+  index_t count = 0;
+  std::vector<std::byte> bytes;
+};
+
+/// State shared by the ranks of one group.
+class group {
+ public:
+  explicit group(int size)
+      : size_(size),
+        posts_(static_cast<std::size_t>(size)),
+        mail_(static_cast<std::size_t>(size) * static_cast<std::size_t>(size)) {}
+
+  int size() const noexcept { return size_; }
+  std::vector<post>& posts() noexcept { return posts_; }
+
+  /// Waits until every rank arrived. Throws `released` if a rank failed, and `tpx::error` if a
+  /// rank returned from its function while this one waits for it.
+  void barrier(int rank, std::string_view what) {
+    std::unique_lock lock(mutex_);
+    const std::uint64_t gen = generation_;
+    if (++arrived_ == size_) {
+      arrived_ = 0;
+      ++generation_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return generation_ != gen || failed_ || left_ >= 0; });
+    if (generation_ != gen) return;
+    if (failed_) throw released{};
+    fail(
+        "rank {} waits in {}, but rank {} has already returned from its function; every rank "
+        "must make the same collective calls in the same order",
+        rank, what, left_);
+  }
+
+  void deliver(int from, int to, message m) {
+    std::lock_guard lock(mutex_);
+    box(from, to).push_back(std::move(m));
+    cv_.notify_all();
+  }
+
+  message collect(int from, int to) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return !box(from, to).empty() || failed_ || has_left(from); });
+    if (!box(from, to).empty()) {
+      message m = std::move(box(from, to).front());
+      box(from, to).pop_front();
+      return m;
+    }
+    if (failed_) throw released{};
+    fail(
+        "rank {} waits in recv for a message from rank {}, which has returned from its function "
+        "without sending it",
+        to, from);
+  }
+
+  /// A rank failed: release everyone.
+  void abort() {
+    std::lock_guard lock(mutex_);
+    failed_ = true;
+    cv_.notify_all();
+  }
+
+  /// A rank returned from its function.
+  void leave(int rank) {
+    std::lock_guard lock(mutex_);
+    if (left_ < 0) left_ = rank;
+    left_ranks_.push_back(rank);
+    cv_.notify_all();
+  }
+
+ private:
+  std::deque<message>& box(int from, int to) {
+    return mail_[static_cast<std::size_t>(from) * static_cast<std::size_t>(size_) +
+                 static_cast<std::size_t>(to)];
+  }
+  bool has_left(int rank) const {
+    return std::find(left_ranks_.begin(), left_ranks_.end(), rank) != left_ranks_.end();
+  }
+
+  int size_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  std::uint64_t generation_ = 0;
+  bool failed_ = false;
+  int left_ = -1;
+  std::vector<int> left_ranks_;
+  std::vector<post> posts_;
+  std::vector<std::deque<message>> mail_;
+};
+
+/// One rank's seat in a group: publishes its call, checks that every rank makes the same call
+/// with the same element type, counts and sizes (each rank reaches the same verdict, so all of
+/// them throw together), and counts bytes. The communicators built on a group (host memory here;
+/// device memory in the cuda backend) derive from it and add the data movement. Each `enter_*`
+/// checks its arguments, waits for every rank, and returns every rank's post; the caller moves
+/// the data and then calls `finish`.
+class member {
+ public:
+  member(group& g, int rank) : group_(&g), rank_(rank) {}
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return group_->size(); }
+  const comm::stats& statistics() const noexcept { return stats_; }
+  void reset_statistics() noexcept { stats_.reset(); }
+
+ protected:
+  template <class T>
+  const std::vector<post>& enter_all_reduce(std::span<T> data, comm::reduce_op op) {
+    post p = make_post<T>(comm::kind::all_reduce);
+    p.out = data.data();
+    p.out_count = ssize(data);
+    p.op = op;
+    const std::vector<post>& all = publish(p);
+    for (int r = 0; r < size(); ++r)
+      agree(all, r, all[r].out_count == p.out_count && all[r].op == p.op, "buffer of {} elements",
+            [&](int q) { return all[q].out_count; });
+    return all;
+  }
+
+  template <class T>
+  const std::vector<post>& enter_all_gather(std::span<const T> send, std::span<T> recv,
+                                            std::span<const index_t> counts) {
+    check_counts(counts, "all_gather");
+    expect(ssize(send) == counts[static_cast<std::size_t>(rank_)],
+           "all_gather: rank {} passed a send buffer of {} elements, but counts[{}] = {}", rank_,
+           ssize(send), rank_, counts[static_cast<std::size_t>(rank_)]);
+    expect(
+        ssize(recv) == sum(counts),
+        "all_gather: rank {} passed a receive buffer of {} elements, but the counts add up to {}",
+        rank_, ssize(recv), sum(counts));
+    post p = make_post<T>(comm::kind::all_gather);
+    p.in = send.data();
+    p.out = recv.data();
+    p.counts = counts;
+    const std::vector<post>& all = publish(p);
+    agree_counts(all, "all_gather");
+    return all;
+  }
+
+  template <class T>
+  const std::vector<post>& enter_reduce_scatter(std::span<const T> send, std::span<T> recv,
+                                                std::span<const index_t> counts,
+                                                comm::reduce_op op) {
+    check_counts(counts, "reduce_scatter");
+    expect(
+        ssize(send) == sum(counts),
+        "reduce_scatter: rank {} passed a send buffer of {} elements, but the counts add up to {}",
+        rank_, ssize(send), sum(counts));
+    expect(ssize(recv) == counts[static_cast<std::size_t>(rank_)],
+           "reduce_scatter: rank {} passed a receive buffer of {} elements, but counts[{}] = {}",
+           rank_, ssize(recv), rank_, counts[static_cast<std::size_t>(rank_)]);
+    post p = make_post<T>(comm::kind::reduce_scatter);
+    p.in = send.data();
+    p.out = recv.data();
+    p.counts = counts;
+    p.op = op;
+    const std::vector<post>& all = publish(p);
+    agree_counts(all, "reduce_scatter");
+    for (int r = 0; r < size(); ++r)
+      agree(all, r, all[r].op == op, "reduction operator {}",
+            [&](int q) { return static_cast<int>(all[q].op); });
+    return all;
+  }
+
+  template <class T>
+  const std::vector<post>& enter_broadcast(std::span<T> data, int root) {
+    expect_rank(root, size(), "broadcast root");
+    post p = make_post<T>(comm::kind::broadcast);
+    p.out = data.data();
+    p.out_count = ssize(data);
+    p.root = root;
+    const std::vector<post>& all = publish(p);
+    for (int r = 0; r < size(); ++r)
+      agree(all, r, all[r].root == root, "root {}", [&](int q) { return all[q].root; });
+    for (int r = 0; r < size(); ++r)
+      agree(all, r, all[r].out_count == p.out_count, "buffer of {} elements",
+            [&](int q) { return all[q].out_count; });
+    return all;
+  }
+
+  template <class T>
+  const std::vector<post>& enter_all_to_all_v(std::span<const T> send,
+                                              std::span<const index_t> send_counts,
+                                              std::span<T> recv,
+                                              std::span<const index_t> recv_counts) {
+    check_counts(send_counts, "all_to_all_v send");
+    check_counts(recv_counts, "all_to_all_v receive");
+    expect(ssize(send) == sum(send_counts),
+           "all_to_all_v: rank {} passed a send buffer of {} elements, but its send counts add up "
+           "to {}",
+           rank_, ssize(send), sum(send_counts));
+    expect(ssize(recv) == sum(recv_counts),
+           "all_to_all_v: rank {} passed a receive buffer of {} elements, but its receive counts "
+           "add up to {}",
+           rank_, ssize(recv), sum(recv_counts));
+    post p = make_post<T>(comm::kind::all_to_all);
+    p.in = send.data();
+    p.out = recv.data();
+    p.counts = send_counts;
+    p.counts2 = recv_counts;
+    const std::vector<post>& all = publish(p);
+    for (int r = 0; r < size(); ++r)
+      for (int q = 0; q < size(); ++q) {
+        const index_t sent = all[r].counts[static_cast<std::size_t>(q)];
+        const index_t expected = all[q].counts2[static_cast<std::size_t>(r)];
+        if (sent != expected) {
+          sync_after_error();
+          fail(
+              "all_to_all_v: rank {} sends {} elements to rank {}, but rank {} expects {} from "
+              "rank {}",
+              r, sent, q, q, expected, r);
+        }
+      }
+    return all;
+  }
+
+  const std::vector<post>& enter_barrier() { return publish(make_post<char>(comm::kind::barrier)); }
+
+  /// Where rank `to` finds its block in rank `from`'s all-to-all-v send buffer.
+  static index_t send_offset(const post& from, int to) {
+    index_t offset = 0;
+    for (int s = 0; s < to; ++s) offset += from.counts[static_cast<std::size_t>(s)];
+    return offset;
+  }
+
+  /// Bytes an all-to-all-v sends to other ranks (the nccl-tests convention).
+  template <class T>
+  index_t all_to_all_bytes(std::span<const index_t> send_counts) const {
+    index_t n = 0;
+    for (int q = 0; q < size(); ++q)
+      if (q != rank_) n += send_counts[static_cast<std::size_t>(q)];
+    return n * static_cast<index_t>(sizeof(T));
+  }
+
+  template <class S>
+  static index_t ssize(const S& s) noexcept {
+    return static_cast<index_t>(s.size());
+  }
+  static index_t sum(std::span<const index_t> c) {
+    return std::accumulate(c.begin(), c.end(), index_t{0});
+  }
+
+  /// Waits for every rank (the data movement of this step is done on every rank).
+  void sync(std::string_view what) { group_->barrier(rank_, what); }
+
+  /// Waits for every rank, then counts the call.
+  void finish(comm::kind k, index_t bytes) {
+    sync(comm::name(k));
+    stats_.record(k, bytes);
+  }
+
+  void record(comm::kind k, index_t bytes) noexcept { stats_.record(k, bytes); }
+  group& shared() noexcept { return *group_; }
+
+ private:
+  template <class T>
+  static post make_post(comm::kind k) {
+    post p;
+    p.kind = k;
+    p.type = &type_key<T>;
+    p.elem_size = sizeof(T);
+    return p;
+  }
+
+  void check_counts(std::span<const index_t> counts, std::string_view what) const {
+    expect(ssize(counts) == size(), "{}: rank {} passed {} per-rank counts for a group of {} ranks",
+           what, rank_, counts.size(), size());
+    for (std::size_t q = 0; q < counts.size(); ++q)
+      expect(counts[q] >= 0, "{}: rank {} passed a negative count {} for rank {}", what, rank_,
+             counts[q], q);
+  }
+
+  /// Posts this rank's call, waits for every rank, and checks that all ranks make the same call
+  /// on the same element type.
+  const std::vector<post>& publish(const post& p) {
+    std::vector<post>& all = group_->posts();
+    all[static_cast<std::size_t>(rank_)] = p;
+    sync(comm::name(p.kind));
+    for (int r = 0; r < size(); ++r) {
+      if (all[r].kind != p.kind) {
+        sync_after_error();
+        fail(
+            "rank {} calls {} while rank {} calls {}; every rank must make the same collective "
+            "calls in the same order",
+            rank_, comm::name(p.kind), r, comm::name(all[r].kind));
+      }
+      if (all[r].type != p.type) {
+        sync_after_error();
+        fail(
+            "{}: rank {} passes {}-byte elements of one type while rank {} passes {}-byte "
+            "elements of another; every rank must use the same element type",
+            comm::name(p.kind), rank_, p.elem_size, r, all[r].elem_size);
+      }
+    }
+    return all;
+  }
+
+  /// Checks that rank r's post agrees with this rank's; `value(q)` describes rank q's post.
+  template <class Value>
+  void agree(const std::vector<post>& all, int r, bool same, std::string_view what, Value value) {
+    if (same) return;
+    sync_after_error();
+    fail("{}: rank {} passes a {} while rank {} passes a {}; every rank must pass the same",
+         comm::name(all[static_cast<std::size_t>(rank_)].kind), rank_,
+         fmt::format(fmt::runtime(what), value(rank_)), r,
+         fmt::format(fmt::runtime(what), value(r)));
+  }
+
+  void agree_counts(const std::vector<post>& all, std::string_view what) {
+    for (int r = 0; r < size(); ++r)
+      for (int q = 0; q < size(); ++q) {
+        const index_t mine =
+            all[static_cast<std::size_t>(rank_)].counts[static_cast<std::size_t>(q)];
+        const index_t theirs = all[static_cast<std::size_t>(r)].counts[static_cast<std::size_t>(q)];
+        if (mine != theirs) {
+          sync_after_error();
+          fail(
+              "{}: rank {} passes counts[{}] = {} while rank {} passes counts[{}] = {}; every "
+              "rank must pass the same counts",
+              what, rank_, q, mine, r, q, theirs);
+        }
+      }
+  }
+
+  /// Every rank sees the same posts, so every rank detects the same mismatch; this barrier keeps
+  /// the posts alive until all of them have read them, then each throws.
+  void sync_after_error() { sync("error check"); }
+
+  group* group_;
+  int rank_;
+  comm::stats stats_;
+};
+
+/// Runs `fn(comm)` on `tp` threads, one per rank, each with the communicator `make(group, rank)`
+/// builds, and returns when all have returned. If any rank throws, the others are released and
+/// the first exception is rethrown here.
+template <class Make, class Fn>
+void run_group(int tp, std::string_view who, Make make, Fn& fn) {
+  expect_group_size(tp, who);
+  group g(tp);
+  std::mutex first_mutex;
+  std::exception_ptr first;
+  const auto body = [&](int rank) {
+    try {
+      auto comm = make(g, rank);
+      fn(comm);
+      g.leave(rank);
+    } catch (const released&) {
+      // Another rank failed first; its exception is the one reported.
+    } catch (...) {
+      {
+        std::lock_guard lock(first_mutex);
+        if (!first) first = std::current_exception();
+      }
+      g.abort();
+    }
+  };
+  {
+    std::vector<std::jthread> threads;
+    threads.reserve(static_cast<std::size_t>(tp - 1));
+    for (int r = 1; r < tp; ++r) threads.emplace_back(body, r);
+    body(0);
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+}  // namespace detail
+
+}  // namespace tpx::inline v0::host
