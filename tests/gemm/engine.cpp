@@ -74,6 +74,36 @@ TEST_CASE("gemm with an empty inner dim scales C and adds the bias; empty output
                                      .c = make_matrix<float>(nullptr, 0, 0)});
 }
 
+TEST_CASE("the bias_grad field of a GEMM holds the row sums of op(A), padded or not") {
+  const index_t m = 4, n = 3, k = 5;
+  const test::dense a = test::random_dense(m, k, 7), b = test::random_dense(k, n, 8);
+  host::gemm_engine engine;
+  for (const bool ta : {false, true}) {
+    CAPTURE(ta);
+    const index_t a_cols = ta ? m : k, pad = 1;
+    const std::vector<double> av = store(a, ta, a_cols + pad), bv = store(b, false, n);
+    std::vector<double> cv(static_cast<std::size_t>(m * n)), db(static_cast<std::size_t>(m), -1.0);
+    engine.gemm(
+        gemm::gemm_args<double>{.op_a = ta ? op::transpose : op::none,
+                                .a = {av.data(), extents<2>{{ta ? k : m, a_cols}}, a_cols + pad},
+                                .b = make_matrix<const double>(bv.data(), k, n),
+                                .c = make_matrix(cv.data(), m, n),
+                                .bias_grad = std::span<double>(db)});
+    for (index_t i = 0; i < m; ++i) {
+      double want = 0.0;
+      for (index_t p = 0; p < k; ++p) want += a(i, p);
+      CHECK(db[static_cast<std::size_t>(i)] == doctest::Approx(want).epsilon(1e-14));
+    }
+  }
+  std::vector<double> av(6), bv(6), cv(4), db(3);
+  CHECK_THROWS_WITH_AS(
+      engine.gemm(gemm::gemm_args<double>{.a = make_matrix<const double>(av.data(), 2, 3),
+                                          .b = make_matrix<const double>(bv.data(), 3, 2),
+                                          .c = make_matrix(cv.data(), 2, 2),
+                                          .bias_grad = std::span<double>(db)}),
+      "host::gemm_engine: the bias gradient has 3 elements but C has 2 rows", tpx::error);
+}
+
 TEST_CASE("bias_grad sums rows and add_bias broadcasts over rows") {
   host::gemm_engine engine;
   const std::vector<double> dy{1, 2, 3, 4, 5, 6};  // [3 × 2]

@@ -15,7 +15,7 @@
 /// contiguous in the flat buffer, then unpacked column block by column block. They need a scratch
 /// span of `rows · Σ cols` elements; padded (ld > cols) views need scratch too. Element copies go
 /// through `Comm::copy(src, dst)` when the communicator has one (device memory), else through host
-/// loops.
+/// loops; `Comm::zero(span)` likewise sets elements to zero.
 
 #include <algorithm>
 #include <numeric>
@@ -40,6 +40,14 @@ void copy(Comm& c, matrix_view<const T> from, matrix_view<T> to) {
     if (from.cols() == 0) return;
     for (index_t i = 0; i < from.rows(); ++i) std::copy_n(&from(i, 0), from.cols(), &to(i, 0));
   }
+}
+
+template <class Comm, class T>
+void zero(Comm& c, std::span<T> s) {
+  if constexpr (requires { c.zero(s); })
+    c.zero(s);
+  else
+    std::fill(s.begin(), s.end(), T(0));
 }
 
 inline index_t total(std::span<const index_t> counts) {

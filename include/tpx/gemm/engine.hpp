@@ -25,7 +25,9 @@ constexpr std::pair<index_t, index_t> op_shape(op o, matrix_view<T> m) noexcept 
 }
 
 /// One GEMM: c = alpha · op_a(a) · op_b(b) + beta · c, then c[i, j] += bias[j] when bias is not
-/// empty. Designated initialisers make a call read like its formula.
+/// empty, and bias_grad[i] = Σ_l op_a(a)[i, l] when bias_grad is not empty (the bias gradient of
+/// the weight-gradient GEMM dW = dYᵀ · X, which an engine may fuse: cuBLASLt's BGRADB epilogue).
+/// Designated initialisers make a call read like its formula.
 template <class T>
 struct gemm_args {
   op op_a = op::none;
@@ -36,6 +38,7 @@ struct gemm_args {
   T beta = T(0);
   matrix_view<T> c;
   std::span<const T> bias = {};
+  std::span<T> bias_grad = {};
 };
 
 /// Checks that op(A) [m × k], op(B) [k × n], C [m × n] and the bias [n] line up.
@@ -50,6 +53,8 @@ void check_gemm(const gemm_args<T>& g, std::string_view who = "gemm") {
          g.c.rows(), g.c.cols(), m, n);
   expect(g.bias.empty() || static_cast<index_t>(g.bias.size()) == n,
          "{}: the bias has {} elements but C has {} columns", who, g.bias.size(), n);
+  expect(g.bias_grad.empty() || static_cast<index_t>(g.bias_grad.size()) == m,
+         "{}: the bias gradient has {} elements but C has {} rows", who, g.bias_grad.size(), m);
 }
 
 /// A GEMM engine for element type T. `grouped_gemm` runs a list of independent GEMMs of any

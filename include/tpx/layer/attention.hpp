@@ -31,6 +31,12 @@ struct attention_options {
 
 template <backend Backend, class T = float>
 class causal_attention {
+  static_assert(
+      host_memory<Backend>,
+      "tpx::causal_attention: runs its element-wise work in host loops, so it needs a backend "
+      "whose buffers the host reads (host_memory); on the cuda backend only "
+      "tpx::linear runs so far");
+
  public:
   using value_type = T;
 

@@ -22,6 +22,15 @@ concept backend = gemm::gemm_engine<typename B::engine> &&
   buf.resize(std::size_t{1});
 };
 
+/// Whether the host reads and writes a backend's buffers directly (`Backend::host_memory`).
+/// Layers whose element-wise work is written as host loops (norms, activations, attention,
+/// embeddings, routing, experts) need it; `linear` does not (its copies and zero-fills go through
+/// the communicator), so it also runs on the cuda backend.
+template <class B>
+inline constexpr bool host_memory = requires {
+  requires B::host_memory;
+};
+
 namespace detail {
 
 /// The first `n` elements of `b`, grown when it holds fewer (never shrunk, so a layer's steady

@@ -13,6 +13,7 @@
 
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/activation.hpp"
+#include "tpx/layer/backend.hpp"
 
 namespace tpx::inline v0::layer {
 
@@ -27,6 +28,10 @@ class chain {
                 "tpx::chain: both layers must compute in the same value type");
   static_assert(std::is_same_v<typename First::backend_type, typename Second::backend_type>,
                 "tpx::chain: both layers must run on the same backend");
+  static_assert(host_memory<typename First::backend_type>,
+                "tpx::chain: applies its activation in host loops, so it needs a backend whose "
+                "buffers the host reads (host_memory); on the cuda backend call the two linear "
+                "layers and an activation kernel yourself");
 
  public:
   using value_type = typename First::value_type;

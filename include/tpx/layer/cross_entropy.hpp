@@ -38,6 +38,12 @@ struct cross_entropy_options {
 
 template <backend Backend, class T = float>
 class vocab_cross_entropy {
+  static_assert(
+      host_memory<Backend>,
+      "tpx::vocab_cross_entropy: runs its element-wise work in host loops, so it needs a backend "
+      "whose buffers the host reads (host_memory); on the cuda backend only "
+      "tpx::linear runs so far");
+
  public:
   using backend_type = Backend;
   using value_type = T;

@@ -68,6 +68,11 @@ struct mlp_weights {
 /// gate|up packed colwise → silu(gate) ⊙ up → down rowwise.
 template <block_mode Mode, backend Backend, class T = float>
 class swiglu_mlp {
+  static_assert(host_memory<Backend>,
+                "tpx::swiglu_mlp: runs its element-wise work in host loops, so it needs a backend "
+                "whose buffers the host reads (host_memory); on the cuda backend only "
+                "tpx::linear runs so far");
+
   using styles = block_styles<Mode>;
 
  public:
@@ -165,6 +170,12 @@ struct attention_config {
 /// qkv colwise in whole heads (KV heads replicated past n_kv) → RoPE + attention → o rowwise.
 template <block_mode Mode, backend Backend, class T = float>
 class attention_block {
+  static_assert(
+      host_memory<Backend>,
+      "tpx::attention_block: runs its element-wise work in host loops, so it needs a backend "
+      "whose buffers the host reads (host_memory); on the cuda backend only "
+      "tpx::linear runs so far");
+
   using styles = block_styles<Mode>;
 
  public:
@@ -266,6 +277,12 @@ struct decoder_options {
 /// A pre-norm decoder layer: y = h + ffn(norm2(h)), h = x + attention(norm1(x)).
 template <block_mode Mode, class Ffn, backend Backend, class T = float>
 class decoder_layer {
+  static_assert(
+      host_memory<Backend>,
+      "tpx::decoder_layer: runs its element-wise work in host loops, so it needs a backend "
+      "whose buffers the host reads (host_memory); on the cuda backend only "
+      "tpx::linear runs so far");
+
   using styles = block_styles<Mode>;
   using norm_type = rms_norm<typename styles::norm, Backend, T>;
   using attention_type = attention_block<Mode, Backend, T>;

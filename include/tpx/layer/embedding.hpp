@@ -39,6 +39,12 @@ struct embedding_options {
 
 template <class Style, backend Backend, class T = float>
 class vocab_embedding {
+  static_assert(
+      host_memory<Backend>,
+      "tpx::vocab_embedding: runs its element-wise work in host loops, so it needs a backend "
+      "whose buffers the host reads (host_memory); on the cuda backend only "
+      "tpx::linear runs so far");
+
   static_assert(std::is_same_v<Style, style::vocab_parallel<>> ||
                     std::is_same_v<Style, style::vocab_parallel_sp>,
                 "tpx::vocab_embedding: the style must be style::vocab_parallel<> or "

@@ -42,6 +42,11 @@ struct experts_options {
 
 template <class Style, backend Backend, class T = float>
 class experts {
+  static_assert(host_memory<Backend>,
+                "tpx::experts: runs its element-wise work in host loops, so it needs a backend "
+                "whose buffers the host reads (host_memory); on the cuda backend only "
+                "tpx::linear runs so far");
+
   static constexpr style::expert_split mode = Style::mode;
   static constexpr bool sequence = mode == style::expert_split::tensor_sequence;
   static constexpr bool all_to_all = mode == style::expert_split::all_to_all;

@@ -88,8 +88,10 @@ class linear {
 template <class Style, backend Backend, class T>
 requires detail::is_linear_style<Style>
 class linear<Style, Backend, T> {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "tpx::linear: the compute type must be float or double");
+  static_assert(gemm::gemm_engine_of<typename Backend::engine, T> &&
+                    comm::communicator_of<typename Backend::communicator, T>,
+                "tpx::linear: the backend's GEMM engine and communicator must both handle the "
+                "compute type T");
 
  public:
   using style_type = Style;
@@ -317,10 +319,9 @@ class linear<Style, Backend, T> {
     }
 
     const matrix_view<T> dw = make_matrix(dweight_.data(), local_[0], local_[1]);
-    engine_->gemm(
-        gemm::gemm_args<T>{.op_a = gemm::op::transpose, .a = dy_local, .b = x_local, .c = dw});
     const std::span<T> db(dbias_.data(), dbias_.size());
-    if (has_bias_) engine_->bias_grad(dy_local, db);
+    engine_->gemm(gemm::gemm_args<T>{
+        .op_a = gemm::op::transpose, .a = dy_local, .b = x_local, .c = dw, .bias_grad = db});
     if constexpr (std::is_same_v<Style, style::replicate<style::grad_sync::all_reduce>>) {
       comm_->all_reduce(std::span<T>(dweight_.data(), dweight_.size()));
       if (has_bias_) comm_->all_reduce(db);
@@ -437,23 +438,29 @@ class linear<Style, Backend, T> {
   /// Sums the dW and db rows of output pieces that several ranks hold: each rank writes its rows
   /// at their place in a zeroed [extent, in | 1] buffer, the buffer is all-reduced over the group,
   /// and each rank reads its rows back. (Moves extent · (in + 1) elements; a sub-group
-  /// communicator of the sharing ranks would move less.)
+  /// communicator of the sharing ranks would move less.) Copies go through the communicator, so
+  /// device memory works too.
   void sum_shared_rows(detail::arena<T>& mem, matrix_view<T> dw, std::span<T> db) {
     const index_t extent = part_.extent(), in = local_[1];
     const std::span<T> all = mem.take(extent * (in + 1));
-    std::fill(all.begin(), all.end(), T(0));
+    comm::detail::zero(*comm_, all);
     const matrix_view<T> rows = make_matrix(all.data(), extent, in + 1);
-    for (index_t i = 0; i < local_[0]; ++i) {
-      const index_t g = own_.global(i);
-      for (index_t j = 0; j < in; ++j) rows(g, j) = dw(i, j);
-      rows(g, in) = has_bias_ ? db[static_cast<std::size_t>(i)] : T(0);
-    }
+    const auto each_piece = [&](auto move) {
+      index_t at = 0;
+      for (const shard::interval& p : own_.parts) {
+        const matrix_view<T> global = rows.row_range(p.begin, p.end);
+        move(dw.row_range(at, at + p.size()), global.col_range(0, in));
+        if (has_bias_) move(make_matrix(db.data() + at, p.size(), 1), global.col_range(in, in + 1));
+        at += p.size();
+      }
+    };
+    each_piece([&](matrix_view<T> local, matrix_view<T> global) {
+      comm::detail::copy<comm_type, T>(*comm_, local, global);
+    });
     comm_->all_reduce(all);
-    for (index_t i = 0; i < local_[0]; ++i) {
-      const index_t g = own_.global(i);
-      for (index_t j = 0; j < in; ++j) dw(i, j) = rows(g, j);
-      if (has_bias_) db[static_cast<std::size_t>(i)] = rows(g, in);
-    }
+    each_piece([&](matrix_view<T> local, matrix_view<T> global) {
+      comm::detail::copy<comm_type, T>(*comm_, global, local);
+    });
   }
 
   template <class V>

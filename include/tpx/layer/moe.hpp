@@ -22,6 +22,11 @@ namespace tpx::inline v0::layer {
 
 template <class Style, backend Backend, class T = float>
 class moe {
+  static_assert(host_memory<Backend>,
+                "tpx::moe: runs its element-wise work in host loops, so it needs a backend "
+                "whose buffers the host reads (host_memory); on the cuda backend only "
+                "tpx::linear runs so far");
+
  public:
   using style_type = Style;
   using backend_type = Backend;

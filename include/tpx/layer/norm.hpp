@@ -26,6 +26,11 @@ namespace tpx::inline v0::layer {
 
 template <class Style, backend Backend, class T = float>
 class rms_norm {
+  static_assert(host_memory<Backend>,
+                "tpx::rms_norm: runs its element-wise work in host loops, so it needs a backend "
+                "whose buffers the host reads (host_memory); on the cuda backend only "
+                "tpx::linear runs so far");
+
   static_assert(std::is_same_v<Style, style::replicate<>> ||
                     std::is_same_v<Style, style::sequence_parallel>,
                 "tpx::rms_norm: the style must be style::replicate<> (replicated activations) or "

@@ -13,6 +13,8 @@ namespace tpx::inline v0::host {
 struct backend {
   using engine = host::gemm_engine;
   using communicator = host::communicator;
+  /// Buffers are host vectors: every layer's host loops may read them.
+  static constexpr bool host_memory = true;
   /// Owning storage for `n` elements of T, in the backend's memory.
   template <class T>
   using buffer = std::vector<T>;

@@ -28,6 +28,7 @@ class gemm_engine {
              "host::gemm_engine: a dim or leading dimension of {} exceeds CBLAS's "
              "int range",
              d);
+    if (!g.bias_grad.empty()) row_sums(g.op_a, g.a, g.bias_grad);
     if (m == 0 || n == 0) return;
     if (k == 0) {
       scale(g.c, g.beta);
@@ -77,6 +78,17 @@ class gemm_engine {
   }
 
  private:
+  /// out[i] = Σ_l op(a)[i, l]: row sums of A, or column sums when op is a transpose.
+  template <class T>
+  void row_sums(gemm::op o, matrix_view<const T> a, std::span<T> out) {
+    if (o == gemm::op::transpose) return bias_grad(a, out);
+    for (index_t i = 0; i < a.rows(); ++i) {
+      T acc = T(0);
+      for (index_t l = 0; l < a.cols(); ++l) acc += a(i, l);
+      out[static_cast<std::size_t>(i)] = acc;
+    }
+  }
+
   template <class T>
   static void scale(matrix_view<T> c, T beta) {
     for (index_t i = 0; i < c.rows(); ++i)
