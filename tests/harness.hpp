@@ -7,6 +7,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "error_of.hpp"
@@ -16,6 +17,15 @@
 #include "tpx/shard/split.hpp"
 
 namespace tpx::test {
+
+/// A value as double; element types that are not arithmetic (bf16, half) go through float.
+template <class T>
+double to_double(T x) {
+  if constexpr (std::is_arithmetic_v<T>)
+    return static_cast<double>(x);
+  else
+    return static_cast<double>(static_cast<float>(x));
+}
 
 /// Largest |got − want| over the block, relative to the largest |want| in the whole matrix (or 1).
 template <class T>
@@ -29,7 +39,7 @@ double relative_error(std::span<const T> got, const dense& want, shard::interval
   std::size_t k = 0;
   for (index_t i = rows.begin; i < rows.end; ++i)
     for (index_t j = cols.begin; j < cols.end; ++j) {
-      const double d = std::abs(static_cast<double>(got[k++]) - want(i, j));
+      const double d = std::abs(to_double(got[k++]) - want(i, j));
       worst = std::max(worst, std::isnan(d) ? INFINITY : d);
     }
   return worst / scale;

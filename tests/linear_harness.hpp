@@ -34,12 +34,35 @@ struct linear_case {
 /// Worst relative errors of one rank: y, dx, dW, db.
 using linear_errors = std::array<double, 4>;
 
-namespace detail {
+/// Where a harness runs: the backend, its buffers, how data gets in and out of them, and how
+/// ranks are started. The cuda suite has its own (tests/cuda/platform.hpp).
+struct host_platform {
+  using backend = host::backend;
+  template <class T>
+  using buffer = std::vector<T>;
 
-template <class T>
-void poison(std::vector<T>& v) {
-  std::fill(v.begin(), v.end(), std::numeric_limits<T>::quiet_NaN());
-}
+  template <class T>
+  static buffer<T> store(const std::vector<T>& v) {
+    return v;
+  }
+  template <class T>
+  static std::vector<T> load(std::span<const T> s) {
+    return {s.begin(), s.end()};
+  }
+  /// Fills with NaN, so elements a layer should write but does not are caught.
+  template <class T>
+  static void poison(buffer<T>& b) {
+    std::fill(b.begin(), b.end(), std::numeric_limits<T>::quiet_NaN());
+  }
+  /// Runs `fn(engine, comm)` on `tp` thread ranks.
+  template <class Fn>
+  static void run(int tp, Fn fn) {
+    host::gemm_engine engine;
+    host::run(tp, [&](host::communicator& c) { fn(engine, c); });
+  }
+};
+
+namespace detail {
 
 /// Rows `rows` and the columns listed by `cols` of an oracle matrix, scaled per column, as T.
 template <class T>
@@ -54,41 +77,60 @@ std::vector<T> take(const dense& m, shard::interval rows, const shard::pieces& c
   return out;
 }
 
-/// Every rank's [|pieces_r|, cols] block → the full [extent, cols], with tpx's gather by partition.
+/// Every rank's [|pieces_r|, cols] block → the full [extent, cols] on the host, gathered in the
+/// platform's memory with tpx's gather by partition.
+template <class P, class Comm, class T>
+std::vector<T> gather_rows(Comm& c, std::span<const T> local, index_t cols,
+                           const shard::partition& p) {
+  typename P::template buffer<T> full(static_cast<std::size_t>(p.extent() * cols));
+  typename P::template buffer<T> scratch(static_cast<std::size_t>(comm::rows_scratch(cols, p)));
+  comm::all_gather_rows<Comm, T>(c, make_matrix(local.data(), p.of(c.rank()).size(), cols),
+                                 make_matrix(full.data(), p.extent(), cols), p,
+                                 std::span<T>(scratch.data(), scratch.size()));
+  return P::load(std::span<const T>(full.data(), full.size()));
+}
+
+/// A tensor in layout L on every rank → the full [rows, cols] tensor on the host. `p` partitions
+/// the sharded dim (tokens for shard<0>, features for shard<1>).
+template <class L, class P, class Comm, class T>
+std::vector<T> gather_full(Comm& c, std::span<const T> local, index_t rows, index_t cols,
+                           const shard::partition& p) {
+  if constexpr (std::is_same_v<L, style::layout::shard<0>>) {
+    return gather_rows<P>(c, local, cols, p);
+  } else if constexpr (std::is_same_v<L, style::layout::shard<1>>) {
+    typename P::template buffer<T> full(static_cast<std::size_t>(rows * cols));
+    typename P::template buffer<T> scratch(static_cast<std::size_t>(comm::cols_scratch(rows, p)));
+    comm::all_gather_cols<Comm, T>(c, make_matrix(local.data(), rows, p.of(c.rank()).size()),
+                                   make_matrix(full.data(), rows, cols), p,
+                                   std::span<T>(scratch.data(), scratch.size()));
+    return P::load(std::span<const T>(full.data(), full.size()));
+  } else {
+    return P::load(local);
+  }
+}
+
+/// Host shorthands: NaN-filling and gathering host vectors.
+template <class T>
+void poison(std::vector<T>& v) {
+  host_platform::poison(v);
+}
 template <class Comm, class T>
 std::vector<T> gather_rows(Comm& c, const std::vector<T>& local, index_t cols,
                            const shard::partition& p) {
-  std::vector<T> full(static_cast<std::size_t>(p.extent() * cols));
-  std::vector<T> scratch(static_cast<std::size_t>(comm::rows_scratch(cols, p)));
-  comm::all_gather_rows<Comm, T>(c, make_matrix(local.data(), p.of(c.rank()).size(), cols),
-                                 make_matrix(full.data(), p.extent(), cols), p, scratch);
-  return full;
+  return gather_rows<host_platform, Comm, T>(c, std::span<const T>(local), cols, p);
 }
-
-/// A tensor in layout L on every rank → the full [rows, cols] tensor. `p` partitions the sharded
-/// dim (tokens for shard<0>, features for shard<1>).
 template <class L, class Comm, class T>
 std::vector<T> gather_full(Comm& c, const std::vector<T>& local, index_t rows, index_t cols,
                            const shard::partition& p) {
-  if constexpr (std::is_same_v<L, style::layout::shard<0>>) {
-    return gather_rows(c, local, cols, p);
-  } else if constexpr (std::is_same_v<L, style::layout::shard<1>>) {
-    std::vector<T> full(static_cast<std::size_t>(rows * cols));
-    std::vector<T> scratch(static_cast<std::size_t>(comm::cols_scratch(rows, p)));
-    comm::all_gather_cols<Comm, T>(c, make_matrix(local.data(), rows, p.of(c.rank()).size()),
-                                   make_matrix(full.data(), rows, cols), p, scratch);
-    return full;
-  } else {
-    return local;
-  }
+  return gather_full<L, host_platform, Comm, T>(c, std::span<const T>(local), rows, cols, p);
 }
 
 }  // namespace detail
 
-/// Runs `Style` on `tp` thread ranks and returns every rank's errors against the oracle.
-template <class Style, class T>
+/// Runs `Style` on `tp` ranks of platform P and returns every rank's errors against the oracle.
+template <class Style, class T, class P = host_platform>
 std::vector<linear_errors> check_linear(int tp, const linear_case& k) {
-  using layer_t = layer::linear<Style, host::backend, T>;
+  using layer_t = layer::linear<Style, typename P::backend, T>;
   using style::layout::shard;
   const dense x = random_dense(k.tokens, k.in, k.seed);
   const dense w = random_dense(k.out, k.in, k.seed + 1);
@@ -110,8 +152,8 @@ std::vector<linear_errors> check_linear(int tp, const linear_case& k) {
                                 .blocks = k.blocks};
   if (k.partition) options.partition = k.partition(tp);
 
-  host::gemm_engine engine;
-  host::run(tp, [&](host::communicator& c) {
+  P::run(tp, [&](auto& engine, auto& c) {
+    using comm_t = std::remove_reference_t<decltype(c)>;
     layer_t lin(engine, c, make_matrix<const T>(w_t.data(), k.out, k.in), b_t, options);
     const shard::partition& features = lin.partition();
     // dy of output pieces held by several ranks is split into equal partial shares.
@@ -131,12 +173,13 @@ std::vector<linear_errors> check_linear(int tp, const linear_case& k) {
     const shard::pieces& in_cols = std::is_same_v<in_l, shard<1>> ? lin.pieces() : all_in;
     const shard::pieces& out_cols = std::is_same_v<out_l, shard<1>> ? lin.pieces() : all_out;
 
-    const std::vector<T> x_local = detail::take<T>(x, in_rows, in_cols);
-    const std::vector<T> dy_local = detail::take<T>(dy, out_rows, out_cols, share);
-    std::vector<T> y_local(static_cast<std::size_t>(out_rows.size() * out_cols.size()));
-    std::vector<T> dx_local(x_local.size());
-    detail::poison(y_local);
-    detail::poison(dx_local);
+    const auto x_local = P::store(detail::take<T>(x, in_rows, in_cols));
+    const auto dy_local = P::store(detail::take<T>(dy, out_rows, out_cols, share));
+    typename P::template buffer<T> y_local(
+        static_cast<std::size_t>(out_rows.size() * out_cols.size()));
+    typename P::template buffer<T> dx_local(x_local.size());
+    P::poison(y_local);
+    P::poison(dx_local);
 
     const auto xv = make_matrix<const T>(x_local.data(), in_rows.size(), in_cols.size());
     lin.forward(xv, make_matrix(y_local.data(), out_rows.size(), out_cols.size()));
@@ -146,12 +189,13 @@ std::vector<linear_errors> check_linear(int tp, const linear_case& k) {
     const auto part_of = [&]<class L>(L) -> const shard::partition& {
       return std::is_same_v<L, shard<0>> ? tokens : features;
     };
-    const auto y_full = detail::gather_full<out_l>(c, y_local, k.tokens, k.out, part_of(out_l{}));
-    const auto dx_full = detail::gather_full<in_l>(c, dx_local, k.tokens, k.in, part_of(in_l{}));
-    const std::vector<T> dw_local(lin.weight_grad().data(),
-                                  lin.weight_grad().data() + lin.weight_grad().size());
-    const auto dw_full =
-        detail::gather_full<typename Style::weight>(c, dw_local, k.out, k.in, features);
+    const auto span_of = [](const auto& b) { return std::span<const T>(b.data(), b.size()); };
+    const auto y_full = detail::gather_full<out_l, P, comm_t, T>(c, span_of(y_local), k.tokens,
+                                                                 k.out, part_of(out_l{}));
+    const auto dx_full = detail::gather_full<in_l, P, comm_t, T>(c, span_of(dx_local), k.tokens,
+                                                                 k.in, part_of(in_l{}));
+    const auto dw_full = detail::gather_full<typename Style::weight, P, comm_t, T>(
+        c, lin.weight_grad().span(), k.out, k.in, features);
 
     linear_errors& e = errors[static_cast<std::size_t>(c.rank())];
     e[0] = relative_error<T>(y_full, y_ref, {0, k.tokens}, {0, k.out});
@@ -159,10 +203,10 @@ std::vector<linear_errors> check_linear(int tp, const linear_case& k) {
     e[2] = relative_error<T>(dw_full, g.dw, {0, k.out}, {0, k.in});
     e[3] = 0;
     if (k.bias) {
-      const std::vector<T> db_local(lin.bias_grad().begin(), lin.bias_grad().end());
       // The bias is split with the weight's out dim (colwise) or whole.
-      const auto db_full =
-          Style::split_dim == 0 ? detail::gather_rows(c, db_local, 1, features) : db_local;
+      const auto db_full = Style::split_dim == 0
+                               ? detail::gather_rows<P, comm_t, T>(c, lin.bias_grad(), 1, features)
+                               : P::load(lin.bias_grad());
       e[3] = relative_error<T>(db_full, column(g.db), {0, k.out}, {0, 1});
     }
   });

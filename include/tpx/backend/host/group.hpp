@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <span>
@@ -54,6 +55,7 @@ struct message {
   const void* type = nullptr;
   index_t count = 0;
   std::vector<std::byte> bytes;
+  std::shared_ptr<void> payload = {};  ///< what a device-memory communicator hands over instead
 };
 
 /// State shared by the ranks of one group.
