@@ -15,7 +15,7 @@ namespace tpx::bench {
 
 struct options {
   bool collectives = false, layers = false, blocks = false, io = false, plan = false, quick = false,
-       json = false;
+       json = false, gpu = false;
   std::vector<int> tps{2, 4, 8};
   index_t max_bytes = index_t{64} << 20;
   std::string command;
@@ -56,5 +56,9 @@ void bench_blocks(const options& o, report& out);
 
 /// Plan resolution of real models' tensor lists and headers (bench/plan.cpp).
 void bench_plan(const options& o, report& out);
+
+/// The linear styles on the cuda backend against direct cuBLASLt + collective calls
+/// (bench/gpu.cpp; built when Meson finds CUDA and NCCL).
+void bench_gpu(const options& o, report& out);
 
 }  // namespace tpx::bench

@@ -19,7 +19,12 @@
 //                safetensors header (goal for ~2,000 tensors: well under 10 ms); see
 //                bench/plan.cpp.
 //
-//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--quick] [--tp 2,4,8]
+//   gpu          (only when asked; built when Meson finds CUDA and NCCL) the linear styles on the
+//                cuda backend, ranks sharing one GPU: layer time ÷ the same cuBLASLt GEMMs and
+//                collectives called by hand, and TFLOP/s next to the unsharded GEMM, for
+//                Llama-8B/70B projections at tokens 1 … 4096; see bench/gpu.cpp.
+//
+//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--gpu] [--quick] [--tp 2,4,8]
 //             [--max-bytes N] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
@@ -70,6 +75,8 @@ options parse(int argc, char** argv) {
       o.io = true;
     else if (a == "--plan")
       o.plan = true;
+    else if (a == "--gpu")
+      o.gpu = true;
     else if (a == "--quick")
       o.quick = true;
     else if (a == "--json")
@@ -87,7 +94,8 @@ options parse(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--quick] "
+          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--gpu] "
+          "[--quick] "
           "[--tp 2,4,8] "
           "[--max-bytes N] [--json]\n");
       std::exit(0);
@@ -95,7 +103,7 @@ options parse(int argc, char** argv) {
       fail("tpx-bench: unknown option '{}'", a);
     }
   }
-  if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan)
+  if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.gpu)
     o.collectives = o.layers = o.blocks = o.io = o.plan = true;
   if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
   return o;
@@ -375,6 +383,15 @@ int run(const options& o) {
   if (o.blocks) bench::bench_blocks(o, out);
   if (o.io) bench::bench_io(o, out);
   if (o.plan) bench::bench_plan(o, out);
+  if (o.gpu) {
+#ifdef TPX_BENCH_GPU
+    bench::bench_gpu(o, out);
+#else
+    fail(
+        "tpx-bench --gpu: this tpx-bench was built without the cuda backend (Meson found no "
+        "CUDA toolkit with cuBLASLt and NCCL; configure with -Dcuda=enabled to insist)");
+#endif
+  }
   if (o.json) {
     fmt::print("{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"results\":[\n  {}\n]}}\n",
                tpx::version, o.command, cpu_model(), fmt::join(out.records, ",\n  "));
