@@ -109,6 +109,7 @@ options parse(int argc, char** argv) {
   return o;
 }
 
+#ifndef TPX_BENCH_GPU_ONLY  // tools/gpu-check builds the GPU mode alone (no BLAS on the device)
 // --- memcpy ceiling -------------------------------------------------------------------------
 
 double memcpy_gbps(index_t bytes, int repeats) {
@@ -363,6 +364,7 @@ void bench_layers(const options& o, report& out) {
     bench_layer<style::rowwise_split>(o, out, tp, tokens, inf, outf);
   }
 }
+#endif
 
 int run(const options& o) {
   report out{o.json, {}};
@@ -378,11 +380,16 @@ int run(const options& o) {
       std::thread::hardware_concurrency(),
       std::getenv("OPENBLAS_NUM_THREADS") ? std::getenv("OPENBLAS_NUM_THREADS") : "(unset)"));
   out.line(fmt::format("# command: {}", o.command));
+#ifndef TPX_BENCH_GPU_ONLY
   if (o.collectives) bench_collectives(o, out);
   if (o.layers) bench_layers(o, out);
   if (o.blocks) bench::bench_blocks(o, out);
   if (o.io) bench::bench_io(o, out);
   if (o.plan) bench::bench_plan(o, out);
+#else
+  expect(!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan,
+         "tpx-bench: this build (tools/gpu-check) has the --gpu mode only");
+#endif
   if (o.gpu) {
 #ifdef TPX_BENCH_GPU
     bench::bench_gpu(o, out);
