@@ -57,6 +57,20 @@ void check_gemm(const gemm_args<T>& g, std::string_view who = "gemm") {
          "{}: the bias gradient has {} elements but C has {} rows", who, g.bias_grad.size(), m);
 }
 
+/// Checks add_bias's operands: one bias element per column of C.
+template <class T>
+void check_add_bias(matrix_view<T> c, std::span<const T> bias, std::string_view who) {
+  expect(static_cast<index_t>(bias.size()) == c.cols(),
+         "{}::add_bias: the bias has {} elements but C has {} columns", who, bias.size(), c.cols());
+}
+
+/// Checks bias_grad's operands: one db element per column of dY.
+template <class T>
+void check_bias_grad(matrix_view<const T> dy, std::span<T> db, std::string_view who) {
+  expect(static_cast<index_t>(db.size()) == dy.cols(),
+         "{}::bias_grad: db has {} elements but dY has {} columns", who, db.size(), dy.cols());
+}
+
 /// A GEMM engine for element type T. `grouped_gemm` runs a list of independent GEMMs of any
 /// shapes (experts: one per local expert); an engine may batch them or loop.
 template <class E, class T>

@@ -131,18 +131,14 @@ class gemm_engine {
   /// c[i, j] += bias[j] (a kernel).
   template <class T>
   void add_bias(matrix_view<T> c, std::span<const T> bias) {
-    expect(static_cast<index_t>(bias.size()) == c.cols(),
-           "cuda::gemm_engine::add_bias: the bias has {} elements but C has {} columns",
-           bias.size(), c.cols());
+    gemm::check_add_bias(c, bias, "cuda::gemm_engine");
     check_kernel(kernels::add_bias(c.data(), c.rows(), c.cols(), c.ld(), bias.data(), stream_));
   }
 
   /// db[j] = Σ_i dy[i, j] (a kernel).
   template <class T>
   void bias_grad(matrix_view<const T> dy, std::span<T> db) {
-    expect(static_cast<index_t>(db.size()) == dy.cols(),
-           "cuda::gemm_engine::bias_grad: db has {} elements but dY has {} columns", db.size(),
-           dy.cols());
+    gemm::check_bias_grad(dy, db, "cuda::gemm_engine");
     check_kernel(
         kernels::strided_sums(dy.data(), dy.cols(), 1, dy.rows(), dy.ld(), db.data(), stream_));
   }

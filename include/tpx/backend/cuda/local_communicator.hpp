@@ -192,21 +192,13 @@ class local_communicator : public host::detail::member {
   /// dim-1 collectives and the layers' packing use).
   template <class T>
   void copy(matrix_view<const T> from, matrix_view<T> to) {
-    expect(from.rows() == to.rows() && from.cols() == to.cols(),
-           "local_communicator::copy: [{} × {}] into [{} × {}]", from.rows(), from.cols(),
-           to.rows(), to.cols());
-    if (from.rows() == 0 || from.cols() == 0) return;
-    TPX_CUDA(cudaMemcpy2DAsync(to.data(), static_cast<std::size_t>(to.ld()) * sizeof(T),
-                               from.data(), static_cast<std::size_t>(from.ld()) * sizeof(T),
-                               static_cast<std::size_t>(from.cols()) * sizeof(T),
-                               static_cast<std::size_t>(from.rows()), cudaMemcpyDeviceToDevice,
-                               stream()));
+    copy_async(from, to, stream(), "local_communicator");
   }
 
   /// Sets elements to zero on this rank's stream.
   template <class T>
   void zero(std::span<T> s) {
-    if (!s.empty()) TPX_CUDA(cudaMemsetAsync(s.data(), 0, s.size_bytes(), stream()));
+    zero_async(s, stream());
   }
 
   /// Captures everything every rank enqueues in `fn()` into one graph on rank 0's stream (every

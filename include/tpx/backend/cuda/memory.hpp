@@ -14,11 +14,13 @@
 #include <cstddef>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "tpx/backend/cuda/check.hpp"
 #include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
 
 namespace tpx::inline v0::cuda {
 
@@ -117,6 +119,28 @@ std::vector<T> to_host(const T* from, std::size_t n, cudaStream_t stream = nullp
   std::vector<T> out(n);
   if (n > 0) TPX_CUDA(cudaMemcpy(out.data(), from, n * sizeof(T), cudaMemcpyDeviceToHost));
   return out;
+}
+
+/// Copies a device matrix view into another of the same shape, on `stream` (one cudaMemcpy2D:
+/// padded views and column blocks included). The communicators' `copy` hook.
+template <class T>
+void copy_async(matrix_view<const T> from, matrix_view<T> to, cudaStream_t stream,
+                std::string_view who) {
+  expect(from.rows() == to.rows() && from.cols() == to.cols(),
+         "{}::copy: a [{} × {}] view copied into a [{} × {}] one", who, from.rows(), from.cols(),
+         to.rows(), to.cols());
+  if (from.rows() == 0 || from.cols() == 0) return;
+  TPX_CUDA(cudaMemcpy2DAsync(to.data(), static_cast<std::size_t>(to.ld()) * sizeof(T), from.data(),
+                             static_cast<std::size_t>(from.ld()) * sizeof(T),
+                             static_cast<std::size_t>(from.cols()) * sizeof(T),
+                             static_cast<std::size_t>(from.rows()), cudaMemcpyDeviceToDevice,
+                             stream));
+}
+
+/// Sets device elements to zero on `stream`. The communicators' `zero` hook.
+template <class T>
+void zero_async(std::span<T> s, cudaStream_t stream) {
+  if (!s.empty()) TPX_CUDA(cudaMemsetAsync(s.data(), 0, s.size_bytes(), stream));
 }
 
 /// An owned non-blocking stream.

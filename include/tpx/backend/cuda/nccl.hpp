@@ -139,16 +139,10 @@ class nccl_communicator {
             ncclAllGather(send.data(), recv.data(), send.size(), nccl_type<T>(), comm_, stream_),
             comm_);
     } else {
-      group([&] {
-        index_t offset = 0;
-        for (int r = 0; r < size_; ++r) {
-          const index_t n = counts[static_cast<std::size_t>(r)];
-          if (n > 0)
-            TPX_NCCL(ncclBroadcast(send.data(), recv.data() + offset, static_cast<std::size_t>(n),
-                                   nccl_type<T>(), r, comm_, stream_),
-                     comm_);
-          offset += n;
-        }
+      for_each_block(counts, [&](int r, index_t offset, std::size_t n) {
+        TPX_NCCL(
+            ncclBroadcast(send.data(), recv.data() + offset, n, nccl_type<T>(), r, comm_, stream_),
+            comm_);
       });
     }
     stats_.record(comm::kind::all_gather, static_cast<index_t>(recv.size_bytes()));
@@ -168,17 +162,10 @@ class nccl_communicator {
                                    nccl_op(op), comm_, stream_),
                  comm_);
     } else {
-      group([&] {
-        index_t offset = 0;
-        for (int r = 0; r < size_; ++r) {
-          const index_t n = counts[static_cast<std::size_t>(r)];
-          if (n > 0)
-            TPX_NCCL(ncclReduce(send.data() + offset, r == rank_ ? recv.data() : nullptr,
-                                static_cast<std::size_t>(n), nccl_type<T>(), nccl_op(op), r, comm_,
-                                stream_),
-                     comm_);
-          offset += n;
-        }
+      for_each_block(counts, [&](int r, index_t offset, std::size_t n) {
+        TPX_NCCL(ncclReduce(send.data() + offset, r == rank_ ? recv.data() : nullptr, n,
+                            nccl_type<T>(), nccl_op(op), r, comm_, stream_),
+                 comm_);
       });
     }
     stats_.record(comm::kind::reduce_scatter, static_cast<index_t>(send.size_bytes()));
@@ -259,21 +246,13 @@ class nccl_communicator {
   /// Copies a matrix view to another of the same shape on the communicator's stream.
   template <class T>
   void copy(matrix_view<const T> from, matrix_view<T> to) {
-    expect(from.rows() == to.rows() && from.cols() == to.cols(),
-           "nccl_communicator::copy: [{} × {}] into [{} × {}]", from.rows(), from.cols(), to.rows(),
-           to.cols());
-    if (from.rows() == 0 || from.cols() == 0) return;
-    TPX_CUDA(cudaMemcpy2DAsync(to.data(), static_cast<std::size_t>(to.ld()) * sizeof(T),
-                               from.data(), static_cast<std::size_t>(from.ld()) * sizeof(T),
-                               static_cast<std::size_t>(from.cols()) * sizeof(T),
-                               static_cast<std::size_t>(from.rows()), cudaMemcpyDeviceToDevice,
-                               stream_));
+    copy_async(from, to, stream_, "nccl_communicator");
   }
 
-  /// Sets elements to zero on the communicator's stream.
+  /// Sets elements to zero on this rank's stream.
   template <class T>
   void zero(std::span<T> s) {
-    if (!s.empty()) TPX_CUDA(cudaMemsetAsync(s.data(), 0, s.size_bytes(), stream_));
+    zero_async(s, stream_);
   }
 
  private:
@@ -314,6 +293,19 @@ class nccl_communicator {
     for (std::size_t q = 0; q < counts.size(); ++q)
       expect(counts[q] >= 0, "nccl {}: rank {} passed a negative count {} for rank {}", what, rank_,
              counts[q], q);
+  }
+
+  /// One NCCL group of `call(r, offset, n)` for each rank r with a non-empty block of `counts`.
+  template <class Call>
+  void for_each_block(std::span<const index_t> counts, Call call) {
+    group([&] {
+      index_t offset = 0;
+      for (int r = 0; r < size_; ++r) {
+        const index_t n = counts[static_cast<std::size_t>(r)];
+        if (n > 0) call(r, offset, static_cast<std::size_t>(n));
+        offset += n;
+      }
+    });
   }
 
   /// Runs `calls` inside ncclGroupStart/ncclGroupEnd (ended even when a call throws).

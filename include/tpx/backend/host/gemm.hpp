@@ -59,9 +59,7 @@ class gemm_engine {
   /// c[i, j] += bias[j].
   template <class T>
   void add_bias(matrix_view<T> c, std::span<const T> bias) {
-    expect(static_cast<index_t>(bias.size()) == c.cols(),
-           "host::gemm_engine::add_bias: the bias has {} elements but C has {} columns",
-           bias.size(), c.cols());
+    gemm::check_add_bias(c, bias, "host::gemm_engine");
     for (index_t i = 0; i < c.rows(); ++i)
       for (index_t j = 0; j < c.cols(); ++j) c(i, j) += bias[static_cast<std::size_t>(j)];
   }
@@ -69,9 +67,7 @@ class gemm_engine {
   /// db[j] = Σ_i dy[i, j].
   template <class T>
   void bias_grad(matrix_view<const T> dy, std::span<T> db) {
-    expect(static_cast<index_t>(db.size()) == dy.cols(),
-           "host::gemm_engine::bias_grad: db has {} elements but dY has {} columns", db.size(),
-           dy.cols());
+    gemm::check_bias_grad(dy, db, "host::gemm_engine");
     std::fill(db.begin(), db.end(), T(0));
     for (index_t i = 0; i < dy.rows(); ++i)
       for (index_t j = 0; j < dy.cols(); ++j) db[static_cast<std::size_t>(j)] += dy(i, j);
