@@ -18,7 +18,6 @@
 /// loops; `Comm::zero(span)` likewise sets elements to zero.
 
 #include <algorithm>
-#include <numeric>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -48,10 +47,6 @@ void zero(Comm& c, std::span<T> s) {
     c.zero(s);
   else
     std::fill(s.begin(), s.end(), T(0));
-}
-
-inline index_t total(std::span<const index_t> counts) {
-  return std::accumulate(counts.begin(), counts.end(), index_t{0});
 }
 
 template <class T>

@@ -18,6 +18,7 @@
 #include <span>
 #include <string_view>
 
+#include "tpx/core/error.hpp"
 #include "tpx/core/extents.hpp"
 
 namespace tpx::inline v0::comm {
@@ -87,6 +88,28 @@ struct stats {
   }
   constexpr void reset() noexcept { by_kind = {}; }
 };
+
+namespace detail {
+
+/// Σ counts.
+inline index_t total(std::span<const index_t> counts) {
+  index_t t = 0;
+  for (const index_t n : counts) t += n;
+  return t;
+}
+
+/// Checks one rank's per-rank counts: one per rank of the group, none negative.
+inline void check_counts(std::span<const index_t> counts, int size, int rank,
+                         std::string_view what) {
+  expect(static_cast<int>(counts.size()) == size,
+         "{}: rank {} passed {} per-rank counts for a group of {} ranks", what, rank, counts.size(),
+         size);
+  for (std::size_t q = 0; q < counts.size(); ++q)
+    expect(counts[q] >= 0, "{}: rank {} passed a negative count {} for rank {}", what, rank,
+           counts[q], q);
+}
+
+}  // namespace detail
 
 /// A group of ranks that can run every collective tpx uses on element type `T`.
 ///

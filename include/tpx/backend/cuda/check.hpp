@@ -46,6 +46,13 @@ inline void check(cublasStatus_t status, std::string_view call,
        hint);
 }
 
+/// Checks what one of tpx's kernel launchers (kernels.hpp) returned.
+inline void check_launch(cudaError_t status,
+                         std::source_location at = std::source_location::current()) {
+  check(status, "a tpx kernel launch", at,
+        "the kernels of tpx/backend/cuda/kernels.cuh (is that unit compiled for this GPU?)");
+}
+
 }  // namespace tpx::inline v0::cuda
 
 /// Checks a CUDA runtime call: `TPX_CUDA(cudaStreamSynchronize(s));`

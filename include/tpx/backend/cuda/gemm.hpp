@@ -89,7 +89,7 @@ class gemm_engine {
     const index_t k = g.op_a == gemm::op::none ? g.a.cols() : g.a.rows();
     if (m == 0 || n == 0 || k == 0) {  // cuBLASLt wants non-empty operands
       if (m > 0 && n > 0)
-        check_kernel(kernels::scale(g.c.data(), m, n, g.c.ld(), scalar(g.beta), stream_));
+        check_launch(kernels::scale(g.c.data(), m, n, g.c.ld(), scalar(g.beta), stream_));
       if (!g.bias.empty()) add_bias(g.c, g.bias);
       if (!g.bias_grad.empty()) row_sums(g.op_a, g.a, g.bias_grad);
       return;
@@ -112,13 +112,15 @@ class gemm_engine {
                               g.c.data(), p.c, g.c.data(), p.c, &p.algo, workspace_.data(),
                               workspace_.size(), stream_));
     ++counters_.gemms;
-    if (e == epilogue::bias) ++(p.fused ? counters_.fused_bias : counters_.kernel_bias);
-    if (e == epilogue::bias_grad)
-      ++(p.fused ? counters_.fused_bias_grad : counters_.kernel_bias_grad);
-    if (e == epilogue::bias && !p.fused) add_bias(g.c, g.bias);
-    if (!g.bias_grad.empty() && !(e == epilogue::bias_grad && p.fused)) {
-      if (e != epilogue::bias_grad) ++counters_.kernel_bias_grad;
-      row_sums(g.op_a, g.a, g.bias_grad);
+    const bool fused_bias = e == epilogue::bias && p.fused;
+    const bool fused_grad = e == epilogue::bias_grad && p.fused;
+    if (!g.bias.empty()) {
+      ++(fused_bias ? counters_.fused_bias : counters_.kernel_bias);
+      if (!fused_bias) add_bias(g.c, g.bias);
+    }
+    if (!g.bias_grad.empty()) {
+      ++(fused_grad ? counters_.fused_bias_grad : counters_.kernel_bias_grad);
+      if (!fused_grad) row_sums(g.op_a, g.a, g.bias_grad);
     }
   }
 
@@ -132,14 +134,14 @@ class gemm_engine {
   template <class T>
   void add_bias(matrix_view<T> c, std::span<const T> bias) {
     gemm::check_add_bias(c, bias, "cuda::gemm_engine");
-    check_kernel(kernels::add_bias(c.data(), c.rows(), c.cols(), c.ld(), bias.data(), stream_));
+    check_launch(kernels::add_bias(c.data(), c.rows(), c.cols(), c.ld(), bias.data(), stream_));
   }
 
   /// db[j] = Σ_i dy[i, j] (a kernel).
   template <class T>
   void bias_grad(matrix_view<const T> dy, std::span<T> db) {
     gemm::check_bias_grad(dy, db, "cuda::gemm_engine");
-    check_kernel(
+    check_launch(
         kernels::strided_sums(dy.data(), dy.cols(), 1, dy.rows(), dy.ld(), db.data(), stream_));
   }
 
@@ -180,18 +182,13 @@ class gemm_engine {
       return static_cast<double>(static_cast<float>(x));
   }
 
-  static void check_kernel(cudaError_t e,
-                           std::source_location at = std::source_location::current()) {
-    check(e, "a tpx kernel launch", at, "the kernels of tpx/backend/cuda/kernels.cuh");
-  }
-
   template <class T>
   void row_sums(gemm::op o, matrix_view<const T> a, std::span<T> out) {
     if (o == gemm::op::transpose)  // op(A) = Aᵀ: column sums of A [k × m]
-      check_kernel(
+      check_launch(
           kernels::strided_sums(a.data(), a.cols(), 1, a.rows(), a.ld(), out.data(), stream_));
     else
-      check_kernel(
+      check_launch(
           kernels::strided_sums(a.data(), a.rows(), a.ld(), a.cols(), 1, out.data(), stream_));
   }
 

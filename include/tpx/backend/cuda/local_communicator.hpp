@@ -72,10 +72,10 @@ class local_communicator : public host::detail::member {
   void all_reduce(std::span<T> data, comm::reduce_op op = comm::reduce_op::sum) {
     begin();
     const std::vector<host::detail::post>& all = enter_all_reduce(data, op);
-    on_rank0(comm::kind::all_reduce, [&](cudaStream_t s) {
+    on_rank0([&](cudaStream_t s) {
       kernels::inputs<T> in = inputs_of<T>(all, [](const host::detail::post& p) { return p.out; });
       T* first = static_cast<T*>(all[0].out);
-      launch(kernels::reduce(in, first, ssize(data), op == comm::reduce_op::max, s));
+      check_launch(kernels::reduce(in, first, ssize(data), op == comm::reduce_op::max, s));
       for (int q = 1; q < size(); ++q) copy_bytes(all[q].out, first, ssize(data) * sizeof(T), s);
     });
     end(comm::kind::all_reduce, ssize(data) * static_cast<index_t>(sizeof(T)));
@@ -85,7 +85,7 @@ class local_communicator : public host::detail::member {
   void all_gather(std::span<const T> send, std::span<T> recv, std::span<const index_t> counts) {
     begin();
     const std::vector<host::detail::post>& all = enter_all_gather(send, recv, counts);
-    on_rank0(comm::kind::all_gather, [&](cudaStream_t s) {
+    on_rank0([&](cudaStream_t s) {
       for (int to = 0; to < size(); ++to) {
         index_t offset = 0;
         for (int from = 0; from < size(); ++from) {
@@ -103,13 +103,14 @@ class local_communicator : public host::detail::member {
                       comm::reduce_op op = comm::reduce_op::sum) {
     begin();
     const std::vector<host::detail::post>& all = enter_reduce_scatter(send, recv, counts, op);
-    on_rank0(comm::kind::reduce_scatter, [&](cudaStream_t s) {
+    on_rank0([&](cudaStream_t s) {
       index_t offset = 0;
       for (int to = 0; to < size(); ++to) {
         kernels::inputs<T> in = inputs_of<T>(
             all, [](const host::detail::post& p) { return p.in; }, offset);
         const index_t n = counts[static_cast<std::size_t>(to)];
-        launch(kernels::reduce(in, static_cast<T*>(all[to].out), n, op == comm::reduce_op::max, s));
+        check_launch(
+            kernels::reduce(in, static_cast<T*>(all[to].out), n, op == comm::reduce_op::max, s));
         offset += n;
       }
     });
@@ -120,7 +121,7 @@ class local_communicator : public host::detail::member {
   void broadcast(std::span<T> data, int root) {
     begin();
     const std::vector<host::detail::post>& all = enter_broadcast(data, root);
-    on_rank0(comm::kind::broadcast, [&](cudaStream_t s) {
+    on_rank0([&](cudaStream_t s) {
       for (int q = 0; q < size(); ++q)
         if (q != root) copy_bytes(all[q].out, all[root].out, ssize(data) * sizeof(T), s);
     });
@@ -133,7 +134,7 @@ class local_communicator : public host::detail::member {
     begin();
     const std::vector<host::detail::post>& all =
         enter_all_to_all_v(send, send_counts, recv, recv_counts);
-    on_rank0(comm::kind::all_to_all, [&](cudaStream_t s) {
+    on_rank0([&](cudaStream_t s) {
       for (int to = 0; to < size(); ++to) {
         index_t out = 0;
         for (int from = 0; from < size(); ++from) {
@@ -184,7 +185,7 @@ class local_communicator : public host::detail::member {
   void barrier() {
     begin();
     enter_barrier();
-    on_rank0(comm::kind::barrier, [](cudaStream_t) {});
+    on_rank0([](cudaStream_t) {});
     end(comm::kind::barrier, 0);
   }
 
@@ -252,9 +253,6 @@ class local_communicator : public host::detail::member {
     return in;
   }
 
-  static void launch(cudaError_t e, std::source_location at = std::source_location::current()) {
-    check(e, "the reduction kernel", at, "the kernels of tpx/backend/cuda/kernels.cuh");
-  }
   static void copy_bytes(void* to, const void* from, std::size_t bytes, cudaStream_t s) {
     if (bytes > 0 && to != from)
       TPX_CUDA(cudaMemcpyAsync(to, from, bytes, cudaMemcpyDeviceToDevice, s));
@@ -265,7 +263,7 @@ class local_communicator : public host::detail::member {
 
   /// Rank 0 orders its stream after every rank's, moves the data, and marks the end.
   template <class Move>
-  void on_rank0(comm::kind, Move move) {
+  void on_rank0(Move move) {
     if (rank() != 0) return;
     const cudaStream_t s = stream();
     for (int q = 1; q < size(); ++q) shared_->ready[static_cast<std::size_t>(q)].wait_on(s);

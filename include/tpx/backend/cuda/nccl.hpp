@@ -29,7 +29,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 #include <source_location>
 #include <span>
 #include <string>
@@ -278,21 +277,14 @@ class nccl_communicator {
   static index_t ssize(const S& s) noexcept {
     return static_cast<index_t>(s.size());
   }
-  static index_t total(std::span<const index_t> c) {
-    return std::accumulate(c.begin(), c.end(), index_t{0});
-  }
+  static index_t total(std::span<const index_t> c) { return comm::detail::total(c); }
   static bool equal(std::span<const index_t> c) {
     return std::adjacent_find(c.begin(), c.end(), std::not_equal_to<>()) == c.end();
   }
   std::size_t own() const noexcept { return static_cast<std::size_t>(rank_); }
 
   void check_counts(std::span<const index_t> counts, std::string_view what) const {
-    expect(ssize(counts) == size_,
-           "nccl {}: rank {} passed {} per-rank counts for a group of {} ranks", what, rank_,
-           counts.size(), size_);
-    for (std::size_t q = 0; q < counts.size(); ++q)
-      expect(counts[q] >= 0, "nccl {}: rank {} passed a negative count {} for rank {}", what, rank_,
-             counts[q], q);
+    comm::detail::check_counts(counts, size_, rank_, fmt::format("nccl {}", what));
   }
 
   /// One NCCL group of `call(r, offset, n)` for each rank r with a non-empty block of `counts`.

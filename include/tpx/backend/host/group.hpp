@@ -17,7 +17,6 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <numeric>
 #include <span>
 #include <string_view>
 #include <thread>
@@ -294,9 +293,7 @@ class member {
   static index_t ssize(const S& s) noexcept {
     return static_cast<index_t>(s.size());
   }
-  static index_t sum(std::span<const index_t> c) {
-    return std::accumulate(c.begin(), c.end(), index_t{0});
-  }
+  static index_t sum(std::span<const index_t> c) { return comm::detail::total(c); }
 
   /// Waits for every rank (the data movement of this step is done on every rank).
   void sync(std::string_view what) { group_->barrier(rank_, what); }
@@ -321,11 +318,7 @@ class member {
   }
 
   void check_counts(std::span<const index_t> counts, std::string_view what) const {
-    expect(ssize(counts) == size(), "{}: rank {} passed {} per-rank counts for a group of {} ranks",
-           what, rank_, counts.size(), size());
-    for (std::size_t q = 0; q < counts.size(); ++q)
-      expect(counts[q] >= 0, "{}: rank {} passed a negative count {} for rank {}", what, rank_,
-             counts[q], q);
+    comm::detail::check_counts(counts, size(), rank_, what);
   }
 
   /// Posts this rank's call, waits for every rank, and checks that all ranks make the same call
