@@ -47,47 +47,51 @@ std::vector<T> noise(std::size_t n, std::uint64_t seed) {
   return v;
 }
 
-/// Median milliseconds of `iters` calls of `step`, between barriers, on rank 0's stream.
-template <class Step>
-double time_ms(cuda::local_communicator& c, int iters, Step step) {
-  for (int i = 0; i < 3; ++i) step();  // warm-up: scratch, plans
+/// Median milliseconds per call of `iters` calls of `step` (after a warm-up that sizes scratch
+/// and caches plans), timed with events on `stream` between two calls of `fence`; `timer` says
+/// whether this caller records the events (rank 0 of a group).
+template <class Fence, class Step>
+double median_ms(cudaStream_t stream, bool timer, int iters, Fence fence, Step step) {
+  for (int i = 0; i < 3; ++i) step();
   std::vector<double> ms;
   cuda::event start(true), stop(true);
   for (int rep = 0; rep < 5; ++rep) {
-    c.barrier();
-    if (c.rank() == 0) start.record(c.stream());
+    fence();
+    if (timer) start.record(stream);
     for (int i = 0; i < iters; ++i) step();
-    c.barrier();
-    if (c.rank() == 0) {
-      stop.record(c.stream());
+    fence();
+    if (timer) {
+      stop.record(stream);
       ms.push_back(stop.since(start) / iters);
     }
   }
   return median(ms);
 }
 
+/// The same for every rank of a group, between barriers, on rank 0's stream.
+template <class Step>
+double time_ms(cuda::local_communicator& c, int iters, Step step) {
+  return median_ms(
+      c.stream(), c.rank() == 0, iters, [&] { c.barrier(); }, step);
+}
+
 /// The unsharded GEMM y = x · Wᵀ in ms (one rank, no collective).
 double unsharded_ms(const projection& p, index_t tokens, int iters) {
   cuda::stream s;
   cuda::gemm_engine engine(s);
-  cuda::device_buffer<T> x(static_cast<std::size_t>(tokens * p.in)),
-      w(static_cast<std::size_t>(p.out * p.in)), y(static_cast<std::size_t>(tokens * p.out));
-  const auto step = [&] {
-    engine.gemm(gemm::gemm_args<T>{.op_b = gemm::op::transpose,
-                                   .a = make_matrix<const T>(x.data(), tokens, p.in),
-                                   .b = make_matrix<const T>(w.data(), p.out, p.in),
-                                   .c = make_matrix(y.data(), tokens, p.out)});
-  };
-  for (int i = 0; i < 3; ++i) step();
-  std::vector<double> ms;
-  cuda::event start(true), stop(true);
-  for (int rep = 0; rep < 5; ++rep) {
-    start.record(s);
-    for (int i = 0; i < iters; ++i) step();
-    stop.record(s);
-    ms.push_back(stop.since(start) / iters);
-  }
-  return median(ms);
+  const auto x =
+      cuda::to_device(std::span<const T>(noise(static_cast<std::size_t>(tokens * p.in), 7)));
+  const auto w =
+      cuda::to_device(std::span<const T>(noise(static_cast<std::size_t>(p.out * p.in), 1)));
+  cuda::device_buffer<T> y(static_cast<std::size_t>(tokens * p.out));
+  return median_ms(
+      s, true, iters, [] {},
+      [&] {
+        engine.gemm(gemm::gemm_args<T>{.op_b = gemm::op::transpose,
+                                       .a = make_matrix<const T>(x.data(), tokens, p.in),
+                                       .b = make_matrix<const T>(w.data(), p.out, p.in),
+                                       .c = make_matrix(y.data(), tokens, p.out)});
+      });
 }
 
 template <class Style>
@@ -108,7 +112,10 @@ void bench_style(const options& o, report& out, const projection& p, int tp, ind
     const std::vector<T> b = noise(static_cast<std::size_t>(bs[0]), 100 + c.rank());
     layer_t lin(shard::from_shard, engine, c, make_matrix<const T>(w.data(), ws[0], ws[1]), b, opt);
 
-    const index_t own = tokens / tp + (c.rank() < tokens % tp ? 1 : 0);
+    // Token shards: the balanced split the SP layers use.
+    const std::vector<index_t> rows =
+        shard::partition::split(tokens, tp, shard::split_kind::balanced).sizes();
+    const index_t own = rows[static_cast<std::size_t>(c.rank())];
     const index_t x_rows = seq_in ? own : tokens, y_rows = seq_out ? own : tokens;
     const index_t x_cols = lin.input_cols(), y_cols = lin.output_cols();
     const auto x =
@@ -119,8 +126,6 @@ void bench_style(const options& o, report& out, const projection& p, int tp, ind
     const double l = time_ms(c, iters, [&] { lin.forward(xv, yv); });
 
     // The same work by hand: the GEMM on the rank's shard and the style's collective.
-    std::vector<index_t> rows;
-    for (int r = 0; r < tp; ++r) rows.push_back(tokens / tp + (r < tokens % tp ? 1 : 0));
     cuda::device_buffer<T> full(
         static_cast<std::size_t>(tokens * std::max(x_cols, lin.local_shape()[0])));
     const std::span<const T> bias = lin.bias();
