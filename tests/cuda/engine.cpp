@@ -161,3 +161,30 @@ TEST_CASE("add_bias and bias_grad kernels") {
       engine.add_bias(make_matrix(y.data(), 2, 3), std::span<const double>(b.data(), 2)),
       "cuda::gemm_engine::add_bias: the bias has 2 elements but C has 3 columns", tpx::error);
 }
+
+TEST_CASE("a GEMM captured on one stream replays on new input") {
+  cuda::stream s;
+  cuda::gemm_engine engine(s);
+  const test::dense w = test::random_dense(8, 16, 31);
+  const std::vector<float> wf = test::whole<float>(w);
+  const auto wd = cuda::to_device(std::span<const float>(wf));
+  cuda::device_buffer<float> x(4 * 16), y(4 * 8);
+  const auto step = [&] {
+    engine.gemm(gemm::gemm_args<float>{.op_b = op::transpose,
+                                       .a = make_matrix<const float>(x.data(), 4, 16),
+                                       .b = make_matrix<const float>(wd.data(), 8, 16),
+                                       .c = make_matrix(y.data(), 4, 8)});
+  };
+  step();  // the plan exists before capture
+  const cuda::graph g = cuda::capture(s, step);
+  CHECK(g.nodes() > 0);
+  for (const std::uint64_t seed : {41u, 42u}) {
+    const test::dense xd = test::random_dense(4, 16, seed);
+    const std::vector<float> xf = test::whole<float>(xd);
+    cuda::copy_to_device(std::span<const float>(xf), x.data());
+    test::cuda_platform::poison(y);
+    g.launch(s);
+    const std::vector<float> got = cuda::to_host(y.data(), y.size(), s);
+    CHECK(test::relative_error<float>(got, test::linear_forward(xd, w, {}), {0, 4}, {0, 8}) < 1e-5);
+  }
+}
