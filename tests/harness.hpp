@@ -13,19 +13,11 @@
 #include "error_of.hpp"
 #include "oracle.hpp"
 #include "tpx/backend/host/communicator.hpp"
+#include "tpx/core/dtype.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/shard/split.hpp"
 
 namespace tpx::test {
-
-/// A value as double; element types that are not arithmetic (bf16, half) go through float.
-template <class T>
-double to_double(T x) {
-  if constexpr (std::is_arithmetic_v<T>)
-    return static_cast<double>(x);
-  else
-    return static_cast<double>(static_cast<float>(x));
-}
 
 /// Largest |got − want| over the block, relative to the largest |want| in the whole matrix (or 1).
 template <class T>
@@ -39,7 +31,7 @@ double relative_error(std::span<const T> got, const dense& want, shard::interval
   std::size_t k = 0;
   for (index_t i = rows.begin; i < rows.end; ++i)
     for (index_t j = cols.begin; j < cols.end; ++j) {
-      const double d = std::abs(to_double(got[k++]) - want(i, j));
+      const double d = std::abs(as_double(got[k++]) - want(i, j));
       worst = std::max(worst, std::isnan(d) ? INFINITY : d);
     }
   return worst / scale;

@@ -35,7 +35,7 @@ std::vector<T> values(int r, index_t n, index_t from = 0) {
 template <class T>
 std::vector<float> floats(const std::vector<T>& v) {
   std::vector<float> out;
-  for (const T& x : v) out.push_back(static_cast<float>(test::to_double(x)));
+  for (const T& x : v) out.push_back(static_cast<float>(as_double(x)));
   return out;
 }
 
@@ -71,7 +71,7 @@ TEST_CASE_TEMPLATE("device-local collectives move and reduce exactly what the ho
       std::vector<float> all;
       for (int q = 0; q < tp; ++q)
         for (const T& x : values<T>(q, counts[static_cast<std::size_t>(q)]))
-          all.push_back(static_cast<float>(test::to_double(x)));
+          all.push_back(static_cast<float>(as_double(x)));
       CHECK(floats(test::cuda_platform::load<T>(gathered.span())) == all);
 
       // reduce_scatter with uneven counts
@@ -109,7 +109,7 @@ TEST_CASE_TEMPLATE("device-local collectives move and reduce exactly what the ho
         index_t from = 0;
         for (int s = 0; s < r; ++s) from += (q + s) % 3;
         for (const T& x : values<T>(q, (q + r) % 3, from))
-          expected.push_back(static_cast<float>(test::to_double(x)));
+          expected.push_back(static_cast<float>(as_double(x)));
       }
       CHECK(floats(test::cuda_platform::load<T>(in.span())) == expected);
 

@@ -39,7 +39,7 @@ std::vector<T> store(const test::dense& m, bool transpose, index_t ld) {
 /// The value of an element as the device will see it (rounded to T), in double.
 template <class T>
 double as_t(double x) {
-  return test::to_double(T(static_cast<float>(x)));
+  return as_double(T(static_cast<float>(x)));
 }
 
 template <class T>
@@ -83,10 +83,10 @@ void check_every_combination(index_t m, index_t n, index_t k) {
                           (epilogue == 1 ? as_t<T>(bias[static_cast<std::size_t>(j)]) : 0.0);
             for (index_t p = 0; p < k; ++p) want += alpha * as_t<T>(a(i, p)) * as_t<T>(b(p, j));
             scale = std::max(scale, std::abs(want));
-            const double got = test::to_double(c[static_cast<std::size_t>(i * (n + pad) + j)]);
+            const double got = as_double(c[static_cast<std::size_t>(i * (n + pad) + j)]);
             worst = std::max(worst, std::isnan(got) ? INFINITY : std::abs(got - want));
           }
-          CHECK(test::to_double(c[static_cast<std::size_t>(i * (n + pad) + n)]) == 7.0);
+          CHECK(as_double(c[static_cast<std::size_t>(i * (n + pad) + n)]) == 7.0);
         }
         CHECK(worst / scale < tolerance<T>());
         if (epilogue == 2) {
@@ -94,7 +94,7 @@ void check_every_combination(index_t m, index_t n, index_t k) {
           for (index_t i = 0; i < m; ++i) {
             double want = 0;
             for (index_t p = 0; p < k; ++p) want += as_t<T>(a(i, p));
-            CHECK(std::abs(test::to_double(db[static_cast<std::size_t>(i)]) - want) <
+            CHECK(std::abs(as_double(db[static_cast<std::size_t>(i)]) - want) <
                   tolerance<T>() * std::max(1.0, std::abs(want)) * 4);
           }
         }

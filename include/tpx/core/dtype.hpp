@@ -177,4 +177,14 @@ constexpr To convert(From v) noexcept {
   }
 }
 
+/// A value as double: arithmetic types directly, storage types (bf16, f16, CUDA's __half and
+/// __nv_bfloat16) through their exact conversion to float.
+template <class T>
+constexpr double as_double(T x) noexcept {
+  if constexpr (std::is_arithmetic_v<T>)
+    return static_cast<double>(x);
+  else
+    return static_cast<double>(static_cast<float>(x));
+}
+
 }  // namespace tpx::inline v0

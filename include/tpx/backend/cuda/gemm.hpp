@@ -35,6 +35,7 @@
 #include "tpx/backend/cuda/check.hpp"
 #include "tpx/backend/cuda/kernels.hpp"
 #include "tpx/backend/cuda/memory.hpp"
+#include "tpx/core/dtype.hpp"
 #include "tpx/gemm/engine.hpp"
 
 namespace tpx::inline v0::cuda {
@@ -89,12 +90,12 @@ class gemm_engine {
     const index_t k = g.op_a == gemm::op::none ? g.a.cols() : g.a.rows();
     if (m == 0 || n == 0 || k == 0) {  // cuBLASLt wants non-empty operands
       if (m > 0 && n > 0)
-        check_launch(kernels::scale(g.c.data(), m, n, g.c.ld(), scalar(g.beta), stream_));
+        check_launch(kernels::scale(g.c.data(), m, n, g.c.ld(), as_double(g.beta), stream_));
       if (!g.bias.empty()) add_bias(g.c, g.bias);
       if (!g.bias_grad.empty()) row_sums(g.op_a, g.a, g.bias_grad);
       return;
     }
-    const bool want_grad = !g.bias_grad.empty() && scalar(g.alpha) == 1.0;
+    const bool want_grad = !g.bias_grad.empty() && as_double(g.alpha) == 1.0;
     const epilogue e = !g.bias.empty() ? epilogue::bias
                        : want_grad     ? epilogue::bias_grad
                                        : epilogue::none;
@@ -107,7 +108,7 @@ class gemm_engine {
       TPX_CUBLAS(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                 &epilogue_ptr, sizeof(epilogue_ptr)));
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
-    const S alpha = static_cast<S>(scalar(g.alpha)), beta = static_cast<S>(scalar(g.beta));
+    const S alpha = static_cast<S>(as_double(g.alpha)), beta = static_cast<S>(as_double(g.beta));
     TPX_CUBLAS(cublasLtMatmul(handle_, p.desc, &alpha, g.b.data(), p.a, g.a.data(), p.b, &beta,
                               g.c.data(), p.c, g.c.data(), p.c, &p.algo, workspace_.data(),
                               workspace_.size(), stream_));
@@ -172,14 +173,6 @@ class gemm_engine {
     int a = 1;
     while (a < 16 && (v % static_cast<std::uintptr_t>(a * 2)) == 0) a *= 2;
     return a;
-  }
-
-  template <class T>
-  static double scalar(T x) {
-    if constexpr (std::is_arithmetic_v<T>)
-      return static_cast<double>(x);
-    else
-      return static_cast<double>(static_cast<float>(x));
   }
 
   template <class T>
