@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <initializer_list>
 #include <span>
 #include <vector>
 
@@ -44,6 +45,23 @@ struct cuda_platform {
     });
   }
 };
+
+/// Replays a captured graph of every rank's work once per seed: every rank `load(seed)`s its
+/// input, rank 0 launches the graph on its stream, every rank `check(seed)`s its output.
+template <class Load, class Check>
+void replay(cuda::local_communicator& c, const cuda::graph& g,
+            std::initializer_list<unsigned> seeds, Load load, Check check) {
+  for (const unsigned seed : seeds) {
+    load(seed);
+    c.barrier();  // every rank has loaded its input
+    if (c.rank() == 0) {
+      g.launch(c.stream());
+      TPX_CUDA(cudaStreamSynchronize(c.stream()));
+    }
+    c.barrier();
+    check(seed);
+  }
+}
 
 /// Every rank's y, dx, dW and db errors are below `tolerance`.
 inline void expect_close(const std::vector<linear_errors>& errors, double tolerance) {

@@ -130,15 +130,6 @@ TEST_CASE("a forward of every rank is captured in one CUDA graph and replayed on
     const std::shared_ptr<cuda::graph> g = c.capture(run);
     CHECK(g->nodes() > 0);
     CHECK(engine.statistics().gemms == gemms + 1);  // captured, not run: y is still the old one
-    for (const std::uint64_t seed : {22u, 23u}) {
-      load(seed);
-      c.barrier();  // every rank has loaded its input
-      if (c.rank() == 0) {
-        g->launch(c.stream());
-        TPX_CUDA(cudaStreamSynchronize(c.stream()));
-      }
-      c.barrier();
-      check(seed);
-    }
+    test::replay(c, *g, {22u, 23u}, load, check);
   });
 }

@@ -22,10 +22,18 @@ concept backend = gemm::gemm_engine<typename B::engine> &&
   buf.resize(std::size_t{1});
 };
 
+/// A backend with element-wise kernels: `Backend::ops`, built from the rank's communicator, with
+/// the members of `host::ops` (RMSNorm, embedding lookup and gradient, cross-entropy statistics
+/// and gradient, `to_host`). `rms_norm`, `vocab_embedding` and `vocab_cross_entropy` need it.
+template <class B>
+concept backend_with_ops =
+    backend<B> && std::constructible_from<typename B::ops, typename B::communicator&>;
+
 /// Whether the host reads and writes a backend's buffers directly (`Backend::host_memory`).
-/// Layers whose element-wise work is written as host loops (norms, activations, attention,
-/// embeddings, routing, experts) need it; `linear` does not (its copies and zero-fills go through
-/// the communicator), so it also runs on the cuda backend.
+/// Layers whose element-wise work is still written as host loops (activations, attention,
+/// routing, experts, MoE, blocks) need it; `linear` does not (its copies and zero-fills go through
+/// the communicator) and the layers on `backend_with_ops` do not, so they also run on the cuda
+/// backend.
 template <class B>
 inline constexpr bool host_memory = requires {
   requires B::host_memory;

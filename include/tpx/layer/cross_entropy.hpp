@@ -11,17 +11,17 @@
 ///   dlogits_tj = (exp(l_tj − m_t) / s_t − [j = target]) · dloss / n_valid; 0 on ignored rows
 ///
 /// The loss is the same on every rank. Targets outside [0, vocab) other than ignore_index are an
-/// error naming the token.
+/// error naming the token. The row statistics and dlogits are the backend's `ops`; the loss is
+/// summed on the host from the 3T statistics (on the cuda backend `forward` waits for the stream).
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "tpx/comm/communicator.hpp"
+#include "tpx/core/dtype.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
@@ -36,21 +36,15 @@ struct cross_entropy_options {
   std::int64_t ignore_index = -100;
 };
 
-template <backend Backend, class T = float>
+template <backend_with_ops Backend, class T = float>
 class vocab_cross_entropy {
-  static_assert(
-      host_memory<Backend>,
-      "tpx::vocab_cross_entropy: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend only "
-      "tpx::linear runs so far");
-
  public:
   using backend_type = Backend;
   using value_type = T;
   using comm_type = typename Backend::communicator;
 
   vocab_cross_entropy(comm_type& comm, cross_entropy_options options)
-      : comm_(&comm), opt_(std::move(options)) {
+      : comm_(&comm), ops_(comm), opt_(std::move(options)) {
     expect(0 <= opt_.vocab_range.begin && opt_.vocab_range.begin <= opt_.vocab_range.end &&
                opt_.vocab_range.end <= opt_.vocab,
            "{}: rank {} holds vocab columns [{}, {}), outside the vocabulary [0, {})", opt_.name,
@@ -61,33 +55,25 @@ class vocab_cross_entropy {
   T forward(matrix_view<const T> logits, std::span<const std::int64_t> targets) {
     const index_t tokens = logits.rows();
     expect_shapes(logits, targets, "logits");
-    const shard::interval own = opt_.vocab_range;
-    stats_.resize(static_cast<std::size_t>(3 * tokens));
-    const std::span<T> max(stats_.data(), static_cast<std::size_t>(tokens));
-    const std::span<T> sums(stats_.data() + tokens, static_cast<std::size_t>(2 * tokens));
-    for (index_t t = 0; t < tokens; ++t) {
-      T m = -std::numeric_limits<T>::infinity();
-      for (index_t j = 0; j < logits.cols(); ++j) m = std::max(m, logits(t, j));
-      max[idx(t)] = m;
-    }
+    const index_t first = opt_.vocab_range.begin;
+    const std::span<T> stats = detail::scratch(stats_, 3 * tokens);
+    const std::span<T> max = stats.first(idx(tokens)), sums = stats.subspan(idx(tokens));
+    ops_.row_max(logits, max);
     comm_->all_reduce(max, comm::reduce_op::max);
-    for (index_t t = 0; t < tokens; ++t) {
-      T s = 0;
-      for (index_t j = 0; j < logits.cols(); ++j) s += std::exp(logits(t, j) - max[idx(t)]);
-      const std::int64_t target = targets[idx(t)];
-      sums[idx(t)] = s;
-      sums[idx(tokens + t)] =
-          own.begin <= target && target < own.end ? logits(t, target - own.begin) : T(0);
-    }
+    ops_.cross_entropy_sums(logits, std::span<const T>(max), targets, first, sums);
     comm_->all_reduce(sums);
+    host_stats_.resize(stats.size());
+    ops_.to_host(std::span<const T>(stats), std::span<T>(host_stats_));
     valid_ = 0;
-    T total = 0;
+    double total = 0;  // summed in double on the host, whatever T is
     for (index_t t = 0; t < tokens; ++t) {
       if (targets[idx(t)] == opt_.ignore_index) continue;
       ++valid_;
-      total += std::log(sums[idx(t)]) + max[idx(t)] - sums[idx(tokens + t)];
+      total += std::log(as_double(host_stats_[idx(tokens + t)])) + as_double(host_stats_[idx(t)]) -
+               as_double(host_stats_[idx(2 * tokens + t)]);
     }
-    return valid_ == 0 ? T(0) : total / static_cast<T>(valid_);
+    tokens_ = tokens;
+    return static_cast<T>(valid_ == 0 ? 0.0 : total / static_cast<double>(valid_));
   }
 
   /// dlogits of the mean loss times `dloss`, from the logits and targets of the last forward.
@@ -98,19 +84,14 @@ class vocab_cross_entropy {
     expect(dlogits.rows() == tokens && dlogits.cols() == logits.cols(),
            "{} (rank {}): dlogits are [{} × {}] but the logits are [{} × {}]", opt_.name,
            comm_->rank(), dlogits.rows(), dlogits.cols(), tokens, logits.cols());
-    expect(static_cast<index_t>(stats_.size()) == 3 * tokens,
-           "{}: backward for {} tokens needs a forward on as many", opt_.name, tokens);
-    const T scale = valid_ == 0 ? T(0) : dloss / static_cast<T>(valid_);
-    const shard::interval own = opt_.vocab_range;
-    for (index_t t = 0; t < tokens; ++t) {
-      const std::int64_t target = targets[idx(t)];
-      const bool ignored = target == opt_.ignore_index;
-      const T m = stats_[idx(t)], s = stats_[idx(tokens + t)];
-      for (index_t j = 0; j < logits.cols(); ++j) {
-        const T p = std::exp(logits(t, j) - m) / s;
-        dlogits(t, j) = ignored ? T(0) : (p - (own.begin + j == target ? T(1) : T(0))) * scale;
-      }
-    }
+    expect(tokens_ == tokens, "{}: backward for {} tokens needs a forward on as many", opt_.name,
+           tokens);
+    const T scale =
+        static_cast<T>(valid_ == 0 ? 0.0 : as_double(dloss) / static_cast<double>(valid_));
+    const std::span<const T> max(stats_.data(), idx(tokens)),
+        sum(stats_.data() + tokens, idx(tokens));
+    ops_.cross_entropy_backward(logits, max, sum, targets, opt_.vocab_range.begin,
+                                opt_.ignore_index, scale, dlogits);
   }
 
   /// Tokens the last forward averaged over.
@@ -135,8 +116,11 @@ class vocab_cross_entropy {
   }
 
   comm_type* comm_;
+  typename Backend::ops ops_;
   cross_entropy_options opt_;
-  std::vector<T> stats_;  // [max | sum-exp | target logit], each [tokens]
+  typename Backend::template buffer<T> stats_;  // [max | sum-exp | target logit], each [tokens]
+  std::vector<T> host_stats_;                   // the same, read back for the loss
+  index_t tokens_ = -1;                         // of the last forward
   index_t valid_ = 0;
 };
 

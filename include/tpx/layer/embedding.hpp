@@ -37,14 +37,8 @@ struct embedding_options {
   shard::split_kind split = shard::split_kind::balanced;
 };
 
-template <class Style, backend Backend, class T = float>
+template <class Style, backend_with_ops Backend, class T = float>
 class vocab_embedding {
-  static_assert(
-      host_memory<Backend>,
-      "tpx::vocab_embedding: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend only "
-      "tpx::linear runs so far");
-
   static_assert(std::is_same_v<Style, style::vocab_parallel<>> ||
                     std::is_same_v<Style, style::vocab_parallel_sp>,
                 "tpx::vocab_embedding: the style must be style::vocab_parallel<> or "
@@ -62,7 +56,7 @@ class vocab_embedding {
   /// Builds this rank's rows of the full table `full_weight` [vocab, hidden].
   vocab_embedding(engine_type& engine, comm_type& comm, matrix_view<const T> full_weight,
                   embedding_options options)
-      : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
+      : engine_(&engine), comm_(&comm), ops_(comm), opt_(std::move(options)) {
     expect(full_weight.rows() == opt_.vocab && full_weight.cols() == opt_.hidden,
            "{}: the table is [{} × {}] but the layer is [{} × {}] (vocab × hidden)", opt_.name,
            full_weight.rows(), full_weight.cols(), opt_.vocab, opt_.hidden);
@@ -73,7 +67,8 @@ class vocab_embedding {
     for (index_t v = own_.begin; v < own_.end; ++v)
       for (index_t j = 0; j < opt_.hidden; ++j) host.push_back(full_weight(v, j));
     Backend::upload(std::span<const T>(host), weight_);
-    dweight_.assign(host.size(), T(0));
+    dweight_.resize(host.size());
+    zero_grad();
   }
 
   const std::string& name() const noexcept { return opt_.name; }
@@ -87,7 +82,7 @@ class vocab_embedding {
   matrix_view<const T> weight_grad() const {
     return make_matrix<const T>(dweight_.data(), own_.size(), opt_.hidden);
   }
-  void zero_grad() { std::fill(dweight_.begin(), dweight_.end(), T(0)); }
+  void zero_grad() { comm::detail::zero(*comm_, std::span<T>(dweight_.data(), dweight_.size())); }
 
   /// y = the rows of `ids`: masked lookup of the own rows, then all-reduce (or reduce-scatter).
   void forward(std::span<const std::int64_t> ids, matrix_view<T> y) {
@@ -95,13 +90,7 @@ class vocab_embedding {
     expect_ids(ids);
     expect_rows(y, tokens, "output");
     const matrix_view<T> full = sequence ? detail::sized(scratch_, tokens, opt_.hidden) : y;
-    for (index_t t = 0; t < tokens; ++t) {
-      const std::int64_t id = ids[static_cast<std::size_t>(t)];
-      const bool mine = own_.begin <= id && id < own_.end;
-      for (index_t j = 0; j < opt_.hidden; ++j)
-        full(t, j) =
-            mine ? weight_[static_cast<std::size_t>((id - own_.begin) * opt_.hidden + j)] : T(0);
-    }
+    ops_.embedding_forward(ids, weight(), own_.begin, full);
     if constexpr (sequence)
       comm::scatter_to_sequence::forward<comm_type, T>(*comm_, full, y, token_counts(tokens));
     else
@@ -119,12 +108,7 @@ class vocab_embedding {
       comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, gathered, token_counts(tokens));
       full = gathered;
     }
-    for (index_t t = 0; t < tokens; ++t) {
-      const std::int64_t id = ids[static_cast<std::size_t>(t)];
-      if (id < own_.begin || id >= own_.end) continue;
-      for (index_t j = 0; j < opt_.hidden; ++j)
-        dweight_[static_cast<std::size_t>((id - own_.begin) * opt_.hidden + j)] += full(t, j);
-    }
+    ops_.embedding_backward(ids, full, own_.begin, weight_grad_view());
   }
 
   /// The tied LM head: logits [T, V_r] = x · W_rᵀ for the own vocab columns.
@@ -170,10 +154,14 @@ class vocab_embedding {
                                      .a = dlogits,
                                      .b = input,
                                      .beta = T(1),
-                                     .c = make_matrix(dweight_.data(), own_.size(), opt_.hidden)});
+                                     .c = weight_grad_view()});
   }
 
  private:
+  matrix_view<T> weight_grad_view() {
+    return make_matrix(dweight_.data(), own_.size(), opt_.hidden);
+  }
+
   void expect_ids(std::span<const std::int64_t> ids) const {
     for (std::size_t t = 0; t < ids.size(); ++t)
       expect(0 <= ids[t] && ids[t] < opt_.vocab,
@@ -198,6 +186,7 @@ class vocab_embedding {
 
   engine_type* engine_;
   comm_type* comm_;
+  typename Backend::ops ops_;
   embedding_options opt_;
   shard::interval own_;
   mutable detail::token_shards token_shards_;

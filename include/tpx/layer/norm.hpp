@@ -7,14 +7,11 @@
 ///   style::sequence_parallel     x, y split on tokens [T_r, H]; dW is partial per rank and
 ///                                all-reduced in backward (the norm's only collective)
 ///
-/// Per-token arithmetic runs in loops over the backend's memory (host memory on the host
-/// backend).
+/// Per-token arithmetic is the backend's `ops` (host loops, or kernels on the rank's stream).
 
-#include <cmath>
 #include <span>
 #include <string>
 #include <type_traits>
-#include <vector>
 
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
@@ -24,13 +21,8 @@
 
 namespace tpx::inline v0::layer {
 
-template <class Style, backend Backend, class T = float>
+template <class Style, backend_with_ops Backend, class T = float>
 class rms_norm {
-  static_assert(host_memory<Backend>,
-                "tpx::rms_norm: runs its element-wise work in host loops, so it needs a backend "
-                "whose buffers the host reads (host_memory); on the cuda backend only "
-                "tpx::linear runs so far");
-
   static_assert(std::is_same_v<Style, style::replicate<>> ||
                     std::is_same_v<Style, style::sequence_parallel>,
                 "tpx::rms_norm: the style must be style::replicate<> (replicated activations) or "
@@ -45,7 +37,7 @@ class rms_norm {
 
   /// `weight` [features], the same on every rank.
   rms_norm(comm_type& comm, std::span<const T> weight, double eps, std::string name = "norm")
-      : comm_(&comm), eps_(eps), name_(std::move(name)) {
+      : comm_(&comm), ops_(comm), eps_(eps), name_(std::move(name)) {
     expect(eps >= 0, "{}: eps must be non-negative, got {}", name_, eps);
     Backend::upload(weight, weight_);
     dweight_.resize(weight.size());
@@ -61,10 +53,7 @@ class rms_norm {
     expect(y.rows() == x.rows() && y.cols() == x.cols(),
            "{}: the output is [{} × {}] but the input is [{} × {}]", name_, y.rows(), y.cols(),
            x.rows(), x.cols());
-    for (index_t t = 0; t < x.rows(); ++t) {
-      const T r = inverse_rms(x, t);
-      for (index_t j = 0; j < x.cols(); ++j) y(t, j) = x(t, j) * r * weight_[idx(j)];
-    }
+    ops_.rms_norm_forward(x, weight(), eps_, y);
   }
 
   /// dx (overwritten) and dW from x and dy.
@@ -75,32 +64,12 @@ class rms_norm {
            "{}: the output gradient is [{} × {}] and the input gradient [{} × {}] but the input "
            "is [{} × {}]",
            name_, dy.rows(), dy.cols(), dx.rows(), dx.cols(), x.rows(), x.cols());
-    std::fill(dweight_.begin(), dweight_.end(), T(0));
-    const index_t h = x.cols();
-    for (index_t t = 0; t < x.rows(); ++t) {
-      const T r = inverse_rms(x, t);
-      T dot = 0;  // Σ_j dy_j w_j x̂_j
-      for (index_t j = 0; j < h; ++j) {
-        const T xhat = x(t, j) * r;
-        dweight_[idx(j)] += dy(t, j) * xhat;
-        dot += dy(t, j) * weight_[idx(j)] * xhat;
-      }
-      for (index_t j = 0; j < h; ++j)
-        dx(t, j) = r * (dy(t, j) * weight_[idx(j)] - x(t, j) * r * dot / T(h));
-    }
-    if constexpr (std::is_same_v<Style, style::sequence_parallel>)
-      comm_->all_reduce(std::span<T>(dweight_.data(), dweight_.size()));
+    const std::span<T> dw(dweight_.data(), dweight_.size());
+    ops_.rms_norm_backward(x, weight(), eps_, dy, dx, dw);
+    if constexpr (std::is_same_v<Style, style::sequence_parallel>) comm_->all_reduce(dw);
   }
 
  private:
-  static std::size_t idx(index_t j) { return static_cast<std::size_t>(j); }
-
-  T inverse_rms(matrix_view<const T> x, index_t t) const {
-    T ss = 0;
-    for (index_t j = 0; j < x.cols(); ++j) ss += x(t, j) * x(t, j);
-    return T(1) / std::sqrt(ss / T(x.cols()) + static_cast<T>(eps_));
-  }
-
   template <class V>
   void expect_rows(const V& x, std::string_view what) const {
     expect(x.cols() == features(), "{} ({}, rank {}): the {} has {} features but the weight has {}",
@@ -108,6 +77,7 @@ class rms_norm {
   }
 
   comm_type* comm_;
+  typename Backend::ops ops_;
   double eps_;
   std::string name_;
   buffer weight_, dweight_;

@@ -13,8 +13,10 @@
 ///
 /// The engine and the communicator of a rank must enqueue on the same stream (GEMMs and
 /// collectives are then ordered without events); `check_streams` says so when they do not.
-/// Buffers are device memory, so only layers whose work is GEMMs and collectives run on it
-/// (`tpx::linear` of every style); the others `static_assert` a host-memory backend.
+/// Buffers are device memory. `tpx::linear` of every style, `rms_norm`, `vocab_embedding` (and its
+/// tied head) and `vocab_cross_entropy` run on it (their element-wise work is `cuda::ops`); the
+/// layers still written as host loops (attention, routing, experts, MoE, blocks, chain)
+/// `static_assert` a host-memory backend.
 
 #include <span>
 
@@ -22,6 +24,7 @@
 #include "tpx/backend/cuda/local_communicator.hpp"
 #include "tpx/backend/cuda/memory.hpp"
 #include "tpx/backend/cuda/nccl.hpp"
+#include "tpx/backend/cuda/ops.hpp"
 #include "tpx/core/error.hpp"
 
 namespace tpx::inline v0::cuda {
@@ -30,6 +33,8 @@ template <class Communicator>
 struct backend {
   using engine = cuda::gemm_engine;
   using communicator = Communicator;
+  /// The layers' element-wise work: kernels on the rank's stream.
+  using ops = cuda::ops;
   template <class T>
   using buffer = device_buffer<T>;
   /// Buffers live on the device: host loops may not touch them.

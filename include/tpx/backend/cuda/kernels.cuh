@@ -5,6 +5,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "tpx/backend/cuda/kernels.hpp"
@@ -14,13 +15,7 @@ namespace tpx::inline v0::cuda::kernels {
 namespace device {
 
 template <class T>
-struct acc {
-  using type = float;
-};
-template <>
-struct acc<double> {
-  using type = double;
-};
+using acc = accumulator<T>;
 
 template <class T>
 __device__ typename acc<T>::type widen(T x) {
@@ -53,6 +48,166 @@ constexpr int threads = 256;
 inline unsigned blocks_for(std::int64_t n) {
   const std::int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 65535 * 16 ? (b < 1 ? 1 : b) : 65535 * 16);
+}
+
+/// Blocks for a kernel that gives each row a block (rows beyond the grid loop).
+inline unsigned row_blocks(std::int64_t rows) {
+  return static_cast<unsigned>(rows < 65535 * 16 ? (rows < 1 ? 1 : rows) : 65535 * 16);
+}
+
+/// The sum (or max) of every thread's `v` over the block, returned to every thread; `buf` is the
+/// block's shared [threads] array. Every thread of the block must call it.
+template <class A>
+__device__ A block_reduce(A v, A* buf, bool max_op) {
+  buf[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      const A o = buf[threadIdx.x + s];
+      buf[threadIdx.x] =
+          max_op ? (o > buf[threadIdx.x] ? o : buf[threadIdx.x]) : buf[threadIdx.x] + o;
+    }
+    __syncthreads();
+  }
+  const A r = buf[0];
+  __syncthreads();  // buf is reused by the next call
+  return r;
+}
+
+template <class T>
+__global__ void rms_norm_forward(const T* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols,
+                                 const T* w, double eps, T* y, std::int64_t ldy) {
+  using A = typename acc<T>::type;
+  __shared__ A buf[threads];
+  for (std::int64_t t = blockIdx.x; t < rows; t += gridDim.x) {
+    A ss = 0;
+    for (std::int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const A v = widen(x[t * ldx + j]);
+      ss += v * v;
+    }
+    const A r = A(1) / sqrt(block_reduce(ss, buf, false) / A(cols) + A(eps));
+    for (std::int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      y[t * ldy + j] = narrow<T>(widen(x[t * ldx + j]) * r * widen(w[j]));
+  }
+}
+
+/// dx of each row, and r_t for the weight gradient.
+template <class T>
+__global__ void rms_norm_input_grad(const T* x, std::int64_t ldx, const T* dy, std::int64_t lddy,
+                                    std::int64_t rows, std::int64_t cols, const T* w, double eps,
+                                    T* dx, std::int64_t lddx, typename acc<T>::type* r_out) {
+  using A = typename acc<T>::type;
+  __shared__ A buf[threads];
+  for (std::int64_t t = blockIdx.x; t < rows; t += gridDim.x) {
+    A ss = 0, dot = 0;  // Σ x², Σ dy w x
+    for (std::int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const A v = widen(x[t * ldx + j]);
+      ss += v * v;
+      dot += widen(dy[t * lddy + j]) * widen(w[j]) * v;
+    }
+    const A r = A(1) / sqrt(block_reduce(ss, buf, false) / A(cols) + A(eps));
+    const A d = r * block_reduce(dot, buf, false);  // Σ dy w x̂
+    for (std::int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      dx[t * lddx + j] = narrow<T>(
+          r * (widen(dy[t * lddy + j]) * widen(w[j]) - widen(x[t * ldx + j]) * r * d / A(cols)));
+    if (threadIdx.x == 0) r_out[t] = r;
+  }
+}
+
+template <class T>
+__global__ void rms_norm_weight_grad(const T* x, std::int64_t ldx, const T* dy, std::int64_t lddy,
+                                     std::int64_t rows, std::int64_t cols,
+                                     const typename acc<T>::type* r, T* dw) {
+  for (std::int64_t j = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; j < cols;
+       j += std::int64_t{gridDim.x} * blockDim.x) {
+    typename acc<T>::type s = 0;
+    for (std::int64_t t = 0; t < rows; ++t)
+      s += widen(dy[t * lddy + j]) * widen(x[t * ldx + j]) * r[t];
+    dw[j] = narrow<T>(s);
+  }
+}
+
+template <class T>
+__global__ void embedding_forward(const std::int64_t* ids, std::int64_t tokens, const T* table,
+                                  std::int64_t first, std::int64_t own, std::int64_t hidden, T* y,
+                                  std::int64_t ldy) {
+  const std::int64_t n = tokens * hidden;
+  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const std::int64_t t = e / hidden, j = e % hidden, row = ids[t] - first;
+    y[t * ldy + j] =
+        0 <= row && row < own ? table[row * hidden + j] : narrow<T>(typename acc<T>::type(0));
+  }
+}
+
+template <class T>
+__global__ void embedding_backward(const std::int64_t* ids, std::int64_t tokens, const T* dy,
+                                   std::int64_t lddy, std::int64_t first, std::int64_t own,
+                                   std::int64_t hidden, T* dtable) {
+  for (std::int64_t j = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; j < hidden;
+       j += std::int64_t{gridDim.x} * blockDim.x)
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const std::int64_t row = ids[t] - first;
+      if (row < 0 || row >= own) continue;
+      T& d = dtable[row * hidden + j];
+      d = narrow<T>(widen(d) + widen(dy[t * lddy + j]));
+    }
+}
+
+template <class T>
+__global__ void row_max(const T* logits, std::int64_t ld, std::int64_t rows, std::int64_t cols,
+                        T* max) {
+  using A = typename acc<T>::type;
+  __shared__ A buf[threads];
+  for (std::int64_t t = blockIdx.x; t < rows; t += gridDim.x) {
+    A m = -INFINITY;
+    for (std::int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+      const A v = widen(logits[t * ld + j]);
+      m = v > m ? v : m;
+    }
+    m = block_reduce(m, buf, true);
+    if (threadIdx.x == 0) max[t] = narrow<T>(m);
+  }
+}
+
+template <class T>
+__global__ void cross_entropy_sums(const T* logits, std::int64_t ld, std::int64_t rows,
+                                   std::int64_t cols, const T* max, const std::int64_t* targets,
+                                   std::int64_t first, T* sums) {
+  using A = typename acc<T>::type;
+  __shared__ A buf[threads];
+  for (std::int64_t t = blockIdx.x; t < rows; t += gridDim.x) {
+    const A m = widen(max[t]);
+    A s = 0;
+    for (std::int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+      s += exp(widen(logits[t * ld + j]) - m);
+    s = block_reduce(s, buf, false);
+    if (threadIdx.x == 0) {
+      const std::int64_t c = targets[t] - first;
+      sums[t] = narrow<T>(s);
+      sums[rows + t] = 0 <= c && c < cols ? logits[t * ld + c] : narrow<T>(A(0));
+    }
+  }
+}
+
+template <class T>
+__global__ void cross_entropy_backward(const T* logits, std::int64_t ld, std::int64_t rows,
+                                       std::int64_t cols, const T* max, const T* sum,
+                                       const std::int64_t* targets, std::int64_t first,
+                                       std::int64_t ignore, double scale, T* dlogits,
+                                       std::int64_t lddlogits) {
+  using A = typename acc<T>::type;
+  const std::int64_t n = rows * cols;
+  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x) {
+    const std::int64_t t = e / cols, j = e % cols, target = targets[t];
+    A d = 0;
+    if (target != ignore) {
+      const A p = exp(widen(logits[t * ld + j]) - widen(max[t])) / widen(sum[t]);
+      d = (p - (first + j == target ? A(1) : A(0))) * static_cast<A>(scale);
+    }
+    dlogits[t * lddlogits + j] = narrow<T>(d);
+  }
 }
 
 template <class T>
@@ -97,7 +252,8 @@ __global__ void scale(T* c, std::int64_t rows, std::int64_t cols, std::int64_t l
        e += std::int64_t{gridDim.x} * blockDim.x) {
     const std::int64_t i = e / cols, j = e % cols;
     using A = typename acc<T>::type;
-    c[i * ldc + j] = beta == 0.0 ? narrow<T>(A(0)) : narrow<T>(static_cast<A>(beta) * widen(c[i * ldc + j]));
+    c[i * ldc + j] =
+        beta == 0.0 ? narrow<T>(A(0)) : narrow<T>(static_cast<A>(beta) * widen(c[i * ldc + j]));
   }
 }
 
@@ -139,13 +295,109 @@ cudaError_t scale(T* c, std::int64_t rows, std::int64_t cols, std::int64_t ldc, 
   return cudaGetLastError();
 }
 
-#define TPX_CUDA_KERNELS_FOR(T)                                                               \
-  template cudaError_t reduce<T>(inputs<T>, T*, std::int64_t, bool, cudaStream_t);             \
-  template cudaError_t add_bias<T>(T*, std::int64_t, std::int64_t, std::int64_t, const T*,     \
-                                   cudaStream_t);                                              \
-  template cudaError_t strided_sums<T>(const T*, std::int64_t, std::int64_t, std::int64_t,     \
-                                       std::int64_t, T*, cudaStream_t);                        \
-  template cudaError_t scale<T>(T*, std::int64_t, std::int64_t, std::int64_t, double, cudaStream_t);
+template <class T>
+cudaError_t rms_norm_forward(const T* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols,
+                             const T* w, double eps, T* y, std::int64_t ldy, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  device::rms_norm_forward<T><<<device::row_blocks(rows), device::threads, 0, stream>>>(
+      x, ldx, rows, cols, w, eps, y, ldy);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t rms_norm_backward(const T* x, std::int64_t ldx, const T* dy, std::int64_t lddy,
+                              std::int64_t rows, std::int64_t cols, const T* w, double eps, T* dx,
+                              std::int64_t lddx, T* dw, accumulator_t<T>* r, cudaStream_t stream) {
+  if (cols <= 0) return cudaSuccess;
+  if (rows > 0) {
+    device::rms_norm_input_grad<T><<<device::row_blocks(rows), device::threads, 0, stream>>>(
+        x, ldx, dy, lddy, rows, cols, w, eps, dx, lddx, r);
+    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  }
+  device::rms_norm_weight_grad<T><<<device::blocks_for(cols), device::threads, 0, stream>>>(
+      x, ldx, dy, lddy, rows, cols, r, dw);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t embedding_forward(const std::int64_t* ids, std::int64_t tokens, const T* table,
+                              std::int64_t first, std::int64_t own, std::int64_t hidden, T* y,
+                              std::int64_t ldy, cudaStream_t stream) {
+  if (tokens <= 0 || hidden <= 0) return cudaSuccess;
+  device::embedding_forward<T><<<device::blocks_for(tokens * hidden), device::threads, 0, stream>>>(
+      ids, tokens, table, first, own, hidden, y, ldy);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t embedding_backward(const std::int64_t* ids, std::int64_t tokens, const T* dy,
+                               std::int64_t lddy, std::int64_t first, std::int64_t own,
+                               std::int64_t hidden, T* dtable, cudaStream_t stream) {
+  if (tokens <= 0 || hidden <= 0 || own <= 0) return cudaSuccess;
+  device::embedding_backward<T><<<device::blocks_for(hidden), device::threads, 0, stream>>>(
+      ids, tokens, dy, lddy, first, own, hidden, dtable);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t row_max(const T* logits, std::int64_t ld, std::int64_t rows, std::int64_t cols, T* max,
+                    cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  device::row_max<T>
+      <<<device::row_blocks(rows), device::threads, 0, stream>>>(logits, ld, rows, cols, max);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t cross_entropy_sums(const T* logits, std::int64_t ld, std::int64_t rows,
+                               std::int64_t cols, const T* max, const std::int64_t* targets,
+                               std::int64_t first, T* sums, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  device::cross_entropy_sums<T><<<device::row_blocks(rows), device::threads, 0, stream>>>(
+      logits, ld, rows, cols, max, targets, first, sums);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t cross_entropy_backward(const T* logits, std::int64_t ld, std::int64_t rows,
+                                   std::int64_t cols, const T* max, const T* sum,
+                                   const std::int64_t* targets, std::int64_t first,
+                                   std::int64_t ignore, double scale, T* dlogits,
+                                   std::int64_t lddlogits, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  device::cross_entropy_backward<T>
+      <<<device::blocks_for(rows * cols), device::threads, 0, stream>>>(
+          logits, ld, rows, cols, max, sum, targets, first, ignore, scale, dlogits, lddlogits);
+  return cudaGetLastError();
+}
+
+#define TPX_CUDA_KERNELS_FOR(T)                                                                    \
+  template cudaError_t reduce<T>(inputs<T>, T*, std::int64_t, bool, cudaStream_t);                 \
+  template cudaError_t add_bias<T>(T*, std::int64_t, std::int64_t, std::int64_t, const T*,         \
+                                   cudaStream_t);                                                  \
+  template cudaError_t strided_sums<T>(const T*, std::int64_t, std::int64_t, std::int64_t,         \
+                                       std::int64_t, T*, cudaStream_t);                            \
+  template cudaError_t scale<T>(T*, std::int64_t, std::int64_t, std::int64_t, double,              \
+                                cudaStream_t);                                                     \
+  template cudaError_t rms_norm_forward<T>(const T*, std::int64_t, std::int64_t, std::int64_t,     \
+                                           const T*, double, T*, std::int64_t, cudaStream_t);      \
+  template cudaError_t rms_norm_backward<T>(const T*, std::int64_t, const T*, std::int64_t,        \
+                                            std::int64_t, std::int64_t, const T*, double, T*,      \
+                                            std::int64_t, T*, accumulator_t<T>*, cudaStream_t);    \
+  template cudaError_t embedding_forward<T>(const std::int64_t*, std::int64_t, const T*,           \
+                                            std::int64_t, std::int64_t, std::int64_t, T*,          \
+                                            std::int64_t, cudaStream_t);                           \
+  template cudaError_t embedding_backward<T>(const std::int64_t*, std::int64_t, const T*,          \
+                                             std::int64_t, std::int64_t, std::int64_t,             \
+                                             std::int64_t, T*, cudaStream_t);                      \
+  template cudaError_t row_max<T>(const T*, std::int64_t, std::int64_t, std::int64_t, T*,          \
+                                  cudaStream_t);                                                   \
+  template cudaError_t cross_entropy_sums<T>(const T*, std::int64_t, std::int64_t, std::int64_t,   \
+                                             const T*, const std::int64_t*, std::int64_t, T*,      \
+                                             cudaStream_t);                                        \
+  template cudaError_t cross_entropy_backward<T>(                                                  \
+      const T*, std::int64_t, std::int64_t, std::int64_t, const T*, const T*, const std::int64_t*, \
+      std::int64_t, std::int64_t, double, T*, std::int64_t, cudaStream_t);
 TPX_CUDA_KERNELS_FOR(float)
 TPX_CUDA_KERNELS_FOR(double)
 TPX_CUDA_KERNELS_FOR(__half)

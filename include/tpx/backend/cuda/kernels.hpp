@@ -11,8 +11,9 @@
 /// double, __half and __nv_bfloat16; half types accumulate in float, in rank order, so every rank
 /// of a reduction gets bit-identical results.
 ///
-/// Kept deliberately free of tpx's other headers (nvcc compiles this file); later styles add their
-/// kernels (activations, norms, attention, routing) here, next to these.
+/// Kept deliberately free of tpx's other headers (nvcc compiles this file). The element-wise work
+/// of the layers (norms, embeddings, cross-entropy) is here too, behind `cuda::ops`; later styles
+/// add theirs (activations, attention, routing) next to these.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,6 +22,18 @@
 #include <cstdint>
 
 namespace tpx::inline v0::cuda::kernels {
+
+/// What a kernel accumulates T in: double for double, float for the rest.
+template <class T>
+struct accumulator {
+  using type = float;
+};
+template <>
+struct accumulator<double> {
+  using type = double;
+};
+template <class T>
+using accumulator_t = typename accumulator<T>::type;
 
 /// The most ranks a reduction reads from in one launch.
 inline constexpr int max_inputs = 64;
@@ -54,5 +67,53 @@ cudaError_t strided_sums(const T* a, std::int64_t outer, std::int64_t outer_stri
 template <class T>
 cudaError_t scale(T* c, std::int64_t rows, std::int64_t cols, std::int64_t ldc, double beta,
                   cudaStream_t stream);
+
+/// RMSNorm of each row: y[t, :] = x[t, :] · r_t ⊙ w, r_t = 1 / sqrt(mean_j x[t, j]² + eps), for
+/// [rows × cols] matrices with leading dimensions ldx, ldy.
+template <class T>
+cudaError_t rms_norm_forward(const T* x, std::int64_t ldx, std::int64_t rows, std::int64_t cols,
+                             const T* w, double eps, T* y, std::int64_t ldy, cudaStream_t stream);
+
+/// RMSNorm's gradients: dx (overwritten) and dw[j] = Σ_t dy[t, j] x[t, j] r_t (overwritten,
+/// summed in row order). `r` is scratch for `rows` values.
+template <class T>
+cudaError_t rms_norm_backward(const T* x, std::int64_t ldx, const T* dy, std::int64_t lddy,
+                              std::int64_t rows, std::int64_t cols, const T* w, double eps, T* dx,
+                              std::int64_t lddx, T* dw, accumulator_t<T>* r, cudaStream_t stream);
+
+/// y[t, :] = table[ids[t] − first, :] when first ≤ ids[t] < first + own, else 0; the table is
+/// [own × hidden], contiguous.
+template <class T>
+cudaError_t embedding_forward(const std::int64_t* ids, std::int64_t tokens, const T* table,
+                              std::int64_t first, std::int64_t own, std::int64_t hidden, T* y,
+                              std::int64_t ldy, cudaStream_t stream);
+
+/// dtable[ids[t] − first, :] += dy[t, :] for the tokens whose id the table holds, in token order
+/// (deterministic: a thread per column).
+template <class T>
+cudaError_t embedding_backward(const std::int64_t* ids, std::int64_t tokens, const T* dy,
+                               std::int64_t lddy, std::int64_t first, std::int64_t own,
+                               std::int64_t hidden, T* dtable, cudaStream_t stream);
+
+/// max[t] = max_j logits[t, j] (−∞ for no columns).
+template <class T>
+cudaError_t row_max(const T* logits, std::int64_t ld, std::int64_t rows, std::int64_t cols, T* max,
+                    cudaStream_t stream);
+
+/// sums[t] = Σ_j exp(logits[t, j] − max[t]); sums[rows + t] = the logit of target t when the
+/// rank's columns [first, first + cols) hold it, else 0.
+template <class T>
+cudaError_t cross_entropy_sums(const T* logits, std::int64_t ld, std::int64_t rows,
+                               std::int64_t cols, const T* max, const std::int64_t* targets,
+                               std::int64_t first, T* sums, cudaStream_t stream);
+
+/// dlogits[t, j] = (exp(logits[t, j] − max[t]) / sum[t] − [first + j = target t]) · scale, and 0
+/// on rows whose target is `ignore`.
+template <class T>
+cudaError_t cross_entropy_backward(const T* logits, std::int64_t ld, std::int64_t rows,
+                                   std::int64_t cols, const T* max, const T* sum,
+                                   const std::int64_t* targets, std::int64_t first,
+                                   std::int64_t ignore, double scale, T* dlogits,
+                                   std::int64_t lddlogits, cudaStream_t stream);
 
 }  // namespace tpx::inline v0::cuda::kernels

@@ -7,12 +7,15 @@
 
 #include "tpx/backend/host/communicator.hpp"
 #include "tpx/backend/host/gemm.hpp"
+#include "tpx/backend/host/ops.hpp"
 
 namespace tpx::inline v0::host {
 
 struct backend {
   using engine = host::gemm_engine;
   using communicator = host::communicator;
+  /// The layers' element-wise work: host loops.
+  using ops = host::ops;
   /// Buffers are host vectors: every layer's host loops may read them.
   static constexpr bool host_memory = true;
   /// Owning storage for `n` elements of T, in the backend's memory.
