@@ -24,7 +24,8 @@ concept backend = gemm::gemm_engine<typename B::engine> &&
 
 /// A backend with element-wise kernels: `Backend::ops`, built from the rank's communicator, with
 /// the members of `host::ops` (RMSNorm, embedding lookup and gradient, cross-entropy statistics
-/// and gradient, `to_host`). `rms_norm`, `vocab_embedding` and `vocab_cross_entropy` need it.
+/// and gradient, row moves by index maps, SwiGLU, copies to and from the host). `rms_norm`,
+/// `vocab_embedding`, `vocab_cross_entropy` and `experts` need it.
 template <class B>
 concept backend_with_ops =
     backend<B> && std::constructible_from<typename B::ops, typename B::communicator&>;

@@ -63,7 +63,9 @@ class vocab_cross_entropy {
     ops_.cross_entropy_sums(logits, std::span<const T>(max), targets, first, sums);
     comm_->all_reduce(sums);
     host_stats_.resize(stats.size());
-    ops_.to_host(std::span<const T>(stats), std::span<T>(host_stats_));
+    const auto n = static_cast<index_t>(stats.size());
+    ops_.copy_to_host(make_matrix<const T>(stats.data(), 1, n),
+                      make_matrix(host_stats_.data(), 1, n));
     valid_ = 0;
     double total = 0;  // summed in double on the host, whatever T is
     for (index_t t = 0; t < tokens; ++t) {

@@ -11,6 +11,12 @@
 /// all_to_all); the tensor_sequence mode needs the total token count as the last argument. Local
 /// experts run through the engine's grouped GEMM, one group per local expert; an expert may get
 /// no token. Expert ids outside [0, E) are an error naming the token and its choice.
+///
+/// Routing ids are host data (the bookkeeping — which row goes where — is computed on the host);
+/// x, w, y and the weights live in the backend's memory, and the row moves, SwiGLU and combines
+/// are the backend's `ops` (kernels on the cuda backend). The all-to-all mode reads the exchanged
+/// per-expert counts back on the host, and tensor_sequence the gathered ids: both synchronise
+/// with the device once per forward.
 
 #include <algorithm>
 #include <array>
@@ -21,9 +27,9 @@
 #include <vector>
 
 #include "tpx/comm/conjugate.hpp"
+#include "tpx/core/dtype.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
-#include "tpx/layer/activation.hpp"
 #include "tpx/layer/backend.hpp"
 #include "tpx/layer/tokens.hpp"
 #include "tpx/shard/split.hpp"
@@ -40,13 +46,8 @@ struct experts_options {
   index_t shared_inter = 0;  ///< the shared expert's intermediate size; 0: none
 };
 
-template <class Style, backend Backend, class T = float>
+template <class Style, backend_with_ops Backend, class T = float>
 class experts {
-  static_assert(host_memory<Backend>,
-                "tpx::experts: runs its element-wise work in host loops, so it needs a backend "
-                "whose buffers the host reads (host_memory); on the cuda backend only "
-                "tpx::linear runs so far");
-
   static constexpr style::expert_split mode = Style::mode;
   static constexpr bool sequence = mode == style::expert_split::tensor_sequence;
   static constexpr bool all_to_all = mode == style::expert_split::all_to_all;
@@ -64,7 +65,7 @@ class experts {
   experts(engine_type& engine, comm_type& comm, tensor_view<const T, 3> gate_up,
           tensor_view<const T, 3> down, matrix_view<const T> shared_gate_up,
           matrix_view<const T> shared_down, experts_options options)
-      : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
+      : engine_(&engine), comm_(&comm), ops_(comm), opt_(std::move(options)) {
     const index_t e = opt_.n_experts, h = opt_.hidden, i = opt_.inter, is = opt_.shared_inter;
     expect(e >= 1 && h >= 1 && i >= 0 && is >= 0,
            "{}: n_experts and hidden must be positive and the intermediate sizes non-negative "
@@ -218,7 +219,7 @@ class experts {
       groups_.push_back(
           {.op_b = gemm::op::transpose, .a = rows(xs, off, e), .b = w1[e], .c = rows(h, off, e)});
     engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
-    activation::swiglu<T>(h, a);
+    ops_.swiglu_forward(matrix_view<const T>(h), a);
     groups_.clear();
     for (index_t e = 0; e < f.n; ++e)
       groups_.push_back(
@@ -245,7 +246,7 @@ class experts {
                          .c = dw2[e]});
     }
     engine_->grouped_gemm(std::span<const gemm::gemm_args<T>>(groups_));
-    activation::swiglu_backward<T>(h, da, dh);
+    ops_.swiglu_backward(h, matrix_view<const T>(da), dh);
     groups_.clear();
     for (index_t e = 0; e < f.n; ++e) {
       groups_.push_back({.a = rows(dh, off, e), .b = w1[e], .c = rows(dxs, off, e)});
@@ -266,17 +267,14 @@ class experts {
   /// shared expert's.
   void local_forward(matrix_view<const T> x, matrix_view<const std::int64_t> ids,
                      matrix_view<const T> w, matrix_view<T> y) {
-    const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden;
+    const index_t n = x.rows(), h = opt_.hidden;
     // Slots: assignment (t, j) → its row in the expert-major buffer, −1 when not local.
     sort_by(n, routed_.n, offsets_, [&](index_t t, index_t j) {
       const index_t e = ids(t, j) - own_experts_.begin;
       return 0 <= e && e < routed_.n ? e : index_t{-1};
     });
-    const index_t rows_local = offsets_.back();
-    const matrix_view<T> xs = detail::sized(xs_, rows_local, h);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j)
-        if (const index_t s = slot(t, j); s >= 0) copy_row(x, t, xs, s);
+    const matrix_view<T> xs = detail::sized(xs_, offsets_.back(), h);
+    ops_.spread_rows(x, slots(), opt_.top_k, {}, xs);
     run_experts(xs);
     combine(w, y);
     add_shared_forward(x, y);
@@ -286,23 +284,13 @@ class experts {
   void local_backward(matrix_view<const T> x, matrix_view<const std::int64_t>,
                       matrix_view<const T> w, matrix_view<const T> dy, matrix_view<T> dx,
                       matrix_view<T> dw) {
-    const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden;
+    const index_t k = opt_.top_k, h = opt_.hidden;
     const matrix_view<T> dout = detail::sized(dout_, offsets_.back(), h);
     const matrix_view<const T> o = make_matrix<const T>(o_.data(), offsets_.back(), h);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j) {
-        const index_t s = slot(t, j);
-        dw(t, j) = s < 0 ? T(0) : dot(dy, t, o, s);
-        if (s >= 0)
-          for (index_t c = 0; c < h; ++c) dout(s, c) = w(t, j) * dy(t, c);
-      }
+    ops_.row_dots(dy, o, slots(), dw);          // d w[t, j] = dy_t · o_slot
+    ops_.spread_rows(dy, slots(), k, w, dout);  // d o_slot = w[t, j] · dy_t
     const matrix_view<T> dxs = backward_experts(dout);
-    for (index_t t = 0; t < n; ++t) {
-      for (index_t c = 0; c < h; ++c) dx(t, c) = T(0);
-      for (index_t j = 0; j < k; ++j)
-        if (const index_t s = slot(t, j); s >= 0)
-          for (index_t c = 0; c < h; ++c) dx(t, c) += dxs(s, c);
-    }
+    ops_.combine_rows(matrix_view<const T>(dxs), slots(), k, {}, dx);
     add_shared_backward(x, dy, dx);
   }
 
@@ -314,27 +302,38 @@ class experts {
     const int ep = comm_->size();
     // Send order: by global expert, so each destination's rows are contiguous and expert-sorted.
     sort_by(n, opt_.n_experts, starts_, [&](index_t t, index_t j) { return ids(t, j); });
-    counts_t_.resize(static_cast<std::size_t>(opt_.n_experts + ep * per));
+    const index_t n_counts = opt_.n_experts + ep * per;
+    counts_host_.resize(static_cast<std::size_t>(n_counts));
     for (index_t e = 0; e < opt_.n_experts; ++e)
-      counts_t_[static_cast<std::size_t>(e)] = static_cast<T>(
+      counts_host_[static_cast<std::size_t>(e)] = static_cast<T>(
           starts_[static_cast<std::size_t>(e + 1)] - starts_[static_cast<std::size_t>(e)]);
     const matrix_view<T> send = detail::sized(send_, n * k, h);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j) copy_row(x, t, send, slot(t, j));
+    ops_.spread_rows(x, slots(), k, {}, send);
 
-    // Every rank learns how many rows of each of its experts every other rank sends.
+    // Every rank learns how many rows of each of its experts every other rank sends (counts as
+    // T: exact, they are small integers), and reads them back on the host.
     per_rank_.assign(static_cast<std::size_t>(ep), per);
-    const std::span<T> sent_counts(counts_t_.data(), static_cast<std::size_t>(opt_.n_experts));
-    const std::span<T> got_counts(counts_t_.data() + opt_.n_experts,
-                                  static_cast<std::size_t>(ep * per));
-    comm_->all_to_all_v(std::span<const T>(sent_counts), per_rank_, got_counts, per_rank_);
+    const std::span<T> counts = detail::scratch(counts_, n_counts);
+    ops_.copy_from_host(make_matrix<const T>(counts_host_.data(), 1, opt_.n_experts),
+                        make_matrix(counts.data(), 1, opt_.n_experts));
+    comm_->all_to_all_v(std::span<const T>(counts.first(static_cast<std::size_t>(opt_.n_experts))),
+                        per_rank_, counts.subspan(static_cast<std::size_t>(opt_.n_experts)),
+                        per_rank_);
+    ops_.copy_to_host(make_matrix<const T>(counts.data() + opt_.n_experts, 1, ep * per),
+                      make_matrix(counts_host_.data() + opt_.n_experts, 1, ep * per));
+    const std::span<const T> sent_counts(counts_host_.data(),
+                                         static_cast<std::size_t>(opt_.n_experts));
+    const std::span<const T> got_counts(counts_host_.data() + opt_.n_experts,
+                                        static_cast<std::size_t>(ep * per));
     send_counts_.assign(static_cast<std::size_t>(ep), 0);
     recv_counts_.assign(static_cast<std::size_t>(ep), 0);
     offsets_.assign(static_cast<std::size_t>(per + 1), 0);
     for (int q = 0; q < ep; ++q)
       for (index_t e = 0; e < per; ++e) {
-        const auto sent = static_cast<index_t>(sent_counts[static_cast<std::size_t>(q * per + e)]);
-        const auto got = static_cast<index_t>(got_counts[static_cast<std::size_t>(q * per + e)]);
+        const auto sent =
+            static_cast<index_t>(as_double(sent_counts[static_cast<std::size_t>(q * per + e)]));
+        const auto got =
+            static_cast<index_t>(as_double(got_counts[static_cast<std::size_t>(q * per + e)]));
         send_counts_[static_cast<std::size_t>(q)] += sent * h;
         recv_counts_[static_cast<std::size_t>(q)] += got * h;
         offsets_[static_cast<std::size_t>(e + 1)] += got;
@@ -349,17 +348,17 @@ class experts {
     index_t i = 0;
     for (int q = 0; q < ep; ++q)
       for (index_t e = 0; e < per; ++e)
-        for (auto c = static_cast<index_t>(got_counts[static_cast<std::size_t>(q * per + e)]);
+        for (auto c =
+                 static_cast<index_t>(as_double(got_counts[static_cast<std::size_t>(q * per + e)]));
              c > 0; --c)
           arrival_[static_cast<std::size_t>(i++)] = fill_[static_cast<std::size_t>(e)]++;
 
     const matrix_view<T> recv = detail::sized(recv_, received, h);
     comm_->all_to_all_v(std::span<const T>(send.span()), send_counts_, recv.span(), recv_counts_);
     const matrix_view<T> xs = detail::sized(xs_, received, h);
-    for (index_t r = 0; r < received; ++r) copy_row(recv, r, xs, arrival(r));
+    ops_.spread_rows(matrix_view<const T>(recv), arrivals(), 1, {}, xs);
     run_experts(xs);
-    const matrix_view<const T> o = make_matrix<const T>(o_.data(), received, h);
-    for (index_t r = 0; r < received; ++r) copy_row(o, arrival(r), recv, r);
+    ops_.gather_rows(make_matrix<const T>(o_.data(), received, h), arrivals(), recv);
     const matrix_view<T> back = detail::sized(back_, n * k, h);  // expert outputs in send order
     comm_->all_to_all_v(std::span<const T>(recv.span()), recv_counts_, back.span(), send_counts_);
     combine(w, y);
@@ -372,24 +371,16 @@ class experts {
     const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden, received = offsets_.back();
     const matrix_view<const T> back = make_matrix<const T>(back_.data(), n * k, h);
     const matrix_view<T> send = detail::sized(send_, n * k, h);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t j = 0; j < k; ++j) {
-        const index_t s = slot(t, j);
-        dw(t, j) = dot(dy, t, back, s);
-        for (index_t c = 0; c < h; ++c) send(s, c) = w(t, j) * dy(t, c);
-      }
+    ops_.row_dots(dy, back, slots(), dw);
+    ops_.spread_rows(dy, slots(), k, w, send);
     const matrix_view<T> recv = detail::sized(recv_, received, h);
     comm_->all_to_all_v(std::span<const T>(send.span()), send_counts_, recv.span(), recv_counts_);
     const matrix_view<T> dout = detail::sized(dout_, received, h);
-    for (index_t r = 0; r < received; ++r) copy_row(recv, r, dout, arrival(r));
+    ops_.spread_rows(matrix_view<const T>(recv), arrivals(), 1, {}, dout);
     const matrix_view<T> dxs = backward_experts(dout);
-    for (index_t r = 0; r < received; ++r) copy_row(dxs, arrival(r), recv, r);
+    ops_.gather_rows(matrix_view<const T>(dxs), arrivals(), recv);
     comm_->all_to_all_v(std::span<const T>(recv.span()), recv_counts_, send.span(), send_counts_);
-    for (index_t t = 0; t < n; ++t) {
-      for (index_t c = 0; c < h; ++c) dx(t, c) = T(0);
-      for (index_t j = 0; j < k; ++j)
-        for (index_t c = 0; c < h; ++c) dx(t, c) += send(slot(t, j), c);
-    }
+    ops_.combine_rows(matrix_view<const T>(send), slots(), k, {}, dx);
     add_shared_backward(x, dy, dx);
     if (has_shared()) {  // replicated shared expert, each rank saw only its tokens
       comm_->all_reduce(std::span<T>(shared_.dw1.data(), shared_.dw1.size()));
@@ -440,12 +431,7 @@ class experts {
     const matrix_view<const T> out =
         all_to_all ? make_matrix<const T>(back_.data(), w.rows() * w.cols(), h)
                    : make_matrix<const T>(o_.data(), offsets_.back(), h);
-    for (index_t t = 0; t < y.rows(); ++t) {
-      for (index_t c = 0; c < h; ++c) y(t, c) = T(0);
-      for (index_t j = 0; j < w.cols(); ++j)
-        if (const index_t s = slot(t, j); s >= 0)
-          for (index_t c = 0; c < h; ++c) y(t, c) += w(t, j) * out(s, c);
-    }
+    ops_.combine_rows(out, slots(), opt_.top_k, w, y);
   }
 
   void add_shared_forward(matrix_view<const T> x, matrix_view<T> y) {
@@ -455,7 +441,7 @@ class experts {
     const matrix_view<T> o = detail::sized(shared_o_, n, opt_.hidden);
     ffn_forward(shared_, x, off, detail::sized(shared_h_, n, 2 * i), detail::sized(shared_a_, n, i),
                 o);
-    detail::add_to<T>(y, o);
+    ops_.add(y, matrix_view<const T>(o));
   }
   void add_shared_backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
     if (!has_shared()) return;
@@ -465,29 +451,29 @@ class experts {
         detail::sized(shared_o_, n, opt_.hidden);  // the output is not needed
     ffn_backward(shared_, x, off, make_matrix<const T>(shared_h_.data(), n, 2 * i),
                  make_matrix<const T>(shared_a_.data(), n, i), dy, dxs);
-    detail::add_to<T>(dx, dxs);
+    ops_.add(dx, matrix_view<const T>(dxs));
   }
 
   /// tensor_sequence: all-gathers [x | ids | w] of every rank's tokens in one call.
   void gather_tokens(matrix_view<const T> x, matrix_view<const std::int64_t> ids,
                      matrix_view<const T> w, index_t total) {
-    const index_t k = opt_.top_k, h = opt_.hidden, width = h + 2 * k;
-    const matrix_view<T> mine = detail::sized(pack_, x.rows(), width);
-    for (index_t t = 0; t < x.rows(); ++t) {
-      for (index_t c = 0; c < h; ++c) mine(t, c) = x(t, c);
-      for (index_t j = 0; j < k; ++j) {
-        mine(t, h + j) = static_cast<T>(ids(t, j));  // exact: ids are small integers
-        mine(t, h + k + j) = w(t, j);
-      }
-    }
+    const index_t n = x.rows(), k = opt_.top_k, h = opt_.hidden, width = h + 2 * k;
+    const matrix_view<T> mine = detail::sized(pack_, n, width);
+    ids_t_.resize(static_cast<std::size_t>(std::max(n, total) * k));
+    for (index_t t = 0; t < n; ++t)
+      for (index_t j = 0; j < k; ++j)  // exact: ids are small integers
+        ids_t_[static_cast<std::size_t>(t * k + j)] = static_cast<T>(ids(t, j));
+    comm::detail::copy(*comm_, x, mine.col_range(0, h));
+    ops_.copy_from_host(make_matrix<const T>(ids_t_.data(), n, k), mine.col_range(h, h + k));
+    comm::detail::copy(*comm_, w, mine.col_range(h + k, width));
     const matrix_view<T> all = detail::sized(gathered_, total, width);
     comm::gather_from_sequence::forward<comm_type, T>(*comm_, mine, all,
                                                       tokens_.counts(total, comm_->size()));
+    ops_.copy_to_host(matrix_view<const T>(all.col_range(h, h + k)),
+                      make_matrix(ids_t_.data(), total, k));
     gathered_ids_.resize(static_cast<std::size_t>(total * k));
-    for (index_t t = 0; t < total; ++t)
-      for (index_t j = 0; j < k; ++j)
-        gathered_ids_[static_cast<std::size_t>(t * k + j)] =
-            static_cast<std::int64_t>(all(t, h + j));
+    for (std::size_t i = 0; i < gathered_ids_.size(); ++i)
+      gathered_ids_[i] = static_cast<std::int64_t>(as_double(ids_t_[i]));
   }
   matrix_view<const T> full_x(index_t total) const {
     return tensor_view<const T, 2>(gathered_.data(), {{total, opt_.hidden}},
@@ -534,21 +520,13 @@ class experts {
            comm_->rank(), what, v.rows(), v.cols(), n, opt_.hidden);
   }
 
-  index_t slot(index_t t, index_t j) const {
-    return slot_[static_cast<std::size_t>(t * opt_.top_k + j)];
-  }
-  index_t arrival(index_t r) const { return arrival_[static_cast<std::size_t>(r)]; }
-  static void copy_row(matrix_view<const T> from, index_t i, matrix_view<T> to, index_t r) {
-    for (index_t c = 0; c < from.cols(); ++c) to(r, c) = from(i, c);
-  }
-  static T dot(matrix_view<const T> a, index_t i, matrix_view<const T> b, index_t r) {
-    T s = 0;
-    for (index_t c = 0; c < a.cols(); ++c) s += a(i, c) * b(r, c);
-    return s;
-  }
+  /// Each assignment's row (−1: none) and each received row's row in the expert-major buffer.
+  std::span<const index_t> slots() const { return slot_; }
+  std::span<const index_t> arrivals() const { return arrival_; }
 
   engine_type* engine_;
   comm_type* comm_;
+  typename Backend::ops ops_;
   experts_options opt_;
   shard::interval own_experts_, own_inter_, own_shared_;
   ffn routed_, shared_;
@@ -557,12 +535,12 @@ class experts {
   // Routing bookkeeping of the last forward.
   std::vector<index_t> offsets_, starts_, slot_, fill_, arrival_, per_rank_, send_counts_,
       recv_counts_;
-  std::vector<T> counts_t_;
+  std::vector<T> counts_host_, ids_t_;  // host copies of the counts and ids that travel as T
   std::vector<std::int64_t> gathered_ids_;
   // Activations of the last forward (xs, h, a, o by expert; all_to_all: rows sent back).
   buffer xs_, h_, a_, o_, back_, shared_h_, shared_a_, shared_o_, pack_, gathered_;
   // Backward and transfer scratch.
-  buffer send_, recv_, dout_, dxs_, da_, dh_, y_full_, dy_full_, dx_full_, dw_full_;
+  buffer send_, recv_, dout_, dxs_, da_, dh_, y_full_, dy_full_, dx_full_, dw_full_, counts_;
 };
 
 }  // namespace tpx::inline v0::layer

@@ -210,6 +210,103 @@ __global__ void cross_entropy_backward(const T* logits, std::int64_t ld, std::in
   }
 }
 
+/// Calls f(r, c) for every element of a [rows × cols] grid, grid-stride.
+template <class F>
+__device__ void for_each_element(std::int64_t rows, std::int64_t cols, F f) {
+  const std::int64_t n = rows * cols;
+  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x)
+    f(e / cols, e % cols);
+}
+
+template <class T>
+__global__ void gather_rows(const T* src, std::int64_t lds, const std::int64_t* from,
+                            std::int64_t rows, std::int64_t cols, T* dst, std::int64_t ldd) {
+  for_each_element(rows, cols, [&](std::int64_t r, std::int64_t c) {
+    const std::int64_t s = from[r];
+    dst[r * ldd + c] = s >= 0 ? src[s * lds + c] : narrow<T>(typename acc<T>::type(0));
+  });
+}
+
+template <class T>
+__global__ void spread_rows(const T* src, std::int64_t lds, const std::int64_t* to, const T* w,
+                            std::int64_t ldw, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                            T* dst, std::int64_t ldd) {
+  for_each_element(rows * k, cols, [&](std::int64_t tj, std::int64_t c) {
+    const std::int64_t d = to[tj], t = tj / k, j = tj % k;
+    if (d < 0) return;
+    dst[d * ldd + c] = w == nullptr ? src[t * lds + c]
+                                    : narrow<T>(widen(w[t * ldw + j]) * widen(src[t * lds + c]));
+  });
+}
+
+template <class T>
+__global__ void combine_rows(const T* src, std::int64_t lds, const std::int64_t* from, const T* w,
+                             std::int64_t ldw, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                             T* dst, std::int64_t ldd) {
+  for_each_element(rows, cols, [&](std::int64_t t, std::int64_t c) {
+    typename acc<T>::type s = 0;
+    for (std::int64_t j = 0; j < k; ++j) {
+      const std::int64_t r = from[t * k + j];
+      if (r < 0) continue;
+      const typename acc<T>::type v = widen(src[r * lds + c]);
+      s += w == nullptr ? v : widen(w[t * ldw + j]) * v;
+    }
+    dst[t * ldd + c] = narrow<T>(s);
+  });
+}
+
+template <class T>
+__global__ void row_dots(const T* a, std::int64_t lda, const T* b, std::int64_t ldb,
+                         const std::int64_t* from, std::int64_t rows, std::int64_t k,
+                         std::int64_t cols, T* out, std::int64_t ldo) {
+  using A = typename acc<T>::type;
+  __shared__ A buf[threads];
+  for (std::int64_t tj = blockIdx.x; tj < rows * k; tj += gridDim.x) {
+    const std::int64_t t = tj / k, j = tj % k, r = from[tj];
+    A s = 0;
+    if (r >= 0)
+      for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+        s += widen(a[t * lda + c]) * widen(b[r * ldb + c]);
+    s = block_reduce(s, buf, false);
+    if (threadIdx.x == 0) out[t * ldo + j] = narrow<T>(s);
+  }
+}
+
+template <class A>
+__device__ A sigmoid(A x) {
+  return A(1) / (A(1) + exp(-x));
+}
+
+template <class T>
+__global__ void swiglu_forward(const T* h, std::int64_t ldh, std::int64_t rows, std::int64_t i,
+                               T* a, std::int64_t lda) {
+  for_each_element(rows, i, [&](std::int64_t r, std::int64_t j) {
+    const typename acc<T>::type g = widen(h[r * ldh + j]), u = widen(h[r * ldh + i + j]);
+    a[r * lda + j] = narrow<T>(g * sigmoid(g) * u);
+  });
+}
+
+template <class T>
+__global__ void swiglu_backward(const T* h, std::int64_t ldh, const T* da, std::int64_t ldda,
+                                std::int64_t rows, std::int64_t i, T* dh, std::int64_t lddh) {
+  using A = typename acc<T>::type;
+  for_each_element(rows, i, [&](std::int64_t r, std::int64_t j) {
+    const A g = widen(h[r * ldh + j]), u = widen(h[r * ldh + i + j]), d = widen(da[r * ldda + j]);
+    const A s = sigmoid(g);
+    dh[r * lddh + j] = narrow<T>(d * u * s * (A(1) + g * (A(1) - s)));
+    dh[r * lddh + i + j] = narrow<T>(d * g * s);
+  });
+}
+
+template <class T>
+__global__ void add(T* a, std::int64_t lda, const T* b, std::int64_t ldb, std::int64_t rows,
+                    std::int64_t cols) {
+  for_each_element(rows, cols, [&](std::int64_t r, std::int64_t c) {
+    a[r * lda + c] = narrow<T>(widen(a[r * lda + c]) + widen(b[r * ldb + c]));
+  });
+}
+
 template <class T>
 __global__ void reduce(inputs<T> in, T* out, std::int64_t n, bool max_op) {
   for (std::int64_t i = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -371,6 +468,73 @@ cudaError_t cross_entropy_backward(const T* logits, std::int64_t ld, std::int64_
   return cudaGetLastError();
 }
 
+template <class T>
+cudaError_t gather_rows(const T* src, std::int64_t lds, const std::int64_t* from, std::int64_t rows,
+                        std::int64_t cols, T* dst, std::int64_t ldd, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  device::gather_rows<T><<<device::blocks_for(rows * cols), device::threads, 0, stream>>>(
+      src, lds, from, rows, cols, dst, ldd);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t spread_rows(const T* src, std::int64_t lds, const std::int64_t* to, const T* w,
+                        std::int64_t ldw, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                        T* dst, std::int64_t ldd, cudaStream_t stream) {
+  if (rows <= 0 || k <= 0 || cols <= 0) return cudaSuccess;
+  device::spread_rows<T><<<device::blocks_for(rows * k * cols), device::threads, 0, stream>>>(
+      src, lds, to, w, ldw, rows, k, cols, dst, ldd);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t combine_rows(const T* src, std::int64_t lds, const std::int64_t* from, const T* w,
+                         std::int64_t ldw, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                         T* dst, std::int64_t ldd, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  device::combine_rows<T><<<device::blocks_for(rows * cols), device::threads, 0, stream>>>(
+      src, lds, from, w, ldw, rows, k, cols, dst, ldd);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t row_dots(const T* a, std::int64_t lda, const T* b, std::int64_t ldb,
+                     const std::int64_t* from, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                     T* out, std::int64_t ldo, cudaStream_t stream) {
+  if (rows <= 0 || k <= 0) return cudaSuccess;
+  device::row_dots<T><<<device::row_blocks(rows * k), device::threads, 0, stream>>>(
+      a, lda, b, ldb, from, rows, k, cols, out, ldo);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t swiglu_forward(const T* h, std::int64_t ldh, std::int64_t rows, std::int64_t i, T* a,
+                           std::int64_t lda, cudaStream_t stream) {
+  if (rows <= 0 || i <= 0) return cudaSuccess;
+  device::swiglu_forward<T>
+      <<<device::blocks_for(rows * i), device::threads, 0, stream>>>(h, ldh, rows, i, a, lda);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t swiglu_backward(const T* h, std::int64_t ldh, const T* da, std::int64_t ldda,
+                            std::int64_t rows, std::int64_t i, T* dh, std::int64_t lddh,
+                            cudaStream_t stream) {
+  if (rows <= 0 || i <= 0) return cudaSuccess;
+  device::swiglu_backward<T><<<device::blocks_for(rows * i), device::threads, 0, stream>>>(
+      h, ldh, da, ldda, rows, i, dh, lddh);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t add(T* a, std::int64_t lda, const T* b, std::int64_t ldb, std::int64_t rows,
+                std::int64_t cols, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  device::add<T>
+      <<<device::blocks_for(rows * cols), device::threads, 0, stream>>>(a, lda, b, ldb, rows, cols);
+  return cudaGetLastError();
+}
+
 #define TPX_CUDA_KERNELS_FOR(T)                                                                    \
   template cudaError_t reduce<T>(inputs<T>, T*, std::int64_t, bool, cudaStream_t);                 \
   template cudaError_t add_bias<T>(T*, std::int64_t, std::int64_t, std::int64_t, const T*,         \
@@ -397,7 +561,25 @@ cudaError_t cross_entropy_backward(const T* logits, std::int64_t ld, std::int64_
                                              cudaStream_t);                                        \
   template cudaError_t cross_entropy_backward<T>(                                                  \
       const T*, std::int64_t, std::int64_t, std::int64_t, const T*, const T*, const std::int64_t*, \
-      std::int64_t, std::int64_t, double, T*, std::int64_t, cudaStream_t);
+      std::int64_t, std::int64_t, double, T*, std::int64_t, cudaStream_t);                         \
+  template cudaError_t gather_rows<T>(const T*, std::int64_t, const std::int64_t*, std::int64_t,   \
+                                      std::int64_t, T*, std::int64_t, cudaStream_t);               \
+  template cudaError_t spread_rows<T>(const T*, std::int64_t, const std::int64_t*, const T*,       \
+                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t, T*,  \
+                                      std::int64_t, cudaStream_t);                                 \
+  template cudaError_t combine_rows<T>(const T*, std::int64_t, const std::int64_t*, const T*,      \
+                                       std::int64_t, std::int64_t, std::int64_t, std::int64_t, T*, \
+                                       std::int64_t, cudaStream_t);                                \
+  template cudaError_t row_dots<T>(const T*, std::int64_t, const T*, std::int64_t,                 \
+                                   const std::int64_t*, std::int64_t, std::int64_t, std::int64_t,  \
+                                   T*, std::int64_t, cudaStream_t);                                \
+  template cudaError_t swiglu_forward<T>(const T*, std::int64_t, std::int64_t, std::int64_t, T*,   \
+                                         std::int64_t, cudaStream_t);                              \
+  template cudaError_t swiglu_backward<T>(const T*, std::int64_t, const T*, std::int64_t,          \
+                                          std::int64_t, std::int64_t, T*, std::int64_t,            \
+                                          cudaStream_t);                                           \
+  template cudaError_t add<T>(T*, std::int64_t, const T*, std::int64_t, std::int64_t,              \
+                              std::int64_t, cudaStream_t);
 TPX_CUDA_KERNELS_FOR(float)
 TPX_CUDA_KERNELS_FOR(double)
 TPX_CUDA_KERNELS_FOR(__half)

@@ -116,4 +116,43 @@ cudaError_t cross_entropy_backward(const T* logits, std::int64_t ld, std::int64_
                                    std::int64_t ignore, double scale, T* dlogits,
                                    std::int64_t lddlogits, cudaStream_t stream);
 
+/// Row moves of the experts (index maps computed on the host by the routing bookkeeping), for
+/// [· × cols] matrices with leading dimensions ld*:
+///   gather_rows   dst[r, :] = src[from[r], :] for r < rows (zeros where from[r] < 0)
+///   spread_rows   dst[to[t·k + j], :] = w[t, j] · src[t, :] for t < rows, j < k, to ≥ 0 (w null:
+///                 weight 1); every written dst row is written once
+///   combine_rows  dst[t, :] = Σ_j w[t, j] · src[from[t·k + j], :] over from ≥ 0, j in order
+///                 (w null: weight 1; no valid j: zeros)
+///   row_dots      out[t, j] = from[t·k + j] ≥ 0 ? Σ_c a[t, c] · b[from[t·k + j], c] : 0
+template <class T>
+cudaError_t gather_rows(const T* src, std::int64_t lds, const std::int64_t* from, std::int64_t rows,
+                        std::int64_t cols, T* dst, std::int64_t ldd, cudaStream_t stream);
+template <class T>
+cudaError_t spread_rows(const T* src, std::int64_t lds, const std::int64_t* to, const T* w,
+                        std::int64_t ldw, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                        T* dst, std::int64_t ldd, cudaStream_t stream);
+template <class T>
+cudaError_t combine_rows(const T* src, std::int64_t lds, const std::int64_t* from, const T* w,
+                         std::int64_t ldw, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                         T* dst, std::int64_t ldd, cudaStream_t stream);
+template <class T>
+cudaError_t row_dots(const T* a, std::int64_t lda, const T* b, std::int64_t ldb,
+                     const std::int64_t* from, std::int64_t rows, std::int64_t k, std::int64_t cols,
+                     T* out, std::int64_t ldo, cudaStream_t stream);
+
+/// SwiGLU of a packed h = [gate | up] [rows × 2i]: a = silu(gate) ⊙ up [rows × i]; and its
+/// backward dh = [da ⊙ up ⊙ silu'(gate) | da ⊙ silu(gate)].
+template <class T>
+cudaError_t swiglu_forward(const T* h, std::int64_t ldh, std::int64_t rows, std::int64_t i, T* a,
+                           std::int64_t lda, cudaStream_t stream);
+template <class T>
+cudaError_t swiglu_backward(const T* h, std::int64_t ldh, const T* da, std::int64_t ldda,
+                            std::int64_t rows, std::int64_t i, T* dh, std::int64_t lddh,
+                            cudaStream_t stream);
+
+/// a[r, c] += b[r, c] for [rows × cols] matrices.
+template <class T>
+cudaError_t add(T* a, std::int64_t lda, const T* b, std::int64_t ldb, std::int64_t rows,
+                std::int64_t cols, cudaStream_t stream);
+
 }  // namespace tpx::inline v0::cuda::kernels

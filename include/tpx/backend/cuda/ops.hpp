@@ -105,20 +105,84 @@ class ops {
         dlogits.ld(), stream_));
   }
 
+  template <class T>
+  void gather_rows(matrix_view<const T> src, std::span<const index_t> from, matrix_view<T> dst) {
+    check_launch(kernels::gather_rows(src.data(), src.ld(), device_ids(from), dst.rows(),
+                                      dst.cols(), dst.data(), dst.ld(), stream_));
+  }
+
+  template <class T>
+  void spread_rows(matrix_view<const T> src, std::span<const index_t> to, index_t k,
+                   matrix_view<const T> w, matrix_view<T> dst) {
+    check_launch(kernels::spread_rows(src.data(), src.ld(), device_ids(to), w.data(), w.ld(),
+                                      src.rows(), k, src.cols(), dst.data(), dst.ld(), stream_));
+  }
+
+  template <class T>
+  void combine_rows(matrix_view<const T> src, std::span<const index_t> from, index_t k,
+                    matrix_view<const T> w, matrix_view<T> dst) {
+    check_launch(kernels::combine_rows(src.data(), src.ld(), device_ids(from), w.data(), w.ld(),
+                                       dst.rows(), k, dst.cols(), dst.data(), dst.ld(), stream_));
+  }
+
+  template <class T>
+  void row_dots(matrix_view<const T> a, matrix_view<const T> b, std::span<const index_t> from,
+                matrix_view<T> out) {
+    check_launch(kernels::row_dots(a.data(), a.ld(), b.data(), b.ld(), device_ids(from), out.rows(),
+                                   out.cols(), a.cols(), out.data(), out.ld(), stream_));
+  }
+
+  template <class T>
+  void swiglu_forward(matrix_view<const T> h, matrix_view<T> a) const {
+    check_launch(
+        kernels::swiglu_forward(h.data(), h.ld(), a.rows(), a.cols(), a.data(), a.ld(), stream_));
+  }
+
+  template <class T>
+  void swiglu_backward(matrix_view<const T> h, matrix_view<const T> da, matrix_view<T> dh) const {
+    check_launch(kernels::swiglu_backward(h.data(), h.ld(), da.data(), da.ld(), da.rows(),
+                                          da.cols(), dh.data(), dh.ld(), stream_));
+  }
+
+  template <class T>
+  void add(matrix_view<T> a, matrix_view<const T> b) const {
+    check_launch(kernels::add(a.data(), a.ld(), b.data(), b.ld(), a.rows(), a.cols(), stream_));
+  }
+
   /// Copies device elements into host memory once the stream's work is done (synchronises).
   template <class T>
-  void to_host(std::span<const T> from, std::span<T> to) const {
-    if (!from.empty())
-      TPX_CUDA(cudaMemcpyAsync(to.data(), from.data(), from.size_bytes(), cudaMemcpyDeviceToHost,
-                               stream_));
+  void copy_to_host(matrix_view<const T> from, matrix_view<T> to) const {
+    copy_2d(from, to, cudaMemcpyDeviceToHost);
     TPX_CUDA(cudaStreamSynchronize(stream_));
   }
 
+  /// Copies host elements into device memory on the stream (pageable: staged before return, so
+  /// `from` may be reused at once; not capturable).
+  template <class T>
+  void copy_from_host(matrix_view<const T> from, matrix_view<T> to) const {
+    copy_2d(from, to, cudaMemcpyHostToDevice);
+  }
+
  private:
+  template <class T>
+  void copy_2d(matrix_view<const T> from, matrix_view<T> to, cudaMemcpyKind kind) const {
+    expect(from.rows() == to.rows() && from.cols() == to.cols(),
+           "cuda::ops: a [{} × {}] view copied into a [{} × {}] one", from.rows(), from.cols(),
+           to.rows(), to.cols());
+    if (from.rows() == 0 || from.cols() == 0) return;
+    TPX_CUDA(cudaMemcpy2DAsync(to.data(), static_cast<std::size_t>(to.ld()) * sizeof(T),
+                               from.data(), static_cast<std::size_t>(from.ld()) * sizeof(T),
+                               static_cast<std::size_t>(from.cols()) * sizeof(T),
+                               static_cast<std::size_t>(from.rows()), kind, stream_));
+  }
+
   /// The ids on the device, copied on the stream (the host span may be reused on return:
   /// pageable copies are staged before cudaMemcpyAsync returns).
   const std::int64_t* device_ids(std::span<const std::int64_t> ids) {
-    if (ids_.size() < ids.size()) ids_.resize(ids.size());
+    if (ids_.capacity() < ids.size()) {  // growing frees the old buffer: let queued kernels finish
+      TPX_CUDA(cudaStreamSynchronize(stream_));
+      ids_.resize(ids.size());
+    }
     if (!ids.empty())
       TPX_CUDA(cudaMemcpyAsync(ids_.data(), ids.data(), ids.size_bytes(), cudaMemcpyHostToDevice,
                                stream_));

@@ -1,10 +1,10 @@
 #pragma once
 /// \file
 /// `host::ops`: the element-wise work of the layers that is not a GEMM or a collective (RMSNorm,
-/// the embedding lookup and its gradient, the cross-entropy's row statistics and gradient), as
-/// loops over host memory in T. Every backend has an `ops` type with these members; the cuda
-/// backend's (`cuda::ops`) launches kernels on the rank's stream. Layers hold one, built from the
-/// rank's communicator, and never loop over activations themselves.
+/// the embedding lookup and its gradient, the cross-entropy's row statistics and gradient, the
+/// experts' row moves and SwiGLU), as loops over host memory in T. Every backend has an `ops` type
+/// with these members; the cuda backend's (`cuda::ops`) launches kernels on the rank's stream.
+/// Layers hold one, built from the rank's communicator, and never loop over activations themselves.
 ///
 /// Shapes are checked by the layers that call these; an `ops` member assumes them.
 
@@ -15,6 +15,8 @@
 #include <span>
 
 #include "tpx/core/tensor_view.hpp"
+#include "tpx/layer/activation.hpp"
+#include "tpx/layer/backend.hpp"
 
 namespace tpx::inline v0::host {
 
@@ -119,14 +121,88 @@ class ops {
     }
   }
 
-  /// Copies backend elements into host memory, once the work that writes them is done.
+  /// Row moves by index maps (computed on the host). `w` is [rows × k] routing weights, or an
+  /// empty view for weight 1.
+  ///   gather_rows   dst[r] = src[from[r]] (zeros where from[r] < 0)
+  ///   spread_rows   dst[to[t·k + j]] = w[t, j] · src[t] where to ≥ 0 (each dst row written once)
+  ///   combine_rows  dst[t] = Σ_j w[t, j] · src[from[t·k + j]] over from ≥ 0, j in order
+  ///   row_dots      out[t, j] = from[t·k + j] ≥ 0 ? a[t] · b[from[t·k + j]] : 0
   template <class T>
-  void to_host(std::span<const T> from, std::span<T> to) const {
-    std::copy(from.begin(), from.end(), to.begin());
+  void gather_rows(matrix_view<const T> src, std::span<const index_t> from,
+                   matrix_view<T> dst) const {
+    for (index_t r = 0; r < dst.rows(); ++r)
+      for (index_t c = 0; c < dst.cols(); ++c)
+        dst(r, c) = from[at(r)] >= 0 ? src(from[at(r)], c) : T(0);
+  }
+  template <class T>
+  void spread_rows(matrix_view<const T> src, std::span<const index_t> to, index_t k,
+                   matrix_view<const T> w, matrix_view<T> dst) const {
+    for (index_t t = 0; t < src.rows(); ++t)
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t d = to[at(t * k + j)]; d >= 0)
+          for (index_t c = 0; c < src.cols(); ++c)
+            dst(d, c) = w.data() == nullptr ? src(t, c) : w(t, j) * src(t, c);
+  }
+  template <class T>
+  void combine_rows(matrix_view<const T> src, std::span<const index_t> from, index_t k,
+                    matrix_view<const T> w, matrix_view<T> dst) const {
+    for (index_t t = 0; t < dst.rows(); ++t) {
+      for (index_t c = 0; c < dst.cols(); ++c) dst(t, c) = T(0);
+      for (index_t j = 0; j < k; ++j)
+        if (const index_t r = from[at(t * k + j)]; r >= 0)
+          for (index_t c = 0; c < dst.cols(); ++c)
+            dst(t, c) += w.data() == nullptr ? src(r, c) : w(t, j) * src(r, c);
+    }
+  }
+  template <class T>
+  void row_dots(matrix_view<const T> a, matrix_view<const T> b, std::span<const index_t> from,
+                matrix_view<T> out) const {
+    const index_t k = out.cols();
+    for (index_t t = 0; t < out.rows(); ++t)
+      for (index_t j = 0; j < k; ++j) {
+        const index_t r = from[at(t * k + j)];
+        T s = 0;
+        if (r >= 0)
+          for (index_t c = 0; c < a.cols(); ++c) s += a(t, c) * b(r, c);
+        out(t, j) = s;
+      }
+  }
+
+  /// a = silu(gate) ⊙ up of h = [gate | up]; and dh from da.
+  template <class T>
+  void swiglu_forward(matrix_view<const T> h, matrix_view<T> a) const {
+    layer::activation::swiglu<T>(h, a);
+  }
+  template <class T>
+  void swiglu_backward(matrix_view<const T> h, matrix_view<const T> da, matrix_view<T> dh) const {
+    layer::activation::swiglu_backward<T>(h, da, dh);
+  }
+
+  /// a += b, element by element.
+  template <class T>
+  void add(matrix_view<T> a, matrix_view<const T> b) const {
+    layer::detail::add_to(a, b);
+  }
+
+  /// Copies backend elements into host memory (once the work that writes them is done), and
+  /// host elements into backend memory.
+  template <class T>
+  void copy_to_host(matrix_view<const T> from, matrix_view<T> to) const {
+    copy(from, to);
+  }
+  template <class T>
+  void copy_from_host(matrix_view<const T> from, matrix_view<T> to) const {
+    copy(from, to);
   }
 
  private:
   static std::size_t at(index_t i) { return static_cast<std::size_t>(i); }
+
+  template <class T>
+  static void copy(matrix_view<const T> from, matrix_view<T> to) {
+    for (index_t i = 0; i < from.rows(); ++i)
+      for (index_t j = 0; j < from.cols(); ++j) to(i, j) = from(i, j);
+  }
 
   template <class T>
   static T inverse_rms(matrix_view<const T> x, index_t t, double eps) {
