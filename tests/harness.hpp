@@ -43,6 +43,17 @@ inline std::string error_of(int tp, const std::function<void(host::communicator&
   return error_of([&] { host::run(tp, fn); });
 }
 
+/// The worst of every rank's errors (NaN counts as infinite).
+struct worst_error {
+  std::vector<double> by_rank;
+  explicit worst_error(int tp) : by_rank(static_cast<std::size_t>(tp), 0.0) {}
+  void note(int rank, double e) {
+    double& w = by_rank[static_cast<std::size_t>(rank)];
+    w = std::max(w, std::isnan(e) ? INFINITY : e);
+  }
+  double max() const { return *std::max_element(by_rank.begin(), by_rank.end()); }
+};
+
 inline dense column(const std::vector<double>& v) {
   dense m(static_cast<index_t>(v.size()), 1);
   m.v = v;

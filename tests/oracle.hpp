@@ -306,20 +306,87 @@ struct expert_pass {
 };
 }  // namespace detail
 
+namespace detail {
+/// Token t through its chosen experts with weights wt, and the shared expert: adds to out's y, dx
+/// and expert gradients; returns d(loss)/d wt for the loss Σ y ⊙ dy.
+template <class Result>
+std::vector<double> experts_token(const dense& x, const moe_weights& w, index_t t,
+                                  const std::vector<index_t>& chosen, const std::vector<double>& wt,
+                                  const dense& dy, Result& out) {
+  const index_t hidden = x.cols;
+  std::vector<double> dweight(chosen.size(), 0.0);
+  for (std::size_t j = 0; j < chosen.size(); ++j) {
+    const auto e = static_cast<std::size_t>(chosen[j]);
+    const expert_pass pass(w.gate_up[e], w.down[e], x, t, w.inter);
+    std::vector<double> dout(static_cast<std::size_t>(hidden));
+    for (index_t h = 0; h < hidden; ++h) {
+      out.y(t, h) += wt[j] * pass.o[static_cast<std::size_t>(h)];
+      dweight[j] += dy(t, h) * pass.o[static_cast<std::size_t>(h)];
+      dout[static_cast<std::size_t>(h)] = wt[j] * dy(t, h);
+    }
+    pass.backward(w.gate_up[e], w.down[e], x, t, w.inter, dout, out.dx, out.dgate_up[e],
+                  out.ddown[e]);
+  }
+  if (w.shared_inter > 0) {
+    const expert_pass pass(w.shared_gate_up, w.shared_down, x, t, w.shared_inter);
+    std::vector<double> dout(static_cast<std::size_t>(hidden));
+    for (index_t h = 0; h < hidden; ++h) {
+      out.y(t, h) += pass.o[static_cast<std::size_t>(h)];
+      dout[static_cast<std::size_t>(h)] = dy(t, h);
+    }
+    pass.backward(w.shared_gate_up, w.shared_down, x, t, w.shared_inter, dout, out.dx,
+                  out.dshared_gate_up, out.dshared_down);
+  }
+  return dweight;
+}
+
+template <class Result>
+Result empty_result(const dense& x, const moe_weights& w, index_t extra_rows, index_t extra_cols) {
+  Result out{dense(x.rows, x.cols),
+             dense(x.rows, x.cols),
+             dense(extra_rows, extra_cols),
+             {},
+             {},
+             dense(w.shared_gate_up.rows, w.shared_gate_up.cols),
+             dense(w.shared_down.rows, w.shared_down.cols)};
+  for (std::size_t e = 0; e < w.gate_up.size(); ++e) {
+    out.dgate_up.emplace_back(2 * w.inter, x.cols);
+    out.ddown.emplace_back(x.cols, w.inter);
+  }
+  return out;
+}
+}  // namespace detail
+
+/// The routed experts alone, for given routing: ids [n · k] and weights [n, k];
+/// y = Σ_j weights[t, j] · expert_{ids[t, j]}(x_t) + shared(x_t), and every gradient of the loss
+/// Σ y ⊙ dy, d weights [n, k] included.
+struct experts_result {
+  dense y, dx, dweights;
+  std::vector<dense> dgate_up, ddown;
+  dense dshared_gate_up, dshared_down;
+};
+inline experts_result experts(const dense& x, const moe_weights& w,
+                              const std::vector<std::int64_t>& ids, const dense& weights,
+                              const dense& dy) {
+  const index_t k = weights.cols;
+  experts_result out = detail::empty_result<experts_result>(x, w, x.rows, k);
+  for (index_t t = 0; t < x.rows; ++t) {
+    std::vector<index_t> chosen;
+    std::vector<double> wt;
+    for (index_t j = 0; j < k; ++j) {
+      chosen.push_back(ids[static_cast<std::size_t>(t * k + j)]);
+      wt.push_back(weights(t, j));
+    }
+    const std::vector<double> d = detail::experts_token(x, w, t, chosen, wt, dy, out);
+    for (index_t j = 0; j < k; ++j) out.dweights(t, j) = d[static_cast<std::size_t>(j)];
+  }
+  return out;
+}
+
 /// y = Σ_j w_tj · expert_{e_tj}(x_t) + shared(x_t), and every gradient for the loss Σ y ⊙ dy.
 inline moe_result moe(const dense& x, const moe_weights& w, const moe_routing& r, const dense& dy) {
   const index_t n_exp = w.router.rows, hidden = x.cols, k = r.top_k;
-  moe_result out{dense(x.rows, hidden),
-                 dense(x.rows, hidden),
-                 dense(n_exp, hidden),
-                 {},
-                 {},
-                 dense(w.shared_gate_up.rows, w.shared_gate_up.cols),
-                 dense(w.shared_down.rows, w.shared_down.cols)};
-  for (index_t e = 0; e < n_exp; ++e) {
-    out.dgate_up.emplace_back(2 * w.inter, hidden);
-    out.ddown.emplace_back(hidden, w.inter);
-  }
+  moe_result out = detail::empty_result<moe_result>(x, w, n_exp, hidden);
   const dense logits = linear_forward(x, w.router, {});
   for (index_t t = 0; t < x.rows; ++t) {
     // Scores, selection and weights.
@@ -353,33 +420,9 @@ inline moe_result moe(const dense& x, const moe_weights& w, const moe_routing& r
     double denom = 0;
     for (const index_t e : chosen) denom += s[static_cast<std::size_t>(e)];
     if (!r.renormalize) denom = 1.0;
-    // Experts, forward and backward.
-    std::vector<double> dweight(static_cast<std::size_t>(k), 0.0);
-    for (index_t j = 0; j < k; ++j) {
-      const index_t e = chosen[static_cast<std::size_t>(j)];
-      const double wt = r.scale * s[static_cast<std::size_t>(e)] / denom;
-      const detail::expert_pass pass(w.gate_up[static_cast<std::size_t>(e)],
-                                     w.down[static_cast<std::size_t>(e)], x, t, w.inter);
-      std::vector<double> dout(static_cast<std::size_t>(hidden));
-      for (index_t h = 0; h < hidden; ++h) {
-        out.y(t, h) += wt * pass.o[static_cast<std::size_t>(h)];
-        dweight[static_cast<std::size_t>(j)] += dy(t, h) * pass.o[static_cast<std::size_t>(h)];
-        dout[static_cast<std::size_t>(h)] = wt * dy(t, h);
-      }
-      pass.backward(w.gate_up[static_cast<std::size_t>(e)], w.down[static_cast<std::size_t>(e)], x,
-                    t, w.inter, dout, out.dx, out.dgate_up[static_cast<std::size_t>(e)],
-                    out.ddown[static_cast<std::size_t>(e)]);
-    }
-    if (w.shared_inter > 0) {
-      const detail::expert_pass pass(w.shared_gate_up, w.shared_down, x, t, w.shared_inter);
-      std::vector<double> dout(static_cast<std::size_t>(hidden));
-      for (index_t h = 0; h < hidden; ++h) {
-        out.y(t, h) += pass.o[static_cast<std::size_t>(h)];
-        dout[static_cast<std::size_t>(h)] = dy(t, h);
-      }
-      pass.backward(w.shared_gate_up, w.shared_down, x, t, w.shared_inter, dout, out.dx,
-                    out.dshared_gate_up, out.dshared_down);
-    }
+    std::vector<double> wt;
+    for (const index_t e : chosen) wt.push_back(r.scale * s[static_cast<std::size_t>(e)] / denom);
+    const std::vector<double> dweight = detail::experts_token(x, w, t, chosen, wt, dy, out);
     // Routing backward through the Jacobians: w_j = scale · s_{e_j} / denom.
     std::vector<double> ds(static_cast<std::size_t>(n_exp), 0.0);
     for (index_t j = 0; j < k; ++j)

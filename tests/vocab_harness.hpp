@@ -18,17 +18,6 @@
 
 namespace tpx::test {
 
-/// The worst of every rank's errors.
-struct worst_error {
-  std::vector<double> by_rank;
-  explicit worst_error(int tp) : by_rank(static_cast<std::size_t>(tp), 0.0) {}
-  void note(int rank, double e) {
-    double& w = by_rank[static_cast<std::size_t>(rank)];
-    w = std::max(w, std::isnan(e) ? INFINITY : e);
-  }
-  double max() const { return *std::max_element(by_rank.begin(), by_rank.end()); }
-};
-
 namespace detail {
 template <class T, class Buffer>
 std::span<const T> span_of(const Buffer& b) {
