@@ -21,6 +21,17 @@ struct experts_case {
   std::uint64_t seed = 500;
 };
 
+/// Shapes both suites run: a shared expert or not, top-1 to top-3, experts and ranks without
+/// tokens, no tokens at all (E = 8, so ep ∈ {1, 2, 4, 8} divides it).
+inline std::vector<experts_case> experts_cases() {
+  return {
+      {.tokens = 7, .experts = 8, .hidden = 6, .inter = 5, .top_k = 2},
+      {.tokens = 5, .experts = 8, .hidden = 5, .inter = 4, .shared_inter = 3, .top_k = 3},
+      {.tokens = 2, .experts = 8, .hidden = 4, .inter = 3, .shared_inter = 2, .top_k = 1},
+      {.tokens = 0, .experts = 8, .hidden = 3, .inter = 2, .top_k = 2},
+  };
+}
+
 /// Expert ids t·3 + j·5 + seed mod E (distinct within a token when 5 and E are coprime; some
 /// experts get no token when tokens are few).
 inline std::vector<std::int64_t> experts_ids(const experts_case& k) {

@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include <vector>
+
 #include "../experts_harness.hpp"
 #include "platform.hpp"
 
@@ -15,13 +17,9 @@ using P = test::cuda_platform;
 TEST_CASE_TEMPLATE("the experts on the GPU reproduce the oracle in every mode", S,
                    style::moe_tensor, style::moe_tensor_sp, style::moe_all_to_all,
                    style::moe_masked) {
-  const test::experts_case cases[] = {
-      {.tokens = 7, .experts = 8, .hidden = 6, .inter = 5, .top_k = 2},
-      {.tokens = 5, .experts = 8, .hidden = 5, .inter = 4, .shared_inter = 3, .top_k = 3},
-      {.tokens = 2, .experts = 8, .hidden = 4, .inter = 3, .shared_inter = 2, .top_k = 1},
-      {.tokens = 0, .experts = 8, .hidden = 3, .inter = 2, .top_k = 2},
-      {.tokens = 40, .experts = 8, .hidden = 300, .inter = 24, .shared_inter = 16, .top_k = 2},
-  };
+  std::vector<test::experts_case> cases = test::experts_cases();
+  cases.push_back(  // wider than a block of threads
+      {.tokens = 40, .experts = 8, .hidden = 300, .inter = 24, .shared_inter = 16, .top_k = 2});
   for (const test::experts_case& k : cases)
     for (const int tp : {1, 2, 4, 8}) {
       CAPTURE(tp);

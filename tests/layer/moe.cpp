@@ -193,13 +193,7 @@ TEST_CASE("bad MoE input is an error with a sentence") {
 TEST_CASE_TEMPLATE("the experts alone, for given routing, reproduce the oracle in every mode", S,
                    style::moe_tensor, style::moe_tensor_sp, style::moe_all_to_all,
                    style::moe_masked) {
-  const test::experts_case experts_cases[] = {
-      {.tokens = 7, .experts = 8, .hidden = 6, .inter = 5, .top_k = 2},
-      {.tokens = 5, .experts = 8, .hidden = 5, .inter = 4, .shared_inter = 3, .top_k = 3},
-      {.tokens = 2, .experts = 8, .hidden = 4, .inter = 3, .shared_inter = 2, .top_k = 1},
-      {.tokens = 0, .experts = 8, .hidden = 3, .inter = 2, .top_k = 2},
-  };
-  for (const test::experts_case& k : experts_cases)
+  for (const test::experts_case& k : test::experts_cases())
     for (const int tp : group_sizes) {
       if (S::expert_parallel && k.experts % tp != 0) continue;  // ep must divide E
       CAPTURE(tp);
