@@ -55,6 +55,15 @@ inline unsigned row_blocks(std::int64_t rows) {
   return static_cast<unsigned>(rows < 65535 * 16 ? (rows < 1 ? 1 : rows) : 65535 * 16);
 }
 
+/// Calls f(r, c) for every element of a [rows × cols] grid, grid-stride.
+template <class F>
+__device__ void for_each_element(std::int64_t rows, std::int64_t cols, F f) {
+  const std::int64_t n = rows * cols;
+  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
+       e += std::int64_t{gridDim.x} * blockDim.x)
+    f(e / cols, e % cols);
+}
+
 /// The sum (or max) of every thread's `v` over the block, returned to every thread; `buf` is the
 /// block's shared [threads] array. Every thread of the block must call it.
 template <class A>
@@ -131,13 +140,11 @@ template <class T>
 __global__ void embedding_forward(const std::int64_t* ids, std::int64_t tokens, const T* table,
                                   std::int64_t first, std::int64_t own, std::int64_t hidden, T* y,
                                   std::int64_t ldy) {
-  const std::int64_t n = tokens * hidden;
-  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
-    const std::int64_t t = e / hidden, j = e % hidden, row = ids[t] - first;
+  for_each_element(tokens, hidden, [&](std::int64_t t, std::int64_t j) {
+    const std::int64_t row = ids[t] - first;
     y[t * ldy + j] =
         0 <= row && row < own ? table[row * hidden + j] : narrow<T>(typename acc<T>::type(0));
-  }
+  });
 }
 
 template <class T>
@@ -197,26 +204,15 @@ __global__ void cross_entropy_backward(const T* logits, std::int64_t ld, std::in
                                        std::int64_t ignore, double scale, T* dlogits,
                                        std::int64_t lddlogits) {
   using A = typename acc<T>::type;
-  const std::int64_t n = rows * cols;
-  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
-    const std::int64_t t = e / cols, j = e % cols, target = targets[t];
+  for_each_element(rows, cols, [&](std::int64_t t, std::int64_t j) {
+    const std::int64_t target = targets[t];
     A d = 0;
     if (target != ignore) {
       const A p = exp(widen(logits[t * ld + j]) - widen(max[t])) / widen(sum[t]);
       d = (p - (first + j == target ? A(1) : A(0))) * static_cast<A>(scale);
     }
     dlogits[t * lddlogits + j] = narrow<T>(d);
-  }
-}
-
-/// Calls f(r, c) for every element of a [rows × cols] grid, grid-stride.
-template <class F>
-__device__ void for_each_element(std::int64_t rows, std::int64_t cols, F f) {
-  const std::int64_t n = rows * cols;
-  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x)
-    f(e / cols, e % cols);
+  });
 }
 
 template <class T>
@@ -323,12 +319,9 @@ __global__ void reduce(inputs<T> in, T* out, std::int64_t n, bool max_op) {
 template <class T>
 __global__ void add_bias(T* c, std::int64_t rows, std::int64_t cols, std::int64_t ldc,
                          const T* bias) {
-  const std::int64_t n = rows * cols;
-  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
-    const std::int64_t i = e / cols, j = e % cols;
+  for_each_element(rows, cols, [&](std::int64_t i, std::int64_t j) {
     c[i * ldc + j] = narrow<T>(widen(c[i * ldc + j]) + widen(bias[j]));
-  }
+  });
 }
 
 template <class T>
@@ -344,14 +337,11 @@ __global__ void strided_sums(const T* a, std::int64_t outer, std::int64_t outer_
 
 template <class T>
 __global__ void scale(T* c, std::int64_t rows, std::int64_t cols, std::int64_t ldc, double beta) {
-  const std::int64_t n = rows * cols;
-  for (std::int64_t e = blockIdx.x * std::int64_t{blockDim.x} + threadIdx.x; e < n;
-       e += std::int64_t{gridDim.x} * blockDim.x) {
-    const std::int64_t i = e / cols, j = e % cols;
-    using A = typename acc<T>::type;
+  using A = typename acc<T>::type;
+  for_each_element(rows, cols, [&](std::int64_t i, std::int64_t j) {
     c[i * ldc + j] =
         beta == 0.0 ? narrow<T>(A(0)) : narrow<T>(static_cast<A>(beta) * widen(c[i * ldc + j]));
-  }
+  });
 }
 
 }  // namespace device
