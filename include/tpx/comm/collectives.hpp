@@ -36,8 +36,7 @@ void copy(Comm& c, matrix_view<const T> from, matrix_view<T> to) {
   if constexpr (requires { c.copy(from, to); }) {
     c.copy(from, to);
   } else {
-    if (from.cols() == 0) return;
-    for (index_t i = 0; i < from.rows(); ++i) std::copy_n(&from(i, 0), from.cols(), &to(i, 0));
+    copy_view(from, to);
   }
 }
 

@@ -6,6 +6,7 @@
 ///   2-D [rows, cols], ld ≥ cols:           element (i, j) at data[i·ld + j]
 ///   3-D [d0, d1, d2], ld ≥ d2, s0 ≥ d1·ld:  element (e, i, j) at data[e·s0 + i·ld + j]
 
+#include <algorithm>
 #include <cstddef>
 #include <span>
 #include <type_traits>
@@ -122,6 +123,14 @@ using matrix_view = tensor_view<T, 2>;
 template <class T>
 constexpr matrix_view<T> make_matrix(T* data, index_t rows, index_t cols) {
   return {data, tpx::extents<2>{{rows, cols}}};
+}
+
+/// Copies the elements of `from` into `to`, a view of the same shape, row by row; both must be
+/// memory the host reads (device views go through a backend's copy).
+template <class T>
+void copy_view(matrix_view<const T> from, matrix_view<T> to) {
+  if (from.cols() == 0) return;
+  for (index_t i = 0; i < from.rows(); ++i) std::copy_n(&from(i, 0), from.cols(), &to(i, 0));
 }
 
 }  // namespace tpx::inline v0

@@ -188,21 +188,15 @@ class ops {
   /// host elements into backend memory.
   template <class T>
   void copy_to_host(matrix_view<const T> from, matrix_view<T> to) const {
-    copy(from, to);
+    copy_view(from, to);
   }
   template <class T>
   void copy_from_host(matrix_view<const T> from, matrix_view<T> to) const {
-    copy(from, to);
+    copy_view(from, to);
   }
 
  private:
   static std::size_t at(index_t i) { return static_cast<std::size_t>(i); }
-
-  template <class T>
-  static void copy(matrix_view<const T> from, matrix_view<T> to) {
-    for (index_t i = 0; i < from.rows(); ++i)
-      for (index_t j = 0; j < from.cols(); ++j) to(i, j) = from(i, j);
-  }
 
   template <class T>
   static T inverse_rms(matrix_view<const T> x, index_t t, double eps) {
