@@ -321,22 +321,24 @@ class experts {
                         per_rank_);
     ops_.copy_to_host(make_matrix<const T>(counts.data() + opt_.n_experts, 1, ep * per),
                       make_matrix(counts_host_.data() + opt_.n_experts, 1, ep * per));
-    const std::span<const T> sent_counts(counts_host_.data(),
-                                         static_cast<std::size_t>(opt_.n_experts));
-    const std::span<const T> got_counts(counts_host_.data() + opt_.n_experts,
-                                        static_cast<std::size_t>(ep * per));
+    // Rows this rank sends to rank q's expert e (from the sort), and receives from rank q for
+    // its own expert e (exchanged).
+    const auto sent = [&](int q, index_t e) {
+      const auto g = static_cast<std::size_t>(q * per + e);
+      return starts_[g + 1] - starts_[g];
+    };
+    const auto got = [&](int q, index_t e) {
+      return static_cast<index_t>(
+          as_double(counts_host_[static_cast<std::size_t>(opt_.n_experts + q * per + e)]));
+    };
     send_counts_.assign(static_cast<std::size_t>(ep), 0);
     recv_counts_.assign(static_cast<std::size_t>(ep), 0);
     offsets_.assign(static_cast<std::size_t>(per + 1), 0);
     for (int q = 0; q < ep; ++q)
       for (index_t e = 0; e < per; ++e) {
-        const auto sent =
-            static_cast<index_t>(as_double(sent_counts[static_cast<std::size_t>(q * per + e)]));
-        const auto got =
-            static_cast<index_t>(as_double(got_counts[static_cast<std::size_t>(q * per + e)]));
-        send_counts_[static_cast<std::size_t>(q)] += sent * h;
-        recv_counts_[static_cast<std::size_t>(q)] += got * h;
-        offsets_[static_cast<std::size_t>(e + 1)] += got;
+        send_counts_[static_cast<std::size_t>(q)] += sent(q, e) * h;
+        recv_counts_[static_cast<std::size_t>(q)] += got(q, e) * h;
+        offsets_[static_cast<std::size_t>(e + 1)] += got(q, e);
       }
     for (index_t e = 0; e < per; ++e)
       offsets_[static_cast<std::size_t>(e + 1)] += offsets_[static_cast<std::size_t>(e)];
@@ -348,9 +350,7 @@ class experts {
     index_t i = 0;
     for (int q = 0; q < ep; ++q)
       for (index_t e = 0; e < per; ++e)
-        for (auto c =
-                 static_cast<index_t>(as_double(got_counts[static_cast<std::size_t>(q * per + e)]));
-             c > 0; --c)
+        for (index_t c = got(q, e); c > 0; --c)
           arrival_[static_cast<std::size_t>(i++)] = fill_[static_cast<std::size_t>(e)]++;
 
     const matrix_view<T> recv = detail::sized(recv_, received, h);
