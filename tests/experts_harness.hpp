@@ -93,8 +93,8 @@ double check_experts(int tp, const experts_case& k) {
 
     using L = typename Style::output;
     const auto full = [&](const auto& local, index_t cols) {
-      return detail::gather_full<L, P, comm_t, T>(c, std::span<const T>(local.data(), local.size()),
-                                                  k.tokens, cols, rows);
+      return detail::gather_full<L, P, comm_t, T>(c, detail::span_of<T>(local), k.tokens, cols,
+                                                  rows);
     };
     const auto on_host = [](tensor_view<const T, 3> v, std::vector<T>& keep) {
       keep = P::load(std::span<const T>(v.data(), static_cast<std::size_t>(v.size())));

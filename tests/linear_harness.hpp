@@ -77,6 +77,12 @@ std::vector<T> take(const dense& m, shard::interval rows, const shard::pieces& c
   return out;
 }
 
+/// A buffer's elements as a span of const T (host vectors and device buffers alike).
+template <class T, class Buffer>
+std::span<const T> span_of(const Buffer& b) {
+  return {b.data(), b.size()};
+}
+
 /// Every rank's [|pieces_r|, cols] block → the full [extent, cols] on the host, gathered in the
 /// platform's memory with tpx's gather by partition.
 template <class P, class Comm, class T>
@@ -87,7 +93,7 @@ std::vector<T> gather_rows(Comm& c, std::span<const T> local, index_t cols,
   comm::all_gather_rows<Comm, T>(c, make_matrix(local.data(), p.of(c.rank()).size(), cols),
                                  make_matrix(full.data(), p.extent(), cols), p,
                                  std::span<T>(scratch.data(), scratch.size()));
-  return P::load(std::span<const T>(full.data(), full.size()));
+  return P::load(span_of<T>(full));
 }
 
 /// A tensor in layout L on every rank → the full [rows, cols] tensor on the host. `p` partitions
@@ -103,7 +109,7 @@ std::vector<T> gather_full(Comm& c, std::span<const T> local, index_t rows, inde
     comm::all_gather_cols<Comm, T>(c, make_matrix(local.data(), rows, p.of(c.rank()).size()),
                                    make_matrix(full.data(), rows, cols), p,
                                    std::span<T>(scratch.data(), scratch.size()));
-    return P::load(std::span<const T>(full.data(), full.size()));
+    return P::load(span_of<T>(full));
   } else {
     return P::load(local);
   }
@@ -189,11 +195,10 @@ std::vector<linear_errors> check_linear(int tp, const linear_case& k) {
     const auto part_of = [&]<class L>(L) -> const shard::partition& {
       return std::is_same_v<L, shard<0>> ? tokens : features;
     };
-    const auto span_of = [](const auto& b) { return std::span<const T>(b.data(), b.size()); };
-    const auto y_full = detail::gather_full<out_l, P, comm_t, T>(c, span_of(y_local), k.tokens,
-                                                                 k.out, part_of(out_l{}));
-    const auto dx_full = detail::gather_full<in_l, P, comm_t, T>(c, span_of(dx_local), k.tokens,
-                                                                 k.in, part_of(in_l{}));
+    const auto y_full = detail::gather_full<out_l, P, comm_t, T>(c, detail::span_of<T>(y_local),
+                                                                 k.tokens, k.out, part_of(out_l{}));
+    const auto dx_full = detail::gather_full<in_l, P, comm_t, T>(c, detail::span_of<T>(dx_local),
+                                                                 k.tokens, k.in, part_of(in_l{}));
     const auto dw_full = detail::gather_full<typename Style::weight, P, comm_t, T>(
         c, lin.weight_grad().span(), k.out, k.in, features);
 

@@ -18,13 +18,6 @@
 
 namespace tpx::test {
 
-namespace detail {
-template <class T, class Buffer>
-std::span<const T> span_of(const Buffer& b) {
-  return {b.data(), b.size()};
-}
-}  // namespace detail
-
 /// RMSNorm of `Style` (replicate<> or sequence_parallel) on `tp` ranks: y, dx and dW.
 template <class Style, class T, class P = host_platform>
 double check_norm(int tp, index_t tokens, index_t hidden) {
