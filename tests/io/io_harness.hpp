@@ -10,8 +10,10 @@
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tpx/core/error.hpp"
+#include "tpx/shard/placement.hpp"
 
 namespace tpx::test {
 
@@ -51,6 +53,20 @@ inline std::string safetensors_bytes(std::string_view header, std::string_view d
     n >>= 8;
   }
   return out.append(header).append(data);
+}
+
+/// The element offsets a selection denotes, in its row-major order (the slow, obvious way).
+inline std::vector<index_t> selected_offsets(const std::vector<index_t>& shape,
+                                             const shard::selection& sel) {
+  std::vector<index_t> out{0};
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    std::vector<index_t> next;
+    for (index_t base : out)
+      for (const shard::interval& p : sel.dims[d].parts)
+        for (index_t i = p.begin; i < p.end; ++i) next.push_back(base * shape[d] + i);
+    out = next;
+  }
+  return sel.size() == 0 ? std::vector<index_t>{} : out;
 }
 
 }  // namespace tpx::test

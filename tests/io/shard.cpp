@@ -32,20 +32,6 @@ std::vector<bf16> random_bf16(index_t n, std::uint64_t seed) {
   return out;
 }
 
-/// The element offsets a selection denotes, in its row-major order (the slow, obvious way).
-std::vector<index_t> selected_offsets(const std::vector<index_t>& shape,
-                                      const shard::selection& sel) {
-  std::vector<index_t> out{0};
-  for (std::size_t d = 0; d < shape.size(); ++d) {
-    std::vector<index_t> next;
-    for (index_t base : out)
-      for (const shard::interval& p : sel.dims[d].parts)
-        for (index_t i = p.begin; i < p.end; ++i) next.push_back(base * shape[d] + i);
-    out = next;
-  }
-  return sel.size() == 0 ? std::vector<index_t>{} : out;
-}
-
 }  // namespace
 
 TEST_CASE("byte runs cover exactly the selected elements in order, each run maximal") {
@@ -71,7 +57,7 @@ TEST_CASE("byte runs cover exactly the selected elements in order, each run maxi
   for (const run_case& c : cases) {
     CAPTURE(shard::shape_string(c.shape));
     const shard::selection sel{c.dims};
-    const std::vector<index_t> want = selected_offsets(c.shape, sel);
+    const std::vector<index_t> want = test::selected_offsets(c.shape, sel);
     std::vector<index_t> got;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
     io::detail::for_each_run(c.shape, 2, sel, [&](std::uint64_t at, std::uint64_t bytes) {

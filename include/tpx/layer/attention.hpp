@@ -10,7 +10,8 @@
 ///   o   [T, q_r·d]             the rank's query heads, the rowwise o_proj's input shard
 ///
 /// Tokens are one sequence at positions 0…T−1. RoPE pairs feature i with i + d/2 of each head
-/// (Hugging Face's rotate_half), θ_i = position · base^(−2i/d).
+/// (Hugging Face's rotate_half) and turns the pair by position · inv_freq[i]: by default
+/// inv_freq[i] = base^(−2i/d); a model's rope type (llama3, linear, …) supplies its own table.
 
 #include <cmath>
 #include <vector>
@@ -27,7 +28,17 @@ struct attention_options {
   index_t kv_heads = 0;  ///< on this rank (each serves q_heads / kv_heads query heads)
   index_t head_dim = 0;
   double rope_theta = 10000.0;
+  /// RoPE's frequency of each of the head_dim / 2 pairs; empty: rope_theta^(−2i/head_dim).
+  std::vector<double> inv_freq = {};
 };
+
+/// RoPE's default frequencies: base^(−2i/d) for i < d / 2.
+inline std::vector<double> default_inv_freq(double base, index_t head_dim) {
+  std::vector<double> f;
+  for (index_t i = 0; 2 * i < head_dim; ++i)
+    f.push_back(std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim)));
+  return f;
+}
 
 template <backend Backend, class T = float>
 class causal_attention {
@@ -48,6 +59,10 @@ class causal_attention {
            "{}: the rank holds {} query heads and {} KV heads; each KV head must serve a whole "
            "number of query heads",
            opt_.name, opt_.q_heads, opt_.kv_heads);
+    if (opt_.inv_freq.empty()) opt_.inv_freq = default_inv_freq(opt_.rope_theta, opt_.head_dim);
+    expect(static_cast<index_t>(opt_.inv_freq.size()) == opt_.head_dim / 2,
+           "{}: RoPE needs {} frequencies (head_dim / 2) but was given {}", opt_.name,
+           opt_.head_dim / 2, opt_.inv_freq.size());
   }
 
   index_t qkv_cols() const noexcept { return (opt_.q_heads + 2 * opt_.kv_heads) * opt_.head_dim; }
@@ -60,6 +75,7 @@ class causal_attention {
     const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
     rotated_.resize(static_cast<std::size_t>(n * qk));
     const matrix_view<T> r = make_matrix(rotated_.data(), n, qk);
+    angles(n);
     for (index_t t = 0; t < n; ++t) {
       for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
       for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(r, t, h * d, false);
@@ -134,15 +150,27 @@ class causal_attention {
   index_t group() const noexcept { return opt_.q_heads / opt_.kv_heads; }
   T scale() const { return T(1) / std::sqrt(static_cast<T>(opt_.head_dim)); }
 
+  /// cos and sin of position · inv_freq[i] for positions 0…n−1, computed once per token count.
+  void angles(index_t n) {
+    const index_t half = opt_.head_dim / 2;
+    if (static_cast<index_t>(cos_.size()) == n * half) return;
+    cos_.resize(static_cast<std::size_t>(n * half));
+    sin_.resize(cos_.size());
+    for (index_t t = 0; t < n; ++t)
+      for (index_t i = 0; i < half; ++i) {
+        const double theta = static_cast<double>(t) * opt_.inv_freq[static_cast<std::size_t>(i)];
+        cos_[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::cos(theta));
+        sin_[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::sin(theta));
+      }
+  }
+
   /// Rotates the head at columns [c0, c0 + d) of row t in place (inverse: by −θ).
   void rope(matrix_view<T> m, index_t t, index_t c0, bool inverse) const {
     const index_t half = opt_.head_dim / 2;
     for (index_t i = 0; i < half; ++i) {
-      const double theta = static_cast<double>(t) *
-                           std::pow(opt_.rope_theta, -2.0 * static_cast<double>(i) /
-                                                         static_cast<double>(opt_.head_dim));
-      const T c = static_cast<T>(std::cos(theta)),
-              s = static_cast<T>(inverse ? -std::sin(theta) : std::sin(theta));
+      const T c = cos_[static_cast<std::size_t>(t * half + i)],
+              s = inverse ? -sin_[static_cast<std::size_t>(t * half + i)]
+                          : sin_[static_cast<std::size_t>(t * half + i)];
       const T a = m(t, c0 + i), b = m(t, c0 + half + i);
       m(t, c0 + i) = a * c - b * s;
       m(t, c0 + half + i) = b * c + a * s;
@@ -159,7 +187,7 @@ class causal_attention {
   }
 
   attention_options opt_;
-  std::vector<T> rotated_, probs_;
+  std::vector<T> rotated_, probs_, cos_, sin_;
 };
 
 }  // namespace tpx::inline v0::layer

@@ -88,10 +88,32 @@ class swiglu_mlp {
   swiglu_mlp(typename Backend::engine& engine, typename Backend::communicator& comm,
              mlp_weights<T> w, std::string name = "mlp")
       : gate_up_(make_gate_up(engine, comm, w, name)),
-        down_(engine, comm, w.down, {},
-              {.name = name + ".down_proj",
-               .out_features = w.down.rows(),
-               .in_features = w.down.cols()}) {}
+        down_(engine, comm, w.down, {}, down_options(w.down.cols(), w.down.rows(), name)) {}
+
+  /// Builds the MLP from this rank's shards, as a checkpoint reader gives them: `gate_up` is the
+  /// block `gate_up_type::weight_placement(gate_up_options(I, H, name), tp).of(rank)` of the
+  /// stacked [gate; up] weight [2I, H] (this rank's gate rows, then its up rows), `down` the block
+  /// of `down_options(I, H, name)` of down [H, I]; biases likewise (empty: none).
+  swiglu_mlp(shard::from_shard_t, typename Backend::engine& engine,
+             typename Backend::communicator& comm, index_t inter, matrix_view<const T> gate_up,
+             std::span<const T> gate_up_bias, matrix_view<const T> down,
+             std::span<const T> down_bias, std::string name = "mlp")
+      : gate_up_(shard::from_shard, engine, comm, gate_up, gate_up_bias,
+                 gate_up_options(inter, gate_up.cols(), name)),
+        down_(shard::from_shard, engine, comm, down, down_bias,
+              down_options(inter, down.rows(), name)) {}
+
+  /// The stacked gate|up layer over intermediate size `inter` and hidden size `hidden`: packed
+  /// colwise, each of the two blocks split on its own.
+  static linear_options gate_up_options(index_t inter, index_t hidden, const std::string& name) {
+    return {.name = name + ".gate_up_proj",
+            .out_features = 2 * inter,
+            .in_features = hidden,
+            .blocks = {{inter, 1}, {inter, 1}}};
+  }
+  static linear_options down_options(index_t inter, index_t hidden, const std::string& name) {
+    return {.name = name + ".down_proj", .out_features = hidden, .in_features = inter};
+  }
 
   gate_up_type& gate_up() noexcept { return gate_up_; }
   down_type& down() noexcept { return down_; }
@@ -125,13 +147,9 @@ class swiglu_mlp {
            "{}: gate [{} × {}], up [{} × {}] and down [{} × {}] must be [I × H], [I × H], [H × I]",
            name, w.gate.rows(), w.gate.cols(), w.up.rows(), w.up.cols(), w.down.rows(),
            w.down.cols());
-    const index_t i = w.gate.rows(), h = w.gate.cols();
     const std::vector<T> rows = detail::stack_rows<T>({w.gate, w.up});
-    return gate_up_type(engine, comm, make_matrix(rows.data(), 2 * i, h), {},
-                        {.name = name + ".gate_up_proj",
-                         .out_features = 2 * i,
-                         .in_features = h,
-                         .blocks = {{i, 1}, {i, 1}}});
+    return gate_up_type(engine, comm, make_matrix(rows.data(), 2 * w.gate.rows(), w.gate.cols()),
+                        {}, gate_up_options(w.gate.rows(), w.gate.cols(), name));
   }
 
   gate_up_type gate_up_;
@@ -165,6 +183,7 @@ struct attention_weights {
 struct attention_config {
   shard::gqa heads;
   double rope_theta = 10000.0;
+  std::vector<double> inv_freq = {};  ///< RoPE's frequencies; empty: rope_theta's defaults
 };
 
 /// qkv colwise in whole heads (KV heads replicated past n_kv) → RoPE + attention → o rowwise.
@@ -191,16 +210,42 @@ class attention_block {
   attention_block(typename Backend::engine& engine, typename Backend::communicator& comm,
                   attention_weights<T> w, attention_config cfg, std::string name = "self_attn")
       : qkv_(make_qkv(engine, comm, w, cfg, name)),
-        o_(engine, comm, w.o, {},
-           {.name = name + ".o_proj",
-            .out_features = w.o.rows(),
-            .in_features = w.o.cols(),
-            .partition = cfg.heads.q_partition(comm.size())}),
-        core_({.name = name,
-               .q_heads = cfg.heads.q_heads(comm.size(), comm.rank()).size(),
-               .kv_heads = cfg.heads.kv_heads(comm.size(), comm.rank()).size(),
-               .head_dim = cfg.heads.head_dim,
-               .rope_theta = cfg.rope_theta}) {}
+        o_(engine, comm, w.o, {}, o_options(cfg, w.o.rows(), comm.size(), name)),
+        core_(core_options(cfg, comm, name)) {}
+
+  /// Builds the block from this rank's shards, as a checkpoint reader gives them: `qkv` is the
+  /// block `qkv_type::weight_placement(qkv_options(cfg, H, tp, name), tp).of(rank)` of the
+  /// stacked [q; k; v] weight (this rank's q heads, then its k heads, then its v heads), `o` the
+  /// block of `o_options(cfg, H, tp, name)`; biases likewise (empty: none).
+  attention_block(shard::from_shard_t, typename Backend::engine& engine,
+                  typename Backend::communicator& comm, matrix_view<const T> qkv,
+                  std::span<const T> qkv_bias, matrix_view<const T> o, std::span<const T> o_bias,
+                  attention_config cfg, std::string name = "self_attn")
+      : qkv_(shard::from_shard, engine, comm, qkv, qkv_bias,
+             qkv_options(cfg, qkv.cols(), comm.size(), name)),
+        o_(shard::from_shard, engine, comm, o, o_bias,
+           o_options(cfg, o.rows(), comm.size(), name)),
+        core_(core_options(cfg, comm, name)) {}
+
+  /// The stacked q|k|v layer: colwise in whole heads (`shard::gqa::qkv_partition`). Errors when
+  /// the heads cannot be split over tp.
+  static linear_options qkv_options(const attention_config& cfg, index_t hidden, int tp,
+                                    const std::string& name) {
+    cfg.heads.expect_implementable(tp, name);
+    return {.name = name + ".qkv_proj",
+            .out_features = (cfg.heads.n_heads + 2 * cfg.heads.n_kv_heads) * cfg.heads.head_dim,
+            .in_features = hidden,
+            .partition = cfg.heads.qkv_partition(tp)};
+  }
+  /// o: rowwise, its input columns split with the query heads.
+  static linear_options o_options(const attention_config& cfg, index_t hidden, int tp,
+                                  const std::string& name) {
+    cfg.heads.expect_implementable(tp, name);
+    return {.name = name + ".o_proj",
+            .out_features = hidden,
+            .in_features = cfg.heads.n_heads * cfg.heads.head_dim,
+            .partition = cfg.heads.q_partition(tp)};
+  }
 
   qkv_type& qkv() noexcept { return qkv_; }
   o_type& o() noexcept { return o_; }
@@ -238,13 +283,20 @@ class attention_block {
            "KV heads of dim {} over hidden {}",
            name, w.q.rows(), w.q.cols(), w.k.rows(), w.k.cols(), w.v.rows(), w.v.cols(), w.o.rows(),
            w.o.cols(), cfg.heads.n_heads, cfg.heads.n_kv_heads, d, h);
-    const index_t out = w.q.rows() + 2 * w.k.rows();
     const std::vector<T> rows = detail::stack_rows<T>({w.q, w.k, w.v});
-    return qkv_type(engine, comm, make_matrix(rows.data(), out, h), {},
-                    {.name = name + ".qkv_proj",
-                     .out_features = out,
-                     .in_features = h,
-                     .partition = cfg.heads.qkv_partition(comm.size())});
+    const linear_options o = qkv_options(cfg, h, comm.size(), name);
+    return qkv_type(engine, comm, make_matrix(rows.data(), o.out_features, h), {}, o);
+  }
+
+  static attention_options core_options(const attention_config& cfg,
+                                        typename Backend::communicator& comm,
+                                        const std::string& name) {
+    return {.name = name,
+            .q_heads = cfg.heads.q_heads(comm.size(), comm.rank()).size(),
+            .kv_heads = cfg.heads.kv_heads(comm.size(), comm.rank()).size(),
+            .head_dim = cfg.heads.head_dim,
+            .rope_theta = cfg.rope_theta,
+            .inv_freq = cfg.inv_freq};
   }
 
   qkv_type qkv_;

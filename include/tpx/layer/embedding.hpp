@@ -25,6 +25,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
+#include "tpx/shard/placement.hpp"
 #include "tpx/layer/tokens.hpp"
 #include "tpx/style/vocab_parallel.hpp"
 
@@ -56,19 +57,31 @@ class vocab_embedding {
   /// Builds this rank's rows of the full table `full_weight` [vocab, hidden].
   vocab_embedding(engine_type& engine, comm_type& comm, matrix_view<const T> full_weight,
                   embedding_options options)
-      : engine_(&engine), comm_(&comm), ops_(comm), opt_(std::move(options)) {
+      : vocab_embedding(engine, comm, std::move(options), 0) {
     expect(full_weight.rows() == opt_.vocab && full_weight.cols() == opt_.hidden,
            "{}: the table is [{} × {}] but the layer is [{} × {}] (vocab × hidden)", opt_.name,
            full_weight.rows(), full_weight.cols(), opt_.vocab, opt_.hidden);
-    own_ = Style::slice({{opt_.vocab, opt_.hidden}}, comm.size(), comm.rank(), opt_.split,
-                        opt_.name + ".weight");
-    std::vector<T> host;
-    host.reserve(static_cast<std::size_t>(own_.size() * opt_.hidden));
-    for (index_t v = own_.begin; v < own_.end; ++v)
-      for (index_t j = 0; j < opt_.hidden; ++j) host.push_back(full_weight(v, j));
-    Backend::upload(std::span<const T>(host), weight_);
-    dweight_.resize(host.size());
-    zero_grad();
+    upload(full_weight.row_range(own_.begin, own_.end));
+  }
+
+  /// Builds the layer from this rank's rows alone: the block
+  /// `weight_placement(options, tp).of(rank)` [V_r, hidden].
+  vocab_embedding(shard::from_shard_t, engine_type& engine, comm_type& comm,
+                  matrix_view<const T> weight, embedding_options options)
+      : vocab_embedding(engine, comm, std::move(options), 0) {
+    expect(weight.rows() == own_.size() && weight.cols() == opt_.hidden,
+           "{}: rank {} was given [{} × {}] but holds vocab rows [{}, {}) of the [{} × {}] table",
+           opt_.name, comm.rank(), weight.rows(), weight.cols(), own_.begin, own_.end, opt_.vocab,
+           opt_.hidden);
+    upload(weight);
+  }
+
+  /// Where each rank's rows of the [vocab, hidden] table sit: vocab rows, split as `options.split`
+  /// says (balanced by default).
+  static shard::placement weight_placement(const embedding_options& o, int tp) {
+    const std::string what = o.name + ".weight";
+    return shard::placement::split({o.vocab, o.hidden}, 0,
+                                   shard::partition::split(o.vocab, tp, o.split, {what, 0}), what);
   }
 
   const std::string& name() const noexcept { return opt_.name; }
@@ -158,6 +171,20 @@ class vocab_embedding {
   }
 
  private:
+  vocab_embedding(engine_type& engine, comm_type& comm, embedding_options options, int)
+      : engine_(&engine), comm_(&comm), ops_(comm), opt_(std::move(options)) {
+    own_ = weight_placement(opt_, comm.size()).of(comm.rank()).dims[0].parts.at(0);
+  }
+  void upload(matrix_view<const T> rows) {
+    std::vector<T> host;
+    host.reserve(static_cast<std::size_t>(rows.size()));
+    for (index_t v = 0; v < rows.rows(); ++v)
+      for (index_t j = 0; j < rows.cols(); ++j) host.push_back(rows(v, j));
+    Backend::upload(std::span<const T>(host), weight_);
+    dweight_.resize(host.size());
+    zero_grad();
+  }
+
   matrix_view<T> weight_grad_view() {
     return make_matrix(dweight_.data(), own_.size(), opt_.hidden);
   }

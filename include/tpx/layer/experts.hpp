@@ -32,7 +32,7 @@
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
 #include "tpx/layer/tokens.hpp"
-#include "tpx/shard/split.hpp"
+#include "tpx/shard/placement.hpp"
 #include "tpx/style/moe_experts.hpp"
 
 namespace tpx::inline v0::layer {
@@ -65,15 +65,8 @@ class experts {
   experts(engine_type& engine, comm_type& comm, tensor_view<const T, 3> gate_up,
           tensor_view<const T, 3> down, matrix_view<const T> shared_gate_up,
           matrix_view<const T> shared_down, experts_options options)
-      : engine_(&engine), comm_(&comm), ops_(comm), opt_(std::move(options)) {
+      : experts(engine, comm, std::move(options)) {
     const index_t e = opt_.n_experts, h = opt_.hidden, i = opt_.inter, is = opt_.shared_inter;
-    expect(e >= 1 && h >= 1 && i >= 0 && is >= 0,
-           "{}: n_experts and hidden must be positive and the intermediate sizes non-negative "
-           "(got E = {}, H = {}, I = {}, shared I = {})",
-           opt_.name, e, h, i, is);
-    expect(opt_.top_k >= 1 && opt_.top_k <= e,
-           "{}: top_k = {} must be between 1 and the number of experts, {}", opt_.name, opt_.top_k,
-           e);
     expect(
         gate_up.extents() == extents<3>{{e, 2 * i, h}} && down.extents() == extents<3>{{e, h, i}},
         "{}: gate_up is [{} × {} × {}] and down [{} × {} × {}] but must be [E × 2I × H] = "
@@ -87,21 +80,6 @@ class experts {
            "and [{} × {}]",
            opt_.name, shared_gate_up.rows(), shared_gate_up.cols(), shared_down.rows(),
            shared_down.cols(), 2 * is, h, h, is);
-    const int n = comm.size(), r = comm.rank();
-    if constexpr (Style::expert_parallel) {
-      expect(e % n == 0,
-             "{}: {} experts cannot be split over ep = {} ranks; expert parallelism needs "
-             "n_experts % ep == 0 ({} % {} = {})",
-             opt_.name, e, n, e, n, e % n);
-      own_experts_ = {r * (e / n), (r + 1) * (e / n)};
-      own_inter_ = {0, i};
-    } else {
-      own_experts_ = {0, e};
-      own_inter_ = shard::split(i, n, r, shard::split_kind::balanced, {opt_.name + ".down", 2});
-    }
-    own_shared_ = all_to_all ? shard::interval{0, is}
-                             : shard::split(is, n, r, shard::split_kind::balanced,
-                                            {opt_.name + ".shared_expert.down_proj", 1});
     load(
         routed_, own_experts_.size(), own_inter_,
         [&](index_t le) { return gate_up[own_experts_.begin + le]; },
@@ -111,7 +89,97 @@ class experts {
         [&](index_t) { return shared_down; });
   }
 
+  /// Builds this rank's experts from its shards alone, as a checkpoint reader gives them: the
+  /// blocks `gate_up_placement(options, tp).of(rank)` [E_r, 2·I_r, H] (each local expert's gate
+  /// rows of the slice, then its up rows), `down_placement` [E_r, H, I_r], and the shared expert's
+  /// `shared_gate_up_placement` [2·Is_r, H] and `shared_down_placement` [H, Is_r] (empty views
+  /// without a shared expert).
+  experts(shard::from_shard_t, engine_type& engine, comm_type& comm,
+          tensor_view<const T, 3> gate_up, tensor_view<const T, 3> down,
+          matrix_view<const T> shared_gate_up, matrix_view<const T> shared_down,
+          experts_options options)
+      : experts(engine, comm, std::move(options)) {
+    const index_t el = own_experts_.size(), h = opt_.hidden, ir = own_inter_.size(),
+                  sr = own_shared_.size();
+    expect(gate_up.extents() == extents<3>{{el, 2 * ir, h}} &&
+               down.extents() == extents<3>{{el, h, ir}},
+           "{} ({}, rank {}): was given gate_up [{} × {} × {}] and down [{} × {} × {}] but holds "
+           "[{} × {} × {}] and [{} × {} × {}] (local experts × 2·I slice × H, local experts × H "
+           "× I slice)",
+           opt_.name, Style::name, comm.rank(), gate_up.extent(0), gate_up.extent(1),
+           gate_up.extent(2), down.extent(0), down.extent(1), down.extent(2), el, 2 * ir, h, el, h,
+           ir);
+    const bool shared = opt_.shared_inter > 0;
+    expect(shared ? shared_gate_up.rows() == 2 * sr && shared_gate_up.cols() == h &&
+                        shared_down.rows() == h && shared_down.cols() == sr
+                  : shared_gate_up.size() == 0 && shared_down.size() == 0,
+           "{} ({}, rank {}): was given a shared expert of gate_up [{} × {}] and down [{} × {}] "
+           "but holds [{} × {}] and [{} × {}]",
+           opt_.name, Style::name, comm.rank(), shared_gate_up.rows(), shared_gate_up.cols(),
+           shared_down.rows(), shared_down.cols(), shared ? 2 * sr : 0, shared ? h : 0,
+           shared ? h : 0, shared ? sr : 0);
+    const auto upload = [&](ffn& f, index_t n, index_t i, std::span<const T> w1,
+                            std::span<const T> w2) {
+      f.n = n, f.inter = i, f.hidden = h;
+      Backend::upload(w1, f.w1);
+      Backend::upload(w2, f.w2);
+      f.dw1.resize(w1.size());
+      f.dw2.resize(w2.size());
+    };
+    upload(routed_, el, ir, {gate_up.data(), static_cast<std::size_t>(gate_up.size())},
+           {down.data(), static_cast<std::size_t>(down.size())});
+    upload(shared_, shared ? 1 : 0, sr, contiguous(shared_gate_up), contiguous(shared_down));
+  }
+
+  /// Where each rank's routed gate|up [E, 2I, H] sits: whole experts (dim 0, E / ep each) under
+  /// expert parallelism, else every expert's I slice of the gate block and of the up block
+  /// (dim 1, packed, balanced).
+  static shard::placement gate_up_placement(const experts_options& o, int tp) {
+    const std::vector<index_t> shape{o.n_experts, 2 * o.inter, o.hidden};
+    if constexpr (Style::expert_parallel)
+      return shard::placement::split(shape, 0, expert_partition(o, tp), o.name + ".gate_up_proj");
+    const std::vector<shard::block> blocks{{o.inter, 1}, {o.inter, 1}};
+    return shard::placement::split(
+        shape, 1,
+        shard::partition::packed(blocks, tp, shard::split_kind::balanced,
+                                 {o.name + ".gate_up_proj", 1}),
+        o.name + ".gate_up_proj");
+  }
+  /// Where each rank's routed down [E, H, I] sits: whole experts (dim 0), or the I slice (dim 2).
+  static shard::placement down_placement(const experts_options& o, int tp) {
+    const std::vector<index_t> shape{o.n_experts, o.hidden, o.inter};
+    if constexpr (Style::expert_parallel)
+      return shard::placement::split(shape, 0, expert_partition(o, tp), o.name + ".down_proj");
+    return shard::placement::split(
+        shape, 2,
+        shard::partition::split(o.inter, tp, shard::split_kind::balanced, {o.name + ".down_proj", 2}),
+        o.name + ".down_proj");
+  }
+  /// The shared expert's stacked gate|up [2·Is, H]: each block's Is slice (packed rows), or
+  /// replicated in the all-to-all mode (its tokens stay on their rank).
+  static shard::placement shared_gate_up_placement(const experts_options& o, int tp) {
+    const std::vector<index_t> shape{2 * o.shared_inter, o.hidden};
+    if constexpr (all_to_all) return shard::placement::replicated(shape);
+    const std::vector<shard::block> blocks{{o.shared_inter, 1}, {o.shared_inter, 1}};
+    const std::string what = o.name + ".shared_expert.gate_up_proj";
+    return shard::placement::split(
+        shape, 0, shard::partition::packed(blocks, tp, shard::split_kind::balanced, {what, 0}),
+        what);
+  }
+  /// The shared expert's down [H, Is]: the Is slice (columns), or replicated (all-to-all).
+  static shard::placement shared_down_placement(const experts_options& o, int tp) {
+    const std::vector<index_t> shape{o.hidden, o.shared_inter};
+    if constexpr (all_to_all) return shard::placement::replicated(shape);
+    const std::string what = o.name + ".shared_expert.down_proj";
+    return shard::placement::split(
+        shape, 1, shard::partition::split(o.shared_inter, tp, shard::split_kind::balanced, {what, 1}),
+        what);
+  }
+
   const std::string& name() const noexcept { return opt_.name; }
+  index_t n_experts() const noexcept { return opt_.n_experts; }
+  index_t hidden() const noexcept { return opt_.hidden; }
+  index_t top_k() const noexcept { return opt_.top_k; }
   /// The experts [begin, end) this rank holds.
   shard::interval local_experts() const noexcept { return own_experts_; }
   /// The slice of each expert's I this rank holds (the whole I under expert parallelism).
@@ -123,6 +191,9 @@ class experts {
   /// d gate_up [E_local, 2·I_r, H] (gate rows of the slice, then up rows) and d down
   /// [E_local, H, I_r]; likewise the shared expert's as [1, …].
   tensor_view<const T, 3> gate_up_grad() const { return routed_.view(routed_.dw1, true); }
+  /// This rank's routed weights, laid out as their gradients.
+  tensor_view<const T, 3> gate_up_weight() const { return routed_.view(routed_.w1, true); }
+  tensor_view<const T, 3> down_weight() const { return routed_.view(routed_.w2, false); }
   tensor_view<const T, 3> down_grad() const { return routed_.view(routed_.dw2, false); }
   tensor_view<const T, 3> shared_gate_up_grad() const { return shared_.view(shared_.dw1, true); }
   tensor_view<const T, 3> shared_down_grad() const { return shared_.view(shared_.dw2, false); }
@@ -175,6 +246,42 @@ class experts {
   }
 
  private:
+  /// Checks the options and finds this rank's experts and slices from the placements.
+  experts(engine_type& engine, comm_type& comm, experts_options options)
+      : engine_(&engine), comm_(&comm), ops_(comm), opt_(std::move(options)) {
+    const index_t e = opt_.n_experts, h = opt_.hidden, i = opt_.inter, is = opt_.shared_inter;
+    expect(e >= 1 && h >= 1 && i >= 0 && is >= 0,
+           "{}: n_experts and hidden must be positive and the intermediate sizes non-negative "
+           "(got E = {}, H = {}, I = {}, shared I = {})",
+           opt_.name, e, h, i, is);
+    expect(opt_.top_k >= 1 && opt_.top_k <= e,
+           "{}: top_k = {} must be between 1 and the number of experts, {}", opt_.name, opt_.top_k,
+           e);
+    const int n = comm.size(), r = comm.rank();
+    const shard::selection gu = gate_up_placement(opt_, n).of(r);
+    own_experts_ = only(gu.dims[0]);
+    own_inter_ = only(down_placement(opt_, n).of(r).dims[2]);
+    own_shared_ = only(shared_down_placement(opt_, n).of(r).dims[1]);
+  }
+
+  /// Whole experts, E / ep per rank, in rank order.
+  static shard::partition expert_partition(const experts_options& o, int tp) {
+    expect(tp >= 1 && o.n_experts % tp == 0,
+           "{}: {} experts cannot be split over ep = {} ranks; expert parallelism needs "
+           "n_experts % ep == 0 ({} % {} = {})",
+           o.name, o.n_experts, tp, o.n_experts, tp, tp >= 1 ? o.n_experts % tp : 0);
+    return shard::partition::split(o.n_experts, tp, shard::split_kind::even,
+                                   {o.name + ".experts", 0});
+  }
+  /// The one interval of a plain split (or of a whole dim).
+  static shard::interval only(const shard::pieces& p) {
+    return p.parts.empty() ? shard::interval{} : p.parts[0];
+  }
+  static std::span<const T> contiguous(matrix_view<const T> m) {
+    expect(m.size() == 0 || m.is_contiguous(), "tpx::experts: a shard must be a contiguous view");
+    return {m.data(), static_cast<std::size_t>(m.size())};
+  }
+
   /// One SwiGLU FFN per local expert: w1 [n, 2I, H] (gate rows then up rows), w2 [n, H, I].
   struct ffn {
     index_t n = 0, inter = 0, hidden = 0;

@@ -45,16 +45,24 @@ class moe {
       tensor_view<const T, 3> gate_up, tensor_view<const T, 3> down,
       matrix_view<const T> shared_gate_up, matrix_view<const T> shared_down,
       experts_options options)
+      : moe(engine, comm, router, std::move(routing),
+            experts_type(engine, comm, gate_up, down, shared_gate_up, shared_down, options)) {}
+
+  /// `router` [E, H] (replicated: every rank passes all of it) and experts built already (from
+  /// the full tensors or from this rank's shards).
+  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, routing_options routing,
+      experts_type&& experts)
       : routing_(std::move(routing)),
         router_(engine, comm, router, {},
-                {.name = options.name + ".gate",
-                 .out_features = options.n_experts,
-                 .in_features = options.hidden}),
-        experts_(engine, comm, gate_up, down, shared_gate_up, shared_down, options) {
+                {.name = experts.name() + ".gate",
+                 .out_features = experts.n_experts(),
+                 .in_features = experts.hidden()}),
+        experts_(std::move(experts)) {
     routing_.check();
-    expect(routing_.n_experts == options.n_experts && routing_.top_k == options.top_k,
+    expect(routing_.n_experts == experts_.n_experts() && routing_.top_k == experts_.top_k(),
            "{}: the routing picks {} of {} experts but the experts layer has top_k {} of {}",
-           options.name, routing_.top_k, routing_.n_experts, options.top_k, options.n_experts);
+           experts_.name(), routing_.top_k, routing_.n_experts, experts_.top_k(),
+           experts_.n_experts());
   }
 
   router_type& router() noexcept { return router_; }

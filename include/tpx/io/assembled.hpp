@@ -1,0 +1,211 @@
+#pragma once
+/// \file
+/// A tensor a layer holds that the checkpoint stores in parts: fused q|k|v from `q_proj`,
+/// `k_proj`, `v_proj`; gate|up from `gate_proj` and `up_proj`; every expert's gate|up
+/// [E, 2I, H] from `experts.N.w1` and `experts.N.w3`. Each part is one checkpoint tensor placed
+/// as a box at an origin of the assembled tensor; a part of fewer dims fills the trailing dims
+/// (an expert's [I, H] is the box [1, I, H] at (e, 0, 0)).
+///
+///   qkv [(nq + 2·nkv)·d, H]      q_proj at (0, 0), k_proj at (nq·d, 0), v_proj at ((nq+nkv)·d, 0)
+///   gate_up [E, 2I, H]           experts.e.w1 at (e, 0, 0), experts.e.w3 at (e, I, 0)
+///
+/// Reading a rank's block of the assembled tensor reads, from each part, exactly the elements of
+/// the block that lie in it, so the bytes read are the shard's bytes and no rank materialises a
+/// tensor it does not own. `part_placement` gives the placement each part inherits, so a plan
+/// that places the checkpoint's tensors can be compared with what the layer holds.
+
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tpx/io/checkpoint.hpp"
+
+namespace tpx::inline v0::io {
+
+/// One checkpoint tensor inside an assembled tensor.
+struct tensor_part {
+  std::string name;             ///< the checkpoint tensor
+  std::vector<index_t> origin;  ///< where its first element sits in the assembled tensor
+  std::vector<index_t> shape;   ///< the shape the model expects it to have; empty: any that fits
+};
+
+struct assembled_tensor {
+  std::string name;  ///< for messages: the layer's tensor, e.g. `model.layers.0.self_attn.qkv`
+  std::vector<index_t> shape;
+  std::vector<tensor_part> parts;
+
+  /// A tensor the checkpoint stores as it is.
+  static assembled_tensor whole(std::string name, std::vector<index_t> shape) {
+    std::vector<index_t> origin(shape.size(), 0);
+    std::string file = name;
+    return {std::move(name), shape, {{std::move(file), std::move(origin), shape}}};
+  }
+};
+
+namespace detail {
+
+/// The box a part of `part_shape` occupies in an assembled tensor of `n` dims: leading unit dims,
+/// then the part's own.
+inline std::vector<index_t> box_extent(const std::vector<index_t>& part_shape, std::size_t n) {
+  std::vector<index_t> box(n - part_shape.size(), 1);
+  box.insert(box.end(), part_shape.begin(), part_shape.end());
+  return box;
+}
+
+/// Checks that the parts are checkpoint tensors whose boxes tile `t` exactly.
+inline void expect_tiling(const checkpoint& ck, const assembled_tensor& t) {
+  const std::size_t n = t.shape.size();
+  index_t volume = 0;
+  std::vector<std::vector<index_t>> boxes;
+  for (const tensor_part& p : t.parts) {
+    expect(ck.contains(p.name), "{}: the checkpoint {} has no tensor '{}', which {} is built from",
+           t.name, ck.source().string(), p.name, t.name);
+    const std::vector<index_t>& s = ck.info(p.name).shape;
+    expect(p.shape.empty() || s == p.shape,
+           "{}: tensor '{}' has shape {} but the model needs {} (for {})", ck.source().string(),
+           p.name, shard::shape_string(s), shard::shape_string(p.shape), t.name);
+    expect(p.origin.size() == n && s.size() <= n,
+           "{}: part '{}' of shape {} cannot sit in a tensor of shape {}", t.name, p.name,
+           shard::shape_string(s), shard::shape_string(t.shape));
+    const std::vector<index_t> box = box_extent(s, n);
+    for (std::size_t d = 0; d < n; ++d)
+      expect(p.origin[d] >= 0 && p.origin[d] + box[d] <= t.shape[d],
+             "{}: the checkpoint's '{}' has shape {}, which does not fit at {} of the model's "
+             "tensor of shape {} (dim {}: {} + {} > {})",
+             t.name, p.name, shard::shape_string(s), shard::shape_string(p.origin),
+             shard::shape_string(t.shape), d, p.origin[d], box[d], t.shape[d]);
+    for (std::size_t q = 0; q < boxes.size(); ++q) {
+      bool apart = false;
+      for (std::size_t d = 0; d < n && !apart; ++d)
+        apart = p.origin[d] + box[d] <= t.parts[q].origin[d] ||
+                t.parts[q].origin[d] + boxes[q][d] <= p.origin[d];
+      expect(apart, "{}: the parts '{}' and '{}' overlap", t.name, t.parts[q].name, p.name);
+    }
+    volume += shard::element_count(box);
+    boxes.push_back(box);
+  }
+  expect(volume == shard::element_count(t.shape),
+         "{}: its parts cover {} of the {} elements of shape {}", t.name, volume,
+         shard::element_count(t.shape), shard::shape_string(t.shape));
+}
+
+/// Along one dim: the pieces of `want` that fall in [lo, hi), in `want`'s local order, as
+/// (interval relative to lo, position in the local block).
+struct clipped {
+  std::vector<shard::interval> part;  ///< in the part's coordinates
+  std::vector<index_t> at;            ///< first local index of each, in the block
+};
+inline clipped clip(const shard::pieces& want, index_t lo, index_t hi) {
+  clipped c;
+  index_t local = 0;
+  for (const shard::interval& i : want.parts) {
+    const index_t b = std::max(i.begin, lo), e = std::min(i.end, hi);
+    if (b < e) {
+      c.part.push_back({b - lo, e - lo});
+      c.at.push_back(local + (b - i.begin));
+    }
+    local += i.size();
+  }
+  return c;
+}
+
+}  // namespace detail
+
+/// Reads the block `sel` of the assembled tensor `t` into `out` (row-major, `sel.shape()`),
+/// converting to T; returns the bytes read from the checkpoint.
+template <class T>
+std::uint64_t read_into(const checkpoint& ck, const assembled_tensor& t, const shard::selection& sel,
+                        std::span<T> out) {
+  detail::expect_tiling(ck, t);
+  const std::size_t n = t.shape.size();
+  expect(sel.dims.size() == n && out.size() == static_cast<std::size_t>(sel.size()),
+         "{}: a block of {} dims and {} elements cannot be read into {} elements of a tensor of "
+         "shape {}",
+         t.name, sel.dims.size(), sel.size(), out.size(), shard::shape_string(t.shape));
+  const std::vector<index_t> block = sel.shape();
+  std::uint64_t bytes = 0;
+  std::vector<T> tmp;
+  for (const tensor_part& p : t.parts) {
+    const std::vector<index_t>& s = ck.info(p.name).shape;
+    const std::vector<index_t> box = detail::box_extent(s, n);
+    std::vector<detail::clipped> c;
+    bool empty = false;
+    for (std::size_t d = 0; d < n && !empty; ++d) {
+      c.push_back(detail::clip(sel.dims[d], p.origin[d], p.origin[d] + box[d]));
+      empty = c.back().part.empty();
+    }
+    if (empty) continue;
+    shard::selection sub;  // in the part's own dims
+    for (std::size_t d = n - s.size(); d < n; ++d) sub.dims.push_back({c[d].part});
+    tmp.resize(static_cast<std::size_t>(sub.size()));
+    bytes += ck.read_into<T>(p.name, sub, std::span<T>(tmp));
+    // Scatter: for every dim, the block index of each of the part's selected elements.
+    std::vector<std::vector<index_t>> where(n);
+    for (std::size_t d = 0; d < n; ++d)
+      for (std::size_t k = 0; k < c[d].part.size(); ++k)
+        for (index_t i = 0; i < c[d].part[k].size(); ++i) where[d].push_back(c[d].at[k] + i);
+    std::vector<index_t> stride(n, 1);
+    for (std::size_t d = n; d-- > 1;) stride[d - 1] = stride[d] * block[d];
+    const std::vector<index_t>& last = where[n - 1];
+    std::vector<std::size_t> at(n - 1, 0);
+    std::size_t from = 0;
+    while (true) {
+      index_t base = 0;
+      for (std::size_t d = 0; d + 1 < n; ++d) base += where[d][at[d]] * stride[d];
+      for (std::size_t k = 0; k < last.size();) {  // runs of consecutive block columns
+        std::size_t e = k + 1;
+        while (e < last.size() && last[e] == last[e - 1] + 1) ++e;
+        std::memcpy(out.data() + base + last[k], tmp.data() + from + k, (e - k) * sizeof(T));
+        k = e;
+      }
+      from += last.size();
+      std::size_t d = n - 1;
+      while (d > 0 && ++at[d - 1] == where[d - 1].size()) at[--d] = 0;
+      if (d == 0) break;
+    }
+  }
+  return bytes;
+}
+
+/// Rank `rank`'s block of `t` under placement `p`, as T.
+template <class T>
+std::vector<T> read(const checkpoint& ck, const assembled_tensor& t, const shard::placement& p,
+                    int rank, std::uint64_t* bytes = nullptr) {
+  expect(p.shape == t.shape, "{}: the placement is for shape {} but the tensor has shape {}",
+         t.name, shard::shape_string(p.shape), shard::shape_string(t.shape));
+  const shard::selection sel = p.of(rank);
+  std::vector<T> out(static_cast<std::size_t>(sel.size()));
+  const std::uint64_t b = read_into<T>(ck, t, sel, std::span<T>(out));
+  if (bytes != nullptr) *bytes += b;
+  return out;
+}
+
+/// The placement part `part` of `t` inherits from `p` (the assembled tensor's), over the part's
+/// own `part_shape`. A split along a dim the part fills is clipped to it; along a leading unit dim
+/// (one expert of [E, …]), the part goes whole to the ranks that hold its index (split on the
+/// part's first dim, the other ranks holding none of it).
+inline shard::placement part_placement(const assembled_tensor& t, const tensor_part& part,
+                                       const std::vector<index_t>& part_shape,
+                                       const shard::placement& p) {
+  if (p.is_replicated()) return shard::placement::replicated(part_shape);
+  const std::size_t n = t.shape.size(), lead = n - part_shape.size(),
+                    d = static_cast<std::size_t>(p.dim);
+  std::vector<shard::pieces> ranks;
+  if (d >= lead) {
+    const index_t lo = part.origin[d], hi = lo + part_shape[d - lead];
+    for (int r = 0; r < p.partition.ranks(); ++r)
+      ranks.push_back({detail::clip(p.partition.of(r), lo, hi).part});
+    return shard::placement::split(part_shape, static_cast<int>(d - lead),
+                                   {part_shape[d - lead], std::move(ranks)}, part.name);
+  }
+  expect(!part_shape.empty(), "{}: a scalar part '{}' cannot follow a split", t.name, part.name);
+  for (int r = 0; r < p.partition.ranks(); ++r) {
+    const bool holds = !detail::clip(p.partition.of(r), part.origin[d], part.origin[d] + 1)
+                            .part.empty();
+    ranks.push_back(holds ? shard::pieces{{{0, part_shape[0]}}} : shard::pieces{});
+  }
+  return shard::placement::split(part_shape, 0, {part_shape[0], std::move(ranks)}, part.name);
+}
+
+}  // namespace tpx::inline v0::io

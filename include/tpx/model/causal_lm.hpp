@@ -1,0 +1,393 @@
+#pragma once
+/// \file
+/// `causal_lm<Mode, Backend, T>`: a decoder-only language model built from its checkpoint, each
+/// rank reading only its own bytes, run forward and backward over the ranks of a communicator.
+///
+///   ids [T] ─ embedding (vocab-parallel) ─ N decoder layers ─ norm ─ LM head ─ logits [T, V_r]
+///                                                                            ─ loss (vocab-parallel)
+///
+///   mode        embedding            layers               head (untied)    logits on rank r
+///   tensor      all-reduce           llama / mixtral      colwise          [T, V_r], its vocab rows
+///   sequence    reduce-scatter       SP forms             colwise_sp       [T, V_r]
+///   MoE layers: TP inside experts (ep = 1), or whole experts per rank (ep = tp: masked local
+///   experts + all-reduce in tensor mode, all-to-all-v dispatch in sequence mode).
+///
+/// The embedding is always vocab-parallel (transformers adds `embed_tokens: embedding_rowwise`
+/// whenever a TP plan applies); a tied head is the embedding's own `head_forward`. Logits stay
+/// vocab-sharded for the loss; `gather_logits` gives every rank all of them. Parameter gradients
+/// land on each rank's own shard; `for_each_parameter` lists them with their placements.
+///
+/// Weights are read with `io::assembled_tensor`s (model/layout.hpp) at the placements the layers
+/// themselves give (`weight_placement`, `qkv_options`, `gate_up_placement`, …), so a rank reads
+/// exactly its shard's bytes: `bytes_read()` is that count.
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "tpx/comm/collectives.hpp"
+#include "tpx/io/assembled.hpp"
+#include "tpx/layer/cross_entropy.hpp"
+#include "tpx/layer/decoder.hpp"
+#include "tpx/layer/embedding.hpp"
+#include "tpx/model/config.hpp"
+#include "tpx/model/layout.hpp"
+
+namespace tpx::inline v0::model {
+
+struct options {
+  /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
+  /// experts, E / ep per rank).
+  int ep = 1;
+};
+
+template <layer::block_mode Mode, layer::backend_with_ops Backend, class T = double>
+class causal_lm {
+  using styles = layer::block_styles<Mode>;
+  static constexpr bool sp = styles::sp;
+
+ public:
+  using value_type = T;
+  using engine_type = typename Backend::engine;
+  using comm_type = typename Backend::communicator;
+  using embedding_type =
+      layer::vocab_embedding<std::conditional_t<sp, style::vocab_parallel_sp, style::vocab_parallel<>>,
+                             Backend, T>;
+  using norm_type = layer::rms_norm<typename styles::norm, Backend, T>;
+  using head_type = layer::linear<typename styles::column, Backend, T>;
+  using attention_type = layer::attention_block<Mode, Backend, T>;
+  using mlp_type = layer::swiglu_mlp<Mode, Backend, T>;
+  using ep_style = std::conditional_t<sp, style::moe_all_to_all, style::moe_masked>;
+  using dense_layer = layer::llama_layer<Mode, Backend, T>;
+  using moe_tp_layer = layer::mixtral_layer<Mode, Backend, T>;
+  using moe_ep_layer = layer::mixtral_layer<Mode, Backend, T, ep_style>;
+  using layer_type = std::variant<dense_layer, moe_tp_layer, moe_ep_layer>;
+  static constexpr layer::block_mode mode = Mode;
+
+  /// Builds this rank's shard of the model of config `c` from the checkpoint `ck`.
+  causal_lm(engine_type& engine, comm_type& comm, const config& c, const io::checkpoint& ck,
+            options o = {})
+      : engine_(&engine), comm_(&comm), config_(c), options_(o), layout_(model::checkpoint_layout(c, ck)) {
+    const int tp = comm.size();
+    expect(o.ep == 1 || o.ep == tp,
+           "{}: ep = {} must be 1 or the group size {} (experts live on the TP ranks)", c.source,
+           o.ep, tp);
+    expect(o.ep == 1 || c.is_moe(), "{}: ep = {} asks for expert parallelism but model_type '{}' "
+           "has no experts", c.source, o.ep, c.dims.model_type);
+    const index_t h = c.dims.hidden_size, v = c.dims.vocab_size;
+    const layer::embedding_options eo{.name = "model.embed_tokens", .vocab = v, .hidden = h};
+    embed_.emplace(shard::from_shard, engine, comm,
+                   matrix(read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)), h), eo);
+    for (const layer_layout& l : layout_.layers) layers_.push_back(build_layer(ck, l));
+    norm_.emplace(comm, read(ck, layout_.norm, shard::placement::replicated({h})), c.rms_norm_eps,
+                  "model.norm");
+    if (layout_.head) {
+      const layer::linear_options ho{.name = "lm_head", .out_features = v, .in_features = h};
+      head_.emplace(shard::from_shard, engine, comm,
+                    matrix(read(ck, *layout_.head, head_type::weight_placement(ho, tp)), h),
+                    std::span<const T>{}, ho);
+    }
+    loss_.emplace(comm, layer::cross_entropy_options{
+                            .name = "loss", .vocab = v, .vocab_range = vocab_range()});
+  }
+
+  const config& model_config() const noexcept { return config_; }
+  const model::layout& layout() const noexcept { return layout_; }
+  index_t vocab() const noexcept { return config_.dims.vocab_size; }
+  /// The vocab columns [begin, end) of this rank's logits.
+  shard::interval vocab_range() const {
+    return head_ ? head_->slice() : embed_->vocab_range();
+  }
+  /// Bytes this rank read from the checkpoint.
+  std::uint64_t bytes_read() const noexcept { return bytes_read_; }
+  /// Bytes of parameters this rank holds (its shards, in T).
+  std::uint64_t bytes_held() const {
+    std::uint64_t n = 0;
+    for_each_parameter([&](const std::string&, const shard::placement&, std::span<const T> w,
+                           std::span<const T>) { n += w.size_bytes(); });
+    return n;
+  }
+  /// Where each checkpoint tensor's shard sits on this model's ranks (name, placement), as the
+  /// layers read them.
+  std::vector<std::pair<std::string, shard::placement>> checkpoint_placements(
+      const io::checkpoint& ck) const {
+    std::vector<std::pair<std::string, shard::placement>> out;
+    for_each_parameter([&](const std::string& name, const shard::placement& p,
+                           std::span<const T>, std::span<const T>) {
+      const io::assembled_tensor* t = find(name);
+      for (const io::tensor_part& part : t->parts)
+        out.emplace_back(part.name, io::part_placement(*t, part, ck.info(part.name).shape, p));
+    });
+    return out;
+  }
+
+  /// Runs the model on token ids [T] (the same on every rank); returns this rank's logits
+  /// [T, V_r] (columns `vocab_range()`).
+  matrix_view<const T> forward(std::span<const std::int64_t> ids) {
+    const index_t tokens = static_cast<index_t>(ids.size()), h = config_.dims.hidden_size;
+    expect(tokens >= 1, "{}: the model needs at least one token id", config_.source);
+    expect(!config_.sliding_window || tokens <= *config_.sliding_window,
+           "{}: {} tokens exceed the sliding window of {} (\"sliding_window\"); tpx's attention "
+           "attends to the whole prefix, which would give a different result",
+           config_.source, tokens, *config_.sliding_window);
+    ids_.assign(ids.begin(), ids.end());
+    const index_t n = local_tokens(tokens);
+    acts_.resize(layers_.size() + 2);
+    embed_->forward(ids, detail_sized(acts_[0], n, h));
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      std::visit([&](auto& layer) { layer.forward(act(l, n), detail_sized(acts_[l + 1], n, h), tokens); },
+                 layers_[l]);
+    const std::size_t last = layers_.size();
+    norm_->forward(act(last, n), detail_sized(acts_[last + 1], n, h));
+    const matrix_view<T> logits = detail_sized(logits_, tokens, vocab_range().size());
+    if (head_)
+      head_->forward(act(last + 1, n), logits);
+    else
+      embed_->head_forward(act(last + 1, n), logits);
+    return logits;
+  }
+
+  /// This rank's logits of the last forward, [T, V_r].
+  matrix_view<const T> logits() const {
+    return make_matrix<const T>(logits_.data(), static_cast<index_t>(ids_.size()),
+                                vocab_range().size());
+  }
+  /// Every rank's logits of the last forward, all-gathered: [T, V] row-major on every rank.
+  std::vector<T> gather_logits() {
+    const index_t tokens = static_cast<index_t>(ids_.size());
+    std::vector<T> full(static_cast<std::size_t>(tokens * vocab()));
+    const shard::partition p =
+        head_ ? head_->partition()
+              : embedding_type::weight_placement(embedding_options(), comm_->size()).partition;
+    comm::all_gather_cols<comm_type, T>(*comm_, logits(), make_matrix(full.data(), tokens, vocab()),
+                                        p, detail_scratch(gather_, comm::cols_scratch(tokens, p)));
+    return full;
+  }
+
+  /// Appends `n` greedy tokens to `ids` (the arg max of the last position's logits, ties to the
+  /// lower id; the same on every rank) and returns the new ones. Each step runs the whole prefix
+  /// again.
+  std::vector<std::int64_t> generate_greedy(std::vector<std::int64_t> ids, index_t n) {
+    expect(n >= 0, "{}: cannot generate {} tokens", config_.source, n);
+    std::vector<std::int64_t> out;
+    for (index_t step = 0; step < n; ++step) {
+      forward(ids);
+      const std::vector<T> full = gather_logits();
+      const T* last = full.data() + (ids.size() - 1) * static_cast<std::size_t>(vocab());
+      const std::int64_t next = std::max_element(last, last + vocab()) - last;
+      ids.push_back(next);
+      out.push_back(next);
+    }
+    return out;
+  }
+
+  /// The mean cross-entropy of the last forward's logits against `targets` [T] (ignore_index
+  /// −100 skips a token), the same on every rank.
+  T loss(std::span<const std::int64_t> targets) {
+    targets_.assign(targets.begin(), targets.end());
+    return loss_->forward(logits(), targets);
+  }
+
+  /// Gradients of the last loss with respect to every parameter shard (overwritten).
+  void backward() {
+    const index_t tokens = static_cast<index_t>(ids_.size()), h = config_.dims.hidden_size;
+    expect(tokens > 0 && static_cast<index_t>(targets_.size()) == tokens,
+           "{}: backward needs a forward and a loss on as many tokens", config_.source);
+    const index_t n = local_tokens(tokens);
+    const matrix_view<T> dlogits = detail_sized(dlogits_, tokens, vocab_range().size());
+    loss_->backward(logits(), targets_, dlogits);
+    embed_->zero_grad();
+    const std::size_t last = layers_.size();
+    const matrix_view<T> dn = detail_sized(dnorm_, n, h), dx = detail_sized(dx_, n, h),
+                         dy = detail_sized(dy_, n, h);
+    if (head_)
+      head_->backward(act(last + 1, n), dlogits, dn);
+    else
+      embed_->head_backward(act(last + 1, n), dlogits, dn);
+    norm_->backward(act(last, n), dn, dy);
+    for (std::size_t l = last; l-- > 0;) {
+      std::visit([&](auto& layer) { layer.backward(act(l, n), dy, dx, tokens); }, layers_[l]);
+      std::swap_ranges(dx.data(), dx.data() + dx.size(), dy.data());
+    }
+    embed_->backward(ids_, dy);
+  }
+
+  /// Calls `fn(name, placement, value, grad)` for every parameter tensor this model holds: its
+  /// name (the assembled tensor's, model/layout.hpp), where each rank's shard sits, and this
+  /// rank's shard and gradient (row-major, the placement's block).
+  template <class Fn>
+  void for_each_parameter(Fn&& fn) const {
+    const int tp = comm_->size();
+    const auto span = [](auto v) { return std::span<const T>(v.data(), static_cast<std::size_t>(v.size())); };
+    const auto linear = [&](const io::assembled_tensor& w, const std::optional<io::assembled_tensor>& b,
+                            const auto& l) {
+      fn(w.name, l.weight_placement(), span(l.weight()), span(l.weight_grad()));
+      if (b) fn(b->name, l.bias_placement(), l.bias(), l.bias_grad());
+    };
+    const auto norm = [&](const io::assembled_tensor& w, const norm_type& nrm) {
+      fn(w.name, shard::placement::replicated(w.shape), nrm.weight(), nrm.weight_grad());
+    };
+    fn(layout_.embed.name, embedding_type::weight_placement(embedding_options(), tp),
+       span(embed_->weight()), span(embed_->weight_grad()));
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const layer_layout& l = layout_.layers[i];
+      std::visit(
+          [&](auto& layer) {
+            norm(l.input_norm, layer.input_norm());
+            linear(l.qkv, l.qkv_bias, layer.attention().qkv());
+            linear(l.o, l.o_bias, layer.attention().o());
+            norm(l.post_norm, layer.post_norm());
+            auto& ffn = layer.ffn();
+            if constexpr (requires { ffn.gate_up(); }) {
+              linear(*l.gate_up, l.gate_up_bias, ffn.gate_up());
+              linear(*l.down, l.down_bias, ffn.down());
+            } else {
+              linear(*l.router, std::nullopt, ffn.router());
+              auto& ex = ffn.experts_layer();
+              using ex_t = std::remove_cvref_t<decltype(ex)>;
+              const layer::experts_options eo = experts_options(l);
+              fn(l.experts_gate_up->name, ex_t::gate_up_placement(eo, tp), span(ex.gate_up_weight()),
+                 span(ex.gate_up_grad()));
+              fn(l.experts_down->name, ex_t::down_placement(eo, tp), span(ex.down_weight()),
+                 span(ex.down_grad()));
+            }
+          },
+          const_cast<layer_type&>(layers_[i]));
+    }
+    norm(layout_.norm, *norm_);
+    if (head_) linear(*layout_.head, std::nullopt, *head_);
+  }
+
+ private:
+  using buffer = typename Backend::template buffer<T>;
+
+  static matrix_view<T> detail_sized(buffer& b, index_t rows, index_t cols) {
+    return layer::detail::sized(b, rows, cols);
+  }
+  static std::span<T> detail_scratch(buffer& b, index_t n) { return layer::detail::scratch(b, n); }
+  matrix_view<T> act(std::size_t l, index_t n) {
+    return make_matrix(acts_[l].data(), n, config_.dims.hidden_size);
+  }
+  index_t local_tokens(index_t tokens) const {
+    return sp ? tokens_.of(tokens, comm_->size(), comm_->rank()) : tokens;
+  }
+  layer::embedding_options embedding_options() const {
+    return {.name = "model.embed_tokens", .vocab = vocab(), .hidden = config_.dims.hidden_size};
+  }
+  layer::experts_options experts_options(const layer_layout& l) const {
+    return {.name = l.moe_prefix,
+            .n_experts = config_.dims.n_experts,
+            .hidden = config_.dims.hidden_size,
+            .inter = config_.dims.moe_intermediate_size,
+            .top_k = config_.dims.experts_per_token};
+  }
+  const io::assembled_tensor* find(const std::string& name) const {
+    const io::assembled_tensor* found = nullptr;
+    layout_.for_each([&](const io::assembled_tensor& t) {
+      if (t.name == name) found = &t;
+    });
+    expect(found != nullptr, "causal_lm: no tensor named '{}'", name);
+    return found;
+  }
+
+  /// Rank's block of `t` under `p`, as T; counts the bytes read.
+  std::vector<T> read(const io::checkpoint& ck, const io::assembled_tensor& t,
+                      const shard::placement& p) {
+    return io::read<T>(ck, t, p, comm_->rank(), &bytes_read_);
+  }
+  std::vector<T> read_bias(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
+                           const shard::placement& p) {
+    return t ? read(ck, *t, p) : std::vector<T>{};
+  }
+  static matrix_view<const T> matrix(const std::vector<T>& v, index_t cols) {
+    return make_matrix<const T>(v.data(), cols == 0 ? 0 : static_cast<index_t>(v.size()) / cols,
+                                cols);
+  }
+
+  layer_type build_layer(const io::checkpoint& ck, const layer_layout& l) {
+    const int tp = comm_->size();
+    const index_t h = config_.dims.hidden_size;
+    const layer::attention_config ac{
+        .heads = {.n_heads = config_.dims.n_heads,
+                  .n_kv_heads = config_.dims.n_kv_heads,
+                  .head_dim = config_.dims.head_dim},
+        .rope_theta = config_.rope_theta,
+        .inv_freq = config_.inv_freq};
+    const std::string an = l.prefix + "self_attn";
+    using qkv_t = typename attention_type::qkv_type;
+    using o_t = typename attention_type::o_type;
+    const layer::linear_options qo = attention_type::qkv_options(ac, h, tp, an),
+                                oo = attention_type::o_options(ac, h, tp, an);
+    const std::vector<T> qkv = read(ck, l.qkv, qkv_t::weight_placement(qo, tp)),
+                         qkv_b = read_bias(ck, l.qkv_bias, qkv_t::bias_placement(qo, tp)),
+                         o = read(ck, l.o, o_t::weight_placement(oo, tp)),
+                         o_b = read_bias(ck, l.o_bias, o_t::bias_placement(oo, tp));
+    attention_type attention(shard::from_shard, *engine_, *comm_, matrix(qkv, h), qkv_b,
+                             matrix(o, o_t::weight_placement(oo, tp).local_shape(comm_->rank())[1]),
+                             o_b, ac, an);
+    const std::vector<T> n1 = read(ck, l.input_norm, shard::placement::replicated({h})),
+                         n2 = read(ck, l.post_norm, shard::placement::replicated({h}));
+    const double eps = config_.rms_norm_eps;
+    if (l.gate_up) {
+      using gu_t = typename mlp_type::gate_up_type;
+      using dn_t = typename mlp_type::down_type;
+      const index_t i = config_.dims.intermediate_size;
+      const std::string mn = l.prefix + "mlp";
+      const layer::linear_options go = mlp_type::gate_up_options(i, h, mn),
+                                  dno = mlp_type::down_options(i, h, mn);
+      const std::vector<T> gu = read(ck, *l.gate_up, gu_t::weight_placement(go, tp)),
+                           gu_b = read_bias(ck, l.gate_up_bias, gu_t::bias_placement(go, tp)),
+                           dn = read(ck, *l.down, dn_t::weight_placement(dno, tp)),
+                           dn_b = read_bias(ck, l.down_bias, dn_t::bias_placement(dno, tp));
+      mlp_type mlp(shard::from_shard, *engine_, *comm_, i, matrix(gu, h), gu_b,
+                   matrix(dn, dn_t::weight_placement(dno, tp).local_shape(comm_->rank())[1]), dn_b,
+                   mn);
+      return layer_type(std::in_place_type<dense_layer>, *comm_, n1, n2, eps, std::move(attention),
+                        std::move(mlp));
+    }
+    const std::vector<T> router = read(ck, *l.router, shard::placement::replicated(l.router->shape));
+    const layer::routing_options ro{.name = l.moe_prefix + ".gate",
+                                    .n_experts = config_.dims.n_experts,
+                                    .top_k = config_.dims.experts_per_token,
+                                    .renormalize = config_.norm_topk_prob};
+    const auto make = [&]<class Layer>(std::type_identity<Layer>) {
+      using ffn_t = typename Layer::ffn_type;
+      using ex_t = typename ffn_t::experts_type;
+      const layer::experts_options eo = experts_options(l);
+      const shard::placement gp = ex_t::gate_up_placement(eo, tp), dp = ex_t::down_placement(eo, tp);
+      const std::vector<T> gu = read(ck, *l.experts_gate_up, gp), dn = read(ck, *l.experts_down, dp);
+      const std::vector<index_t> gs = gp.local_shape(comm_->rank()), ds = dp.local_shape(comm_->rank());
+      ex_t ex(shard::from_shard, *engine_, *comm_,
+              tensor_view<const T, 3>(gu.data(), extents<3>{{gs[0], gs[1], gs[2]}}),
+              tensor_view<const T, 3>(dn.data(), extents<3>{{ds[0], ds[1], ds[2]}}), {}, {}, eo);
+      ffn_t ffn(*engine_, *comm_, matrix(router, h), ro, std::move(ex));
+      return layer_type(std::in_place_type<Layer>, *comm_, n1, n2, eps, std::move(attention),
+                        std::move(ffn));
+    };
+    return options_.ep > 1 ? make(std::type_identity<moe_ep_layer>{})
+                           : make(std::type_identity<moe_tp_layer>{});
+  }
+
+  engine_type* engine_;
+  comm_type* comm_;
+  config config_;
+  options options_;
+  model::layout layout_;
+  std::optional<embedding_type> embed_;
+  std::vector<layer_type> layers_;
+  std::optional<norm_type> norm_;
+  std::optional<head_type> head_;
+  std::optional<layer::vocab_cross_entropy<Backend, T>> loss_;
+  std::uint64_t bytes_read_ = 0;
+  mutable layer::detail::token_shards tokens_;
+  std::vector<std::int64_t> ids_, targets_;
+  std::vector<buffer> acts_;
+  buffer logits_, dlogits_, dnorm_, dx_, dy_, gather_;
+};
+
+}  // namespace tpx::inline v0::model

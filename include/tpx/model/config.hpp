@@ -1,0 +1,257 @@
+#pragma once
+/// \file
+/// What a causal LM *is*, read from its Hugging Face `config.json` as transformers' config
+/// classes read it, with their defaults for absent keys: the dims (plan::model_config), the
+/// RMSNorm eps, RoPE (its frequencies for every position pair), biases, tied embeddings, the
+/// sliding window, which layers are MoE and how routing weights are normalised.
+///
+///   family     eps    rope θ   tied   biases                    experts
+///   llama      1e-6   1e4      no     attention_bias, mlp_bias  –
+///   mistral    1e-6   1e4      no     –                         –        sliding_window 4096
+///   qwen2      1e-6   1e4      no     q, k, v (always)          –        window if use_sliding_window
+///   phi3       1e-5   1e4      no     –                         –        fused qkv_proj, gate_up_proj
+///   mixtral    1e-5   1e6      no     –                         every layer, top-k renormalised
+///
+/// RoPE: `rope_parameters` {rope_type, rope_theta, …} (transformers ≥ 5), else `rope_theta` +
+/// `rope_scaling` (older files; its `type` or `rope_type`). Types: `default`, `linear` (factor)
+/// and `llama3` (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings).
+/// A feature tpx does not implement — another rope type, a partial rotary factor, an activation
+/// other than SiLU, a model_type outside the table — is an error naming the key, never a
+/// silently different model. A sliding window is kept here; the model refuses a sequence longer
+/// than it (the window would change the result).
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <numbers>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tpx/core/error.hpp"
+#include "tpx/layer/attention.hpp"
+#include "tpx/plan/model_config.hpp"
+
+namespace tpx::inline v0::model {
+
+/// The families a causal LM can be built for.
+inline constexpr std::string_view families[] = {"llama", "mistral", "qwen2", "phi3", "mixtral"};
+
+struct config {
+  plan::model_config dims;
+  std::string source;  ///< the file it was read from, for messages
+  double rms_norm_eps = 1e-6;
+  std::string rope_type = "default";
+  double rope_theta = 10000.0;
+  std::vector<double> inv_freq;  ///< RoPE's frequency of each of the head_dim / 2 pairs
+  bool tie_word_embeddings = false;
+  bool qkv_bias = false;  ///< q, k and v projections have biases
+  bool o_bias = false;
+  bool mlp_bias = false;
+  std::optional<index_t> sliding_window;  ///< absent: full causal attention
+  bool norm_topk_prob = true;             ///< MoE: top-k weights renormalised to sum to 1
+  std::vector<bool> moe_layers;           ///< per layer: a mixture of experts, else a dense MLP
+  std::vector<std::int64_t> eos_token_ids;
+
+  bool is_moe() const { return dims.is_moe(); }
+  index_t layers() const noexcept { return dims.num_layers; }
+};
+
+namespace detail {
+
+/// A number key of `j`: the default when absent or null, else a finite number.
+inline double number(const nlohmann::json& j, std::string_view key, double fallback,
+                     std::string_view what) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  expect(it->is_number() && std::isfinite(it->get<double>()),
+         "{}: \"{}\" must be a finite number", what, key);
+  return it->get<double>();
+}
+
+inline bool flag(const nlohmann::json& j, std::string_view key, bool fallback,
+                 std::string_view what) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  expect(it->is_boolean(), "{}: \"{}\" must be true or false", what, key);
+  return it->get<bool>();
+}
+
+/// RoPE's frequencies from the rope parameters object `p` (rope_type and its keys).
+inline std::vector<double> rope_frequencies(const nlohmann::json& p, std::string_view type,
+                                            double theta, index_t head_dim, std::string_view key,
+                                            std::string_view what) {
+  std::vector<double> f = layer::default_inv_freq(theta, head_dim);
+  const auto need = [&](std::string_view k) {
+    expect(p.contains(k) && p.at(k).is_number(),
+           "{}: \"{}\" of rope type '{}' needs the number \"{}\"", what, key, type, k);
+    const double v = p.at(k).get<double>();
+    expect(std::isfinite(v) && v > 0, "{}: \"{}.{}\" must be a positive number", what, key, k);
+    return v;
+  };
+  if (type == "default") return f;
+  if (type == "linear") {
+    const double factor = need("factor");
+    for (double& x : f) x /= factor;
+    return f;
+  }
+  if (type == "llama3") {
+    const double factor = need("factor"), low = need("low_freq_factor"),
+                 high = need("high_freq_factor"), context = need("original_max_position_embeddings");
+    expect(high > low, "{}: \"{}\": high_freq_factor {} must exceed low_freq_factor {}", what, key,
+           high, low);
+    const double low_wavelen = context / low, high_wavelen = context / high;
+    for (double& x : f) {
+      const double wavelen = 2 * std::numbers::pi / x;
+      if (wavelen > low_wavelen) {
+        x /= factor;  // long wavelengths: scaled
+      } else if (wavelen >= high_wavelen) {  // between: interpolated
+        const double smooth = (context / wavelen - low) / (high - low);
+        x = (1 - smooth) * x / factor + smooth * x;
+      }
+    }
+    return f;
+  }
+  fail(
+      "{}: \"{}\" has rope_type '{}', which tpx does not implement (it implements default, linear "
+      "and llama3)",
+      what, key, type);
+}
+
+}  // namespace detail
+
+/// Reads a config.json already parsed; `what` names it in errors.
+inline config parse_config(const nlohmann::json& j, std::string_view what) {
+  config c;
+  c.source = std::string(what);
+  expect(j.is_object(), "{}: config.json must be a JSON object", what);
+  expect(j.contains("model_type") && j.at("model_type").is_string(),
+         "{}: \"model_type\" is missing (tpx builds {})", what, fmt::join(families, ", "));
+  const std::string type = j.at("model_type").get<std::string>();
+  const bool known = std::find(std::begin(families), std::end(families), type) != std::end(families);
+  if (type == "qwen3" || type == "qwen3_moe")
+    fail("{}: model_type '{}' normalises q and k per head (q_norm, k_norm), which tpx's attention "
+         "does not implement yet; tpx builds {}",
+         what, type, fmt::join(families, ", "));
+  expect(known, "{}: model_type '{}' is not a family tpx builds ({})", what, type,
+         fmt::join(families, ", "));
+  c.dims = plan::parse_model_config(j, what);
+  const plan::model_config& d = c.dims;
+  expect(d.hidden_size >= 1 && d.num_layers >= 1 && d.vocab_size >= 1 && d.head_dim >= 2 &&
+             d.head_dim % 2 == 0,
+         "{}: hidden_size {}, num_hidden_layers {} and vocab_size {} must be positive and the head "
+         "dim {} even",
+         what, d.hidden_size, d.num_layers, d.vocab_size, d.head_dim);
+  const bool moe = type == "mixtral";
+  if (moe)
+    expect(d.n_experts >= 1 && d.experts_per_token >= 1 && d.experts_per_token <= d.n_experts &&
+               d.moe_intermediate_size >= 1,
+           "{}: a mixtral config needs num_local_experts, num_experts_per_tok (at most the "
+           "experts) and intermediate_size",
+           what);
+  else
+    expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
+  if (!moe) c.dims.n_experts = c.dims.experts_per_token = 0;
+
+  const std::string act =
+      j.contains("hidden_act") && j.at("hidden_act").is_string() ? j.at("hidden_act").get<std::string>()
+                                                                 : "silu";
+  expect(act == "silu", "{}: \"hidden_act\" is '{}'; tpx implements SwiGLU with silu only", what,
+         act);
+  expect(detail::number(j, "partial_rotary_factor", 1.0, what) == 1.0,
+         "{}: \"partial_rotary_factor\" {} rotates part of each head, which tpx does not "
+         "implement",
+         what, detail::number(j, "partial_rotary_factor", 1.0, what));
+
+  c.rms_norm_eps = detail::number(j, "rms_norm_eps", type == "mixtral" || type == "phi3" ? 1e-5 : 1e-6,
+                                  what);
+  expect(c.rms_norm_eps >= 0, "{}: \"rms_norm_eps\" must be non-negative", what);
+
+  // RoPE: rope_parameters (transformers ≥ 5), or rope_theta + rope_scaling.
+  const double default_theta = type == "mixtral" ? 1e6 : 10000.0;
+  if (const auto rp = j.find("rope_parameters"); rp != j.end() && !rp->is_null()) {
+    expect(rp->is_object(), "{}: \"rope_parameters\" must be an object", what);
+    c.rope_theta = detail::number(*rp, "rope_theta", default_theta, what);
+    if (rp->contains("rope_type")) {
+      expect(rp->at("rope_type").is_string(), "{}: \"rope_parameters.rope_type\" must be a string",
+             what);
+      c.rope_type = rp->at("rope_type").get<std::string>();
+    }
+    c.inv_freq = detail::rope_frequencies(*rp, c.rope_type, c.rope_theta, d.head_dim,
+                                          "rope_parameters", what);
+  } else {
+    c.rope_theta = detail::number(j, "rope_theta", default_theta, what);
+    const auto rs = j.find("rope_scaling");
+    if (rs != j.end() && !rs->is_null()) {
+      expect(rs->is_object(), "{}: \"rope_scaling\" must be an object or null", what);
+      for (const char* k : {"rope_type", "type"})
+        if (rs->contains(k) && rs->at(k).is_string()) {
+          c.rope_type = rs->at(k).get<std::string>();
+          break;
+        }
+      c.inv_freq =
+          detail::rope_frequencies(*rs, c.rope_type, c.rope_theta, d.head_dim, "rope_scaling", what);
+    } else {
+      c.inv_freq = layer::default_inv_freq(c.rope_theta, d.head_dim);
+    }
+  }
+  expect(c.rope_theta > 0, "{}: the rope theta must be positive, got {}", what, c.rope_theta);
+
+  c.tie_word_embeddings = d.tie_word_embeddings.value_or(false);
+  if (type == "llama") {
+    c.qkv_bias = c.o_bias = detail::flag(j, "attention_bias", false, what);
+    c.mlp_bias = detail::flag(j, "mlp_bias", false, what);
+  } else if (type == "qwen2") {
+    c.qkv_bias = true;
+  }
+
+  const auto window = [&](std::optional<index_t> fallback) -> std::optional<index_t> {
+    const auto it = j.find("sliding_window");
+    if (it == j.end()) return fallback;
+    if (it->is_null()) return std::nullopt;
+    expect(it->is_number_integer() && it->get<std::int64_t>() >= 1,
+           "{}: \"sliding_window\" must be a positive whole number or null", what);
+    return it->get<index_t>();
+  };
+  if (type == "mistral") c.sliding_window = window(4096);
+  if (type == "mixtral" || type == "phi3") c.sliding_window = window(std::nullopt);
+  if (type == "qwen2" && detail::flag(j, "use_sliding_window", false, what))
+    c.sliding_window = window(4096);
+
+  c.moe_layers.assign(static_cast<std::size_t>(d.num_layers), moe);
+
+  if (const auto eos = j.find("eos_token_id"); eos != j.end() && !eos->is_null()) {
+    const auto add = [&](const nlohmann::json& v) {
+      expect(v.is_number_integer(), "{}: \"eos_token_id\" must be a whole number or a list", what);
+      c.eos_token_ids.push_back(v.get<std::int64_t>());
+    };
+    if (eos->is_array())
+      for (const nlohmann::json& v : *eos) add(v);
+    else
+      add(*eos);
+  }
+  return c;
+}
+
+/// Reads `dir/config.json` (or the file `path` itself).
+inline config read_config(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path file = fs::is_directory(path, ec) ? path / "config.json" : path;
+  expect(fs::is_regular_file(file, ec), "{}: no such file (a model directory holds config.json)",
+         file.string());
+  std::ifstream in(file);
+  expect(in.good(), "{}: cannot be read", file.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
+  expect(!j.is_discarded(), "{}: is not valid JSON", file.string());
+  return parse_config(j, file.string());
+}
+
+}  // namespace tpx::inline v0::model

@@ -1,0 +1,376 @@
+// Whole causal LMs from their checkpoints, against the two oracles: transformers' own float64
+// logits and greedy continuation of the hf-tiny models it wrote (Llama 6/3 heads, Mixtral 4/2
+// heads with 6 experts), at every tp their heads allow, in TP and TP+SP, with expert parallelism;
+// and the model at tp = 1, whose gradients are checked by central differences of its loss, so the
+// sharded gradients can be compared with them. Each rank reads exactly its shard's bytes, and
+// those placements are the ones plan::resolve gives the checkpoint's tensors.
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "../harness.hpp"
+#include "model_harness.hpp"
+#include "tpx/io/writer.hpp"
+#include "tpx/plan/resolve.hpp"
+
+using namespace tpx;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct fixture {
+  const char* name;
+  std::vector<int> tps;  // every tp the heads allow, up to 8
+};
+const fixture llama{"llama", {1, 2, 3, 6}};      // 6 query / 3 KV heads
+const fixture mixtral{"mixtral", {1, 2, 4}};    // 4 query / 2 KV heads, 6 experts
+
+struct prompt {
+  std::vector<std::int64_t> ids, greedy;
+};
+prompt read_prompt(const fs::path& dir) {
+  std::ifstream in(dir / "prompt.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json j = nlohmann::json::parse(text.str());
+  return {j.at("ids").get<std::vector<std::int64_t>>(), j.at("greedy").get<std::vector<std::int64_t>>()};
+}
+
+std::vector<double> reference_logits(const fs::path& dir) {
+  return io::checkpoint(dir / "reference.safetensors").read<double>("logits");
+}
+
+/// The next token of each position; the last one ignored.
+std::vector<std::int64_t> shifted(const std::vector<std::int64_t>& ids) {
+  std::vector<std::int64_t> t(ids.begin() + 1, ids.end());
+  t.push_back(-100);
+  return t;
+}
+
+/// A copy of `from` whose checkpoint tensor `name` has `delta` added at flat index `at`.
+void perturbed_copy(const fs::path& from, const fs::path& to, const std::string& name, index_t at,
+                    double delta) {
+  fs::copy_file(from / "config.json", to / "config.json", fs::copy_options::overwrite_existing);
+  const io::checkpoint ck(from);
+  std::vector<std::vector<float>> data;
+  std::vector<io::tensor_bytes> tensors;
+  for (const std::string& n : ck.names()) data.push_back(ck.read<float>(n));
+  std::size_t k = 0;
+  for (const std::string& n : ck.names()) {
+    std::vector<float>& d = data[k++];
+    if (n == name) d[static_cast<std::size_t>(at)] += static_cast<float>(delta);
+    tensors.push_back(io::as_tensor_bytes<float>(n, ck.info(n).shape, d));
+  }
+  io::save_safetensors(to / "model.safetensors", tensors);
+}
+
+}  // namespace
+
+TEST_CASE("the hf-tiny models give transformers' float64 logits at every tp, TP and TP+SP") {
+  for (const fixture& f : {llama, mixtral}) {
+    const fs::path dir = test::hf_tiny(f.name);
+    const prompt p = read_prompt(dir);
+    const std::vector<double> want = reference_logits(dir);
+    for (const int tp : f.tps)
+      for (const bool sp : {false, true})
+        for (const int ep : {1, tp}) {
+          if (ep > 1 && std::string(f.name) != "mixtral") continue;
+          if (ep > 1 && 6 % ep != 0) continue;
+          CAPTURE(f.name);
+          CAPTURE(tp);
+          CAPTURE(sp);
+          CAPTURE(ep);
+          const test::model_run r =
+              test::run_model(dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
+          CHECK(r.ranks_agree);
+          CHECK(test::relative(r.logits, want) <= 1e-12);
+          const test::model_run f32 = test::run_model<float>(
+              dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
+          CHECK(test::relative(f32.logits, want) <= 1e-5);
+        }
+  }
+}
+
+TEST_CASE("greedy continuations of the hf-tiny models are transformers' at every tp") {
+  for (const fixture& f : {llama, mixtral}) {
+    const fs::path dir = test::hf_tiny(f.name);
+    const prompt p = read_prompt(dir);
+    const model::config c = model::read_config(dir);
+    const io::checkpoint ck(dir);
+    for (const int tp : f.tps) {
+      CAPTURE(f.name);
+      CAPTURE(tp);
+      std::vector<std::vector<std::int64_t>> got(static_cast<std::size_t>(tp));
+      host::run(tp, [&](host::communicator& comm) {
+        host::gemm_engine engine;
+        model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck);
+        got[static_cast<std::size_t>(comm.rank())] =
+            lm.generate_greedy(p.ids, static_cast<index_t>(p.greedy.size()));
+      });
+      for (const auto& g : got) CHECK(g == p.greedy);
+    }
+  }
+}
+
+TEST_CASE("every rank reads exactly its shard's bytes and holds 1/tp of each split tensor") {
+  for (const fixture& f : {llama, mixtral}) {
+    const fs::path dir = test::hf_tiny(f.name);
+    const prompt p = read_prompt(dir);
+    const std::uint64_t file_bytes = [&] {
+      const io::checkpoint ck(dir);
+      std::uint64_t n = 0;
+      for (const std::string& t : ck.names()) n += ck.info(t).bytes();
+      return n;
+    }();
+    for (const int tp : f.tps) {
+      CAPTURE(f.name);
+      CAPTURE(tp);
+      const test::model_run r = test::run_model(dir, p.ids, {}, {.tp = tp, .backward = false});
+      std::uint64_t total = 0;
+      for (int rank = 0; rank < tp; ++rank) {
+        CHECK(r.bytes_read[static_cast<std::size_t>(rank)] ==
+              r.bytes_expected[static_cast<std::size_t>(rank)]);
+        total += r.bytes_read[static_cast<std::size_t>(rank)];
+      }
+      if (tp == 1) CHECK(total == file_bytes);
+      // Only norms and the router are replicated (and KV heads past n_kv): far less than tp × file.
+      CHECK(total < file_bytes + file_bytes / 2);
+    }
+  }
+}
+
+TEST_CASE("the model's placements are the ones plan::resolve gives the checkpoint's tensors") {
+  for (const fixture& f : {llama, mixtral}) {
+    const fs::path dir = test::hf_tiny(f.name);
+    const model::config c = model::read_config(dir);
+    const io::checkpoint ck(dir);
+    const plan::registry styles = plan::registry::builtin();
+    std::vector<plan::tensor_decl> tensors;
+    for (const std::string& n : ck.names()) tensors.push_back({n, ck.info(n).shape});
+    for (const int tp : f.tps)
+      for (const int ep : {1, tp}) {
+        if (ep > 1 && (std::string(f.name) != "mixtral" || 6 % ep != 0)) continue;
+        CAPTURE(f.name);
+        CAPTURE(tp);
+        CAPTURE(ep);
+        plan::plan_sources src;
+        src.preset = plan::find_preset(c.dims.model_type);
+        const plan::resolution res =
+            plan::resolve(c.dims, tensors, src, styles, {.tp = tp, .ep = ep});
+        std::map<std::string, shard::placement> planned;
+        for (const plan::resolved_tensor& t : res.tensors) planned.emplace(t.tensor.name, t.placement);
+        host::run(tp, [&](host::communicator& comm) {
+          host::gemm_engine engine;
+          model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck,
+                                                                                {.ep = ep});
+          if (comm.rank() != 0) return;
+          const auto held = lm.checkpoint_placements(ck);
+          CHECK(held.size() == ck.names().size());
+          for (const auto& [name, p] : held) {
+            if (name == "model.embed_tokens.weight") continue;  // always vocab-parallel (see model/)
+            CAPTURE(name);
+            const shard::placement& q = planned.at(name);
+            for (int r = 0; r < tp; ++r) CHECK(p.of(r) == q.of(r));
+          }
+        });
+      }
+  }
+}
+
+TEST_CASE("gradients at tp = 1 match central differences of the loss") {
+  const fs::path dir = test::hf_tiny("mixtral");
+  const prompt p = read_prompt(dir);
+  const std::vector<std::int64_t> targets = shifted(p.ids);
+  const test::model_run base = test::run_model(dir, p.ids, targets, {});
+  const model::config c = model::read_config(dir);
+  const io::checkpoint ck(dir);
+  const model::layout lay = model::checkpoint_layout(c, ck);
+  // (checkpoint tensor, flat index): one entry of every kind of tensor.
+  const std::vector<std::pair<std::string, index_t>> probes{
+      {"model.embed_tokens.weight", 5 * 24 + 3},
+      {"model.layers.0.self_attn.q_proj.weight", 17},
+      {"model.layers.1.self_attn.k_proj.weight", 40},
+      {"model.layers.0.self_attn.v_proj.weight", 99},
+      {"model.layers.1.self_attn.o_proj.weight", 250},
+      {"model.layers.0.input_layernorm.weight", 7},
+      {"model.layers.1.post_attention_layernorm.weight", 11},
+      {"model.layers.0.block_sparse_moe.gate.weight", 30},
+      {"model.layers.1.block_sparse_moe.experts.2.w1.weight", 60},
+      {"model.layers.0.block_sparse_moe.experts.4.w3.weight", 61},
+      {"model.layers.1.block_sparse_moe.experts.5.w2.weight", 62},
+      {"model.norm.weight", 2},
+      {"lm_head.weight", 40 * 24 + 9},
+  };
+  test::temp_dir plus, minus;
+  for (const auto& [name, at] : probes) {
+    CAPTURE(name);
+    // Where the entry sits in the tensor the model holds.
+    double analytic = NAN;
+    lay.for_each([&](const io::assembled_tensor& t) {
+      for (const io::tensor_part& part : t.parts) {
+        if (part.name != name) continue;
+        const std::vector<index_t>& s = ck.info(name).shape;
+        std::vector<index_t> idx(t.shape.size(), 0);
+        index_t rest = at;
+        for (std::size_t d = s.size(); d-- > 0;) {
+          idx[t.shape.size() - s.size() + d] = rest % s[d];
+          rest /= s[d];
+        }
+        index_t flat = 0;
+        for (std::size_t d = 0; d < t.shape.size(); ++d) flat = flat * t.shape[d] + part.origin[d] + idx[d];
+        analytic = base.grads.at(t.name)[static_cast<std::size_t>(flat)];
+      }
+    });
+    const double h = 1e-3;
+    perturbed_copy(dir, plus.path, name, at, h);
+    perturbed_copy(dir, minus.path, name, at, -h);
+    const double lp = test::run_model(plus.path, p.ids, targets, {.backward = false}).loss;
+    const double lm = test::run_model(minus.path, p.ids, targets, {.backward = false}).loss;
+    // The perturbation is exact in float32 storage only to rounding; measure the step taken.
+    const io::checkpoint cp(plus.path), cm(minus.path);
+    const double step = static_cast<double>(cp.read<float>(name)[static_cast<std::size_t>(at)]) -
+                        static_cast<double>(cm.read<float>(name)[static_cast<std::size_t>(at)]);
+    const double numeric = (lp - lm) / step;
+    CHECK(std::abs(numeric - analytic) <= 1e-5 * std::max(1.0, std::abs(analytic)));
+  }
+}
+
+TEST_CASE("sharded gradients of every parameter equal the unsharded model's, TP, TP+SP and EP") {
+  for (const fixture& f : {llama, mixtral}) {
+    const fs::path dir = test::hf_tiny(f.name);
+    const prompt p = read_prompt(dir);
+    const std::vector<std::int64_t> targets = shifted(p.ids);
+    const test::model_run base = test::run_model(dir, p.ids, targets, {});
+    CHECK(base.grads.size() >= 10);
+    for (const int tp : f.tps)
+      for (const bool sp : {false, true})
+        for (const int ep : {1, tp}) {
+          if (ep > 1 && (std::string(f.name) != "mixtral" || 6 % ep != 0)) continue;
+          if (tp == 1 && !sp) continue;
+          CAPTURE(f.name);
+          CAPTURE(tp);
+          CAPTURE(sp);
+          CAPTURE(ep);
+          const test::model_run r = test::run_model(dir, p.ids, targets, {.tp = tp, .sp = sp, .ep = ep});
+          CHECK(r.ranks_agree);
+          CHECK(std::abs(r.loss - base.loss) <= 1e-12 * std::abs(base.loss));
+          CHECK(r.grads.size() == base.grads.size());
+          for (const auto& [name, g] : base.grads) {
+            CAPTURE(name);
+            CHECK(test::relative(r.grads.at(name), g) <= 1e-12);
+          }
+        }
+  }
+}
+
+TEST_CASE("bad models and inputs are refused with a sentence naming the file, tensor or key") {
+  const fs::path src = test::hf_tiny("llama");
+  const auto with_config = [&](const test::temp_dir& d, const std::function<void(nlohmann::json&)>& edit) {
+    std::ifstream in(src / "config.json");
+    nlohmann::json j = nlohmann::json::parse(in);
+    edit(j);
+    std::ofstream(d / "config.json") << j.dump();
+    fs::copy_file(src / "model.safetensors", d / "model.safetensors",
+                  fs::copy_options::overwrite_existing);
+  };
+  const auto load_error = [&](const fs::path& dir, int tp, std::span<const std::int64_t> ids = {}) {
+    return test::error_of(tp, [&](host::communicator& comm) {
+      const model::config c = model::read_config(dir);
+      const io::checkpoint ck(dir);
+      host::gemm_engine engine;
+      model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck);
+      if (!ids.empty()) lm.forward(ids);
+    });
+  };
+  SUBCASE("tp the heads cannot serve") {
+    CHECK(load_error(src, 4).find("cannot be split over tp = 4") != std::string::npos);
+  }
+  SUBCASE("ids outside the vocabulary") {
+    const std::vector<std::int64_t> ids{1, 97};
+    CHECK(load_error(src, 1, ids).find("id 97, outside the vocabulary [0, 97)") != std::string::npos);
+  }
+  SUBCASE("a missing directory") {
+    CHECK(test::error_of([] { model::read_config("/nonexistent/model"); }).find("/nonexistent/model") !=
+          std::string::npos);
+  }
+  test::temp_dir d;
+  SUBCASE("a rope type tpx does not implement") {
+    with_config(d, [](nlohmann::json& j) { j["rope_parameters"]["rope_type"] = "yarn"; });
+    CHECK(load_error(d.path, 1).find("rope_type 'yarn'") != std::string::npos);
+  }
+  SUBCASE("an activation other than SiLU") {
+    with_config(d, [](nlohmann::json& j) { j["hidden_act"] = "gelu"; });
+    CHECK(load_error(d.path, 1).find("\"hidden_act\" is 'gelu'") != std::string::npos);
+  }
+  SUBCASE("an unknown model type") {
+    with_config(d, [](nlohmann::json& j) { j["model_type"] = "gpt2"; });
+    CHECK(load_error(d.path, 1).find("model_type 'gpt2'") != std::string::npos);
+  }
+  SUBCASE("a config without required dims") {
+    with_config(d, [](nlohmann::json& j) { j.erase("hidden_size"); });
+    CHECK(load_error(d.path, 1).find("\"hidden_size\" is missing") != std::string::npos);
+  }
+  SUBCASE("a sequence longer than the sliding window") {
+    with_config(d, [](nlohmann::json& j) {
+      j["model_type"] = "mistral";
+      j["sliding_window"] = 4;
+    });
+    const std::vector<std::int64_t> ids{1, 2, 3, 4, 5};
+    CHECK(load_error(d.path, 1, ids).find("exceed the sliding window of 4") != std::string::npos);
+  }
+  SUBCASE("a tensor of the wrong shape") {
+    with_config(d, [](nlohmann::json& j) { j["intermediate_size"] = 31; });
+    CHECK(load_error(d.path, 1).find("model.layers.0.mlp.gate_proj.weight") != std::string::npos);
+  }
+  SUBCASE("a tensor missing from the checkpoint") {
+    with_config(d, [](nlohmann::json& j) { j["tie_word_embeddings"] = false; });
+    const io::checkpoint ck(src);
+    std::vector<std::vector<float>> data;
+    std::vector<io::tensor_bytes> tensors;
+    for (const std::string& n : ck.names()) data.push_back(ck.read<float>(n));
+    std::size_t k = 0;
+    for (const std::string& n : ck.names()) {
+      const std::vector<float>& v = data[k++];
+      if (n != "model.layers.1.self_attn.v_proj.weight")
+        tensors.push_back(io::as_tensor_bytes<float>(n, ck.info(n).shape, v));
+    }
+    io::save_safetensors(d / "model.safetensors", tensors);
+    CHECK(load_error(d.path, 1).find("no tensor 'model.layers.1.self_attn.v_proj.weight'") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("llama3 and linear RoPE frequencies follow their rope parameters") {
+  nlohmann::json j = {{"model_type", "llama"},      {"hidden_size", 64}, {"num_hidden_layers", 1},
+                      {"num_attention_heads", 2},  {"vocab_size", 10},  {"intermediate_size", 8}};
+  j["rope_parameters"] = {{"rope_type", "llama3"},
+                          {"rope_theta", 500000.0},
+                          {"factor", 8.0},
+                          {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0},
+                          {"original_max_position_embeddings", 8192}};
+  const model::config c = model::parse_config(j, "config.json");
+  const std::vector<double> base = layer::default_inv_freq(500000.0, 32);
+  REQUIRE(c.inv_freq.size() == 16);
+  for (std::size_t i = 0; i < 16; ++i) {
+    const double wavelen = 2 * std::numbers::pi / base[i];
+    if (wavelen < 8192.0 / 4) CHECK(c.inv_freq[i] == base[i]);             // high frequencies kept
+    if (wavelen > 8192.0) CHECK(c.inv_freq[i] == doctest::Approx(base[i] / 8));  // low: scaled
+    if (wavelen >= 8192.0 / 4 && wavelen <= 8192.0) {                      // between: blended
+      CHECK(c.inv_freq[i] < base[i]);
+      CHECK(c.inv_freq[i] > base[i] / 8);
+    }
+  }
+  j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 4.0}};
+  const model::config l = model::parse_config(j, "config.json");
+  CHECK(l.inv_freq[3] == doctest::Approx(layer::default_inv_freq(10000.0, 32)[3] / 4));
+  j.erase("rope_parameters");  // the older spelling: rope_theta + rope_scaling
+  j["rope_theta"] = 1000.0;
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  const model::config o = model::parse_config(j, "config.json");
+  CHECK(o.inv_freq[1] == doctest::Approx(layer::default_inv_freq(1000.0, 32)[1] / 2));
+  CHECK(o.rms_norm_eps == 1e-6);  // LlamaConfig's default
+}
