@@ -23,6 +23,7 @@
 #include <fmt/core.h>
 
 #include "tpx/io/checkpoint.hpp"
+#include "tpx/model/plan.hpp"
 #include "tpx/plan/resolve.hpp"
 
 using namespace tpx;
@@ -80,21 +81,6 @@ options parse_args(int argc, char** argv) {
   }
   expect(!o.config.empty(), "--config CONFIG.json is required");
   return o;
-}
-
-nlohmann::json read_json(const std::string& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  expect(in.good(), "cannot read {} '{}': {}", what, path,
-         std::filesystem::exists(path) ? "it cannot be opened" : "no such file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  try {
-    return nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string why = e.what();
-    if (const std::size_t at = why.find("] "); at != std::string::npos) why = why.substr(at + 2);
-    fail("{} '{}' is not valid JSON ({})", what, path, why);
-  }
 }
 
 std::string human(double bytes) {
@@ -191,71 +177,20 @@ int run(int argc, char** argv) {
       return 0;
     }
   const options o = parse_args(argc, argv);
-  const nlohmann::json config_json = read_json(o.config, "config");
-  const plan::model_config c = plan::parse_model_config(config_json, o.config);
-  const plan::registry styles = plan::registry::builtin();
-
-  plan::plan_sources src;
-  std::optional<plan::hf_plan> hf;
-  if (!o.plan.empty()) {
-    hf = plan::parse_hf_plan(read_json(o.plan, "plan"), o.plan, c.causal_lm(), styles);
-    src.hf_name = "plan " + o.plan;
-  } else if (config_json.contains("base_model_tp_plan") || config_json.contains("lm_tp_plan")) {
-    // The plan config.json carries: only its plan sections are read.
-    nlohmann::json sections = nlohmann::json::object();
-    for (const char* k : {"base_model_tp_plan", "base_model_ep_plan", "base_model_sp_plan",
-                          "lm_tp_plan", "lm_sp_plan"})
-      if (config_json.contains(k)) sections[k] = config_json.at(k);
-    hf = plan::parse_hf_plan(sections, o.config, c.causal_lm(), styles);
-    src.hf_name = "config " + o.config;
-  }
-  if (hf) src.hf = &*hf;
-
-  std::optional<plan::ds_config> ds;
-  if (!o.ds.empty()) {
-    ds = plan::parse_deepspeed(read_json(o.ds, "DeepSpeed config"), o.ds);
-    src.deepspeed = &*ds;
-  }
-  src.preset = plan::find_preset(c.model_type);
-  if (src.preset == nullptr && ds && !ds->preset_model.empty())
-    src.preset = plan::find_preset(ds->preset_model);
-
-  int tp = o.tp.value_or(ds && ds->autotp_size > 0 ? ds->autotp_size : 1);
-  if (o.tp && ds && ds->autotp_size > 0)
-    expect(*o.tp == ds->autotp_size, "--tp {} disagrees with autotp_size {} in {}", *o.tp,
-           ds->autotp_size, o.ds);
-  expect(tp >= 1, "--tp must be at least 1, got {}", tp);
+  const model::plan_inputs inputs(model::read_json(o.config, "config"), o.config, o.plan, o.ds);
+  const plan::model_config& c = inputs.config();
+  const int tp = inputs.tp(o.tp);
   expect(o.ep >= 1, "--ep must be at least 1, got {}", o.ep);
-
   std::vector<plan::tensor_decl> tensors;
   std::string from;
   if (!o.safetensors.empty()) {
-    // Names and shapes from the headers; what the preset knows of a tensor (fused blocks, the
-    // [in, out] layout) is kept when the names agree.
-    std::map<std::string, plan::tensor_decl> known;
-    if (src.preset != nullptr)
-      for (plan::tensor_decl& d : src.preset->tensors(c)) known.emplace(d.name, std::move(d));
-    const io::checkpoint ckpt(o.safetensors);
-    for (const std::string& name : ckpt.names()) {
-      const io::tensor_info& info = ckpt.info(name);
-      plan::tensor_decl d{name, info.shape};
-      if (const auto it = known.find(name); it != known.end() && it->second.shape == info.shape)
-        d = it->second;
-      d.element_bytes = static_cast<index_t>(io::size_of(info.dtype));
-      tensors.push_back(std::move(d));
-    }
+    tensors = inputs.tensors(io::checkpoint(o.safetensors));
     from = "from " + o.safetensors;
   } else {
-    expect(src.preset != nullptr,
-           "{}: there is no preset for model type '{}' to list its tensors; give --safetensors "
-           "with the checkpoint",
-           o.config, c.model_type);
-    tensors = src.preset->tensors(c);
+    tensors = inputs.preset_tensors();
     from = "from the " + c.model_type + " preset";
   }
-
-  const plan::resolution r =
-      plan::resolve(c, std::move(tensors), src, styles, {.tp = tp, .sp = o.sp, .ep = o.ep});
+  const plan::resolution r = inputs.resolve(std::move(tensors), {.tp = tp, .sp = o.sp, .ep = o.ep});
   if (o.json)
     fmt::print("{}\n", plan::to_json(r).dump(1));
   else

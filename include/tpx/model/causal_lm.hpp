@@ -44,6 +44,8 @@ struct options {
   /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
   /// experts, E / ep per rank).
   int ep = 1;
+  /// Round every weight to bfloat16 as it is read (bf16 storage, compute in T).
+  bool bf16_weights = false;
 };
 
 template <layer::block_mode Mode, layer::backend_with_ops Backend, class T = double>
@@ -298,7 +300,10 @@ class causal_lm {
   /// Rank's block of `t` under `p`, as T; counts the bytes read.
   std::vector<T> read(const io::checkpoint& ck, const io::assembled_tensor& t,
                       const shard::placement& p) {
-    return io::read<T>(ck, t, p, comm_->rank(), &bytes_read_);
+    std::vector<T> v = io::read<T>(ck, t, p, comm_->rank(), &bytes_read_);
+    if (options_.bf16_weights)
+      for (T& x : v) x = static_cast<T>(static_cast<float>(bf16(x)));
+    return v;
   }
   std::vector<T> read_bias(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
                            const shard::placement& p) {

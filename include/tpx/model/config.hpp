@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "tpx/core/error.hpp"

@@ -17,6 +17,8 @@
 /// the embeddings are tied.
 
 #include <optional>
+
+#include <fmt/ranges.h>
 #include <string>
 #include <vector>
 

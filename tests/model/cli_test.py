@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""tpx-run end to end on the hf-tiny models transformers wrote: --json output (generated ids equal
+transformers' greedy continuation, the loss, the logits' shape, bytes read per rank), --logits-out
+against transformers' float64 logits (--compare), tpx-tiny-model's directories, and every
+bad-input case (exit 2, one sentence on stderr, nothing on stdout).
+
+usage: cli_test.py TPX_RUN TPX_TINY_MODEL FIXTURES_DIR      Standard library only.
+"""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+run_tool, tiny_tool, fixtures = (os.path.abspath(a) for a in sys.argv[1:4])
+failures = []
+
+
+def run(args, tool=run_tool):
+    p = subprocess.run([tool] + args, capture_output=True, text=True,
+                       env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(ok, what):
+    if not ok:
+        failures.append(what)
+        print("FAIL:", what)
+
+
+def read_logits(path):
+    """The tensor 'logits' of a safetensors file, as (dtype, shape, values)."""
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    t = header["logits"]
+    b, e = t["data_offsets"]
+    raw = data[8 + n + b:8 + n + e]
+    fmt = {"F64": "d", "F32": "f"}[t["dtype"]]
+    return t["dtype"], t["shape"], struct.unpack("<%d%s" % (len(raw) // struct.calcsize(fmt), fmt), raw)
+
+
+ids = {}
+for name in ("llama", "mixtral"):
+    prompt = json.load(open(os.path.join(fixtures, name, "prompt.json")))
+    ids[name] = prompt
+
+# 1. --json: transformers' greedy ids at several tp, SP and EP; loss with targets.
+for name, modes in (("llama", [["--tp", "1"], ["--tp", "3"], ["--tp", "6", "--sp"]]),
+                    ("mixtral", [["--tp", "2"], ["--tp", "2", "--sp", "--ep", "2"], ["--tp", "4"]])):
+    p = ids[name]
+    prompt = ",".join(map(str, p["ids"]))
+    targets = ",".join(map(str, p["ids"][1:] + [-100]))
+    for mode in modes:
+        args = [os.path.join(fixtures, name), "--ids", prompt, "--targets", targets,
+                "--generate", str(len(p["greedy"])), "--dtype", "f64", "--json"] + mode
+        rc, out, err = run(args)
+        what = f"{name} {' '.join(mode)}"
+        check(rc == 0 and err == "", f"{what}: exit {rc}, stderr {err!r}")
+        if rc != 0:
+            continue
+        j = json.loads(out)
+        check(j["generated"] == p["greedy"], f"{what}: generated {j['generated']} != {p['greedy']}")
+        check(j["logits_shape"] == [len(p["ids"]), 97], f"{what}: logits_shape {j['logits_shape']}")
+        check(isinstance(j.get("loss"), float) and 3 < j["loss"] < 7, f"{what}: loss {j.get('loss')}")
+        check(all(r["bytes_read"] > 0 for r in j["ranks"]) and len(j["ranks"]) == int(mode[1]),
+              f"{what}: ranks {j['ranks']}")
+
+# 2. --logits-out writes the run's dtype; --compare against transformers' float64 logits.
+with tempfile.TemporaryDirectory() as tmp:
+    for name in ("llama", "mixtral"):
+        prompt = ",".join(map(str, ids[name]["ids"]))
+        ref = os.path.join(fixtures, name, "reference.safetensors")
+        out_file = os.path.join(tmp, name + ".safetensors")
+        rc, out, err = run([os.path.join(fixtures, name), "--ids", prompt, "--tp", "2",
+                            "--dtype", "f64", "--logits-out", out_file, "--compare", ref, "--json"])
+        check(rc == 0, f"{name} --logits-out: exit {rc}, {err!r}")
+        if rc == 0:
+            j = json.loads(out)
+            check(j["compare"]["max_relative"] <= 1e-12, f"{name}: {j['compare']}")
+            dtype, shape, values = read_logits(out_file)
+            _, _, want = read_logits(ref)
+            check(dtype == "F64" and shape == [7, 97], f"{name}: logits file {dtype} {shape}")
+            check(max(abs(a - b) for a, b in zip(values, want)) <= 1e-12 * max(map(abs, want)),
+                  f"{name}: written logits differ from transformers'")
+        rc, out, err = run([os.path.join(fixtures, name), "--ids", prompt, "--tp", "2",
+                            "--logits-out", out_file, "--compare", ref])
+        check(rc == 0 and read_logits(out_file)[0] == "F32", f"{name}: f32 logits file")
+
+    # 3. tpx-tiny-model writes directories tpx-run loads; tp 1 and tp 4 agree.
+    for family, extra in (("llama", []), ("mixtral", ["--sp", "--ep", "4"])):
+        d = os.path.join(tmp, "tiny-" + family)
+        rc, out, err = run([d, "--family", family, "--layers", "2"], tool=tiny_tool)
+        check(rc == 0 and err == "", f"tpx-tiny-model {family}: exit {rc}, {err!r}")
+        one = os.path.join(tmp, family + "-1.safetensors")
+        rc1, _, err1 = run([d, "--ids", "1,2,3,4,5", "--dtype", "f64", "--logits-out", one])
+        rc4, out4, err4 = run([d, "--ids", "1,2,3,4,5", "--dtype", "f64", "--tp", "4", "--compare",
+                               one, "--json"] + extra)
+        check(rc1 == 0 and rc4 == 0, f"tiny {family}: {err1!r} {err4!r}")
+        if rc4 == 0:
+            check(json.loads(out4)["compare"]["max_relative"] <= 1e-12, f"tiny {family}: tp 4 != tp 1")
+
+    # 4. Bad input: exit 2, one line on stderr naming the problem, nothing on stdout.
+    llama = os.path.join(fixtures, "llama")
+
+    def model_copy(edit=None, drop=None):
+        d = tempfile.mkdtemp(dir=tmp)
+        cfg = json.load(open(os.path.join(llama, "config.json")))
+        if edit:
+            edit(cfg)
+        json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+        data = open(os.path.join(llama, "model.safetensors"), "rb").read()
+        if drop:  # rewrite the file without one tensor
+            n = struct.unpack("<Q", data[:8])[0]
+            header = json.loads(data[8:8 + n])
+            body = data[8 + n:]
+            keep = {k: v for k, v in header.items() if k != drop}
+            new_body, at = b"", 0
+            for k, v in keep.items():
+                if k == "__metadata__":
+                    continue
+                b, e = v["data_offsets"]
+                v["data_offsets"] = [at, at + e - b]
+                new_body += body[b:e]
+                at += e - b
+            h = json.dumps(keep).encode()
+            h += b" " * ((8 - len(h) % 8) % 8)
+            data = struct.pack("<Q", len(h)) + h + new_body
+        open(os.path.join(d, "model.safetensors"), "wb").write(data)
+        return d
+
+    good = ["--ids", "5,1,33"]
+    bad = [
+        (["/nonexistent/model"] + good, "no such model directory"),
+        ([llama], "--ids"),
+        ([llama, "--ids", "5,x"], "whole numbers"),
+        ([llama, "--ids", "5,97"], "outside the vocabulary [0, 97)"),
+        ([llama, "--ids", "5,1", "--targets", "1"], "--targets has 1 ids"),
+        ([llama, "--tp", "4"] + good, "cannot be split over tp = 4"),
+        ([llama, "--tp", "2", "--ep", "2"] + good, "needs an EP plan"),
+        ([llama, "--tp", "2", "--ep", "3"] + good, "--ep 3 must be 1 or --tp"),
+        ([llama, "--dtype", "f16"] + good, "--dtype must be f64, f32 or bf16"),
+        ([llama, "--frobnicate"] + good, "unknown argument '--frobnicate'"),
+        ([llama, "--compare", os.path.join(fixtures, "mixtral", "model.safetensors")] + good,
+         "no tensor named 'logits'"),
+        ([model_copy(lambda c: c.pop("hidden_size"))] + good, "\"hidden_size\" is missing"),
+        ([model_copy(lambda c: c.update(model_type="gpt2"))] + good, "model_type 'gpt2'"),
+        ([model_copy(lambda c: c["rope_parameters"].update(rope_type="yarn"))] + good,
+         "rope_type 'yarn'"),
+        ([model_copy(lambda c: c.update(intermediate_size=31))] + good,
+         "'model.layers.0.mlp.gate_proj.weight' has shape [30, 48] but the model needs [31, 48]"),
+        ([model_copy(drop="model.layers.1.self_attn.v_proj.weight")] + good,
+         "no tensor 'model.layers.1.self_attn.v_proj.weight'"),
+    ]
+    for args, needle in bad:
+        rc, out, err = run(args)
+        what = " ".join(args)
+        check(rc == 2, f"{what}: exit {rc}, want 2")
+        check(out == "", f"{what}: stdout {out!r}")
+        check(err.startswith("tpx-run: ") and err.count("\n") == 1 and needle in err,
+              f"{what}: stderr {err!r} should name {needle!r}")
+
+print(f"{len(failures)} failed" if failures else "tpx-run cli: all passed")
+sys.exit(1 if failures else 0)

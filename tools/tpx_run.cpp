@@ -1,0 +1,405 @@
+// tpx-run: run a causal LM from its model directory, sharded over thread ranks, each rank reading
+// only its own bytes of the checkpoint.
+//
+//   tpx-run MODEL_DIR [--tp N] [--sp] [--ep N] [--plan F] [--ds-config F]
+//           [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F) [--targets 4,5,6]
+//           [--logits-out FILE] [--compare FILE] [--generate N] [--json]
+//
+// The plan (DeepSpeed config > --plan > config.json's plan sections > the preset) is resolved over
+// the checkpoint's tensors and must place every tensor where the model's layers hold it. Prints
+// what it loaded, the bytes each rank read and holds, the bytes each collective moved and the
+// time; `--json` prints one object instead. Exit 0 on success, 2 with one sentence on stderr for
+// bad input.
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/core.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "tpx/backend/host/backend.hpp"
+#include "tpx/io/writer.hpp"
+#include "tpx/model/causal_lm.hpp"
+#include "tpx/model/plan.hpp"
+
+using namespace tpx;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* usage =
+    "usage: tpx-run MODEL_DIR [--tp N] [--sp] [--ep N] [--plan F] [--ds-config F]\n"
+    "               [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F) [--targets 4,5,6]\n"
+    "               [--logits-out FILE] [--compare FILE] [--generate N] [--json]\n"
+    "Runs the causal LM in MODEL_DIR (config.json + model.safetensors or an index set) on tp\n"
+    "thread ranks, each reading only its shard of the checkpoint, and prints what it loaded, the\n"
+    "bytes each collective moved and the time.\n"
+    "  --tp N          ranks (default: the DeepSpeed config's autotp_size, else 1)\n"
+    "  --sp            sequence parallelism (norms and residuals on token shards)\n"
+    "  --ep N          expert parallelism: 1 or tp (whole experts per rank)\n"
+    "  --plan F        a Hugging Face plan JSON (default: config.json's plan sections, else the\n"
+    "                  preset of its model_type)\n"
+    "  --ds-config F   a DeepSpeed config with tensor_parallel.partition_config\n"
+    "  --dtype T       f64, f32 (default) or bf16 (weights rounded to bf16, f32 compute)\n"
+    "  --ids L         the prompt's token ids, comma-separated; --ids-file F: a JSON list or\n"
+    "                  whitespace/comma-separated ids\n"
+    "  --targets L     next-token targets (as many as ids; -100 skips one): prints the loss\n"
+    "  --logits-out F  writes the logits [T, vocab] as the safetensors tensor 'logits'\n"
+    "  --compare F     prints the largest difference from the tensor 'logits' [T, vocab] of the\n"
+    "                  safetensors file F (another run's --logits-out, or transformers' logits)\n"
+    "  --generate N    appends N greedy tokens (recomputing the prefix each step)\n"
+    "  --json          one JSON object on stdout\n"
+    "Exit 0 on success, 2 on bad input.\n";
+
+struct options {
+  std::string dir, plan, ds, dtype = "f32", logits_out, compare;
+  std::optional<int> tp;
+  int ep = 1;
+  bool sp = false, json = false;
+  std::vector<std::int64_t> ids, targets;
+  bool have_ids = false, have_targets = false;
+  index_t generate = 0;
+};
+
+std::int64_t whole_number(std::string_view flag, std::string_view text) {
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  expect(ec == std::errc() && end == text.data() + text.size() && !text.empty(),
+         "{} takes whole numbers, got '{}'", flag, text);
+  return v;
+}
+
+int small_number(std::string_view flag, std::string_view text) {
+  const std::int64_t v = whole_number(flag, text);
+  expect(v >= 0 && v <= 1 << 20, "{} takes a whole number from 0 to {}, got {}", flag, 1 << 20, v);
+  return static_cast<int>(v);
+}
+
+/// "1,2,3" (or whitespace-separated) → ids.
+std::vector<std::int64_t> id_list(std::string_view flag, std::string_view text) {
+  std::vector<std::int64_t> out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && (text[i] == ',' || std::isspace(static_cast<unsigned char>(text[i]))))
+      ++i;
+    std::size_t j = i;
+    while (j < text.size() && text[j] != ',' && !std::isspace(static_cast<unsigned char>(text[j])))
+      ++j;
+    if (j > i) out.push_back(whole_number(flag, text.substr(i, j - i)));
+    i = j;
+  }
+  return out;
+}
+
+std::vector<std::int64_t> ids_from_file(const std::string& path) {
+  std::error_code ec;
+  expect(fs::is_regular_file(path, ec), "--ids-file '{}': no such file", path);
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string s = text.str();
+  if (s.find('[') != std::string::npos) {
+    const nlohmann::json j = model::read_json(path, "--ids-file");
+    expect(j.is_array(), "--ids-file '{}' must hold a JSON list of token ids", path);
+    std::vector<std::int64_t> out;
+    for (const nlohmann::json& v : j) {
+      expect(v.is_number_integer(), "--ids-file '{}': every id must be a whole number, got {}", path,
+             v.dump());
+      out.push_back(v.get<std::int64_t>());
+    }
+    return out;
+  }
+  return id_list("--ids-file " + path, s);
+}
+
+options parse_args(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    const auto value = [&]() -> std::string_view {
+      expect(i + 1 < argc, "{} needs a value", a);
+      return argv[++i];
+    };
+    if (a == "--tp")
+      o.tp = small_number(a, value());
+    else if (a == "--ep")
+      o.ep = small_number(a, value());
+    else if (a == "--sp")
+      o.sp = true;
+    else if (a == "--plan")
+      o.plan = value();
+    else if (a == "--ds-config")
+      o.ds = value();
+    else if (a == "--dtype")
+      o.dtype = value();
+    else if (a == "--ids") {
+      o.ids = id_list(a, value());
+      o.have_ids = true;
+    } else if (a == "--ids-file") {
+      o.ids = ids_from_file(std::string(value()));
+      o.have_ids = true;
+    } else if (a == "--targets") {
+      o.targets = id_list(a, value());
+      o.have_targets = true;
+    } else if (a == "--logits-out")
+      o.logits_out = value();
+    else if (a == "--compare")
+      o.compare = value();
+    else if (a == "--generate")
+      o.generate = small_number(a, value());
+    else if (a == "--json")
+      o.json = true;
+    else if (a.starts_with("-"))
+      fail("unknown argument '{}'; run tpx-run --help", a);
+    else {
+      expect(o.dir.empty(), "one model directory only: got '{}' and '{}'", o.dir, a);
+      o.dir = a;
+    }
+  }
+  expect(!o.dir.empty(), "MODEL_DIR is required; run tpx-run --help");
+  expect(o.have_ids, "give the prompt with --ids 1,2,3 or --ids-file F");
+  expect(!o.ids.empty(), "the prompt has no token ids");
+  expect(o.dtype == "f64" || o.dtype == "f32" || o.dtype == "bf16",
+         "--dtype must be f64, f32 or bf16, got '{}'", o.dtype);
+  expect(!o.have_targets || o.targets.size() == o.ids.size(),
+         "--targets has {} ids but the prompt has {}; give one target per token (-100 to skip)",
+         o.targets.size(), o.ids.size());
+  return o;
+}
+
+std::string human(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.2f} {}", bytes, units[u]);
+}
+
+/// What one rank reports.
+struct rank_report {
+  std::uint64_t read = 0, expected = 0, held = 0;
+  comm::stats traffic;
+};
+
+struct result {
+  std::vector<rank_report> ranks;
+  std::vector<double> logits;  // [T, V]
+  std::optional<double> loss;
+  std::vector<std::int64_t> generated;
+  double load_s = 0, forward_s = 0, generate_s = 0;
+};
+
+template <layer::block_mode Mode, class T>
+result run_model(const options& o, const model::config& c, const io::checkpoint& ck, int tp,
+                 const plan::resolution& plan) {
+  result out;
+  out.ranks.resize(static_cast<std::size_t>(tp));
+  host::run(tp, [&](host::communicator& comm) {
+    const std::size_t r = static_cast<std::size_t>(comm.rank());
+    host::gemm_engine engine;
+    const auto t0 = std::chrono::steady_clock::now();
+    model::causal_lm<Mode, host::backend, T> lm(engine, comm, c, ck,
+                                                {.ep = o.ep, .bf16_weights = o.dtype == "bf16"});
+    const auto t1 = std::chrono::steady_clock::now();
+    const auto held = lm.checkpoint_placements(ck);
+    if (comm.rank() == 0) model::expect_matches(plan, held);
+    rank_report& rep = out.ranks[r];
+    rep.read = lm.bytes_read();
+    rep.held = lm.bytes_held();
+    for (const auto& [name, p] : held)
+      rep.expected += static_cast<std::uint64_t>(p.of(comm.rank()).size()) *
+                      io::size_of(ck.info(name).dtype);
+    comm.reset_statistics();
+    lm.forward(o.ids);
+    std::vector<T> logits = lm.gather_logits();
+    std::optional<double> loss;
+    if (o.have_targets) loss = static_cast<double>(lm.loss(o.targets));
+    const auto t2 = std::chrono::steady_clock::now();
+    rep.traffic = comm.statistics();
+    std::vector<std::int64_t> generated;
+    if (o.generate > 0) generated = lm.generate_greedy(o.ids, o.generate);
+    const auto t3 = std::chrono::steady_clock::now();
+    if (comm.rank() != 0) return;
+    out.logits.assign(logits.begin(), logits.end());
+    out.loss = loss;
+    out.generated = std::move(generated);
+    const auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+    out.load_s = s(t0, t1);
+    out.forward_s = s(t1, t2);
+    out.generate_s = s(t2, t3);
+  });
+  return out;
+}
+
+void write_logits(const std::string& path, const std::string& dtype, const std::vector<double>& v,
+                  index_t tokens, index_t vocab) {
+  const std::vector<index_t> shape{tokens, vocab};
+  const auto save = [&]<class T>(std::type_identity<T>) {
+    std::vector<T> data;
+    data.reserve(v.size());
+    for (const double x : v) data.push_back(static_cast<T>(x));
+    const io::tensor_bytes t = io::as_tensor_bytes<T>("logits", shape, data);
+    io::save_safetensors(path, std::span(&t, 1));
+  };
+  if (dtype == "f64")
+    save(std::type_identity<double>{});
+  else if (dtype == "f32")
+    save(std::type_identity<float>{});
+  else
+    save(std::type_identity<bf16>{});
+}
+
+std::string traffic_text(const comm::stats& s) {
+  std::string out;
+  for (int k = 0; k < comm::kind_count; ++k) {
+    const comm::counter& c = s.by_kind[static_cast<std::size_t>(k)];
+    if (c.calls == 0 || static_cast<comm::kind>(k) == comm::kind::barrier) continue;
+    out += fmt::format("{}{} ×{} {}", out.empty() ? "" : ", ", comm::name(static_cast<comm::kind>(k)),
+                       c.calls, human(static_cast<double>(c.bytes)));
+  }
+  return out.empty() ? "none" : out;
+}
+
+int run(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      std::fputs(usage, stdout);
+      return 0;
+    }
+  const options o = parse_args(argc, argv);
+  std::error_code ec;
+  expect(fs::is_directory(o.dir, ec), "{}: no such model directory", o.dir);
+  const fs::path config_path = fs::path(o.dir) / "config.json";
+  const model::plan_inputs inputs(model::read_json(config_path, "config"), config_path.string(),
+                                  o.plan, o.ds);
+  const model::config c = model::parse_config(inputs.json(), config_path.string());
+  const int tp = inputs.tp(o.tp);
+  expect(o.ep == 1 || o.ep == tp, "--ep {} must be 1 or --tp ({})", o.ep, tp);
+  const io::checkpoint ck(o.dir);
+  for (std::size_t t = 0; t < o.ids.size(); ++t)
+    expect(o.ids[t] >= 0 && o.ids[t] < c.dims.vocab_size,
+           "token {} of the prompt has id {}, outside the vocabulary [0, {})", t, o.ids[t],
+           c.dims.vocab_size);
+  for (std::size_t t = 0; t < o.targets.size(); ++t)
+    expect(o.targets[t] == -100 || (o.targets[t] >= 0 && o.targets[t] < c.dims.vocab_size),
+           "target {} is {}, outside the vocabulary [0, {}) (and not -100)", t, o.targets[t],
+           c.dims.vocab_size);
+  const plan::resolution plan =
+      inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = o.sp, .ep = o.ep});
+
+  const auto go = [&]<layer::block_mode Mode>() {
+    if (o.dtype == "f64") return run_model<Mode, double>(o, c, ck, tp, plan);
+    return run_model<Mode, float>(o, c, ck, tp, plan);
+  };
+  const result r = o.sp ? go.template operator()<layer::block_mode::sequence>()
+                        : go.template operator()<layer::block_mode::tensor>();
+  const index_t tokens = static_cast<index_t>(o.ids.size()), vocab = c.dims.vocab_size;
+  if (!o.logits_out.empty()) write_logits(o.logits_out, o.dtype, r.logits, tokens, vocab);
+  std::optional<std::pair<double, double>> diff;  // max |Δ|, and relative to max |reference|
+  if (!o.compare.empty()) {
+    const io::checkpoint ref(o.compare);
+    const std::vector<index_t>& shape = ref.info("logits").shape;
+    expect(shape == std::vector<index_t>{tokens, vocab},
+           "--compare {}: its logits are {} but this run's are [{}, {}]", o.compare,
+           shard::shape_string(shape), tokens, vocab);
+    const std::vector<double> want = ref.read<double>("logits");
+    double worst = 0, scale = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      worst = std::max(worst, std::abs(r.logits[i] - want[i]));
+      scale = std::max(scale, std::abs(want[i]));
+    }
+    diff = {worst, scale > 0 ? worst / scale : worst};
+  }
+
+  const std::string plan_note =
+      inputs.has_hf_plan() || inputs.deepspeed()
+          ? std::string(plan.decided_by)
+          : plan.decided_by + " (config.json carries no plan sections)";
+  if (o.json) {
+    nlohmann::json j;
+    j["model_type"] = c.dims.model_type;
+    j["layers"] = c.layers();
+    j["tp"] = tp;
+    j["sp"] = o.sp;
+    j["ep"] = o.ep;
+    j["dtype"] = o.dtype;
+    j["plan"] = plan.decided_by;
+    j["logits_shape"] = {tokens, vocab};
+    if (r.loss) j["loss"] = *r.loss;
+    if (o.generate > 0) j["generated"] = r.generated;
+    if (!o.logits_out.empty()) j["logits_out"] = o.logits_out;
+    if (diff) j["compare"] = {{"file", o.compare}, {"max_abs"  , diff->first}, {"max_relative", diff->second}};
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const rank_report& rep : r.ranks) {
+      nlohmann::json x{{"bytes_read", rep.read}, {"bytes_held", rep.held}};
+      nlohmann::json coll = nlohmann::json::object();
+      for (int k = 0; k < comm::kind_count; ++k) {
+        const comm::counter& cn = rep.traffic.by_kind[static_cast<std::size_t>(k)];
+        if (cn.calls > 0 && static_cast<comm::kind>(k) != comm::kind::barrier)
+          coll[std::string(comm::name(static_cast<comm::kind>(k)))] = {{"calls", cn.calls},
+                                                                        {"bytes", cn.bytes}};
+      }
+      x["forward_collectives"] = coll;
+      ranks.push_back(x);
+    }
+    j["ranks"] = ranks;
+    j["seconds"] = {{"load", r.load_s}, {"forward", r.forward_s}, {"generate", r.generate_s}};
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
+  fmt::print("tpx-run: {} from {} ({} layers, hidden {}, {} / {} heads of {}, vocab {}{}), tp {}, {}{}, {}\n",
+             c.dims.model_type, o.dir, c.layers(), c.dims.hidden_size, c.dims.n_heads,
+             c.dims.n_kv_heads, c.dims.head_dim, c.dims.vocab_size,
+             c.is_moe() ? fmt::format(", {} experts top {}", c.dims.n_experts, c.dims.experts_per_token)
+                        : "",
+             tp, o.sp ? "tensor + sequence parallel" : "tensor parallel",
+             o.ep > 1 ? fmt::format(", experts over ep {}", o.ep) : "", o.dtype);
+  fmt::print("plan: {}; every tensor sits where it places it (embedding: vocab-parallel)\n",
+             plan_note);
+  for (std::size_t rank = 0; rank < r.ranks.size(); ++rank) {
+    const rank_report& rep = r.ranks[rank];
+    fmt::print("rank {}: read {} of the checkpoint ({}), holds {}; forward: {}\n", rank,
+               human(static_cast<double>(rep.read)),
+               rep.read == rep.expected ? "exactly its shards" : "NOT its shards' bytes",
+               human(static_cast<double>(rep.held)), traffic_text(rep.traffic));
+  }
+  fmt::print("time: load {:.1f} ms, forward of {} tokens (with the logits' all-gather) {:.1f} ms\n",
+             r.load_s * 1e3, tokens, r.forward_s * 1e3);
+  const double* last = r.logits.data() + (tokens - 1) * vocab;
+  fmt::print("logits [{}, {}]; last position: arg max {} ({:.6f})\n", tokens, vocab,
+             std::max_element(last, last + vocab) - last, *std::max_element(last, last + vocab));
+  if (r.loss) fmt::print("loss: {:.12f}\n", *r.loss);
+  if (o.generate > 0)
+    fmt::print("generated ({} greedy tokens, {:.1f} ms): {}\n", o.generate, r.generate_s * 1e3,
+               fmt::join(r.generated, " "));
+  if (!o.logits_out.empty()) fmt::print("logits written to {}\n", o.logits_out);
+  if (diff)
+    fmt::print("logits against {}: max |difference| {:.3g} (relative {:.3g})\n", o.compare,
+               diff->first, diff->second);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tpx-run: %s\n", e.what());
+    return 2;
+  }
+}
