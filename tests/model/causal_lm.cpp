@@ -1,9 +1,12 @@
 // Whole causal LMs from their checkpoints, against the two oracles: transformers' own float64
-// logits and greedy continuation of the hf-tiny models it wrote (Llama 6/3 heads, Mixtral 4/2
-// heads with 6 experts), at every tp their heads allow, in TP and TP+SP, with expert parallelism;
-// and the model at tp = 1, whose gradients are checked by central differences of its loss, so the
-// sharded gradients can be compared with them. Each rank reads exactly its shard's bytes, and
-// those placements are the ones plan::resolve gives the checkpoint's tensors.
+// logits and greedy continuation of the tiny models it wrote — hf-tiny (shared fixtures: Llama
+// 6/3 heads, Mixtral 4/2 heads with 6 experts) and hf-ref (tests/model/make_reference.py: Qwen2
+// with q/k/v biases and tied embeddings, Phi-3 with fused qkv_proj and gate_up_proj, Mistral, and
+// a Llama with llama3 RoPE, every bias and one KV head) — at every tp their heads allow, in TP and
+// TP+SP, with expert parallelism; and the model at tp = 1, whose gradients are checked by central
+// differences of its loss, so the sharded gradients can be compared with them. Each rank reads
+// exactly its shard's bytes, and those placements are the ones plan::resolve gives the
+// checkpoint's tensors.
 
 #include <doctest/doctest.h>
 
@@ -14,7 +17,7 @@
 #include "../harness.hpp"
 #include "model_harness.hpp"
 #include "tpx/io/writer.hpp"
-#include "tpx/plan/resolve.hpp"
+#include "tpx/model/plan.hpp"
 
 using namespace tpx;
 namespace fs = std::filesystem;
@@ -22,11 +25,21 @@ namespace fs = std::filesystem;
 namespace {
 
 struct fixture {
-  const char* name;
+  const char* name;      // under tests/model/fixtures
   std::vector<int> tps;  // every tp the heads allow, up to 8
+  bool moe = false;      // 6 experts: ep 2 and 3 divide them
+  fs::path dir() const { return test::model_fixture(name); }
 };
-const fixture llama{"llama", {1, 2, 3, 6}};      // 6 query / 3 KV heads
-const fixture mixtral{"mixtral", {1, 2, 4}};    // 4 query / 2 KV heads, 6 experts
+const fixture llama{"hf-tiny/llama", {1, 2, 3, 6}};         // 6 query / 3 KV heads
+const fixture mixtral{"hf-tiny/mixtral", {1, 2, 4}, true};  // 4 query / 2 KV heads, 6 experts
+const std::vector<fixture> all_models{llama,
+                                      mixtral,
+                                      {"hf-ref/qwen2", {1, 2, 4}},
+                                      {"hf-ref/phi3", {1, 2, 4}},
+                                      {"hf-ref/mistral", {1, 2, 4}},
+                                      {"hf-ref/llama3", {1, 2, 4}}};  // 4 query / 1 KV head
+
+bool ep_applies(const fixture& f, int ep) { return ep == 1 || (f.moe && 6 % ep == 0); }
 
 struct prompt {
   std::vector<std::int64_t> ids, greedy;
@@ -69,16 +82,15 @@ void perturbed_copy(const fs::path& from, const fs::path& to, const std::string&
 
 }  // namespace
 
-TEST_CASE("the hf-tiny models give transformers' float64 logits at every tp, TP and TP+SP") {
-  for (const fixture& f : {llama, mixtral}) {
-    const fs::path dir = test::hf_tiny(f.name);
+TEST_CASE("transformers' models give its float64 logits at every tp, TP and TP+SP") {
+  for (const fixture& f : all_models) {
+    const fs::path dir = f.dir();
     const prompt p = read_prompt(dir);
     const std::vector<double> want = reference_logits(dir);
     for (const int tp : f.tps)
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (ep > 1 && std::string(f.name) != "mixtral") continue;
-          if (ep > 1 && 6 % ep != 0) continue;
+          if (!ep_applies(f, ep)) continue;
           CAPTURE(f.name);
           CAPTURE(tp);
           CAPTURE(sp);
@@ -94,9 +106,9 @@ TEST_CASE("the hf-tiny models give transformers' float64 logits at every tp, TP 
   }
 }
 
-TEST_CASE("greedy continuations of the hf-tiny models are transformers' at every tp") {
-  for (const fixture& f : {llama, mixtral}) {
-    const fs::path dir = test::hf_tiny(f.name);
+TEST_CASE("greedy continuations are transformers' at every tp") {
+  for (const fixture& f : all_models) {
+    const fs::path dir = f.dir();
     const prompt p = read_prompt(dir);
     const model::config c = model::read_config(dir);
     const io::checkpoint ck(dir);
@@ -116,8 +128,8 @@ TEST_CASE("greedy continuations of the hf-tiny models are transformers' at every
 }
 
 TEST_CASE("every rank reads exactly its shard's bytes and holds 1/tp of each split tensor") {
-  for (const fixture& f : {llama, mixtral}) {
-    const fs::path dir = test::hf_tiny(f.name);
+  for (const fixture& f : all_models) {
+    const fs::path dir = f.dir();
     const prompt p = read_prompt(dir);
     const std::uint64_t file_bytes = [&] {
       const io::checkpoint ck(dir);
@@ -143,23 +155,20 @@ TEST_CASE("every rank reads exactly its shard's bytes and holds 1/tp of each spl
 }
 
 TEST_CASE("the model's placements are the ones plan::resolve gives the checkpoint's tensors") {
-  for (const fixture& f : {llama, mixtral}) {
-    const fs::path dir = test::hf_tiny(f.name);
+  for (const fixture& f : all_models) {
+    const fs::path dir = f.dir();
     const model::config c = model::read_config(dir);
     const io::checkpoint ck(dir);
-    const plan::registry styles = plan::registry::builtin();
-    std::vector<plan::tensor_decl> tensors;
-    for (const std::string& n : ck.names()) tensors.push_back({n, ck.info(n).shape});
+    const model::plan_inputs inputs(model::read_json(dir / "config.json", "config"),
+                                    (dir / "config.json").string(), "", "");
+    const std::vector<plan::tensor_decl> tensors = inputs.tensors(ck);
     for (const int tp : f.tps)
       for (const int ep : {1, tp}) {
-        if (ep > 1 && (std::string(f.name) != "mixtral" || 6 % ep != 0)) continue;
+        if (!ep_applies(f, ep)) continue;
         CAPTURE(f.name);
         CAPTURE(tp);
         CAPTURE(ep);
-        plan::plan_sources src;
-        src.preset = plan::find_preset(c.dims.model_type);
-        const plan::resolution res =
-            plan::resolve(c.dims, tensors, src, styles, {.tp = tp, .ep = ep});
+        const plan::resolution res = inputs.resolve(tensors, {.tp = tp, .ep = ep});
         std::map<std::string, shard::placement> planned;
         for (const plan::resolved_tensor& t : res.tensors) planned.emplace(t.tensor.name, t.placement);
         host::run(tp, [&](host::communicator& comm) {
@@ -180,30 +189,16 @@ TEST_CASE("the model's placements are the ones plan::resolve gives the checkpoin
   }
 }
 
-TEST_CASE("gradients at tp = 1 match central differences of the loss") {
-  const fs::path dir = test::hf_tiny("mixtral");
+/// Checks the tp = 1 gradient of one entry of each probed checkpoint tensor against a central
+/// difference of the loss (the checkpoint rewritten with the entry moved by ±h).
+void check_gradients(const fs::path& dir,
+                     const std::vector<std::pair<std::string, index_t>>& probes) {
   const prompt p = read_prompt(dir);
   const std::vector<std::int64_t> targets = shifted(p.ids);
   const test::model_run base = test::run_model(dir, p.ids, targets, {});
   const model::config c = model::read_config(dir);
   const io::checkpoint ck(dir);
   const model::layout lay = model::checkpoint_layout(c, ck);
-  // (checkpoint tensor, flat index): one entry of every kind of tensor.
-  const std::vector<std::pair<std::string, index_t>> probes{
-      {"model.embed_tokens.weight", 5 * 24 + 3},
-      {"model.layers.0.self_attn.q_proj.weight", 17},
-      {"model.layers.1.self_attn.k_proj.weight", 40},
-      {"model.layers.0.self_attn.v_proj.weight", 99},
-      {"model.layers.1.self_attn.o_proj.weight", 250},
-      {"model.layers.0.input_layernorm.weight", 7},
-      {"model.layers.1.post_attention_layernorm.weight", 11},
-      {"model.layers.0.block_sparse_moe.gate.weight", 30},
-      {"model.layers.1.block_sparse_moe.experts.2.w1.weight", 60},
-      {"model.layers.0.block_sparse_moe.experts.4.w3.weight", 61},
-      {"model.layers.1.block_sparse_moe.experts.5.w2.weight", 62},
-      {"model.norm.weight", 2},
-      {"lm_head.weight", 40 * 24 + 9},
-  };
   test::temp_dir plus, minus;
   for (const auto& [name, at] : probes) {
     CAPTURE(name);
@@ -234,21 +229,68 @@ TEST_CASE("gradients at tp = 1 match central differences of the loss") {
     const double step = static_cast<double>(cp.read<float>(name)[static_cast<std::size_t>(at)]) -
                         static_cast<double>(cm.read<float>(name)[static_cast<std::size_t>(at)]);
     const double numeric = (lp - lm) / step;
-    CHECK(std::abs(numeric - analytic) <= 1e-5 * std::max(1.0, std::abs(analytic)));
+    CHECK(analytic != 0);
+    CHECK(std::abs(numeric - analytic) <= 1e-7 + 1e-4 * std::abs(analytic));
+  }
+}
+
+TEST_CASE("gradients at tp = 1 match central differences of the loss") {
+  SUBCASE("mixtral: attention, norms, router, experts, embedding, head") {
+    check_gradients(mixtral.dir(), {{"model.embed_tokens.weight", 5 * 24 + 3},
+                                    {"model.layers.0.self_attn.q_proj.weight", 17},
+                                    {"model.layers.1.self_attn.k_proj.weight", 40},
+                                    {"model.layers.0.self_attn.v_proj.weight", 99},
+                                    {"model.layers.1.self_attn.o_proj.weight", 250},
+                                    {"model.layers.0.input_layernorm.weight", 7},
+                                    {"model.layers.1.post_attention_layernorm.weight", 11},
+                                    {"model.layers.0.block_sparse_moe.gate.weight", 30},
+                                    {"model.layers.1.block_sparse_moe.experts.2.w1.weight", 60},
+                                    {"model.layers.0.block_sparse_moe.experts.4.w3.weight", 61},
+                                    {"model.layers.1.block_sparse_moe.experts.5.w2.weight", 62},
+                                    {"model.norm.weight", 2},
+                                    {"lm_head.weight", 40 * 24 + 9}});
+  }
+  SUBCASE("qwen2: q/k/v biases, the tied embedding (lookup and head), the MLP") {
+    check_gradients(test::model_fixture("hf-ref/qwen2"),
+                    {{"model.layers.0.self_attn.q_proj.bias", 3},
+                     {"model.layers.1.self_attn.k_proj.bias", 9},
+                     {"model.layers.0.self_attn.v_proj.bias", 14},
+                     {"model.embed_tokens.weight", 33 * 32 + 5},  // a prompt token's row
+                     {"model.embed_tokens.weight", 90 * 32 + 1},  // a row only the head uses
+                     {"model.layers.1.mlp.gate_proj.weight", 100},
+                     {"model.layers.0.mlp.up_proj.weight", 101},
+                     {"model.layers.1.mlp.down_proj.weight", 102}});
+  }
+  SUBCASE("phi3: the fused qkv_proj and gate_up_proj as stored") {
+    check_gradients(test::model_fixture("hf-ref/phi3"),
+                    {{"model.layers.0.self_attn.qkv_proj.weight", 5},            // q rows
+                     {"model.layers.1.self_attn.qkv_proj.weight", 40 * 32 + 7},   // k rows
+                     {"model.layers.0.mlp.gate_up_proj.weight", 25 * 32 + 3}});   // up rows
+  }
+  SUBCASE("llama3: o and MLP biases, the replicated KV head") {
+    check_gradients(test::model_fixture("hf-ref/llama3"),
+                    {{"model.layers.0.self_attn.o_proj.bias", 4},
+                     {"model.layers.1.mlp.down_proj.bias", 7},
+                     {"model.layers.0.mlp.gate_proj.bias", 2},
+                     {"model.layers.1.self_attn.k_proj.weight", 50}});
   }
 }
 
 TEST_CASE("sharded gradients of every parameter equal the unsharded model's, TP, TP+SP and EP") {
-  for (const fixture& f : {llama, mixtral}) {
-    const fs::path dir = test::hf_tiny(f.name);
+  for (const fixture& f : all_models) {
+    const fs::path dir = f.dir();
     const prompt p = read_prompt(dir);
     const std::vector<std::int64_t> targets = shifted(p.ids);
     const test::model_run base = test::run_model(dir, p.ids, targets, {});
     CHECK(base.grads.size() >= 10);
+    for (const auto& [name, g] : base.grads) {
+      CAPTURE(name);  // every gradient is there and not all zero
+      CHECK(std::any_of(g.begin(), g.end(), [](double x) { return x != 0; }));
+    }
     for (const int tp : f.tps)
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (ep > 1 && (std::string(f.name) != "mixtral" || 6 % ep != 0)) continue;
+          if (!ep_applies(f, ep)) continue;
           if (tp == 1 && !sp) continue;
           CAPTURE(f.name);
           CAPTURE(tp);
@@ -267,7 +309,7 @@ TEST_CASE("sharded gradients of every parameter equal the unsharded model's, TP,
 }
 
 TEST_CASE("bad models and inputs are refused with a sentence naming the file, tensor or key") {
-  const fs::path src = test::hf_tiny("llama");
+  const fs::path src = llama.dir();
   const auto with_config = [&](const test::temp_dir& d, const std::function<void(nlohmann::json&)>& edit) {
     std::ifstream in(src / "config.json");
     nlohmann::json j = nlohmann::json::parse(in);

@@ -16,11 +16,12 @@
 
 namespace tpx::test {
 
-/// The repository's copy of the hf-tiny models (tests/model/fixtures/hf-tiny/NAME).
-inline std::filesystem::path hf_tiny(std::string_view name) {
+/// A model directory under tests/model/fixtures: `hf-tiny/llama` (the shared fixtures' copy),
+/// `hf-ref/qwen2` (make_reference.py), …
+inline std::filesystem::path model_fixture(std::string_view name) {
   const char* root = std::getenv("TPX_MODEL_FIXTURES");
   expect(root != nullptr, "TPX_MODEL_FIXTURES is not set (meson test sets it)");
-  return std::filesystem::path(root) / "hf-tiny" / name;
+  return std::filesystem::path(root) / name;
 }
 
 struct model_run {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tpx/core/error.hpp"
+#include "tpx/style/description.hpp"
 
 namespace tpx::inline v0::plan {
 
@@ -40,8 +41,8 @@ enum class family {
   module,             ///< a module-level collective on a module's input or output
 };
 
-/// A collective a style runs on an activation in forward.
-enum class collective { none, all_reduce, all_gather, reduce_scatter, split };
+/// A collective a style runs on an activation in forward (the styles' own vocabulary).
+using collective = style::collective;
 
 constexpr std::string_view name(family f) noexcept {
   constexpr std::string_view names[] = {"colwise",           "rowwise",         "replicate",
@@ -49,12 +50,6 @@ constexpr std::string_view name(family f) noexcept {
                                         "moe_experts",       "identity_expert", "grouped_gemm",
                                         "ep_router",         "mla_kv_a_proj",   "module"};
   return names[static_cast<int>(f)];
-}
-
-constexpr std::string_view name(collective c) noexcept {
-  constexpr std::string_view names[] = {"none", "all_reduce", "all_gather", "reduce_scatter",
-                                        "split"};
-  return names[static_cast<int>(c)];
 }
 
 /// What a style string means to tpx.
@@ -114,7 +109,8 @@ class registry {
     // In every vocabulary.
     r.add("colwise", col(c::none, "all"));
     r.add("rowwise", row(c::none, c::all_reduce, "all"));
-    r.add("sequence_parallel", {.kind = family::sequence_parallel, .vocabulary = "all"});
+    r.add("sequence_parallel",
+          {.kind = family::sequence_parallel, .grad_all_reduce = true, .vocabulary = "all"});
     // Current (transformers v5.1+).
     r.add("colwise_gather_output", col(c::all_gather, "current"));
     r.add("rowwise_split_input", row(c::split, c::all_reduce, "current"));
@@ -156,9 +152,12 @@ class registry {
           {.kind = family::vocab_embedding, .output = c::all_reduce, .vocabulary = "dtensor"});
     r.add("vocab_reduce_scatter",
           {.kind = family::vocab_embedding, .output = c::reduce_scatter, .vocabulary = "dtensor"});
-    r.add("activation", {.kind = family::sequence_parallel, .vocabulary = "dtensor"});
-    r.add("activation_seq_dim_2",
-          {.kind = family::sequence_parallel, .sequence_dim = 2, .vocabulary = "dtensor"});
+    r.add("activation",
+          {.kind = family::sequence_parallel, .grad_all_reduce = true, .vocabulary = "dtensor"});
+    r.add("activation_seq_dim_2", {.kind = family::sequence_parallel,
+                                   .grad_all_reduce = true,
+                                   .sequence_dim = 2,
+                                   .vocabulary = "dtensor"});
     r.add("module_allgather",
           {.kind = family::module, .input = c::all_gather, .vocabulary = "dtensor"});
     r.add("module_allgather_hidden_states",
@@ -169,6 +168,14 @@ class registry {
                                      .vocabulary = "dtensor"});
     r.add("moe_experts_allreduce",
           {.kind = family::moe_experts, .output = c::all_reduce, .vocabulary = "dtensor"});
+    // tpx's own names of its styles that no Hugging Face string spells (style::*::name).
+    r.add("colwise_sequence_parallel",
+          {.kind = family::colwise, .input = c::all_gather, .vocabulary = "tpx"});
+    r.add("rowwise_sequence_parallel", row(c::none, c::reduce_scatter, "tpx"));
+    r.add("vocab_parallel",
+          {.kind = family::vocab_embedding, .output = c::all_reduce, .vocabulary = "tpx"});
+    r.add("vocab_parallel_sequence",
+          {.kind = family::vocab_embedding, .output = c::reduce_scatter, .vocabulary = "tpx"});
     return r;
   }
 

@@ -19,6 +19,7 @@ enum class grad_sync { none, all_reduce };
 template <grad_sync Sync = grad_sync::none>
 struct replicate : detail::split_matrix<-1> {
   static constexpr grad_sync sync = Sync;
+  static constexpr bool grad_all_reduce = Sync == grad_sync::all_reduce;
   static constexpr std::string_view name =
       Sync == grad_sync::none ? "replicate" : "replicated_with_grad_allreduce";
   using input = std::conditional_t<Sync == grad_sync::none, layout::replicate, layout::shard<0>>;

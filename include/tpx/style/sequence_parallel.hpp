@@ -47,6 +47,7 @@ struct rowwise_sp : detail::split_matrix<1> {
 /// are all-reduced.
 struct sequence_parallel : detail::split_matrix<-1> {
   static constexpr std::string_view name = "sequence_parallel";
+  static constexpr bool grad_all_reduce = true;
   using input = layout::shard<0>;
   using output = layout::shard<0>;
   using weight = layout::replicate;

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Writes the tiny transformers models under tests/model/fixtures/hf-ref/ that the model suite
+checks tpx against, beside the hf-tiny ones of shared/fixtures: each a directory with config.json
+and model.safetensors as transformers' save_pretrained writes them (float32), prompt.json (the
+prompt and transformers' greedy continuation) and reference.safetensors (`logits` [T, vocab],
+transformers' forward in float64).
+
+transformers computes RoPE frequencies, RMSNorm and the eager softmax in float32 even in a float64
+model; this script runs transformers' own modeling code with those float32 casts rewritten to
+float64 (the module sources are re-executed with torch.float32 / torch.float / .float() replaced),
+so the reference is transformers' arithmetic at float64 throughout.
+
+Not run by the tests or CI (they read the committed files). Needs torch and transformers 5.24:
+  python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.24.0
+  /tmp/hf/bin/python tests/model/make_reference.py tests/model/fixtures/hf-ref
+"""
+
+import importlib
+import inspect
+import json
+import os
+import re
+import sys
+
+import torch
+
+OUT = sys.argv[1]
+PROMPT = [5, 1, 33, 8, 60, 14, 2]
+
+
+def float64_module(name):
+    """Re-executes a transformers module with its float32 casts turned into float64."""
+    mod = importlib.import_module(name)
+    src = inspect.getsource(mod)
+    src = re.sub(r"torch\.float32\b", "torch.float64", src)
+    src = re.sub(r"torch\.float\b", "torch.float64", src)
+    src = src.replace(".float()", ".double()")
+    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    return mod
+
+
+float64_module("transformers.modeling_rope_utils")
+
+CASES = {
+    # q/k/v biases, tied embeddings.
+    "qwen2": ("qwen2", "Qwen2ForCausalLM", "Qwen2Config", dict(
+        hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=97, tie_word_embeddings=True)),
+    # fused qkv_proj and gate_up_proj in the checkpoint.
+    "phi3": ("phi3", "Phi3ForCausalLM", "Phi3Config", dict(
+        hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=97, pad_token_id=0, eos_token_id=2)),
+    # sliding_window 4096 (longer than the prompt).
+    "mistral": ("mistral", "MistralForCausalLM", "MistralConfig", dict(
+        hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=97)),
+    # llama3 RoPE, q/k/v/o and MLP biases, one KV head (replicated at every tp > 1), head_dim
+    # other than hidden / heads.
+    "llama3": ("llama", "LlamaForCausalLM", "LlamaConfig", dict(
+        hidden_size=40, head_dim=8, intermediate_size=22, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, vocab_size=97, attention_bias=True,
+        mlp_bias=True, rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0,
+                                            low_freq_factor=1.0, high_freq_factor=4.0,
+                                            original_max_position_embeddings=16))),
+}
+
+for case, (family, model_class, config_class, kwargs) in CASES.items():
+    mod = float64_module(f"transformers.models.{family}.modeling_{family}")
+    cfg_mod = importlib.import_module(f"transformers.models.{family}.configuration_{family}")
+    config = getattr(cfg_mod, config_class)(**kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(1000 + list(CASES).index(case))
+    model = getattr(mod, model_class)(config).to(torch.float32).eval()
+    with torch.no_grad():  # biases and norm weights start at 0 and 1: make them count
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)
+            elif "norm" in name:
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+    d = os.path.join(OUT, case)
+    os.makedirs(d, exist_ok=True)
+    model.save_pretrained(d)
+    # The reference runs the checkpoint as written, loaded in float64 (buffers such as RoPE's
+    # frequencies are recomputed at float64, not cast back from the float32 model).
+    model = getattr(mod, model_class).from_pretrained(d, attn_implementation="eager",
+                                                      dtype=torch.float64).eval()
+    ids = torch.tensor([PROMPT])
+    with torch.no_grad():
+        logits = model(ids).logits[0]
+        seq = list(PROMPT)
+        for _ in range(6):  # greedy, the whole prefix each step, no EOS stop
+            seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    from safetensors.torch import save_file
+    save_file({"logits": logits.contiguous()}, os.path.join(d, "reference.safetensors"))
+    json.dump({"ids": PROMPT, "greedy": seq[len(PROMPT):]}, open(os.path.join(d, "prompt.json"), "w"))
+    print(case, "greedy", seq[len(PROMPT):])
