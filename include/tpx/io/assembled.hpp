@@ -15,6 +15,7 @@
 /// that places the checkpoint's tensors can be compared with what the layer holds.
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -110,6 +111,58 @@ inline clipped clip(const shard::pieces& want, index_t lo, index_t hi) {
   return c;
 }
 
+/// For part `p` (of checkpoint shape `s`) and the block `sel` of the assembled tensor: the part's
+/// own selection, and for every dim of the assembled tensor the block index of each of the part's
+/// selected elements. Empty when the block holds none of the part.
+struct part_map {
+  shard::selection own;
+  std::vector<std::vector<index_t>> where;
+};
+inline std::optional<part_map> map_part(const tensor_part& p, const std::vector<index_t>& s,
+                                        const shard::selection& sel) {
+  const std::size_t n = sel.dims.size();
+  const std::vector<index_t> box = box_extent(s, n);
+  part_map m;
+  m.where.resize(n);
+  for (std::size_t d = 0; d < n; ++d) {
+    const clipped c = clip(sel.dims[d], p.origin[d], p.origin[d] + box[d]);
+    if (c.part.empty()) return std::nullopt;
+    if (d >= n - s.size()) m.own.dims.push_back({c.part});
+    for (std::size_t k = 0; k < c.part.size(); ++k)
+      for (index_t i = 0; i < c.part[k].size(); ++i) m.where[d].push_back(c.at[k] + i);
+  }
+  return m;
+}
+
+/// Copies between a part's selected elements (row-major in `part`) and their places in the
+/// block of shape `block` (row-major in `out`): into the block, or out of it.
+template <class T>
+void move_part(const part_map& m, const std::vector<index_t>& block, T* out, T* part,
+               bool into_block) {
+  const std::size_t n = block.size();
+  std::vector<index_t> stride(n, 1);
+  for (std::size_t d = n; d-- > 1;) stride[d - 1] = stride[d] * block[d];
+  const std::vector<index_t>& last = m.where[n - 1];
+  std::vector<std::size_t> at(n - 1, 0);
+  std::size_t from = 0;
+  while (true) {
+    index_t base = 0;
+    for (std::size_t d = 0; d + 1 < n; ++d) base += m.where[d][at[d]] * stride[d];
+    for (std::size_t k = 0; k < last.size();) {  // runs of consecutive block columns
+      std::size_t e = k + 1;
+      while (e < last.size() && last[e] == last[e - 1] + 1) ++e;
+      T* b = out + base + last[k];
+      T* q = part + from + k;
+      std::memcpy(into_block ? b : q, into_block ? q : b, (e - k) * sizeof(T));
+      k = e;
+    }
+    from += last.size();
+    std::size_t d = n - 1;
+    while (d > 0 && ++at[d - 1] == m.where[d - 1].size()) at[--d] = 0;
+    if (d == 0) break;
+  }
+}
+
 }  // namespace detail
 
 /// Reads the block `sel` of the assembled tensor `t` into `out` (row-major, `sel.shape()`),
@@ -118,54 +171,36 @@ template <class T>
 std::uint64_t read_into(const checkpoint& ck, const assembled_tensor& t, const shard::selection& sel,
                         std::span<T> out) {
   detail::expect_tiling(ck, t);
-  const std::size_t n = t.shape.size();
-  expect(sel.dims.size() == n && out.size() == static_cast<std::size_t>(sel.size()),
+  expect(sel.dims.size() == t.shape.size() && out.size() == static_cast<std::size_t>(sel.size()),
          "{}: a block of {} dims and {} elements cannot be read into {} elements of a tensor of "
          "shape {}",
          t.name, sel.dims.size(), sel.size(), out.size(), shard::shape_string(t.shape));
-  const std::vector<index_t> block = sel.shape();
   std::uint64_t bytes = 0;
   std::vector<T> tmp;
   for (const tensor_part& p : t.parts) {
-    const std::vector<index_t>& s = ck.info(p.name).shape;
-    const std::vector<index_t> box = detail::box_extent(s, n);
-    std::vector<detail::clipped> c;
-    bool empty = false;
-    for (std::size_t d = 0; d < n && !empty; ++d) {
-      c.push_back(detail::clip(sel.dims[d], p.origin[d], p.origin[d] + box[d]));
-      empty = c.back().part.empty();
-    }
-    if (empty) continue;
-    shard::selection sub;  // in the part's own dims
-    for (std::size_t d = n - s.size(); d < n; ++d) sub.dims.push_back({c[d].part});
-    tmp.resize(static_cast<std::size_t>(sub.size()));
-    bytes += ck.read_into<T>(p.name, sub, std::span<T>(tmp));
-    // Scatter: for every dim, the block index of each of the part's selected elements.
-    std::vector<std::vector<index_t>> where(n);
-    for (std::size_t d = 0; d < n; ++d)
-      for (std::size_t k = 0; k < c[d].part.size(); ++k)
-        for (index_t i = 0; i < c[d].part[k].size(); ++i) where[d].push_back(c[d].at[k] + i);
-    std::vector<index_t> stride(n, 1);
-    for (std::size_t d = n; d-- > 1;) stride[d - 1] = stride[d] * block[d];
-    const std::vector<index_t>& last = where[n - 1];
-    std::vector<std::size_t> at(n - 1, 0);
-    std::size_t from = 0;
-    while (true) {
-      index_t base = 0;
-      for (std::size_t d = 0; d + 1 < n; ++d) base += where[d][at[d]] * stride[d];
-      for (std::size_t k = 0; k < last.size();) {  // runs of consecutive block columns
-        std::size_t e = k + 1;
-        while (e < last.size() && last[e] == last[e - 1] + 1) ++e;
-        std::memcpy(out.data() + base + last[k], tmp.data() + from + k, (e - k) * sizeof(T));
-        k = e;
-      }
-      from += last.size();
-      std::size_t d = n - 1;
-      while (d > 0 && ++at[d - 1] == where[d - 1].size()) at[--d] = 0;
-      if (d == 0) break;
-    }
+    const std::optional<detail::part_map> m = detail::map_part(p, ck.info(p.name).shape, sel);
+    if (!m) continue;
+    tmp.resize(static_cast<std::size_t>(m->own.size()));
+    bytes += ck.read_into<T>(p.name, m->own, std::span<T>(tmp));
+    detail::move_part<T>(*m, sel.shape(), out.data(), tmp.data(), true);
   }
   return bytes;
+}
+
+/// The elements of part `part` (checkpoint shape `part_shape`) in `block`, the block `sel` of
+/// the assembled tensor `t`: row-major over the part's own selection
+/// (`part_placement(t, part, part_shape, p).of(rank)` when `sel` is `p.of(rank)`).
+template <class T>
+std::vector<T> part_of_block(const assembled_tensor& t, const tensor_part& part,
+                             const std::vector<index_t>& part_shape, const shard::selection& sel,
+                             std::span<const T> block) {
+  expect(block.size() == static_cast<std::size_t>(sel.size()),
+         "{}: a block of {} elements for a selection of {}", t.name, block.size(), sel.size());
+  const std::optional<detail::part_map> m = detail::map_part(part, part_shape, sel);
+  if (!m) return {};
+  std::vector<T> out(static_cast<std::size_t>(m->own.size()));
+  detail::move_part<T>(*m, sel.shape(), const_cast<T*>(block.data()), out.data(), false);
+  return out;
 }
 
 /// Rank `rank`'s block of `t` under placement `p`, as T.

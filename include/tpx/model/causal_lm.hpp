@@ -22,6 +22,9 @@
 /// exactly its shard's bytes: `bytes_read()` is that count.
 
 #include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <map>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -32,6 +35,7 @@
 
 #include "tpx/comm/collectives.hpp"
 #include "tpx/io/assembled.hpp"
+#include "tpx/io/gather.hpp"
 #include "tpx/layer/cross_entropy.hpp"
 #include "tpx/layer/decoder.hpp"
 #include "tpx/layer/embedding.hpp"
@@ -39,6 +43,29 @@
 #include "tpx/model/layout.hpp"
 
 namespace tpx::inline v0::model {
+
+namespace detail {
+/// `v` as the bytes of file dtype `d` (f64, f32, bf16, f16; narrowing rounds to nearest even).
+template <class T>
+std::vector<std::byte> to_file_dtype(const std::vector<T>& v, io::file_dtype d,
+                                     std::string_view tensor) {
+  const auto as = [&]<class F>(std::type_identity<F>) {
+    std::vector<std::byte> out(v.size() * sizeof(F));
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      const F x = static_cast<F>(v[i]);
+      std::memcpy(out.data() + i * sizeof(F), &x, sizeof(F));
+    }
+    return out;
+  };
+  switch (d) {
+    case io::file_dtype::f64: return as(std::type_identity<double>{});
+    case io::file_dtype::f32: return as(std::type_identity<float>{});
+    case io::file_dtype::bf16: return as(std::type_identity<bf16>{});
+    case io::file_dtype::f16: return as(std::type_identity<f16>{});
+    default: fail("{}: the checkpoint stores it as {}, which tpx cannot write back", tensor, io::name(d));
+  }
+}
+}  // namespace detail
 
 struct options {
   /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
@@ -126,6 +153,29 @@ class causal_lm {
         out.emplace_back(part.name, io::part_placement(*t, part, ck.info(part.name).shape, p));
     });
     return out;
+  }
+
+  /// Writes the model back as one full safetensors file at `path`, every checkpoint tensor under
+  /// its own name and dtype, gathered from the ranks' shards (io::save: all ranks call it; the
+  /// file appears whole or not at all). A model saved as loaded gives back the checkpoint's
+  /// tensors bit for bit (T holds every value of the file's dtype exactly).
+  void save(const std::filesystem::path& path,
+            const std::map<std::string, std::string>& metadata = {{"format", "pt"}}) const {
+    std::vector<std::vector<std::byte>> data;
+    std::vector<io::shard_bytes> shards;
+    const int rank = comm_->rank();
+    for_each_parameter([&](const std::string& name, const shard::placement& p,
+                           std::span<const T> w, std::span<const T>) {
+      const io::assembled_tensor* t = find(name);
+      for (const io::tensor_part& part : t->parts) {
+        const auto& [dtype, shape] = file_tensors_.at(part.name);
+        const shard::placement pp = io::part_placement(*t, part, shape, p);
+        const std::vector<T> block = io::part_of_block<T>(*t, part, shape, p.of(rank), w);
+        data.push_back(detail::to_file_dtype(block, dtype, part.name));
+        shards.push_back({{part.name, dtype, shape}, pp, data.back()});
+      }
+    });
+    io::save(*comm_, path, shards, metadata);
   }
 
   /// Runs the model on token ids [T] (the same on every rank); returns this rank's logits
@@ -300,6 +350,9 @@ class causal_lm {
   /// Rank's block of `t` under `p`, as T; counts the bytes read.
   std::vector<T> read(const io::checkpoint& ck, const io::assembled_tensor& t,
                       const shard::placement& p) {
+    for (const io::tensor_part& part : t.parts)
+      if (ck.contains(part.name))
+        file_tensors_[part.name] = {ck.info(part.name).dtype, ck.info(part.name).shape};
     std::vector<T> v = io::read<T>(ck, t, p, comm_->rank(), &bytes_read_);
     if (options_.bf16_weights)
       for (T& x : v) x = static_cast<T>(static_cast<float>(bf16(x)));
@@ -389,6 +442,7 @@ class causal_lm {
   std::optional<head_type> head_;
   std::optional<layer::vocab_cross_entropy<Backend, T>> loss_;
   std::uint64_t bytes_read_ = 0;
+  std::map<std::string, std::pair<io::file_dtype, std::vector<index_t>>> file_tensors_;
   mutable layer::detail::token_shards tokens_;
   std::vector<std::int64_t> ids_, targets_;
   std::vector<buffer> acts_;
