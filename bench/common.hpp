@@ -14,7 +14,8 @@
 namespace tpx::bench {
 
 struct options {
-  bool collectives = false, layers = false, blocks = false, io = false, plan = false, quick = false,
+  bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false,
+       quick = false,
        json = false, gpu = false;
   std::vector<int> tps{2, 4, 8};
   index_t max_bytes = index_t{64} << 20;
@@ -56,6 +57,9 @@ void bench_blocks(const options& o, report& out);
 
 /// Plan resolution of real models' tensor lists and headers (bench/plan.cpp).
 void bench_plan(const options& o, report& out);
+
+/// A whole causal LM from a synthetic checkpoint: load and forward time (bench/model.cpp).
+void bench_model(const options& o, report& out);
 
 /// The linear styles on the cuda backend against direct cuBLASLt + collective calls
 /// (bench/gpu.cpp; built when Meson finds CUDA and NCCL).

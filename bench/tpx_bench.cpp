@@ -19,12 +19,16 @@
 //                safetensors header (goal for ~2,000 tensors: well under 10 ms); see
 //                bench/plan.cpp.
 //
+//   model        a whole causal LM from a synthetic bf16 checkpoint tpx writes: each rank's load
+//                time against a sequential read of as many bytes, and forward time per token, at
+//                tp 1, 2, 4; see bench/model.cpp.
+//
 //   gpu          (only when asked; built when Meson finds CUDA and NCCL) the linear styles on the
 //                cuda backend, ranks sharing one GPU: layer time ÷ the same cuBLASLt GEMMs and
 //                collectives called by hand, and TFLOP/s next to the unsharded GEMM, for
 //                Llama-8B/70B projections at tokens 1 … 4096; see bench/gpu.cpp.
 //
-//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--gpu] [--quick] [--tp 2,4,8]
+//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--gpu] [--quick] [--tp 2,4,8]
 //             [--max-bytes N] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
@@ -75,6 +79,8 @@ options parse(int argc, char** argv) {
       o.io = true;
     else if (a == "--plan")
       o.plan = true;
+    else if (a == "--model")
+      o.model = true;
     else if (a == "--gpu")
       o.gpu = true;
     else if (a == "--quick")
@@ -94,7 +100,8 @@ options parse(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--gpu] "
+          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] "
+          "[--gpu] "
           "[--quick] "
           "[--tp 2,4,8] "
           "[--max-bytes N] [--json]\n");
@@ -103,8 +110,8 @@ options parse(int argc, char** argv) {
       fail("tpx-bench: unknown option '{}'", a);
     }
   }
-  if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.gpu)
-    o.collectives = o.layers = o.blocks = o.io = o.plan = true;
+  if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.gpu)
+    o.collectives = o.layers = o.blocks = o.io = o.plan = o.model = true;
   if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
   return o;
 }
@@ -386,8 +393,9 @@ int run(const options& o) {
   if (o.blocks) bench::bench_blocks(o, out);
   if (o.io) bench::bench_io(o, out);
   if (o.plan) bench::bench_plan(o, out);
+  if (o.model) bench::bench_model(o, out);
 #else
-  expect(!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan,
+  expect(!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model,
          "tpx-bench: this build (tools/gpu-check) has the --gpu mode only");
 #endif
   if (o.gpu) {

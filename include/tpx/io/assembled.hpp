@@ -175,6 +175,8 @@ std::uint64_t read_into(const checkpoint& ck, const assembled_tensor& t, const s
          "{}: a block of {} dims and {} elements cannot be read into {} elements of a tensor of "
          "shape {}",
          t.name, sel.dims.size(), sel.size(), out.size(), shard::shape_string(t.shape));
+  if (t.parts.size() == 1 && ck.info(t.parts[0].name).shape == t.shape)  // stored as it is
+    return ck.read_into<T>(t.parts[0].name, sel, out);
   std::uint64_t bytes = 0;
   std::vector<T> tmp;
   for (const tensor_part& p : t.parts) {

@@ -92,10 +92,16 @@ class vocab_embedding {
   matrix_view<const T> weight() const {
     return make_matrix<const T>(weight_.data(), own_.size(), opt_.hidden);
   }
+  /// dW accumulated since `zero_grad()`; empty before the first backward or `zero_grad()`.
   matrix_view<const T> weight_grad() const {
+    if (dweight_.size() == 0) return {};
     return make_matrix<const T>(dweight_.data(), own_.size(), opt_.hidden);
   }
-  void zero_grad() { comm::detail::zero(*comm_, std::span<T>(dweight_.data(), dweight_.size())); }
+  /// Sets dW to zero (allocating it: a table that only runs forward holds no gradient).
+  void zero_grad() {
+    if (dweight_.size() != weight_.size()) dweight_.resize(weight_.size());
+    comm::detail::zero(*comm_, std::span<T>(dweight_.data(), dweight_.size()));
+  }
 
   /// y = the rows of `ids`: masked lookup of the own rows, then all-reduce (or reduce-scatter).
   void forward(std::span<const std::int64_t> ids, matrix_view<T> y) {
@@ -176,16 +182,20 @@ class vocab_embedding {
     own_ = weight_placement(opt_, comm.size()).of(comm.rank()).dims[0].parts.at(0);
   }
   void upload(matrix_view<const T> rows) {
+    if (rows.is_contiguous()) {
+      Backend::upload(std::span<const T>(rows.data(), static_cast<std::size_t>(rows.size())),
+                      weight_);
+      return;
+    }
     std::vector<T> host;
     host.reserve(static_cast<std::size_t>(rows.size()));
     for (index_t v = 0; v < rows.rows(); ++v)
       for (index_t j = 0; j < rows.cols(); ++j) host.push_back(rows(v, j));
     Backend::upload(std::span<const T>(host), weight_);
-    dweight_.resize(host.size());
-    zero_grad();
   }
 
   matrix_view<T> weight_grad_view() {
+    if (dweight_.size() != weight_.size()) zero_grad();  // the first backward after construction
     return make_matrix(dweight_.data(), own_.size(), opt_.hidden);
   }
 

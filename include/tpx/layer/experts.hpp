@@ -123,8 +123,6 @@ class experts {
       f.n = n, f.inter = i, f.hidden = h;
       Backend::upload(w1, f.w1);
       Backend::upload(w2, f.w2);
-      f.dw1.resize(w1.size());
-      f.dw2.resize(w2.size());
     };
     upload(routed_, el, ir, {gate_up.data(), static_cast<std::size_t>(gate_up.size())},
            {down.data(), static_cast<std::size_t>(down.size())});
@@ -190,6 +188,7 @@ class experts {
 
   /// d gate_up [E_local, 2·I_r, H] (gate rows of the slice, then up rows) and d down
   /// [E_local, H, I_r]; likewise the shared expert's as [1, …].
+  /// Empty before the first backward (experts that only run forward hold no gradient).
   tensor_view<const T, 3> gate_up_grad() const { return routed_.view(routed_.dw1, true); }
   /// This rank's routed weights, laid out as their gradients.
   tensor_view<const T, 3> gate_up_weight() const { return routed_.view(routed_.w1, true); }
@@ -226,6 +225,10 @@ class experts {
     expect(dw.rows() == w.rows() && dw.cols() == w.cols(),
            "{}: d weights are [{} × {}] but the weights are [{} × {}]", opt_.name, dw.rows(),
            dw.cols(), w.rows(), w.cols());
+    for (ffn* f : {&routed_, &shared_}) {  // gradients exist from the first backward on
+      if (f->dw1.size() != f->w1.size()) f->dw1.resize(f->w1.size());
+      if (f->dw2.size() != f->w2.size()) f->dw2.resize(f->w2.size());
+    }
     if constexpr (all_to_all) {
       backward_all_to_all(x, ids, w, dy, dx, dw);
     } else if constexpr (sequence) {
@@ -286,11 +289,13 @@ class experts {
   struct ffn {
     index_t n = 0, inter = 0, hidden = 0;
     buffer w1, w2, dw1, dw2;
+    /// `b` as [n, 2I, H] (first) or [n, H, I]; [0, 0, 0] while `b` (a gradient) is unallocated.
     template <class B>
     auto view(B& b, bool first) const {
       using V = std::remove_pointer_t<decltype(b.data())>;
       const extents<3> e =
           first ? extents<3>{{n, 2 * inter, hidden}} : extents<3>{{n, hidden, inter}};
+      if (static_cast<index_t>(b.size()) != e.size()) return tensor_view<V, 3>(b.data(), {{0, 0, 0}});
       return tensor_view<V, 3>(b.data(), e);
     }
   };
@@ -310,8 +315,6 @@ class experts {
     }
     Backend::upload(std::span<const T>(w1), f.w1);
     Backend::upload(std::span<const T>(w2), f.w2);
-    f.dw1.resize(w1.size());
-    f.dw2.resize(w2.size());
   }
 
   // --- the expert FFN over rows grouped by local expert -------------------------------------

@@ -139,11 +139,15 @@ class linear<Style, Backend, T> {
     expect(bias.empty() || static_cast<index_t>(bias.size()) == local_[0],
            "{}: rank {} was given a bias shard of {} elements but holds {} ({})", opt_.name,
            comm.rank(), bias.size(), local_[0], Style::name);
+    if (weight.is_contiguous()) {  // a reader's shard: one copy into the layer's storage
+      upload(std::span<const T>(weight.data(), static_cast<std::size_t>(weight.size())), bias);
+      return;
+    }
     std::vector<T> host(static_cast<std::size_t>(weight.size()));
     const matrix_view<T> local = make_matrix(host.data(), local_[0], local_[1]);
     for (index_t i = 0; i < local_[0]; ++i)
       for (index_t j = 0; j < local_[1]; ++j) local(i, j) = weight(i, j);
-    upload(host, std::vector<T>(bias.begin(), bias.end()));
+    upload(host, bias);
   }
 
   /// Where each rank's weight shard sits in the [out, in] weight, for `options` over `tp` ranks.
@@ -195,7 +199,10 @@ class linear<Style, Backend, T> {
   matrix_view<const T> weight() const {
     return make_matrix<const T>(weight_.data(), local_[0], local_[1]);
   }
+  /// The weight and bias gradients of the last backward; empty before the first (a layer that
+  /// only runs forward allocates none).
   matrix_view<const T> weight_grad() const {
+    if (dweight_.size() == 0) return {};
     return make_matrix<const T>(dweight_.data(), local_[0], local_[1]);
   }
   std::span<const T> bias() const noexcept { return {bias_.data(), bias_.size()}; }
@@ -318,6 +325,8 @@ class linear<Style, Backend, T> {
             *comm_, dx, mem.take(dx.is_contiguous() ? 0 : dx.size()));
     }
 
+    if (dweight_.size() != weight_.size()) dweight_.resize(weight_.size());
+    if (dbias_.size() != bias_.size()) dbias_.resize(bias_.size());
     const matrix_view<T> dw = make_matrix(dweight_.data(), local_[0], local_[1]);
     const std::span<T> db(dbias_.data(), dbias_.size());
     engine_->gemm(gemm::gemm_args<T>{
@@ -360,13 +369,9 @@ class linear<Style, Backend, T> {
     has_bias_ = has_bias;
   }
 
-  void upload(const std::vector<T>& weight, const std::vector<T>& bias) {
-    Backend::upload(std::span<const T>(weight), weight_);
-    dweight_.resize(weight.size());
-    if (has_bias_) {
-      Backend::upload(std::span<const T>(bias), bias_);
-      dbias_.resize(bias.size());
-    }
+  void upload(std::span<const T> weight, std::span<const T> bias) {
+    Backend::upload(weight, weight_);
+    if (has_bias_) Backend::upload(bias, bias_);
   }
 
   /// The placements of the weight and bias under the (checked) partition `p` of the split dim.

@@ -40,12 +40,12 @@ class rms_norm {
       : comm_(&comm), ops_(comm), eps_(eps), name_(std::move(name)) {
     expect(eps >= 0, "{}: eps must be non-negative, got {}", name_, eps);
     Backend::upload(weight, weight_);
-    dweight_.resize(weight.size());
   }
 
   const std::string& name() const noexcept { return name_; }
   index_t features() const noexcept { return static_cast<index_t>(weight_.size()); }
   std::span<const T> weight() const noexcept { return {weight_.data(), weight_.size()}; }
+  /// dW of the last backward; empty before the first.
   std::span<const T> weight_grad() const noexcept { return {dweight_.data(), dweight_.size()}; }
 
   void forward(matrix_view<const T> x, matrix_view<T> y) {
@@ -64,6 +64,7 @@ class rms_norm {
            "{}: the output gradient is [{} × {}] and the input gradient [{} × {}] but the input "
            "is [{} × {}]",
            name_, dy.rows(), dy.cols(), dx.rows(), dx.cols(), x.rows(), x.cols());
+    if (dweight_.size() != weight_.size()) dweight_.resize(weight_.size());
     const std::span<T> dw(dweight_.data(), dweight_.size());
     ops_.rms_norm_backward(x, weight(), eps_, dy, dx, dw);
     if constexpr (std::is_same_v<Style, style::sequence_parallel>) comm_->all_reduce(dw);
