@@ -468,3 +468,132 @@ TEST_CASE("a sharded model saved as loaded gives back its checkpoint") {
     }
   }
 }
+
+namespace {
+
+/// A small config of `family` with uneven dims: 24 query / 8 KV heads (tp 3 splits KV heads
+/// 3/3/2), intermediate 13, vocab 53; 8 experts for mixtral.
+nlohmann::json synthetic_config(const std::string& family, index_t layers) {
+  nlohmann::json c = {{"architectures", {family == "mixtral" ? "MixtralForCausalLM"
+                                         : family == "qwen2" ? "Qwen2ForCausalLM"
+                                         : family == "mistral" ? "MistralForCausalLM"
+                                                               : "LlamaForCausalLM"}},
+                      {"model_type", family},
+                      {"hidden_size", 20},
+                      {"num_hidden_layers", layers},
+                      {"num_attention_heads", 24},
+                      {"num_key_value_heads", 8},
+                      {"head_dim", 2},
+                      {"intermediate_size", 13},
+                      {"vocab_size", 53},
+                      {"num_local_experts", 8},
+                      {"num_experts_per_tok", 2}};
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("law: plan::resolve places every tensor of every family where its layer holds it, at tp 1-8") {
+  test::temp_dir d;
+  for (const std::string family : {"llama", "mistral", "qwen2", "mixtral"}) {
+    model::write_synthetic(d / family, synthetic_config(family, 2), io::file_dtype::bf16, 3);
+    const fs::path dir = d / family;
+    const model::plan_inputs inputs(model::read_json(dir / "config.json", "config"),
+                                    (dir / "config.json").string(), "", "");
+    const model::config c = model::read_config(dir);
+    const io::checkpoint ck(dir);
+    const std::vector<std::int64_t> ids{3, 1, 4, 1, 5, 9, 2, 6, 5};
+    const test::model_run base = test::run_model(dir, ids, {}, {.backward = false});
+    for (const int tp : {1, 2, 3, 4, 8})
+      for (const bool sp : {false, true})
+        for (const int ep : {1, tp}) {
+          if (ep > 1 && (family != "mixtral" || 8 % ep != 0)) continue;
+          CAPTURE(family);
+          CAPTURE(tp);
+          CAPTURE(sp);
+          CAPTURE(ep);
+          const plan::resolution r = inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = sp, .ep = ep});
+          host::run(tp, [&](host::communicator& comm) {
+            host::gemm_engine engine;
+            const auto body = [&]<layer::block_mode M>() {
+              model::causal_lm<M, host::backend, double> lm(engine, comm, c, ck, {.ep = ep});
+              if (comm.rank() == 0) CHECK(test::error_of([&] {
+                                            model::expect_matches(r, lm.checkpoint_placements(ck));
+                                          }) == "no error");
+            };
+            if (sp)
+              body.template operator()<layer::block_mode::sequence>();
+            else
+              body.template operator()<layer::block_mode::tensor>();
+          });
+          const test::model_run run = test::run_model(dir, ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
+          CHECK(test::relative(run.logits, base.logits) <= 1e-12);
+          for (int rank = 0; rank < tp; ++rank)
+            CHECK(run.bytes_read[static_cast<std::size_t>(rank)] ==
+                  run.bytes_expected[static_cast<std::size_t>(rank)]);
+        }
+  }
+}
+
+TEST_CASE("law: the plan's bytes per token per layer are what the built layers move") {
+  // Per token per layer = the growth of a rank's counted bytes with tokens (which leaves out the
+  // once-per-step gradient all-reduces) between a 1- and a 2-layer model (which leaves out the
+  // embedding, head and loss), in the plan's units (elements of the config's dtype).
+  test::temp_dir d;
+  for (const std::string family : {"llama", "mixtral"})
+    for (const index_t layers : {1, 2})
+      model::write_synthetic(d / fmt::format("{}{}", family, layers), synthetic_config(family, layers),
+                             io::file_dtype::bf16, 5);
+  const index_t t1 = 24, t2 = 48;
+  const auto counted = [&](const fs::path& dir, int tp, bool sp, int ep, index_t tokens) {
+    const model::config c = model::read_config(dir);
+    const io::checkpoint ck(dir);
+    std::vector<std::int64_t> ids, targets;
+    for (index_t t = 0; t < tokens; ++t) {
+      ids.push_back((7 * t + 3) % 53);
+      targets.push_back((5 * t + 1) % 53);
+    }
+    std::pair<double, double> bytes;  // forward, backward; rank 0
+    host::run(tp, [&](host::communicator& comm) {
+      host::gemm_engine engine;
+      const auto body = [&]<layer::block_mode M>() {
+        model::causal_lm<M, host::backend, double> lm(engine, comm, c, ck, {.ep = ep});
+        comm.reset_statistics();
+        lm.forward(ids);
+        const double fwd = static_cast<double>(comm.statistics().total_bytes());
+        lm.loss(targets);
+        comm.reset_statistics();
+        lm.backward();
+        if (comm.rank() == 0) bytes = {fwd, static_cast<double>(comm.statistics().total_bytes())};
+      };
+      if (sp)
+        body.template operator()<layer::block_mode::sequence>();
+      else
+        body.template operator()<layer::block_mode::tensor>();
+    });
+    return bytes;
+  };
+  for (const std::string family : {"llama", "mixtral"})
+    for (const int tp : {2, 4})
+      for (const bool sp : {false, true})
+        for (const int ep : {1, tp}) {
+          if (ep > 1 && (family != "mixtral" || sp)) continue;  // EP + SP: all-to-all-v, routing-dependent
+          CAPTURE(family);
+          CAPTURE(tp);
+          CAPTURE(sp);
+          CAPTURE(ep);
+          const fs::path one = d / (family + "1"), two = d / (family + "2");
+          const auto a1 = counted(one, tp, sp, ep, t1), a2 = counted(one, tp, sp, ep, t2),
+                     b1 = counted(two, tp, sp, ep, t1), b2 = counted(two, tp, sp, ep, t2);
+          const double per = static_cast<double>(sizeof(double)) * static_cast<double>(t2 - t1);
+          const double fwd = ((b2.first - b1.first) - (a2.first - a1.first)) / per,
+                       bwd = ((b2.second - b1.second) - (a2.second - a1.second)) / per;
+          const model::plan_inputs inputs(model::read_json(two / "config.json", "config"),
+                                          (two / "config.json").string(), "", "");
+          const plan::resolution r =
+              inputs.resolve(inputs.tensors(io::checkpoint(two)), {.tp = tp, .sp = sp, .ep = ep});
+          const double unit = static_cast<double>(inputs.config().element_bytes());
+          CHECK(fwd == doctest::Approx(r.comm_forward / unit));
+          CHECK(bwd == doctest::Approx(r.comm_backward / unit));
+        }
+}

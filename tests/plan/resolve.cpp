@@ -153,6 +153,10 @@ TEST_CASE("communication per token per layer follows the styles") {
   const plan::resolution m = resolve_preset(mixtral(), {.tp = 2});
   CHECK(m.comm_forward == doctest::Approx(2 * mh * bytes));
   CHECK(m.comm_backward == doctest::Approx((2 * mh + 2) * bytes));
+  // Under SP the experts gather [x | ids | weights] (2 + 2k per token) and reduce-scatter y.
+  const plan::resolution msp = resolve_preset(mixtral(), {.tp = 2, .sp = true});
+  CHECK(msp.comm_forward == doctest::Approx((4 * mh + 2 * 2) * bytes));
+  CHECK(msp.comm_backward == doctest::Approx((4 * mh + 2) * bytes));
   // gpt_oss-like float32 config: the element size follows the config's dtype.
   const plan::model_config f32 = config(R"({"model_type": "llama", "hidden_size": 64,
     "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 1,

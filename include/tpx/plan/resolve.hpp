@@ -46,9 +46,11 @@
 ///   SP entry module rule (module_allgather…)   fwd: all-gather of [hidden]; bwd: reduce-scatter;
 ///                         the colwise linears inside add no input collective of their own
 ///   experts module rule (moe_tp_experts, gather, …)   fwd: all-reduce of [hidden] (SP: all-gather
-///                         + reduce-scatter); bwd: all-reduce of dx and of the top-k weights (SP:
-///                         reduce-scatter + all-gather, and the top-k all-reduce). Expert tensors
-///                         inside such a module add nothing of their own.
+///                         of [hidden | top-k ids | top-k weights] + reduce-scatter of [hidden]);
+///                         bwd: all-reduce of dx and of the top-k weights (SP: reduce-scatter +
+///                         all-gather, and the top-k weights). Expert tensors inside such a module
+///                         add nothing of their own. (tests/model checks these figures against
+///                         the bytes the built layers move.)
 ///   grouped_gemm experts with no module rule: all-to-all-v dispatch and combine of top-k × hidden
 ///                         per token, (ep − 1) / ep of it leaving the rank under uniform routing,
 ///                         in fwd and again in bwd
@@ -413,6 +415,8 @@ class comm_counter {
       if (l.modules.insert(m.reduce_path).second) {
         const double n = o_.sp && !gathered ? 2 * h : h;  // SP: all-gather in, reduce-scatter out
         l.fwd += n;
+        // tpx's SP experts gather each token's top-k ids and weights with its row.
+        if (m.moe && o_.sp && !gathered) l.fwd += 2 * static_cast<double>(c_.experts_per_token);
         l.bwd += n;  // dx: all-reduce (SP: reduce-scatter, and all-gather of dy)
         if (m.moe) l.bwd += static_cast<double>(c_.experts_per_token);  // d(top-k weights)
       }
