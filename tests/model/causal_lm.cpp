@@ -1,8 +1,9 @@
 // Whole causal LMs from their checkpoints, against the two oracles: transformers' own float64
 // logits and greedy continuation of the tiny models it wrote — hf-tiny (shared fixtures: Llama
 // 6/3 heads, Mixtral 4/2 heads with 6 experts) and hf-ref (tests/model/make_reference.py: Qwen2
-// with q/k/v biases and tied embeddings, Phi-3 with fused qkv_proj and gate_up_proj, Mistral, and
-// a Llama with llama3 RoPE, every bias and one KV head) — at every tp their heads allow, in TP and
+// with q/k/v biases and tied embeddings, Phi-3 with fused qkv_proj and gate_up_proj, Mistral, a
+// Llama with llama3 RoPE, every bias and one KV head, Qwen3 with per-head q/k norms, and a
+// Qwen3-MoE with a dense layer between two MoE layers) — at every tp their heads allow, in TP and
 // TP+SP, with expert parallelism; and the model at tp = 1, whose gradients are checked by central
 // differences of its loss, so the sharded gradients can be compared with them. Each rank reads
 // exactly its shard's bytes, and those placements are the ones plan::resolve gives the
@@ -38,7 +39,9 @@ const std::vector<fixture> all_models{llama,
                                       {"hf-ref/qwen2", {1, 2, 4}},
                                       {"hf-ref/phi3", {1, 2, 4}},
                                       {"hf-ref/mistral", {1, 2, 4}},
-                                      {"hf-ref/llama3", {1, 2, 4}}};  // 4 query / 1 KV head
+                                      {"hf-ref/llama3", {1, 2, 4}},  // 4 query / 1 KV head
+                                      {"hf-ref/qwen3", {1, 2, 4}},
+                                      {"hf-ref/qwen3_moe", {1, 2, 4}, true}};
 
 bool ep_applies(const fixture& f, int ep) { return ep == 1 || (f.moe && 6 % ep == 0); }
 
@@ -267,6 +270,16 @@ TEST_CASE("gradients at tp = 1 match central differences of the loss") {
                     {{"model.layers.0.self_attn.qkv_proj.weight", 5},            // q rows
                      {"model.layers.1.self_attn.qkv_proj.weight", 40 * 32 + 7},   // k rows
                      {"model.layers.0.mlp.gate_up_proj.weight", 25 * 32 + 3}});   // up rows
+  }
+  SUBCASE("qwen3_moe: q/k norms, experts not renormalised, the dense layer between") {
+    check_gradients(test::model_fixture("hf-ref/qwen3_moe"),
+                    {{"model.layers.0.self_attn.q_norm.weight", 3},
+                     {"model.layers.2.self_attn.k_norm.weight", 6},
+                     {"model.layers.1.mlp.gate_proj.weight", 77},
+                     {"model.layers.1.mlp.down_proj.weight", 78},
+                     {"model.layers.0.mlp.gate.weight", 40},
+                     {"model.layers.2.mlp.experts.3.up_proj.weight", 50},
+                     {"model.layers.0.mlp.experts.1.down_proj.weight", 51}});
   }
   SUBCASE("llama3: o and MLP biases, the replicated KV head") {
     check_gradients(test::model_fixture("hf-ref/llama3"),

@@ -62,6 +62,15 @@ CASES = {
         mlp_bias=True, rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0,
                                             low_freq_factor=1.0, high_freq_factor=4.0,
                                             original_max_position_embeddings=16))),
+    # q/k RMSNorm per head.
+    "qwen3": ("qwen3", "Qwen3ForCausalLM", "Qwen3Config", dict(
+        hidden_size=32, head_dim=8, intermediate_size=20, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, vocab_size=97)),
+    # q/k norms, experts (softmax top-2 of 6, not renormalised) and a dense layer between.
+    "qwen3_moe": ("qwen3_moe", "Qwen3MoeForCausalLM", "Qwen3MoeConfig", dict(
+        hidden_size=32, intermediate_size=20, moe_intermediate_size=12, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, vocab_size=97, num_experts=6,
+        num_experts_per_tok=2, norm_topk_prob=False, mlp_only_layers=[1])),
 }
 
 for case, (family, model_class, config_class, kwargs) in CASES.items():
@@ -69,6 +78,7 @@ for case, (family, model_class, config_class, kwargs) in CASES.items():
     cfg_mod = importlib.import_module(f"transformers.models.{family}.configuration_{family}")
     config = getattr(cfg_mod, config_class)(**kwargs)
     config._attn_implementation = "eager"
+    config._experts_implementation = "eager"  # the expert loop (grouped kernels have no float64)
     torch.manual_seed(1000 + list(CASES).index(case))
     model = getattr(mod, model_class)(config).to(torch.float32).eval()
     with torch.no_grad():  # biases and norm weights start at 0 and 1: make them count
@@ -77,13 +87,15 @@ for case, (family, model_class, config_class, kwargs) in CASES.items():
                 p.normal_(0, 0.1)
             elif "norm" in name:
                 p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif p.abs().max() == 0:  # routers start at zero: every expert would tie
+                p.normal_(0, 0.5)
     d = os.path.join(OUT, case)
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d)
     # The reference runs the checkpoint as written, loaded in float64 (buffers such as RoPE's
     # frequencies are recomputed at float64, not cast back from the float32 model).
-    model = getattr(mod, model_class).from_pretrained(d, attn_implementation="eager",
-                                                      dtype=torch.float64).eval()
+    model = getattr(mod, model_class).from_pretrained(
+        d, attn_implementation="eager", experts_implementation="eager", dtype=torch.float64).eval()
     ids = torch.tensor([PROMPT])
     with torch.no_grad():
         logits = model(ids).logits[0]

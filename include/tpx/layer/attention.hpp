@@ -9,11 +9,17 @@
 ///                              (the column order of a colwise layer over `gqa::qkv_partition`)
 ///   o   [T, q_r·d]             the rank's query heads, the rowwise o_proj's input shard
 ///
+/// With `set_qk_norm` (Qwen3), every q and k head is RMS-normalised over its head_dim with a
+/// weight [head_dim] shared by the heads, before RoPE; the weights' gradients are this rank's
+/// heads' share (the block all-reduces them).
+///
 /// Tokens are one sequence at positions 0…T−1. RoPE pairs feature i with i + d/2 of each head
 /// (Hugging Face's rotate_half) and turns the pair by position · inv_freq[i]: by default
 /// inv_freq[i] = base^(−2i/d); a model's rope type (llama3, linear, …) supplies its own table.
 
 #include <cmath>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "tpx/core/error.hpp"
@@ -65,6 +71,23 @@ class causal_attention {
            opt_.head_dim / 2, opt_.inv_freq.size());
   }
 
+  /// Normalises every q head with `q` and every k head with `k` (each [head_dim]) before RoPE.
+  void set_qk_norm(std::span<const T> q, std::span<const T> k, double eps) {
+    expect(static_cast<index_t>(q.size()) == opt_.head_dim &&
+               static_cast<index_t>(k.size()) == opt_.head_dim && eps >= 0,
+           "{}: q_norm has {} and k_norm {} weights but head_dim is {} (eps {})", opt_.name,
+           q.size(), k.size(), opt_.head_dim, eps);
+    q_norm_.assign(q.begin(), q.end());
+    k_norm_.assign(k.begin(), k.end());
+    norm_eps_ = eps;
+  }
+  bool has_qk_norm() const noexcept { return !q_norm_.empty(); }
+  std::span<const T> q_norm() const noexcept { return q_norm_; }
+  std::span<const T> k_norm() const noexcept { return k_norm_; }
+  /// This rank's share of the q_norm / k_norm gradients of the last backward (empty before).
+  std::span<T> q_norm_grad() noexcept { return dq_norm_; }
+  std::span<T> k_norm_grad() noexcept { return dk_norm_; }
+
   index_t qkv_cols() const noexcept { return (opt_.q_heads + 2 * opt_.kv_heads) * opt_.head_dim; }
   index_t out_cols() const noexcept { return opt_.q_heads * opt_.head_dim; }
 
@@ -76,8 +99,10 @@ class causal_attention {
     rotated_.resize(static_cast<std::size_t>(n * qk));
     const matrix_view<T> r = make_matrix(rotated_.data(), n, qk);
     angles(n);
+    if (has_qk_norm()) rstd_.resize(static_cast<std::size_t>(n * (opt_.q_heads + opt_.kv_heads)));
     for (index_t t = 0; t < n; ++t) {
       for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
+      if (has_qk_norm()) normalise_heads(r, t);
       for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(r, t, h * d, false);
     }
     probs_.resize(static_cast<std::size_t>(opt_.q_heads * n * n));
@@ -144,11 +169,53 @@ class causal_attention {
     }
     for (index_t t = 0; t < n; ++t)  // back through RoPE: the transpose rotation
       for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(dqkv, t, h * d, true);
+    if (has_qk_norm()) {  // back through the per-head norms
+      dq_norm_.assign(q_norm_.size(), T(0));
+      dk_norm_.assign(k_norm_.size(), T(0));
+      for (index_t t = 0; t < n; ++t) normalise_heads_backward(qkv, dqkv, t);
+    }
   }
 
  private:
   index_t group() const noexcept { return opt_.q_heads / opt_.kv_heads; }
   T scale() const { return T(1) / std::sqrt(static_cast<T>(opt_.head_dim)); }
+
+  /// RMS-normalises the q and k heads of row t of `r` in place (y = x · rstd · w), keeping rstd.
+  void normalise_heads(matrix_view<T> r, index_t t) {
+    const index_t d = opt_.head_dim, heads = opt_.q_heads + opt_.kv_heads;
+    for (index_t h = 0; h < heads; ++h) {
+      const std::vector<T>& w = h < opt_.q_heads ? q_norm_ : k_norm_;
+      double ss = 0;
+      for (index_t e = 0; e < d; ++e) ss += static_cast<double>(r(t, h * d + e)) * r(t, h * d + e);
+      const T rstd = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(d) + norm_eps_));
+      rstd_[static_cast<std::size_t>(t * heads + h)] = rstd;
+      for (index_t e = 0; e < d; ++e)
+        r(t, h * d + e) = r(t, h * d + e) * rstd * w[static_cast<std::size_t>(e)];
+    }
+  }
+
+  /// dqkv's q and k columns of row t hold d(normalised head); turns them into d(head) and adds
+  /// to the weights' gradients: dw += dy · x̂, dx = rstd · (dy·w − x̂ · mean(dy·w · x̂)).
+  void normalise_heads_backward(matrix_view<const T> qkv, matrix_view<T> dqkv, index_t t) {
+    const index_t d = opt_.head_dim, heads = opt_.q_heads + opt_.kv_heads;
+    for (index_t h = 0; h < heads; ++h) {
+      const bool q = h < opt_.q_heads;
+      const std::vector<T>& w = q ? q_norm_ : k_norm_;
+      std::vector<T>& dw = q ? dq_norm_ : dk_norm_;
+      const T rstd = rstd_[static_cast<std::size_t>(t * heads + h)];
+      double dot = 0;
+      for (index_t e = 0; e < d; ++e) {
+        const T xh = qkv(t, h * d + e) * rstd, dy = dqkv(t, h * d + e);
+        dw[static_cast<std::size_t>(e)] += dy * xh;
+        dot += static_cast<double>(dy * w[static_cast<std::size_t>(e)]) * xh;
+      }
+      const T mean = static_cast<T>(dot / static_cast<double>(d));
+      for (index_t e = 0; e < d; ++e) {
+        const T xh = qkv(t, h * d + e) * rstd;
+        dqkv(t, h * d + e) = rstd * (dqkv(t, h * d + e) * w[static_cast<std::size_t>(e)] - xh * mean);
+      }
+    }
+  }
 
   /// cos and sin of position · inv_freq[i] for positions 0…n−1, computed once per token count.
   void angles(index_t n) {
@@ -188,6 +255,8 @@ class causal_attention {
 
   attention_options opt_;
   std::vector<T> rotated_, probs_, cos_, sin_;
+  std::vector<T> q_norm_, k_norm_, dq_norm_, dk_norm_, rstd_;
+  double norm_eps_ = 0;
 };
 
 }  // namespace tpx::inline v0::layer

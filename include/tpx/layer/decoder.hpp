@@ -211,7 +211,8 @@ class attention_block {
                   attention_weights<T> w, attention_config cfg, std::string name = "self_attn")
       : qkv_(make_qkv(engine, comm, w, cfg, name)),
         o_(engine, comm, w.o, {}, o_options(cfg, w.o.rows(), comm.size(), name)),
-        core_(core_options(cfg, comm, name)) {}
+        core_(core_options(cfg, comm, name)),
+        comm_(&comm) {}
 
   /// Builds the block from this rank's shards, as a checkpoint reader gives them: `qkv` is the
   /// block `qkv_type::weight_placement(qkv_options(cfg, H, tp, name), tp).of(rank)` of the
@@ -225,7 +226,8 @@ class attention_block {
              qkv_options(cfg, qkv.cols(), comm.size(), name)),
         o_(shard::from_shard, engine, comm, o, o_bias,
            o_options(cfg, o.rows(), comm.size(), name)),
-        core_(core_options(cfg, comm, name)) {}
+        core_(core_options(cfg, comm, name)),
+        comm_(&comm) {}
 
   /// The stacked q|k|v layer: colwise in whole heads (`shard::gqa::qkv_partition`). Errors when
   /// the heads cannot be split over tp.
@@ -249,6 +251,13 @@ class attention_block {
 
   qkv_type& qkv() noexcept { return qkv_; }
   o_type& o() noexcept { return o_; }
+  causal_attention<Backend, T>& core() noexcept { return core_; }
+
+  /// Per-head RMSNorm of q and k before RoPE (Qwen3): `q`, `k` [head_dim], replicated; their
+  /// gradients are all-reduced in backward (each rank saw its own heads).
+  void set_qk_norm(std::span<const T> q, std::span<const T> k, double eps) {
+    core_.set_qk_norm(q, k, eps);
+  }
 
   void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
     const matrix_view<T> qkv = detail::sized(qkv_out_, tokens, core_.qkv_cols());
@@ -267,6 +276,10 @@ class attention_block {
     const matrix_view<T> dqkv = detail::sized(dqkv_, tokens, core_.qkv_cols());
     o_.backward(attn, dy, dattn);
     core_.backward(qkv, dattn, dqkv);
+    if (core_.has_qk_norm()) {
+      comm_->all_reduce(core_.q_norm_grad());
+      comm_->all_reduce(core_.k_norm_grad());
+    }
     qkv_.backward(x, dqkv, dx);
   }
 
@@ -302,6 +315,7 @@ class attention_block {
   qkv_type qkv_;
   o_type o_;
   causal_attention<Backend, T> core_;
+  typename Backend::communicator* comm_;
   typename Backend::template buffer<T> qkv_out_, attn_, dattn_, dqkv_;
 };
 

@@ -293,6 +293,13 @@ class causal_lm {
             norm(l.input_norm, layer.input_norm());
             linear(l.qkv, l.qkv_bias, layer.attention().qkv());
             linear(l.o, l.o_bias, layer.attention().o());
+            if (l.q_norm) {
+              auto& core = layer.attention().core();
+              fn(l.q_norm->name, shard::placement::replicated(l.q_norm->shape), core.q_norm(),
+                 std::span<const T>(core.q_norm_grad()));
+              fn(l.k_norm->name, shard::placement::replicated(l.k_norm->shape), core.k_norm(),
+                 std::span<const T>(core.k_norm_grad()));
+            }
             norm(l.post_norm, layer.post_norm());
             auto& ffn = layer.ffn();
             if constexpr (requires { ffn.gate_up(); }) {
@@ -388,6 +395,11 @@ class causal_lm {
     attention_type attention(shard::from_shard, *engine_, *comm_, matrix(qkv, h), qkv_b,
                              matrix(o, o_t::weight_placement(oo, tp).local_shape(comm_->rank())[1]),
                              o_b, ac, an);
+    if (l.q_norm) {
+      const shard::placement whole = shard::placement::replicated(l.q_norm->shape);
+      attention.set_qk_norm(read(ck, *l.q_norm, whole), read(ck, *l.k_norm, whole),
+                            config_.rms_norm_eps);
+    }
     const std::vector<T> n1 = read(ck, l.input_norm, shard::placement::replicated({h})),
                          n2 = read(ck, l.post_norm, shard::placement::replicated({h}));
     const double eps = config_.rms_norm_eps;

@@ -10,7 +10,12 @@
 ///   mistral    1e-6   1e4      no     –                         –        sliding_window 4096
 ///   qwen2      1e-6   1e4      no     q, k, v (always)          –        window if use_sliding_window
 ///   phi3       1e-5   1e4      no     –                         –        fused qkv_proj, gate_up_proj
+///   qwen3      1e-6   1e4      no     attention_bias            –        q/k RMSNorm per head
 ///   mixtral    1e-5   1e6      no     –                         every layer, top-k renormalised
+///   qwen3_moe  1e-6   1e4      no     attention_bias            layers by mlp_only_layers and
+///                                                               decoder_sparse_step; renormalised
+///                                                               when norm_topk_prob (default no);
+///                                                               q/k RMSNorm per head
 ///
 /// RoPE: `rope_parameters` {rope_type, rope_theta, …} (transformers ≥ 5), else `rope_theta` +
 /// `rope_scaling` (older files; its `type` or `rope_type`). Types: `default`, `linear` (factor)
@@ -41,7 +46,8 @@
 namespace tpx::inline v0::model {
 
 /// The families a causal LM can be built for.
-inline constexpr std::string_view families[] = {"llama", "mistral", "qwen2", "phi3", "mixtral"};
+inline constexpr std::string_view families[] = {"llama", "mistral", "qwen2",    "phi3",
+                                                 "qwen3", "mixtral", "qwen3_moe"};
 
 struct config {
   plan::model_config dims;
@@ -56,6 +62,7 @@ struct config {
   bool mlp_bias = false;
   std::optional<index_t> sliding_window;  ///< absent: full causal attention
   bool norm_topk_prob = true;             ///< MoE: top-k weights renormalised to sum to 1
+  bool qk_norm = false;                   ///< q and k RMS-normalised per head before RoPE
   std::vector<bool> moe_layers;           ///< per layer: a mixture of experts, else a dense MLP
   std::vector<std::int64_t> eos_token_ids;
 
@@ -135,10 +142,6 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
          "{}: \"model_type\" is missing (tpx builds {})", what, fmt::join(families, ", "));
   const std::string type = j.at("model_type").get<std::string>();
   const bool known = std::find(std::begin(families), std::end(families), type) != std::end(families);
-  if (type == "qwen3" || type == "qwen3_moe")
-    fail("{}: model_type '{}' normalises q and k per head (q_norm, k_norm), which tpx's attention "
-         "does not implement yet; tpx builds {}",
-         what, type, fmt::join(families, ", "));
   expect(known, "{}: model_type '{}' is not a family tpx builds ({})", what, type,
          fmt::join(families, ", "));
   c.dims = plan::parse_model_config(j, what);
@@ -148,15 +151,13 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
          "{}: hidden_size {}, num_hidden_layers {} and vocab_size {} must be positive and the head "
          "dim {} even",
          what, d.hidden_size, d.num_layers, d.vocab_size, d.head_dim);
-  const bool moe = type == "mixtral";
+  const bool moe = type == "mixtral" || type == "qwen3_moe";
   if (moe)
     expect(d.n_experts >= 1 && d.experts_per_token >= 1 && d.experts_per_token <= d.n_experts &&
                d.moe_intermediate_size >= 1,
-           "{}: a mixtral config needs num_local_experts, num_experts_per_tok (at most the "
-           "experts) and intermediate_size",
-           what);
-  else
-    expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
+           "{}: a {} config needs the experts' count (num_local_experts / num_experts), "
+           "num_experts_per_tok (at most the experts) and their intermediate size",
+           what, type);
   if (!moe) c.dims.n_experts = c.dims.experts_per_token = 0;
 
   const std::string act =
@@ -209,6 +210,9 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
     c.mlp_bias = detail::flag(j, "mlp_bias", false, what);
   } else if (type == "qwen2") {
     c.qkv_bias = true;
+  } else if (type == "qwen3" || type == "qwen3_moe") {
+    c.qkv_bias = c.o_bias = detail::flag(j, "attention_bias", false, what);
+    c.qk_norm = true;
   }
 
   const auto window = [&](std::optional<index_t> fallback) -> std::optional<index_t> {
@@ -221,10 +225,17 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   };
   if (type == "mistral") c.sliding_window = window(4096);
   if (type == "mixtral" || type == "phi3") c.sliding_window = window(std::nullopt);
-  if (type == "qwen2" && detail::flag(j, "use_sliding_window", false, what))
+  if ((type == "qwen2" || type == "qwen3" || type == "qwen3_moe") &&
+      detail::flag(j, "use_sliding_window", false, what))
     c.sliding_window = window(4096);
 
-  c.moe_layers.assign(static_cast<std::size_t>(d.num_layers), moe);
+  for (index_t l = 0; l < d.num_layers; ++l) c.moe_layers.push_back(moe && !d.dense_layer(l));
+  for (const index_t l : d.mlp_only_layers)
+    expect(l < d.num_layers, "{}: \"mlp_only_layers\" holds {}, not one of the {} layers", what, l,
+           d.num_layers);
+  if (type == "qwen3_moe") c.norm_topk_prob = detail::flag(j, "norm_topk_prob", false, what);
+  if (std::find(c.moe_layers.begin(), c.moe_layers.end(), false) != c.moe_layers.end())
+    expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
 
   if (const auto eos = j.find("eos_token_id"); eos != j.end() && !eos->is_null()) {
     const auto add = [&](const nlohmann::json& v) {

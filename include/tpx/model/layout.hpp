@@ -31,6 +31,7 @@ struct layer_layout {
   std::string prefix;  ///< "model.layers.3."
   io::assembled_tensor input_norm, post_norm, qkv, o;
   std::optional<io::assembled_tensor> qkv_bias, o_bias;
+  std::optional<io::assembled_tensor> q_norm, k_norm;  ///< per-head RMSNorm weights (Qwen3)
   // A dense MLP.
   std::optional<io::assembled_tensor> gate_up, down, gate_up_bias, down_bias;
   // A mixture of experts.
@@ -56,6 +57,8 @@ struct layout {
       maybe(l.qkv_bias);
       fn(l.o);
       maybe(l.o_bias);
+      maybe(l.q_norm);
+      maybe(l.k_norm);
       fn(l.post_norm);
       for (const auto* t : {&l.gate_up, &l.gate_up_bias, &l.down, &l.down_bias, &l.router,
                             &l.experts_gate_up, &l.experts_down})
@@ -154,6 +157,10 @@ inline layout checkpoint_layout(const config& c, const io::checkpoint& ck) {
           ck, a + "qkv_proj.bias", a + "qkv_proj.bias", 0,
           {{a + "q_proj.bias", nq}, {a + "k_proj.bias", nkv}, {a + "v_proj.bias", nkv}});
     if (c.o_bias) l.o_bias = io::assembled_tensor::whole(a + "o_proj.bias", {h});
+    if (c.qk_norm) {
+      l.q_norm = io::assembled_tensor::whole(a + "q_norm.weight", {d});
+      l.k_norm = io::assembled_tensor::whole(a + "k_norm.weight", {d});
+    }
     if (c.moe_layers[static_cast<std::size_t>(n)]) {
       detail::experts_layout(c, ck, l);
     } else {

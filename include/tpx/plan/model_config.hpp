@@ -12,10 +12,12 @@
 ///   top-k             num_experts_per_tok, else experts_per_token (gpt_oss)
 ///   dtype             torch_dtype, else dtype; bf16 when neither is given
 /// DeepSeek's multi-head latent attention adds q_lora_rank, kv_lora_rank, qk_nope_head_dim,
-/// qk_rope_head_dim, v_head_dim; its MoE, n_shared_experts and first_k_dense_replace.
+/// qk_rope_head_dim, v_head_dim; its MoE, n_shared_experts and first_k_dense_replace; Qwen-MoE
+/// decides its dense layers by mlp_only_layers and decoder_sparse_step.
 /// Multimodal configs keep the language model's dims under `text_config`; it is used when the top
 /// level has no `hidden_size`.
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -44,6 +46,8 @@ struct model_config {
   index_t experts_per_token = 0;      ///< top-k; 0 for a dense model
   index_t n_shared_experts = 0;       ///< DeepSeek / Qwen shared experts beside the routed ones
   index_t first_k_dense_replace = 0;  ///< DeepSeek: the first k layers have a dense MLP
+  index_t decoder_sparse_step = 1;    ///< Qwen-MoE: every step-th layer has experts
+  std::vector<index_t> mlp_only_layers;  ///< Qwen-MoE: layers with a dense MLP regardless
   index_t q_lora_rank = 0;            ///< DeepSeek MLA; 0: q_proj is one full-rank projection
   index_t kv_lora_rank = 0;           ///< DeepSeek MLA; 0: not MLA
   index_t qk_nope_head_dim = 0;
@@ -55,6 +59,19 @@ struct model_config {
   std::optional<bool> tie_word_embeddings;
 
   bool is_moe() const noexcept { return n_experts > 0; }
+  /// Whether layer `n` of a MoE model has a dense MLP instead of experts: DeepSeek's first
+  /// first_k_dense_replace layers; Qwen-MoE's mlp_only_layers and the layers between every
+  /// decoder_sparse_step-th. Every layer of a dense model.
+  bool dense_layer(index_t n) const {
+    if (!is_moe()) return true;
+    if (model_type.starts_with("deepseek")) return n < first_k_dense_replace;
+    if (model_type.starts_with("qwen") && model_type.ends_with("_moe")) {
+      if (std::find(mlp_only_layers.begin(), mlp_only_layers.end(), n) != mlp_only_layers.end())
+        return true;
+      return (n + 1) % std::max<index_t>(decoder_sparse_step, 1) != 0;
+    }
+    return false;
+  }
   bool is_mla() const noexcept { return kv_lora_rank > 0; }
   /// Bytes of one element of `dtype` (float32 4, float64 8, 8-bit floats 1, else 2).
   index_t element_bytes() const noexcept {
@@ -118,6 +135,19 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
   c.experts_per_token = number({"num_experts_per_tok", "experts_per_token"}, false);
   c.n_shared_experts = number({"n_shared_experts"}, false);
   c.first_k_dense_replace = number({"first_k_dense_replace"}, false);
+  if (j.contains("decoder_sparse_step") && !j["decoder_sparse_step"].is_null()) {
+    c.decoder_sparse_step = number({"decoder_sparse_step"}, false);
+    expect(c.decoder_sparse_step >= 1, "{}: \"decoder_sparse_step\" must be at least 1", what);
+  }
+  if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+    expect(j["mlp_only_layers"].is_array(), "{}: \"mlp_only_layers\" must be a list of layer numbers",
+           what);
+    for (const nlohmann::json& v : j["mlp_only_layers"]) {
+      expect(v.is_number_integer() && v.get<std::int64_t>() >= 0,
+             "{}: \"mlp_only_layers\" must hold layer numbers, got {}", what, v.dump());
+      c.mlp_only_layers.push_back(v.get<index_t>());
+    }
+  }
   c.q_lora_rank = number({"q_lora_rank"}, false);
   c.kv_lora_rank = number({"kv_lora_rank"}, false);
   c.qk_nope_head_dim = number({"qk_nope_head_dim"}, false);

@@ -16,7 +16,8 @@
 /// `experts.gate_up_proj [E, 2I, H]` at load time, which is what its own plans name):
 ///   mixtral      block_sparse_moe.gate [E, H]; block_sparse_moe.experts.N.w1|w3 [I, H], w2 [H, I]
 ///   qwen3_moe    mlp.gate [E, H]; mlp.experts.N.gate_proj|up_proj [I, H], down_proj [H, I];
-///                q/k norms
+///                q/k norms; a dense mlp.gate_proj|up_proj|down_proj in the layers that
+///                mlp_only_layers and decoder_sparse_step make dense
 ///   deepseek_v3  multi-head latent attention (q_a_proj, q_b_proj split in whole heads,
 ///                kv_a_proj_with_mqa replicated as mla_kv_a_proj, kv_b_proj in heads, o_proj
 ///                rowwise in heads); dense MLPs in the first first_k_dense_replace layers, then
@@ -209,7 +210,7 @@ inline std::vector<tensor_decl> decoder(const model_config& c, const layout& o) 
       l.add(p + "pre_feedforward_layernorm.weight", {h});
       l.add(p + "post_feedforward_layernorm.weight", {h});
     }
-    if (o.moe == moe_layout::none || (o.moe == moe_layout::deepseek && n < c.first_k_dense_replace))
+    if (o.moe == moe_layout::none || c.dense_layer(n))
       gated_mlp(l, p + "mlp.", c.intermediate_size, o.fused);
     else
       moe(l, p, o.moe);
@@ -263,6 +264,8 @@ inline nlohmann::json plan_of(const layout& o, const model_config& c) {
     for (const char* n : {g, u, d}) ep[moe + "experts.*." + n] = "grouped_gemm";
     ep[moe + "experts"] = "moe_tp_experts";
   };
+  bool any_dense = false;  // a MoE model's dense layers
+  for (index_t n = 0; n < c.num_layers; ++n) any_dense = any_dense || c.dense_layer(n);
   switch (o.moe) {
     case moe_layout::none:
       mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
@@ -270,11 +273,12 @@ inline nlohmann::json plan_of(const layout& o, const model_config& c) {
     case moe_layout::mixtral:
       experts("layers.*.block_sparse_moe.", "gate", "w1", "w3", "w2");
       break;
-    case moe_layout::qwen:
+    case moe_layout::qwen:  // dense layers (mlp_only_layers, decoder_sparse_step) as transformers
+      if (any_dense) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
       experts("layers.*.mlp.", "gate", "gate_proj", "up_proj", "down_proj");
       break;
     case moe_layout::deepseek:
-      if (c.first_k_dense_replace > 0) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
+      if (any_dense) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
       experts("layers.*.mlp.", "gate", "gate_proj", "up_proj", "down_proj");
       tp["layers.*.mlp.gate.e_score_correction_bias"] = "replicate";
       ep["layers.*.mlp.gate.e_score_correction_bias"] = "replicate";
