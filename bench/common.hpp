@@ -2,13 +2,19 @@
 // What the tpx-bench translation units share: options, the report (text rows or JSON records),
 // medians.
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "tpx/core/error.hpp"
 #include "tpx/core/extents.hpp"
 
 namespace tpx::bench {
@@ -32,6 +38,24 @@ inline std::string cpu_model() {
   for (std::string line; std::getline(in, line);)
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   return "unknown CPU";
+}
+
+/// Seconds to open `path`, read the whole file in 8 MiB preads into `buffer` (its size), close:
+/// the plain sequential read the shard-reading benchmarks compare with.
+inline double sequential_read(const std::filesystem::path& path, std::vector<std::byte>& buffer) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  expect(fd >= 0, "{}: cannot open", path.string());
+  std::size_t at = 0;
+  while (at < buffer.size()) {
+    const ::ssize_t n =
+        ::pread(fd, buffer.data() + at, std::min<std::size_t>(8 << 20, buffer.size() - at),
+                static_cast<off_t>(at));
+    expect(n > 0, "{}: short read", path.string());
+    at += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 /// Output in both forms: text rows as nccl-tests prints them, or JSON records.

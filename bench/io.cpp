@@ -33,23 +33,6 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-/// Open, read the whole file in 8 MiB chunks into `buffer`, close.
-double sequential_read(const std::filesystem::path& path, std::vector<std::byte>& buffer) {
-  const auto t0 = clock_type::now();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  expect(fd >= 0, "{}: cannot open", path.string());
-  std::size_t at = 0;
-  while (at < buffer.size()) {
-    const ::ssize_t n =
-        ::pread(fd, buffer.data() + at, std::min<std::size_t>(8 << 20, buffer.size() - at),
-                static_cast<off_t>(at));
-    expect(n > 0, "{}: short read", path.string());
-    at += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  return seconds_since(t0);
-}
-
 struct io_style {
   const char* name;
   int dim;                // split dim of W [rows, cols]

@@ -10,9 +10,6 @@
 //   forward  the prompt of T tokens through the model (f32), median over repetitions, and per
 //            token; `#wrong` counts logits that differ from tp 1's by more than 1e-3 relative.
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -31,24 +28,6 @@ using clock_type = std::chrono::steady_clock;
 
 double since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-/// Seconds to read the whole file sequentially (8 MiB preads into one buffer).
-double read_file(const std::filesystem::path& path) {
-  std::vector<std::byte> buffer(static_cast<std::size_t>(std::filesystem::file_size(path)));
-  const auto t0 = clock_type::now();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  expect(fd >= 0, "{}: cannot open", path.string());
-  std::size_t at = 0;
-  while (at < buffer.size()) {
-    const ::ssize_t n =
-        ::pread(fd, buffer.data() + at, std::min<std::size_t>(8 << 20, buffer.size() - at),
-                static_cast<off_t>(at));
-    expect(n > 0, "{}: short read", path.string());
-    at += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  return since(t0);
 }
 
 }  // namespace
@@ -73,7 +52,8 @@ void bench_model(const options& o, report& out) {
   const std::filesystem::path dir = dir_name, file = dir / "model.safetensors";
   model::write_synthetic(dir, cfg, io::file_dtype::bf16, 11);
   const double file_bytes = static_cast<double>(std::filesystem::file_size(file));
-  read_file(file);  // into the page cache
+  std::vector<std::byte> whole(static_cast<std::size_t>(file_bytes));
+  sequential_read(file, whole);  // into the page cache
   const model::config c = model::read_config(dir);
 
   out.line(fmt::format(
@@ -95,7 +75,7 @@ void bench_model(const options& o, report& out) {
     std::vector<float> logits;
     std::vector<double> seq;
     for (int rep = 0; rep < reps; ++rep) {
-      seq.push_back(read_file(file));
+      seq.push_back(sequential_read(file, whole));
       host::run(tp, [&](host::communicator& comm) {
         host::gemm_engine engine;
         const auto t0 = clock_type::now();

@@ -22,6 +22,7 @@
 
 #include <fmt/core.h>
 
+#include "cli.hpp"
 #include "tpx/io/checkpoint.hpp"
 #include "tpx/model/plan.hpp"
 #include "tpx/plan/resolve.hpp"
@@ -44,14 +45,6 @@ struct options {
   bool sp = false, json = false;
 };
 
-int whole_number(std::string_view flag, std::string_view text) {
-  int v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  expect(ec == std::errc() && end == text.data() + text.size(), "{} takes a whole number, got '{}'",
-         flag, text);
-  return v;
-}
-
 options parse_args(int argc, char** argv) {
   options o;
   for (int i = 1; i < argc; ++i) {
@@ -69,9 +62,9 @@ options parse_args(int argc, char** argv) {
     else if (a == "--safetensors")
       o.safetensors = value();
     else if (a == "--tp")
-      o.tp = whole_number(a, value());
+      o.tp = static_cast<int>(cli::whole_number(a, value()));
     else if (a == "--ep")
-      o.ep = whole_number(a, value());
+      o.ep = static_cast<int>(cli::whole_number(a, value()));
     else if (a == "--sp")
       o.sp = true;
     else if (a == "--json")
@@ -81,16 +74,6 @@ options parse_args(int argc, char** argv) {
   }
   expect(!o.config.empty(), "--config CONFIG.json is required");
   return o;
-}
-
-std::string human(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.2f} {}", bytes, units[u]);
 }
 
 /// One row of the text table: tensors with the same name pattern, style and shards.
@@ -164,8 +147,8 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   print_list("warnings", r.report.warnings);
   const auto [lo, hi] = std::minmax_element(r.param_bytes.begin(), r.param_bytes.end());
   fmt::print("\ntotals\n");
-  fmt::print("  parameter bytes per rank: max {} ({}), min {} ({})\n", *hi, human(double(*hi)), *lo,
-             human(double(*lo)));
+  fmt::print("  parameter bytes per rank: max {} ({}), min {} ({})\n", *hi, cli::human(double(*hi)), *lo,
+             cli::human(double(*lo)));
   fmt::print("  communication per token per layer: forward {} B, backward {} B\n", r.comm_forward,
              r.comm_backward);
 }
@@ -200,14 +183,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::string why = e.what();
-    for (char& ch : why)
-      if (ch == '\n') ch = ' ';
-    std::fprintf(stderr, "tpx-plan: %s\n", why.c_str());
-    return 2;
-  }
-}
+int main(int argc, char** argv) { return tpx::cli::main("tpx-plan", argc, argv, run); }

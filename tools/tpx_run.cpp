@@ -28,6 +28,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "cli.hpp"
 #include "tpx/backend/host/backend.hpp"
 #include "tpx/io/writer.hpp"
 #include "tpx/model/causal_lm.hpp"
@@ -72,18 +73,8 @@ struct options {
   index_t generate = 0;
 };
 
-std::int64_t whole_number(std::string_view flag, std::string_view text) {
-  std::int64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  expect(ec == std::errc() && end == text.data() + text.size() && !text.empty(),
-         "{} takes whole numbers, got '{}'", flag, text);
-  return v;
-}
-
 int small_number(std::string_view flag, std::string_view text) {
-  const std::int64_t v = whole_number(flag, text);
-  expect(v >= 0 && v <= 1 << 20, "{} takes a whole number from 0 to {}, got {}", flag, 1 << 20, v);
-  return static_cast<int>(v);
+  return static_cast<int>(cli::whole_number(flag, text, 0, 1 << 20));
 }
 
 /// "1,2,3" (or whitespace-separated) → ids.
@@ -96,7 +87,7 @@ std::vector<std::int64_t> id_list(std::string_view flag, std::string_view text) 
     std::size_t j = i;
     while (j < text.size() && text[j] != ',' && !std::isspace(static_cast<unsigned char>(text[j])))
       ++j;
-    if (j > i) out.push_back(whole_number(flag, text.substr(i, j - i)));
+    if (j > i) out.push_back(cli::whole_number(flag, text.substr(i, j - i), INT64_MIN, INT64_MAX));
     i = j;
   }
   return out;
@@ -176,16 +167,6 @@ options parse_args(int argc, char** argv) {
          "--targets has {} ids but the prompt has {}; give one target per token (-100 to skip)",
          o.targets.size(), o.ids.size());
   return o;
-}
-
-std::string human(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.2f} {}", bytes, units[u]);
 }
 
 /// What one rank reports.
@@ -268,7 +249,7 @@ std::string traffic_text(const comm::stats& s) {
     const comm::counter& c = s.by_kind[static_cast<std::size_t>(k)];
     if (c.calls == 0 || static_cast<comm::kind>(k) == comm::kind::barrier) continue;
     out += fmt::format("{}{} ×{} {}", out.empty() ? "" : ", ", comm::name(static_cast<comm::kind>(k)),
-                       c.calls, human(static_cast<double>(c.bytes)));
+                       c.calls, cli::human(static_cast<double>(c.bytes)));
   }
   return out.empty() ? "none" : out;
 }
@@ -372,9 +353,9 @@ int run(int argc, char** argv) {
   for (std::size_t rank = 0; rank < r.ranks.size(); ++rank) {
     const rank_report& rep = r.ranks[rank];
     fmt::print("rank {}: read {} of the checkpoint ({}), holds {}; forward: {}\n", rank,
-               human(static_cast<double>(rep.read)),
+               cli::human(static_cast<double>(rep.read)),
                rep.read == rep.expected ? "exactly its shards" : "NOT its shards' bytes",
-               human(static_cast<double>(rep.held)), traffic_text(rep.traffic));
+               cli::human(static_cast<double>(rep.held)), traffic_text(rep.traffic));
   }
   fmt::print("time: load {:.1f} ms, forward of {} tokens (with the logits' all-gather) {:.1f} ms\n",
              r.load_s * 1e3, tokens, r.forward_s * 1e3);
@@ -394,12 +375,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "tpx-run: %s\n", e.what());
-    return 2;
-  }
-}
+int main(int argc, char** argv) { return tpx::cli::main("tpx-run", argc, argv, run); }

@@ -12,6 +12,7 @@
 
 #include <fmt/core.h>
 
+#include "cli.hpp"
 #include "tpx/model/synthetic.hpp"
 
 using namespace tpx;
@@ -27,11 +28,7 @@ constexpr const char* usage =
     "vocab 211, bf16 (mixtral: 8 experts, top 2, inter 45).\n";
 
 std::int64_t number(std::string_view flag, std::string_view text) {
-  std::int64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  expect(ec == std::errc() && end == text.data() + text.size() && v >= 0 && v <= (1 << 24),
-         "{} takes a whole number from 0 to {}, got '{}'", flag, 1 << 24, text);
-  return v;
+  return cli::whole_number(flag, text, 0, 1 << 24);
 }
 
 int run(int argc, char** argv) {
@@ -106,11 +103,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tpx-tiny-model: %s\n", e.what());
-    return 2;
-  }
-}
+int main(int argc, char** argv) { return tpx::cli::main("tpx-tiny-model", argc, argv, run); }

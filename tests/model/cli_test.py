@@ -136,7 +136,7 @@ with tempfile.TemporaryDirectory() as tmp:
     bad = [
         (["/nonexistent/model"] + good, "no such model directory"),
         ([llama], "--ids"),
-        ([llama, "--ids", "5,x"], "whole numbers"),
+        ([llama, "--ids", "5,x"], "takes a whole number"),
         ([llama, "--ids", "5,97"], "outside the vocabulary [0, 97)"),
         ([llama, "--ids", "5,1", "--targets", "1"], "--targets has 1 ids"),
         ([llama, "--tp", "4"] + good, "cannot be split over tp = 4"),

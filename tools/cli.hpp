@@ -1,0 +1,55 @@
+#pragma once
+// What the command-line tools (tpx-plan, tpx-run, tpx-tiny-model) share: whole-number flags,
+// byte counts for people, and a main that turns every error into one line on stderr and exit 2.
+
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "tpx/core/error.hpp"
+
+namespace tpx::cli {
+
+/// `text` as a whole number from `lo` to `hi`; an error naming `flag` otherwise.
+inline std::int64_t whole_number(std::string_view flag, std::string_view text,
+                                 std::int64_t lo = INT32_MIN, std::int64_t hi = INT32_MAX) {
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  expect(!text.empty() && ec == std::errc() && end == text.data() + text.size(),
+         "{} takes a whole number, got '{}'", flag, text);
+  expect(v >= lo && v <= hi, "{} takes a whole number from {} to {}, got {}", flag, lo, hi, v);
+  return v;
+}
+
+/// "4.47 GiB": bytes for people.
+inline std::string human(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.2f} {}", bytes, units[u]);
+}
+
+/// Runs `run(argc, argv)`; an exception becomes "`tool`: message" (one line) on stderr, exit 2.
+template <class Run>
+int main(const char* tool, int argc, char** argv, Run&& run) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::string why = e.what();
+    for (char& ch : why)
+      if (ch == '\n') ch = ' ';
+    std::fprintf(stderr, "%s: %s\n", tool, why.c_str());
+    return 2;
+  }
+}
+
+}  // namespace tpx::cli
