@@ -90,6 +90,24 @@ with tempfile.TemporaryDirectory() as tmp:
                             "--logits-out", out_file, "--compare", ref])
         check(rc == 0 and read_logits(out_file)[0] == "F32", f"{name}: f32 logits file")
 
+    # 2b. transformers 5.24's own Mixtral plan (fused expert keys, ep_dispatch_experts) runs its
+    # own per-expert checkpoint in every mode.
+    plans = json.load(open(os.path.join(fixtures, "..", "..", "..", "plan", "fixtures",
+                                        "hf_plans_sample_5_24.json")))
+    plan_file = os.path.join(tmp, "mixtral-plan.json")
+    json.dump(plans["mixtral"], open(plan_file, "w"))
+    mixtral = os.path.join(fixtures, "mixtral")
+    for mode in (["--tp", "2"], ["--tp", "4"], ["--tp", "2", "--ep", "2"], ["--tp", "2", "--sp", "--ep", "2"]):
+        rc, out, err = run([mixtral, "--ids", ",".join(map(str, ids["mixtral"]["ids"])), "--plan",
+                            plan_file, "--dtype", "f64", "--compare",
+                            os.path.join(mixtral, "reference.safetensors"), "--json"] + mode)
+        what = f"mixtral with transformers' plan {' '.join(mode)}"
+        check(rc == 0, f"{what}: exit {rc}, {err!r}")
+        if rc == 0:
+            j = json.loads(out)
+            check(j["plan"] == "plan " + plan_file and j["compare"]["max_relative"] <= 1e-12,
+                  f"{what}: {j['plan']} {j['compare']}")
+
     # 3. tpx-tiny-model writes directories tpx-run loads; tp 1 and tp 4 agree.
     for family, extra in (("llama", []), ("mixtral", ["--sp", "--ep", "4"])):
         d = os.path.join(tmp, "tiny-" + family)

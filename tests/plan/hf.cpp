@@ -67,7 +67,10 @@ TEST_CASE("every string of the three vocabularies is known, with its meaning") {
                                      "module_allgather",
                                      "module_allgather_hidden_states",
                                      "module_allgather_split",
-                                     "moe_experts_allreduce"};
+                                     "moe_experts_allreduce",
+                                     // transformers 5.24 (REFERENCE.md §7)
+                                     "ep_dispatch_experts",
+                                     "local_params"};
   for (const std::string& s : all) {
     CAPTURE(s);
     CHECK(r.contains(s));

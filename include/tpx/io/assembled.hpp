@@ -219,30 +219,13 @@ std::vector<T> read(const checkpoint& ck, const assembled_tensor& t, const shard
 }
 
 /// The placement part `part` of `t` inherits from `p` (the assembled tensor's), over the part's
-/// own `part_shape`. A split along a dim the part fills is clipped to it; along a leading unit dim
-/// (one expert of [E, …]), the part goes whole to the ranks that hold its index (split on the
-/// part's first dim, the other ranks holding none of it).
+/// own `part_shape` (shard::part_placement).
 inline shard::placement part_placement(const assembled_tensor& t, const tensor_part& part,
                                        const std::vector<index_t>& part_shape,
                                        const shard::placement& p) {
-  if (p.is_replicated()) return shard::placement::replicated(part_shape);
-  const std::size_t n = t.shape.size(), lead = n - part_shape.size(),
-                    d = static_cast<std::size_t>(p.dim);
-  std::vector<shard::pieces> ranks;
-  if (d >= lead) {
-    const index_t lo = part.origin[d], hi = lo + part_shape[d - lead];
-    for (int r = 0; r < p.partition.ranks(); ++r)
-      ranks.push_back({detail::clip(p.partition.of(r), lo, hi).part});
-    return shard::placement::split(part_shape, static_cast<int>(d - lead),
-                                   {part_shape[d - lead], std::move(ranks)}, part.name);
-  }
-  expect(!part_shape.empty(), "{}: a scalar part '{}' cannot follow a split", t.name, part.name);
-  for (int r = 0; r < p.partition.ranks(); ++r) {
-    const bool holds = !detail::clip(p.partition.of(r), part.origin[d], part.origin[d] + 1)
-                            .part.empty();
-    ranks.push_back(holds ? shard::pieces{{{0, part_shape[0]}}} : shard::pieces{});
-  }
-  return shard::placement::split(part_shape, 0, {part_shape[0], std::move(ranks)}, part.name);
+  expect(p.shape == t.shape, "{}: the placement is for shape {} but the tensor has shape {}",
+         t.name, shard::shape_string(p.shape), shard::shape_string(t.shape));
+  return shard::part_placement(p, part.origin, part_shape, part.name);
 }
 
 }  // namespace tpx::inline v0::io

@@ -132,6 +132,15 @@ class registry {
     r.add("ep_router", {.kind = family::ep_router, .vocabulary = "current"});
     r.add("mla_kv_a_proj", {.kind = family::mla_kv_a_proj, .vocabulary = "current"});
     r.add("all_reduce", {.kind = family::module, .output = c::all_reduce, .vocabulary = "current"});
+    // transformers 5.24: an experts module whose tokens go to the ranks owning whole experts;
+    // the dispatch (all_to_all, all_reduce, auto) is chosen apart from the plan. tpx runs it as
+    // masked local experts + all-reduce over replicated tokens (style::moe_masked), and as
+    // all-to-all-v dispatch under sequence parallelism (style::moe_all_to_all).
+    r.add("ep_dispatch_experts",
+          {.kind = family::moe_experts, .output = c::all_reduce, .vocabulary = "current"});
+    // transformers 5.24: a module that runs on its own (sharded) parameters as local tensors,
+    // e.g. attention with sinks; it adds no collective (its parameters' rules place them).
+    r.add("local_params", {.kind = family::module, .vocabulary = "current"});
     // Older (transformers ≤ 2026-01).
     r.add("colwise_rep", col(c::all_gather, "older"));
     r.add("rowwise_rep", row(c::split, c::all_reduce, "older"));

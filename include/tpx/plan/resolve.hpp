@@ -165,6 +165,47 @@ inline std::optional<index_t> expert_of(std::string_view name) {
   return std::nullopt;
 }
 
+/// What transformers (v5) makes of a checkpoint tensor it fuses at load time: the fused
+/// in-memory tensor its plans name, and where the checkpoint tensor sits in it.
+///   …block_sparse_moe.experts.N.w1 | w3 (Mixtral), …mlp.experts.N.gate_proj | up_proj
+///        → …mlp.experts.gate_up_proj [E, 2I, H] (blocks gate | up), at (N, 0, 0) | (N, I, 0)
+///   ….experts.N.w2 | down_proj → …mlp.experts.down_proj [E, H, I], at (N, 0, 0)
+///   …block_sparse_moe.gate → …mlp.gate (the module renamed)
+struct fused_alias {
+  tensor_decl fused;
+  std::vector<index_t> origin;
+};
+inline std::optional<fused_alias> fused_alias_of(const tensor_decl& t, const model_config& c) {
+  if (c.n_experts < 1 || t.in_out) return std::nullopt;
+  const std::vector<std::string_view> p = components(t.name);
+  const index_t e = c.n_experts, h = c.hidden_size, i = c.moe_intermediate_size;
+  const auto prefix = [&](std::size_t n) {  // the MoE module's in-memory path
+    std::string out;
+    for (std::size_t k = 0; k < n; ++k)
+      out += (k ? "." : "") + std::string(k + 1 == n && p[k] == "block_sparse_moe" ? "mlp" : p[k]);
+    return out;
+  };
+  const std::size_t n = p.size();
+  if (n >= 3 && p[n - 1] == "weight" && p[n - 2] == "gate" && p[n - 3] == "block_sparse_moe")
+    return fused_alias{{prefix(n - 2) + ".gate.weight", t.shape, {}, false, t.element_bytes},
+                       std::vector<index_t>(t.shape.size(), 0)};
+  if (n < 5 || p[n - 1] != "weight" || p[n - 4] != "experts" || !all_digits(p[n - 3]))
+    return std::nullopt;
+  const index_t x = std::stoll(std::string(p[n - 3]));
+  const std::string_view w = p[n - 2];
+  const bool gate = w == "w1" || w == "gate_proj", up = w == "w3" || w == "up_proj",
+             down = w == "w2" || w == "down_proj";
+  if (x >= e || !(gate || up || down)) return std::nullopt;
+  const std::string base = prefix(n - 4) + ".experts.";
+  if (down) {
+    if (t.shape != std::vector<index_t>{h, i}) return std::nullopt;
+    return fused_alias{{base + "down_proj", {e, h, i}, {}, false, t.element_bytes}, {x, 0, 0}};
+  }
+  if (t.shape != std::vector<index_t>{i, h}) return std::nullopt;
+  return fused_alias{{base + "gate_up_proj", {e, 2 * i, h}, {{i, 1}, {i, 1}}, false, t.element_bytes},
+                     {x, up ? i : 0, 0}};
+}
+
 /// Counts notes by text so that one per layer prints once, with how many tensors share it.
 class note_counter {
  public:
@@ -569,28 +610,51 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
   const style_spec& replicate = styles.at("replicate");
   const style_spec& colwise = styles.at("colwise");
   const style_spec& rowwise = styles.at("rowwise");
+  std::vector<std::optional<detail::fused_alias>> aliases;  // per tensor, for the module rules
   for (const tensor_decl& t : tensors) {
     resolved_tensor r{t, "replicate", replicate, "", {}};
-    // Applies `style` (from `label`) if it can place the tensor.
+    // A rule keyed by transformers' fused in-memory name covers the checkpoint tensor it is made of.
+    const std::optional<detail::fused_alias> alias = detail::fused_alias_of(t, c);
+    aliases.push_back(alias);
+    struct found {
+      std::size_t rule;
+      bool via_alias;
+    };
+    const auto rule_for = [&](detail::rule_set& set, bool mark) -> std::optional<found> {
+      const auto look = [&](std::string_view name) {
+        return mark ? set.use(name, notes) : set.find(name, notes);
+      };
+      if (const std::optional<std::size_t> i = look(t.name)) return found{*i, false};
+      if (alias)
+        if (const std::optional<std::size_t> i = look(alias->fused.name)) return found{*i, true};
+      return std::nullopt;
+    };
+    // Applies `style` (from `label`) if it can place the tensor (through its fused tensor when
+    // the rule named that).
     const auto apply = [&](const std::string& style, const style_spec& spec,
-                           const std::string& label) {
-      auto [p, why] = placer.place(t, spec);
+                           const std::string& label, bool via_alias = false) {
+      const tensor_decl& placed = via_alias ? alias->fused : t;
+      auto [p, why] = placer.place(placed, spec);
       if (!p) {
         unsupported.add(fmt::format("{}: style '{}' ({}) cannot place a tensor of shape {}: {}",
-                                    detail::name_pattern(t.name), style, label,
-                                    shard::shape_string(t.shape), why));
+                                    detail::name_pattern(placed.name), style, label,
+                                    shard::shape_string(placed.shape), why));
         return outcome::cannot;
       }
       r.style = style;
       r.spec = spec;
-      r.source = label;
-      r.placement = std::move(*p);
+      r.source = via_alias ? fmt::format("{} (as part of transformers' fused {})", label,
+                                         detail::name_pattern(alias->fused.name))
+                           : label;
+      r.placement = via_alias ? shard::part_placement(*p, alias->origin, t.shape, t.name)
+                              : std::move(*p);
       return outcome::placed;
     };
     const auto from_rules = [&](detail::rule_set& set) {
-      const std::optional<std::size_t> i = set.use(t.name, notes);
-      if (!i) return outcome::no_rule;
-      return apply(set.rules[*i]->style, *set.specs[*i], set.labels[*i]);
+      const std::optional<found> f = rule_for(set, true);
+      if (!f) return outcome::no_rule;
+      return apply(set.rules[f->rule]->style, *set.specs[f->rule], set.labels[f->rule],
+                   f->via_alias);
     };
     const auto from_deepspeed = [&] {
       const ds_spec* spec = src.deepspeed->first_match(t.name, c.model_type);
@@ -631,16 +695,17 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
     outcome got = outcome::no_rule;
     // Overlays first: EP rules of experts and the router, then SP rules.
     if (ep != nullptr)
-      if (const std::optional<std::size_t> i = ep->find(t.name, notes)) {
-        const family f = ep->specs[*i]->kind;
-        if (f == family::grouped_gemm || f == family::ep_router || f == family::replicate) {
-          ep->used[*i] = true;
-          got = apply(ep->rules[*i]->style, *ep->specs[*i], ep->labels[*i]);
+      if (const std::optional<found> f = rule_for(*ep, false)) {
+        const family k = ep->specs[f->rule]->kind;
+        if (k == family::grouped_gemm || k == family::ep_router || k == family::replicate) {
+          ep->used[f->rule] = true;
+          got = apply(ep->rules[f->rule]->style, *ep->specs[f->rule], ep->labels[f->rule],
+                      f->via_alias);
         }
       }
     if (got != outcome::placed && sp != nullptr) got = from_rules(*sp);
     // A TP rule an overlay overrides still matched its tensor.
-    if (got == outcome::placed && primary != nullptr) primary->tp.use(t.name, notes);
+    if (got == outcome::placed && primary != nullptr) rule_for(primary->tp, true);
     // Then the sources by priority. The deciding source's silence leaves the tensor replicated
     // (DeepSpeed with use_default_specs passes it on); past a rule that cannot place it, the next
     // source that has a rule decides.
@@ -733,8 +798,16 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
     // The most specific covering rule of each kind.
     detail::comm_counter::cover cover;
     std::size_t gather_depth = 0, reduce_depth = 0;
-    const std::vector<std::string_view> parts =
+    // Module keys name transformers' modules: a fused expert tensor's (…mlp.experts) covers
+    // the checkpoint tensors it is made of.
+    const std::optional<detail::fused_alias>& alias =
+        aliases[static_cast<std::size_t>(&t - res.tensors.data())];
+    std::vector<std::string_view> parts =
         module_rules.empty() ? std::vector<std::string_view>{} : detail::components(t.tensor.name);
+    if (alias && std::none_of(module_rules.begin(), module_rules.end(), [&](const module_rule& m) {
+          return detail::covers_prefix(m.key, parts);
+        }))
+      parts = detail::components(alias->fused.name);
     for (const module_rule& m : module_rules) {
       if (!detail::covers_prefix(m.key, parts)) continue;
       m.set->used[m.index] = true;

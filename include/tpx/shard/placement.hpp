@@ -11,6 +11,7 @@
 /// A `selection` takes, along every dim, a list of intervals in local order; the shard is their
 /// cartesian product, stored row-major.
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -95,5 +96,39 @@ struct placement {
   /// The shape of the block `rank` holds.
   std::vector<index_t> local_shape(int rank) const { return of(rank).shape(); }
 };
+
+/// The placement a part of a larger tensor inherits: the part of `part_shape` sits at `origin`
+/// of the tensor placed by `p` (a part of fewer dims fills the trailing dims: an expert's [I, H]
+/// at (e, 0, 0) of [E, 2I, H]). A split along a dim the part fills is clipped to it; along a
+/// leading unit dim, the part goes whole to the ranks that hold its index (split on the part's
+/// first dim, the other ranks holding none of it). `name` names the part in errors.
+inline placement part_placement(const placement& p, const std::vector<index_t>& origin,
+                                const std::vector<index_t>& part_shape, std::string_view name) {
+  if (p.is_replicated()) return placement::replicated(part_shape);
+  expect(origin.size() == p.shape.size() && part_shape.size() <= p.shape.size(),
+         "{}: a part of shape {} at {} cannot sit in a tensor of shape {}", name,
+         shape_string(part_shape), shape_string(origin), shape_string(p.shape));
+  const std::size_t lead = p.shape.size() - part_shape.size(), d = static_cast<std::size_t>(p.dim);
+  const auto clip = [](const pieces& want, index_t lo, index_t hi) {
+    pieces out;
+    for (const interval& i : want.parts) {
+      const index_t b = std::max(i.begin, lo), e = std::min(i.end, hi);
+      if (b < e) out.parts.push_back({b - lo, e - lo});
+    }
+    return out;
+  };
+  std::vector<pieces> ranks;
+  if (d >= lead) {
+    const index_t lo = origin[d], n = part_shape[d - lead];
+    for (int r = 0; r < p.partition.ranks(); ++r) ranks.push_back(clip(p.partition.of(r), lo, lo + n));
+    return placement::split(part_shape, static_cast<int>(d - lead), {n, std::move(ranks)}, name);
+  }
+  expect(!part_shape.empty(), "{}: a scalar part cannot follow a split", name);
+  for (int r = 0; r < p.partition.ranks(); ++r) {
+    const bool holds = !clip(p.partition.of(r), origin[d], origin[d] + 1).parts.empty();
+    ranks.push_back(holds ? pieces{{{0, part_shape[0]}}} : pieces{});
+  }
+  return placement::split(part_shape, 0, {part_shape[0], std::move(ranks)}, name);
+}
 
 }  // namespace tpx::inline v0::shard
