@@ -1,7 +1,8 @@
 // tpx-plan: resolve a model's tensor-parallel plan without running it.
 //
 //   tpx-plan --config CONFIG.json [--plan PLAN.json] [--ds-config DS.json]
-//            [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N] [--json]
+//            [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N] [--split balanced|chunk]
+//            [--json]
 //
 // Tensors come from the safetensors headers when given, else from the preset for the config's
 // model_type. Prints every tensor's style and per-rank shard and the report (plan/resolve.hpp);
@@ -33,7 +34,8 @@ namespace {
 
 constexpr const char* usage =
     "usage: tpx-plan --config CONFIG.json [--plan PLAN.json] [--ds-config DS.json]\n"
-    "                [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N] [--json]\n"
+    "                [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N]\n"
+    "                [--split balanced|chunk] [--json]\n"
     "Resolves how every tensor of the model is split over tp ranks and reports what in the plan\n"
     "is wrong or costly. Tensors come from the safetensors headers, or from the preset for the\n"
     "config's model_type. Exit 0 on success, 2 on bad input.\n";
@@ -43,6 +45,7 @@ struct options {
   std::optional<int> tp;
   int ep = 1;
   bool sp = false, json = false;
+  shard::split_kind split = shard::split_kind::balanced;
 };
 
 options parse_args(int argc, char** argv) {
@@ -67,6 +70,14 @@ options parse_args(int argc, char** argv) {
       o.ep = static_cast<int>(cli::whole_number(a, value()));
     else if (a == "--sp")
       o.sp = true;
+    else if (a == "--split") {
+      const std::string_view v = value();
+      expect(v == "balanced" || v == "chunk",
+             "--split must be balanced (sizes differ by at most one) or chunk (torch.chunk, as "
+             "transformers shards), got '{}'",
+             v);
+      o.split = v == "chunk" ? shard::split_kind::chunk : shard::split_kind::balanced;
+    }
     else if (a == "--json")
       o.json = true;
     else
@@ -106,6 +117,11 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   fmt::print("tpx-plan: model type {}, {} tensors ({}), tp {}, ep {}, sp {}; decided by {}\n\n",
              c.model_type.empty() ? "(none)" : c.model_type, r.tensors.size(), tensors, tp,
              r.options.ep, r.options.sp ? "on" : "off", r.decided_by);
+  if (r.decided_by.starts_with("preset "))
+    fmt::print(
+        "(no plan given and config.json carries no plan sections — save_pretrained writes none; "
+        "transformers' plan is its model class's — so tpx's {} decides)\n\n",
+        r.decided_by);
   std::vector<row> rows;
   std::map<std::string, std::size_t> index;
   for (const plan::resolved_tensor& t : r.tensors) {
@@ -173,7 +189,8 @@ int run(int argc, char** argv) {
     tensors = inputs.preset_tensors();
     from = "from the " + c.model_type + " preset";
   }
-  const plan::resolution r = inputs.resolve(std::move(tensors), {.tp = tp, .sp = o.sp, .ep = o.ep});
+  const plan::resolution r =
+      inputs.resolve(std::move(tensors), {.tp = tp, .sp = o.sp, .ep = o.ep, .split = o.split});
   if (o.json)
     fmt::print("{}\n", plan::to_json(r).dump(1));
   else

@@ -113,8 +113,9 @@ TEST_CASE("every shard tiles its tensor; query heads sit with their KV heads") {
     CHECK(contains(r.report.warnings, "does not divide over tp 3") == (tp == 3));
     CHECK(r.report.unused_rules.empty());
     CHECK(r.report.unsupported.empty());
-    // Unmatched: the embedding, two norms per layer, the final norm.
-    CHECK(r.report.unmatched.size() == 1 + 2 * 3 + 1);
+    // Unmatched: two norms per layer, the final norm (the embedding has transformers' prepended
+    // embedding_rowwise).
+    CHECK(r.report.unmatched.size() == 2 * 3 + 1);
   }
 }
 
@@ -543,4 +544,35 @@ TEST_CASE("transformers 5.24's own plans place hub checkpoints' per-expert tenso
         CHECK(r.report.unsupported.empty());
       }
   }
+}
+
+TEST_CASE("--split chunk splits uneven dims as transformers' DTensor shards do; heads stay whole") {
+  const plan::model_config c = config(R"({"model_type": "llama", "hidden_size": 60,
+    "intermediate_size": 106, "num_attention_heads": 6, "num_key_value_heads": 3,
+    "num_hidden_layers": 1, "vocab_size": 100})");
+  const auto sizes = [&](shard::split_kind k, const std::string& name) {
+    return tensor(resolve_preset(c, {.tp = 3, .split = k}), name).placement.partition.sizes();
+  };
+  CHECK(sizes(shard::split_kind::chunk, "model.layers.0.mlp.gate_proj.weight") ==
+        std::vector<index_t>{36, 36, 34});  // torch.chunk: ceil(106 / 3) = 36
+  CHECK(sizes(shard::split_kind::balanced, "model.layers.0.mlp.gate_proj.weight") ==
+        std::vector<index_t>{36, 35, 35});
+  CHECK(sizes(shard::split_kind::chunk, "model.layers.0.mlp.down_proj.weight") ==
+        std::vector<index_t>{36, 36, 34});
+  CHECK(sizes(shard::split_kind::chunk, "lm_head.weight") == std::vector<index_t>{34, 34, 32});
+  // Whole heads either way: 6 query heads of 10 over 3 ranks.
+  CHECK(sizes(shard::split_kind::chunk, "model.layers.0.self_attn.q_proj.weight") ==
+        std::vector<index_t>{20, 20, 20});
+}
+
+TEST_CASE("an HF plan without an embedding rule makes it vocab-parallel, as transformers does") {
+  // transformers prepends embed_tokens: embedding_rowwise to every TP plan it applies.
+  const plan::resolution r = resolve_preset(llama(), {.tp = 4});
+  const plan::resolved_tensor& e = tensor(r, "model.embed_tokens.weight");
+  CHECK(e.style == "embedding_rowwise");
+  CHECK(e.source.find("transformers' effective plan") != std::string::npos);
+  CHECK(e.placement.dim == 0);
+  CHECK(e.placement.partition.sizes() == std::vector<index_t>{251, 251, 251, 250});
+  CHECK_FALSE(std::count(r.report.unmatched.begin(), r.report.unmatched.end(),
+                         "model.embed_tokens.weight"));
 }

@@ -10,6 +10,9 @@
 ///   2. a Hugging Face plan (`--plan`, or the plan sections of config.json);
 ///   3. tpx's preset for the config's `model_type`;
 ///   4. the name heuristics (heuristics.hpp).
+/// As transformers does, a Hugging Face plan (2 or 3) that has no rule for the embedding makes it
+/// vocab-parallel (`embed_tokens: embedding_rowwise`, prepended to every TP plan it applies),
+/// reported as that rule.
 /// A tensor no rule of the deciding source matches stays replicated and is reported. A rule whose
 /// style cannot place its tensor (a split style on a scalar, a packed style on a dim that is not
 /// two equal blocks, an embedding style on a tensor that is not a matrix) is reported and the
@@ -88,6 +91,10 @@ struct resolve_options {
   int tp = 1;
   bool sp = false;  ///< sequence parallelism: SP rules apply, collectives in their SP form
   int ep = 1;       ///< expert parallelism: 1, or tp (experts on the TP ranks)
+  /// How an uneven dim is split: balanced (sizes differ by at most one; tpx's layers), or chunk
+  /// (torch.chunk, as transformers' DTensor shards: 106 over 3 is 36 / 36 / 34). Heads stay whole
+  /// either way; experts are whole experts.
+  shard::split_kind split = shard::split_kind::balanced;
 };
 
 /// The plan sources given; null ones are absent.
@@ -330,7 +337,7 @@ class placer {
     if (!p && !t.blocks.empty()) {
       index_t sum = 0;
       for (const shard::block& b : t.blocks) sum += b.size;
-      if (sum == extent) p = shard::partition::packed(t.blocks, o_.tp, kind, what);
+      if (sum == extent) p = shard::partition::packed(t.blocks, o_.tp, o_.split, what);
     }
     if (!p && s.packed) {
       if (extent % 2 != 0)
@@ -339,16 +346,14 @@ class placer {
             "size {}",
             dim, extent));
       const shard::block halves[] = {{extent / 2, 1}, {extent / 2, 1}};
-      p = shard::partition::packed(halves, o_.tp, kind, what);
+      p = shard::partition::packed(halves, o_.tp, o_.split, what);
     }
-    if (!p) p = shard::partition::split(extent, o_.tp, kind, what);
+    if (!p) p = shard::partition::split(extent, o_.tp, o_.split, what);
     note_uneven(t, dim, *p);
     return {shard::placement::split(t.shape, dim, std::move(*p), t.name), {}};
   }
 
  private:
-  static constexpr shard::split_kind kind = shard::split_kind::balanced;
-
   /// Attention tensors split in whole heads, query heads with their KV heads.
   std::optional<shard::partition> heads(const tensor_decl& t, const style_spec& s, int dim) {
     if (c_.n_heads < 1 || c_.is_mla()) return std::nullopt;
@@ -683,7 +688,7 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
       r.style = style;
       r.spec = meaning;
       r.source = label;
-      r.placement = spec->placement(t.name, t.shape, o.tp, shard::split_kind::balanced, unit);
+      r.placement = spec->placement(t.name, t.shape, o.tp, o.split, unit);
       return outcome::placed;
     };
     const auto from_heuristics = [&] {
@@ -724,6 +729,15 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
     for (hf_source& h : hf)
       if (got != outcome::placed && !unmatched) step(from_rules(h.tp));
     if (src.heuristics && got != outcome::placed && !unmatched) step(from_heuristics());
+    // transformers' effective plan prepends `embed_tokens: embedding_rowwise` to every TP plan it
+    // applies (a key of the plan's own overrides it): the embedding a Hugging Face plan leaves
+    // without a rule is vocab-parallel, as transformers places it.
+    if (got != outcome::placed && unmatched && primary != nullptr &&
+        (t.name == "embed_tokens.weight" || t.name.ends_with(".embed_tokens.weight")) &&
+        apply("embedding_rowwise", styles.at("embedding_rowwise"),
+              "transformers' effective plan: embed_tokens (prepended to every TP plan)") ==
+            outcome::placed)
+      got = outcome::placed;
     if (got != outcome::placed) {
       r.style = "replicate";
       r.spec = replicate;
