@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -87,11 +88,53 @@ options parse_args(int argc, char** argv) {
   return o;
 }
 
-/// One row of the text table: tensors with the same name pattern, style and shards.
+/// One row of the text table: tensors with the same name pattern, style and shards. Experts held
+/// whole by one rank each share one row that says which rank owns which experts.
 struct row {
   std::string pattern, style, shape, split, shards;
   int count = 0;
+  std::map<index_t, int> owners;  ///< expert index → the rank holding it whole
 };
+
+/// The one rank holding all of a per-expert tensor while the others hold none of it, or −1.
+int owner_of(const plan::resolved_tensor& t, int tp) {
+  if (t.placement.is_replicated() || !plan::detail::expert_of(t.tensor.name)) return -1;
+  int owner = -1;
+  for (int r = 0; r < tp; ++r) {
+    const std::vector<index_t> s = t.rank_shape(r);
+    if (s == t.tensor.shape && shard::element_count(s) > 0) {
+      if (owner >= 0) return -1;
+      owner = r;
+    } else if (shard::element_count(s) != 0) {
+      return -1;
+    }
+  }
+  return owner;
+}
+
+/// "experts 0–1 → rank 0, 2–3 → rank 1".
+std::string owners_text(const std::map<index_t, int>& owners, int tp) {
+  std::string out = "experts ";
+  for (int r = 0; r < tp; ++r) {
+    std::string ranges;
+    for (auto it = owners.begin(); it != owners.end();) {
+      if (it->second != r) {
+        ++it;
+        continue;
+      }
+      auto end = it;
+      while (std::next(end) != owners.end() && std::next(end)->second == r &&
+             std::next(end)->first == end->first + 1)
+        ++end;
+      ranges += (ranges.empty() ? "" : ", ") +
+                (end->first == it->first ? std::to_string(it->first)
+                                         : fmt::format("{}–{}", it->first, end->first));
+      it = std::next(end);
+    }
+    if (!ranges.empty()) out += (out.size() > 8 ? ", " : "") + ranges + fmt::format(" → rank {}", r);
+  }
+  return out;
+}
 
 std::string shards_of(const plan::resolved_tensor& t, int tp) {
   // "[1024, 4096] ×4", or the distinct rank shapes in rank order.
@@ -125,13 +168,19 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   std::vector<row> rows;
   std::map<std::string, std::size_t> index;
   for (const plan::resolved_tensor& t : r.tensors) {
+    const int owner = owner_of(t, tp);
     row x{plan::detail::name_pattern(t.tensor.name), t.style, shard::shape_string(t.tensor.shape),
-          t.placement.is_replicated() ? "-" : std::to_string(t.placement.dim), shards_of(t, tp)};
+          t.placement.is_replicated() ? "-" : owner >= 0 ? "whole" : std::to_string(t.placement.dim),
+          owner >= 0 ? "" : shards_of(t, tp)};
     const std::string key = x.pattern + '|' + x.style + '|' + x.shape + '|' + x.shards;
     const auto [it, fresh] = index.emplace(key, rows.size());
     if (fresh) rows.push_back(std::move(x));
-    ++rows[it->second].count;
+    row& into = rows[it->second];
+    ++into.count;
+    if (owner >= 0) into.owners[*plan::detail::expert_of(t.tensor.name)] = owner;
   }
+  for (row& x : rows)
+    if (!x.owners.empty()) x.shards = owners_text(x.owners, tp);
   std::size_t w_name = 6, w_style = 5, w_shape = 12;
   for (const row& x : rows) {
     w_name = std::max(w_name,
@@ -165,8 +214,11 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   fmt::print("\ntotals\n");
   fmt::print("  parameter bytes per rank: max {} ({}), min {} ({})\n", *hi, cli::human(double(*hi)), *lo,
              cli::human(double(*lo)));
-  fmt::print("  communication per token per layer: forward {} B, backward {} B\n", r.comm_forward,
-             r.comm_backward);
+  fmt::print(
+      "  communication per token per layer: forward {} B, backward {} B (nccl-tests sizes: an "
+      "all-reduce counts its buffer, an all-gather or reduce-scatter the whole tensor; bus bytes "
+      "= size × 2(tp−1)/tp for all-reduce, × (tp−1)/tp for the others)\n",
+      r.comm_forward, r.comm_backward);
 }
 
 int run(int argc, char** argv) {
