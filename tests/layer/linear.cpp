@@ -3,12 +3,14 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "../harness.hpp"
 #include "tpx/backend/host/backend.hpp"
 #include "tpx/layer/linear.hpp"
+#include "tpx/style/vocab_parallel.hpp"
 
 using namespace tpx;
 using comm::kind;
@@ -156,4 +158,46 @@ TEST_CASE("activations of the wrong shape are errors naming the layer, style, la
   CHECK(dy ==
         "q (colwise, tp = 1, rank 0): the output gradient is [3 × 8] but must be [4 × 8] "
         "(tokens × features, shard<1> layout)");
+}
+
+namespace {
+/// A style of the user's: rowwise with split input, declared from the pairs alone.
+struct my_split_rowwise : style::detail::split_matrix<1> {
+  static constexpr std::string_view name = "my_split_rowwise";
+  using input = style::layout::replicate;
+  using output = style::layout::replicate;
+  using weight = style::layout::shard<1>;
+  using input_pair = comm::split_to_parallel;
+  using output_pair = comm::reduce_from_parallel;
+};
+}  // namespace
+
+TEST_CASE("a style declared from known conjugate pairs gets a linear layer with no other change") {
+  static_assert(style::linear_style<style::colwise<>> && style::linear_style<style::colwise_gathered> &&
+                style::linear_style<style::rowwise<>> && style::linear_style<style::rowwise_split> &&
+                style::linear_style<style::replicate<>> &&
+                style::linear_style<style::replicate_grad_all_reduce> &&
+                style::linear_style<style::colwise_sp> && style::linear_style<style::rowwise_sp>);
+  // An all-reduce after a row split has no meaning for a linear: the vocab styles are not linear.
+  static_assert(!style::linear_style<style::vocab_parallel<>> &&
+                !style::linear_style<style::vocab_parallel_sp>);
+  static_assert(style::linear_style<my_split_rowwise>);
+  const index_t out = 6, in = 10, tokens = 4;
+  std::vector<double> w(static_cast<std::size_t>(out * in)), x(static_cast<std::size_t>(tokens * in));
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.3 * static_cast<double>(i));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::cos(0.7 * static_cast<double>(i));
+  host::gemm_engine engine;
+  for (const int tp : {1, 2, 3, 4}) {
+    CAPTURE(tp);
+    host::run(tp, [&](host::communicator& c) {
+      const layer::linear_options o{.name = "o_proj", .out_features = out, .in_features = in};
+      lin<my_split_rowwise> mine(engine, c, make_matrix<const double>(w.data(), out, in), {}, o);
+      lin<style::rowwise_split> theirs(engine, c, make_matrix<const double>(w.data(), out, in), {},
+                                       o);
+      std::vector<double> y1(static_cast<std::size_t>(tokens * out)), y2 = y1;
+      mine.forward(make_matrix<const double>(x.data(), tokens, in), make_matrix(y1.data(), tokens, out));
+      theirs.forward(make_matrix<const double>(x.data(), tokens, in), make_matrix(y2.data(), tokens, out));
+      expect(y1 == y2, "rank {}: the user's style differs from rowwise_split", c.rank());
+    });
+  }
 }

@@ -26,6 +26,8 @@
 #include "tpx/layer/tokens.hpp"
 #include "tpx/shard/placement.hpp"
 #include "tpx/style/colwise.hpp"
+#include "tpx/style/description.hpp"
+#include "tpx/style/linear_style.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
 #include "tpx/style/sequence_parallel.hpp"
@@ -50,19 +52,6 @@ namespace detail {
 template <class>
 inline constexpr bool always_false = false;
 
-template <class S>
-inline constexpr bool is_linear_style = false;
-template <style::colwise_output O>
-inline constexpr bool is_linear_style<style::colwise<O>> = true;
-template <style::rowwise_input I>
-inline constexpr bool is_linear_style<style::rowwise<I>> = true;
-template <style::grad_sync G>
-inline constexpr bool is_linear_style<style::replicate<G>> = true;
-template <>
-inline constexpr bool is_linear_style<style::colwise_sp> = true;
-template <>
-inline constexpr bool is_linear_style<style::rowwise_sp> = true;
-
 /// Hands out consecutive spans of one scratch buffer.
 template <class T>
 struct arena {
@@ -75,18 +64,19 @@ struct arena {
 };
 }  // namespace detail
 
-/// Primary template: only the linear styles (colwise, rowwise, their sequence-parallel forms and
-/// replicate) have a linear layer.
+/// Primary template: the styles that are not `style::linear_style`s have no linear layer.
 template <class Style, class Backend, class T = float>
 class linear {
   static_assert(detail::always_false<Style>,
-                "tpx::linear: this style has no linear layer; use style::colwise, style::rowwise, "
-                "style::colwise_sp, style::rowwise_sp or style::replicate, or specialise "
-                "tpx::layer::linear for your style");
+                "tpx::linear: this style has no linear layer; a linear style is a "
+                "style::parallel_style whose conjugate pairs fit the dim it splits (rows: input "
+                "copy_to_parallel or gather_from_sequence, output no_collective or "
+                "gather_from_parallel; columns: input no_collective or split_to_parallel, output "
+                "reduce_from_parallel or scatter_to_sequence; none: no collectives), see "
+                "style/linear_style.hpp; or specialise tpx::layer::linear for your style");
 };
 
-template <class Style, backend Backend, class T>
-requires detail::is_linear_style<Style>
+template <style::linear_style Style, backend Backend, class T>
 class linear<Style, Backend, T> {
   static_assert(gemm::gemm_engine_of<typename Backend::engine, T> &&
                     comm::communicator_of<typename Backend::communicator, T>,
@@ -331,7 +321,7 @@ class linear<Style, Backend, T> {
     const std::span<T> db(dbias_.data(), dbias_.size());
     engine_->gemm(gemm::gemm_args<T>{
         .op_a = gemm::op::transpose, .a = dy_local, .b = x_local, .c = dw, .bias_grad = db});
-    if constexpr (std::is_same_v<Style, style::replicate<style::grad_sync::all_reduce>>) {
+    if constexpr (style::describe<Style>().grad_all_reduce) {
       comm_->all_reduce(std::span<T>(dweight_.data(), dweight_.size()));
       if (has_bias_) comm_->all_reduce(db);
     }
