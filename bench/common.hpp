@@ -21,8 +21,7 @@ namespace tpx::bench {
 
 struct options {
   bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false,
-       quick = false,
-       json = false, gpu = false;
+       quick = false, json = false, gpu = false;
   std::vector<int> tps{2, 4, 8};
   index_t max_bytes = index_t{64} << 20;
   std::string command;

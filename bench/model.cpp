@@ -33,8 +33,9 @@ double since(clock_type::time_point t0) {
 }  // namespace
 
 void bench_model(const options& o, report& out) {
-  const index_t hidden = o.quick ? 256 : 1024, layers = o.quick ? 2 : 8, vocab = o.quick ? 4096 : 32000,
-                inter = o.quick ? 704 : 2816, tokens = o.quick ? 32 : 128;
+  const index_t hidden = o.quick ? 256 : 1024, layers = o.quick ? 2 : 8,
+                vocab = o.quick ? 4096 : 32000, inter = o.quick ? 704 : 2816,
+                tokens = o.quick ? 32 : 128;
   const int reps = o.quick ? 3 : 5;
   const nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}},
                               {"model_type", "llama"},
@@ -63,9 +64,8 @@ void bench_model(const options& o, report& out) {
   out.line(
       "# load/seq = slowest rank's load time ÷ a sequential read of as many bytes (same run); "
       "#wrong: logits off tp 1's by > 1e-3");
-  out.line(fmt::format("# {:>3} {:>12} {:>10} {:>10} {:>9} {:>11} {:>11} {:>7}", "tp",
-                       "bytes/rank", "load ms", "seq ms", "load/seq", "fwd ms", "µs/token",
-                       "#wrong"));
+  out.line(fmt::format("# {:>3} {:>12} {:>10} {:>10} {:>9} {:>11} {:>11} {:>7}", "tp", "bytes/rank",
+                       "load ms", "seq ms", "load/seq", "fwd ms", "µs/token", "#wrong"));
   std::vector<std::int64_t> ids;
   for (index_t t = 0; t < tokens; ++t) ids.push_back((t * 7919 + 13) % vocab);
   std::vector<float> reference;

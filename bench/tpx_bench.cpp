@@ -28,8 +28,8 @@
 //                collectives called by hand, and TFLOP/s next to the unsharded GEMM, for
 //                Llama-8B/70B projections at tokens 1 … 4096; see bench/gpu.cpp.
 //
-//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--gpu] [--quick] [--tp 2,4,8]
-//             [--max-bytes N] [--json]
+//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--gpu] [--quick]
+//             [--tp 2,4,8] [--max-bytes N] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
 // reported time is per call including the group's synchronisation. Buffers rotate so that small

@@ -78,8 +78,7 @@ options parse_args(int argc, char** argv) {
              "transformers shards), got '{}'",
              v);
       o.split = v == "chunk" ? shard::split_kind::chunk : shard::split_kind::balanced;
-    }
-    else if (a == "--json")
+    } else if (a == "--json")
       o.json = true;
     else
       fail("unknown argument '{}'; run tpx-plan --help", a);
@@ -126,12 +125,13 @@ std::string owners_text(const std::map<index_t, int>& owners, int tp) {
       while (std::next(end) != owners.end() && std::next(end)->second == r &&
              std::next(end)->first == end->first + 1)
         ++end;
-      ranges += (ranges.empty() ? "" : ", ") +
-                (end->first == it->first ? std::to_string(it->first)
-                                         : fmt::format("{}–{}", it->first, end->first));
+      ranges += (ranges.empty() ? "" : ", ") + (end->first == it->first
+                                                    ? std::to_string(it->first)
+                                                    : fmt::format("{}–{}", it->first, end->first));
       it = std::next(end);
     }
-    if (!ranges.empty()) out += (out.size() > 8 ? ", " : "") + ranges + fmt::format(" → rank {}", r);
+    if (!ranges.empty())
+      out += (out.size() > 8 ? ", " : "") + ranges + fmt::format(" → rank {}", r);
   }
   return out;
 }
@@ -170,7 +170,9 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   for (const plan::resolved_tensor& t : r.tensors) {
     const int owner = owner_of(t, tp);
     row x{plan::detail::name_pattern(t.tensor.name), t.style, shard::shape_string(t.tensor.shape),
-          t.placement.is_replicated() ? "-" : owner >= 0 ? "whole" : std::to_string(t.placement.dim),
+          t.placement.is_replicated() ? "-"
+          : owner >= 0                ? "whole"
+                                      : std::to_string(t.placement.dim),
           owner >= 0 ? "" : shards_of(t, tp)};
     const std::string key = x.pattern + '|' + x.style + '|' + x.shape + '|' + x.shards;
     const auto [it, fresh] = index.emplace(key, rows.size());
@@ -212,8 +214,8 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   print_list("warnings", r.report.warnings);
   const auto [lo, hi] = std::minmax_element(r.param_bytes.begin(), r.param_bytes.end());
   fmt::print("\ntotals\n");
-  fmt::print("  parameter bytes per rank: max {} ({}), min {} ({})\n", *hi, cli::human(double(*hi)), *lo,
-             cli::human(double(*lo)));
+  fmt::print("  parameter bytes per rank: max {} ({}), min {} ({})\n", *hi, cli::human(double(*hi)),
+             *lo, cli::human(double(*lo)));
   fmt::print(
       "  communication per token per layer: forward {} B, backward {} B (nccl-tests sizes: an "
       "all-reduce counts its buffer, an all-gather or reduce-scatter the whole tensor; bus bytes "
@@ -252,4 +254,6 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return tpx::cli::main("tpx-plan", argc, argv, run); }
+int main(int argc, char** argv) {
+  return tpx::cli::main("tpx-plan", argc, argv, run);
+}

@@ -13,8 +13,8 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -105,8 +105,8 @@ std::vector<std::int64_t> ids_from_file(const std::string& path) {
     expect(j.is_array(), "--ids-file '{}' must hold a JSON list of token ids", path);
     std::vector<std::int64_t> out;
     for (const nlohmann::json& v : j) {
-      expect(v.is_number_integer(), "--ids-file '{}': every id must be a whole number, got {}", path,
-             v.dump());
+      expect(v.is_number_integer(), "--ids-file '{}': every id must be a whole number, got {}",
+             path, v.dump());
       out.push_back(v.get<std::int64_t>());
     }
     return out;
@@ -201,8 +201,8 @@ result run_model(const options& o, const model::config& c, const io::checkpoint&
     rep.read = lm.bytes_read();
     rep.held = lm.bytes_held();
     for (const auto& [name, p] : held)
-      rep.expected += static_cast<std::uint64_t>(p.of(comm.rank()).size()) *
-                      io::size_of(ck.info(name).dtype);
+      rep.expected +=
+          static_cast<std::uint64_t>(p.of(comm.rank()).size()) * io::size_of(ck.info(name).dtype);
     comm.reset_statistics();
     lm.forward(o.ids);
     std::vector<T> logits = lm.gather_logits();
@@ -248,8 +248,9 @@ std::string traffic_text(const comm::stats& s) {
   for (int k = 0; k < comm::kind_count; ++k) {
     const comm::counter& c = s.by_kind[static_cast<std::size_t>(k)];
     if (c.calls == 0 || static_cast<comm::kind>(k) == comm::kind::barrier) continue;
-    out += fmt::format("{}{} ×{} {}", out.empty() ? "" : ", ", comm::name(static_cast<comm::kind>(k)),
-                       c.calls, cli::human(static_cast<double>(c.bytes)));
+    out +=
+        fmt::format("{}{} ×{} {}", out.empty() ? "" : ", ", comm::name(static_cast<comm::kind>(k)),
+                    c.calls, cli::human(static_cast<double>(c.bytes)));
   }
   return out.empty() ? "none" : out;
 }
@@ -305,10 +306,9 @@ int run(int argc, char** argv) {
     diff = {worst, scale > 0 ? worst / scale : worst};
   }
 
-  const std::string plan_note =
-      inputs.has_hf_plan() || inputs.deepspeed()
-          ? std::string(plan.decided_by)
-          : plan.decided_by + " (config.json carries no plan sections)";
+  const std::string plan_note = inputs.has_hf_plan() || inputs.deepspeed()
+                                    ? std::string(plan.decided_by)
+                                    : plan.decided_by + " (config.json carries no plan sections)";
   if (o.json) {
     nlohmann::json j;
     j["model_type"] = c.dims.model_type;
@@ -322,7 +322,9 @@ int run(int argc, char** argv) {
     if (r.loss) j["loss"] = *r.loss;
     if (o.generate > 0) j["generated"] = r.generated;
     if (!o.logits_out.empty()) j["logits_out"] = o.logits_out;
-    if (diff) j["compare"] = {{"file", o.compare}, {"max_abs"  , diff->first}, {"max_relative", diff->second}};
+    if (diff)
+      j["compare"] = {
+          {"file", o.compare}, {"max_abs", diff->first}, {"max_relative", diff->second}};
     nlohmann::json ranks = nlohmann::json::array();
     for (const rank_report& rep : r.ranks) {
       nlohmann::json x{{"bytes_read", rep.read}, {"bytes_held", rep.held}};
@@ -331,7 +333,7 @@ int run(int argc, char** argv) {
         const comm::counter& cn = rep.traffic.by_kind[static_cast<std::size_t>(k)];
         if (cn.calls > 0 && static_cast<comm::kind>(k) != comm::kind::barrier)
           coll[std::string(comm::name(static_cast<comm::kind>(k)))] = {{"calls", cn.calls},
-                                                                        {"bytes", cn.bytes}};
+                                                                       {"bytes", cn.bytes}};
       }
       x["forward_collectives"] = coll;
       ranks.push_back(x);
@@ -341,13 +343,15 @@ int run(int argc, char** argv) {
     fmt::print("{}\n", j.dump());
     return 0;
   }
-  fmt::print("tpx-run: {} from {} ({} layers, hidden {}, {} / {} heads of {}, vocab {}{}), tp {}, {}{}, {}\n",
-             c.dims.model_type, o.dir, c.layers(), c.dims.hidden_size, c.dims.n_heads,
-             c.dims.n_kv_heads, c.dims.head_dim, c.dims.vocab_size,
-             c.is_moe() ? fmt::format(", {} experts top {}", c.dims.n_experts, c.dims.experts_per_token)
-                        : "",
-             tp, o.sp ? "tensor + sequence parallel" : "tensor parallel",
-             o.ep > 1 ? fmt::format(", experts over ep {}", o.ep) : "", o.dtype);
+  fmt::print(
+      "tpx-run: {} from {} ({} layers, hidden {}, {} / {} heads of {}, vocab {}{}), tp {}, {}{}, "
+      "{}\n",
+      c.dims.model_type, o.dir, c.layers(), c.dims.hidden_size, c.dims.n_heads, c.dims.n_kv_heads,
+      c.dims.head_dim, c.dims.vocab_size,
+      c.is_moe() ? fmt::format(", {} experts top {}", c.dims.n_experts, c.dims.experts_per_token)
+                 : "",
+      tp, o.sp ? "tensor + sequence parallel" : "tensor parallel",
+      o.ep > 1 ? fmt::format(", experts over ep {}", o.ep) : "", o.dtype);
   fmt::print("plan: {}; every tensor sits where it places it (embedding: vocab-parallel)\n",
              plan_note);
   for (std::size_t rank = 0; rank < r.ranks.size(); ++rank) {
@@ -375,4 +379,6 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return tpx::cli::main("tpx-run", argc, argv, run); }
+int main(int argc, char** argv) {
+  return tpx::cli::main("tpx-run", argc, argv, run);
+}

@@ -45,19 +45,32 @@ int run(int argc, char** argv) {
       expect(i + 1 < argc, "{} needs a value", a);
       return argv[++i];
     };
-    if (a == "--family") family = value();
-    else if (a == "--dtype") dtype = value();
-    else if (a == "--hidden") hidden = number(a, value());
-    else if (a == "--layers") layers = number(a, value());
-    else if (a == "--heads") heads = number(a, value());
-    else if (a == "--kv-heads") kv = number(a, value());
-    else if (a == "--head-dim") head_dim = number(a, value());
-    else if (a == "--inter") inter = number(a, value());
-    else if (a == "--experts") experts = number(a, value());
-    else if (a == "--top-k") top_k = number(a, value());
-    else if (a == "--vocab") vocab = number(a, value());
-    else if (a == "--seed") seed = number(a, value());
-    else if (a.starts_with("-")) fail("unknown argument '{}'; run tpx-tiny-model --help", a);
+    if (a == "--family")
+      family = value();
+    else if (a == "--dtype")
+      dtype = value();
+    else if (a == "--hidden")
+      hidden = number(a, value());
+    else if (a == "--layers")
+      layers = number(a, value());
+    else if (a == "--heads")
+      heads = number(a, value());
+    else if (a == "--kv-heads")
+      kv = number(a, value());
+    else if (a == "--head-dim")
+      head_dim = number(a, value());
+    else if (a == "--inter")
+      inter = number(a, value());
+    else if (a == "--experts")
+      experts = number(a, value());
+    else if (a == "--top-k")
+      top_k = number(a, value());
+    else if (a == "--vocab")
+      vocab = number(a, value());
+    else if (a == "--seed")
+      seed = number(a, value());
+    else if (a.starts_with("-"))
+      fail("unknown argument '{}'; run tpx-tiny-model --help", a);
     else {
       expect(dir.empty(), "one directory only: got '{}' and '{}'", dir, a);
       dir = a;
@@ -66,11 +79,12 @@ int run(int argc, char** argv) {
   expect(!dir.empty(), "DIR is required; run tpx-tiny-model --help");
   expect(family == "llama" || family == "mixtral", "--family must be llama or mixtral, got '{}'",
          family);
-  const io::file_dtype ft = dtype == "f32"    ? io::file_dtype::f32
-                            : dtype == "f64"  ? io::file_dtype::f64
-                            : dtype == "bf16" ? io::file_dtype::bf16
-                                              : (fail("--dtype must be bf16, f32 or f64, got '{}'", dtype),
-                                                 io::file_dtype::bf16);
+  const io::file_dtype ft =
+      dtype == "f32"   ? io::file_dtype::f32
+      : dtype == "f64" ? io::file_dtype::f64
+      : dtype == "bf16"
+          ? io::file_dtype::bf16
+          : (fail("--dtype must be bf16, f32 or f64, got '{}'", dtype), io::file_dtype::bf16);
   const bool moe = family == "mixtral";
   if (inter < 0) inter = moe ? 45 : 90;
   nlohmann::json c = {
@@ -89,18 +103,22 @@ int run(int argc, char** argv) {
       {"tie_word_embeddings", false},
       {"bos_token_id", 1},
       {"eos_token_id", 2},
-      {"dtype", dtype == "f32" ? "float32" : dtype == "f64" ? "float64" : "bfloat16"}};
+      {"dtype", dtype == "f32"   ? "float32"
+                : dtype == "f64" ? "float64"
+                                 : "bfloat16"}};
   if (moe) {
     c["num_local_experts"] = experts;
     c["num_experts_per_tok"] = top_k;
     c["sliding_window"] = nullptr;
   }
   model::write_synthetic(dir, c, ft, static_cast<std::uint64_t>(seed));
-  fmt::print("tpx-tiny-model: wrote {} ({} {} layers, hidden {}, {} / {} heads, vocab {}, {})\n", dir,
-             family, layers, hidden, heads, kv, vocab, dtype);
+  fmt::print("tpx-tiny-model: wrote {} ({} {} layers, hidden {}, {} / {} heads, vocab {}, {})\n",
+             dir, family, layers, hidden, heads, kv, vocab, dtype);
   return 0;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) { return tpx::cli::main("tpx-tiny-model", argc, argv, run); }
+int main(int argc, char** argv) {
+  return tpx::cli::main("tpx-tiny-model", argc, argv, run);
+}

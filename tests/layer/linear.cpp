@@ -173,17 +173,19 @@ struct my_split_rowwise : style::detail::split_matrix<1> {
 }  // namespace
 
 TEST_CASE("a style declared from known conjugate pairs gets a linear layer with no other change") {
-  static_assert(style::linear_style<style::colwise<>> && style::linear_style<style::colwise_gathered> &&
-                style::linear_style<style::rowwise<>> && style::linear_style<style::rowwise_split> &&
-                style::linear_style<style::replicate<>> &&
-                style::linear_style<style::replicate_grad_all_reduce> &&
-                style::linear_style<style::colwise_sp> && style::linear_style<style::rowwise_sp>);
+  static_assert(
+      style::linear_style<style::colwise<>> && style::linear_style<style::colwise_gathered> &&
+      style::linear_style<style::rowwise<>> && style::linear_style<style::rowwise_split> &&
+      style::linear_style<style::replicate<>> &&
+      style::linear_style<style::replicate_grad_all_reduce> &&
+      style::linear_style<style::colwise_sp> && style::linear_style<style::rowwise_sp>);
   // An all-reduce after a row split has no meaning for a linear: the vocab styles are not linear.
   static_assert(!style::linear_style<style::vocab_parallel<>> &&
                 !style::linear_style<style::vocab_parallel_sp>);
   static_assert(style::linear_style<my_split_rowwise>);
   const index_t out = 6, in = 10, tokens = 4;
-  std::vector<double> w(static_cast<std::size_t>(out * in)), x(static_cast<std::size_t>(tokens * in));
+  std::vector<double> w(static_cast<std::size_t>(out * in)),
+      x(static_cast<std::size_t>(tokens * in));
   for (std::size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.3 * static_cast<double>(i));
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::cos(0.7 * static_cast<double>(i));
   host::gemm_engine engine;
@@ -195,8 +197,10 @@ TEST_CASE("a style declared from known conjugate pairs gets a linear layer with 
       lin<style::rowwise_split> theirs(engine, c, make_matrix<const double>(w.data(), out, in), {},
                                        o);
       std::vector<double> y1(static_cast<std::size_t>(tokens * out)), y2 = y1;
-      mine.forward(make_matrix<const double>(x.data(), tokens, in), make_matrix(y1.data(), tokens, out));
-      theirs.forward(make_matrix<const double>(x.data(), tokens, in), make_matrix(y2.data(), tokens, out));
+      mine.forward(make_matrix<const double>(x.data(), tokens, in),
+                   make_matrix(y1.data(), tokens, out));
+      theirs.forward(make_matrix<const double>(x.data(), tokens, in),
+                     make_matrix(y2.data(), tokens, out));
       expect(y1 == y2, "rank {}: the user's style differs from rowwise_split", c.rank());
     });
   }

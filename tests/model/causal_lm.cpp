@@ -43,7 +43,9 @@ const std::vector<fixture> all_models{llama,
                                       {"hf-ref/qwen3", {1, 2, 4}},
                                       {"hf-ref/qwen3_moe", {1, 2, 4}, true}};
 
-bool ep_applies(const fixture& f, int ep) { return ep == 1 || (f.moe && 6 % ep == 0); }
+bool ep_applies(const fixture& f, int ep) {
+  return ep == 1 || (f.moe && 6 % ep == 0);
+}
 
 struct prompt {
   std::vector<std::int64_t> ids, greedy;
@@ -53,7 +55,8 @@ prompt read_prompt(const fs::path& dir) {
   std::stringstream text;
   text << in.rdbuf();
   const nlohmann::json j = nlohmann::json::parse(text.str());
-  return {j.at("ids").get<std::vector<std::int64_t>>(), j.at("greedy").get<std::vector<std::int64_t>>()};
+  return {j.at("ids").get<std::vector<std::int64_t>>(),
+          j.at("greedy").get<std::vector<std::int64_t>>()};
 }
 
 std::vector<double> reference_logits(const fs::path& dir) {
@@ -174,7 +177,8 @@ TEST_CASE("the model's placements are the ones plan::resolve gives the checkpoin
         CAPTURE(ep);
         const plan::resolution res = inputs.resolve(tensors, {.tp = tp, .ep = ep});
         std::map<std::string, shard::placement> planned;
-        for (const plan::resolved_tensor& t : res.tensors) planned.emplace(t.tensor.name, t.placement);
+        for (const plan::resolved_tensor& t : res.tensors)
+          planned.emplace(t.tensor.name, t.placement);
         host::run(tp, [&](host::communicator& comm) {
           host::gemm_engine engine;
           model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck,
@@ -218,7 +222,8 @@ void check_gradients(const fs::path& dir,
           rest /= s[d];
         }
         index_t flat = 0;
-        for (std::size_t d = 0; d < t.shape.size(); ++d) flat = flat * t.shape[d] + part.origin[d] + idx[d];
+        for (std::size_t d = 0; d < t.shape.size(); ++d)
+          flat = flat * t.shape[d] + part.origin[d] + idx[d];
         analytic = base.grads.at(t.name)[static_cast<std::size_t>(flat)];
       }
     });
@@ -267,8 +272,8 @@ TEST_CASE("gradients at tp = 1 match central differences of the loss") {
   SUBCASE("phi3: the fused qkv_proj and gate_up_proj as stored") {
     check_gradients(test::model_fixture("hf-ref/phi3"),
                     {{"model.layers.0.self_attn.qkv_proj.weight", 5},            // q rows
-                     {"model.layers.1.self_attn.qkv_proj.weight", 40 * 32 + 7},   // k rows
-                     {"model.layers.0.mlp.gate_up_proj.weight", 25 * 32 + 3}});   // up rows
+                     {"model.layers.1.self_attn.qkv_proj.weight", 40 * 32 + 7},  // k rows
+                     {"model.layers.0.mlp.gate_up_proj.weight", 25 * 32 + 3}});  // up rows
   }
   SUBCASE("qwen3_moe: q/k norms, experts not renormalised, the dense layer between") {
     check_gradients(test::model_fixture("hf-ref/qwen3_moe"),
@@ -309,7 +314,8 @@ TEST_CASE("sharded gradients of every parameter equal the unsharded model's, TP,
           CAPTURE(tp);
           CAPTURE(sp);
           CAPTURE(ep);
-          const test::model_run r = test::run_model(dir, p.ids, targets, {.tp = tp, .sp = sp, .ep = ep});
+          const test::model_run r =
+              test::run_model(dir, p.ids, targets, {.tp = tp, .sp = sp, .ep = ep});
           CHECK(r.ranks_agree);
           CHECK(std::abs(r.loss - base.loss) <= 1e-12 * std::abs(base.loss));
           CHECK(r.grads.size() == base.grads.size());
@@ -323,7 +329,8 @@ TEST_CASE("sharded gradients of every parameter equal the unsharded model's, TP,
 
 TEST_CASE("bad models and inputs are refused with a sentence naming the file, tensor or key") {
   const fs::path src = llama.dir();
-  const auto with_config = [&](const test::temp_dir& d, const std::function<void(nlohmann::json&)>& edit) {
+  const auto with_config = [&](const test::temp_dir& d,
+                               const std::function<void(nlohmann::json&)>& edit) {
     std::ifstream in(src / "config.json");
     nlohmann::json j = nlohmann::json::parse(in);
     edit(j);
@@ -345,11 +352,13 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
   }
   SUBCASE("ids outside the vocabulary") {
     const std::vector<std::int64_t> ids{1, 97};
-    CHECK(load_error(src, 1, ids).find("id 97, outside the vocabulary [0, 97)") != std::string::npos);
+    CHECK(load_error(src, 1, ids).find("id 97, outside the vocabulary [0, 97)") !=
+          std::string::npos);
   }
   SUBCASE("a missing directory") {
-    CHECK(test::error_of([] { model::read_config("/nonexistent/model"); }).find("/nonexistent/model") !=
-          std::string::npos);
+    CHECK(test::error_of([] {
+            model::read_config("/nonexistent/model");
+          }).find("/nonexistent/model") != std::string::npos);
   }
   test::temp_dir d;
   SUBCASE("a rope type tpx does not implement") {
@@ -399,22 +408,19 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
 }
 
 TEST_CASE("llama3 and linear RoPE frequencies follow their rope parameters") {
-  nlohmann::json j = {{"model_type", "llama"},      {"hidden_size", 64}, {"num_hidden_layers", 1},
-                      {"num_attention_heads", 2},  {"vocab_size", 10},  {"intermediate_size", 8}};
-  j["rope_parameters"] = {{"rope_type", "llama3"},
-                          {"rope_theta", 500000.0},
-                          {"factor", 8.0},
-                          {"low_freq_factor", 1.0},
-                          {"high_freq_factor", 4.0},
-                          {"original_max_position_embeddings", 8192}};
+  nlohmann::json j = {{"model_type", "llama"},    {"hidden_size", 64}, {"num_hidden_layers", 1},
+                      {"num_attention_heads", 2}, {"vocab_size", 10},  {"intermediate_size", 8}};
+  j["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                          {"factor", 8.0},           {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
   const model::config c = model::parse_config(j, "config.json");
   const std::vector<double> base = layer::default_inv_freq(500000.0, 32);
   REQUIRE(c.inv_freq.size() == 16);
   for (std::size_t i = 0; i < 16; ++i) {
     const double wavelen = 2 * std::numbers::pi / base[i];
-    if (wavelen < 8192.0 / 4) CHECK(c.inv_freq[i] == base[i]);             // high frequencies kept
+    if (wavelen < 8192.0 / 4) CHECK(c.inv_freq[i] == base[i]);  // high frequencies kept
     if (wavelen > 8192.0) CHECK(c.inv_freq[i] == doctest::Approx(base[i] / 8));  // low: scaled
-    if (wavelen >= 8192.0 / 4 && wavelen <= 8192.0) {                      // between: blended
+    if (wavelen >= 8192.0 / 4 && wavelen <= 8192.0) {                            // between: blended
       CHECK(c.inv_freq[i] < base[i]);
       CHECK(c.inv_freq[i] > base[i] / 8);
     }
@@ -437,9 +443,15 @@ TEST_CASE("a sharded model saved as loaded gives back its checkpoint") {
       const nlohmann::json cfg = {
           {"architectures", {moe ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
           {"model_type", moe ? "mixtral" : "llama"},
-          {"hidden_size", 24}, {"num_hidden_layers", 2}, {"num_attention_heads", 8},
-          {"num_key_value_heads", 4}, {"head_dim", 4}, {"intermediate_size", 13},
-          {"vocab_size", 53}, {"num_local_experts", 6}, {"num_experts_per_tok", 2}};
+          {"hidden_size", 24},
+          {"num_hidden_layers", 2},
+          {"num_attention_heads", 8},
+          {"num_key_value_heads", 4},
+          {"head_dim", 4},
+          {"intermediate_size", 13},
+          {"vocab_size", 53},
+          {"num_local_experts", 6},
+          {"num_experts_per_tok", 2}};
       model::write_synthetic(d / "m", cfg, io::file_dtype::bf16, 7);
       const std::string original = test::read_file(d / "m" / "model.safetensors");
       const model::config c = model::read_config(d / "m");
@@ -450,8 +462,8 @@ TEST_CASE("a sharded model saved as loaded gives back its checkpoint") {
         const int ep = moe && tp == 3 ? 3 : 1;
         host::run(tp, [&](host::communicator& comm) {
           host::gemm_engine engine;
-          model::causal_lm<layer::block_mode::sequence, host::backend, float> lm(engine, comm, c, ck,
-                                                                                 {.ep = ep});
+          model::causal_lm<layer::block_mode::sequence, host::backend, float> lm(engine, comm, c,
+                                                                                 ck, {.ep = ep});
           lm.save(d / "saved.safetensors");
         });
         CHECK(test::read_file(d / "saved.safetensors") == original);
@@ -486,10 +498,11 @@ namespace {
 /// A small config of `family` with uneven dims: 24 query / 8 KV heads (tp 3 splits KV heads
 /// 3/3/2), intermediate 13, vocab 53; 8 experts for mixtral.
 nlohmann::json synthetic_config(const std::string& family, index_t layers) {
-  nlohmann::json c = {{"architectures", {family == "mixtral" ? "MixtralForCausalLM"
-                                         : family == "qwen2" ? "Qwen2ForCausalLM"
-                                         : family == "mistral" ? "MistralForCausalLM"
-                                                               : "LlamaForCausalLM"}},
+  nlohmann::json c = {{"architectures",
+                       {family == "mixtral"   ? "MixtralForCausalLM"
+                        : family == "qwen2"   ? "Qwen2ForCausalLM"
+                        : family == "mistral" ? "MistralForCausalLM"
+                                              : "LlamaForCausalLM"}},
                       {"model_type", family},
                       {"hidden_size", 20},
                       {"num_hidden_layers", layers},
@@ -505,7 +518,8 @@ nlohmann::json synthetic_config(const std::string& family, index_t layers) {
 
 }  // namespace
 
-TEST_CASE("law: plan::resolve places every tensor of every family where its layer holds it, at tp 1-8") {
+TEST_CASE(
+    "law: plan::resolve places every tensor of every family where its layer holds it, at tp 1-8") {
   test::temp_dir d;
   for (const std::string family : {"llama", "mistral", "qwen2", "mixtral"}) {
     model::write_synthetic(d / family, synthetic_config(family, 2), io::file_dtype::bf16, 3);
@@ -524,21 +538,24 @@ TEST_CASE("law: plan::resolve places every tensor of every family where its laye
           CAPTURE(tp);
           CAPTURE(sp);
           CAPTURE(ep);
-          const plan::resolution r = inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = sp, .ep = ep});
+          const plan::resolution r =
+              inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = sp, .ep = ep});
           host::run(tp, [&](host::communicator& comm) {
             host::gemm_engine engine;
             const auto body = [&]<layer::block_mode M>() {
               model::causal_lm<M, host::backend, double> lm(engine, comm, c, ck, {.ep = ep});
-              if (comm.rank() == 0) CHECK(test::error_of([&] {
-                                            model::expect_matches(r, lm.checkpoint_placements(ck));
-                                          }) == "no error");
+              if (comm.rank() == 0)
+                CHECK(test::error_of([&] {
+                        model::expect_matches(r, lm.checkpoint_placements(ck));
+                      }) == "no error");
             };
             if (sp)
               body.template operator()<layer::block_mode::sequence>();
             else
               body.template operator()<layer::block_mode::tensor>();
           });
-          const test::model_run run = test::run_model(dir, ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
+          const test::model_run run =
+              test::run_model(dir, ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
           CHECK(test::relative(run.logits, base.logits) <= 1e-12);
           for (int rank = 0; rank < tp; ++rank)
             CHECK(run.bytes_read[static_cast<std::size_t>(rank)] ==
@@ -554,8 +571,8 @@ TEST_CASE("law: the plan's bytes per token per layer are what the built layers m
   test::temp_dir d;
   for (const std::string family : {"llama", "mixtral"})
     for (const index_t layers : {1, 2})
-      model::write_synthetic(d / fmt::format("{}{}", family, layers), synthetic_config(family, layers),
-                             io::file_dtype::bf16, 5);
+      model::write_synthetic(d / fmt::format("{}{}", family, layers),
+                             synthetic_config(family, layers), io::file_dtype::bf16, 5);
   const index_t t1 = 24, t2 = 48;
   const auto counted = [&](const fs::path& dir, int tp, bool sp, int ep, index_t tokens) {
     const model::config c = model::read_config(dir);
@@ -589,7 +606,8 @@ TEST_CASE("law: the plan's bytes per token per layer are what the built layers m
     for (const int tp : {2, 4})
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (ep > 1 && (family != "mixtral" || sp)) continue;  // EP + SP: all-to-all-v, routing-dependent
+          if (ep > 1 && (family != "mixtral" || sp))
+            continue;  // EP + SP: all-to-all-v, routing-dependent
           CAPTURE(family);
           CAPTURE(tp);
           CAPTURE(sp);

@@ -66,8 +66,8 @@ model_run run_model(const std::filesystem::path& dir, std::span<const std::int64
     const std::size_t r = static_cast<std::size_t>(comm.rank());
     out.bytes_read[r] = lm.bytes_read();
     for (const auto& [name, p] : lm.checkpoint_placements(ck))
-      out.bytes_expected[r] += static_cast<std::uint64_t>(p.of(comm.rank()).size()) *
-                               io::size_of(ck.info(name).dtype);
+      out.bytes_expected[r] +=
+          static_cast<std::uint64_t>(p.of(comm.rank()).size()) * io::size_of(ck.info(name).dtype);
     lm.forward(ids);
     const std::vector<T> full = lm.gather_logits();
     logits[r].assign(full.begin(), full.end());

@@ -32,45 +32,18 @@ nlohmann::json fixture() {
 TEST_CASE("every string of the three vocabularies is known, with its meaning") {
   const plan::registry r = plan::registry::builtin();
   // REFERENCE.md §1, row by row.
-  const std::vector<std::string> all{"colwise",
-                                     "rowwise",
-                                     "colwise_rep",
-                                     "rowwise_rep",
-                                     "local_colwise",
-                                     "local_rowwise",
-                                     "local_packed_rowwise",
-                                     "local",
-                                     "gather",
-                                     "replicate",
-                                     "sequence_parallel",
-                                     "colwise_gather_output",
-                                     "rowwise_split_input",
-                                     "packed_colwise",
-                                     "packed_rowwise",
-                                     "embedding_rowwise",
-                                     "embedding_colwise",
-                                     "replicated_with_grad_allreduce",
-                                     "moe_tp_experts",
-                                     "moe_identity_expert",
-                                     "grouped_gemm",
-                                     "ep_router",
-                                     "mla_kv_a_proj",
-                                     "all_reduce",
-                                     "colwise_allgather",
-                                     "colwise_loss_parallel",
-                                     "rowwise_allreduce",
-                                     "rowwise_reduce_scatter",
-                                     "vocab_allreduce",
-                                     "vocab_reduce_scatter",
-                                     "activation",
-                                     "activation_seq_dim_2",
-                                     "module_allgather",
-                                     "module_allgather_hidden_states",
-                                     "module_allgather_split",
-                                     "moe_experts_allreduce",
-                                     // transformers 5.24 (REFERENCE.md §7)
-                                     "ep_dispatch_experts",
-                                     "local_params"};
+  const std::vector<std::string> all{
+      "colwise", "rowwise", "colwise_rep", "rowwise_rep", "local_colwise", "local_rowwise",
+      "local_packed_rowwise", "local", "gather", "replicate", "sequence_parallel",
+      "colwise_gather_output", "rowwise_split_input", "packed_colwise", "packed_rowwise",
+      "embedding_rowwise", "embedding_colwise", "replicated_with_grad_allreduce", "moe_tp_experts",
+      "moe_identity_expert", "grouped_gemm", "ep_router", "mla_kv_a_proj", "all_reduce",
+      "colwise_allgather", "colwise_loss_parallel", "rowwise_allreduce", "rowwise_reduce_scatter",
+      "vocab_allreduce", "vocab_reduce_scatter", "activation", "activation_seq_dim_2",
+      "module_allgather", "module_allgather_hidden_states", "module_allgather_split",
+      "moe_experts_allreduce",
+      // transformers 5.24 (REFERENCE.md §7)
+      "ep_dispatch_experts", "local_params"};
   for (const std::string& s : all) {
     CAPTURE(s);
     CHECK(r.contains(s));

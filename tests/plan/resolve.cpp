@@ -449,7 +449,9 @@ TEST_CASE("a DeepSpeed spec with unequal sub-parameters splits each in whole hea
   CHECK(r.report.unused_rules.empty());
 }
 
-TEST_CASE("transformers 5.24's own plans place hub checkpoints' per-expert tensors as transformers does") {
+TEST_CASE(
+    "transformers 5.24's own plans place hub checkpoints' per-expert tensors as transformers "
+    "does") {
   const char* dir = std::getenv("TPX_PLAN_FIXTURES");
   REQUIRE(dir != nullptr);
   std::ifstream in(std::filesystem::path(dir) / "hf_plans_sample_5_24.json");
@@ -492,14 +494,14 @@ TEST_CASE("transformers 5.24's own plans place hub checkpoints' per-expert tenso
         CHECK(u.find("mlp.experts") == std::string::npos);
       }
       CHECK_FALSE(contains(r.report.warnings, "in-memory experts"));
-      const shard::partition rows =
-          shard::partition::split(inter, tp, shard::split_kind::balanced);
+      const shard::partition rows = shard::partition::split(inter, tp, shard::split_kind::balanced);
       for (const char* n : {m.gate, m.up}) {
         const plan::resolved_tensor& t = tensor(r, n);
         CAPTURE(n);
         CHECK(t.style == "packed_colwise");
         REQUIRE(t.placement.dim == 0);
-        for (int rank = 0; rank < tp; ++rank) CHECK(t.placement.partition.of(rank) == rows.of(rank));
+        for (int rank = 0; rank < tp; ++rank)
+          CHECK(t.placement.partition.of(rank) == rows.of(rank));
       }
       const plan::resolved_tensor& d = tensor(r, m.down);
       CHECK(d.style == "rowwise");
@@ -529,7 +531,9 @@ TEST_CASE("transformers 5.24's own plans place hub checkpoints' per-expert tenso
     if (type == "_about" || plan::find_preset(type) == nullptr) continue;  // granite: no preset
     CAPTURE(type);
     const plan::hf_plan hp = plan::parse_hf_plan(plan_json, type, true, styles);
-    const plan::model_config& c = type == "mixtral" ? mixtral() : type == "qwen3_moe" ? qwen : llama();
+    const plan::model_config& c = type == "mixtral"     ? mixtral()
+                                  : type == "qwen3_moe" ? qwen
+                                                        : llama();
     const plan::model_config typed = [&] {
       plan::model_config x = c;
       x.model_type = type;

@@ -16,11 +16,11 @@ using namespace tpx;
 
 namespace {
 
-using styles = std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>,
-                          style::rowwise_split, style::replicate<>,
-                          style::replicate_grad_all_reduce, style::colwise_sp, style::rowwise_sp,
-                          style::sequence_parallel, style::vocab_parallel<>,
-                          style::vocab_parallel_sp>;
+using styles =
+    std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>, style::rowwise_split,
+               style::replicate<>, style::replicate_grad_all_reduce, style::colwise_sp,
+               style::rowwise_sp, style::sequence_parallel, style::vocab_parallel<>,
+               style::vocab_parallel_sp>;
 
 /// The spec's forward collectives, as a description of the style it names would state them.
 bool spec_describes(const plan::style_spec& s, const style::description& d) {
@@ -56,7 +56,8 @@ TEST_CASE_TEMPLATE_DEFINE("registry.at(S::name) reaches S and describes it", S, 
 }
 TEST_CASE_TEMPLATE_APPLY(named_style, styles);
 
-TEST_CASE("every registered string reaches a style its spec describes, or is refused with a sentence") {
+TEST_CASE(
+    "every registered string reaches a style its spec describes, or is refused with a sentence") {
   const plan::registry r = plan::registry::builtin();
   int reached = 0, refused = 0;
   for (const std::string& n : r.names()) {
@@ -100,14 +101,20 @@ TEST_CASE("a spec's policy() names the type visit_style reaches") {
   const plan::registry r = plan::registry::builtin();
   const auto policy_of = [&](std::string_view s) {
     return plan::visit_style(r.at(s), []<class S>() -> std::string {
-      if constexpr (std::is_same_v<S, style::colwise<>>) return "style::colwise<>";
-      else if constexpr (std::is_same_v<S, style::colwise_gathered>) return "style::colwise_gathered";
-      else if constexpr (std::is_same_v<S, style::rowwise<>>) return "style::rowwise<>";
-      else if constexpr (std::is_same_v<S, style::rowwise_split>) return "style::rowwise_split";
-      else if constexpr (std::is_same_v<S, style::replicate<>>) return "style::replicate<>";
+      if constexpr (std::is_same_v<S, style::colwise<>>)
+        return "style::colwise<>";
+      else if constexpr (std::is_same_v<S, style::colwise_gathered>)
+        return "style::colwise_gathered";
+      else if constexpr (std::is_same_v<S, style::rowwise<>>)
+        return "style::rowwise<>";
+      else if constexpr (std::is_same_v<S, style::rowwise_split>)
+        return "style::rowwise_split";
+      else if constexpr (std::is_same_v<S, style::replicate<>>)
+        return "style::replicate<>";
       else if constexpr (std::is_same_v<S, style::replicate_grad_all_reduce>)
         return "style::replicate_grad_all_reduce";
-      else return "other";
+      else
+        return "other";
     });
   };
   for (const char* s : {"colwise", "colwise_gather_output", "colwise_rep", "rowwise",

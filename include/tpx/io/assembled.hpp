@@ -168,8 +168,8 @@ void move_part(const part_map& m, const std::vector<index_t>& block, T* out, T* 
 /// Reads the block `sel` of the assembled tensor `t` into `out` (row-major, `sel.shape()`),
 /// converting to T; returns the bytes read from the checkpoint.
 template <class T>
-std::uint64_t read_into(const checkpoint& ck, const assembled_tensor& t, const shard::selection& sel,
-                        std::span<T> out) {
+std::uint64_t read_into(const checkpoint& ck, const assembled_tensor& t,
+                        const shard::selection& sel, std::span<T> out) {
   detail::expect_tiling(ck, t);
   expect(sel.dims.size() == t.shape.size() && out.size() == static_cast<std::size_t>(sel.size()),
          "{}: a block of {} dims and {} elements cannot be read into {} elements of a tensor of "

@@ -212,7 +212,8 @@ class causal_attention {
       const T mean = static_cast<T>(dot / static_cast<double>(d));
       for (index_t e = 0; e < d; ++e) {
         const T xh = qkv(t, h * d + e) * rstd;
-        dqkv(t, h * d + e) = rstd * (dqkv(t, h * d + e) * w[static_cast<std::size_t>(e)] - xh * mean);
+        dqkv(t, h * d + e) =
+            rstd * (dqkv(t, h * d + e) * w[static_cast<std::size_t>(e)] - xh * mean);
       }
     }
   }

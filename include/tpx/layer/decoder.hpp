@@ -224,8 +224,7 @@ class attention_block {
                   attention_config cfg, std::string name = "self_attn")
       : qkv_(shard::from_shard, engine, comm, qkv, qkv_bias,
              qkv_options(cfg, qkv.cols(), comm.size(), name)),
-        o_(shard::from_shard, engine, comm, o, o_bias,
-           o_options(cfg, o.rows(), comm.size(), name)),
+        o_(shard::from_shard, engine, comm, o, o_bias, o_options(cfg, o.rows(), comm.size(), name)),
         core_(core_options(cfg, comm, name)),
         comm_(&comm) {}
 

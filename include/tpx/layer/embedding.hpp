@@ -25,8 +25,8 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
-#include "tpx/shard/placement.hpp"
 #include "tpx/layer/tokens.hpp"
+#include "tpx/shard/placement.hpp"
 #include "tpx/style/vocab_parallel.hpp"
 
 namespace tpx::inline v0::layer {

@@ -137,21 +137,20 @@ class experts {
     if constexpr (Style::expert_parallel)
       return shard::placement::split(shape, 0, expert_partition(o, tp), o.name + ".gate_up_proj");
     const std::vector<shard::block> blocks{{o.inter, 1}, {o.inter, 1}};
-    return shard::placement::split(
-        shape, 1,
-        shard::partition::packed(blocks, tp, shard::split_kind::balanced,
-                                 {o.name + ".gate_up_proj", 1}),
-        o.name + ".gate_up_proj");
+    return shard::placement::split(shape, 1,
+                                   shard::partition::packed(blocks, tp, shard::split_kind::balanced,
+                                                            {o.name + ".gate_up_proj", 1}),
+                                   o.name + ".gate_up_proj");
   }
   /// Where each rank's routed down [E, H, I] sits: whole experts (dim 0), or the I slice (dim 2).
   static shard::placement down_placement(const experts_options& o, int tp) {
     const std::vector<index_t> shape{o.n_experts, o.hidden, o.inter};
     if constexpr (Style::expert_parallel)
       return shard::placement::split(shape, 0, expert_partition(o, tp), o.name + ".down_proj");
-    return shard::placement::split(
-        shape, 2,
-        shard::partition::split(o.inter, tp, shard::split_kind::balanced, {o.name + ".down_proj", 2}),
-        o.name + ".down_proj");
+    return shard::placement::split(shape, 2,
+                                   shard::partition::split(o.inter, tp, shard::split_kind::balanced,
+                                                           {o.name + ".down_proj", 2}),
+                                   o.name + ".down_proj");
   }
   /// The shared expert's stacked gate|up [2·Is, H]: each block's Is slice (packed rows), or
   /// replicated in the all-to-all mode (its tokens stay on their rank).
@@ -170,8 +169,8 @@ class experts {
     if constexpr (all_to_all) return shard::placement::replicated(shape);
     const std::string what = o.name + ".shared_expert.down_proj";
     return shard::placement::split(
-        shape, 1, shard::partition::split(o.shared_inter, tp, shard::split_kind::balanced, {what, 1}),
-        what);
+        shape, 1,
+        shard::partition::split(o.shared_inter, tp, shard::split_kind::balanced, {what, 1}), what);
   }
 
   const std::string& name() const noexcept { return opt_.name; }
@@ -295,7 +294,8 @@ class experts {
       using V = std::remove_pointer_t<decltype(b.data())>;
       const extents<3> e =
           first ? extents<3>{{n, 2 * inter, hidden}} : extents<3>{{n, hidden, inter}};
-      if (static_cast<index_t>(b.size()) != e.size()) return tensor_view<V, 3>(b.data(), {{0, 0, 0}});
+      if (static_cast<index_t>(b.size()) != e.size())
+        return tensor_view<V, 3>(b.data(), {{0, 0, 0}});
       return tensor_view<V, 3>(b.data(), e);
     }
   };

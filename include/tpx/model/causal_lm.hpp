@@ -4,13 +4,14 @@
 /// rank reading only its own bytes, run forward and backward over the ranks of a communicator.
 ///
 ///   ids [T] ─ embedding (vocab-parallel) ─ N decoder layers ─ norm ─ LM head ─ logits [T, V_r]
-///                                                                            ─ loss (vocab-parallel)
+///                                                                            ─ loss
+///                                                                            (vocab-parallel)
 ///
 ///   mode        embedding            layers               head (untied)    logits on rank r
-///   tensor      all-reduce           llama / mixtral      colwise          [T, V_r], its vocab rows
-///   sequence    reduce-scatter       SP forms             colwise_sp       [T, V_r]
-///   MoE layers: TP inside experts (ep = 1), or whole experts per rank (ep = tp: masked local
-///   experts + all-reduce in tensor mode, all-to-all-v dispatch in sequence mode).
+///   tensor      all-reduce           llama / mixtral      colwise          [T, V_r], its vocab
+///   rows sequence    reduce-scatter       SP forms             colwise_sp       [T, V_r] MoE
+///   layers: TP inside experts (ep = 1), or whole experts per rank (ep = tp: masked local experts +
+///   all-reduce in tensor mode, all-to-all-v dispatch in sequence mode).
 ///
 /// The embedding is always vocab-parallel (transformers adds `embed_tokens: embedding_rowwise`
 /// whenever a TP plan applies); a tied head is the embedding's own `head_forward`. Logits stay
@@ -22,10 +23,10 @@
 /// exactly its shard's bytes: `bytes_read()` is that count.
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -58,11 +59,16 @@ std::vector<std::byte> to_file_dtype(const std::vector<T>& v, io::file_dtype d,
     return out;
   };
   switch (d) {
-    case io::file_dtype::f64: return as(std::type_identity<double>{});
-    case io::file_dtype::f32: return as(std::type_identity<float>{});
-    case io::file_dtype::bf16: return as(std::type_identity<bf16>{});
-    case io::file_dtype::f16: return as(std::type_identity<f16>{});
-    default: fail("{}: the checkpoint stores it as {}, which tpx cannot write back", tensor, io::name(d));
+    case io::file_dtype::f64:
+      return as(std::type_identity<double>{});
+    case io::file_dtype::f32:
+      return as(std::type_identity<float>{});
+    case io::file_dtype::bf16:
+      return as(std::type_identity<bf16>{});
+    case io::file_dtype::f16:
+      return as(std::type_identity<f16>{});
+    default:
+      fail("{}: the checkpoint stores it as {}, which tpx cannot write back", tensor, io::name(d));
   }
 }
 }  // namespace detail
@@ -84,9 +90,8 @@ class causal_lm {
   using value_type = T;
   using engine_type = typename Backend::engine;
   using comm_type = typename Backend::communicator;
-  using embedding_type =
-      layer::vocab_embedding<std::conditional_t<sp, style::vocab_parallel_sp, style::vocab_parallel<>>,
-                             Backend, T>;
+  using embedding_type = layer::vocab_embedding<
+      std::conditional_t<sp, style::vocab_parallel_sp, style::vocab_parallel<>>, Backend, T>;
   using norm_type = layer::rms_norm<typename styles::norm, Backend, T>;
   using head_type = layer::linear<typename styles::column, Backend, T>;
   using attention_type = layer::attention_block<Mode, Backend, T>;
@@ -101,17 +106,24 @@ class causal_lm {
   /// Builds this rank's shard of the model of config `c` from the checkpoint `ck`.
   causal_lm(engine_type& engine, comm_type& comm, const config& c, const io::checkpoint& ck,
             options o = {})
-      : engine_(&engine), comm_(&comm), config_(c), options_(o), layout_(model::checkpoint_layout(c, ck)) {
+      : engine_(&engine),
+        comm_(&comm),
+        config_(c),
+        options_(o),
+        layout_(model::checkpoint_layout(c, ck)) {
     const int tp = comm.size();
     expect(o.ep == 1 || o.ep == tp,
            "{}: ep = {} must be 1 or the group size {} (experts live on the TP ranks)", c.source,
            o.ep, tp);
-    expect(o.ep == 1 || c.is_moe(), "{}: ep = {} asks for expert parallelism but model_type '{}' "
-           "has no experts", c.source, o.ep, c.dims.model_type);
+    expect(o.ep == 1 || c.is_moe(),
+           "{}: ep = {} asks for expert parallelism but model_type '{}' "
+           "has no experts",
+           c.source, o.ep, c.dims.model_type);
     const index_t h = c.dims.hidden_size, v = c.dims.vocab_size;
     const layer::embedding_options eo{.name = "model.embed_tokens", .vocab = v, .hidden = h};
     embed_.emplace(shard::from_shard, engine, comm,
-                   matrix(read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)), h), eo);
+                   matrix(read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)), h),
+                   eo);
     for (const layer_layout& l : layout_.layers) layers_.push_back(build_layer(ck, l));
     norm_.emplace(comm, read(ck, layout_.norm, shard::placement::replicated({h})), c.rms_norm_eps,
                   "model.norm");
@@ -129,9 +141,7 @@ class causal_lm {
   const model::layout& layout() const noexcept { return layout_; }
   index_t vocab() const noexcept { return config_.dims.vocab_size; }
   /// The vocab columns [begin, end) of this rank's logits.
-  shard::interval vocab_range() const {
-    return head_ ? head_->slice() : embed_->vocab_range();
-  }
+  shard::interval vocab_range() const { return head_ ? head_->slice() : embed_->vocab_range(); }
   /// Bytes this rank read from the checkpoint.
   std::uint64_t bytes_read() const noexcept { return bytes_read_; }
   /// Bytes of parameters this rank holds (its shards, in T).
@@ -146,8 +156,8 @@ class causal_lm {
   std::vector<std::pair<std::string, shard::placement>> checkpoint_placements(
       const io::checkpoint& ck) const {
     std::vector<std::pair<std::string, shard::placement>> out;
-    for_each_parameter([&](const std::string& name, const shard::placement& p,
-                           std::span<const T>, std::span<const T>) {
+    for_each_parameter([&](const std::string& name, const shard::placement& p, std::span<const T>,
+                           std::span<const T>) {
       const io::assembled_tensor* t = find(name);
       for (const io::tensor_part& part : t->parts)
         out.emplace_back(part.name, io::part_placement(*t, part, ck.info(part.name).shape, p));
@@ -164,8 +174,8 @@ class causal_lm {
     std::vector<std::vector<std::byte>> data;
     std::vector<io::shard_bytes> shards;
     const int rank = comm_->rank();
-    for_each_parameter([&](const std::string& name, const shard::placement& p,
-                           std::span<const T> w, std::span<const T>) {
+    for_each_parameter([&](const std::string& name, const shard::placement& p, std::span<const T> w,
+                           std::span<const T>) {
       const io::assembled_tensor* t = find(name);
       for (const io::tensor_part& part : t->parts) {
         const auto& [dtype, shape] = file_tensors_.at(part.name);
@@ -192,8 +202,9 @@ class causal_lm {
     acts_.resize(layers_.size() + 2);
     embed_->forward(ids, detail_sized(acts_[0], n, h));
     for (std::size_t l = 0; l < layers_.size(); ++l)
-      std::visit([&](auto& layer) { layer.forward(act(l, n), detail_sized(acts_[l + 1], n, h), tokens); },
-                 layers_[l]);
+      std::visit(
+          [&](auto& layer) { layer.forward(act(l, n), detail_sized(acts_[l + 1], n, h), tokens); },
+          layers_[l]);
     const std::size_t last = layers_.size();
     norm_->forward(act(last, n), detail_sized(acts_[last + 1], n, h));
     const matrix_view<T> logits = detail_sized(logits_, tokens, vocab_range().size());
@@ -275,9 +286,11 @@ class causal_lm {
   template <class Fn>
   void for_each_parameter(Fn&& fn) const {
     const int tp = comm_->size();
-    const auto span = [](auto v) { return std::span<const T>(v.data(), static_cast<std::size_t>(v.size())); };
-    const auto linear = [&](const io::assembled_tensor& w, const std::optional<io::assembled_tensor>& b,
-                            const auto& l) {
+    const auto span = [](auto v) {
+      return std::span<const T>(v.data(), static_cast<std::size_t>(v.size()));
+    };
+    const auto linear = [&](const io::assembled_tensor& w,
+                            const std::optional<io::assembled_tensor>& b, const auto& l) {
       fn(w.name, l.weight_placement(), span(l.weight()), span(l.weight_grad()));
       if (b) fn(b->name, l.bias_placement(), l.bias(), l.bias_grad());
     };
@@ -310,8 +323,8 @@ class causal_lm {
               auto& ex = ffn.experts_layer();
               using ex_t = std::remove_cvref_t<decltype(ex)>;
               const layer::experts_options eo = experts_options(l);
-              fn(l.experts_gate_up->name, ex_t::gate_up_placement(eo, tp), span(ex.gate_up_weight()),
-                 span(ex.gate_up_grad()));
+              fn(l.experts_gate_up->name, ex_t::gate_up_placement(eo, tp),
+                 span(ex.gate_up_weight()), span(ex.gate_up_grad()));
               fn(l.experts_down->name, ex_t::down_placement(eo, tp), span(ex.down_weight()),
                  span(ex.down_grad()));
             }
@@ -377,12 +390,11 @@ class causal_lm {
   layer_type build_layer(const io::checkpoint& ck, const layer_layout& l) {
     const int tp = comm_->size();
     const index_t h = config_.dims.hidden_size;
-    const layer::attention_config ac{
-        .heads = {.n_heads = config_.dims.n_heads,
-                  .n_kv_heads = config_.dims.n_kv_heads,
-                  .head_dim = config_.dims.head_dim},
-        .rope_theta = config_.rope_theta,
-        .inv_freq = config_.inv_freq};
+    const layer::attention_config ac{.heads = {.n_heads = config_.dims.n_heads,
+                                               .n_kv_heads = config_.dims.n_kv_heads,
+                                               .head_dim = config_.dims.head_dim},
+                                     .rope_theta = config_.rope_theta,
+                                     .inv_freq = config_.inv_freq};
     const std::string an = l.prefix + "self_attn";
     using qkv_t = typename attention_type::qkv_type;
     using o_t = typename attention_type::o_type;
@@ -420,7 +432,8 @@ class causal_lm {
       return layer_type(std::in_place_type<dense_layer>, *comm_, n1, n2, eps, std::move(attention),
                         std::move(mlp));
     }
-    const std::vector<T> router = read(ck, *l.router, shard::placement::replicated(l.router->shape));
+    const std::vector<T> router =
+        read(ck, *l.router, shard::placement::replicated(l.router->shape));
     const layer::routing_options ro{.name = l.moe_prefix + ".gate",
                                     .n_experts = config_.dims.n_experts,
                                     .top_k = config_.dims.experts_per_token,
@@ -429,9 +442,12 @@ class causal_lm {
       using ffn_t = typename Layer::ffn_type;
       using ex_t = typename ffn_t::experts_type;
       const layer::experts_options eo = experts_options(l);
-      const shard::placement gp = ex_t::gate_up_placement(eo, tp), dp = ex_t::down_placement(eo, tp);
-      const std::vector<T> gu = read(ck, *l.experts_gate_up, gp), dn = read(ck, *l.experts_down, dp);
-      const std::vector<index_t> gs = gp.local_shape(comm_->rank()), ds = dp.local_shape(comm_->rank());
+      const shard::placement gp = ex_t::gate_up_placement(eo, tp),
+                             dp = ex_t::down_placement(eo, tp);
+      const std::vector<T> gu = read(ck, *l.experts_gate_up, gp),
+                           dn = read(ck, *l.experts_down, dp);
+      const std::vector<index_t> gs = gp.local_shape(comm_->rank()),
+                                 ds = dp.local_shape(comm_->rank());
       ex_t ex(shard::from_shard, *engine_, *comm_,
               tensor_view<const T, 3>(gu.data(), extents<3>{{gs[0], gs[1], gs[2]}}),
               tensor_view<const T, 3>(dn.data(), extents<3>{{ds[0], ds[1], ds[2]}}), {}, {}, eo);

@@ -8,11 +8,12 @@
 ///   family     eps    rope θ   tied   biases                    experts
 ///   llama      1e-6   1e4      no     attention_bias, mlp_bias  –
 ///   mistral    1e-6   1e4      no     –                         –        sliding_window 4096
-///   qwen2      1e-6   1e4      no     q, k, v (always)          –        window if use_sliding_window
-///   phi3       1e-5   1e4      no     –                         –        fused qkv_proj, gate_up_proj
-///   qwen3      1e-6   1e4      no     attention_bias            –        q/k RMSNorm per head
-///   mixtral    1e-5   1e6      no     –                         every layer, top-k renormalised
-///   qwen3_moe  1e-6   1e4      no     attention_bias            layers by mlp_only_layers and
+///   qwen2      1e-6   1e4      no     q, k, v (always)          –        window if
+///   use_sliding_window phi3       1e-5   1e4      no     –                         –        fused
+///   qkv_proj, gate_up_proj qwen3      1e-6   1e4      no     attention_bias            – q/k
+///   RMSNorm per head mixtral    1e-5   1e6      no     –                         every layer,
+///   top-k renormalised qwen3_moe  1e-6   1e4      no     attention_bias            layers by
+///   mlp_only_layers and
 ///                                                               decoder_sparse_step; renormalised
 ///                                                               when norm_topk_prob (default no);
 ///                                                               q/k RMSNorm per head
@@ -47,7 +48,7 @@ namespace tpx::inline v0::model {
 
 /// The families a causal LM can be built for.
 inline constexpr std::string_view families[] = {"llama", "mistral", "qwen2",    "phi3",
-                                                 "qwen3", "mixtral", "qwen3_moe"};
+                                                "qwen3", "mixtral", "qwen3_moe"};
 
 struct config {
   plan::model_config dims;
@@ -77,8 +78,8 @@ inline double number(const nlohmann::json& j, std::string_view key, double fallb
                      std::string_view what) {
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  expect(it->is_number() && std::isfinite(it->get<double>()),
-         "{}: \"{}\" must be a finite number", what, key);
+  expect(it->is_number() && std::isfinite(it->get<double>()), "{}: \"{}\" must be a finite number",
+         what, key);
   return it->get<double>();
 }
 
@@ -110,14 +111,15 @@ inline std::vector<double> rope_frequencies(const nlohmann::json& p, std::string
   }
   if (type == "llama3") {
     const double factor = need("factor"), low = need("low_freq_factor"),
-                 high = need("high_freq_factor"), context = need("original_max_position_embeddings");
+                 high = need("high_freq_factor"),
+                 context = need("original_max_position_embeddings");
     expect(high > low, "{}: \"{}\": high_freq_factor {} must exceed low_freq_factor {}", what, key,
            high, low);
     const double low_wavelen = context / low, high_wavelen = context / high;
     for (double& x : f) {
       const double wavelen = 2 * std::numbers::pi / x;
       if (wavelen > low_wavelen) {
-        x /= factor;  // long wavelengths: scaled
+        x /= factor;                         // long wavelengths: scaled
       } else if (wavelen >= high_wavelen) {  // between: interpolated
         const double smooth = (context / wavelen - low) / (high - low);
         x = (1 - smooth) * x / factor + smooth * x;
@@ -141,7 +143,8 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   expect(j.contains("model_type") && j.at("model_type").is_string(),
          "{}: \"model_type\" is missing (tpx builds {})", what, fmt::join(families, ", "));
   const std::string type = j.at("model_type").get<std::string>();
-  const bool known = std::find(std::begin(families), std::end(families), type) != std::end(families);
+  const bool known =
+      std::find(std::begin(families), std::end(families), type) != std::end(families);
   expect(known, "{}: model_type '{}' is not a family tpx builds ({})", what, type,
          fmt::join(families, ", "));
   c.dims = plan::parse_model_config(j, what);
@@ -160,9 +163,9 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
            what, type);
   if (!moe) c.dims.n_experts = c.dims.experts_per_token = 0;
 
-  const std::string act =
-      j.contains("hidden_act") && j.at("hidden_act").is_string() ? j.at("hidden_act").get<std::string>()
-                                                                 : "silu";
+  const std::string act = j.contains("hidden_act") && j.at("hidden_act").is_string()
+                              ? j.at("hidden_act").get<std::string>()
+                              : "silu";
   expect(act == "silu", "{}: \"hidden_act\" is '{}'; tpx implements SwiGLU with silu only", what,
          act);
   expect(detail::number(j, "partial_rotary_factor", 1.0, what) == 1.0,
@@ -170,8 +173,8 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
          "implement",
          what, detail::number(j, "partial_rotary_factor", 1.0, what));
 
-  c.rms_norm_eps = detail::number(j, "rms_norm_eps", type == "mixtral" || type == "phi3" ? 1e-5 : 1e-6,
-                                  what);
+  c.rms_norm_eps =
+      detail::number(j, "rms_norm_eps", type == "mixtral" || type == "phi3" ? 1e-5 : 1e-6, what);
   expect(c.rms_norm_eps >= 0, "{}: \"rms_norm_eps\" must be non-negative", what);
 
   // RoPE: rope_parameters (transformers ≥ 5), or rope_theta + rope_scaling.
@@ -196,8 +199,8 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
           c.rope_type = rs->at(k).get<std::string>();
           break;
         }
-      c.inv_freq =
-          detail::rope_frequencies(*rs, c.rope_type, c.rope_theta, d.head_dim, "rope_scaling", what);
+      c.inv_freq = detail::rope_frequencies(*rs, c.rope_type, c.rope_theta, d.head_dim,
+                                            "rope_scaling", what);
     } else {
       c.inv_freq = layer::default_inv_freq(c.rope_theta, d.head_dim);
     }

@@ -6,8 +6,8 @@
 ///
 ///   layer holds                        checkpoint stores
 ///   self_attn.qkv [(nq+2nkv)·d, H]     self_attn.q_proj | k_proj | v_proj  (or a fused qkv_proj)
-///   mlp.gate_up [2I, H]                mlp.gate_proj | up_proj              (or a fused gate_up_proj)
-///   experts.gate_up [E, 2I, H]         block_sparse_moe.experts.N.w1 | w3, or
+///   mlp.gate_up [2I, H]                mlp.gate_proj | up_proj              (or a fused
+///   gate_up_proj) experts.gate_up [E, 2I, H]         block_sparse_moe.experts.N.w1 | w3, or
 ///                                      mlp.experts.N.gate_proj | up_proj, or
 ///                                      mlp.experts.gate_up_proj as it is
 ///   experts.down [E, H, I]             ….experts.N.w2 / down_proj, or mlp.experts.down_proj
@@ -106,8 +106,7 @@ inline void experts_layout(const config& c, const io::checkpoint& ck, layer_layo
   const std::string base = per_expert_w ? mixtral : mlp;
   l.moe_prefix = base.substr(0, base.size() - 1);
   l.router = io::assembled_tensor::whole(
-      ck.contains(mixtral + "gate.weight") ? mixtral + "gate.weight" : mlp + "gate.weight",
-      {e, h});
+      ck.contains(mixtral + "gate.weight") ? mixtral + "gate.weight" : mlp + "gate.weight", {e, h});
   if (fused && !per_expert_w && !per_expert_proj) {
     l.experts_gate_up = io::assembled_tensor::whole(mlp + "experts.gate_up_proj", {e, 2 * i, h});
     l.experts_down = io::assembled_tensor::whole(mlp + "experts.down_proj", {e, h, i});
@@ -166,8 +165,9 @@ inline layout checkpoint_layout(const config& c, const io::checkpoint& ck) {
     } else {
       const std::string m = l.prefix + "mlp.";
       const index_t i = c.dims.intermediate_size;
-      l.gate_up = detail::fused_or_stacked(ck, m + "gate_up_proj.weight", m + "gate_up_proj.weight",
-                                           h, {{m + "gate_proj.weight", i}, {m + "up_proj.weight", i}});
+      l.gate_up =
+          detail::fused_or_stacked(ck, m + "gate_up_proj.weight", m + "gate_up_proj.weight", h,
+                                   {{m + "gate_proj.weight", i}, {m + "up_proj.weight", i}});
       l.down = io::assembled_tensor::whole(m + "down_proj.weight", {h, i});
       if (c.mlp_bias) {
         l.gate_up_bias =

@@ -26,8 +26,7 @@ namespace tpx::inline v0::model {
 /// Reads and parses a JSON file; errors name `what` and the path.
 inline nlohmann::json read_json(const std::filesystem::path& path, std::string_view what) {
   std::error_code ec;
-  expect(std::filesystem::is_regular_file(path, ec), "cannot read {} '{}': {}", what,
-         path.string(),
+  expect(std::filesystem::is_regular_file(path, ec), "cannot read {} '{}': {}", what, path.string(),
          std::filesystem::exists(path, ec) ? "it is not a regular file" : "no such file");
   std::ifstream in(path, std::ios::binary);
   expect(in.good(), "cannot read {} '{}': it cannot be opened", what, path.string());
@@ -63,7 +62,8 @@ class plan_inputs {
       hf_ = plan::parse_hf_plan(sections, config_path_, config_.causal_lm(), styles_);
       hf_name_ = "config " + config_path_;
     }
-    if (!ds_path.empty()) ds_ = plan::parse_deepspeed(read_json(ds_path, "DeepSpeed config"), ds_path);
+    if (!ds_path.empty())
+      ds_ = plan::parse_deepspeed(read_json(ds_path, "DeepSpeed config"), ds_path);
     preset_ = plan::find_preset(config_.model_type);
     if (preset_ == nullptr && ds_ && !ds_->preset_model.empty())
       preset_ = plan::find_preset(ds_->preset_model);

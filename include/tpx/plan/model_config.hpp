@@ -41,15 +41,15 @@ struct model_config {
   index_t n_kv_heads = 0;
   index_t head_dim = 0;
   index_t intermediate_size = 0;
-  index_t moe_intermediate_size = 0;  ///< 0 when the model has no experts
-  index_t n_experts = 0;              ///< routed experts; 0 for a dense model
-  index_t experts_per_token = 0;      ///< top-k; 0 for a dense model
-  index_t n_shared_experts = 0;       ///< DeepSeek / Qwen shared experts beside the routed ones
-  index_t first_k_dense_replace = 0;  ///< DeepSeek: the first k layers have a dense MLP
-  index_t decoder_sparse_step = 1;    ///< Qwen-MoE: every step-th layer has experts
+  index_t moe_intermediate_size = 0;     ///< 0 when the model has no experts
+  index_t n_experts = 0;                 ///< routed experts; 0 for a dense model
+  index_t experts_per_token = 0;         ///< top-k; 0 for a dense model
+  index_t n_shared_experts = 0;          ///< DeepSeek / Qwen shared experts beside the routed ones
+  index_t first_k_dense_replace = 0;     ///< DeepSeek: the first k layers have a dense MLP
+  index_t decoder_sparse_step = 1;       ///< Qwen-MoE: every step-th layer has experts
   std::vector<index_t> mlp_only_layers;  ///< Qwen-MoE: layers with a dense MLP regardless
-  index_t q_lora_rank = 0;            ///< DeepSeek MLA; 0: q_proj is one full-rank projection
-  index_t kv_lora_rank = 0;           ///< DeepSeek MLA; 0: not MLA
+  index_t q_lora_rank = 0;               ///< DeepSeek MLA; 0: q_proj is one full-rank projection
+  index_t kv_lora_rank = 0;              ///< DeepSeek MLA; 0: not MLA
   index_t qk_nope_head_dim = 0;
   index_t qk_rope_head_dim = 0;
   index_t v_head_dim = 0;
@@ -140,8 +140,8 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
     expect(c.decoder_sparse_step >= 1, "{}: \"decoder_sparse_step\" must be at least 1", what);
   }
   if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
-    expect(j["mlp_only_layers"].is_array(), "{}: \"mlp_only_layers\" must be a list of layer numbers",
-           what);
+    expect(j["mlp_only_layers"].is_array(),
+           "{}: \"mlp_only_layers\" must be a list of layer numbers", what);
     for (const nlohmann::json& v : j["mlp_only_layers"]) {
       expect(v.is_number_integer() && v.get<std::int64_t>() >= 0,
              "{}: \"mlp_only_layers\" must hold layer numbers, got {}", what, v.dump());

@@ -209,8 +209,9 @@ inline std::optional<fused_alias> fused_alias_of(const tensor_decl& t, const mod
     return fused_alias{{base + "down_proj", {e, h, i}, {}, false, t.element_bytes}, {x, 0, 0}};
   }
   if (t.shape != std::vector<index_t>{i, h}) return std::nullopt;
-  return fused_alias{{base + "gate_up_proj", {e, 2 * i, h}, {{i, 1}, {i, 1}}, false, t.element_bytes},
-                     {x, up ? i : 0, 0}};
+  return fused_alias{
+      {base + "gate_up_proj", {e, 2 * i, h}, {{i, 1}, {i, 1}}, false, t.element_bytes},
+      {x, up ? i : 0, 0}};
 }
 
 /// Counts notes by text so that one per layer prints once, with how many tensors share it.
@@ -618,7 +619,8 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
   std::vector<std::optional<detail::fused_alias>> aliases;  // per tensor, for the module rules
   for (const tensor_decl& t : tensors) {
     resolved_tensor r{t, "replicate", replicate, "", {}};
-    // A rule keyed by transformers' fused in-memory name covers the checkpoint tensor it is made of.
+    // A rule keyed by transformers' fused in-memory name covers the checkpoint tensor it is made
+    // of.
     const std::optional<detail::fused_alias> alias = detail::fused_alias_of(t, c);
     aliases.push_back(alias);
     struct found {
@@ -651,8 +653,8 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
       r.source = via_alias ? fmt::format("{} (as part of transformers' fused {})", label,
                                          detail::name_pattern(alias->fused.name))
                            : label;
-      r.placement = via_alias ? shard::part_placement(*p, alias->origin, t.shape, t.name)
-                              : std::move(*p);
+      r.placement =
+          via_alias ? shard::part_placement(*p, alias->origin, t.shape, t.name) : std::move(*p);
       return outcome::placed;
     };
     const auto from_rules = [&](detail::rule_set& set) {

@@ -16,10 +16,10 @@
 ///   rowwise             input none, output all_reduce          style::rowwise<>
 ///                       input split                            style::rowwise_split
 ///                       output reduce_scatter, or `sequence`   style::rowwise_sp
-///   replicate           (grad_all_reduce)                      style::replicate<> (…_grad_all_reduce)
-///   sequence_parallel                                          style::sequence_parallel
-///   vocab_embedding     output all_reduce / reduce_scatter     style::vocab_parallel<> / _sp
-///   moe_experts         module all-reduce of the expert output style::moe_tensor (_sp)
+///   replicate           (grad_all_reduce)                      style::replicate<>
+///   (…_grad_all_reduce) sequence_parallel style::sequence_parallel vocab_embedding     output
+///   all_reduce / reduce_scatter     style::vocab_parallel<> / _sp moe_experts         module
+///   all-reduce of the expert output style::moe_tensor (_sp)
 ///
 /// `sequence` asks for the sequence-parallel form of a linear or experts spec (an HF plan spells
 /// colwise / rowwise the same with or without SP; the SP plan decides). Every other family — an
@@ -46,7 +46,8 @@ template <class F>
 decltype(auto) visit_style(const style_spec& spec, F&& f, bool sequence = false,
                            std::string_view what = "tensor") {
   using c = collective;
-  const auto none = [&](std::string_view why) -> decltype(f.template operator()<style::replicate<>>()) {
+  const auto none =
+      [&](std::string_view why) -> decltype(f.template operator()<style::replicate<>>()) {
     fail("{}: style family '{}' ({} vocabulary) has no tpx layer: {}", what, name(spec.kind),
          spec.vocabulary, why);
   };
@@ -61,7 +62,8 @@ decltype(auto) visit_style(const style_spec& spec, F&& f, bool sequence = false,
           return none("a gathered output under sequence parallelism is not a tpx style");
         return f.template operator()<style::colwise_gathered>();
       }
-      if (sequence || spec.input == c::all_gather) return f.template operator()<style::colwise_sp>();
+      if (sequence || spec.input == c::all_gather)
+        return f.template operator()<style::colwise_sp>();
       return f.template operator()<style::colwise<>>();
     case family::rowwise:
       if (spec.input == c::split) {

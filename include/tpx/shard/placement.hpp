@@ -120,7 +120,8 @@ inline placement part_placement(const placement& p, const std::vector<index_t>& 
   std::vector<pieces> ranks;
   if (d >= lead) {
     const index_t lo = origin[d], n = part_shape[d - lead];
-    for (int r = 0; r < p.partition.ranks(); ++r) ranks.push_back(clip(p.partition.of(r), lo, lo + n));
+    for (int r = 0; r < p.partition.ranks(); ++r)
+      ranks.push_back(clip(p.partition.of(r), lo, lo + n));
     return placement::split(part_shape, static_cast<int>(d - lead), {n, std::move(ranks)}, name);
   }
   expect(!part_shape.empty(), "{}: a scalar part cannot follow a split", name);

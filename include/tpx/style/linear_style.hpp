@@ -37,7 +37,8 @@ constexpr bool linear_pairs() {
     return one_of<in, comm::no_collective, comm::split_to_parallel> &&
            one_of<out, comm::reduce_from_parallel, comm::scatter_to_sequence>;
   else
-    return S::split_dim == -1 && one_of<in, comm::no_collective> && one_of<out, comm::no_collective>;
+    return S::split_dim == -1 && one_of<in, comm::no_collective> &&
+           one_of<out, comm::no_collective>;
 }
 }  // namespace detail
 
