@@ -5,11 +5,16 @@
 
 #include <array>
 #include <cstddef>
+#include <cstring>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "tpx/core/dtype.hpp"
+#include "tpx/core/error.hpp"
 
 namespace tpx::inline v0::io {
 
@@ -73,5 +78,31 @@ constexpr file_dtype to_file_dtype(dtype t) noexcept {
 }
 static_assert(to_file_dtype(dtype::bf16) == file_dtype::bf16 &&
               to_file_dtype(dtype::f64) == file_dtype::f64 && !as_dtype(file_dtype::i8));
+
+/// `values` as the little-endian bytes of the float file dtype `d` (f64, f32, bf16, f16; narrowing
+/// rounds to nearest even); `what` names the tensor when `d` is not a float type.
+template <class T>
+std::vector<std::byte> to_bytes(std::span<const T> values, file_dtype d, std::string_view what) {
+  const auto as = [&]<class F>(std::type_identity<F>) {
+    std::vector<std::byte> out(values.size() * sizeof(F));
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const F x = static_cast<F>(values[i]);
+      std::memcpy(out.data() + i * sizeof(F), &x, sizeof(F));
+    }
+    return out;
+  };
+  switch (d) {
+    case file_dtype::f64:
+      return as(std::type_identity<double>{});
+    case file_dtype::f32:
+      return as(std::type_identity<float>{});
+    case file_dtype::bf16:
+      return as(std::type_identity<bf16>{});
+    case file_dtype::f16:
+      return as(std::type_identity<f16>{});
+    default:
+      fail("{}: {} is not a float type tpx writes (F64, F32, BF16, F16)", what, name(d));
+  }
+}
 
 }  // namespace tpx::inline v0::io

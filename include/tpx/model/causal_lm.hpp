@@ -45,34 +45,6 @@
 
 namespace tpx::inline v0::model {
 
-namespace detail {
-/// `v` as the bytes of file dtype `d` (f64, f32, bf16, f16; narrowing rounds to nearest even).
-template <class T>
-std::vector<std::byte> to_file_dtype(const std::vector<T>& v, io::file_dtype d,
-                                     std::string_view tensor) {
-  const auto as = [&]<class F>(std::type_identity<F>) {
-    std::vector<std::byte> out(v.size() * sizeof(F));
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      const F x = static_cast<F>(v[i]);
-      std::memcpy(out.data() + i * sizeof(F), &x, sizeof(F));
-    }
-    return out;
-  };
-  switch (d) {
-    case io::file_dtype::f64:
-      return as(std::type_identity<double>{});
-    case io::file_dtype::f32:
-      return as(std::type_identity<float>{});
-    case io::file_dtype::bf16:
-      return as(std::type_identity<bf16>{});
-    case io::file_dtype::f16:
-      return as(std::type_identity<f16>{});
-    default:
-      fail("{}: the checkpoint stores it as {}, which tpx cannot write back", tensor, io::name(d));
-  }
-}
-}  // namespace detail
-
 struct options {
   /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
   /// experts, E / ep per rank).
@@ -181,7 +153,7 @@ class causal_lm {
         const auto& [dtype, shape] = file_tensors_.at(part.name);
         const shard::placement pp = io::part_placement(*t, part, shape, p);
         const std::vector<T> block = io::part_of_block<T>(*t, part, shape, p.of(rank), w);
-        data.push_back(detail::to_file_dtype(block, dtype, part.name));
+        data.push_back(io::to_bytes<T>(block, dtype, part.name));
         shards.push_back({{part.name, dtype, shape}, pp, data.back()});
       }
     });

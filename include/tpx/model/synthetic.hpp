@@ -85,36 +85,13 @@ inline void write_synthetic(const std::filesystem::path& dir, const nlohmann::js
   detail::splitmix gen{seed};
   std::vector<std::vector<std::byte>> data;
   std::vector<io::tensor_bytes> tensors;
-  const auto store = [&]<class T>(std::type_identity<T>, const std::vector<double>& v) {
-    std::vector<std::byte> bytes(v.size() * sizeof(T));
-    for (std::size_t k = 0; k < v.size(); ++k) {
-      const T x = static_cast<T>(v[k]);
-      std::memcpy(bytes.data() + k * sizeof(T), &x, sizeof(T));
-    }
-    return bytes;
-  };
   for (const spec& s : specs) {
     std::vector<double> v(static_cast<std::size_t>(shard::element_count(s.shape)));
     const double scale =
         s.norm ? 0.1
                : 1.0 / std::sqrt(static_cast<double>(s.shape.back() > 0 ? s.shape.back() : 1));
     for (double& x : v) x = (s.norm ? 1.0 : 0.0) + scale * gen.uniform();
-    switch (dtype) {
-      case io::file_dtype::f64:
-        data.push_back(store(std::type_identity<double>{}, v));
-        break;
-      case io::file_dtype::f32:
-        data.push_back(store(std::type_identity<float>{}, v));
-        break;
-      case io::file_dtype::bf16:
-        data.push_back(store(std::type_identity<bf16>{}, v));
-        break;
-      case io::file_dtype::f16:
-        data.push_back(store(std::type_identity<f16>{}, v));
-        break;
-      default:
-        fail("model::write_synthetic: dtype {} is not a float type", io::name(dtype));
-    }
+    data.push_back(io::to_bytes<double>(v, dtype, s.name));
     tensors.push_back({{s.name, dtype, s.shape}, data.back()});
   }
   io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
