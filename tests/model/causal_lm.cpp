@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "../harness.hpp"
@@ -70,21 +71,31 @@ std::vector<std::int64_t> shifted(const std::vector<std::int64_t>& ids) {
   return t;
 }
 
-/// A copy of `from` whose checkpoint tensor `name` has `delta` added at flat index `at`.
-void perturbed_copy(const fs::path& from, const fs::path& to, const std::string& name, index_t at,
-                    double delta) {
-  fs::copy_file(from / "config.json", to / "config.json", fs::copy_options::overwrite_existing);
+/// Writes `to` (a safetensors file) from the checkpoint `from` as float32, after `edit(name,
+/// values)` has seen each tensor; a tensor for which it returns false is left out.
+void rewrite_checkpoint(const fs::path& from, const fs::path& to,
+                        const std::function<bool(const std::string&, std::vector<float>&)>& edit) {
   const io::checkpoint ck(from);
   std::vector<std::vector<float>> data;
   std::vector<io::tensor_bytes> tensors;
   for (const std::string& n : ck.names()) data.push_back(ck.read<float>(n));
   std::size_t k = 0;
   for (const std::string& n : ck.names()) {
-    std::vector<float>& d = data[k++];
-    if (n == name) d[static_cast<std::size_t>(at)] += static_cast<float>(delta);
-    tensors.push_back(io::as_tensor_bytes<float>(n, ck.info(n).shape, d));
+    std::vector<float>& v = data[k++];
+    if (edit(n, v)) tensors.push_back(io::as_tensor_bytes<float>(n, ck.info(n).shape, v));
   }
-  io::save_safetensors(to / "model.safetensors", tensors);
+  io::save_safetensors(to, tensors);
+}
+
+/// A copy of `from` whose checkpoint tensor `name` has `delta` added at flat index `at`.
+void perturbed_copy(const fs::path& from, const fs::path& to, const std::string& name, index_t at,
+                    double delta) {
+  fs::copy_file(from / "config.json", to / "config.json", fs::copy_options::overwrite_existing);
+  rewrite_checkpoint(from, to / "model.safetensors",
+                     [&](const std::string& n, std::vector<float>& v) {
+                       if (n == name) v[static_cast<std::size_t>(at)] += static_cast<float>(delta);
+                       return true;
+                     });
 }
 
 }  // namespace
@@ -391,17 +402,9 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
   }
   SUBCASE("a tensor missing from the checkpoint") {
     with_config(d, [](nlohmann::json& j) { j["tie_word_embeddings"] = false; });
-    const io::checkpoint ck(src);
-    std::vector<std::vector<float>> data;
-    std::vector<io::tensor_bytes> tensors;
-    for (const std::string& n : ck.names()) data.push_back(ck.read<float>(n));
-    std::size_t k = 0;
-    for (const std::string& n : ck.names()) {
-      const std::vector<float>& v = data[k++];
-      if (n != "model.layers.1.self_attn.v_proj.weight")
-        tensors.push_back(io::as_tensor_bytes<float>(n, ck.info(n).shape, v));
-    }
-    io::save_safetensors(d / "model.safetensors", tensors);
+    rewrite_checkpoint(src, d / "model.safetensors", [](const std::string& n, std::vector<float>&) {
+      return n != "model.layers.1.self_attn.v_proj.weight";
+    });
     CHECK(load_error(d.path, 1).find("no tensor 'model.layers.1.self_attn.v_proj.weight'") !=
           std::string::npos);
   }
