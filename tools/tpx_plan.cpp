@@ -97,7 +97,7 @@ struct row {
 
 /// The one rank holding all of a per-expert tensor while the others hold none of it, or −1.
 int owner_of(const plan::resolved_tensor& t, int tp) {
-  if (t.placement.is_replicated() || !plan::detail::expert_of(t.tensor.name)) return -1;
+  if (t.placement.is_replicated() || !plan::expert_of(t.tensor.name)) return -1;
   int owner = -1;
   for (int r = 0; r < tp; ++r) {
     const std::vector<index_t> s = t.rank_shape(r);
@@ -169,17 +169,17 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   std::map<std::string, std::size_t> index;
   for (const plan::resolved_tensor& t : r.tensors) {
     const int owner = owner_of(t, tp);
-    row x{plan::detail::name_pattern(t.tensor.name), t.style, shard::shape_string(t.tensor.shape),
+    row x{plan::name_pattern(t.tensor.name), t.style, shard::shape_string(t.tensor.shape),
           t.placement.is_replicated() ? "-"
           : owner >= 0                ? "whole"
                                       : std::to_string(t.placement.dim),
-          owner >= 0 ? "" : shards_of(t, tp)};
+          owner >= 0 ? "" : shards_of(t, tp), 0, {}};
     const std::string key = x.pattern + '|' + x.style + '|' + x.shape + '|' + x.shards;
     const auto [it, fresh] = index.emplace(key, rows.size());
     if (fresh) rows.push_back(std::move(x));
     row& into = rows[it->second];
     ++into.count;
-    if (owner >= 0) into.owners[*plan::detail::expert_of(t.tensor.name)] = owner;
+    if (owner >= 0) into.owners[*plan::expert_of(t.tensor.name)] = owner;
   }
   for (row& x : rows)
     if (!x.owners.empty()) x.shards = owners_text(x.owners, tp);
@@ -201,7 +201,7 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   std::vector<std::string> unmatched;
   std::map<std::string, int> counts;
   for (const std::string& n : r.report.unmatched) {
-    const std::string p = plan::detail::name_pattern(n);
+    const std::string p = plan::name_pattern(n);
     if (counts[p]++ == 0) unmatched.push_back(p);
   }
   for (std::string& p : unmatched)

@@ -33,6 +33,7 @@
 #include "tpx/style/concept.hpp"
 #include "tpx/style/layout.hpp"
 #include "tpx/style/moe_experts.hpp"
+#include "tpx/style/placement.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
 #include "tpx/style/sequence_parallel.hpp"

@@ -175,7 +175,8 @@ std::string moe_error(
 
 TEST_CASE("bad MoE input is an error with a sentence") {
   CHECK(moe_error(4, 6, 2) ==
-        "experts: 6 experts cannot be split over ep = 4 ranks; expert parallelism needs "
+        "experts.gate_up_proj: 6 experts cannot be split over ep = 4 ranks; expert parallelism "
+        "needs "
         "n_experts % ep == 0 (6 % 4 = 2)");
   CHECK(moe_error(2, 4, 5) == "experts: top_k = 5 must be between 1 and the number of experts, 4");
   CHECK(moe_error(2, 4, 2, [](auto& ex) {

@@ -120,7 +120,7 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--config", llama, "--tp", "12"], "cannot be split over tp = 12"),
         (["--config", llama, "--tp", "2", "--ep", "2"], "needs an EP plan"),
         (["--config", "mixtral-8x7b.json", "--tp", "4", "--ep", "2"], "ep must be 1 or equal to tp"),
-        (["--config", "mixtral-8x7b.json", "--tp", "16", "--ep", "16"], "cannot be placed whole over 16 ranks"),
+        (["--config", "mixtral-8x7b.json", "--tp", "16", "--ep", "16"], "8 experts cannot be split over ep = 16 ranks"),
         (["--config", llama, "--ds-config", bad_ds], "is not a valid regular expression"),
         (["--config", no_preset], "there is no preset for model type 'gpt2'"),
         (["--config", llama, "--safetensors", "/nonexistent.safetensors"], "/nonexistent.safetensors"),

@@ -158,6 +158,25 @@ TEST_CASE("communication per token per layer follows the styles") {
   const plan::resolution msp = resolve_preset(mixtral(), {.tp = 2, .sp = true});
   CHECK(msp.comm_forward == doctest::Approx((4 * mh + 2 * 2) * bytes));
   CHECK(msp.comm_backward == doctest::Approx((4 * mh + 2) * bytes));
+  // Each linear adds what its style's description says: a split input (rowwise_split_input)
+  // all-gathers dx [intermediate] in backward, a gathered output (colwise_gather_output)
+  // all-gathers y [out] in forward. Under SP, tpx has no sequence-parallel form of either: their
+  // traffic is counted as without SP, and the report says so.
+  const plan::hf_plan split = hf(R"({"base_model_tp_plan": {
+    "layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "colwise",
+    "layers.*.self_attn.v_proj": "colwise", "layers.*.self_attn.o_proj": "rowwise",
+    "layers.*.mlp.gate_proj": "colwise_gather_output", "layers.*.mlp.up_proj": "colwise",
+    "layers.*.mlp.down_proj": "rowwise_split_input"}})");
+  const double inter = 1376;
+  const plan::resolution s1 = resolve_preset(llama(), {.tp = 4}, &split);
+  CHECK(s1.comm_forward == doctest::Approx((2 * h + inter) * bytes));
+  CHECK(s1.comm_backward == doctest::Approx((2 * h + inter) * bytes));
+  const plan::resolution s2 = resolve_preset(llama(), {.tp = 4, .sp = true}, &split);
+  CHECK(contains(s2.report.warnings,
+                 "style 'rowwise_split_input' has no sequence-parallel form in tpx; its "
+                 "communication is counted as without SP"));
+  CHECK(contains(s2.report.warnings, "model.layers.*.mlp.gate_proj.weight: style "
+                                     "'colwise_gather_output' has no sequence-parallel form"));
   // gpt_oss-like float32 config: the element size follows the config's dtype.
   const plan::model_config f32 = config(R"({"model_type": "llama", "hidden_size": 64,
     "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 1,
@@ -305,8 +324,8 @@ TEST_CASE("expert parallelism overlays experts and router only; attention stays 
     "num_hidden_layers": 1, "num_local_experts": 6, "num_experts_per_tok": 2,
     "vocab_size": 100})");
   CHECK(test::error_of([&] { resolve_preset(six, {.tp = 4, .ep = 4}); })
-            .find("expert 0 of 6 cannot be placed whole over 4 ranks; the expert count must be a "
-                  "multiple of ep") != std::string::npos);
+            .find(": 6 experts cannot be split over ep = 4 ranks; expert "
+                  "parallelism needs n_experts % ep == 0 (6 % 4 = 2)") != std::string::npos);
   CHECK(test::error_of([] {
           resolve_preset(mixtral(), {.tp = 4, .ep = 2});
         }).find("ep must be 1 or equal to tp") != std::string::npos);
@@ -323,7 +342,7 @@ TEST_CASE("expert parallelism overlays experts and router only; attention stays 
         std::vector<index_t>{1, 64, 96});
   CHECK(test::error_of([&] {
           resolve_preset(oss, {.tp = 8, .ep = 8});
-        }).find("grouped_gemm splits dim 0 (4 experts) in whole experts over 8 ranks") !=
+        }).find("experts.gate_up_proj: 4 experts cannot be split over ep = 8 ranks") !=
         std::string::npos);
 }
 

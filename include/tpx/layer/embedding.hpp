@@ -27,6 +27,7 @@
 #include "tpx/layer/backend.hpp"
 #include "tpx/layer/tokens.hpp"
 #include "tpx/shard/placement.hpp"
+#include "tpx/style/placement.hpp"
 #include "tpx/style/vocab_parallel.hpp"
 
 namespace tpx::inline v0::layer {
@@ -79,9 +80,7 @@ class vocab_embedding {
   /// Where each rank's rows of the [vocab, hidden] table sit: vocab rows, split as `options.split`
   /// says (balanced by default).
   static shard::placement weight_placement(const embedding_options& o, int tp) {
-    const std::string what = o.name + ".weight";
-    return shard::placement::split({o.vocab, o.hidden}, 0,
-                                   shard::partition::split(o.vocab, tp, o.split, {what, 0}), what);
+    return style::placement<Style>({o.name + ".weight", {o.vocab, o.hidden}}, tp, {.kind = o.split});
   }
 
   const std::string& name() const noexcept { return opt_.name; }

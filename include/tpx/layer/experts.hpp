@@ -34,6 +34,7 @@
 #include "tpx/layer/tokens.hpp"
 #include "tpx/shard/placement.hpp"
 #include "tpx/style/moe_experts.hpp"
+#include "tpx/style/placement.hpp"
 
 namespace tpx::inline v0::layer {
 
@@ -133,44 +134,24 @@ class experts {
   /// expert parallelism, else every expert's I slice of the gate block and of the up block
   /// (dim 1, packed, balanced).
   static shard::placement gate_up_placement(const experts_options& o, int tp) {
-    const std::vector<index_t> shape{o.n_experts, 2 * o.inter, o.hidden};
-    if constexpr (Style::expert_parallel)
-      return shard::placement::split(shape, 0, expert_partition(o, tp), o.name + ".gate_up_proj");
-    const std::vector<shard::block> blocks{{o.inter, 1}, {o.inter, 1}};
-    return shard::placement::split(shape, 1,
-                                   shard::partition::packed(blocks, tp, shard::split_kind::balanced,
-                                                            {o.name + ".gate_up_proj", 1}),
-                                   o.name + ".gate_up_proj");
+    return style::placement(Style{}, style::expert_tensor::gate_up, dims(o), tp,
+                            o.name + ".gate_up_proj");
   }
   /// Where each rank's routed down [E, H, I] sits: whole experts (dim 0), or the I slice (dim 2).
   static shard::placement down_placement(const experts_options& o, int tp) {
-    const std::vector<index_t> shape{o.n_experts, o.hidden, o.inter};
-    if constexpr (Style::expert_parallel)
-      return shard::placement::split(shape, 0, expert_partition(o, tp), o.name + ".down_proj");
-    return shard::placement::split(shape, 2,
-                                   shard::partition::split(o.inter, tp, shard::split_kind::balanced,
-                                                           {o.name + ".down_proj", 2}),
-                                   o.name + ".down_proj");
+    return style::placement(Style{}, style::expert_tensor::down, dims(o), tp,
+                            o.name + ".down_proj");
   }
   /// The shared expert's stacked gate|up [2·Is, H]: each block's Is slice (packed rows), or
   /// replicated in the all-to-all mode (its tokens stay on their rank).
   static shard::placement shared_gate_up_placement(const experts_options& o, int tp) {
-    const std::vector<index_t> shape{2 * o.shared_inter, o.hidden};
-    if constexpr (all_to_all) return shard::placement::replicated(shape);
-    const std::vector<shard::block> blocks{{o.shared_inter, 1}, {o.shared_inter, 1}};
-    const std::string what = o.name + ".shared_expert.gate_up_proj";
-    return shard::placement::split(
-        shape, 0, shard::partition::packed(blocks, tp, shard::split_kind::balanced, {what, 0}),
-        what);
+    return style::placement(Style{}, style::expert_tensor::shared_gate_up, dims(o), tp,
+                            o.name + ".shared_expert.gate_up_proj");
   }
   /// The shared expert's down [H, Is]: the Is slice (columns), or replicated (all-to-all).
   static shard::placement shared_down_placement(const experts_options& o, int tp) {
-    const std::vector<index_t> shape{o.hidden, o.shared_inter};
-    if constexpr (all_to_all) return shard::placement::replicated(shape);
-    const std::string what = o.name + ".shared_expert.down_proj";
-    return shard::placement::split(
-        shape, 1,
-        shard::partition::split(o.shared_inter, tp, shard::split_kind::balanced, {what, 1}), what);
+    return style::placement(Style{}, style::expert_tensor::shared_down, dims(o), tp,
+                            o.name + ".shared_expert.down_proj");
   }
 
   const std::string& name() const noexcept { return opt_.name; }
@@ -266,14 +247,9 @@ class experts {
     own_shared_ = only(shared_down_placement(opt_, n).of(r).dims[1]);
   }
 
-  /// Whole experts, E / ep per rank, in rank order.
-  static shard::partition expert_partition(const experts_options& o, int tp) {
-    expect(tp >= 1 && o.n_experts % tp == 0,
-           "{}: {} experts cannot be split over ep = {} ranks; expert parallelism needs "
-           "n_experts % ep == 0 ({} % {} = {})",
-           o.name, o.n_experts, tp, o.n_experts, tp, tp >= 1 ? o.n_experts % tp : 0);
-    return shard::partition::split(o.n_experts, tp, shard::split_kind::even,
-                                   {o.name + ".experts", 0});
+  static style::experts_dims dims(const experts_options& o) {
+    return {.n_experts = o.n_experts, .hidden = o.hidden, .inter = o.inter,
+            .shared_inter = o.shared_inter};
   }
   /// The one interval of a plain split (or of a whole dim).
   static shard::interval only(const shard::pieces& p) {

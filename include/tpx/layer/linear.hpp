@@ -28,6 +28,7 @@
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/description.hpp"
 #include "tpx/style/linear_style.hpp"
+#include "tpx/style/placement.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
 #include "tpx/style/sequence_parallel.hpp"
@@ -364,21 +365,20 @@ class linear<Style, Backend, T> {
     if (has_bias_) Backend::upload(bias, bias_);
   }
 
-  /// The placements of the weight and bias under the (checked) partition `p` of the split dim.
+  /// The placements of the weight and bias under the (checked) partition `p` of the split dim:
+  /// the style's (style/placement.hpp).
   static shard::placement weight_placement(const linear_options& options,
                                            const shard::partition& p) {
-    const std::vector<index_t> shape{options.out_features, options.in_features};
-    if constexpr (split_dim < 0)
-      return shard::placement::replicated(shape);
-    else
-      return shard::placement::split(shape, split_dim, p, options.name + ".weight");
+    return style::placement<Style>({options.name + ".weight",
+                                    {options.out_features, options.in_features}},
+                                   p.ranks(), cut_of(p));
   }
   static shard::placement bias_placement(const linear_options& options, const shard::partition& p) {
-    const std::vector<index_t> shape{options.out_features};
-    if constexpr (split_dim == 0)
-      return shard::placement::split(shape, 0, p, options.name + ".bias");
-    else
-      return shard::placement::replicated(shape);
+    return style::placement<Style>(
+        {options.name + ".bias", {options.out_features}, false, true}, p.ranks(), cut_of(p));
+  }
+  static style::cut cut_of(const shard::partition& p) {
+    return split_dim < 0 ? style::cut{} : style::cut{.partition = p};
   }
 
   static shard::partition make_partition(const linear_options& opt, int tp) {
@@ -391,16 +391,8 @@ class linear<Style, Backend, T> {
       return shard::partition(
           shape[0], std::vector<shard::pieces>(static_cast<std::size_t>(tp), {{{0, shape[0]}}}));
     } else {
-      const index_t dim = shape[split_dim];
-      shard::partition p =
-          opt.partition ? *opt.partition
-          : opt.blocks.empty()
-              ? shard::partition::split(dim, tp, opt.split, {what, split_dim})
-              : shard::partition::packed(opt.blocks, tp, opt.split, {what, split_dim});
-      expect(p.extent() == dim && p.ranks() == tp,
-             "{}: the partition spans {} elements over {} ranks, but weight dim {} has size {} and "
-             "tp = {}",
-             what, p.extent(), p.ranks(), split_dim, dim, tp);
+      const style::cut c{.kind = opt.split, .blocks = opt.blocks, .partition = opt.partition};
+      shard::partition p = c.of(shape[split_dim], tp, {what, split_dim});
       expect(p.covers(), "{}: the partition leaves elements of weight dim {} on no rank", what,
              split_dim);
       expect(split_dim == 0 || !p.overlaps(),

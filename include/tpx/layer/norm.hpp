@@ -11,11 +11,13 @@
 
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
+#include "tpx/style/placement.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/sequence_parallel.hpp"
 
@@ -40,6 +42,11 @@ class rms_norm {
       : comm_(&comm), ops_(comm), eps_(eps), name_(std::move(name)) {
     expect(eps >= 0, "{}: eps must be non-negative, got {}", name_, eps);
     Backend::upload(weight, weight_);
+  }
+
+  /// Where each rank's copy of the weight [features] sits: whole on every rank, as the style says.
+  static shard::placement weight_placement(std::string_view name, index_t features, int tp) {
+    return style::placement<Style>({name, {features}}, tp);
   }
 
   const std::string& name() const noexcept { return name_; }

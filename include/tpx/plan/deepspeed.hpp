@@ -31,6 +31,7 @@
 
 #include "tpx/core/error.hpp"
 #include "tpx/shard/placement.hpp"
+#include "tpx/style/placement.hpp"
 
 namespace tpx::inline v0::plan {
 
@@ -101,12 +102,7 @@ struct ds_spec {
                s.size, dims[d]);
       }
     }
-    const shard::dim_ref what{tensor, partition_dim};
-    return shard::placement::split(dims, partition_dim,
-                                   blocks.empty()
-                                       ? shard::partition::split(extent, tp, kind, what)
-                                       : shard::partition::packed(blocks, tp, kind, what),
-                                   tensor);
+    return style::dim_placement(dims, partition_dim, tp, {.kind = kind, .blocks = blocks}, tensor);
   }
 
   std::vector<std::regex> regexes;  ///< the compiled patterns

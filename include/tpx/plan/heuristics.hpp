@@ -39,13 +39,13 @@ inline std::optional<std::string> heuristic_style(std::string_view name,
                                                   const std::vector<index_t>& shape) {
   const bool weight = name.ends_with(".weight"), bias = name.ends_with(".bias");
   if (!weight && !bias) return std::nullopt;
-  const std::string_view module = detail::module_of(name);
+  const std::string_view module = module_of(name);
   if ((weight && shape.size() != 2) || (bias && shape.size() != 1)) return std::nullopt;
   // Inside a numbered block: some path component is all digits.
-  const std::vector<std::string_view> parts = detail::components(module);
-  if (std::none_of(parts.begin(), parts.end(), detail::all_digits))
+  const std::vector<std::string_view> parts = components(module);
+  if (std::none_of(parts.begin(), parts.end(), all_digits))
     return std::nullopt;  // embeddings, lm_head, final norm
-  const std::string_view last = detail::last_component(module);
+  const std::string_view last = last_component(module);
   if (last.find("norm") != std::string_view::npos || last.starts_with("ln") ||
       last.find("embed") != std::string_view::npos)
     return std::nullopt;

@@ -111,14 +111,14 @@ class matcher {
   explicit matcher(std::vector<std::string> keys) : keys_(std::move(keys)) {
     for (const std::string& k : keys_) {
       std::vector<std::string> p;
-      for (const std::string_view c : detail::components(k)) p.emplace_back(c);
+      for (const std::string_view c : components(k)) p.emplace_back(c);
       parts_.push_back(std::move(p));
     }
   }
 
   /// The best key for `name`, with any keys tied with it.
   match best(std::string_view name) const {
-    const std::vector<std::string_view> n = detail::components(name);
+    const std::vector<std::string_view> n = components(name);
     match m;
     int best_score = -1;
     for (std::size_t i = 0; i < keys_.size(); ++i) {
@@ -148,7 +148,7 @@ class matcher {
     int wildcards = 0;
     for (std::size_t i = 0; i < key.size(); ++i) {
       if (key[i] == "*") {
-        if (!detail::all_digits(name[i])) return -1;
+        if (!all_digits(name[i])) return -1;
         ++wildcards;
       } else if (key[i] != name[i]) {
         return -1;

@@ -1,15 +1,17 @@
 #pragma once
 /// \file
-/// Dotted parameter paths (`model.layers.0.self_attn.q_proj.weight`) as plan matching and the
-/// name heuristics read them.
+/// Dotted parameter paths (`model.layers.0.self_attn.q_proj.weight`) as plan matching, the name
+/// heuristics, the placer and the reports read them.
 
 #include <algorithm>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
-#include "tpx/version.hpp"
+#include "tpx/core/extents.hpp"
 
-namespace tpx::inline v0::plan::detail {
+namespace tpx::inline v0::plan {
 
 /// The components of a dotted path, in order.
 inline std::vector<std::string_view> components(std::string_view path) {
@@ -41,4 +43,32 @@ inline std::string_view last_component(std::string_view path) {
   return dot == std::string_view::npos ? path : path.substr(dot + 1);
 }
 
-}  // namespace tpx::inline v0::plan::detail
+/// True for a bias: a name ending in `.bias` or `_bias`.
+inline bool is_bias(std::string_view name) {
+  return name.ends_with(".bias") || name.ends_with("_bias");
+}
+
+/// `model.layers.12.mlp.experts.3.w1.weight` → `model.layers.*.mlp.experts.*.w1.weight`.
+inline std::string name_pattern(std::string_view name) {
+  std::string out;
+  for (const std::string_view c : components(name))
+    out += (out.empty() ? "" : ".") + (all_digits(c) ? std::string("*") : std::string(c));
+  return out;
+}
+
+/// The numbered layer a tensor belongs to: its first all-digit path component.
+inline std::optional<index_t> layer_of(std::string_view name) {
+  for (const std::string_view c : components(name))
+    if (all_digits(c)) return std::stoll(std::string(c));
+  return std::nullopt;
+}
+
+/// The expert index of a tensor stored per expert (`…experts.7.…`).
+inline std::optional<index_t> expert_of(std::string_view name) {
+  const std::vector<std::string_view> c = components(name);
+  for (std::size_t i = 0; i + 1 < c.size(); ++i)
+    if (c[i] == "experts" && all_digits(c[i + 1])) return std::stoll(std::string(c[i + 1]));
+  return std::nullopt;
+}
+
+}  // namespace tpx::inline v0::plan

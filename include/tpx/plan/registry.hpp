@@ -17,11 +17,18 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "tpx/core/error.hpp"
+#include "tpx/style/colwise.hpp"
 #include "tpx/style/description.hpp"
+#include "tpx/style/moe_experts.hpp"
+#include "tpx/style/replicate.hpp"
+#include "tpx/style/rowwise.hpp"
+#include "tpx/style/sequence_parallel.hpp"
+#include "tpx/style/vocab_parallel.hpp"
 
 namespace tpx::inline v0::plan {
 
@@ -99,34 +106,51 @@ class registry {
   static registry builtin() {
     registry r;
     using c = collective;
-    const auto col = [](c out, std::string vocab) {
-      return style_spec{.kind = family::colwise, .output = out, .vocabulary = std::move(vocab)};
+    // A string that names a tpx style takes its collectives from the style's description.
+    const auto col = [](auto style, std::string vocab) {
+      return spec_of<typename decltype(style)::type>(family::colwise, std::move(vocab));
     };
-    const auto row = [](c in, c out, std::string vocab) {
-      return style_spec{
-          .kind = family::rowwise, .input = in, .output = out, .vocabulary = std::move(vocab)};
+    const auto row = [](auto style, std::string vocab) {
+      return spec_of<typename decltype(style)::type>(family::rowwise, std::move(vocab));
+    };
+    const auto vocab = [](auto style, std::string v) {
+      return spec_of<typename decltype(style)::type>(family::vocab_embedding, std::move(v));
+    };
+    const auto experts = [](auto style, std::string v) {
+      return spec_of<typename decltype(style)::type>(family::moe_experts, std::move(v));
+    };
+    const auto with = [](style_spec s, auto change) {
+      change(s);
+      return s;
+    };
+    const auto packed = [](style_spec& s) { s.packed = true; };
+    constexpr std::type_identity<style::colwise<>> colwise;
+    constexpr std::type_identity<style::colwise_gathered> gathered;
+    constexpr std::type_identity<style::colwise_sp> colwise_sp;
+    constexpr std::type_identity<style::rowwise<>> rowwise;
+    constexpr std::type_identity<style::rowwise_split> split;
+    constexpr std::type_identity<style::rowwise_sp> rowwise_sp;
+    constexpr std::type_identity<style::vocab_parallel<>> vocab_parallel;
+    constexpr std::type_identity<style::vocab_parallel_sp> vocab_sp;
+    const auto norm = [](std::string v) {
+      return spec_of<style::sequence_parallel>(family::sequence_parallel, std::move(v));
     };
     // In every vocabulary.
-    r.add("colwise", col(c::none, "all"));
-    r.add("rowwise", row(c::none, c::all_reduce, "all"));
-    r.add("sequence_parallel",
-          {.kind = family::sequence_parallel, .grad_all_reduce = true, .vocabulary = "all"});
+    r.add("colwise", col(colwise, "all"));
+    r.add("rowwise", row(rowwise, "all"));
+    r.add("sequence_parallel", norm("all"));
     // Current (transformers v5.1+).
-    r.add("colwise_gather_output", col(c::all_gather, "current"));
-    r.add("rowwise_split_input", row(c::split, c::all_reduce, "current"));
-    r.add("packed_colwise", {.kind = family::colwise, .packed = true, .vocabulary = "current"});
-    r.add("packed_rowwise", {.kind = family::rowwise,
-                             .output = c::all_reduce,
-                             .packed = true,
-                             .vocabulary = "current"});
-    r.add("embedding_rowwise",
-          {.kind = family::vocab_embedding, .output = c::all_reduce, .vocabulary = "current"});
+    r.add("colwise_gather_output", col(gathered, "current"));
+    r.add("rowwise_split_input", row(split, "current"));
+    r.add("packed_colwise", with(col(colwise, "current"), packed));
+    r.add("packed_rowwise", with(row(rowwise, "current"), packed));
+    r.add("embedding_rowwise", vocab(vocab_parallel, "current"));
+    // An embedding split on the hidden dim: no tpx style; its output is all-gathered.
     r.add("embedding_colwise",
           {.kind = family::hidden_embedding, .output = c::all_gather, .vocabulary = "current"});
     r.add("replicated_with_grad_allreduce",
-          {.kind = family::replicate, .grad_all_reduce = true, .vocabulary = "current"});
-    r.add("moe_tp_experts",
-          {.kind = family::moe_experts, .output = c::all_reduce, .vocabulary = "current"});
+          spec_of<style::replicate_grad_all_reduce>(family::replicate, "current"));
+    r.add("moe_tp_experts", experts(std::type_identity<style::moe_tensor>(), "current"));
     r.add("moe_identity_expert", {.kind = family::identity_expert, .vocabulary = "current"});
     r.add("grouped_gemm", {.kind = family::grouped_gemm, .vocabulary = "current"});
     r.add("ep_router", {.kind = family::ep_router, .vocabulary = "current"});
@@ -136,37 +160,32 @@ class registry {
     // the dispatch (all_to_all, all_reduce, auto) is chosen apart from the plan. tpx runs it as
     // masked local experts + all-reduce over replicated tokens (style::moe_masked), and as
     // all-to-all-v dispatch under sequence parallelism (style::moe_all_to_all).
-    r.add("ep_dispatch_experts",
-          {.kind = family::moe_experts, .output = c::all_reduce, .vocabulary = "current"});
+    r.add("ep_dispatch_experts", experts(std::type_identity<style::moe_masked>(), "current"));
     // transformers 5.24: a module that runs on its own (sharded) parameters as local tensors,
     // e.g. attention with sinks; it adds no collective (its parameters' rules place them).
     r.add("local_params", {.kind = family::module, .vocabulary = "current"});
     // Older (transformers ≤ 2026-01).
-    r.add("colwise_rep", col(c::all_gather, "older"));
-    r.add("rowwise_rep", row(c::split, c::all_reduce, "older"));
+    r.add("colwise_rep", col(gathered, "older"));
+    r.add("rowwise_rep", row(split, "older"));
+    // Slices whose collective an enclosing module rule runs: the style's placement, no
+    // collective of their own.
     r.add("local_colwise", {.kind = family::colwise, .local = true, .vocabulary = "older"});
     r.add("local_rowwise", {.kind = family::rowwise, .local = true, .vocabulary = "older"});
     r.add("local_packed_rowwise",
           {.kind = family::rowwise, .packed = true, .local = true, .vocabulary = "older"});
     r.add("local", {.kind = family::replicate, .divide_by_tp = true, .vocabulary = "older"});
     r.add("gather", {.kind = family::module, .output = c::all_reduce, .vocabulary = "older"});
-    r.add("replicate", {.kind = family::replicate, .vocabulary = "older"});
+    r.add("replicate", spec_of<style::replicate<>>(family::replicate, "older"));
     // PyTorch DTensor styles, as transformers named them.
-    r.add("colwise_allgather", col(c::all_gather, "dtensor"));
+    r.add("colwise_allgather", col(gathered, "dtensor"));
     r.add("colwise_loss_parallel",
-          {.kind = family::colwise, .loss_parallel = true, .vocabulary = "dtensor"});
-    r.add("rowwise_allreduce", row(c::none, c::all_reduce, "dtensor"));
-    r.add("rowwise_reduce_scatter", row(c::none, c::reduce_scatter, "dtensor"));
-    r.add("vocab_allreduce",
-          {.kind = family::vocab_embedding, .output = c::all_reduce, .vocabulary = "dtensor"});
-    r.add("vocab_reduce_scatter",
-          {.kind = family::vocab_embedding, .output = c::reduce_scatter, .vocabulary = "dtensor"});
-    r.add("activation",
-          {.kind = family::sequence_parallel, .grad_all_reduce = true, .vocabulary = "dtensor"});
-    r.add("activation_seq_dim_2", {.kind = family::sequence_parallel,
-                                   .grad_all_reduce = true,
-                                   .sequence_dim = 2,
-                                   .vocabulary = "dtensor"});
+          with(col(colwise, "dtensor"), [](style_spec& s) { s.loss_parallel = true; }));
+    r.add("rowwise_allreduce", row(rowwise, "dtensor"));
+    r.add("rowwise_reduce_scatter", row(rowwise_sp, "dtensor"));
+    r.add("vocab_allreduce", vocab(vocab_parallel, "dtensor"));
+    r.add("vocab_reduce_scatter", vocab(vocab_sp, "dtensor"));
+    r.add("activation", norm("dtensor"));
+    r.add("activation_seq_dim_2", with(norm("dtensor"), [](style_spec& s) { s.sequence_dim = 2; }));
     r.add("module_allgather",
           {.kind = family::module, .input = c::all_gather, .vocabulary = "dtensor"});
     r.add("module_allgather_hidden_states",
@@ -175,17 +194,25 @@ class registry {
                                      .input = c::all_gather,
                                      .output = c::split,
                                      .vocabulary = "dtensor"});
-    r.add("moe_experts_allreduce",
-          {.kind = family::moe_experts, .output = c::all_reduce, .vocabulary = "dtensor"});
+    r.add("moe_experts_allreduce", experts(std::type_identity<style::moe_tensor>(), "dtensor"));
     // tpx's own names of its styles that no Hugging Face string spells (style::*::name).
-    r.add("colwise_sequence_parallel",
-          {.kind = family::colwise, .input = c::all_gather, .vocabulary = "tpx"});
-    r.add("rowwise_sequence_parallel", row(c::none, c::reduce_scatter, "tpx"));
-    r.add("vocab_parallel",
-          {.kind = family::vocab_embedding, .output = c::all_reduce, .vocabulary = "tpx"});
-    r.add("vocab_parallel_sequence",
-          {.kind = family::vocab_embedding, .output = c::reduce_scatter, .vocabulary = "tpx"});
+    r.add("colwise_sequence_parallel", col(colwise_sp, "tpx"));
+    r.add("rowwise_sequence_parallel", row(rowwise_sp, "tpx"));
+    r.add("vocab_parallel", vocab(vocab_parallel, "tpx"));
+    r.add("vocab_parallel_sequence", vocab(vocab_sp, "tpx"));
     return r;
+  }
+
+  /// The spec of a string naming tpx style `S` of `kind`: the collectives on the module's input
+  /// and output in forward, and the gradient all-reduce, are `style::describe<S>()`'s.
+  template <class S>
+  static style_spec spec_of(family kind, std::string vocabulary) {
+    constexpr style::description d = style::describe<S>();
+    return {.kind = kind,
+            .input = d.forward.input,
+            .output = d.forward.output,
+            .grad_all_reduce = d.grad_all_reduce,
+            .vocabulary = std::move(vocabulary)};
   }
 
   /// Registers a new string. Errors if it is registered already.

@@ -29,11 +29,13 @@
 /// its own: the call throws a sentence naming `what` (the tensor or rule), the string's family and
 /// what tpx offers instead.
 
+#include <optional>
 #include <string_view>
 #include <utility>
 
 #include "tpx/plan/registry.hpp"
 #include "tpx/style/colwise.hpp"
+#include "tpx/style/description.hpp"
 #include "tpx/style/moe_experts.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
@@ -42,15 +44,11 @@
 
 namespace tpx::inline v0::plan {
 
-template <class F>
-decltype(auto) visit_style(const style_spec& spec, F&& f, bool sequence = false,
-                           std::string_view what = "tensor") {
+namespace detail {
+/// visit_style's switch: `f.template operator()<S>()` for the spec's style, else `none(why)`.
+template <class F, class None>
+decltype(auto) visit_or(const style_spec& spec, F&& f, bool sequence, None&& none) {
   using c = collective;
-  const auto none =
-      [&](std::string_view why) -> decltype(f.template operator()<style::replicate<>>()) {
-    fail("{}: style family '{}' ({} vocabulary) has no tpx layer: {}", what, name(spec.kind),
-         spec.vocabulary, why);
-  };
   if (spec.local || spec.divide_by_tp)
     return none(
         "its slices run no collective of their own (an enclosing module rule does); tpx's linear "
@@ -95,6 +93,26 @@ decltype(auto) visit_style(const style_spec& spec, F&& f, bool sequence = false,
     default:
       return none("it is a module-level rule or a special parameter, not a layer style");
   }
+}
+}  // namespace detail
+
+template <class F>
+decltype(auto) visit_style(const style_spec& spec, F&& f, bool sequence = false,
+                           std::string_view what = "tensor") {
+  return detail::visit_or(spec, std::forward<F>(f), sequence,
+                          [&](std::string_view why) -> decltype(f.template operator()<
+                                                                style::replicate<>>()) {
+                            fail("{}: style family '{}' ({} vocabulary) has no tpx layer: {}",
+                                 what, name(spec.kind), spec.vocabulary, why);
+                          });
+}
+
+/// The collectives of the style `spec` reaches (`sequence`: its sequence-parallel form), or
+/// nothing when it reaches none: `style::describe<S>()` of visit_style's `S`.
+inline std::optional<style::description> describe(const style_spec& spec, bool sequence = false) {
+  return detail::visit_or(
+      spec, []<class S>() { return std::optional<style::description>(style::describe<S>()); },
+      sequence, [](std::string_view) { return std::optional<style::description>(); });
 }
 
 }  // namespace tpx::inline v0::plan

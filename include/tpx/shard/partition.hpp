@@ -167,6 +167,9 @@ class partition {
     return src;
   }
 
+  /// The same extent and the same pieces per rank.
+  friend bool operator==(const partition&, const partition&) = default;
+
  private:
   int coverage_max() const {
     const std::vector<int> c = coverage();

@@ -15,20 +15,26 @@
 ///   replicate_grad_all_reduce, sequence_parallel    –                           all_reduce
 ///   vocab_parallel     – / all_reduce (lookup)      –                           –
 ///   vocab_parallel_sp  – / reduce_scatter           – / all_gather              –
+///
+/// An experts module's styles (style/moe_experts.hpp) describe the module's tokens in and out:
+///   moe_tensor, moe_masked   –          / all_reduce    all_reduce / –
+///   moe_tensor_sp            all_gather / reduce_scatter  reduce_scatter / all_gather
+///   moe_all_to_all           all_to_all / all_to_all    all_to_all / all_to_all (dispatch, combine)
 
 #include <type_traits>
 
 #include "tpx/comm/conjugate.hpp"
 #include "tpx/style/concept.hpp"
+#include "tpx/style/moe_experts.hpp"
 
 namespace tpx::inline v0::style {
 
 /// A collective on one activation.
-enum class collective { none, all_reduce, all_gather, reduce_scatter, split };
+enum class collective { none, all_reduce, all_gather, reduce_scatter, split, all_to_all };
 
 constexpr std::string_view name(collective c) noexcept {
-  constexpr std::string_view names[] = {"none", "all_reduce", "all_gather", "reduce_scatter",
-                                        "split"};
+  constexpr std::string_view names[] = {"none",           "all_reduce", "all_gather",
+                                        "reduce_scatter", "split",      "all_to_all"};
   return names[static_cast<int>(c)];
 }
 
@@ -96,6 +102,28 @@ constexpr description describe() noexcept {
           .forward = {in::forward, out::forward},
           .backward = {in::backward, out::backward},
           .grad_all_reduce = grads};
+}
+
+/// The collectives the experts module style `moe_experts<M>` runs on the module's tokens (its
+/// routing ids and weights travel with them; their few bytes are the plan's to count).
+template <class S>
+  requires std::is_same_v<S, moe_experts<S::mode>>
+constexpr description describe() noexcept {
+  using c = collective;
+  switch (S::mode) {
+    case expert_split::tensor_sequence:
+      return {.forward = {c::all_gather, c::reduce_scatter},
+              .backward = {c::reduce_scatter, c::all_gather}};
+    case expert_split::all_to_all:
+      return {.split_dim = 0,
+              .forward = {c::all_to_all, c::all_to_all},
+              .backward = {c::all_to_all, c::all_to_all}};
+    case expert_split::masked:
+      return {.split_dim = 0, .forward = {c::none, c::all_reduce}, .backward = {c::all_reduce, c::none}};
+    case expert_split::tensor:
+    default:
+      return {.forward = {c::none, c::all_reduce}, .backward = {c::all_reduce, c::none}};
+  }
 }
 
 }  // namespace tpx::inline v0::style

@@ -1,0 +1,193 @@
+#pragma once
+/// \file
+/// The communication of a resolved plan, per token per layer, from the styles' descriptions
+/// (style/description.hpp, reached through plan::describe).
+///
+/// Communication per token per layer (bytes of activations, in the config's dtype; nccl-tests
+/// sizes as the communicators count them: all-reduce the buffer, all-gather the gathered total,
+/// reduce-scatter the input, all-to-all-v the bytes sent to other ranks), from the styles:
+///   colwise linears reading one input (q, k, v; gate, up)  fwd: — (SP: all-gather of the input)
+///                                                           bwd: all-reduce of dx (SP: reduce-
+///                                                           scatter); a gathered output adds
+///                                                           an all-gather of the output in fwd
+///   rowwise linear        fwd: all-reduce of the output (SP, or rowwise_reduce_scatter: reduce-
+///                         scatter); bwd: — (SP: all-gather of dy; a split input: all-gather of dx)
+///   SP entry module rule (module_allgather…)   fwd: all-gather of [hidden]; bwd: reduce-scatter;
+///                         the colwise linears inside add no input collective of their own
+///   experts module rule (moe_tp_experts, gather, …)   fwd: all-reduce of [hidden] (SP: all-gather
+///                         of [hidden | top-k ids | top-k weights] + reduce-scatter of [hidden]);
+///                         bwd: all-reduce of dx and of the top-k weights (SP: reduce-scatter +
+///                         all-gather, and the top-k weights). Expert tensors inside such a module
+///                         add nothing of their own. (tests/model checks these figures against
+///                         the bytes the built layers move.)
+///   grouped_gemm experts with no module rule: all-to-all-v dispatch and combine of top-k × hidden
+///                         per token, (ep − 1) / ep of it leaving the rank under uniform routing,
+///                         in fwd and again in bwd
+///   experts stored one by one with no module rule: their linears' collectives, × top-k / E
+///   mla_kv_a_proj         bwd: all-reduce of the rope part of dy (qk_rope_head_dim)
+/// The figure is the mean over the numbered layers; parameter-gradient all-reduces (once per
+/// step, not per token) and the embedding and LM head (outside the layers) are not included.
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "tpx/plan/model_config.hpp"
+#include "tpx/plan/path.hpp"
+#include "tpx/plan/registry.hpp"
+#include "tpx/plan/resolution.hpp"
+#include "tpx/plan/rules.hpp"
+#include "tpx/plan/visit.hpp"
+#include "tpx/style/description.hpp"
+
+namespace tpx::inline v0::plan {
+
+namespace detail {
+
+/// Elements one collective moves for an activation of `n` elements per token: all-reduce,
+/// all-gather and reduce-scatter the whole activation (nccl-tests sizes); a split moves nothing.
+inline double moved(collective c, double n) {
+  return c == collective::none || c == collective::split ? 0.0 : n;
+}
+
+/// The communication of a resolved plan, per token per layer (see the file comment).
+class comm_counter {
+ public:
+  comm_counter(const model_config& c, resolve_options o, note_counter& notes)
+      : c_(c), o_(o), notes_(notes) {}
+
+  /// The module-level rules covering a tensor, with their concrete module paths.
+  struct cover {
+    std::string gather_path;  ///< an SP entry module: its input all-gathered
+    std::string reduce_path;  ///< an experts-like module: its output all-reduced
+    bool moe = false;         ///< the reducing module is an experts module (top-k weights)
+  };
+
+  /// Counts the collectives of `t` under the module rules `m` covering it.
+  void add(const resolved_tensor& t, const cover& m) {
+    const std::optional<index_t> layer = layer_of(t.tensor.name);
+    if (!layer) return;
+    layer_totals& l = layers_[*layer];
+    const double h = static_cast<double>(c_.hidden_size);
+    const bool gathered = !m.gather_path.empty();
+    if (gathered && l.modules.insert(m.gather_path).second) {
+      l.fwd += h;  // all-gather of the module's input
+      l.bwd += h;  // its conjugate: reduce-scatter of dx
+    }
+    if (!m.reduce_path.empty()) {
+      // A module whose output is all-reduced runs the experts module's collectives on its tokens
+      // (style::moe_tensor; under SP, unless the module's input is gathered already,
+      // moe_tensor_sp); its tensors add nothing of their own.
+      if (l.modules.insert(m.reduce_path).second) {
+        const style::description d = o_.sp && !gathered ? style::describe<style::moe_tensor_sp>()
+                                                        : style::describe<style::moe_tensor>();
+        l.fwd += moved(d.forward.input, h) + moved(d.forward.output, h);
+        l.bwd += moved(d.backward.input, h) + moved(d.backward.output, h);
+        // tpx's SP experts gather each token's top-k ids and weights with its row.
+        if (m.moe && o_.sp && !gathered) l.fwd += 2 * static_cast<double>(c_.experts_per_token);
+        if (m.moe) l.bwd += static_cast<double>(c_.experts_per_token);  // d(top-k weights)
+      }
+      return;
+    }
+    const std::vector<index_t>& s = t.tensor.shape;
+    if (is_bias(t.tensor.name) || s.size() < 2 || t.spec.local) return;
+    const std::size_t nd = s.size();
+    const double out = static_cast<double>(t.tensor.in_out ? s[nd - 1] : s[nd - 2]),
+                 in = static_cast<double>(t.tensor.in_out ? s[nd - 2] : s[nd - 1]);
+    const std::optional<index_t> expert = expert_of(t.tensor.name);
+    const double share =
+        expert && c_.n_experts > 0 && c_.experts_per_token > 0
+            ? static_cast<double>(c_.experts_per_token) / static_cast<double>(c_.n_experts)
+            : 1.0;
+    switch (t.spec.kind) {
+      case family::colwise:
+      case family::rowwise:
+        linear(l, t, describe_linear(t), in * share, out * share, gathered);
+        break;
+      case family::mla_kv_a_proj:
+        l.bwd += static_cast<double>(c_.qk_rope_head_dim);  // the rope part of dy, all-reduced
+        break;
+      case family::grouped_gemm: {
+        // Dispatch and combine by all-to-all-v, once per experts module: the collectives of
+        // style::moe_all_to_all, (ep − 1) / ep of top-k rows leaving the rank.
+        const std::string_view mod = module_of(t.tensor.name);
+        if (l.modules.insert(std::string(mod.substr(0, mod.find("experts")))).second) {
+          constexpr style::description d = style::describe<style::moe_all_to_all>();
+          const double rows = static_cast<double>(c_.experts_per_token) *
+                              static_cast<double>(c_.hidden_size) * (o_.ep - 1) / o_.ep;
+          l.fwd += moved(d.forward.input, rows) + moved(d.forward.output, rows);
+          l.bwd += moved(d.backward.input, rows) + moved(d.backward.output, rows);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  /// Mean bytes per token per layer over `layers` numbered layers: forward, backward.
+  std::pair<double, double> per_layer(index_t layers) const {
+    double f = 0, b = 0;
+    for (const auto& [n, l] : layers_) {
+      f += l.fwd;
+      b += l.bwd;
+    }
+    const double n = static_cast<double>(std::max<index_t>(layers, 1)),
+                 bytes = static_cast<double>(c_.element_bytes());
+    return {f * bytes / n, b * bytes / n};
+  }
+
+ private:
+  struct layer_totals {
+    double fwd = 0, bwd = 0;  // elements per token
+    std::set<std::string> groups, modules;
+  };
+  /// The collectives of a linear tensor's style: its SP form under `sp`; a style tpx has no SP
+  /// form of is counted as it runs without SP (and noted).
+  std::optional<style::description> describe_linear(const resolved_tensor& t) {
+    if (const std::optional<style::description> d = plan::describe(t.spec, o_.sp)) return d;
+    const std::optional<style::description> d = plan::describe(t.spec, false);
+    if (d && o_.sp)
+      notes_.add(fmt::format(
+          "{}: style '{}' has no sequence-parallel form in tpx; its communication is counted as "
+          "without SP",
+          name_pattern(t.tensor.name), t.style));
+    return d;
+  }
+
+  /// A linear's collectives: those on its input side (x in forward, dx in backward) are shared
+  /// by the linears of one module reading one input (q, k, v; gate, up — not MLA's q_b and kv_b,
+  /// which read different inputs); under a module that all-gathers its input, a row-split
+  /// weight's input collectives are that gather.
+  void linear(layer_totals& l, const resolved_tensor& t, std::optional<style::description> d,
+              double in, double out, bool gathered) {
+    if (!d) return;
+    const bool input_side =
+        d->forward.input != collective::none || d->backward.input != collective::none;
+    if (input_side && !(gathered && d->split_dim == 0)) {
+      const std::string_view m = module_of(t.tensor.name);
+      const std::string group = fmt::format("{}|{}|{}|{}", m.substr(0, m.rfind('.')), in,
+                                            style::name(d->forward.input),
+                                            style::name(d->backward.input));
+      if (l.groups.insert(group).second) {
+        l.fwd += moved(d->forward.input, in);
+        l.bwd += moved(d->backward.input, in);
+      }
+    }
+    l.fwd += moved(d->forward.output, out);
+    l.bwd += moved(d->backward.output, out);
+  }
+
+  const model_config& c_;
+  resolve_options o_;
+  note_counter& notes_;
+  std::map<index_t, layer_totals> layers_;
+};
+
+}  // namespace detail
+
+}  // namespace tpx::inline v0::plan
