@@ -59,7 +59,8 @@ constexpr const char* usage =
     "  --logits-out F  writes the logits [T, vocab] as the safetensors tensor 'logits'\n"
     "  --compare F     prints the largest difference from the tensor 'logits' [T, vocab] of the\n"
     "                  safetensors file F (another run's --logits-out, or transformers' logits)\n"
-    "  --generate N    appends N greedy tokens (recomputing the prefix each step)\n"
+    "  --generate N    appends N greedy tokens: a prefill of the prompt into a KV cache of each\n"
+    "                  rank's KV heads, then one cached decode step per token\n"
     "  --json          one JSON object on stdout\n"
     "Exit 0 on success, 2 on bad input.\n";
 
@@ -172,6 +173,7 @@ options parse_args(int argc, char** argv) {
 /// What one rank reports.
 struct rank_report {
   std::uint64_t read = 0, expected = 0, held = 0;
+  std::uint64_t cache = 0;  ///< the KV cache of `--generate` (this rank's KV heads)
   comm::stats traffic;
 };
 
@@ -211,7 +213,11 @@ result run_model(const options& o, const model::config& c, const io::checkpoint&
     const auto t2 = std::chrono::steady_clock::now();
     rep.traffic = comm.statistics();
     std::vector<std::int64_t> generated;
-    if (o.generate > 0) generated = lm.generate_greedy(o.ids, o.generate);
+    if (o.generate > 0) {
+      auto kv = lm.make_cache(1, static_cast<index_t>(o.ids.size()) + o.generate);
+      rep.cache = static_cast<std::uint64_t>(kv.bytes());
+      generated = lm.generate_greedy(o.ids, o.generate, kv, 0);
+    }
     const auto t3 = std::chrono::steady_clock::now();
     if (comm.rank() != 0) return;
     out.logits.assign(logits.begin(), logits.end());
@@ -328,6 +334,7 @@ int run(int argc, char** argv) {
     nlohmann::json ranks = nlohmann::json::array();
     for (const rank_report& rep : r.ranks) {
       nlohmann::json x{{"bytes_read", rep.read}, {"bytes_held", rep.held}};
+      if (o.generate > 0) x["cache_bytes"] = rep.cache;
       nlohmann::json coll = nlohmann::json::object();
       for (int k = 0; k < comm::kind_count; ++k) {
         const comm::counter& cn = rep.traffic.by_kind[static_cast<std::size_t>(k)];
@@ -367,9 +374,15 @@ int run(int argc, char** argv) {
   fmt::print("logits [{}, {}]; last position: arg max {} ({:.6f})\n", tokens, vocab,
              std::max_element(last, last + vocab) - last, *std::max_element(last, last + vocab));
   if (r.loss) fmt::print("loss: {:.12f}\n", *r.loss);
-  if (o.generate > 0)
-    fmt::print("generated ({} greedy tokens, {:.1f} ms): {}\n", o.generate, r.generate_s * 1e3,
-               fmt::join(r.generated, " "));
+  if (o.generate > 0) {
+    std::string caches;
+    for (const rank_report& rep : r.ranks)
+      caches += (caches.empty() ? "" : " / ") + cli::human(static_cast<double>(rep.cache));
+    fmt::print(
+        "generated ({} greedy tokens: a prefill, then one cached decode step each; {:.1f} ms; KV "
+        "cache per rank {}): {}\n",
+        o.generate, r.generate_s * 1e3, caches, fmt::join(r.generated, " "));
+  }
   if (!o.logits_out.empty()) fmt::print("logits written to {}\n", o.logits_out);
   if (diff)
     fmt::print("logits against {}: max |difference| {:.3g} (relative {:.3g})\n", o.compare,

@@ -22,6 +22,7 @@
 #include "tpx/layer/decoder.hpp"
 #include "tpx/layer/embedding.hpp"
 #include "tpx/layer/experts.hpp"
+#include "tpx/layer/kv_cache.hpp"
 #include "tpx/layer/linear.hpp"
 #include "tpx/layer/moe.hpp"
 #include "tpx/layer/norm.hpp"

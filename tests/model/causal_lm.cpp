@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "../harness.hpp"
+#include "tpx/shard/gqa.hpp"
 #include "model_harness.hpp"
 #include "tpx/io/writer.hpp"
 #include "tpx/model/plan.hpp"
@@ -121,6 +122,65 @@ TEST_CASE("transformers' models give its float64 logits at every tp, TP and TP+S
               dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
           CHECK(test::relative(f32.logits, want) <= 1e-5);
         }
+  }
+}
+
+TEST_CASE("cached decode steps give the logits of the whole prefix, TP, TP+SP and EP") {
+  for (const fixture& f : all_models) {
+    const fs::path dir = f.dir();
+    const prompt p = read_prompt(dir);
+    const std::vector<double> want = reference_logits(dir);
+    for (const int tp : f.tps)
+      for (const bool sp : {false, true})
+        for (const int ep : {1, tp}) {
+          if (!ep_applies(f, ep)) continue;
+          CAPTURE(f.name);
+          CAPTURE(tp);
+          CAPTURE(sp);
+          CAPTURE(ep);
+          const test::model_run whole =
+              test::run_model(dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
+          // A prefill of 3 tokens, then one token per step.
+          const test::model_run steps = test::run_model(
+              dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false, .prefill = 3});
+          CHECK(steps.ranks_agree);
+          CHECK(test::relative(steps.logits, whole.logits) <= 1e-12);
+          CHECK(test::relative(steps.logits, want) <= 1e-12);
+        }
+  }
+}
+
+TEST_CASE("a cache holds only the rank's KV heads; overflow and backward are refused") {
+  const fs::path dir = llama.dir();  // 6 query / 3 KV heads of dim 4 (hidden 24), 2 layers
+  const model::config c = model::read_config(dir);
+  const io::checkpoint ck(dir);
+  const index_t d = c.dims.head_dim, layers = c.dims.num_layers;
+  for (const int tp : {1, 2, 3, 6}) {
+    CAPTURE(tp);
+    host::run(tp, [&](host::communicator& comm) {
+      host::gemm_engine engine;
+      model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck);
+      auto kv = lm.make_cache(2, 5);
+      // 2 · layers · kv_r · head_dim · capacity · sequences · sizeof(double)
+      const index_t kv_r = shard::gqa{c.dims.n_heads, c.dims.n_kv_heads, d}
+                               .kv_heads(tp, comm.rank())
+                               .size();
+      CHECK(kv.bytes() == 2 * layers * kv_r * d * 5 * 2 * 8);
+      const std::vector<std::int64_t> ids{1, 2, 3, 4};
+      lm.forward_cached(ids, kv, 1);
+      CHECK(kv.length(1) == 4);
+      CHECK(kv.length(0) == 0);
+      const std::vector<std::int64_t> two{5, 6};
+      CHECK(test::error_of([&] { lm.forward_cached(two, kv, 1); }).find(
+                "sequence 1 holds 4 tokens and 2 more would pass the cache's capacity of 5 "
+                "tokens per sequence") != std::string::npos);
+      CHECK(test::error_of([&] {
+              lm.loss(ids);
+              lm.backward();
+            }).find("forward_cached (inference) keeps nothing for backward") != std::string::npos);
+      CHECK(test::error_of([&] { lm.forward_cached(two, kv, 2); }) ==
+            "kv_cache: sequence 2 is outside the cache's 2");
+    });
   }
 }
 

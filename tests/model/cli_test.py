@@ -49,6 +49,7 @@ for name in ("llama", "mixtral"):
     ids[name] = prompt
 
 # 1. --json: transformers' greedy ids at several tp, SP and EP; loss with targets.
+caches = {}
 for name, modes in (("llama", [["--tp", "1"], ["--tp", "3"], ["--tp", "6", "--sp"]]),
                     ("mixtral", [["--tp", "2"], ["--tp", "2", "--sp", "--ep", "2"], ["--tp", "4"]])):
     p = ids[name]
@@ -68,6 +69,11 @@ for name, modes in (("llama", [["--tp", "1"], ["--tp", "3"], ["--tp", "6", "--sp
         check(isinstance(j.get("loss"), float) and 3 < j["loss"] < 7, f"{what}: loss {j.get('loss')}")
         check(all(r["bytes_read"] > 0 for r in j["ranks"]) and len(j["ranks"]) == int(mode[1]),
               f"{what}: ranks {j['ranks']}")
+        caches[(name, " ".join(mode))] = [r.get("cache_bytes") for r in j["ranks"]]
+# The KV cache holds each rank's own KV heads: llama's 3 KV heads over tp 3 are one per rank.
+one, three = caches.get(("llama", "--tp 1")), caches.get(("llama", "--tp 3"))
+check(one is not None and three is not None and one[0] > 0 and three == [one[0] // 3] * 3,
+      f"llama cache bytes per rank: tp 1 {one}, tp 3 {three}")
 
 # 2. --logits-out writes the run's dtype; --compare against transformers' float64 logits.
 with tempfile.TemporaryDirectory() as tmp:

@@ -38,6 +38,9 @@ struct run_options {
   bool sp = false;
   int ep = 1;
   bool backward = true;
+  /// > 0: inference through a cache — a prefill of this many ids, then one cached decode step
+  /// per remaining id; `logits` are the steps' logits in order. 0: one whole forward.
+  index_t prefill = 0;
 };
 
 /// Scatters a rank's block `local` (the selection `sel` of a tensor of `shape`) into `full`.
@@ -68,6 +71,17 @@ model_run run_model(const std::filesystem::path& dir, std::span<const std::int64
     for (const auto& [name, p] : lm.checkpoint_placements(ck))
       out.bytes_expected[r] +=
           static_cast<std::uint64_t>(p.of(comm.rank()).size()) * io::size_of(ck.info(name).dtype);
+    if (o.prefill > 0) {
+      typename decltype(lm)::cache kv = lm.make_cache(1, static_cast<index_t>(ids.size()));
+      for (std::size_t at = 0; at < ids.size();) {
+        const std::size_t n = at == 0 ? static_cast<std::size_t>(o.prefill) : 1;
+        lm.forward_cached(ids.subspan(at, n), kv, 0);
+        const std::vector<T> step = lm.gather_logits();
+        logits[r].insert(logits[r].end(), step.begin(), step.end());
+        at += n;
+      }
+      return;
+    }
     lm.forward(ids);
     const std::vector<T> full = lm.gather_logits();
     logits[r].assign(full.begin(), full.end());

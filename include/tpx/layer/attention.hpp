@@ -13,7 +13,8 @@
 /// weight [head_dim] shared by the heads, before RoPE; the weights' gradients are this rank's
 /// heads' share (the block all-reduces them).
 ///
-/// Tokens are one sequence at positions 0…T−1. RoPE pairs feature i with i + d/2 of each head
+/// `forward` and `backward` take one sequence at positions 0…T−1; `forward_cached` (inference)
+/// takes the next tokens of a sequence whose earlier keys and values a `kv_cache` holds. RoPE pairs feature i with i + d/2 of each head
 /// (Hugging Face's rotate_half) and turns the pair by position · inv_freq[i]: by default
 /// inv_freq[i] = base^(−2i/d); a model's rope type (llama3, linear, …) supplies its own table.
 
@@ -25,6 +26,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
+#include "tpx/layer/kv_cache.hpp"
 
 namespace tpx::inline v0::layer {
 
@@ -90,6 +92,8 @@ class causal_attention {
 
   index_t qkv_cols() const noexcept { return (opt_.q_heads + 2 * opt_.kv_heads) * opt_.head_dim; }
   index_t out_cols() const noexcept { return opt_.q_heads * opt_.head_dim; }
+  /// Key (and value) columns per token a cache of this rank's KV heads holds.
+  index_t kv_cols() const noexcept { return opt_.kv_heads * opt_.head_dim; }
 
   void forward(matrix_view<const T> qkv, matrix_view<T> o) {
     const index_t n = qkv.rows(), d = opt_.head_dim;
@@ -109,23 +113,48 @@ class causal_attention {
     for (index_t h = 0; h < opt_.q_heads; ++h) {
       const index_t kv = h / group(), q0 = h * d, k0 = (opt_.q_heads + kv) * d,
                     v0 = (opt_.q_heads + opt_.kv_heads + kv) * d;
-      const matrix_view<T> p = make_matrix(probs_.data() + h * n * n, n, n);
-      for (index_t i = 0; i < n; ++i) {
-        T top = -INFINITY;
-        for (index_t j = 0; j <= i; ++j) {
-          T s = 0;
-          for (index_t e = 0; e < d; ++e) s += r(i, q0 + e) * r(j, k0 + e);
-          p(i, j) = s * scale();
-          top = std::max(top, p(i, j));
-        }
-        T sum = 0;
-        for (index_t j = 0; j <= i; ++j) sum += p(i, j) = std::exp(p(i, j) - top);
-        for (index_t e = 0; e < d; ++e) o(i, q0 + e) = T(0);
-        for (index_t j = 0; j <= i; ++j) {
-          p(i, j) /= sum;
-          for (index_t e = 0; e < d; ++e) o(i, q0 + e) += p(i, j) * qkv(j, v0 + e);
-        }
+      for (index_t i = 0; i < n; ++i)
+        attend(&r(i, q0), r.col_range(k0, k0 + d), qkv.col_range(v0, v0 + d), i + 1,
+               probs_.data() + (h * n + i) * n, &o(i, q0));
+    }
+  }
+
+  /// Forward for inference over `cache`: qkv [n, qkv_cols()] holds the tokens at positions
+  /// cache.length(seq) … + n − 1 of sequence `seq`; their rotated keys and their values are
+  /// appended to the cache, and each query attends over the cached prefix up to its own
+  /// position. Computes what `forward` on the whole prefix gives for these rows, and keeps
+  /// nothing for backward.
+  void forward_cached(matrix_view<const T> qkv, matrix_view<T> o, kv_cache<T>& cache,
+                      index_t seq) {
+    const index_t n = qkv.rows(), d = opt_.head_dim, kv_cols = this->kv_cols();
+    expect_shapes(qkv, o, "output");
+    expect(cache.kv_cols() == kv_cols,
+           "{}: the cache holds {} key columns per token but the rank's {} KV heads of dim {} "
+           "need {}",
+           opt_.name, cache.kv_cols(), opt_.kv_heads, d, kv_cols);
+    const index_t start = cache.reserve(seq, n, opt_.name);
+    angles(start + n);
+    const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
+    rotated_.resize(static_cast<std::size_t>(n * qk));
+    const matrix_view<T> r = make_matrix(rotated_.data(), n, qk);
+    if (has_qk_norm()) rstd_.resize(static_cast<std::size_t>(n * (opt_.q_heads + opt_.kv_heads)));
+    const matrix_view<T> keys = cache.keys(seq), values = cache.values(seq);
+    for (index_t t = 0; t < n; ++t) {
+      for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
+      if (has_qk_norm()) normalise_heads(r, t);
+      for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h)
+        rope(r, t, h * d, false, start + t);
+      for (index_t c = 0; c < kv_cols; ++c) {
+        keys(start + t, c) = r(t, opt_.q_heads * d + c);
+        values(start + t, c) = qkv(t, qk + c);
       }
+    }
+    probs_.resize(static_cast<std::size_t>(start + n));
+    for (index_t h = 0; h < opt_.q_heads; ++h) {
+      const index_t kv = h / group(), q0 = h * d;
+      for (index_t i = 0; i < n; ++i)
+        attend(&r(i, q0), keys.col_range(kv * d, (kv + 1) * d), values.col_range(kv * d, (kv + 1) * d),
+               start + i + 1, probs_.data(), &o(i, q0));
     }
   }
 
@@ -218,10 +247,33 @@ class causal_attention {
     }
   }
 
-  /// cos and sin of position · inv_freq[i] for positions 0…n−1, computed once per token count.
+  /// One query row q [d] over the first `count` rows of keys and values [·, d]: the softmax
+  /// weights into p [count], the weighted values into out [d]. forward and forward_cached share
+  /// it, so a cached step computes exactly what the whole prefix does.
+  void attend(const T* q, matrix_view<const T> keys, matrix_view<const T> values, index_t count,
+              T* p, T* out) const {
+    const index_t d = opt_.head_dim;
+    T top = -INFINITY;
+    for (index_t j = 0; j < count; ++j) {
+      T s = 0;
+      for (index_t e = 0; e < d; ++e) s += q[e] * keys(j, e);
+      p[j] = s * scale();
+      top = std::max(top, p[j]);
+    }
+    T sum = 0;
+    for (index_t j = 0; j < count; ++j) sum += p[j] = std::exp(p[j] - top);
+    for (index_t e = 0; e < d; ++e) out[e] = T(0);
+    for (index_t j = 0; j < count; ++j) {
+      p[j] /= sum;
+      for (index_t e = 0; e < d; ++e) out[e] += p[j] * values(j, e);
+    }
+  }
+
+  /// cos and sin of position · inv_freq[i] for positions 0…n−1 (at least), computed once per
+  /// length.
   void angles(index_t n) {
     const index_t half = opt_.head_dim / 2;
-    if (static_cast<index_t>(cos_.size()) == n * half) return;
+    if (static_cast<index_t>(cos_.size()) >= n * half) return;
     cos_.resize(static_cast<std::size_t>(n * half));
     sin_.resize(cos_.size());
     for (index_t t = 0; t < n; ++t)
@@ -232,13 +284,14 @@ class causal_attention {
       }
   }
 
-  /// Rotates the head at columns [c0, c0 + d) of row t in place (inverse: by −θ).
-  void rope(matrix_view<T> m, index_t t, index_t c0, bool inverse) const {
-    const index_t half = opt_.head_dim / 2;
+  /// Rotates the head at columns [c0, c0 + d) of row t in place by the angles of position
+  /// `pos` (−1: t) (inverse: by −θ).
+  void rope(matrix_view<T> m, index_t t, index_t c0, bool inverse, index_t pos = -1) const {
+    const index_t half = opt_.head_dim / 2, at = pos < 0 ? t : pos;
     for (index_t i = 0; i < half; ++i) {
-      const T c = cos_[static_cast<std::size_t>(t * half + i)],
-              s = inverse ? -sin_[static_cast<std::size_t>(t * half + i)]
-                          : sin_[static_cast<std::size_t>(t * half + i)];
+      const T c = cos_[static_cast<std::size_t>(at * half + i)],
+              s = inverse ? -sin_[static_cast<std::size_t>(at * half + i)]
+                          : sin_[static_cast<std::size_t>(at * half + i)];
       const T a = m(t, c0 + i), b = m(t, c0 + half + i);
       m(t, c0 + i) = a * c - b * s;
       m(t, c0 + half + i) = b * c + a * s;

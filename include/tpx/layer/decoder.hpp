@@ -266,6 +266,22 @@ class attention_block {
     o_.forward(attn, y);
   }
 
+  /// A cache for this rank's KV heads: `sequences` sequences of up to `capacity` tokens.
+  kv_cache<T> make_cache(index_t sequences, index_t capacity) const {
+    return kv_cache<T>(sequences, capacity, core_.kv_cols());
+  }
+
+  /// Forward for inference: the `tokens` next tokens of sequence `seq`, whose earlier keys and
+  /// values `cache` holds (see causal_attention::forward_cached); keeps nothing for backward.
+  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens,
+                      kv_cache<T>& cache, index_t seq) {
+    const matrix_view<T> qkv = detail::sized(qkv_out_, tokens, core_.qkv_cols());
+    const matrix_view<T> attn = detail::sized(attn_, tokens, core_.out_cols());
+    qkv_.forward(x, qkv);
+    core_.forward_cached(qkv, attn, cache, seq);
+    o_.forward(attn, y);
+  }
+
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
                 index_t tokens) {
     const matrix_view<const T> qkv =
@@ -407,19 +423,18 @@ class decoder_layer {
   }
 
   void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
-    const index_t n = local_tokens(tokens), hidden = norm1_.features();
-    expect(x.rows() == n && y.rows() == n && x.cols() == hidden && y.cols() == hidden,
-           "decoder layer (rank {}): x is [{} × {}] and y [{} × {}] but must be [{} × {}] for {} "
-           "tokens",
-           comm_->rank(), x.rows(), x.cols(), y.rows(), y.cols(), n, hidden, tokens);
-    const matrix_view<T> n1 = detail::sized(n1_, n, hidden), h = detail::sized(h_, n, hidden),
-                         n2 = detail::sized(n2_, n, hidden);
-    norm1_.forward(x, n1);
-    attention_.forward(n1, h, tokens);
-    detail::add_to<T>(h, x);
-    norm2_.forward(h, n2);
-    ffn_.forward(n2, y, tokens);
-    detail::add_to<T>(y, h);
+    run_forward(x, y, tokens, [&](matrix_view<const T> n1, matrix_view<T> h) {
+      attention_.forward(n1, h, tokens);
+    });
+  }
+
+  /// Forward for inference: the `tokens` next tokens of sequence `seq`, its attention over the
+  /// keys and values `cache` holds (attention().make_cache); keeps nothing for backward.
+  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens,
+                      kv_cache<T>& cache, index_t seq) {
+    run_forward(x, y, tokens, [&](matrix_view<const T> n1, matrix_view<T> h) {
+      attention_.forward_cached(n1, h, tokens, cache, seq);
+    });
   }
 
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
@@ -436,6 +451,24 @@ class decoder_layer {
   }
 
  private:
+  /// norm → attention (`attend`) → residual → norm → FFN → residual.
+  template <class Attend>
+  void run_forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens, Attend&& attend) {
+    const index_t n = local_tokens(tokens), hidden = norm1_.features();
+    expect(x.rows() == n && y.rows() == n && x.cols() == hidden && y.cols() == hidden,
+           "decoder layer (rank {}): x is [{} × {}] and y [{} × {}] but must be [{} × {}] for {} "
+           "tokens",
+           comm_->rank(), x.rows(), x.cols(), y.rows(), y.cols(), n, hidden, tokens);
+    const matrix_view<T> n1 = detail::sized(n1_, n, hidden), h = detail::sized(h_, n, hidden),
+                         n2 = detail::sized(n2_, n, hidden);
+    norm1_.forward(x, n1);
+    attend(n1, h);
+    detail::add_to<T>(h, x);
+    norm2_.forward(h, n2);
+    ffn_.forward(n2, y, tokens);
+    detail::add_to<T>(y, h);
+  }
+
   typename Backend::communicator* comm_;
   norm_type norm1_, norm2_;
   attention_type attention_;

@@ -41,6 +41,8 @@
 #include "tpx/layer/decoder.hpp"
 #include "tpx/layer/embedding.hpp"
 #include "tpx/model/config.hpp"
+#include "tpx/style/placement.hpp"
+#include "tpx/style/replicate.hpp"
 #include "tpx/model/layout.hpp"
 
 namespace tpx::inline v0::model {
@@ -97,7 +99,7 @@ class causal_lm {
                    matrix(read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)), h),
                    eo);
     for (const layer_layout& l : layout_.layers) layers_.push_back(build_layer(ck, l));
-    norm_.emplace(comm, read(ck, layout_.norm, shard::placement::replicated({h})), c.rms_norm_eps,
+    norm_.emplace(comm, read(ck, layout_.norm, norm_type::weight_placement(layout_.norm.name, h, tp)), c.rms_norm_eps,
                   "model.norm");
     if (layout_.head) {
       const layer::linear_options ho{.name = "lm_head", .out_features = v, .in_features = h};
@@ -163,29 +165,64 @@ class causal_lm {
   /// Runs the model on token ids [T] (the same on every rank); returns this rank's logits
   /// [T, V_r] (columns `vocab_range()`).
   matrix_view<const T> forward(std::span<const std::int64_t> ids) {
-    const index_t tokens = static_cast<index_t>(ids.size()), h = config_.dims.hidden_size;
+    const index_t tokens = static_cast<index_t>(ids.size());
     expect(tokens >= 1, "{}: the model needs at least one token id", config_.source);
-    expect(!config_.sliding_window || tokens <= *config_.sliding_window,
-           "{}: {} tokens exceed the sliding window of {} (\"sliding_window\"); tpx's attention "
-           "attends to the whole prefix, which would give a different result",
-           config_.source, tokens, *config_.sliding_window);
-    ids_.assign(ids.begin(), ids.end());
-    const index_t n = local_tokens(tokens);
-    acts_.resize(layers_.size() + 2);
-    embed_->forward(ids, detail_sized(acts_[0], n, h));
-    for (std::size_t l = 0; l < layers_.size(); ++l)
+    expect_window(tokens);
+    return run(ids, [&](auto& layer, std::size_t, matrix_view<const T> x, matrix_view<T> y) {
+      layer.forward(x, y, tokens);
+    });
+  }
+
+  /// One rank's keys and values of every decoder layer for inference: `sequences` sequences of
+  /// up to `capacity` tokens each, this rank's KV heads only, allocated once.
+  struct cache {
+    std::vector<layer::kv_cache<T>> layers;
+    /// Positions of sequence `seq` filled so far.
+    index_t length(index_t seq) const { return layers.empty() ? 0 : layers[0].length(seq); }
+    index_t capacity() const { return layers.empty() ? 0 : layers[0].capacity(); }
+    /// Bytes this rank's cache holds: 2 · layers · kv_r · head_dim · capacity · sequences · T.
+    index_t bytes() const {
+      index_t n = 0;
+      for (const layer::kv_cache<T>& l : layers) n += l.bytes();
+      return n;
+    }
+    void clear(index_t seq) {
+      for (layer::kv_cache<T>& l : layers) l.clear(seq);
+    }
+  };
+  cache make_cache(index_t sequences, index_t capacity) {
+    cache c;
+    for (layer_type& l : layers_)
       std::visit(
-          [&](auto& layer) { layer.forward(act(l, n), detail_sized(acts_[l + 1], n, h), tokens); },
-          layers_[l]);
-    const std::size_t last = layers_.size();
-    norm_->forward(act(last, n), detail_sized(acts_[last + 1], n, h));
-    const matrix_view<T> logits = detail_sized(logits_, tokens, vocab_range().size());
-    if (head_)
-      head_->forward(act(last + 1, n), logits);
-    else
-      embed_->head_forward(act(last + 1, n), logits);
+          [&](auto& layer) {
+            c.layers.push_back(layer.attention().make_cache(sequences, capacity));
+          },
+          l);
+    return c;
+  }
+
+  /// Runs the next tokens `ids` of sequence `seq` (the same on every rank), attending over the
+  /// keys and values `kv` holds for its earlier tokens and appending theirs; returns this rank's
+  /// logits of these tokens, [n, V_r]. The logits equal those of `forward` on the whole prefix.
+  /// Keeps nothing for backward.
+  matrix_view<const T> forward_cached(std::span<const std::int64_t> ids, cache& kv, index_t seq) {
+    const index_t tokens = static_cast<index_t>(ids.size());
+    expect(tokens >= 1, "{}: a step needs at least one token id", config_.source);
+    expect(kv.layers.size() == layers_.size(), "{}: the cache holds {} layers but the model has {}",
+           config_.source, kv.layers.size(), layers_.size());
+    expect(kv.length(seq) + tokens <= kv.capacity(),
+           "{}: sequence {} holds {} tokens and {} more would pass the cache's capacity of {} "
+           "tokens per sequence",
+           config_.source, seq, kv.length(seq), tokens, kv.capacity());
+    expect_window(kv.length(seq) + tokens);
+    matrix_view<const T> logits =
+        run(ids, [&](auto& layer, std::size_t l, matrix_view<const T> x, matrix_view<T> y) {
+          layer.forward_cached(x, y, tokens, kv.layers[l], seq);
+        });
+    cached_ = true;
     return logits;
   }
+
 
   /// This rank's logits of the last forward, [T, V_r].
   matrix_view<const T> logits() const {
@@ -204,21 +241,38 @@ class causal_lm {
     return full;
   }
 
-  /// Appends `n` greedy tokens to `ids` (the arg max of the last position's logits, ties to the
-  /// lower id; the same on every rank) and returns the new ones. Each step runs the whole prefix
-  /// again.
-  std::vector<std::int64_t> generate_greedy(std::vector<std::int64_t> ids, index_t n) {
+  /// `n` greedy tokens after `ids` (the arg max of the last position's logits, ties to the lower
+  /// id; the same on every rank): a prefill of `ids` into a cache of this rank's KV heads, then
+  /// one cached decode step per token.
+  std::vector<std::int64_t> generate_greedy(std::span<const std::int64_t> ids, index_t n) {
     expect(n >= 0, "{}: cannot generate {} tokens", config_.source, n);
+    if (n == 0) return {};
+    cache kv = make_cache(1, static_cast<index_t>(ids.size()) + n);
+    return generate_greedy(ids, n, kv, 0);
+  }
+  /// The same, continuing sequence `seq` of `kv` (empty for a new prompt; its capacity must
+  /// hold the prompt and the `n` new tokens).
+  std::vector<std::int64_t> generate_greedy(std::span<const std::int64_t> ids, index_t n,
+                                            cache& kv, index_t seq) {
+    expect(n >= 0, "{}: cannot generate {} tokens", config_.source, n);
+    expect(!ids.empty(), "{}: generation needs a prompt of at least one token id",
+           config_.source);
     std::vector<std::int64_t> out;
-    for (index_t step = 0; step < n; ++step) {
-      forward(ids);
-      const std::vector<T> full = gather_logits();
-      const T* last = full.data() + (ids.size() - 1) * static_cast<std::size_t>(vocab());
-      const std::int64_t next = std::max_element(last, last + vocab()) - last;
-      ids.push_back(next);
-      out.push_back(next);
+    std::vector<std::int64_t> step(ids.begin(), ids.end());
+    for (index_t i = 0; i < n; ++i) {
+      forward_cached(step, kv, seq);
+      out.push_back(last_argmax());
+      step.assign(1, out.back());
     }
     return out;
+  }
+
+  /// The arg max of the last position's logits of the last forward over the whole vocabulary
+  /// (ties to the lower id), the same on every rank.
+  std::int64_t last_argmax() {
+    const std::vector<T> full = gather_logits();
+    const T* last = full.data() + (ids_.size() - 1) * static_cast<std::size_t>(vocab());
+    return std::max_element(last, last + vocab()) - last;
   }
 
   /// The mean cross-entropy of the last forward's logits against `targets` [T] (ignore_index
@@ -233,6 +287,9 @@ class causal_lm {
     const index_t tokens = static_cast<index_t>(ids_.size()), h = config_.dims.hidden_size;
     expect(tokens > 0 && static_cast<index_t>(targets_.size()) == tokens,
            "{}: backward needs a forward and a loss on as many tokens", config_.source);
+    expect(!cached_,
+           "{}: backward needs a forward; forward_cached (inference) keeps nothing for backward",
+           config_.source);
     const index_t n = local_tokens(tokens);
     const matrix_view<T> dlogits = detail_sized(dlogits_, tokens, vocab_range().size());
     loss_->backward(logits(), targets_, dlogits);
@@ -267,7 +324,8 @@ class causal_lm {
       if (b) fn(b->name, l.bias_placement(), l.bias(), l.bias_grad());
     };
     const auto norm = [&](const io::assembled_tensor& w, const norm_type& nrm) {
-      fn(w.name, shard::placement::replicated(w.shape), nrm.weight(), nrm.weight_grad());
+      fn(w.name, norm_type::weight_placement(w.name, nrm.features(), tp), nrm.weight(),
+         nrm.weight_grad());
     };
     fn(layout_.embed.name, embedding_type::weight_placement(embedding_options(), tp),
        span(embed_->weight()), span(embed_->weight_grad()));
@@ -280,9 +338,9 @@ class causal_lm {
             linear(l.o, l.o_bias, layer.attention().o());
             if (l.q_norm) {
               auto& core = layer.attention().core();
-              fn(l.q_norm->name, shard::placement::replicated(l.q_norm->shape), core.q_norm(),
+              fn(l.q_norm->name, whole(*l.q_norm), core.q_norm(),
                  std::span<const T>(core.q_norm_grad()));
-              fn(l.k_norm->name, shard::placement::replicated(l.k_norm->shape), core.k_norm(),
+              fn(l.k_norm->name, whole(*l.k_norm), core.k_norm(),
                  std::span<const T>(core.k_norm_grad()));
             }
             norm(l.post_norm, layer.post_norm());
@@ -380,12 +438,14 @@ class causal_lm {
                              matrix(o, o_t::weight_placement(oo, tp).local_shape(comm_->rank())[1]),
                              o_b, ac, an);
     if (l.q_norm) {
-      const shard::placement whole = shard::placement::replicated(l.q_norm->shape);
-      attention.set_qk_norm(read(ck, *l.q_norm, whole), read(ck, *l.k_norm, whole),
+      attention.set_qk_norm(read(ck, *l.q_norm, whole(*l.q_norm)),
+                            read(ck, *l.k_norm, whole(*l.k_norm)),
                             config_.rms_norm_eps);
     }
-    const std::vector<T> n1 = read(ck, l.input_norm, shard::placement::replicated({h})),
-                         n2 = read(ck, l.post_norm, shard::placement::replicated({h}));
+    const std::vector<T> n1 = read(ck, l.input_norm,
+                                   norm_type::weight_placement(l.input_norm.name, h, tp)),
+                         n2 = read(ck, l.post_norm,
+                                   norm_type::weight_placement(l.post_norm.name, h, tp));
     const double eps = config_.rms_norm_eps;
     if (l.gate_up) {
       using gu_t = typename mlp_type::gate_up_type;
@@ -405,7 +465,7 @@ class causal_lm {
                         std::move(mlp));
     }
     const std::vector<T> router =
-        read(ck, *l.router, shard::placement::replicated(l.router->shape));
+        read(ck, *l.router, whole(*l.router));
     const layer::routing_options ro{.name = l.moe_prefix + ".gate",
                                     .n_experts = config_.dims.n_experts,
                                     .top_k = config_.dims.experts_per_token,
@@ -431,6 +491,42 @@ class causal_lm {
                            : make(std::type_identity<moe_tp_layer>{});
   }
 
+  /// embedding → the decoder layers (`step(layer, l, x, y)`) → norm → LM head: this rank's
+  /// logits of `ids`.
+  template <class Step>
+  matrix_view<const T> run(std::span<const std::int64_t> ids, Step&& step) {
+    const index_t tokens = static_cast<index_t>(ids.size()), h = config_.dims.hidden_size;
+    ids_.assign(ids.begin(), ids.end());
+    cached_ = false;
+    const index_t n = local_tokens(tokens);
+    acts_.resize(layers_.size() + 2);
+    embed_->forward(ids, detail_sized(acts_[0], n, h));
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      std::visit([&](auto& layer) { step(layer, l, act(l, n), detail_sized(acts_[l + 1], n, h)); },
+                 layers_[l]);
+    const std::size_t last = layers_.size();
+    norm_->forward(act(last, n), detail_sized(acts_[last + 1], n, h));
+    const matrix_view<T> logits = detail_sized(logits_, tokens, vocab_range().size());
+    if (head_)
+      head_->forward(act(last + 1, n), logits);
+    else
+      embed_->head_forward(act(last + 1, n), logits);
+    return logits;
+  }
+
+  /// A sequence of `length` tokens fits the config's sliding window.
+  void expect_window(index_t length) const {
+    expect(!config_.sliding_window || length <= *config_.sliding_window,
+           "{}: {} tokens exceed the sliding window of {} (\"sliding_window\"); tpx's attention "
+           "attends to the whole prefix, which would give a different result",
+           config_.source, length, *config_.sliding_window);
+  }
+
+  /// A parameter every rank holds whole (the router, per-head q/k norms): style::replicate<>'s.
+  shard::placement whole(const io::assembled_tensor& t) const {
+    return style::placement<style::replicate<>>({t.name, t.shape}, comm_->size());
+  }
+
   engine_type* engine_;
   comm_type* comm_;
   config config_;
@@ -445,6 +541,7 @@ class causal_lm {
   std::map<std::string, std::pair<io::file_dtype, std::vector<index_t>>> file_tensors_;
   mutable layer::detail::token_shards tokens_;
   std::vector<std::int64_t> ids_, targets_;
+  bool cached_ = false;  // the last run was forward_cached (nothing kept for backward)
   std::vector<buffer> acts_;
   buffer logits_, dlogits_, dnorm_, dx_, dy_, gather_;
 };

@@ -1,0 +1,88 @@
+#pragma once
+/// \file
+/// `kv_cache<T>`: one attention layer's keys and values on one rank, for inference. The rank
+/// caches only its own KV heads (a KV head replicated over several ranks is cached on each of
+/// them), per sequence, with a capacity of tokens per sequence fixed when it is made and
+/// allocated once:
+///
+///   keys(seq)    [capacity, kv_r · d]   rotated (RoPE'd, q/k-normed) keys at positions 0…
+///   values(seq)  [capacity, kv_r · d]   values as the v projection gives them
+///   length(seq)  positions filled so far
+///
+/// `causal_attention::forward_cached` appends a step's keys and values and attends over the
+/// filled prefix. A step that would pass the capacity is a sentence, not a wrap-around.
+
+#include <cstddef>
+#include <string_view>
+#include <vector>
+
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+
+namespace tpx::inline v0::layer {
+
+template <class T>
+class kv_cache {
+ public:
+  kv_cache() = default;
+  /// Room for `sequences` sequences of up to `capacity` tokens each, `kv_cols` = kv_r · head_dim
+  /// key (and value) columns per token.
+  kv_cache(index_t sequences, index_t capacity, index_t kv_cols)
+      : sequences_(sequences), capacity_(capacity), kv_cols_(kv_cols) {
+    expect(sequences >= 1 && capacity >= 1 && kv_cols >= 0,
+           "kv_cache: needs at least one sequence of at least one token (got {} sequences of {} "
+           "tokens, {} columns)",
+           sequences, capacity, kv_cols);
+    const std::size_t n = static_cast<std::size_t>(sequences * capacity * kv_cols);
+    keys_.assign(n, T(0));
+    values_.assign(n, T(0));
+    lengths_.assign(static_cast<std::size_t>(sequences), 0);
+  }
+
+  index_t sequences() const noexcept { return sequences_; }
+  index_t capacity() const noexcept { return capacity_; }
+  index_t kv_cols() const noexcept { return kv_cols_; }
+  /// Positions of sequence `seq` filled so far.
+  index_t length(index_t seq) const { return lengths_[checked(seq)]; }
+  /// Bytes the cache holds (keys and values, at capacity).
+  index_t bytes() const noexcept {
+    return 2 * sequences_ * capacity_ * kv_cols_ * static_cast<index_t>(sizeof(T));
+  }
+
+  matrix_view<T> keys(index_t seq) { return block(keys_, seq); }
+  matrix_view<T> values(index_t seq) { return block(values_, seq); }
+
+  /// Claims the next `n` positions of `seq` and returns the first; `who` (the layer) names the
+  /// overflow in the error.
+  index_t reserve(index_t seq, index_t n, std::string_view who) {
+    index_t& len = lengths_[checked(seq)];
+    expect(n >= 0 && len + n <= capacity_,
+           "{}: sequence {} holds {} tokens and {} more would pass the cache's capacity of {} "
+           "tokens per sequence",
+           who, seq, len, n, capacity_);
+    const index_t start = len;
+    len += n;
+    return start;
+  }
+  /// Forgets sequence `seq` (its slot takes a new sequence), or every sequence.
+  void clear(index_t seq) { lengths_[checked(seq)] = 0; }
+  void clear() { lengths_.assign(lengths_.size(), 0); }
+
+ private:
+  std::size_t checked(index_t seq) const {
+    expect(seq >= 0 && seq < sequences_, "kv_cache: sequence {} is outside the cache's {}", seq,
+           sequences_);
+    return static_cast<std::size_t>(seq);
+  }
+  matrix_view<T> block(std::vector<T>& b, index_t seq) {
+    return make_matrix(b.data() + static_cast<std::size_t>(checked(seq)) *
+                                      static_cast<std::size_t>(capacity_ * kv_cols_),
+                       capacity_, kv_cols_);
+  }
+
+  index_t sequences_ = 0, capacity_ = 0, kv_cols_ = 0;
+  std::vector<T> keys_, values_;
+  std::vector<index_t> lengths_;
+};
+
+}  // namespace tpx::inline v0::layer
