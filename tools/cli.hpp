@@ -1,8 +1,9 @@
 #pragma once
-// What the command-line tools (tpx-plan, tpx-run, tpx-tiny-model) share: whole-number flags,
+// What the command-line tools (tpx-plan, tpx-run, tpx-tiny-model) share: number flags,
 // byte counts for people, and a main that turns every error into one line on stderr and exit 2.
 
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -23,6 +24,16 @@ inline std::int64_t whole_number(std::string_view flag, std::string_view text,
   expect(!text.empty() && ec == std::errc() && end == text.data() + text.size(),
          "{} takes a whole number, got '{}'", flag, text);
   expect(v >= lo && v <= hi, "{} takes a whole number from {} to {}, got {}", flag, lo, hi, v);
+  return v;
+}
+
+/// `text` as a finite real number; an error naming `flag` otherwise.
+inline double real_number(std::string_view flag, std::string_view text) {
+  double v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  expect(!text.empty() && ec == std::errc() && end == text.data() + text.size() &&
+             std::isfinite(v),
+         "{} takes a number, got '{}'", flag, text);
   return v;
 }
 

@@ -2,8 +2,9 @@
 // only its own bytes of the checkpoint.
 //
 //   tpx-run MODEL_DIR [--tp N] [--sp] [--ep N] [--plan F] [--ds-config F]
-//           [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F) [--targets 4,5,6]
-//           [--logits-out FILE] [--compare FILE] [--generate N] [--json]
+//           [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F) [--targets 4,5,6]
+//           [--logits-out FILE] [--compare FILE] [--generate N] [--temperature X] [--top-k K]
+//           [--top-p P] [--seed S] [--json]
 //
 // The plan (DeepSpeed config > --plan > config.json's plan sections > the preset) is resolved over
 // the checkpoint's tensors and must place every tensor where the model's layers hold it. Prints
@@ -32,6 +33,7 @@
 #include "tpx/backend/host/backend.hpp"
 #include "tpx/io/writer.hpp"
 #include "tpx/model/causal_lm.hpp"
+#include "tpx/model/generate.hpp"
 #include "tpx/model/plan.hpp"
 
 using namespace tpx;
@@ -41,8 +43,9 @@ namespace {
 
 constexpr const char* usage =
     "usage: tpx-run MODEL_DIR [--tp N] [--sp] [--ep N] [--plan F] [--ds-config F]\n"
-    "               [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F) [--targets 4,5,6]\n"
-    "               [--logits-out FILE] [--compare FILE] [--generate N] [--json]\n"
+    "               [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F)\n"
+    "               [--targets 4,5,6] [--logits-out FILE] [--compare FILE] [--generate N]\n"
+    "               [--temperature X] [--top-k K] [--top-p P] [--seed S] [--json]\n"
     "Runs the causal LM in MODEL_DIR (config.json + model.safetensors or an index set) on tp\n"
     "thread ranks, each reading only its shard of the checkpoint, and prints what it loaded, the\n"
     "bytes each collective moved and the time.\n"
@@ -59,8 +62,12 @@ constexpr const char* usage =
     "  --logits-out F  writes the logits [T, vocab] as the safetensors tensor 'logits'\n"
     "  --compare F     prints the largest difference from the tensor 'logits' [T, vocab] of the\n"
     "                  safetensors file F (another run's --logits-out, or transformers' logits)\n"
-    "  --generate N    appends N greedy tokens: a prefill of the prompt into a KV cache of each\n"
-    "                  rank's KV heads, then one cached decode step per token\n"
+    "  --generate N    up to N new tokens (ending at the config's end-of-sequence id): a\n"
+    "                  prefill of the prompt into a KV cache of each rank's KV heads, then one\n"
+    "                  cached decode step per token; greedy unless --temperature > 0\n"
+    "  --prompts F     a JSON list of id lists generated as one batch (with --generate; no --ids)\n"
+    "  --temperature X, --top-k K, --top-p P, --seed S\n"
+    "                  sampling (temperature 0: greedy; top-k 0: every id; top-p 1: no cut)\n"
     "  --json          one JSON object on stdout\n"
     "Exit 0 on success, 2 on bad input.\n";
 
@@ -70,8 +77,10 @@ struct options {
   int ep = 1;
   bool sp = false, json = false;
   std::vector<std::int64_t> ids, targets;
-  bool have_ids = false, have_targets = false;
+  std::vector<std::vector<std::int64_t>> prompts;  ///< --prompts: a batch to generate from
+  bool have_ids = false, have_targets = false, have_prompts = false;
   index_t generate = 0;
+  model::sampling sample;
 };
 
 int small_number(std::string_view flag, std::string_view text) {
@@ -90,6 +99,28 @@ std::vector<std::int64_t> id_list(std::string_view flag, std::string_view text) 
       ++j;
     if (j > i) out.push_back(cli::whole_number(flag, text.substr(i, j - i), INT64_MIN, INT64_MAX));
     i = j;
+  }
+  return out;
+}
+
+/// --prompts FILE: a JSON list of token-id lists.
+std::vector<std::vector<std::int64_t>> prompts_from_file(const std::string& path) {
+  std::error_code ec;
+  expect(fs::is_regular_file(path, ec), "--prompts '{}': no such file", path);
+  const nlohmann::json j = model::read_json(path, "--prompts");
+  expect(j.is_array() && !j.empty(), "--prompts '{}' must hold a non-empty JSON list of id lists",
+         path);
+  std::vector<std::vector<std::int64_t>> out;
+  for (std::size_t p = 0; p < j.size(); ++p) {
+    expect(j[p].is_array(), "--prompts '{}': prompt {} is {}, not a list of ids", path, p,
+           j[p].dump());
+    expect(!j[p].empty(), "--prompts '{}': prompt {} is empty", path, p);
+    out.emplace_back();
+    for (const nlohmann::json& v : j[p]) {
+      expect(v.is_number_integer(), "--prompts '{}': prompt {} holds {}, not a whole number",
+             path, p, v.dump());
+      out.back().push_back(v.get<std::int64_t>());
+    }
   }
   return out;
 }
@@ -150,6 +181,17 @@ options parse_args(int argc, char** argv) {
       o.compare = value();
     else if (a == "--generate")
       o.generate = small_number(a, value());
+    else if (a == "--prompts") {
+      o.prompts = prompts_from_file(std::string(value()));
+      o.have_prompts = true;
+    } else if (a == "--temperature")
+      o.sample.temperature = cli::real_number(a, value());
+    else if (a == "--top-k")
+      o.sample.top_k = cli::whole_number(a, value(), 0, INT32_MAX);
+    else if (a == "--top-p")
+      o.sample.top_p = cli::real_number(a, value());
+    else if (a == "--seed")
+      o.sample.seed = static_cast<std::uint64_t>(cli::whole_number(a, value(), 0, INT64_MAX));
     else if (a == "--json")
       o.json = true;
     else if (a.starts_with("-"))
@@ -160,8 +202,16 @@ options parse_args(int argc, char** argv) {
     }
   }
   expect(!o.dir.empty(), "MODEL_DIR is required; run tpx-run --help");
-  expect(o.have_ids, "give the prompt with --ids 1,2,3 or --ids-file F");
-  expect(!o.ids.empty(), "the prompt has no token ids");
+  if (o.have_prompts) {
+    expect(!o.have_ids && !o.have_targets && o.logits_out.empty() && o.compare.empty(),
+           "--prompts generates from a batch; it takes no --ids, --ids-file, --targets, "
+           "--logits-out or --compare");
+    expect(o.generate >= 1, "--prompts needs --generate N with N ≥ 1");
+  } else {
+    expect(o.have_ids, "give the prompt with --ids 1,2,3 or --ids-file F (or a batch with --prompts F)");
+    expect(!o.ids.empty(), "the prompt has no token ids");
+  }
+  model::expect_valid(o.sample);
   expect(o.dtype == "f64" || o.dtype == "f32" || o.dtype == "bf16",
          "--dtype must be f64, f32 or bf16, got '{}'", o.dtype);
   expect(!o.have_targets || o.targets.size() == o.ids.size(),
@@ -181,7 +231,7 @@ struct result {
   std::vector<rank_report> ranks;
   std::vector<double> logits;  // [T, V]
   std::optional<double> loss;
-  std::vector<std::int64_t> generated;
+  std::vector<std::vector<std::int64_t>> generated;  // per prompt
   double load_s = 0, forward_s = 0, generate_s = 0;
 };
 
@@ -206,17 +256,24 @@ result run_model(const options& o, const model::config& c, const io::checkpoint&
       rep.expected +=
           static_cast<std::uint64_t>(p.of(comm.rank()).size()) * io::size_of(ck.info(name).dtype);
     comm.reset_statistics();
-    lm.forward(o.ids);
-    std::vector<T> logits = lm.gather_logits();
+    std::vector<T> logits;
     std::optional<double> loss;
-    if (o.have_targets) loss = static_cast<double>(lm.loss(o.targets));
+    if (!o.have_prompts) {
+      lm.forward(o.ids);
+      logits = lm.gather_logits();
+      if (o.have_targets) loss = static_cast<double>(lm.loss(o.targets));
+    }
     const auto t2 = std::chrono::steady_clock::now();
     rep.traffic = comm.statistics();
-    std::vector<std::int64_t> generated;
+    std::vector<std::vector<std::int64_t>> generated;
     if (o.generate > 0) {
-      auto kv = lm.make_cache(1, static_cast<index_t>(o.ids.size()) + o.generate);
-      rep.cache = static_cast<std::uint64_t>(kv.bytes());
-      generated = lm.generate_greedy(o.ids, o.generate, kv, 0);
+      index_t cache = 0;
+      generated = model::generate(lm, o.have_prompts ? o.prompts : std::vector<std::vector<std::int64_t>>{o.ids},
+                                  {.max_new_tokens = o.generate,
+                                   .eos = c.eos_token_ids,
+                                   .sample = o.sample},
+                                  &cache);
+      rep.cache = static_cast<std::uint64_t>(cache);
     }
     const auto t3 = std::chrono::steady_clock::now();
     if (comm.rank() != 0) return;
@@ -281,6 +338,11 @@ int run(int argc, char** argv) {
     expect(o.ids[t] >= 0 && o.ids[t] < c.dims.vocab_size,
            "token {} of the prompt has id {}, outside the vocabulary [0, {})", t, o.ids[t],
            c.dims.vocab_size);
+  for (std::size_t p = 0; p < o.prompts.size(); ++p)
+    for (std::size_t t = 0; t < o.prompts[p].size(); ++t)
+      expect(o.prompts[p][t] >= 0 && o.prompts[p][t] < c.dims.vocab_size,
+             "token {} of prompt {} has id {}, outside the vocabulary [0, {})", t, p,
+             o.prompts[p][t], c.dims.vocab_size);
   for (std::size_t t = 0; t < o.targets.size(); ++t)
     expect(o.targets[t] == -100 || (o.targets[t] >= 0 && o.targets[t] < c.dims.vocab_size),
            "target {} is {}, outside the vocabulary [0, {}) (and not -100)", t, o.targets[t],
@@ -324,9 +386,13 @@ int run(int argc, char** argv) {
     j["ep"] = o.ep;
     j["dtype"] = o.dtype;
     j["plan"] = plan.decided_by;
-    j["logits_shape"] = {tokens, vocab};
+    if (!o.have_prompts) j["logits_shape"] = {tokens, vocab};
     if (r.loss) j["loss"] = *r.loss;
-    if (o.generate > 0) j["generated"] = r.generated;
+    // The new ids: one list per prompt of --prompts, a single list for --ids.
+    if (o.have_prompts)
+      j["generated"] = r.generated;
+    else if (o.generate > 0)
+      j["generated"] = r.generated.at(0);
     if (!o.logits_out.empty()) j["logits_out"] = o.logits_out;
     if (diff)
       j["compare"] = {
@@ -368,20 +434,31 @@ int run(int argc, char** argv) {
                rep.read == rep.expected ? "exactly its shards" : "NOT its shards' bytes",
                cli::human(static_cast<double>(rep.held)), traffic_text(rep.traffic));
   }
-  fmt::print("time: load {:.1f} ms, forward of {} tokens (with the logits' all-gather) {:.1f} ms\n",
-             r.load_s * 1e3, tokens, r.forward_s * 1e3);
-  const double* last = r.logits.data() + (tokens - 1) * vocab;
-  fmt::print("logits [{}, {}]; last position: arg max {} ({:.6f})\n", tokens, vocab,
-             std::max_element(last, last + vocab) - last, *std::max_element(last, last + vocab));
+  if (!o.have_prompts) {
+    fmt::print(
+        "time: load {:.1f} ms, forward of {} tokens (with the logits' all-gather) {:.1f} ms\n",
+        r.load_s * 1e3, tokens, r.forward_s * 1e3);
+    const double* last = r.logits.data() + (tokens - 1) * vocab;
+    fmt::print("logits [{}, {}]; last position: arg max {} ({:.6f})\n", tokens, vocab,
+               std::max_element(last, last + vocab) - last, *std::max_element(last, last + vocab));
+  }
   if (r.loss) fmt::print("loss: {:.12f}\n", *r.loss);
   if (o.generate > 0) {
     std::string caches;
     for (const rank_report& rep : r.ranks)
       caches += (caches.empty() ? "" : " / ") + cli::human(static_cast<double>(rep.cache));
+    const std::string how =
+        o.sample.temperature == 0
+            ? std::string("greedy")
+            : fmt::format("sampled at temperature {}, top-k {}, top-p {}, seed {}",
+                          o.sample.temperature, o.sample.top_k, o.sample.top_p, o.sample.seed);
     fmt::print(
-        "generated ({} greedy tokens: a prefill, then one cached decode step each; {:.1f} ms; KV "
-        "cache per rank {}): {}\n",
-        o.generate, r.generate_s * 1e3, caches, fmt::join(r.generated, " "));
+        "generated (up to {} tokens per prompt, {}, ending at an end-of-sequence id {}: a "
+        "prefill, then one cached decode step each; {:.1f} ms; KV cache per rank {}):\n",
+        o.generate, how, c.eos_token_ids.empty() ? "(none)" : fmt::format("{}", fmt::join(c.eos_token_ids, ",")),
+        r.generate_s * 1e3, caches);
+    for (const std::vector<std::int64_t>& g : r.generated)
+      fmt::print("  {}\n", fmt::join(g, " "));
   }
   if (!o.logits_out.empty()) fmt::print("logits written to {}\n", o.logits_out);
   if (diff)

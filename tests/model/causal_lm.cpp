@@ -20,6 +20,7 @@
 #include "tpx/shard/gqa.hpp"
 #include "model_harness.hpp"
 #include "tpx/io/writer.hpp"
+#include "tpx/model/generate.hpp"
 #include "tpx/model/plan.hpp"
 #include "tpx/model/synthetic.hpp"
 
@@ -184,6 +185,96 @@ TEST_CASE("a cache holds only the rank's KV heads; overflow and backward are ref
   }
 }
 
+TEST_CASE("a batch of prompts of different lengths gives each prompt's tokens alone") {
+  for (const fixture& f : all_models) {
+    const fs::path dir = f.dir();
+    const model::config c = model::read_config(dir);
+    const io::checkpoint ck(dir);
+    // Prompts of 1, 5 and 11 tokens (ids below every fixture's vocabulary).
+    const std::vector<std::vector<std::int64_t>> prompts{
+        {7}, {5, 1, 33, 8, 60}, {3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46}};
+    for (const int tp : f.tps)
+      for (const bool sp : {false, true}) {
+        CAPTURE(f.name);
+        CAPTURE(tp);
+        CAPTURE(sp);
+        const auto body = [&]<layer::block_mode Mode>(host::communicator& comm,
+                                                      const model::generation_options& o) {
+          host::gemm_engine engine;
+          model::causal_lm<Mode, host::backend, double> lm(engine, comm, c, ck);
+          std::vector<std::vector<std::int64_t>> alone;
+          for (const auto& p : prompts) alone.push_back(model::generate(lm, {p}, o).at(0));
+          return std::pair{model::generate(lm, prompts, o), alone};
+        };
+        for (const model::generation_options& o :
+             {model::generation_options{.max_new_tokens = 6},
+              model::generation_options{
+                  .max_new_tokens = 5,
+                  .sample = {.temperature = 0.8, .top_k = 20, .top_p = 0.9, .seed = 11}}}) {
+          std::vector<std::pair<std::vector<std::vector<std::int64_t>>,
+                                std::vector<std::vector<std::int64_t>>>>
+              got(static_cast<std::size_t>(tp));
+          host::run(tp, [&](host::communicator& comm) {
+            got[static_cast<std::size_t>(comm.rank())] =
+                sp ? body.template operator()<layer::block_mode::sequence>(comm, o)
+                   : body.template operator()<layer::block_mode::tensor>(comm, o);
+          });
+          const auto& [batch, alone] = got[0];
+          CHECK(batch.size() == 3);
+          for (const auto& b : batch) CHECK(static_cast<index_t>(b.size()) == o.max_new_tokens);
+          if (o.sample.temperature == 0) CHECK(batch == alone);  // greedy: a batch changes nothing
+          // Sampling: the first prompt's stream is the same alone and in a batch.
+          CHECK(batch[0] == alone[0]);
+          for (const auto& g : got) CHECK(g == got[0]);  // every rank chose the same tokens
+        }
+      }
+  }
+}
+
+TEST_CASE("sampling: greedy at temperature 0, top-k 1 is greedy, a seed repeats, EOS ends") {
+  const std::vector<double> logits{0.5, 2.0, 2.0, -1.0, 1.5};
+  model::uniform_stream u(3);
+  CHECK(model::choose<double>(logits, {}, u) == 1);  // ties go to the lower id
+  CHECK(model::choose<double>(logits, {.temperature = 1.0, .top_k = 1}, u) == 1);
+  // top_p small enough keeps only the most likely id.
+  CHECK(model::choose<double>(logits, {.temperature = 1.0, .top_p = 0.01}, u) == 1);
+  // Draws follow softmax(logits / temperature): over many draws, each id's share is close to
+  // its probability.
+  std::vector<int> counts(logits.size());
+  model::uniform_stream s(42);
+  const int draws = 20000;
+  for (int i = 0; i < draws; ++i)
+    ++counts[static_cast<std::size_t>(model::choose<double>(logits, {.temperature = 2.0}, s))];
+  double z = 0;
+  for (const double l : logits) z += std::exp(l / 2.0);
+  for (std::size_t i = 0; i < logits.size(); ++i)
+    CHECK(std::abs(counts[i] / double(draws) - std::exp(logits[i] / 2.0) / z) < 0.015);
+  // The same seed gives the same draws.
+  model::uniform_stream a(9), b(9);
+  for (int i = 0; i < 10; ++i) CHECK(a.next() == b.next());
+  CHECK(test::error_of([] { model::expect_valid({.temperature = -1}); }) ==
+        "sampling: temperature must be a finite number ≥ 0 (0: greedy), got -1");
+  CHECK(test::error_of([] { model::expect_valid({.top_p = 0}); }) ==
+        "sampling: top_p must be in (0, 1], got 0");
+
+  // EOS: with the fixture's greedy continuation, make its third token the end of sequence.
+  const fs::path dir = llama.dir();
+  const prompt p = read_prompt(dir);
+  const model::config c = model::read_config(dir);
+  const io::checkpoint ck(dir);
+  host::run(1, [&](host::communicator& comm) {
+    host::gemm_engine engine;
+    model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck);
+    const auto got =
+        model::generate(lm, {p.ids, {4}}, {.max_new_tokens = 6, .eos = {p.greedy[2]}});
+    CHECK(got[0] == std::vector<std::int64_t>(p.greedy.begin(), p.greedy.begin() + 3));
+    CHECK(test::error_of([&] { model::generate(lm, {p.ids, {}}, {.max_new_tokens = 2}); }) ==
+          "generate: prompt 1 is empty");
+    CHECK(test::error_of([&] { model::generate(lm, {{5, 97}}, {.max_new_tokens = 2}); }) ==
+          "generate: token 1 of prompt 0 has id 97, outside the vocabulary [0, 97)");
+  });
+}
+
 TEST_CASE("greedy continuations are transformers' at every tp") {
   for (const fixture& f : all_models) {
     const fs::path dir = f.dir();
@@ -198,7 +289,8 @@ TEST_CASE("greedy continuations are transformers' at every tp") {
         host::gemm_engine engine;
         model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck);
         got[static_cast<std::size_t>(comm.rank())] =
-            lm.generate_greedy(p.ids, static_cast<index_t>(p.greedy.size()));
+            model::generate(lm, {p.ids}, {.max_new_tokens = static_cast<index_t>(p.greedy.size())})
+                .at(0);
       });
       for (const auto& g : got) CHECK(g == p.greedy);
     }

@@ -114,6 +114,34 @@ with tempfile.TemporaryDirectory() as tmp:
             check(j["plan"] == "plan " + plan_file and j["compare"]["max_relative"] <= 1e-12,
                   f"{what}: {j['plan']} {j['compare']}")
 
+    # 2c. --prompts: a batch of prompts of different lengths gives each prompt's tokens alone,
+    # greedy and sampled (a seed repeats), at tp 1 and tp 3; cache bytes per rank.
+    batch = [[7], [5, 1, 33, 8, 60], [3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46]]
+    prompts_file = os.path.join(tmp, "prompts.json")
+    json.dump(batch, open(prompts_file, "w"))
+    llama_dir = os.path.join(fixtures, "llama")
+    for sample in ([], ["--temperature", "0.7", "--top-k", "10", "--top-p", "0.95", "--seed", "5"]):
+        for tp in ("1", "3"):
+            rc, out, err = run([llama_dir, "--prompts", prompts_file, "--generate", "5", "--tp", tp,
+                                "--dtype", "f64", "--json"] + sample)
+            what = f"--prompts tp {tp} {' '.join(sample)}"
+            check(rc == 0 and err == "", f"{what}: exit {rc}, {err!r}")
+            if rc != 0:
+                continue
+            j = json.loads(out)
+            got = j["generated"]
+            check(len(got) == 3 and all(1 <= len(g) <= 5 for g in got), f"{what}: {got}")
+            check(all(r["cache_bytes"] > 0 for r in j["ranks"]), f"{what}: {j['ranks']}")
+            again = json.loads(run([llama_dir, "--prompts", prompts_file, "--generate", "5", "--tp",
+                                    tp, "--dtype", "f64", "--json"] + sample)[1])
+            check(again["generated"] == got, f"{what}: a second run gave {again['generated']}")
+            if not sample:
+                for p, g in zip(batch, got):
+                    rc1, out1, _ = run([llama_dir, "--ids", ",".join(map(str, p)), "--generate", "5",
+                                        "--tp", tp, "--dtype", "f64", "--json"])
+                    alone = json.loads(out1)["generated"] if rc1 == 0 else None
+                    check(alone == g, f"{what}: prompt {p} alone gives {alone}, in the batch {g}")
+
     # 3. tpx-tiny-model writes directories tpx-run loads; tp 1 and tp 4 agree.
     for family, extra in (("llama", []), ("mixtral", ["--sp", "--ep", "4"])):
         d = os.path.join(tmp, "tiny-" + family)
@@ -156,6 +184,12 @@ with tempfile.TemporaryDirectory() as tmp:
         open(os.path.join(d, "model.safetensors"), "wb").write(data)
         return d
 
+    def write_json(value):
+        f = tempfile.NamedTemporaryFile("w", suffix=".json", dir=tmp, delete=False)
+        json.dump(value, f)
+        f.close()
+        return f.name
+
     good = ["--ids", "5,1,33"]
     bad = [
         (["/nonexistent/model"] + good, "no such model directory"),
@@ -178,6 +212,18 @@ with tempfile.TemporaryDirectory() as tmp:
          "'model.layers.0.mlp.gate_proj.weight' has shape [30, 48] but the model needs [31, 48]"),
         ([model_copy(drop="model.layers.1.self_attn.v_proj.weight")] + good,
          "no tensor 'model.layers.1.self_attn.v_proj.weight'"),
+        ([llama, "--generate", "-1"] + good, "--generate takes a whole number from 0"),
+        ([llama, "--prompts", write_json([[5, 1], []]), "--generate", "2"],
+         "prompt 1 is empty"),
+        ([llama, "--prompts", write_json([[5, 1], [97]]), "--generate", "2"],
+         "token 0 of prompt 1 has id 97, outside the vocabulary [0, 97)"),
+        ([llama, "--prompts", write_json([5, 1]), "--generate", "2"], "prompt 0 is 5, not a list"),
+        ([llama, "--prompts", write_json([[5]])], "--prompts needs --generate N with N ≥ 1"),
+        ([llama, "--prompts", write_json([[5]]), "--generate", "2"] + good,
+         "--prompts generates from a batch; it takes no --ids"),
+        ([llama, "--top-p", "2"] + good, "top_p must be in (0, 1], got 2"),
+        ([llama, "--temperature", "-1"] + good, "temperature must be a finite number ≥ 0"),
+        ([llama, "--temperature", "hot"] + good, "--temperature takes a number, got 'hot'"),
     ]
     for args, needle in bad:
         rc, out, err = run(args)

@@ -18,6 +18,7 @@
 /// (Hugging Face's rotate_half) and turns the pair by position · inv_freq[i]: by default
 /// inv_freq[i] = base^(−2i/d); a model's rope type (llama3, linear, …) supplies its own table.
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 #include <string>
@@ -119,42 +120,60 @@ class causal_attention {
     }
   }
 
-  /// Forward for inference over `cache`: qkv [n, qkv_cols()] holds the tokens at positions
-  /// cache.length(seq) … + n − 1 of sequence `seq`; their rotated keys and their values are
-  /// appended to the cache, and each query attends over the cached prefix up to its own
-  /// position. Computes what `forward` on the whole prefix gives for these rows, and keeps
-  /// nothing for backward.
+  /// Forward for inference over `cache`: qkv [n, qkv_cols()] holds the next tokens of one or
+  /// more sequences, packed (`segments`: each sequence's slot in the cache and its token count,
+  /// in row order; the counts add up to n). Each sequence's tokens sit at its positions
+  /// cache.length(seq) … + count − 1; their rotated keys and their values are appended to its
+  /// cache, and each query attends over its own sequence's cached prefix up to its position —
+  /// never another sequence's. Computes what `forward` on each whole prefix gives for these rows,
+  /// and keeps nothing for backward.
   void forward_cached(matrix_view<const T> qkv, matrix_view<T> o, kv_cache<T>& cache,
-                      index_t seq) {
+                      std::span<const segment> segments) {
     const index_t n = qkv.rows(), d = opt_.head_dim, kv_cols = this->kv_cols();
     expect_shapes(qkv, o, "output");
     expect(cache.kv_cols() == kv_cols,
            "{}: the cache holds {} key columns per token but the rank's {} KV heads of dim {} "
            "need {}",
            opt_.name, cache.kv_cols(), opt_.kv_heads, d, kv_cols);
-    const index_t start = cache.reserve(seq, n, opt_.name);
-    angles(start + n);
+    index_t total = 0, longest = 0;
+    for (const segment& g : segments) {
+      expect(g.tokens >= 0, "{}: sequence {} has {} tokens", opt_.name, g.seq, g.tokens);
+      expect(std::count_if(segments.begin(), segments.end(),
+                           [&](const segment& other) { return other.seq == g.seq; }) == 1,
+             "{}: sequence {} appears twice in one step; give each sequence one run of tokens",
+             opt_.name, g.seq);
+      total += g.tokens;
+      longest = std::max(longest, cache.length(g.seq) + g.tokens);
+    }
+    expect(total == n, "{}: the segments hold {} tokens but qkv has {} rows", opt_.name, total, n);
+    angles(longest);
     const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
     rotated_.resize(static_cast<std::size_t>(n * qk));
     const matrix_view<T> r = make_matrix(rotated_.data(), n, qk);
     if (has_qk_norm()) rstd_.resize(static_cast<std::size_t>(n * (opt_.q_heads + opt_.kv_heads)));
-    const matrix_view<T> keys = cache.keys(seq), values = cache.values(seq);
-    for (index_t t = 0; t < n; ++t) {
-      for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
-      if (has_qk_norm()) normalise_heads(r, t);
-      for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h)
-        rope(r, t, h * d, false, start + t);
-      for (index_t c = 0; c < kv_cols; ++c) {
-        keys(start + t, c) = r(t, opt_.q_heads * d + c);
-        values(start + t, c) = qkv(t, qk + c);
+    probs_.resize(static_cast<std::size_t>(longest));
+    index_t row = 0;
+    for (const segment& g : segments) {
+      const index_t start = cache.reserve(g.seq, g.tokens, opt_.name);
+      const matrix_view<T> keys = cache.keys(g.seq), values = cache.values(g.seq);
+      for (index_t t = row; t < row + g.tokens; ++t) {
+        for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
+        if (has_qk_norm()) normalise_heads(r, t);
+        for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h)
+          rope(r, t, h * d, false, start + t - row);
+        for (index_t c = 0; c < kv_cols; ++c) {
+          keys(start + t - row, c) = r(t, opt_.q_heads * d + c);
+          values(start + t - row, c) = qkv(t, qk + c);
+        }
       }
-    }
-    probs_.resize(static_cast<std::size_t>(start + n));
-    for (index_t h = 0; h < opt_.q_heads; ++h) {
-      const index_t kv = h / group(), q0 = h * d;
-      for (index_t i = 0; i < n; ++i)
-        attend(&r(i, q0), keys.col_range(kv * d, (kv + 1) * d), values.col_range(kv * d, (kv + 1) * d),
-               start + i + 1, probs_.data(), &o(i, q0));
+      for (index_t h = 0; h < opt_.q_heads; ++h) {
+        const index_t kv = h / group(), q0 = h * d;
+        for (index_t i = 0; i < g.tokens; ++i)
+          attend(&r(row + i, q0), keys.col_range(kv * d, (kv + 1) * d),
+                 values.col_range(kv * d, (kv + 1) * d), start + i + 1, probs_.data(),
+                 &o(row + i, q0));
+      }
+      row += g.tokens;
     }
   }
 

@@ -21,6 +21,13 @@
 
 namespace tpx::inline v0::layer {
 
+/// A run of packed tokens of one sequence in a batched inference step: its slot in the cache and
+/// its token count.
+struct segment {
+  index_t seq = 0;
+  index_t tokens = 0;
+};
+
 template <class T>
 class kv_cache {
  public:

@@ -18,6 +18,10 @@
 /// vocab-sharded for the loss; `gather_logits` gives every rank all of them. Parameter gradients
 /// land on each rank's own shard; `for_each_parameter` lists them with their placements.
 ///
+/// For inference, `forward_cached` runs the next tokens of one or more sequences over a `cache` of
+/// each layer's keys and values (this rank's KV heads only; `make_cache`); model/generate.hpp
+/// generates with it.
+///
 /// Weights are read with `io::assembled_tensor`s (model/layout.hpp) at the placements the layers
 /// themselves give (`weight_placement`, `qkv_options`, `gate_up_placement`, …), so a rank reads
 /// exactly its shard's bytes: `bytes_read()` is that count.
@@ -206,23 +210,37 @@ class causal_lm {
   /// logits of these tokens, [n, V_r]. The logits equal those of `forward` on the whole prefix.
   /// Keeps nothing for backward.
   matrix_view<const T> forward_cached(std::span<const std::int64_t> ids, cache& kv, index_t seq) {
+    const layer::segment one{seq, static_cast<index_t>(ids.size())};
+    return forward_cached(ids, kv, std::span(&one, 1));
+  }
+  /// The same for several sequences in one step: `ids` packs each sequence's next tokens in the
+  /// order of `segments` (its slot in `kv` and its token count; each slot once). Row r of the
+  /// logits belongs to the segment whose tokens it packs; no sequence attends to another.
+  matrix_view<const T> forward_cached(std::span<const std::int64_t> ids, cache& kv,
+                                      std::span<const layer::segment> segments) {
     const index_t tokens = static_cast<index_t>(ids.size());
     expect(tokens >= 1, "{}: a step needs at least one token id", config_.source);
     expect(kv.layers.size() == layers_.size(), "{}: the cache holds {} layers but the model has {}",
            config_.source, kv.layers.size(), layers_.size());
-    expect(kv.length(seq) + tokens <= kv.capacity(),
-           "{}: sequence {} holds {} tokens and {} more would pass the cache's capacity of {} "
-           "tokens per sequence",
-           config_.source, seq, kv.length(seq), tokens, kv.capacity());
-    expect_window(kv.length(seq) + tokens);
+    index_t packed = 0;
+    for (const layer::segment& g : segments) {
+      expect(g.tokens >= 1, "{}: sequence {} of the step has no tokens", config_.source, g.seq);
+      expect(kv.length(g.seq) + g.tokens <= kv.capacity(),
+             "{}: sequence {} holds {} tokens and {} more would pass the cache's capacity of {} "
+             "tokens per sequence",
+             config_.source, g.seq, kv.length(g.seq), g.tokens, kv.capacity());
+      expect_window(kv.length(g.seq) + g.tokens);
+      packed += g.tokens;
+    }
+    expect(packed == tokens, "{}: the segments hold {} tokens but the step has {} ids",
+           config_.source, packed, tokens);
     matrix_view<const T> logits =
         run(ids, [&](auto& layer, std::size_t l, matrix_view<const T> x, matrix_view<T> y) {
-          layer.forward_cached(x, y, tokens, kv.layers[l], seq);
+          layer.forward_cached(x, y, tokens, kv.layers[l], segments);
         });
     cached_ = true;
     return logits;
   }
-
 
   /// This rank's logits of the last forward, [T, V_r].
   matrix_view<const T> logits() const {
@@ -239,40 +257,6 @@ class causal_lm {
     comm::all_gather_cols<comm_type, T>(*comm_, logits(), make_matrix(full.data(), tokens, vocab()),
                                         p, detail_scratch(gather_, comm::cols_scratch(tokens, p)));
     return full;
-  }
-
-  /// `n` greedy tokens after `ids` (the arg max of the last position's logits, ties to the lower
-  /// id; the same on every rank): a prefill of `ids` into a cache of this rank's KV heads, then
-  /// one cached decode step per token.
-  std::vector<std::int64_t> generate_greedy(std::span<const std::int64_t> ids, index_t n) {
-    expect(n >= 0, "{}: cannot generate {} tokens", config_.source, n);
-    if (n == 0) return {};
-    cache kv = make_cache(1, static_cast<index_t>(ids.size()) + n);
-    return generate_greedy(ids, n, kv, 0);
-  }
-  /// The same, continuing sequence `seq` of `kv` (empty for a new prompt; its capacity must
-  /// hold the prompt and the `n` new tokens).
-  std::vector<std::int64_t> generate_greedy(std::span<const std::int64_t> ids, index_t n,
-                                            cache& kv, index_t seq) {
-    expect(n >= 0, "{}: cannot generate {} tokens", config_.source, n);
-    expect(!ids.empty(), "{}: generation needs a prompt of at least one token id",
-           config_.source);
-    std::vector<std::int64_t> out;
-    std::vector<std::int64_t> step(ids.begin(), ids.end());
-    for (index_t i = 0; i < n; ++i) {
-      forward_cached(step, kv, seq);
-      out.push_back(last_argmax());
-      step.assign(1, out.back());
-    }
-    return out;
-  }
-
-  /// The arg max of the last position's logits of the last forward over the whole vocabulary
-  /// (ties to the lower id), the same on every rank.
-  std::int64_t last_argmax() {
-    const std::vector<T> full = gather_logits();
-    const T* last = full.data() + (ids_.size() - 1) * static_cast<std::size_t>(vocab());
-    return std::max_element(last, last + vocab()) - last;
   }
 
   /// The mean cross-entropy of the last forward's logits against `targets` [T] (ignore_index

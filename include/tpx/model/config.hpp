@@ -133,6 +133,23 @@ inline std::vector<double> rope_frequencies(const nlohmann::json& p, std::string
       what, key, type);
 }
 
+/// `eos_token_id` of a config or generation config: a whole number or a list of them; nothing
+/// when absent or null.
+inline std::optional<std::vector<std::int64_t>> eos_ids(const nlohmann::json& j,
+                                                        std::string_view what) {
+  const auto eos = j.find("eos_token_id");
+  if (eos == j.end() || eos->is_null()) return std::nullopt;
+  std::vector<std::int64_t> out;
+  const auto add = [&](const nlohmann::json& v) {
+    expect(v.is_number_integer(), "{}: \"eos_token_id\" must be a whole number or a list", what);
+    out.push_back(v.get<std::int64_t>());
+  };
+  if (eos->is_array())
+    for (const nlohmann::json& v : *eos) add(v);
+  else
+    add(*eos);
+  return out;
+}
 }  // namespace detail
 
 /// Reads a config.json already parsed; `what` names it in errors.
@@ -240,33 +257,38 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   if (std::find(c.moe_layers.begin(), c.moe_layers.end(), false) != c.moe_layers.end())
     expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
 
-  if (const auto eos = j.find("eos_token_id"); eos != j.end() && !eos->is_null()) {
-    const auto add = [&](const nlohmann::json& v) {
-      expect(v.is_number_integer(), "{}: \"eos_token_id\" must be a whole number or a list", what);
-      c.eos_token_ids.push_back(v.get<std::int64_t>());
-    };
-    if (eos->is_array())
-      for (const nlohmann::json& v : *eos) add(v);
-    else
-      add(*eos);
-  }
+  if (std::optional<std::vector<std::int64_t>> eos = detail::eos_ids(j, what)) c.eos_token_ids = *eos;
   return c;
 }
 
-/// Reads `dir/config.json` (or the file `path` itself).
+/// Reads `dir/config.json` (or the file `path` itself). In a directory, a
+/// `generation_config.json` beside it gives the end-of-sequence ids when it names them, as
+/// transformers' generate takes them from there.
 inline config read_config(const std::filesystem::path& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  const fs::path file = fs::is_directory(path, ec) ? path / "config.json" : path;
-  expect(fs::is_regular_file(file, ec), "{}: no such file (a model directory holds config.json)",
-         file.string());
-  std::ifstream in(file);
-  expect(in.good(), "{}: cannot be read", file.string());
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
-  expect(!j.is_discarded(), "{}: is not valid JSON", file.string());
-  return parse_config(j, file.string());
+  const bool dir = fs::is_directory(path, ec);
+  const fs::path file = dir ? path / "config.json" : path;
+  const auto json = [&](const fs::path& f) {
+    expect(fs::is_regular_file(f, ec), "{}: no such file (a model directory holds config.json)",
+           f.string());
+    std::ifstream in(f);
+    expect(in.good(), "{}: cannot be read", f.string());
+    std::stringstream text;
+    text << in.rdbuf();
+    nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
+    expect(!j.is_discarded(), "{}: is not valid JSON", f.string());
+    return j;
+  };
+  config c = parse_config(json(file), file.string());
+  const fs::path gen = path / "generation_config.json";
+  if (dir && fs::is_regular_file(gen, ec)) {
+    const nlohmann::json g = json(gen);
+    expect(g.is_object(), "{}: must be a JSON object", gen.string());
+    if (std::optional<std::vector<std::int64_t>> eos = detail::eos_ids(g, gen.string()))
+      c.eos_token_ids = *eos;
+  }
+  return c;
 }
 
 }  // namespace tpx::inline v0::model
