@@ -20,7 +20,7 @@
 namespace tpx::bench {
 
 struct options {
-  bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false,
+  bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false, decode = false,
        quick = false, json = false, gpu = false;
   std::vector<int> tps{2, 4, 8};
   index_t max_bytes = index_t{64} << 20;
@@ -83,6 +83,10 @@ void bench_plan(const options& o, report& out);
 
 /// A whole causal LM from a synthetic checkpoint: load and forward time (bench/model.cpp).
 void bench_model(const options& o, report& out);
+
+/// Generation through the KV cache: prefill and decode tokens per second, collectives per decode
+/// step, cache bytes per token (bench/model.cpp).
+void bench_decode(const options& o, report& out);
 
 /// The linear styles on the cuda backend against direct cuBLASLt + collective calls
 /// (bench/gpu.cpp; built when Meson finds CUDA and NCCL).

@@ -23,12 +23,17 @@
 //                time against a sequential read of as many bytes, and forward time per token, at
 //                tp 1, 2, 4; see bench/model.cpp.
 //
+//   decode       generation through the KV cache: prefill and decode tokens per second at batch
+//                1, 8, 32 and tp 1, 2, 4, collectives per decode step, cache bytes per token per
+//                rank against 2 · layers · kv_heads_on_rank · head_dim · 4; see bench/model.cpp.
+//
 //   gpu          (only when asked; built when Meson finds CUDA and NCCL) the linear styles on the
 //                cuda backend, ranks sharing one GPU: layer time ÷ the same cuBLASLt GEMMs and
 //                collectives called by hand, and TFLOP/s next to the unsharded GEMM, for
 //                Llama-8B/70B projections at tokens 1 … 4096; see bench/gpu.cpp.
 //
-//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--gpu] [--quick]
+//   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--decode] [--gpu]
+//             [--quick]
 //             [--tp 2,4,8] [--max-bytes N] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
@@ -81,6 +86,8 @@ options parse(int argc, char** argv) {
       o.plan = true;
     else if (a == "--model")
       o.model = true;
+    else if (a == "--decode")
+      o.decode = true;
     else if (a == "--gpu")
       o.gpu = true;
     else if (a == "--quick")
@@ -100,7 +107,7 @@ options parse(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] "
+          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--decode] "
           "[--gpu] "
           "[--quick] "
           "[--tp 2,4,8] "
@@ -110,8 +117,9 @@ options parse(int argc, char** argv) {
       fail("tpx-bench: unknown option '{}'", a);
     }
   }
-  if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.gpu)
-    o.collectives = o.layers = o.blocks = o.io = o.plan = o.model = true;
+  if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.decode &&
+      !o.gpu)
+    o.collectives = o.layers = o.blocks = o.io = o.plan = o.model = o.decode = true;
   if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
   return o;
 }
@@ -394,8 +402,9 @@ int run(const options& o) {
   if (o.io) bench::bench_io(o, out);
   if (o.plan) bench::bench_plan(o, out);
   if (o.model) bench::bench_model(o, out);
+  if (o.decode) bench::bench_decode(o, out);
 #else
-  expect(!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model,
+  expect(!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.decode,
          "tpx-bench: this build (tools/gpu-check) has the --gpu mode only");
 #endif
   if (o.gpu) {
