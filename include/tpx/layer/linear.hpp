@@ -204,65 +204,37 @@ class linear<Style, Backend, T> {
   /// y = x · W_rᵀ (+ b), with the style's forward collectives. Under sequence parallelism the
   /// token count T is the rows of the token-complete side (colwise_sp: y; rowwise_sp: x) and the
   /// token-split side holds this rank's balanced block of T; both must be contiguous.
+  ///
+  ///   input pair (x → the GEMM's input) → GEMM → output pair (the GEMM's output → y)
   void forward(matrix_view<const T> x, matrix_view<T> y) {
     const index_t tokens = seq_in ? y.rows() : x.rows();
     expect_activation(x, input_cols(), "input", input_rows(tokens));
     expect_activation(y, output_cols(), "output", output_rows(tokens));
-    constexpr bool gathered =
-        std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
-    constexpr bool reduced =
-        std::is_same_v<typename Style::output_pair, comm::reduce_from_parallel>;
     detail::arena<T> mem{reserve(
         input_scratch(tokens) + (gathered ? tokens * local_[0] + gather_scratch(tokens) : 0) +
         (reduced && !y.is_contiguous() ? y.size() : 0) + (seq_out ? tokens * local_[0] : 0))};
-    matrix_view<const T> x_local = local_input(x, mem);
-    if constexpr (seq_in) {  // all-gather the token shards; kept for dW in backward
-      saved_.resize(static_cast<std::size_t>(tokens * local_[1]));
-      const matrix_view<T> full = make_matrix(saved_.data(), tokens, local_[1]);
-      comm::gather_from_sequence::forward<comm_type, T>(*comm_, x, full, token_counts(tokens));
-      x_local = full;
-    }
+    const matrix_view<const T> a = input_forward(x, tokens, mem);
+    const matrix_view<T> c = gemm_output(y, tokens, mem);
     const std::span<const T> b(bias_.data(), bias_.size());
-
-    if constexpr (gathered) {
-      const matrix_view<T> y_local =
-          make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
-      engine_->gemm(gemm::gemm_args<T>{
-          .op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y_local, .bias = b});
-      if (simple_)
-        comm::gather_from_parallel::forward<comm_type, T>(*comm_, y_local, y, counts_, mem.rest);
-      else
-        comm::all_gather_cols<comm_type, T>(*comm_, y_local, y, part_, mem.rest);
-    } else if constexpr (reduced) {
-      engine_->gemm(
-          gemm::gemm_args<T>{.op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y});
-      comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y, mem.rest);
-      if (has_bias_) engine_->add_bias(y, b);  // once, after the reduction
-    } else if constexpr (seq_out) {
-      const matrix_view<T> partial =
-          make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
-      engine_->gemm(gemm::gemm_args<T>{
-          .op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = partial});
-      comm::scatter_to_sequence::forward<comm_type, T>(*comm_, partial, y, token_counts(tokens));
-      if (has_bias_) engine_->add_bias(y, b);  // once, on this rank's tokens
-    } else {
-      engine_->gemm(gemm::gemm_args<T>{
-          .op_b = gemm::op::transpose, .a = x_local, .b = weight(), .c = y, .bias = b});
-    }
+    engine_->gemm(gemm::gemm_args<T>{.op_b = gemm::op::transpose,
+                                     .a = a,
+                                     .b = weight(),
+                                     .c = c,
+                                     .bias = bias_before_output ? b : std::span<const T>{}});
+    output_forward(c, y, tokens, mem);
+    if (!bias_before_output && has_bias_) engine_->add_bias(y, b);  // once, after the reduction
   }
 
   /// dx, dW_r and db_r from x and dy, with the style's backward collectives. Where ranks share
   /// output pieces (replicated KV heads), each rank's dy for a shared piece is its partial share,
   /// and the shared rows of dW and db are summed over the ranks that hold them.
+  ///
+  ///   output pair (dy → the GEMMs' dY) → dX GEMM → input pair (→ dx); dW GEMM (+ all-reduce)
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
     const index_t tokens = seq_in ? dy.rows() : x.rows();
     expect_activation(x, input_cols(), "input", input_rows(tokens));
     expect_activation(dy, output_cols(), "output gradient", output_rows(tokens));
     expect_activation(dx, input_cols(), "input gradient", input_rows(tokens));
-    constexpr bool gathered =
-        std::is_same_v<typename Style::output_pair, comm::gather_from_parallel>;
-    constexpr bool split_in = std::is_same_v<typename Style::input_pair, comm::split_to_parallel>;
-    constexpr bool reduced_dx = std::is_same_v<typename Style::input_pair, comm::copy_to_parallel>;
     const bool pack_dy = gathered && !simple_;
     detail::arena<T> mem{reserve(input_scratch(tokens) + (pack_dy ? tokens * local_[0] : 0) +
                                  (split_in ? tokens * local_[1] + gather_scratch(tokens) : 0) +
@@ -270,58 +242,19 @@ class linear<Style, Backend, T> {
                                  (shared_ ? part_.extent() * (local_[1] + 1) : 0) +
                                  (seq_out ? tokens * local_[0] : 0) +
                                  (seq_in ? tokens * local_[1] : 0))};
-    matrix_view<const T> x_local = local_input(x, mem);
-    if constexpr (seq_in) {
-      expect(static_cast<index_t>(saved_.size()) == tokens * local_[1],
-             "{} ({}): backward for {} tokens needs the gathered input of a forward on {} tokens",
-             opt_.name, Style::name, tokens,
-             local_[1] == 0 ? 0 : static_cast<index_t>(saved_.size()) / local_[1]);
-      x_local = make_matrix<const T>(saved_.data(), tokens, local_[1]);
-    }
-    matrix_view<const T> dy_local = dy;
-    if constexpr (gathered) {
-      if (pack_dy) {
-        const matrix_view<T> packed =
-            make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
-        comm::take_cols<comm_type, T>(*comm_, dy, own_, packed);
-        dy_local = packed;
-      } else {
-        dy_local = comm::gather_from_parallel::backward(dy, slice());
-      }
-    } else if constexpr (seq_out) {  // all-gather dY's token shards
-      const matrix_view<T> full =
-          make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
-      comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, full, token_counts(tokens));
-      dy_local = full;
-    }
-
+    const matrix_view<const T> a = saved_input(x, tokens, mem);
+    const matrix_view<const T> g = output_backward(dy, tokens, mem);
     // dX first, so its collective could overlap the weight-gradient GEMM on an async backend.
-    if constexpr (split_in) {
-      const matrix_view<T> dx_local =
-          make_matrix(mem.take(tokens * local_[1]).data(), tokens, local_[1]);
-      engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = dx_local});
-      if (simple_)
-        comm::split_to_parallel::backward<comm_type, T>(*comm_, dx_local, dx, counts_, mem.rest);
-      else
-        comm::all_gather_cols<comm_type, T>(*comm_, dx_local, dx, part_, mem.rest);
-    } else if constexpr (seq_in) {  // partial dX of every token, reduce-scattered to token shards
-      const matrix_view<T> partial =
-          make_matrix(mem.take(tokens * local_[1]).data(), tokens, local_[1]);
-      engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = partial});
-      comm::gather_from_sequence::backward<comm_type, T>(*comm_, partial, dx, token_counts(tokens));
-    } else {
-      engine_->gemm(gemm::gemm_args<T>{.a = dy_local, .b = weight(), .c = dx});
-      if constexpr (reduced_dx)
-        comm::copy_to_parallel::backward<comm_type, T>(
-            *comm_, dx, mem.take(dx.is_contiguous() ? 0 : dx.size()));
-    }
+    const matrix_view<T> dxc = input_grad_output(dx, tokens, mem);
+    engine_->gemm(gemm::gemm_args<T>{.a = g, .b = weight(), .c = dxc});
+    input_backward(dxc, dx, tokens, mem);
 
     if (dweight_.size() != weight_.size()) dweight_.resize(weight_.size());
     if (dbias_.size() != bias_.size()) dbias_.resize(bias_.size());
     const matrix_view<T> dw = make_matrix(dweight_.data(), local_[0], local_[1]);
     const std::span<T> db(dbias_.data(), dbias_.size());
     engine_->gemm(gemm::gemm_args<T>{
-        .op_a = gemm::op::transpose, .a = dy_local, .b = x_local, .c = dw, .bias_grad = db});
+        .op_a = gemm::op::transpose, .a = g, .b = a, .c = dw, .bias_grad = db});
     if constexpr (style::describe<Style>().grad_all_reduce) {
       comm_->all_reduce(std::span<T>(dweight_.data(), dweight_.size()));
       if (has_bias_) comm_->all_reduce(db);
@@ -330,10 +263,116 @@ class linear<Style, Backend, T> {
   }
 
  private:
-  static constexpr bool seq_in =
-      std::is_same_v<typename Style::input_pair, comm::gather_from_sequence>;
-  static constexpr bool seq_out =
-      std::is_same_v<typename Style::output_pair, comm::scatter_to_sequence>;
+  // The conjugate pairs around the GEMM (style/linear_style.hpp lists those a linear takes).
+  using input_pair = typename Style::input_pair;
+  using output_pair = typename Style::output_pair;
+  static constexpr bool seq_in = std::is_same_v<input_pair, comm::gather_from_sequence>;
+  static constexpr bool split_in = std::is_same_v<input_pair, comm::split_to_parallel>;
+  static constexpr bool reduced_dx = std::is_same_v<input_pair, comm::copy_to_parallel>;
+  static constexpr bool seq_out = std::is_same_v<output_pair, comm::scatter_to_sequence>;
+  static constexpr bool gathered = std::is_same_v<output_pair, comm::gather_from_parallel>;
+  static constexpr bool reduced = std::is_same_v<output_pair, comm::reduce_from_parallel>;
+  /// The bias goes in with the GEMM unless the output pair sums partial outputs: then once,
+  /// after the reduction.
+  static constexpr bool bias_before_output = !reduced && !seq_out;
+
+  // --- the input pair ------------------------------------------------------------------------
+
+  /// Forward: the GEMM's input from x — x itself (copy_to_parallel, none), this rank's columns
+  /// (split_to_parallel), or the all-gathered token shards, kept for dW (gather_from_sequence).
+  matrix_view<const T> input_forward(matrix_view<const T> x, index_t tokens,
+                                     detail::arena<T>& mem) {
+    if constexpr (seq_in) {
+      saved_.resize(static_cast<std::size_t>(tokens * local_[1]));
+      const matrix_view<T> full = make_matrix(saved_.data(), tokens, local_[1]);
+      comm::gather_from_sequence::forward<comm_type, T>(*comm_, x, full, token_counts(tokens));
+      return full;
+    } else {
+      return local_input(x, mem);
+    }
+  }
+  /// Backward: the forward's GEMM input again (gather_from_sequence: the one kept).
+  matrix_view<const T> saved_input(matrix_view<const T> x, index_t tokens,
+                                   detail::arena<T>& mem) {
+    if constexpr (seq_in) {
+      expect(static_cast<index_t>(saved_.size()) == tokens * local_[1],
+             "{} ({}): backward for {} tokens needs the gathered input of a forward on {} tokens",
+             opt_.name, Style::name, tokens,
+             local_[1] == 0 ? 0 : static_cast<index_t>(saved_.size()) / local_[1]);
+      return make_matrix<const T>(saved_.data(), tokens, local_[1]);
+    } else {
+      return local_input(x, mem);
+    }
+  }
+  /// Backward: where the dX GEMM writes — dx itself, or scratch the pair's collective reads.
+  matrix_view<T> input_grad_output(matrix_view<T> dx, index_t tokens, detail::arena<T>& mem) {
+    if constexpr (split_in || seq_in)
+      return make_matrix(mem.take(tokens * local_[1]).data(), tokens, local_[1]);
+    else
+      return dx;
+  }
+  /// Backward: dx from the dX GEMM's output — all-reduced partial sums (copy_to_parallel),
+  /// gathered columns (split_to_parallel), reduce-scattered token shards (gather_from_sequence).
+  void input_backward(matrix_view<T> dxc, matrix_view<T> dx, index_t tokens,
+                      detail::arena<T>& mem) {
+    if constexpr (split_in) {
+      if (simple_)
+        comm::split_to_parallel::backward<comm_type, T>(*comm_, dxc, dx, counts_, mem.rest);
+      else
+        comm::all_gather_cols<comm_type, T>(*comm_, dxc, dx, part_, mem.rest);
+    } else if constexpr (seq_in) {
+      comm::gather_from_sequence::backward<comm_type, T>(*comm_, dxc, dx, token_counts(tokens));
+    } else if constexpr (reduced_dx) {
+      comm::copy_to_parallel::backward<comm_type, T>(
+          *comm_, dx, mem.take(dx.is_contiguous() ? 0 : dx.size()));
+    }
+  }
+
+  // --- the output pair -----------------------------------------------------------------------
+
+  /// Forward: where the GEMM writes — y itself (none, reduce_from_parallel: reduced in place),
+  /// or scratch the pair's collective reads (gather_from_parallel, scatter_to_sequence).
+  matrix_view<T> gemm_output(matrix_view<T> y, index_t tokens, detail::arena<T>& mem) {
+    if constexpr (gathered || seq_out)
+      return make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
+    else
+      return y;
+  }
+  /// Forward: y from the GEMM's output — all-gathered features, all-reduced partial sums, or
+  /// reduce-scattered token shards.
+  void output_forward(matrix_view<T> c, matrix_view<T> y, index_t tokens, detail::arena<T>& mem) {
+    if constexpr (gathered) {
+      if (simple_)
+        comm::gather_from_parallel::forward<comm_type, T>(*comm_, c, y, counts_, mem.rest);
+      else
+        comm::all_gather_cols<comm_type, T>(*comm_, c, y, part_, mem.rest);
+    } else if constexpr (reduced) {
+      comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y, mem.rest);
+    } else if constexpr (seq_out) {
+      comm::scatter_to_sequence::forward<comm_type, T>(*comm_, c, y, token_counts(tokens));
+    }
+  }
+  /// Backward: the GEMMs' dY from dy — this rank's feature columns (gather_from_parallel), the
+  /// all-gathered token shards (scatter_to_sequence), or dy itself.
+  matrix_view<const T> output_backward(matrix_view<const T> dy, index_t tokens,
+                                       detail::arena<T>& mem) {
+    if constexpr (gathered) {
+      if (!simple_) {
+        const matrix_view<T> packed =
+            make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
+        comm::take_cols<comm_type, T>(*comm_, dy, own_, packed);
+        return packed;
+      }
+      return comm::gather_from_parallel::backward(dy, slice());
+    } else if constexpr (seq_out) {
+      const matrix_view<T> full =
+          make_matrix(mem.take(tokens * local_[0]).data(), tokens, local_[0]);
+      comm::scatter_to_sequence::backward<comm_type, T>(*comm_, dy, full, token_counts(tokens));
+      return full;
+    } else {
+      return dy;
+    }
+  }
 
   /// Rows x (and dx) and y (and dy) have on this rank for `tokens` tokens in all. (A replicated
   /// layer with token-split activations takes whatever tokens each rank has.)
@@ -403,15 +442,11 @@ class linear<Style, Backend, T> {
     }
   }
 
-  index_t input_scratch(index_t tokens) const {
-    return std::is_same_v<typename Style::input_pair, comm::split_to_parallel> && !simple_
-               ? tokens * local_[1]
-               : 0;
-  }
+  index_t input_scratch(index_t tokens) const { return split_in && !simple_ ? tokens * local_[1] : 0; }
   index_t gather_scratch(index_t tokens) const { return comm::cols_scratch(tokens, counts_); }
 
   matrix_view<const T> local_input(matrix_view<const T> x, detail::arena<T>& mem) const {
-    if constexpr (std::is_same_v<typename Style::input_pair, comm::split_to_parallel>) {
+    if constexpr (split_in) {
       if (simple_) return comm::split_to_parallel::forward(x, slice());
       const matrix_view<T> packed =
           make_matrix(mem.take(x.rows() * local_[1]).data(), x.rows(), local_[1]);
