@@ -3,7 +3,8 @@
 // 6/3 heads, Mixtral 4/2 heads with 6 experts) and hf-ref (tests/model/make_reference.py: Qwen2
 // with q/k/v biases and tied embeddings, Phi-3 with fused qkv_proj and gate_up_proj, Mistral, a
 // Llama with llama3 RoPE, every bias and one KV head, Qwen3 with per-head q/k norms, and a
-// Qwen3-MoE with a dense layer between two MoE layers) — at every tp their heads allow, in TP and
+// Qwen3-MoE with a dense layer between two MoE layers, and sliding windows of 3: a Mistral's on
+// every layer and a Qwen2's on its second) — at every tp their heads allow, in TP and
 // TP+SP, with expert parallelism; and the model at tp = 1, whose gradients are checked by central
 // differences of its loss, so the sharded gradients can be compared with them. Each rank reads
 // exactly its shard's bytes, and those placements are the ones plan::resolve gives the
@@ -44,7 +45,10 @@ const std::vector<fixture> all_models{llama,
                                       {"hf-ref/mistral", {1, 2, 4}},
                                       {"hf-ref/llama3", {1, 2, 4}},  // 4 query / 1 KV head
                                       {"hf-ref/qwen3", {1, 2, 4}},
-                                      {"hf-ref/qwen3_moe", {1, 2, 4}, true}};
+                                      {"hf-ref/qwen3_moe", {1, 2, 4}, true},
+                                      // sliding windows of 3 (every layer; Qwen2's second)
+                                      {"hf-ref/mistral_window", {1, 2, 4}},
+                                      {"hf-ref/qwen2_window", {1, 2, 4}}};
 
 bool ep_applies(const fixture& f, int ep) {
   return ep == 1 || (f.moe && 6 % ep == 0);
@@ -87,6 +91,19 @@ void rewrite_checkpoint(const fs::path& from, const fs::path& to,
     if (edit(n, v)) tensors.push_back(io::as_tensor_bytes<float>(n, ck.info(n).shape, v));
   }
   io::save_safetensors(to, tensors);
+}
+
+/// A copy of hf-tiny's Llama (checkpoint, prompt) read as a Mistral with sliding window `window`
+/// on every layer: the same tensors.
+void windowed_llama(const fs::path& to, const nlohmann::json& window) {
+  const fs::path src = test::model_fixture("hf-tiny/llama");
+  std::ifstream in(src / "config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  j["model_type"] = "mistral";
+  j["sliding_window"] = window;
+  std::ofstream(to / "config.json") << j.dump();
+  for (const char* f : {"model.safetensors", "prompt.json"})
+    fs::copy_file(src / f, to / f, fs::copy_options::overwrite_existing);
 }
 
 /// A copy of `from` whose checkpoint tensor `name` has `delta` added at flat index `at`.
@@ -275,6 +292,63 @@ TEST_CASE("sampling: greedy at temperature 0, top-k 1 is greedy, a seed repeats,
   });
 }
 
+TEST_CASE("sliding-window attention: each query sees the last `window` positions") {
+  // hf-tiny's Llama checkpoint read as a Mistral with a sliding window (the same tensors).
+  const fs::path src = llama.dir();
+  const prompt p = read_prompt(src);  // 7 tokens
+  const auto windowed = [](const test::temp_dir& d, const nlohmann::json& window) {
+    windowed_llama(d.path, window);
+  };
+  const test::model_run full =
+      test::run_model(src, p.ids, {}, {.tp = 1, .backward = false});
+  const index_t vocab = 97;
+  // A window as long as the prompt changes nothing.
+  const test::temp_dir wide;
+  windowed(wide, 7);
+  CHECK(test::relative(test::run_model(wide.path, p.ids, {}, {.tp = 1, .backward = false}).logits,
+                       full.logits) <= 1e-15);
+  // A window of 1: every token attends to itself alone, so position t's logits are those of
+  // token t alone at position 0.
+  const test::temp_dir one;
+  windowed(one, 1);
+  const test::model_run self = test::run_model(one.path, p.ids, {}, {.tp = 1, .backward = false});
+  for (std::size_t t = 0; t < p.ids.size(); ++t) {
+    CAPTURE(t);
+    const test::model_run alone =
+        test::run_model(src, std::span(&p.ids[t], 1), {}, {.tp = 1, .backward = false});
+    const std::vector<double> row(self.logits.begin() + static_cast<std::ptrdiff_t>(t * vocab),
+                                  self.logits.begin() + static_cast<std::ptrdiff_t>((t + 1) * vocab));
+    CHECK(test::relative(row, alone.logits) <= 1e-12);
+  }
+  // A window of 3: the first three positions are unchanged, the later ones are not. Cached
+  // decode steps, every tp, TP and TP+SP, give the same logits as the whole sequence; so do the
+  // gradients' shards (backward runs the same mask). (hf-ref/mistral_window and qwen2_window
+  // check windows against transformers.)
+  const test::temp_dir three;
+  windowed(three, 3);
+  const test::model_run w3 = test::run_model(three.path, p.ids, {}, {.tp = 1, .backward = false});
+  const auto first = [&](const std::vector<double>& v, std::size_t rows) {
+    return std::vector<double>(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(rows * vocab));
+  };
+  CHECK(test::relative(first(w3.logits, 3), first(full.logits, 3)) <= 1e-15);
+  CHECK(test::relative(w3.logits, full.logits) > 1e-6);
+  const std::vector<std::int64_t> targets = shifted(p.ids);
+  const test::model_run base = test::run_model(three.path, p.ids, targets, {.tp = 1});
+  for (const int tp : llama.tps)
+    for (const bool sp : {false, true}) {
+      CAPTURE(tp);
+      CAPTURE(sp);
+      const test::model_run steps = test::run_model(
+          three.path, p.ids, {}, {.tp = tp, .sp = sp, .backward = false, .prefill = 2});
+      CHECK(test::relative(steps.logits, w3.logits) <= 1e-12);
+      const test::model_run r = test::run_model(three.path, p.ids, targets, {.tp = tp, .sp = sp});
+      for (const auto& [name, g] : base.grads) {
+        CAPTURE(name);
+        CHECK(test::relative(r.grads.at(name), g) <= 1e-12);
+      }
+    }
+}
+
 TEST_CASE("greedy continuations are transformers' at every tp") {
   for (const fixture& f : all_models) {
     const fs::path dir = f.dir();
@@ -406,6 +480,14 @@ void check_gradients(const fs::path& dir,
 }
 
 TEST_CASE("gradients at tp = 1 match central differences of the loss") {
+  SUBCASE("a sliding window of 3 (hf-tiny's Llama read as a Mistral)") {
+    const test::temp_dir d;
+    windowed_llama(d.path, 3);
+    check_gradients(d.path, {{"model.layers.0.self_attn.q_proj.weight", 7},
+                             {"model.layers.0.self_attn.k_proj.weight", 30},
+                             {"model.layers.0.self_attn.v_proj.weight", 11},
+                             {"model.embed_tokens.weight", 5 * 48 + 2}});  // hidden 48
+  }
   SUBCASE("mixtral: attention, norms, router, experts, embedding, head") {
     check_gradients(mixtral.dir(), {{"model.embed_tokens.weight", 5 * 24 + 3},
                                     {"model.layers.0.self_attn.q_proj.weight", 17},
@@ -540,13 +622,13 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
     with_config(d, [](nlohmann::json& j) { j.erase("hidden_size"); });
     CHECK(load_error(d.path, 1).find("\"hidden_size\" is missing") != std::string::npos);
   }
-  SUBCASE("a sequence longer than the sliding window") {
+  SUBCASE("a layer type tpx does not implement") {
     with_config(d, [](nlohmann::json& j) {
-      j["model_type"] = "mistral";
-      j["sliding_window"] = 4;
+      j["model_type"] = "qwen2";
+      j["layer_types"] = {"sliding_attention", "chunked_attention"};
     });
-    const std::vector<std::int64_t> ids{1, 2, 3, 4, 5};
-    CHECK(load_error(d.path, 1, ids).find("exceed the sliding window of 4") != std::string::npos);
+    CHECK(load_error(d.path, 1).find("\"layer_types\" holds \"chunked_attention\"; tpx "
+                                     "implements") != std::string::npos);
   }
   SUBCASE("a tensor of the wrong shape") {
     with_config(d, [](nlohmann::json& j) { j["intermediate_size"] = 31; });

@@ -12,7 +12,7 @@ so the reference is transformers' arithmetic at float64 throughout.
 
 Not run by the tests or CI (they read the committed files). Needs torch and transformers 5.24:
   python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.24.0
-  /tmp/hf/bin/python tests/model/make_reference.py tests/model/fixtures/hf-ref
+  /tmp/hf/bin/python tests/model/make_reference.py tests/model/fixtures/hf-ref [CASE …]
 """
 
 import importlib
@@ -71,9 +71,22 @@ CASES = {
         hidden_size=32, intermediate_size=20, moe_intermediate_size=12, num_hidden_layers=3,
         num_attention_heads=4, num_key_value_heads=2, vocab_size=97, num_experts=6,
         num_experts_per_tok=2, norm_topk_prob=False, mlp_only_layers=[1])),
+    # A sliding window of 3 on every layer (Mistral ignores layer_types): the 7-token prompt and
+    # its continuation see only the last 3 positions.
+    "mistral_window": ("mistral", "MistralForCausalLM", "MistralConfig", dict(
+        hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=97, sliding_window=3)),
+    # Qwen2's window on the layers from max_window_layers on: layer 0 full, layer 1 a window of 3.
+    "qwen2_window": ("qwen2", "Qwen2ForCausalLM", "Qwen2Config", dict(
+        hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=97, use_sliding_window=True, sliding_window=3,
+        max_window_layers=1)),
 }
+ONLY = set(sys.argv[2:])  # case names to write (default: every case)
 
 for case, (family, model_class, config_class, kwargs) in CASES.items():
+    if ONLY and case not in ONLY:
+        continue
     mod = float64_module(f"transformers.models.{family}.modeling_{family}")
     cfg_mod = importlib.import_module(f"transformers.models.{family}.configuration_{family}")
     config = getattr(cfg_mod, config_class)(**kwargs)

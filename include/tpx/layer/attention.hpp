@@ -39,6 +39,9 @@ struct attention_options {
   double rope_theta = 10000.0;
   /// RoPE's frequency of each of the head_dim / 2 pairs; empty: rope_theta^(−2i/head_dim).
   std::vector<double> inv_freq = {};
+  /// Sliding-window attention: a query at position p attends to the keys at positions
+  /// p − window + 1 … p (transformers' `kv_idx > q_idx − sliding_window`); 0: the whole prefix.
+  index_t window = 0;
 };
 
 /// RoPE's default frequencies: base^(−2i/d) for i < d / 2.
@@ -69,6 +72,8 @@ class causal_attention {
            "number of query heads",
            opt_.name, opt_.q_heads, opt_.kv_heads);
     if (opt_.inv_freq.empty()) opt_.inv_freq = default_inv_freq(opt_.rope_theta, opt_.head_dim);
+    expect(opt_.window >= 0, "{}: the sliding window must be ≥ 0 (0: none), got {}", opt_.name,
+           opt_.window);
     expect(static_cast<index_t>(opt_.inv_freq.size()) == opt_.head_dim / 2,
            "{}: RoPE needs {} frequencies (head_dim / 2) but was given {}", opt_.name,
            opt_.head_dim / 2, opt_.inv_freq.size());
@@ -115,7 +120,7 @@ class causal_attention {
       const index_t kv = h / group(), q0 = h * d, k0 = (opt_.q_heads + kv) * d,
                     v0 = (opt_.q_heads + opt_.kv_heads + kv) * d;
       for (index_t i = 0; i < n; ++i)
-        attend(&r(i, q0), r.col_range(k0, k0 + d), qkv.col_range(v0, v0 + d), i + 1,
+        attend(&r(i, q0), r.col_range(k0, k0 + d), qkv.col_range(v0, v0 + d), first_key(i), i + 1,
                probs_.data() + (h * n + i) * n, &o(i, q0));
     }
   }
@@ -170,8 +175,8 @@ class causal_attention {
         const index_t kv = h / group(), q0 = h * d;
         for (index_t i = 0; i < g.tokens; ++i)
           attend(&r(row + i, q0), keys.col_range(kv * d, (kv + 1) * d),
-                 values.col_range(kv * d, (kv + 1) * d), start + i + 1, probs_.data(),
-                 &o(row + i, q0));
+                 values.col_range(kv * d, (kv + 1) * d), first_key(start + i), start + i + 1,
+                 probs_.data(), &o(row + i, q0));
       }
       row += g.tokens;
     }
@@ -197,7 +202,7 @@ class causal_attention {
       const matrix_view<const T> p = make_matrix<const T>(probs_.data() + h * n * n, n, n);
       for (index_t i = 0; i < n; ++i) {
         T row = 0;  // Σ_j P dP
-        for (index_t j = 0; j <= i; ++j) {
+        for (index_t j = first_key(i); j <= i; ++j) {
           T g = 0;
           for (index_t e = 0; e < d; ++e) {
             g += dout(i, q0 + e) * qkv(j, v0 + e);
@@ -206,7 +211,7 @@ class causal_attention {
           dp[static_cast<std::size_t>(j)] = g;
           row += p(i, j) * g;
         }
-        for (index_t j = 0; j <= i; ++j) {
+        for (index_t j = first_key(i); j <= i; ++j) {
           const T ds = p(i, j) * (dp[static_cast<std::size_t>(j)] - row) * scale();
           for (index_t e = 0; e < d; ++e) {
             dqkv(i, q0 + e) += ds * r(j, k0 + e);  // d(rotated q)
@@ -266,23 +271,28 @@ class causal_attention {
     }
   }
 
-  /// One query row q [d] over the first `count` rows of keys and values [·, d]: the softmax
-  /// weights into p [count], the weighted values into out [d]. forward and forward_cached share
+  /// The first key position a query at position `pos` attends to.
+  index_t first_key(index_t pos) const noexcept {
+    return opt_.window > 0 ? std::max<index_t>(0, pos - opt_.window + 1) : 0;
+  }
+
+  /// One query row q [d] over rows [from, count) of keys and values [·, d]: the softmax
+  /// weights into p[from … count), the weighted values into out [d]. forward and forward_cached share
   /// it, so a cached step computes exactly what the whole prefix does.
-  void attend(const T* q, matrix_view<const T> keys, matrix_view<const T> values, index_t count,
-              T* p, T* out) const {
+  void attend(const T* q, matrix_view<const T> keys, matrix_view<const T> values, index_t from,
+              index_t count, T* p, T* out) const {
     const index_t d = opt_.head_dim;
     T top = -INFINITY;
-    for (index_t j = 0; j < count; ++j) {
+    for (index_t j = from; j < count; ++j) {
       T s = 0;
       for (index_t e = 0; e < d; ++e) s += q[e] * keys(j, e);
       p[j] = s * scale();
       top = std::max(top, p[j]);
     }
     T sum = 0;
-    for (index_t j = 0; j < count; ++j) sum += p[j] = std::exp(p[j] - top);
+    for (index_t j = from; j < count; ++j) sum += p[j] = std::exp(p[j] - top);
     for (index_t e = 0; e < d; ++e) out[e] = T(0);
-    for (index_t j = 0; j < count; ++j) {
+    for (index_t j = from; j < count; ++j) {
       p[j] /= sum;
       for (index_t e = 0; e < d; ++e) out[e] += p[j] * values(j, e);
     }

@@ -184,6 +184,7 @@ struct attention_config {
   shard::gqa heads;
   double rope_theta = 10000.0;
   std::vector<double> inv_freq = {};  ///< RoPE's frequencies; empty: rope_theta's defaults
+  index_t window = 0;                 ///< sliding-window attention (attention_options::window)
 };
 
 /// qkv colwise in whole heads (KV heads replicated past n_kv) → RoPE + attention → o rowwise.
@@ -325,7 +326,8 @@ class attention_block {
             .kv_heads = cfg.heads.kv_heads(comm.size(), comm.rank()).size(),
             .head_dim = cfg.heads.head_dim,
             .rope_theta = cfg.rope_theta,
-            .inv_freq = cfg.inv_freq};
+            .inv_freq = cfg.inv_freq,
+            .window = cfg.window};
   }
 
   qkv_type qkv_;

@@ -171,7 +171,6 @@ class causal_lm {
   matrix_view<const T> forward(std::span<const std::int64_t> ids) {
     const index_t tokens = static_cast<index_t>(ids.size());
     expect(tokens >= 1, "{}: the model needs at least one token id", config_.source);
-    expect_window(tokens);
     return run(ids, [&](auto& layer, std::size_t, matrix_view<const T> x, matrix_view<T> y) {
       layer.forward(x, y, tokens);
     });
@@ -229,7 +228,6 @@ class causal_lm {
              "{}: sequence {} holds {} tokens and {} more would pass the cache's capacity of {} "
              "tokens per sequence",
              config_.source, g.seq, kv.length(g.seq), g.tokens, kv.capacity());
-      expect_window(kv.length(g.seq) + g.tokens);
       packed += g.tokens;
     }
     expect(packed == tokens, "{}: the segments hold {} tokens but the step has {} ids",
@@ -408,7 +406,9 @@ class causal_lm {
                                                .n_kv_heads = config_.dims.n_kv_heads,
                                                .head_dim = config_.dims.head_dim},
                                      .rope_theta = config_.rope_theta,
-                                     .inv_freq = config_.inv_freq};
+                                     .inv_freq = config_.inv_freq,
+                                     .window = config_.window_of(static_cast<index_t>(
+                                         &l - layout_.layers.data()))};
     const std::string an = l.prefix + "self_attn";
     using qkv_t = typename attention_type::qkv_type;
     using o_t = typename attention_type::o_type;
@@ -496,14 +496,6 @@ class causal_lm {
     else
       embed_->head_forward(act(last + 1, n), logits);
     return logits;
-  }
-
-  /// A sequence of `length` tokens fits the config's sliding window.
-  void expect_window(index_t length) const {
-    expect(!config_.sliding_window || length <= *config_.sliding_window,
-           "{}: {} tokens exceed the sliding window of {} (\"sliding_window\"); tpx's attention "
-           "attends to the whole prefix, which would give a different result",
-           config_.source, length, *config_.sliding_window);
   }
 
   /// A parameter every rank holds whole (the router, per-head q/k norms): style::replicate<>'s.

@@ -5,26 +5,24 @@
 /// RMSNorm eps, RoPE (its frequencies for every position pair), biases, tied embeddings, the
 /// sliding window, which layers are MoE and how routing weights are normalised.
 ///
-///   family     eps    rope θ   tied   biases                    experts
-///   llama      1e-6   1e4      no     attention_bias, mlp_bias  –
-///   mistral    1e-6   1e4      no     –                         –        sliding_window 4096
-///   qwen2      1e-6   1e4      no     q, k, v (always)          –        window if
-///   use_sliding_window phi3       1e-5   1e4      no     –                         –        fused
-///   qkv_proj, gate_up_proj qwen3      1e-6   1e4      no     attention_bias            – q/k
-///   RMSNorm per head mixtral    1e-5   1e6      no     –                         every layer,
-///   top-k renormalised qwen3_moe  1e-6   1e4      no     attention_bias            layers by
-///   mlp_only_layers and
-///                                                               decoder_sparse_step; renormalised
-///                                                               when norm_topk_prob (default no);
-///                                                               q/k RMSNorm per head
+///   family     eps   rope θ  biases                    other
+///   llama      1e-6  1e4     attention_bias, mlp_bias
+///   mistral    1e-6  1e4     –                         sliding_window 4096, every layer
+///   qwen2      1e-6  1e4     q, k, v (always)          a window if use_sliding_window
+///   phi3       1e-5  1e4     –                         fused qkv_proj and gate_up_proj
+///   qwen3      1e-6  1e4     attention_bias            q/k RMSNorm per head
+///   mixtral    1e-5  1e6     –                         experts every layer, top-k renormalised
+///   qwen3_moe  1e-6  1e4     attention_bias            experts by mlp_only_layers and
+///                                                      decoder_sparse_step, renormalised when
+///                                                      norm_topk_prob (default no); q/k norms
 ///
 /// RoPE: `rope_parameters` {rope_type, rope_theta, …} (transformers ≥ 5), else `rope_theta` +
 /// `rope_scaling` (older files; its `type` or `rope_type`). Types: `default`, `linear` (factor)
 /// and `llama3` (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings).
 /// A feature tpx does not implement — another rope type, a partial rotary factor, an activation
 /// other than SiLU, a model_type outside the table — is an error naming the key, never a
-/// silently different model. A sliding window is kept here; the model refuses a sequence longer
-/// than it (the window would change the result).
+/// silently different model. Sliding-window attention (`sliding_window`, per layer by
+/// `layer_types`) is the attention's window mask.
 
 #include <cmath>
 #include <cstdint>
@@ -62,12 +60,23 @@ struct config {
   bool o_bias = false;
   bool mlp_bias = false;
   std::optional<index_t> sliding_window;  ///< absent: full causal attention
+  /// Per layer: whether it attends through the sliding window — every layer of mistral, mixtral
+  /// and phi3; for qwen2 / qwen3 / qwen3_moe the "sliding_attention" layers of `layer_types`, or
+  /// without it the layers from `max_window_layers` on, as their config classes derive it.
+  std::vector<bool> sliding_layers;
   bool norm_topk_prob = true;             ///< MoE: top-k weights renormalised to sum to 1
   bool qk_norm = false;                   ///< q and k RMS-normalised per head before RoPE
   std::vector<bool> moe_layers;           ///< per layer: a mixture of experts, else a dense MLP
   std::vector<std::int64_t> eos_token_ids;
 
   bool is_moe() const { return dims.is_moe(); }
+  /// The sliding window of layer `l` (0: it attends to the whole prefix).
+  index_t window_of(index_t l) const {
+    const bool sliding = sliding_window && l >= 0 &&
+                         static_cast<std::size_t>(l) < sliding_layers.size() &&
+                         sliding_layers[static_cast<std::size_t>(l)];
+    return sliding ? *sliding_window : 0;
+  }
   index_t layers() const noexcept { return dims.num_layers; }
 };
 
@@ -81,6 +90,15 @@ inline double number(const nlohmann::json& j, std::string_view key, double fallb
   expect(it->is_number() && std::isfinite(it->get<double>()), "{}: \"{}\" must be a finite number",
          what, key);
   return it->get<double>();
+}
+
+inline index_t whole(const nlohmann::json& j, std::string_view key, index_t fallback,
+                     std::string_view what) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  expect(it->is_number_integer() && it->get<std::int64_t>() >= 0,
+         "{}: \"{}\" must be a whole number ≥ 0", what, key);
+  return it->get<index_t>();
 }
 
 inline bool flag(const nlohmann::json& j, std::string_view key, bool fallback,
@@ -245,9 +263,25 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   };
   if (type == "mistral") c.sliding_window = window(4096);
   if (type == "mixtral" || type == "phi3") c.sliding_window = window(std::nullopt);
-  if ((type == "qwen2" || type == "qwen3" || type == "qwen3_moe") &&
-      detail::flag(j, "use_sliding_window", false, what))
-    c.sliding_window = window(4096);
+  const bool qwen = type == "qwen2" || type == "qwen3" || type == "qwen3_moe";
+  if (qwen && detail::flag(j, "use_sliding_window", false, what)) c.sliding_window = window(4096);
+  // Which layers slide. Qwen's models read `layer_types` (else derive it from
+  // max_window_layers); Mistral, Mixtral and Phi-3 slide on every layer (transformers ignores
+  // their layer_types).
+  if (const auto lt = j.find("layer_types"); qwen && lt != j.end() && !lt->is_null()) {
+    expect(lt->is_array() && static_cast<index_t>(lt->size()) == d.num_layers,
+           "{}: \"layer_types\" must list one type per layer ({} layers)", what, d.num_layers);
+    for (const nlohmann::json& t : *lt) {
+      expect(t.is_string() && (t == "full_attention" || t == "sliding_attention"),
+             "{}: \"layer_types\" holds {}; tpx implements \"full_attention\" and "
+             "\"sliding_attention\"",
+             what, t.dump());
+      c.sliding_layers.push_back(t == "sliding_attention");
+    }
+  } else {
+    const index_t from = qwen ? detail::whole(j, "max_window_layers", 28, what) : 0;
+    for (index_t l = 0; l < d.num_layers; ++l) c.sliding_layers.push_back(l >= from);
+  }
 
   for (index_t l = 0; l < d.num_layers; ++l) c.moe_layers.push_back(moe && !d.dense_layer(l));
   for (const index_t l : d.mlp_only_layers)
