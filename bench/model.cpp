@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "timed.hpp"
 #include "tpx/backend/host/backend.hpp"
 #include "tpx/model/causal_lm.hpp"
 #include "tpx/model/synthetic.hpp"
@@ -140,25 +141,28 @@ void bench_decode(const options& o, report& out) {
       "vocab {}, f32; prompts of {} tokens, then {} decode steps (one token per sequence each)",
       hidden, layers, c.dims.n_heads, kv_heads, head_dim, inter, vocab, prompt, steps));
   out.line(
-      "# tok/s: prefill = batch × prompt ÷ prefill time, decode = batch ÷ median step time; "
-      "coll/step: collectives per decode step (calls, bytes, rank 0); cache B/tok/rank against "
+      "# tok/s: prefill = batch × prompt ÷ prefill time, decode = batch ÷ median step time; comm: "
+      "the decode steps' time inside collectives (rank 0's stopwatch; on thread ranks it includes "
+      "waiting for the slowest rank); calls, bytes/step: collectives per decode step (rank 0); "
+      "cache B/tok/rank against "
       "2 · layers · kv_heads_on_rank · head_dim · 4; #wrong: decode logits off one forward over "
       "the whole sequence by > 1e-4 relative");
-  out.line(fmt::format("# {:>3} {:>5} {:>12} {:>12} {:>9} {:>13} {:>10} {:>10} {:>7}", "tp",
-                       "batch", "prefill t/s", "decode t/s", "calls", "bytes/step", "cache B/t",
-                       "analytic", "#wrong"));
+  out.line(fmt::format("# {:>3} {:>5} {:>12} {:>12} {:>7} {:>7} {:>11} {:>10} {:>10} {:>7}",
+                       "tp", "batch", "prefill t/s", "decode t/s", "comm", "calls", "bytes/step",
+                       "cache B/t", "analytic", "#wrong"));
   for (const int tp : {1, 2, 4})
     for (const index_t batch : {index_t{1}, index_t{8}, index_t{32}}) {
       if (o.quick && batch == 32) continue;
       double prefill_s = 0, decode_s = 0;
-      std::vector<double> step_s;
+      std::vector<double> step_s, step_comm_s;
       comm::stats step_traffic;
       index_t cache_bytes = 0;
       int wrong = 0;
-      host::run(tp, [&](host::communicator& comm) {
+      host::run(tp, [&](host::communicator& host_comm) {
+        timed_communicator comm(host_comm);
         host::gemm_engine engine;
         const io::checkpoint ck(dir);
-        model::causal_lm<layer::block_mode::tensor, host::backend, float> lm(engine, comm, c, ck);
+        model::causal_lm<layer::block_mode::tensor, timed_backend, float> lm(engine, comm, c, ck);
         auto kv = lm.make_cache(batch, prompt + steps);
         std::vector<std::int64_t> ids;
         std::vector<layer::segment> segs;
@@ -185,12 +189,13 @@ void bench_decode(const options& o, report& out) {
             one.push_back({b, 1});
           }
           comm.barrier();
-          comm.reset_statistics();
+          comm.reset();
           t0 = clock_type::now();
           lm.forward_cached(next, kv, one);
           comm.barrier();
           if (comm.rank() == 0) {
             step_s.push_back(since(t0));
+            step_comm_s.push_back(comm.seconds());
             step_traffic = comm.statistics();
           }
         }
@@ -210,6 +215,11 @@ void bench_decode(const options& o, report& out) {
         cache_bytes = kv.bytes();
       });
       decode_s = median(step_s);
+      double comm_fraction = 0;  // of all the decode steps together
+      for (std::size_t i = 0; i < step_s.size(); ++i) comm_fraction += step_comm_s[i];
+      double all = 0;
+      for (const double x : step_s) all += x;
+      comm_fraction = all > 0 ? comm_fraction / all : 0;
       std::int64_t calls = 0, bytes = 0;
       for (int k = 0; k < comm::kind_count; ++k)
         if (static_cast<comm::kind>(k) != comm::kind::barrier) {
@@ -222,15 +232,17 @@ void bench_decode(const options& o, report& out) {
                    analytic = static_cast<double>(2 * layers * kv_r * head_dim * 4);
       const double prefill_tps = static_cast<double>(batch * prompt) / prefill_s,
                    decode_tps = static_cast<double>(batch) / decode_s;
-      out.row(fmt::format("  {:>3} {:>5} {:>12.0f} {:>12.0f} {:>9} {:>13} {:>10.0f} {:>10.0f} {:>7}",
-                          tp, batch, prefill_tps, decode_tps, calls, bytes, per_token, analytic,
-                          wrong),
+      out.row(fmt::format(
+                  "  {:>3} {:>5} {:>12.0f} {:>12.0f} {:>6.0f}% {:>7} {:>11} {:>10.0f} {:>10.0f} "
+                  "{:>7}",
+                  tp, batch, prefill_tps, decode_tps, 100 * comm_fraction, calls, bytes,
+                  per_token, analytic, wrong),
               fmt::format(R"({{"bench":"decode","tp":{},"batch":{},"prompt":{},"steps":{},)"
                           R"("prefill_tokens_per_s":{},"decode_tokens_per_s":{},)"
-                          R"("collective_calls_per_step":{},"collective_bytes_per_step":{},)"
+                          R"("comm_fraction":{},"collective_calls_per_step":{},"collective_bytes_per_step":{},)"
                           R"("cache_bytes_per_token_per_rank":{},"analytic":{},"wrong":{}}})",
-                          tp, batch, prompt, steps, prefill_tps, decode_tps, calls, bytes,
-                          per_token, analytic, wrong));
+                          tp, batch, prompt, steps, prefill_tps, decode_tps, comm_fraction, calls,
+                          bytes, per_token, analytic, wrong));
     }
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
