@@ -158,12 +158,17 @@ TEST_CASE("cached decode steps give the logits of the whole prefix, TP, TP+SP an
           CAPTURE(ep);
           const test::model_run whole =
               test::run_model(dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
-          // A prefill of 3 tokens, then one token per step.
-          const test::model_run steps = test::run_model(
-              dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false, .prefill = 3});
-          CHECK(steps.ranks_agree);
-          CHECK(test::relative(steps.logits, whole.logits) <= 1e-12);
-          CHECK(test::relative(steps.logits, want) <= 1e-12);
+          // A prefill of 3 or 5 tokens (longer than the windowed fixtures' window of 3: the
+          // cache evicts within the prefill), then one token per step.
+          for (const index_t prefill : {3, 5}) {
+            CAPTURE(prefill);
+            const test::model_run steps = test::run_model(
+                dir, p.ids, {},
+                {.tp = tp, .sp = sp, .ep = ep, .backward = false, .prefill = prefill});
+            CHECK(steps.ranks_agree);
+            CHECK(test::relative(steps.logits, whole.logits) <= 1e-12);
+            CHECK(test::relative(steps.logits, want) <= 1e-12);
+          }
         }
   }
 }
@@ -200,6 +205,17 @@ TEST_CASE("a cache holds only the rank's KV heads; overflow and backward are ref
             "kv_cache: sequence 2 is outside the cache's 2");
     });
   }
+  // Under a sliding window of 3 the cache holds the last 3 positions of each sequence only.
+  const fs::path wd = test::model_fixture("hf-ref/mistral_window");
+  const model::config wc = model::read_config(wd);
+  const io::checkpoint wck(wd);
+  host::run(2, [&](host::communicator& comm) {
+    host::gemm_engine engine;
+    model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, wc, wck);
+    const auto kv = lm.make_cache(2, 10);
+    const index_t kv_r = wc.dims.n_kv_heads / 2;
+    CHECK(kv.bytes() == 2 * wc.dims.num_layers * kv_r * wc.dims.head_dim * 3 * 2 * 8);
+  });
 }
 
 TEST_CASE("a batch of prompts of different lengths gives each prompt's tokens alone") {

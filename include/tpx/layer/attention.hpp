@@ -100,6 +100,8 @@ class causal_attention {
   index_t out_cols() const noexcept { return opt_.q_heads * opt_.head_dim; }
   /// Key (and value) columns per token a cache of this rank's KV heads holds.
   index_t kv_cols() const noexcept { return opt_.kv_heads * opt_.head_dim; }
+  /// The sliding window (0: none).
+  index_t window() const noexcept { return opt_.window; }
 
   void forward(matrix_view<const T> qkv, matrix_view<T> o) {
     const index_t n = qkv.rows(), d = opt_.head_dim;
@@ -121,7 +123,7 @@ class causal_attention {
                     v0 = (opt_.q_heads + opt_.kv_heads + kv) * d;
       for (index_t i = 0; i < n; ++i)
         attend(&r(i, q0), r.col_range(k0, k0 + d), qkv.col_range(v0, v0 + d), first_key(i), i + 1,
-               probs_.data() + (h * n + i) * n, &o(i, q0));
+               n, probs_.data() + (h * n + i) * n, &o(i, q0));
     }
   }
 
@@ -159,24 +161,25 @@ class causal_attention {
     probs_.resize(static_cast<std::size_t>(longest));
     index_t row = 0;
     for (const segment& g : segments) {
-      const index_t start = cache.reserve(g.seq, g.tokens, opt_.name);
+      const index_t start = cache.reserve(g.seq, g.tokens, opt_.name), ring = cache.rows();
       const matrix_view<T> keys = cache.keys(g.seq), values = cache.values(g.seq);
+      // Token by token: its key and value into the cache (evicting the one a window no longer
+      // reaches), then its queries over the window it sees.
       for (index_t t = row; t < row + g.tokens; ++t) {
+        const index_t pos = start + t - row, slot = pos % ring;
         for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
         if (has_qk_norm()) normalise_heads(r, t);
-        for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h)
-          rope(r, t, h * d, false, start + t - row);
+        for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(r, t, h * d, false, pos);
         for (index_t c = 0; c < kv_cols; ++c) {
-          keys(start + t - row, c) = r(t, opt_.q_heads * d + c);
-          values(start + t - row, c) = qkv(t, qk + c);
+          keys(slot, c) = r(t, opt_.q_heads * d + c);
+          values(slot, c) = qkv(t, qk + c);
         }
-      }
-      for (index_t h = 0; h < opt_.q_heads; ++h) {
-        const index_t kv = h / group(), q0 = h * d;
-        for (index_t i = 0; i < g.tokens; ++i)
-          attend(&r(row + i, q0), keys.col_range(kv * d, (kv + 1) * d),
-                 values.col_range(kv * d, (kv + 1) * d), first_key(start + i), start + i + 1,
-                 probs_.data(), &o(row + i, q0));
+        for (index_t h = 0; h < opt_.q_heads; ++h) {
+          const index_t kv = h / group(), q0 = h * d;
+          attend(&r(t, q0), keys.col_range(kv * d, (kv + 1) * d),
+                 values.col_range(kv * d, (kv + 1) * d), first_key(pos), pos + 1, ring,
+                 probs_.data(), &o(t, q0));
+        }
       }
       row += g.tokens;
     }
@@ -276,16 +279,17 @@ class causal_attention {
     return opt_.window > 0 ? std::max<index_t>(0, pos - opt_.window + 1) : 0;
   }
 
-  /// One query row q [d] over rows [from, count) of keys and values [·, d]: the softmax
-  /// weights into p[from … count), the weighted values into out [d]. forward and forward_cached share
+  /// One query row q [d] over positions [from, count) of keys and values [·, d] (position j in
+  /// row j % ring): the softmax weights into p[from … count), the weighted values into out [d]. forward and forward_cached share
   /// it, so a cached step computes exactly what the whole prefix does.
   void attend(const T* q, matrix_view<const T> keys, matrix_view<const T> values, index_t from,
-              index_t count, T* p, T* out) const {
+              index_t count, index_t ring, T* p, T* out) const {
     const index_t d = opt_.head_dim;
     T top = -INFINITY;
     for (index_t j = from; j < count; ++j) {
+      const index_t at = j % ring;
       T s = 0;
-      for (index_t e = 0; e < d; ++e) s += q[e] * keys(j, e);
+      for (index_t e = 0; e < d; ++e) s += q[e] * keys(at, e);
       p[j] = s * scale();
       top = std::max(top, p[j]);
     }
@@ -294,7 +298,8 @@ class causal_attention {
     for (index_t e = 0; e < d; ++e) out[e] = T(0);
     for (index_t j = from; j < count; ++j) {
       p[j] /= sum;
-      for (index_t e = 0; e < d; ++e) out[e] += p[j] * values(j, e);
+      const index_t at = j % ring;
+      for (index_t e = 0; e < d; ++e) out[e] += p[j] * values(at, e);
     }
   }
 

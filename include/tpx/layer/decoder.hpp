@@ -267,9 +267,10 @@ class attention_block {
     o_.forward(attn, y);
   }
 
-  /// A cache for this rank's KV heads: `sequences` sequences of up to `capacity` tokens.
+  /// A cache for this rank's KV heads: `sequences` sequences of up to `capacity` tokens (holding
+  /// only the last `window` of them under a sliding window).
   kv_cache<T> make_cache(index_t sequences, index_t capacity) const {
-    return kv_cache<T>(sequences, capacity, core_.kv_cols());
+    return kv_cache<T>(sequences, capacity, core_.kv_cols(), core_.window());
   }
 
   /// Forward for inference: the `tokens` next tokens of the sequences `segments` (packed, in

@@ -5,13 +5,18 @@
 /// them), per sequence, with a capacity of tokens per sequence fixed when it is made and
 /// allocated once:
 ///
-///   keys(seq)    [capacity, kv_r · d]   rotated (RoPE'd, q/k-normed) keys at positions 0…
-///   values(seq)  [capacity, kv_r · d]   values as the v projection gives them
+///   keys(seq)    [rows, kv_r · d]   rotated (RoPE'd, q/k-normed) keys, position p in row
+///                                   p % rows
+///   values(seq)  [rows, kv_r · d]   values as the v projection gives them
 ///   length(seq)  positions filled so far
+///
+/// rows is the capacity, or — for a sliding-window layer — the window when it is shorter: the
+/// positions a window no longer reaches are overwritten (evicted).
 ///
 /// `causal_attention::forward_cached` appends a step's keys and values and attends over the
 /// filled prefix. A step that would pass the capacity is a sentence, not a wrap-around.
 
+#include <algorithm>
 #include <cstddef>
 #include <string_view>
 #include <vector>
@@ -34,13 +39,16 @@ class kv_cache {
   kv_cache() = default;
   /// Room for `sequences` sequences of up to `capacity` tokens each, `kv_cols` = kv_r · head_dim
   /// key (and value) columns per token.
-  kv_cache(index_t sequences, index_t capacity, index_t kv_cols)
+  /// With a sliding `window` (> 0), only the last `window` positions are kept: position p sits
+  /// in row p % window, evicting position p − window.
+  kv_cache(index_t sequences, index_t capacity, index_t kv_cols, index_t window = 0)
       : sequences_(sequences), capacity_(capacity), kv_cols_(kv_cols) {
-    expect(sequences >= 1 && capacity >= 1 && kv_cols >= 0,
+    expect(sequences >= 1 && capacity >= 1 && kv_cols >= 0 && window >= 0,
            "kv_cache: needs at least one sequence of at least one token (got {} sequences of {} "
-           "tokens, {} columns)",
-           sequences, capacity, kv_cols);
-    const std::size_t n = static_cast<std::size_t>(sequences * capacity * kv_cols);
+           "tokens, {} columns, window {})",
+           sequences, capacity, kv_cols, window);
+    rows_ = window > 0 ? std::min(capacity, window) : capacity;
+    const std::size_t n = static_cast<std::size_t>(sequences * rows_ * kv_cols);
     keys_.assign(n, T(0));
     values_.assign(n, T(0));
     lengths_.assign(static_cast<std::size_t>(sequences), 0);
@@ -49,11 +57,14 @@ class kv_cache {
   index_t sequences() const noexcept { return sequences_; }
   index_t capacity() const noexcept { return capacity_; }
   index_t kv_cols() const noexcept { return kv_cols_; }
+  /// Rows held per sequence: the capacity, or the window when it is shorter. Position p of a
+  /// sequence is row p % rows().
+  index_t rows() const noexcept { return rows_; }
   /// Positions of sequence `seq` filled so far.
   index_t length(index_t seq) const { return lengths_[checked(seq)]; }
-  /// Bytes the cache holds (keys and values, at capacity).
+  /// Bytes the cache holds (keys and values, every row of every sequence).
   index_t bytes() const noexcept {
-    return 2 * sequences_ * capacity_ * kv_cols_ * static_cast<index_t>(sizeof(T));
+    return 2 * sequences_ * rows_ * kv_cols_ * static_cast<index_t>(sizeof(T));
   }
 
   matrix_view<T> keys(index_t seq) { return block(keys_, seq); }
@@ -82,12 +93,12 @@ class kv_cache {
     return static_cast<std::size_t>(seq);
   }
   matrix_view<T> block(std::vector<T>& b, index_t seq) {
-    return make_matrix(b.data() + static_cast<std::size_t>(checked(seq)) *
-                                      static_cast<std::size_t>(capacity_ * kv_cols_),
-                       capacity_, kv_cols_);
+    return make_matrix(
+        b.data() + static_cast<std::size_t>(checked(seq)) * static_cast<std::size_t>(rows_ * kv_cols_),
+        rows_, kv_cols_);
   }
 
-  index_t sequences_ = 0, capacity_ = 0, kv_cols_ = 0;
+  index_t sequences_ = 0, capacity_ = 0, kv_cols_ = 0, rows_ = 0;
   std::vector<T> keys_, values_;
   std::vector<index_t> lengths_;
 };
