@@ -246,15 +246,20 @@ class causal_lm {
                                 vocab_range().size());
   }
   /// Every rank's logits of the last forward, all-gathered: [T, V] row-major on every rank.
-  std::vector<T> gather_logits() {
-    const index_t tokens = static_cast<index_t>(ids_.size());
-    std::vector<T> full(static_cast<std::size_t>(tokens * vocab()));
-    const shard::partition p =
-        head_ ? head_->partition()
-              : embedding_type::weight_placement(embedding_options(), comm_->size()).partition;
-    comm::all_gather_cols<comm_type, T>(*comm_, logits(), make_matrix(full.data(), tokens, vocab()),
-                                        p, detail_scratch(gather_, comm::cols_scratch(tokens, p)));
-    return full;
+  std::vector<T> gather_logits() { return gather(logits()); }
+  /// Rows `rows` of the last forward's logits, all-gathered: [rows.size(), V] on every rank (a
+  /// generation step gathers only the positions it chooses from).
+  std::vector<T> gather_logits(std::span<const index_t> rows) {
+    const matrix_view<const T> all = logits();
+    const index_t k = static_cast<index_t>(rows.size()), vr = all.cols();
+    const matrix_view<T> picked = detail_sized(picked_, k, vr);
+    for (index_t i = 0; i < k; ++i) {
+      const index_t r = rows[static_cast<std::size_t>(i)];
+      expect(r >= 0 && r < all.rows(), "{}: row {} is outside the last forward's {} rows",
+             config_.source, r, all.rows());
+      for (index_t c = 0; c < vr; ++c) picked(i, c) = all(r, c);
+    }
+    return gather(picked);
   }
 
   /// The mean cross-entropy of the last forward's logits against `targets` [T] (ignore_index
@@ -475,6 +480,18 @@ class causal_lm {
                            : make(std::type_identity<moe_tp_layer>{});
   }
 
+  /// Every rank's vocab columns of `local` [k, V_r], all-gathered: [k, V] row-major.
+  std::vector<T> gather(matrix_view<const T> local) {
+    const index_t k = local.rows();
+    std::vector<T> full(static_cast<std::size_t>(k * vocab()));
+    const shard::partition p =
+        head_ ? head_->partition()
+              : embedding_type::weight_placement(embedding_options(), comm_->size()).partition;
+    comm::all_gather_cols<comm_type, T>(*comm_, local, make_matrix(full.data(), k, vocab()), p,
+                                        detail_scratch(gather_, comm::cols_scratch(k, p)));
+    return full;
+  }
+
   /// embedding → the decoder layers (`step(layer, l, x, y)`) → norm → LM head: this rank's
   /// logits of `ids`.
   template <class Step>
@@ -519,7 +536,7 @@ class causal_lm {
   std::vector<std::int64_t> ids_, targets_;
   bool cached_ = false;  // the last run was forward_cached (nothing kept for backward)
   std::vector<buffer> acts_;
-  buffer logits_, dlogits_, dnorm_, dx_, dy_, gather_;
+  buffer logits_, dlogits_, dnorm_, dx_, dy_, gather_, picked_;
 };
 
 }  // namespace tpx::inline v0::model

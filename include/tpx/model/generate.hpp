@@ -7,8 +7,8 @@
 ///   a sequence finishes after an end-of-sequence id (kept as its last token) or
 ///   `max_new_tokens` new tokens; the others go on
 ///
-/// The next token is chosen from the last position's logits of each sequence, gathered over the
-/// vocabulary so that every rank holds the same values and chooses the same token (no broadcast
+/// The next token is chosen from the last position's logits of each sequence, gathered (those
+/// rows only) over the vocabulary so that every rank holds the same values and chooses the same token (no broadcast
 /// needed): greedy (arg max, ties to the lower id) at temperature 0, else a sample of
 /// softmax(logits / temperature) restricted to the `top_k` most likely ids and then to the
 /// smallest most-likely set whose probability reaches `top_p` (transformers' order of these
@@ -143,13 +143,19 @@ std::vector<std::vector<std::int64_t>> generate(LM& lm,
   }
   while (!step.empty()) {
     lm.forward_cached(ids, kv, step);
-    const std::vector<T> full = lm.gather_logits();
-    std::vector<std::int64_t> next_ids;
-    std::vector<layer::segment> next;
+    // Only each sequence's last position is chosen from: gather those rows alone.
+    std::vector<index_t> last_rows;
     index_t row = 0;
     for (const layer::segment& g : step) {
       row += g.tokens;
-      const std::span<const T> last(full.data() + (row - 1) * lm.vocab(),
+      last_rows.push_back(row - 1);
+    }
+    const std::vector<T> full = lm.gather_logits(last_rows);
+    std::vector<std::int64_t> next_ids;
+    std::vector<layer::segment> next;
+    for (std::size_t i = 0; i < step.size(); ++i) {
+      const layer::segment& g = step[i];
+      const std::span<const T> last(full.data() + static_cast<index_t>(i) * lm.vocab(),
                                     static_cast<std::size_t>(lm.vocab()));
       std::vector<std::int64_t>& mine = out[static_cast<std::size_t>(g.seq)];
       mine.push_back(choose(last, o.sample, streams[static_cast<std::size_t>(g.seq)]));
