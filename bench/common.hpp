@@ -20,8 +20,8 @@
 namespace tpx::bench {
 
 struct options {
-  bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false, decode = false,
-       quick = false, json = false, gpu = false;
+  bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false,
+       decode = false, quick = false, json = false, gpu = false;
   std::vector<int> tps{2, 4, 8};
   index_t max_bytes = index_t{64} << 20;
   std::string command;

@@ -147,8 +147,8 @@ void bench_decode(const options& o, report& out) {
       "cache B/tok/rank against "
       "2 · layers · kv_heads_on_rank · head_dim · 4; #wrong: decode logits off one forward over "
       "the whole sequence by > 1e-4 relative");
-  out.line(fmt::format("# {:>3} {:>5} {:>12} {:>12} {:>7} {:>7} {:>11} {:>10} {:>10} {:>7}",
-                       "tp", "batch", "prefill t/s", "decode t/s", "comm", "calls", "bytes/step",
+  out.line(fmt::format("# {:>3} {:>5} {:>12} {:>12} {:>7} {:>7} {:>11} {:>10} {:>10} {:>7}", "tp",
+                       "batch", "prefill t/s", "decode t/s", "comm", "calls", "bytes/step",
                        "cache B/t", "analytic", "#wrong"));
   for (const int tp : {1, 2, 4})
     for (const index_t batch : {index_t{1}, index_t{8}, index_t{32}}) {
@@ -210,8 +210,8 @@ void bench_decode(const options& o, report& out) {
         const float* row = whole.data() + (whole.size() - static_cast<std::size_t>(vocab));
         for (index_t v = 0; v < vocab; ++v) scale = std::max(scale, std::abs(double(row[v])));
         for (index_t v = 0; v < vocab; ++v)
-          wrong += std::abs(double(row[v]) - last_logits[static_cast<std::size_t>(v)]) >
-                   1e-4 * scale;
+          wrong +=
+              std::abs(double(row[v]) - last_logits[static_cast<std::size_t>(v)]) > 1e-4 * scale;
         cache_bytes = kv.bytes();
       });
       decode_s = median(step_s);
@@ -232,17 +232,19 @@ void bench_decode(const options& o, report& out) {
                    analytic = static_cast<double>(2 * layers * kv_r * head_dim * 4);
       const double prefill_tps = static_cast<double>(batch * prompt) / prefill_s,
                    decode_tps = static_cast<double>(batch) / decode_s;
-      out.row(fmt::format(
-                  "  {:>3} {:>5} {:>12.0f} {:>12.0f} {:>6.0f}% {:>7} {:>11} {:>10.0f} {:>10.0f} "
-                  "{:>7}",
-                  tp, batch, prefill_tps, decode_tps, 100 * comm_fraction, calls, bytes,
-                  per_token, analytic, wrong),
-              fmt::format(R"({{"bench":"decode","tp":{},"batch":{},"prompt":{},"steps":{},)"
-                          R"("prefill_tokens_per_s":{},"decode_tokens_per_s":{},)"
-                          R"("comm_fraction":{},"collective_calls_per_step":{},"collective_bytes_per_step":{},)"
-                          R"("cache_bytes_per_token_per_rank":{},"analytic":{},"wrong":{}}})",
-                          tp, batch, prompt, steps, prefill_tps, decode_tps, comm_fraction, calls,
-                          bytes, per_token, analytic, wrong));
+      out.row(
+          fmt::format(
+              "  {:>3} {:>5} {:>12.0f} {:>12.0f} {:>6.0f}% {:>7} {:>11} {:>10.0f} {:>10.0f} "
+              "{:>7}",
+              tp, batch, prefill_tps, decode_tps, 100 * comm_fraction, calls, bytes, per_token,
+              analytic, wrong),
+          fmt::format(
+              R"({{"bench":"decode","tp":{},"batch":{},"prompt":{},"steps":{},)"
+              R"("prefill_tokens_per_s":{},"decode_tokens_per_s":{},)"
+              R"("comm_fraction":{},"collective_calls_per_step":{},"collective_bytes_per_step":{},)"
+              R"("cache_bytes_per_token_per_rank":{},"analytic":{},"wrong":{}}})",
+              tp, batch, prompt, steps, prefill_tps, decode_tps, comm_fraction, calls, bytes,
+              per_token, analytic, wrong));
     }
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);

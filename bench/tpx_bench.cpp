@@ -107,7 +107,8 @@ options parse(int argc, char** argv) {
       }
     } else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--decode] "
+          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] "
+          "[--decode] "
           "[--gpu] "
           "[--quick] "
           "[--tp 2,4,8] "

@@ -31,8 +31,7 @@ inline std::int64_t whole_number(std::string_view flag, std::string_view text,
 inline double real_number(std::string_view flag, std::string_view text) {
   double v = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  expect(!text.empty() && ec == std::errc() && end == text.data() + text.size() &&
-             std::isfinite(v),
+  expect(!text.empty() && ec == std::errc() && end == text.data() + text.size() && std::isfinite(v),
          "{} takes a number, got '{}'", flag, text);
   return v;
 }

@@ -169,11 +169,15 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   std::map<std::string, std::size_t> index;
   for (const plan::resolved_tensor& t : r.tensors) {
     const int owner = owner_of(t, tp);
-    row x{plan::name_pattern(t.tensor.name), t.style, shard::shape_string(t.tensor.shape),
+    row x{plan::name_pattern(t.tensor.name),
+          t.style,
+          shard::shape_string(t.tensor.shape),
           t.placement.is_replicated() ? "-"
           : owner >= 0                ? "whole"
                                       : std::to_string(t.placement.dim),
-          owner >= 0 ? "" : shards_of(t, tp), 0, {}};
+          owner >= 0 ? "" : shards_of(t, tp),
+          0,
+          {}};
     const std::string key = x.pattern + '|' + x.style + '|' + x.shape + '|' + x.shards;
     const auto [it, fresh] = index.emplace(key, rows.size());
     if (fresh) rows.push_back(std::move(x));

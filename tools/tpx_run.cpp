@@ -117,8 +117,8 @@ std::vector<std::vector<std::int64_t>> prompts_from_file(const std::string& path
     expect(!j[p].empty(), "--prompts '{}': prompt {} is empty", path, p);
     out.emplace_back();
     for (const nlohmann::json& v : j[p]) {
-      expect(v.is_number_integer(), "--prompts '{}': prompt {} holds {}, not a whole number",
-             path, p, v.dump());
+      expect(v.is_number_integer(), "--prompts '{}': prompt {} holds {}, not a whole number", path,
+             p, v.dump());
       out.back().push_back(v.get<std::int64_t>());
     }
   }
@@ -208,7 +208,8 @@ options parse_args(int argc, char** argv) {
            "--logits-out or --compare");
     expect(o.generate >= 1, "--prompts needs --generate N with N ≥ 1");
   } else {
-    expect(o.have_ids, "give the prompt with --ids 1,2,3 or --ids-file F (or a batch with --prompts F)");
+    expect(o.have_ids,
+           "give the prompt with --ids 1,2,3 or --ids-file F (or a batch with --prompts F)");
     expect(!o.ids.empty(), "the prompt has no token ids");
   }
   model::expect_valid(o.sample);
@@ -268,11 +269,9 @@ result run_model(const options& o, const model::config& c, const io::checkpoint&
     std::vector<std::vector<std::int64_t>> generated;
     if (o.generate > 0) {
       index_t cache = 0;
-      generated = model::generate(lm, o.have_prompts ? o.prompts : std::vector<std::vector<std::int64_t>>{o.ids},
-                                  {.max_new_tokens = o.generate,
-                                   .eos = c.eos_token_ids,
-                                   .sample = o.sample},
-                                  &cache);
+      generated = model::generate(
+          lm, o.have_prompts ? o.prompts : std::vector<std::vector<std::int64_t>>{o.ids},
+          {.max_new_tokens = o.generate, .eos = c.eos_token_ids, .sample = o.sample}, &cache);
       rep.cache = static_cast<std::uint64_t>(cache);
     }
     const auto t3 = std::chrono::steady_clock::now();
@@ -455,10 +454,10 @@ int run(int argc, char** argv) {
     fmt::print(
         "generated (up to {} tokens per prompt, {}, ending at an end-of-sequence id {}: a "
         "prefill, then one cached decode step each; {:.1f} ms; KV cache per rank {}):\n",
-        o.generate, how, c.eos_token_ids.empty() ? "(none)" : fmt::format("{}", fmt::join(c.eos_token_ids, ",")),
+        o.generate, how,
+        c.eos_token_ids.empty() ? "(none)" : fmt::format("{}", fmt::join(c.eos_token_ids, ",")),
         r.generate_s * 1e3, caches);
-    for (const std::vector<std::int64_t>& g : r.generated)
-      fmt::print("  {}\n", fmt::join(g, " "));
+    for (const std::vector<std::int64_t>& g : r.generated) fmt::print("  {}\n", fmt::join(g, " "));
   }
   if (!o.logits_out.empty()) fmt::print("logits written to {}\n", o.logits_out);
   if (diff)

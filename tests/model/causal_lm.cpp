@@ -18,12 +18,12 @@
 #include <sstream>
 
 #include "../harness.hpp"
-#include "tpx/shard/gqa.hpp"
 #include "model_harness.hpp"
 #include "tpx/io/writer.hpp"
 #include "tpx/model/generate.hpp"
 #include "tpx/model/plan.hpp"
 #include "tpx/model/synthetic.hpp"
+#include "tpx/shard/gqa.hpp"
 
 using namespace tpx;
 namespace fs = std::filesystem;
@@ -119,7 +119,9 @@ void perturbed_copy(const fs::path& from, const fs::path& to, const std::string&
 
 }  // namespace
 
-TEST_CASE("transformers' models give its float64 logits at every tp, TP and TP+SP") {
+TEST_CASE(
+    "transformers' models give its float64 logits at every tp, TP, TP+SP and EP, in one forward "
+    "and through cached decode steps") {
   for (const fixture& f : all_models) {
     const fs::path dir = f.dir();
     const prompt p = read_prompt(dir);
@@ -139,25 +141,6 @@ TEST_CASE("transformers' models give its float64 logits at every tp, TP and TP+S
           const test::model_run f32 = test::run_model<float>(
               dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
           CHECK(test::relative(f32.logits, want) <= 1e-5);
-        }
-  }
-}
-
-TEST_CASE("cached decode steps give the logits of the whole prefix, TP, TP+SP and EP") {
-  for (const fixture& f : all_models) {
-    const fs::path dir = f.dir();
-    const prompt p = read_prompt(dir);
-    const std::vector<double> want = reference_logits(dir);
-    for (const int tp : f.tps)
-      for (const bool sp : {false, true})
-        for (const int ep : {1, tp}) {
-          if (!ep_applies(f, ep)) continue;
-          CAPTURE(f.name);
-          CAPTURE(tp);
-          CAPTURE(sp);
-          CAPTURE(ep);
-          const test::model_run whole =
-              test::run_model(dir, p.ids, {}, {.tp = tp, .sp = sp, .ep = ep, .backward = false});
           // A prefill of 3 or 5 tokens (longer than the windowed fixtures' window of 3: the
           // cache evicts within the prefill), then one token per step.
           for (const index_t prefill : {3, 5}) {
@@ -166,7 +149,7 @@ TEST_CASE("cached decode steps give the logits of the whole prefix, TP, TP+SP an
                 dir, p.ids, {},
                 {.tp = tp, .sp = sp, .ep = ep, .backward = false, .prefill = prefill});
             CHECK(steps.ranks_agree);
-            CHECK(test::relative(steps.logits, whole.logits) <= 1e-12);
+            CHECK(test::relative(steps.logits, r.logits) <= 1e-12);
             CHECK(test::relative(steps.logits, want) <= 1e-12);
           }
         }
@@ -185,18 +168,17 @@ TEST_CASE("a cache holds only the rank's KV heads; overflow and backward are ref
       model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck);
       auto kv = lm.make_cache(2, 5);
       // 2 · layers · kv_r · head_dim · capacity · sequences · sizeof(double)
-      const index_t kv_r = shard::gqa{c.dims.n_heads, c.dims.n_kv_heads, d}
-                               .kv_heads(tp, comm.rank())
-                               .size();
+      const index_t kv_r =
+          shard::gqa{c.dims.n_heads, c.dims.n_kv_heads, d}.kv_heads(tp, comm.rank()).size();
       CHECK(kv.bytes() == 2 * layers * kv_r * d * 5 * 2 * 8);
       const std::vector<std::int64_t> ids{1, 2, 3, 4};
       lm.forward_cached(ids, kv, 1);
       CHECK(kv.length(1) == 4);
       CHECK(kv.length(0) == 0);
       const std::vector<std::int64_t> two{5, 6};
-      CHECK(test::error_of([&] { lm.forward_cached(two, kv, 1); }).find(
-                "sequence 1 holds 4 tokens and 2 more would pass the cache's capacity of 5 "
-                "tokens per sequence") != std::string::npos);
+      CHECK(test::error_of([&] { lm.forward_cached(two, kv, 1); })
+                .find("sequence 1 holds 4 tokens and 2 more would pass the cache's capacity of 5 "
+                      "tokens per sequence") != std::string::npos);
       CHECK(test::error_of([&] {
               lm.loss(ids);
               lm.backward();
@@ -241,9 +223,8 @@ TEST_CASE("a batch of prompts of different lengths gives each prompt's tokens al
         };
         for (const model::generation_options& o :
              {model::generation_options{.max_new_tokens = 6},
-              model::generation_options{
-                  .max_new_tokens = 5,
-                  .sample = {.temperature = 0.8, .top_k = 20, .top_p = 0.9, .seed = 11}}}) {
+              model::generation_options{.max_new_tokens = 5,
+              .sample = {.temperature = 0.8, .top_k = 20, .top_p = 0.9, .seed = 11}}}) {
           std::vector<std::pair<std::vector<std::vector<std::int64_t>>,
                                 std::vector<std::vector<std::int64_t>>>>
               got(static_cast<std::size_t>(tp));
@@ -298,13 +279,14 @@ TEST_CASE("sampling: greedy at temperature 0, top-k 1 is greedy, a seed repeats,
   host::run(1, [&](host::communicator& comm) {
     host::gemm_engine engine;
     model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck);
-    const auto got =
-        model::generate(lm, {p.ids, {4}}, {.max_new_tokens = 6, .eos = {p.greedy[2]}});
+    const auto got = model::generate(lm, {p.ids, {4}}, {.max_new_tokens = 6, .eos = {p.greedy[2]}});
     CHECK(got[0] == std::vector<std::int64_t>(p.greedy.begin(), p.greedy.begin() + 3));
-    CHECK(test::error_of([&] { model::generate(lm, {p.ids, {}}, {.max_new_tokens = 2}); }) ==
-          "generate: prompt 1 is empty");
-    CHECK(test::error_of([&] { model::generate(lm, {{5, 97}}, {.max_new_tokens = 2}); }) ==
-          "generate: token 1 of prompt 0 has id 97, outside the vocabulary [0, 97)");
+    CHECK(test::error_of([&] {
+            model::generate(lm, {p.ids, {}}, {.max_new_tokens = 2});
+          }) == "generate: prompt 1 is empty");
+    CHECK(test::error_of([&] {
+            model::generate(lm, {{5, 97}}, {.max_new_tokens = 2});
+          }) == "generate: token 1 of prompt 0 has id 97, outside the vocabulary [0, 97)");
   });
 }
 
@@ -315,8 +297,7 @@ TEST_CASE("sliding-window attention: each query sees the last `window` positions
   const auto windowed = [](const test::temp_dir& d, const nlohmann::json& window) {
     windowed_llama(d.path, window);
   };
-  const test::model_run full =
-      test::run_model(src, p.ids, {}, {.tp = 1, .backward = false});
+  const test::model_run full = test::run_model(src, p.ids, {}, {.tp = 1, .backward = false});
   const index_t vocab = 97;
   // A window as long as the prompt changes nothing.
   const test::temp_dir wide;
@@ -332,8 +313,9 @@ TEST_CASE("sliding-window attention: each query sees the last `window` positions
     CAPTURE(t);
     const test::model_run alone =
         test::run_model(src, std::span(&p.ids[t], 1), {}, {.tp = 1, .backward = false});
-    const std::vector<double> row(self.logits.begin() + static_cast<std::ptrdiff_t>(t * vocab),
-                                  self.logits.begin() + static_cast<std::ptrdiff_t>((t + 1) * vocab));
+    const std::vector<double> row(
+        self.logits.begin() + static_cast<std::ptrdiff_t>(t * vocab),
+        self.logits.begin() + static_cast<std::ptrdiff_t>((t + 1) * vocab));
     CHECK(test::relative(row, alone.logits) <= 1e-12);
   }
   // A window of 3: the first three positions are unchanged, the later ones are not. Cached

@@ -175,8 +175,9 @@ TEST_CASE("communication per token per layer follows the styles") {
   CHECK(contains(s2.report.warnings,
                  "style 'rowwise_split_input' has no sequence-parallel form in tpx; its "
                  "communication is counted as without SP"));
-  CHECK(contains(s2.report.warnings, "model.layers.*.mlp.gate_proj.weight: style "
-                                     "'colwise_gather_output' has no sequence-parallel form"));
+  CHECK(contains(s2.report.warnings,
+                 "model.layers.*.mlp.gate_proj.weight: style "
+                 "'colwise_gather_output' has no sequence-parallel form"));
   // gpt_oss-like float32 config: the element size follows the config's dtype.
   const plan::model_config f32 = config(R"({"model_type": "llama", "hidden_size": 64,
     "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 1,

@@ -61,8 +61,9 @@ TEST_CASE("each style cuts the tensor dim of its weight dim, stored [out, in] or
   // A bias splits with the out rows, and is whole under a column split.
   CHECK(style::placement<style::colwise<>>({"b", {12}, false, true}, 2).dim == 0);
   CHECK(style::placement<style::rowwise<>>({"b", {12}, false, true}, 2).is_replicated());
-  CHECK(test::error_of([] { style::placement<style::colwise<>>({"s", {}}, 2); }) ==
-        "s: a scalar has no dim to split");
+  CHECK(test::error_of([] {
+          style::placement<style::colwise<>>({"s", {}}, 2);
+        }) == "s: a scalar has no dim to split");
 }
 
 TEST_CASE("the cut follows the split kind, the blocks of a fused dim, or a given partition") {
@@ -78,8 +79,8 @@ TEST_CASE("the cut follows the split kind, the blocks of a fused dim, or a given
     const std::vector<shard::block> halves{{6, 1}, {6, 1}};
     const shard::placement packed =
         style::placement<style::colwise<>>({"gate_up", {12, 5}}, tp, {.blocks = halves});
-    CHECK(packed.partition == shard::partition::packed(halves, tp, split_kind::balanced,
-                                                       {"gate_up", 0}));
+    CHECK(packed.partition ==
+          shard::partition::packed(halves, tp, split_kind::balanced, {"gate_up", 0}));
     expect_tiles(packed, tp);
     // Whole heads, as the attention block computes them (8 query / 2 KV heads: not tp = 3).
     const shard::gqa g{8, 2, 4};
@@ -90,9 +91,9 @@ TEST_CASE("the cut follows the split kind, the blocks of a fused dim, or a given
     expect_tiles(kv, tp);
   }
   CHECK(test::error_of([] {
-          style::placement<style::colwise<>>({"w", {12, 5}}, 3,
-                                             {.partition = shard::partition::split(
-                                                  12, 2, split_kind::balanced, {"w", 0})});
+          style::placement<style::colwise<>>(
+              {"w", {12, 5}}, 3,
+              {.partition = shard::partition::split(12, 2, split_kind::balanced, {"w", 0})});
         }) == "w dim 0: the partition covers 12 elements over 2 ranks, but the dim has 12 over 3");
 }
 
@@ -116,19 +117,18 @@ TEST_CASE("experts: every expert's I slice under TP, whole experts under EP") {
                            style::placement(style::moe_masked{}, et::down, d, tp, "d")}) {
       CHECK(ep.dim == 0);
       for (int r = 0; r < tp; ++r)
-        CHECK(ep.partition.of(r).parts == std::vector<shard::interval>{{r * 8 / tp,
-                                                                        (r + 1) * 8 / tp}});
+        CHECK(ep.partition.of(r).parts ==
+              std::vector<shard::interval>{{r * 8 / tp, (r + 1) * 8 / tp}});
     }
     // The shared expert: split like a packed colwise / rowwise pair, whole under all_to_all.
     CHECK(style::placement(style::moe_masked{}, et::shared_gate_up, d, tp, "s").dim == 0);
     CHECK(style::placement(style::moe_tensor{}, et::shared_down, d, tp, "s").dim == 1);
-    CHECK(style::placement(style::moe_all_to_all{}, et::shared_gate_up, d, tp, "s")
-              .is_replicated());
+    CHECK(
+        style::placement(style::moe_all_to_all{}, et::shared_gate_up, d, tp, "s").is_replicated());
   }
   CHECK(test::error_of([&] {
-          style::placement(style::moe_all_to_all{}, et::down, {.n_experts = 6, .hidden = 2,
-                                                               .inter = 2},
-                           4, "experts.down_proj");
+          style::placement(style::moe_all_to_all{}, et::down,
+                           {.n_experts = 6, .hidden = 2, .inter = 2}, 4, "experts.down_proj");
         }) ==
         "experts.down_proj: 6 experts cannot be split over ep = 4 ranks; expert parallelism "
         "needs n_experts % ep == 0 (6 % 4 = 2)");

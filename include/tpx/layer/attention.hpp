@@ -14,9 +14,10 @@
 /// heads' share (the block all-reduces them).
 ///
 /// `forward` and `backward` take one sequence at positions 0…T−1; `forward_cached` (inference)
-/// takes the next tokens of a sequence whose earlier keys and values a `kv_cache` holds. RoPE pairs feature i with i + d/2 of each head
-/// (Hugging Face's rotate_half) and turns the pair by position · inv_freq[i]: by default
-/// inv_freq[i] = base^(−2i/d); a model's rope type (llama3, linear, …) supplies its own table.
+/// takes the next tokens of a sequence whose earlier keys and values a `kv_cache` holds. RoPE pairs
+/// feature i with i + d/2 of each head (Hugging Face's rotate_half) and turns the pair by position
+/// · inv_freq[i]: by default inv_freq[i] = base^(−2i/d); a model's rope type (llama3, linear, …)
+/// supplies its own table.
 
 #include <algorithm>
 #include <cmath>
@@ -280,8 +281,9 @@ class causal_attention {
   }
 
   /// One query row q [d] over positions [from, count) of keys and values [·, d] (position j in
-  /// row j % ring): the softmax weights into p[from … count), the weighted values into out [d]. forward and forward_cached share
-  /// it, so a cached step computes exactly what the whole prefix does.
+  /// row j % ring): the softmax weights into p[from … count), the weighted values into out [d].
+  /// forward and forward_cached share it, so a cached step computes exactly what the whole prefix
+  /// does.
   void attend(const T* q, matrix_view<const T> keys, matrix_view<const T> values, index_t from,
               index_t count, index_t ring, T* p, T* out) const {
     const index_t d = opt_.head_dim;

@@ -276,8 +276,8 @@ class attention_block {
   /// Forward for inference: the `tokens` next tokens of the sequences `segments` (packed, in
   /// row order), whose earlier keys and values `cache` holds (see
   /// causal_attention::forward_cached); keeps nothing for backward.
-  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens,
-                      kv_cache<T>& cache, std::span<const segment> segments) {
+  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens, kv_cache<T>& cache,
+                      std::span<const segment> segments) {
     const matrix_view<T> qkv = detail::sized(qkv_out_, tokens, core_.qkv_cols());
     const matrix_view<T> attn = detail::sized(attn_, tokens, core_.out_cols());
     qkv_.forward(x, qkv);
@@ -435,8 +435,8 @@ class decoder_layer {
   /// Forward for inference: the `tokens` next tokens of the sequences `segments` (packed, in
   /// row order), their attention over the keys and values `cache` holds
   /// (attention().make_cache); keeps nothing for backward.
-  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens,
-                      kv_cache<T>& cache, std::span<const segment> segments) {
+  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens, kv_cache<T>& cache,
+                      std::span<const segment> segments) {
     run_forward(x, y, tokens, [&](matrix_view<const T> n1, matrix_view<T> h) {
       attention_.forward_cached(n1, h, tokens, cache, segments);
     });

@@ -80,7 +80,8 @@ class vocab_embedding {
   /// Where each rank's rows of the [vocab, hidden] table sit: vocab rows, split as `options.split`
   /// says (balanced by default).
   static shard::placement weight_placement(const embedding_options& o, int tp) {
-    return style::placement<Style>({o.name + ".weight", {o.vocab, o.hidden}}, tp, {.kind = o.split});
+    return style::placement<Style>({o.name + ".weight", {o.vocab, o.hidden}}, tp,
+                                   {.kind = o.split});
   }
 
   const std::string& name() const noexcept { return opt_.name; }

@@ -248,7 +248,9 @@ class experts {
   }
 
   static style::experts_dims dims(const experts_options& o) {
-    return {.n_experts = o.n_experts, .hidden = o.hidden, .inter = o.inter,
+    return {.n_experts = o.n_experts,
+            .hidden = o.hidden,
+            .inter = o.inter,
             .shared_inter = o.shared_inter};
   }
   /// The one interval of a plain split (or of a whole dim).

@@ -93,9 +93,9 @@ class kv_cache {
     return static_cast<std::size_t>(seq);
   }
   matrix_view<T> block(std::vector<T>& b, index_t seq) {
-    return make_matrix(
-        b.data() + static_cast<std::size_t>(checked(seq)) * static_cast<std::size_t>(rows_ * kv_cols_),
-        rows_, kv_cols_);
+    return make_matrix(b.data() + static_cast<std::size_t>(checked(seq)) *
+                                      static_cast<std::size_t>(rows_ * kv_cols_),
+                       rows_, kv_cols_);
   }
 
   index_t sequences_ = 0, capacity_ = 0, kv_cols_ = 0, rows_ = 0;

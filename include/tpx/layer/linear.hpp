@@ -253,8 +253,8 @@ class linear<Style, Backend, T> {
     if (dbias_.size() != bias_.size()) dbias_.resize(bias_.size());
     const matrix_view<T> dw = make_matrix(dweight_.data(), local_[0], local_[1]);
     const std::span<T> db(dbias_.data(), dbias_.size());
-    engine_->gemm(gemm::gemm_args<T>{
-        .op_a = gemm::op::transpose, .a = g, .b = a, .c = dw, .bias_grad = db});
+    engine_->gemm(
+        gemm::gemm_args<T>{.op_a = gemm::op::transpose, .a = g, .b = a, .c = dw, .bias_grad = db});
     if constexpr (style::describe<Style>().grad_all_reduce) {
       comm_->all_reduce(std::span<T>(dweight_.data(), dweight_.size()));
       if (has_bias_) comm_->all_reduce(db);
@@ -292,8 +292,7 @@ class linear<Style, Backend, T> {
     }
   }
   /// Backward: the forward's GEMM input again (gather_from_sequence: the one kept).
-  matrix_view<const T> saved_input(matrix_view<const T> x, index_t tokens,
-                                   detail::arena<T>& mem) {
+  matrix_view<const T> saved_input(matrix_view<const T> x, index_t tokens, detail::arena<T>& mem) {
     if constexpr (seq_in) {
       expect(static_cast<index_t>(saved_.size()) == tokens * local_[1],
              "{} ({}): backward for {} tokens needs the gathered input of a forward on {} tokens",
@@ -323,8 +322,8 @@ class linear<Style, Backend, T> {
     } else if constexpr (seq_in) {
       comm::gather_from_sequence::backward<comm_type, T>(*comm_, dxc, dx, token_counts(tokens));
     } else if constexpr (reduced_dx) {
-      comm::copy_to_parallel::backward<comm_type, T>(
-          *comm_, dx, mem.take(dx.is_contiguous() ? 0 : dx.size()));
+      comm::copy_to_parallel::backward<comm_type, T>(*comm_, dx,
+                                                     mem.take(dx.is_contiguous() ? 0 : dx.size()));
     }
   }
 
@@ -408,13 +407,13 @@ class linear<Style, Backend, T> {
   /// the style's (style/placement.hpp).
   static shard::placement weight_placement(const linear_options& options,
                                            const shard::partition& p) {
-    return style::placement<Style>({options.name + ".weight",
-                                    {options.out_features, options.in_features}},
-                                   p.ranks(), cut_of(p));
+    return style::placement<Style>(
+        {options.name + ".weight", {options.out_features, options.in_features}}, p.ranks(),
+        cut_of(p));
   }
   static shard::placement bias_placement(const linear_options& options, const shard::partition& p) {
-    return style::placement<Style>(
-        {options.name + ".bias", {options.out_features}, false, true}, p.ranks(), cut_of(p));
+    return style::placement<Style>({options.name + ".bias", {options.out_features}, false, true},
+                                   p.ranks(), cut_of(p));
   }
   static style::cut cut_of(const shard::partition& p) {
     return split_dim < 0 ? style::cut{} : style::cut{.partition = p};
@@ -442,7 +441,9 @@ class linear<Style, Backend, T> {
     }
   }
 
-  index_t input_scratch(index_t tokens) const { return split_in && !simple_ ? tokens * local_[1] : 0; }
+  index_t input_scratch(index_t tokens) const {
+    return split_in && !simple_ ? tokens * local_[1] : 0;
+  }
   index_t gather_scratch(index_t tokens) const { return comm::cols_scratch(tokens, counts_); }
 
   matrix_view<const T> local_input(matrix_view<const T> x, detail::arena<T>& mem) const {

@@ -45,9 +45,9 @@
 #include "tpx/layer/decoder.hpp"
 #include "tpx/layer/embedding.hpp"
 #include "tpx/model/config.hpp"
+#include "tpx/model/layout.hpp"
 #include "tpx/style/placement.hpp"
 #include "tpx/style/replicate.hpp"
-#include "tpx/model/layout.hpp"
 
 namespace tpx::inline v0::model {
 
@@ -103,8 +103,9 @@ class causal_lm {
                    matrix(read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)), h),
                    eo);
     for (const layer_layout& l : layout_.layers) layers_.push_back(build_layer(ck, l));
-    norm_.emplace(comm, read(ck, layout_.norm, norm_type::weight_placement(layout_.norm.name, h, tp)), c.rms_norm_eps,
-                  "model.norm");
+    norm_.emplace(comm,
+                  read(ck, layout_.norm, norm_type::weight_placement(layout_.norm.name, h, tp)),
+                  c.rms_norm_eps, "model.norm");
     if (layout_.head) {
       const layer::linear_options ho{.name = "lm_head", .out_features = v, .in_features = h};
       head_.emplace(shard::from_shard, engine, comm,
@@ -407,13 +408,13 @@ class causal_lm {
   layer_type build_layer(const io::checkpoint& ck, const layer_layout& l) {
     const int tp = comm_->size();
     const index_t h = config_.dims.hidden_size;
-    const layer::attention_config ac{.heads = {.n_heads = config_.dims.n_heads,
-                                               .n_kv_heads = config_.dims.n_kv_heads,
-                                               .head_dim = config_.dims.head_dim},
-                                     .rope_theta = config_.rope_theta,
-                                     .inv_freq = config_.inv_freq,
-                                     .window = config_.window_of(static_cast<index_t>(
-                                         &l - layout_.layers.data()))};
+    const layer::attention_config ac{
+        .heads = {.n_heads = config_.dims.n_heads,
+                  .n_kv_heads = config_.dims.n_kv_heads,
+                  .head_dim = config_.dims.head_dim},
+        .rope_theta = config_.rope_theta,
+        .inv_freq = config_.inv_freq,
+        .window = config_.window_of(static_cast<index_t>(&l - layout_.layers.data()))};
     const std::string an = l.prefix + "self_attn";
     using qkv_t = typename attention_type::qkv_type;
     using o_t = typename attention_type::o_type;
@@ -428,8 +429,7 @@ class causal_lm {
                              o_b, ac, an);
     if (l.q_norm) {
       attention.set_qk_norm(read(ck, *l.q_norm, whole(*l.q_norm)),
-                            read(ck, *l.k_norm, whole(*l.k_norm)),
-                            config_.rms_norm_eps);
+                            read(ck, *l.k_norm, whole(*l.k_norm)), config_.rms_norm_eps);
     }
     const std::vector<T> n1 = read(ck, l.input_norm,
                                    norm_type::weight_placement(l.input_norm.name, h, tp)),
@@ -453,8 +453,7 @@ class causal_lm {
       return layer_type(std::in_place_type<dense_layer>, *comm_, n1, n2, eps, std::move(attention),
                         std::move(mlp));
     }
-    const std::vector<T> router =
-        read(ck, *l.router, whole(*l.router));
+    const std::vector<T> router = read(ck, *l.router, whole(*l.router));
     const layer::routing_options ro{.name = l.moe_prefix + ".gate",
                                     .n_experts = config_.dims.n_experts,
                                     .top_k = config_.dims.experts_per_token,

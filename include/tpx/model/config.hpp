@@ -64,9 +64,9 @@ struct config {
   /// and phi3; for qwen2 / qwen3 / qwen3_moe the "sliding_attention" layers of `layer_types`, or
   /// without it the layers from `max_window_layers` on, as their config classes derive it.
   std::vector<bool> sliding_layers;
-  bool norm_topk_prob = true;             ///< MoE: top-k weights renormalised to sum to 1
-  bool qk_norm = false;                   ///< q and k RMS-normalised per head before RoPE
-  std::vector<bool> moe_layers;           ///< per layer: a mixture of experts, else a dense MLP
+  bool norm_topk_prob = true;    ///< MoE: top-k weights renormalised to sum to 1
+  bool qk_norm = false;          ///< q and k RMS-normalised per head before RoPE
+  std::vector<bool> moe_layers;  ///< per layer: a mixture of experts, else a dense MLP
   std::vector<std::int64_t> eos_token_ids;
 
   bool is_moe() const { return dims.is_moe(); }
@@ -291,7 +291,8 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   if (std::find(c.moe_layers.begin(), c.moe_layers.end(), false) != c.moe_layers.end())
     expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
 
-  if (std::optional<std::vector<std::int64_t>> eos = detail::eos_ids(j, what)) c.eos_token_ids = *eos;
+  if (std::optional<std::vector<std::int64_t>> eos = detail::eos_ids(j, what))
+    c.eos_token_ids = *eos;
   return c;
 }
 

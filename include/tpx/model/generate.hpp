@@ -8,10 +8,10 @@
 ///   `max_new_tokens` new tokens; the others go on
 ///
 /// The next token is chosen from the last position's logits of each sequence, gathered (those
-/// rows only) over the vocabulary so that every rank holds the same values and chooses the same token (no broadcast
-/// needed): greedy (arg max, ties to the lower id) at temperature 0, else a sample of
-/// softmax(logits / temperature) restricted to the `top_k` most likely ids and then to the
-/// smallest most-likely set whose probability reaches `top_p` (transformers' order of these
+/// rows only) over the vocabulary so that every rank holds the same values and chooses the same
+/// token (no broadcast needed): greedy (arg max, ties to the lower id) at temperature 0, else a
+/// sample of softmax(logits / temperature) restricted to the `top_k` most likely ids and then to
+/// the smallest most-likely set whose probability reaches `top_p` (transformers' order of these
 /// warpers). Sampling draws from a splitmix64 stream per sequence, seeded by `seed` and the
 /// sequence's index in the batch: the same seed and prompts give the same tokens on every run and
 /// rank.
@@ -84,9 +84,8 @@ std::int64_t choose(std::span<const T> logits, const sampling& s, uniform_stream
   std::vector<double> p(keep);
   double sum = 0;
   for (std::size_t i = 0; i < keep; ++i)
-    sum += p[i] = std::exp(
-               (static_cast<double>(logits[static_cast<std::size_t>(order[i])]) - top) /
-               s.temperature);
+    sum += p[i] = std::exp((static_cast<double>(logits[static_cast<std::size_t>(order[i])]) - top) /
+                           s.temperature);
   if (s.top_p < 1) {
     double mass = 0;
     std::size_t n = 0;
@@ -108,10 +107,9 @@ std::int64_t choose(std::span<const T> logits, const sampling& s, uniform_stream
 /// (a model::causal_lm; every rank calls this with the same prompts and options). `cache_bytes`,
 /// when given, receives this rank's KV cache size.
 template <class LM>
-std::vector<std::vector<std::int64_t>> generate(LM& lm,
-                                                const std::vector<std::vector<std::int64_t>>& prompts,
-                                                const generation_options& o,
-                                                index_t* cache_bytes = nullptr) {
+std::vector<std::vector<std::int64_t>> generate(
+    LM& lm, const std::vector<std::vector<std::int64_t>>& prompts, const generation_options& o,
+    index_t* cache_bytes = nullptr) {
   using T = typename LM::value_type;
   expect(!prompts.empty(), "generate: no prompts");
   expect(o.max_new_tokens >= 0, "generate: cannot generate {} tokens", o.max_new_tokens);

@@ -63,8 +63,8 @@ class placer {
       case family::colwise:
       case family::rowwise:
         if (nd == 0) return cannot("a scalar has no dim to split");
-        split = s.kind == family::colwise ? style::colwise<>::split_dim
-                                          : style::rowwise<>::split_dim;
+        split =
+            s.kind == family::colwise ? style::colwise<>::split_dim : style::rowwise<>::split_dim;
         break;
       case family::vocab_embedding:
       case family::hidden_embedding:

@@ -111,10 +111,10 @@ class resolver {
   }
 
   std::string decided_by() const {
-    return ds_              ? "DeepSpeed partition_config"
-           : !hf_.empty()   ? hf_.front().tp.origin
+    return ds_               ? "DeepSpeed partition_config"
+           : !hf_.empty()    ? hf_.front().tp.origin
            : src_.heuristics ? "name heuristics"
-                            : "none (every tensor replicated)";
+                             : "none (every tensor replicated)";
   }
 
   /// The decision for one tensor: the overlays, then the sources by priority (the file
@@ -249,9 +249,8 @@ class resolver {
           aliases_[static_cast<std::size_t>(&t - res.tensors.data())];
       std::vector<std::string_view> parts =
           module_rules.empty() ? std::vector<std::string_view>{} : components(t.tensor.name);
-      if (alias &&
-          std::none_of(module_rules.begin(), module_rules.end(),
-                       [&](const module_rule& m) { return covers_prefix(m.key, parts); }))
+      if (alias && std::none_of(module_rules.begin(), module_rules.end(),
+                                [&](const module_rule& m) { return covers_prefix(m.key, parts); }))
         parts = components(alias->fused.name);
       for (const module_rule& m : module_rules) {
         if (!covers_prefix(m.key, parts)) continue;
@@ -287,8 +286,7 @@ class resolver {
       for (const ds_spec& spec : src_.deepspeed->specs)
         if (!ds_used_[spec.index]) {
           std::string patterns;
-          for (const std::string& p : spec.patterns)
-            patterns += (patterns.empty() ? "" : ", ") + p;
+          for (const std::string& p : spec.patterns) patterns += (patterns.empty() ? "" : ", ") + p;
           res.report.unused_rules.push_back(
               fmt::format("partition_config.layer_specs[{}] (patterns {})", spec.index, patterns));
         }

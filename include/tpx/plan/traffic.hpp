@@ -170,9 +170,9 @@ class comm_counter {
         d->forward.input != collective::none || d->backward.input != collective::none;
     if (input_side && !(gathered && d->split_dim == 0)) {
       const std::string_view m = module_of(t.tensor.name);
-      const std::string group = fmt::format("{}|{}|{}|{}", m.substr(0, m.rfind('.')), in,
-                                            style::name(d->forward.input),
-                                            style::name(d->backward.input));
+      const std::string group =
+          fmt::format("{}|{}|{}|{}", m.substr(0, m.rfind('.')), in, style::name(d->forward.input),
+                      style::name(d->backward.input));
       if (l.groups.insert(group).second) {
         l.fwd += moved(d->forward.input, in);
         l.bwd += moved(d->backward.input, in);

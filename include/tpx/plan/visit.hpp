@@ -99,12 +99,12 @@ decltype(auto) visit_or(const style_spec& spec, F&& f, bool sequence, None&& non
 template <class F>
 decltype(auto) visit_style(const style_spec& spec, F&& f, bool sequence = false,
                            std::string_view what = "tensor") {
-  return detail::visit_or(spec, std::forward<F>(f), sequence,
-                          [&](std::string_view why) -> decltype(f.template operator()<
-                                                                style::replicate<>>()) {
-                            fail("{}: style family '{}' ({} vocabulary) has no tpx layer: {}",
-                                 what, name(spec.kind), spec.vocabulary, why);
-                          });
+  return detail::visit_or(
+      spec, std::forward<F>(f), sequence,
+      [&](std::string_view why) -> decltype(f.template operator()<style::replicate<>>()) {
+        fail("{}: style family '{}' ({} vocabulary) has no tpx layer: {}", what, name(spec.kind),
+             spec.vocabulary, why);
+      });
 }
 
 /// The collectives of the style `spec` reaches (`sequence`: its sequence-parallel form), or

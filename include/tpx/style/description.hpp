@@ -19,7 +19,8 @@
 /// An experts module's styles (style/moe_experts.hpp) describe the module's tokens in and out:
 ///   moe_tensor, moe_masked   –          / all_reduce    all_reduce / –
 ///   moe_tensor_sp            all_gather / reduce_scatter  reduce_scatter / all_gather
-///   moe_all_to_all           all_to_all / all_to_all    all_to_all / all_to_all (dispatch, combine)
+///   moe_all_to_all           all_to_all / all_to_all    all_to_all / all_to_all (dispatch,
+///   combine)
 
 #include <type_traits>
 
@@ -107,7 +108,7 @@ constexpr description describe() noexcept {
 /// The collectives the experts module style `moe_experts<M>` runs on the module's tokens (its
 /// routing ids and weights travel with them; their few bytes are the plan's to count).
 template <class S>
-  requires std::is_same_v<S, moe_experts<S::mode>>
+requires std::is_same_v<S, moe_experts<S::mode>>
 constexpr description describe() noexcept {
   using c = collective;
   switch (S::mode) {
@@ -119,7 +120,9 @@ constexpr description describe() noexcept {
               .forward = {c::all_to_all, c::all_to_all},
               .backward = {c::all_to_all, c::all_to_all}};
     case expert_split::masked:
-      return {.split_dim = 0, .forward = {c::none, c::all_reduce}, .backward = {c::all_reduce, c::none}};
+      return {.split_dim = 0,
+              .forward = {c::none, c::all_reduce},
+              .backward = {c::all_reduce, c::none}};
     case expert_split::tensor:
     default:
       return {.forward = {c::none, c::all_reduce}, .backward = {c::all_reduce, c::none}};

@@ -135,8 +135,7 @@ shard::placement placement(moe_experts<M>, expert_tensor which, const experts_di
   switch (which) {
     case expert_tensor::gate_up:
       if constexpr (ep) return whole_experts({d.n_experts, 2 * d.inter, d.hidden}, tp, name);
-      return matrix_placement(0, {name, {d.n_experts, 2 * d.inter, d.hidden}}, tp,
-                              halves(d.inter));
+      return matrix_placement(0, {name, {d.n_experts, 2 * d.inter, d.hidden}}, tp, halves(d.inter));
     case expert_tensor::down:
       if constexpr (ep) return whole_experts({d.n_experts, d.hidden, d.inter}, tp, name);
       return matrix_placement(1, {name, {d.n_experts, d.hidden, d.inter}}, tp);
