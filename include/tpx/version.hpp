@@ -3,6 +3,13 @@
 /// Version of tpx. Every public name lives in the versioned inline namespace `tpx::v0`, so two
 /// incompatible versions linked into one program do not violate the one-definition rule.
 
+#if __cplusplus < 202002L && !(defined(_MSVC_LANG) && _MSVC_LANG >= 202002L)
+#error "tpx needs C++20: compile with -std=c++20 (Meson: cpp_std=c++20; CMake: link tpx::tpx, which requires cxx_std_20; pkg-config's tpx.pc Cflags carry it)"
+// #error does not stop GCC or Clang; a missing header does, before the C++20 code below them
+// would add hundreds of errors to the one sentence above.
+#include <tpx-stops-here-compile-with-std-cxx20>
+#endif
+
 #define TPX_VERSION_MAJOR 0
 #define TPX_VERSION_MINOR 1
 #define TPX_VERSION_PATCH 0
