@@ -329,7 +329,11 @@ int run(int argc, char** argv) {
   const fs::path config_path = fs::path(o.dir) / "config.json";
   const model::plan_inputs inputs(model::read_json(config_path, "config"), config_path.string(),
                                   o.plan, o.ds);
-  const model::config c = model::parse_config(inputs.json(), config_path.string());
+  const model::config c = [&] {
+    model::config parsed = model::parse_config(inputs.json(), config_path.string());
+    model::apply_generation_config(parsed, o.dir);  // the end-of-sequence ids generate stops at
+    return parsed;
+  }();
   const int tp = inputs.tp(o.tp);
   expect(o.ep == 1 || o.ep == tp, "--ep {} must be 1 or --tp ({})", o.ep, tp);
   const io::checkpoint ck(o.dir);
@@ -337,11 +341,7 @@ int run(int argc, char** argv) {
     expect(o.ids[t] >= 0 && o.ids[t] < c.dims.vocab_size,
            "token {} of the prompt has id {}, outside the vocabulary [0, {})", t, o.ids[t],
            c.dims.vocab_size);
-  for (std::size_t p = 0; p < o.prompts.size(); ++p)
-    for (std::size_t t = 0; t < o.prompts[p].size(); ++t)
-      expect(o.prompts[p][t] >= 0 && o.prompts[p][t] < c.dims.vocab_size,
-             "token {} of prompt {} has id {}, outside the vocabulary [0, {})", t, p,
-             o.prompts[p][t], c.dims.vocab_size);
+  if (o.have_prompts) model::expect_prompts(o.prompts, c.dims.vocab_size);  // before loading
   for (std::size_t t = 0; t < o.targets.size(); ++t)
     expect(o.targets[t] == -100 || (o.targets[t] >= 0 && o.targets[t] < c.dims.vocab_size),
            "target {} is {}, outside the vocabulary [0, {}) (and not -100)", t, o.targets[t],

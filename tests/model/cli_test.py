@@ -142,6 +142,19 @@ with tempfile.TemporaryDirectory() as tmp:
                     alone = json.loads(out1)["generated"] if rc1 == 0 else None
                     check(alone == g, f"{what}: prompt {p} alone gives {alone}, in the batch {g}")
 
+    # 2d. generation ends at generation_config.json's end-of-sequence id (over config.json's), as
+    # transformers' generate: make the third greedy token the end of sequence.
+    p = ids["llama"]
+    eos_dir = os.path.join(tmp, "llama-eos")
+    shutil.copytree(os.path.join(fixtures, "llama"), eos_dir)
+    gen = json.load(open(os.path.join(eos_dir, "generation_config.json")))
+    gen["eos_token_id"] = p["greedy"][2]
+    json.dump(gen, open(os.path.join(eos_dir, "generation_config.json"), "w"))
+    rc, out, err = run([eos_dir, "--ids", ",".join(map(str, p["ids"])), "--generate",
+                        str(len(p["greedy"])), "--dtype", "f64", "--json"])
+    got = json.loads(out)["generated"] if rc == 0 else None
+    check(got == p["greedy"][:3], f"generation_config eos: generated {got}, want {p['greedy'][:3]}")
+
     # 3. tpx-tiny-model writes directories tpx-run loads; tp 1 and tp 4 agree.
     for family, extra in (("llama", []), ("mixtral", ["--sp", "--ep", "4"])):
         d = os.path.join(tmp, "tiny-" + family)

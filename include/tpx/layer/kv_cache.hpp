@@ -73,14 +73,19 @@ class kv_cache {
   /// Claims the next `n` positions of `seq` and returns the first; `who` (the layer) names the
   /// overflow in the error.
   index_t reserve(index_t seq, index_t n, std::string_view who) {
+    expect_room(seq, n, who);
     index_t& len = lengths_[checked(seq)];
+    const index_t start = len;
+    len += n;
+    return start;
+  }
+  /// Checks that `n` more tokens of `seq` fit; `who` names the overflow in the error.
+  void expect_room(index_t seq, index_t n, std::string_view who) const {
+    const index_t len = length(seq);
     expect(n >= 0 && len + n <= capacity_,
            "{}: sequence {} holds {} tokens and {} more would pass the cache's capacity of {} "
            "tokens per sequence",
            who, seq, len, n, capacity_);
-    const index_t start = len;
-    len += n;
-    return start;
   }
   /// Forgets sequence `seq` (its slot takes a new sequence), or every sequence.
   void clear(index_t seq) { lengths_[checked(seq)] = 0; }

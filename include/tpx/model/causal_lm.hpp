@@ -184,7 +184,8 @@ class causal_lm {
     /// Positions of sequence `seq` filled so far.
     index_t length(index_t seq) const { return layers.empty() ? 0 : layers[0].length(seq); }
     index_t capacity() const { return layers.empty() ? 0 : layers[0].capacity(); }
-    /// Bytes this rank's cache holds: 2 · layers · kv_r · head_dim · capacity · sequences · T.
+    /// Bytes this rank's cache holds: 2 · kv_r · head_dim · rows · sequences · sizeof(T) summed
+    /// over the layers (rows: the capacity, or a sliding-window layer's window).
     index_t bytes() const {
       index_t n = 0;
       for (const layer::kv_cache<T>& l : layers) n += l.bytes();
@@ -225,10 +226,7 @@ class causal_lm {
     index_t packed = 0;
     for (const layer::segment& g : segments) {
       expect(g.tokens >= 1, "{}: sequence {} of the step has no tokens", config_.source, g.seq);
-      expect(kv.length(g.seq) + g.tokens <= kv.capacity(),
-             "{}: sequence {} holds {} tokens and {} more would pass the cache's capacity of {} "
-             "tokens per sequence",
-             config_.source, g.seq, kv.length(g.seq), g.tokens, kv.capacity());
+      if (!kv.layers.empty()) kv.layers[0].expect_room(g.seq, g.tokens, config_.source);
       packed += g.tokens;
     }
     expect(packed == tokens, "{}: the segments hold {} tokens but the step has {} ids",

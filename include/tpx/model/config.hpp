@@ -296,33 +296,45 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   return c;
 }
 
-/// Reads `dir/config.json` (or the file `path` itself). In a directory, a
-/// `generation_config.json` beside it gives the end-of-sequence ids when it names them, as
-/// transformers' generate takes them from there.
-inline config read_config(const std::filesystem::path& path) {
-  namespace fs = std::filesystem;
+/// Reads and parses a JSON file; errors name `what` and the path.
+inline nlohmann::json read_json(const std::filesystem::path& path, std::string_view what) {
   std::error_code ec;
-  const bool dir = fs::is_directory(path, ec);
-  const fs::path file = dir ? path / "config.json" : path;
-  const auto json = [&](const fs::path& f) {
-    expect(fs::is_regular_file(f, ec), "{}: no such file (a model directory holds config.json)",
-           f.string());
-    std::ifstream in(f);
-    expect(in.good(), "{}: cannot be read", f.string());
-    std::stringstream text;
-    text << in.rdbuf();
-    nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, false);
-    expect(!j.is_discarded(), "{}: is not valid JSON", f.string());
-    return j;
-  };
-  config c = parse_config(json(file), file.string());
-  const fs::path gen = path / "generation_config.json";
-  if (dir && fs::is_regular_file(gen, ec)) {
-    const nlohmann::json g = json(gen);
-    expect(g.is_object(), "{}: must be a JSON object", gen.string());
-    if (std::optional<std::vector<std::int64_t>> eos = detail::eos_ids(g, gen.string()))
-      c.eos_token_ids = *eos;
+  expect(std::filesystem::is_regular_file(path, ec), "cannot read {} '{}': {}", what, path.string(),
+         std::filesystem::exists(path, ec) ? "it is not a regular file" : "no such file");
+  std::ifstream in(path, std::ios::binary);
+  expect(in.good(), "cannot read {} '{}': it cannot be opened", what, path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  try {
+    return nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception& e) {
+    std::string why = e.what();
+    if (const std::size_t at = why.find("] "); at != std::string::npos) why = why.substr(at + 2);
+    fail("{} '{}' is not valid JSON ({})", what, path.string(), why);
   }
+}
+
+/// Applies a model directory's `generation_config.json`, when there is one, to `c`: its
+/// end-of-sequence ids replace config.json's when it names them, as transformers' generate takes
+/// them from there.
+inline void apply_generation_config(config& c, const std::filesystem::path& dir) {
+  std::error_code ec;
+  const std::filesystem::path gen = dir / "generation_config.json";
+  if (!std::filesystem::is_regular_file(gen, ec)) return;
+  const nlohmann::json g = read_json(gen, "generation config");
+  expect(g.is_object(), "{}: must be a JSON object", gen.string());
+  if (std::optional<std::vector<std::int64_t>> eos = detail::eos_ids(g, gen.string()))
+    c.eos_token_ids = *eos;
+}
+
+/// Reads `dir/config.json` and applies `dir/generation_config.json` (or reads the file `path`
+/// itself).
+inline config read_config(const std::filesystem::path& path) {
+  std::error_code ec;
+  const bool dir = std::filesystem::is_directory(path, ec);
+  const std::filesystem::path file = dir ? path / "config.json" : path;
+  config c = parse_config(read_json(file, "config"), file.string());
+  if (dir) apply_generation_config(c, path);
   return c;
 }
 

@@ -67,6 +67,19 @@ inline void expect_valid(const sampling& s) {
   expect(s.top_p > 0 && s.top_p <= 1, "sampling: top_p must be in (0, 1], got {}", s.top_p);
 }
 
+/// Checks that every prompt has tokens and every id is in [0, vocab): a sentence naming the
+/// prompt and the token otherwise.
+inline void expect_prompts(const std::vector<std::vector<std::int64_t>>& prompts, index_t vocab) {
+  expect(!prompts.empty(), "generate: no prompts");
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    expect(!prompts[i].empty(), "generate: prompt {} is empty", i);
+    for (std::size_t t = 0; t < prompts[i].size(); ++t)
+      expect(prompts[i][t] >= 0 && prompts[i][t] < vocab,
+             "generate: token {} of prompt {} has id {}, outside the vocabulary [0, {})", t, i,
+             prompts[i][t], vocab);
+  }
+}
+
 /// The id chosen from `logits` [V] under `s`, drawing from `u` when sampling.
 template <class T>
 std::int64_t choose(std::span<const T> logits, const sampling& s, uniform_stream& u) {
@@ -111,18 +124,12 @@ std::vector<std::vector<std::int64_t>> generate(
     LM& lm, const std::vector<std::vector<std::int64_t>>& prompts, const generation_options& o,
     index_t* cache_bytes = nullptr) {
   using T = typename LM::value_type;
-  expect(!prompts.empty(), "generate: no prompts");
   expect(o.max_new_tokens >= 0, "generate: cannot generate {} tokens", o.max_new_tokens);
   expect_valid(o.sample);
+  expect_prompts(prompts, lm.vocab());
   index_t longest = 0;
-  for (std::size_t i = 0; i < prompts.size(); ++i) {
-    expect(!prompts[i].empty(), "generate: prompt {} is empty", i);
-    for (std::size_t t = 0; t < prompts[i].size(); ++t)
-      expect(prompts[i][t] >= 0 && prompts[i][t] < lm.vocab(),
-             "generate: token {} of prompt {} has id {}, outside the vocabulary [0, {})", t, i,
-             prompts[i][t], lm.vocab());
-    longest = std::max(longest, static_cast<index_t>(prompts[i].size()));
-  }
+  for (const std::vector<std::int64_t>& p : prompts)
+    longest = std::max(longest, static_cast<index_t>(p.size()));
   const index_t n = static_cast<index_t>(prompts.size());
   std::vector<std::vector<std::int64_t>> out(prompts.size());
   if (cache_bytes != nullptr) *cache_bytes = 0;

@@ -19,27 +19,10 @@
 #include <nlohmann/json.hpp>
 
 #include "tpx/io/checkpoint.hpp"
+#include "tpx/model/config.hpp"
 #include "tpx/plan/resolve.hpp"
 
 namespace tpx::inline v0::model {
-
-/// Reads and parses a JSON file; errors name `what` and the path.
-inline nlohmann::json read_json(const std::filesystem::path& path, std::string_view what) {
-  std::error_code ec;
-  expect(std::filesystem::is_regular_file(path, ec), "cannot read {} '{}': {}", what, path.string(),
-         std::filesystem::exists(path, ec) ? "it is not a regular file" : "no such file");
-  std::ifstream in(path, std::ios::binary);
-  expect(in.good(), "cannot read {} '{}': it cannot be opened", what, path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  try {
-    return nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    std::string why = e.what();
-    if (const std::size_t at = why.find("] "); at != std::string::npos) why = why.substr(at + 2);
-    fail("{} '{}' is not valid JSON ({})", what, path.string(), why);
-  }
-}
 
 class plan_inputs {
  public:
