@@ -74,11 +74,14 @@ TEST_CASE("bad config values are sentences naming the key") {
                      "vocab_size": 4})")
             .find("\"hidden_size\" must be a non-negative whole number, got -8") !=
         std::string::npos);
-  CHECK(
-      error_of(R"({"hidden_size": 10, "num_attention_heads": 3, "num_hidden_layers": 1,
+  // No head_dim: hidden // heads, rounded down as transformers derives it (GLM-4-MoE: 4096 / 96).
+  CHECK(parse(R"({"hidden_size": 4096, "num_attention_heads": 96, "num_key_value_heads": 8,
+                  "num_hidden_layers": 1, "vocab_size": 4})")
+            .head_dim == 42);
+  CHECK(error_of(R"({"hidden_size": 2, "num_attention_heads": 3, "num_hidden_layers": 1,
                      "vocab_size": 4})")
-          .find("no \"head_dim\", and hidden_size 10 is not a multiple of num_attention_heads 3") !=
-      std::string::npos);
+            .find("no \"head_dim\", and hidden_size 2 over num_attention_heads 3 gives no head") !=
+        std::string::npos);
   CHECK(error_of(R"({"hidden_size": 12, "num_attention_heads": 6, "num_key_value_heads": 4,
                      "num_hidden_layers": 1, "vocab_size": 4})")
             .find("num_attention_heads 6 is not a multiple of num_key_value_heads 4") !=
@@ -87,4 +90,64 @@ TEST_CASE("bad config values are sentences naming the key") {
                      "vocab_size": 4, "tie_word_embeddings": "yes"})")
             .find("\"tie_word_embeddings\" must be true or false") != std::string::npos);
   CHECK(error_of("[]").find("config.json must be a JSON object") != std::string::npos);
+}
+
+TEST_CASE("an omitted key takes the default of transformers' config class for the model type") {
+  // DeepSeek-V3 with only its dims: multi-head latent attention, shared expert and dense layers
+  // come from DeepseekV3Config's defaults (transformers 5.24).
+  const plan::model_config ds = parse(R"({"model_type": "deepseek_v3", "hidden_size": 64,
+    "num_hidden_layers": 5, "vocab_size": 100})");
+  CHECK(ds.is_mla());
+  CHECK(ds.kv_lora_rank == 512);
+  CHECK(ds.q_lora_rank == 1536);
+  CHECK(ds.qk_nope_head_dim == 128);
+  CHECK(ds.qk_rope_head_dim == 64);
+  CHECK(ds.v_head_dim == 128);
+  CHECK(ds.head_dim == 64);  // DeepseekV3Config sets head_dim = qk_rope_head_dim
+  CHECK(ds.n_heads == 128);
+  CHECK(ds.n_kv_heads == 128);
+  CHECK(ds.n_experts == 256);
+  CHECK(ds.n_shared_experts == 1);
+  CHECK(ds.first_k_dense_replace == 3);
+  CHECK(ds.dense_layer(2));
+  CHECK_FALSE(ds.dense_layer(3));
+  // A key given as null is derived, not defaulted: no q LoRA (DeepSeek-V2-Lite's q_proj).
+  const plan::model_config lite = parse(R"({"model_type": "deepseek_v3", "hidden_size": 64,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 1,
+    "vocab_size": 100, "q_lora_rank": null})");
+  CHECK(lite.q_lora_rank == 0);
+  CHECK(lite.kv_lora_rank == 512);
+  // Defaulted, derived and null: qwen3 defaults head_dim to 128 and KV heads to 32; mistral
+  // derives head_dim; llama derives KV heads from the heads; null head_dim is derived.
+  const plan::model_config qwen3 = parse(R"({"model_type": "qwen3", "hidden_size": 64,
+    "num_attention_heads": 32, "num_hidden_layers": 1, "vocab_size": 100})");
+  CHECK(qwen3.head_dim == 128);
+  CHECK(qwen3.n_kv_heads == 32);
+  const plan::model_config mistral = parse(R"({"model_type": "mistral", "hidden_size": 64,
+    "num_attention_heads": 8, "num_hidden_layers": 1, "vocab_size": 100})");
+  CHECK(mistral.head_dim == 8);
+  CHECK(mistral.n_kv_heads == 8);
+  CHECK(mistral.intermediate_size == 14336);
+  const plan::model_config llama = parse(R"({"model_type": "llama", "num_attention_heads": 4,
+    "num_hidden_layers": 1})");
+  CHECK(llama.hidden_size == 4096);
+  CHECK(llama.vocab_size == 32000);
+  CHECK(llama.n_kv_heads == 4);
+  CHECK(llama.head_dim == 1024);
+  CHECK(
+      parse(
+          R"({"model_type": "qwen3", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "num_hidden_layers": 1, "vocab_size": 100, "head_dim": null})")
+          .head_dim == 16);
+  // Qwen3-MoE: 128 experts, top-8, expert size 768 unless given.
+  const plan::model_config moe = parse(R"({"model_type": "qwen3_moe", "hidden_size": 64,
+    "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100})");
+  CHECK(moe.n_experts == 128);
+  CHECK(moe.experts_per_token == 8);
+  CHECK(moe.moe_intermediate_size == 768);
+  CHECK(moe.n_kv_heads == 4);
+  // A type without a table still needs its dims.
+  CHECK(error_of(R"({"model_type": "olmo2", "num_attention_heads": 4, "num_hidden_layers": 1,
+    "vocab_size": 100})")
+            .find("\"hidden_size\" is missing") != std::string::npos);
 }

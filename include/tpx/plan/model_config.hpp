@@ -7,13 +7,16 @@
 ///   experts           num_local_experts (mixtral, gpt_oss), num_experts (qwen*_moe),
 ///                     n_routed_experts (deepseek)
 ///   n_kv_heads        num_key_value_heads, else num_attention_heads (multi-head attention)
-///   head_dim          head_dim, else hidden_size / num_attention_heads
+///   head_dim          head_dim, else hidden_size // num_attention_heads (rounded down, as
+///                     transformers' attention derives it; MLA: qk_rope_head_dim)
 ///   expert MLP size   moe_intermediate_size, else intermediate_size
 ///   top-k             num_experts_per_tok, else experts_per_token (gpt_oss)
 ///   dtype             torch_dtype, else dtype; bf16 when neither is given
 /// DeepSeek's multi-head latent attention adds q_lora_rank, kv_lora_rank, qk_nope_head_dim,
 /// qk_rope_head_dim, v_head_dim; its MoE, n_shared_experts and first_k_dense_replace; Qwen-MoE
 /// decides its dense layers by mlp_only_layers and decoder_sparse_step.
+/// A key config.json omits takes the default of transformers' config class for the model_type
+/// (config_defaults.hpp); a key given as null is derived as above.
 /// Multimodal configs keep the language model's dims under `text_config`; it is used when the top
 /// level has no `hidden_size`.
 
@@ -29,6 +32,7 @@
 
 #include "tpx/core/error.hpp"
 #include "tpx/core/extents.hpp"
+#include "tpx/plan/config_defaults.hpp"
 
 namespace tpx::inline v0::plan {
 
@@ -97,22 +101,36 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
       !top.contains("hidden_size") && top.contains("text_config") && top["text_config"].is_object()
           ? top["text_config"]
           : top;
-  const auto number = [&](std::initializer_list<const char*> keys, bool required) -> index_t {
-    for (const char* k : keys)
-      if (j.contains(k) && !j[k].is_null()) {
-        const nlohmann::json& v = j[k];
-        expect(v.is_number_integer() && v.get<std::int64_t>() >= 0,
-               "{}: \"{}\" must be a non-negative whole number, got {}", what, k, v.dump());
-        return v.get<index_t>();
-      }
-    expect(!required, "{}: \"{}\" is missing", what, *keys.begin());
-    return 0;
-  };
   model_config c;
   if (top.contains("model_type")) {
     expect(top["model_type"].is_string(), "{}: \"model_type\" must be a string", what);
     c.model_type = top["model_type"].get<std::string>();
   }
+  // Absent keys take the defaults of the config class (config_defaults.hpp); a key given as
+  // null is derived, as transformers derives it.
+  const nlohmann::json& defaults =
+      config_defaults(&j != &top && j.contains("model_type") && j["model_type"].is_string()
+                          ? j["model_type"].get_ref<const std::string&>()
+                          : c.model_type);
+  const auto given = [&](const nlohmann::json& from, const char* k) {
+    return from.contains(k) && !from[k].is_null();
+  };
+  const auto number = [&](std::initializer_list<const char*> keys, bool required) -> index_t {
+    const auto read = [&](const nlohmann::json& from, const char* k) {
+      const nlohmann::json& v = from[k];
+      expect(v.is_number_integer() && v.get<std::int64_t>() >= 0,
+             "{}: \"{}\" must be a non-negative whole number, got {}", what, k, v.dump());
+      return v.get<index_t>();
+    };
+    for (const char* k : keys)
+      if (given(j, k)) return read(j, k);
+    for (const char* k : keys)
+      if (j.contains(k)) return 0;  // null: derived
+    for (const char* k : keys)
+      if (given(defaults, k)) return read(defaults, k);
+    expect(!required, "{}: \"{}\" is missing", what, *keys.begin());
+    return 0;
+  };
   if (top.contains("architectures") && top["architectures"].is_array())
     for (const nlohmann::json& a : top["architectures"])
       if (a.is_string()) c.architectures.push_back(a.get<std::string>());
@@ -121,10 +139,17 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
   c.n_heads = number({"num_attention_heads"}, true);
   c.n_kv_heads = number({"num_key_value_heads"}, false);
   if (c.n_kv_heads == 0) c.n_kv_heads = c.n_heads;
+  c.q_lora_rank = number({"q_lora_rank"}, false);
+  c.kv_lora_rank = number({"kv_lora_rank"}, false);
+  c.qk_nope_head_dim = number({"qk_nope_head_dim"}, false);
+  c.qk_rope_head_dim = number({"qk_rope_head_dim"}, false);
+  c.v_head_dim = number({"v_head_dim"}, false);
   c.head_dim = number({"head_dim"}, false);
-  if (c.head_dim == 0) {
-    expect(c.n_heads > 0 && c.hidden_size % c.n_heads == 0,
-           "{}: no \"head_dim\", and hidden_size {} is not a multiple of num_attention_heads {}",
+  if (c.head_dim == 0 && c.is_mla())
+    c.head_dim = c.qk_rope_head_dim;  // as DeepSeek's class sets it
+  if (c.head_dim == 0) {  // as transformers' attention modules derive it: hidden // heads
+    expect(c.n_heads > 0 && c.hidden_size >= c.n_heads,
+           "{}: no \"head_dim\", and hidden_size {} over num_attention_heads {} gives no head",
            what, c.hidden_size, c.n_heads);
     c.head_dim = c.hidden_size / c.n_heads;
   }
@@ -135,11 +160,11 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
   c.experts_per_token = number({"num_experts_per_tok", "experts_per_token"}, false);
   c.n_shared_experts = number({"n_shared_experts"}, false);
   c.first_k_dense_replace = number({"first_k_dense_replace"}, false);
-  if (j.contains("decoder_sparse_step") && !j["decoder_sparse_step"].is_null()) {
+  if (given(j, "decoder_sparse_step")) {  // the classes' default is 1, as here
     c.decoder_sparse_step = number({"decoder_sparse_step"}, false);
     expect(c.decoder_sparse_step >= 1, "{}: \"decoder_sparse_step\" must be at least 1", what);
   }
-  if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+  if (given(j, "mlp_only_layers")) {
     expect(j["mlp_only_layers"].is_array(),
            "{}: \"mlp_only_layers\" must be a list of layer numbers", what);
     for (const nlohmann::json& v : j["mlp_only_layers"]) {
@@ -148,11 +173,6 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
       c.mlp_only_layers.push_back(v.get<index_t>());
     }
   }
-  c.q_lora_rank = number({"q_lora_rank"}, false);
-  c.kv_lora_rank = number({"kv_lora_rank"}, false);
-  c.qk_nope_head_dim = number({"qk_nope_head_dim"}, false);
-  c.qk_rope_head_dim = number({"qk_rope_head_dim"}, false);
-  c.v_head_dim = number({"v_head_dim"}, false);
   c.vocab_size = number({"vocab_size"}, true);
   for (const char* k : {"torch_dtype", "dtype"})
     if (j.contains(k) && !j[k].is_null()) {
@@ -162,9 +182,9 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
       break;
     }
   if (c.is_mla())
-    expect(c.qk_nope_head_dim > 0 && c.qk_rope_head_dim > 0 && c.v_head_dim > 0,
-           "{}: kv_lora_rank {} (multi-head latent attention) needs qk_nope_head_dim, "
-           "qk_rope_head_dim and v_head_dim",
+    expect(c.qk_nope_head_dim + c.qk_rope_head_dim > 0 && c.v_head_dim > 0,
+           "{}: kv_lora_rank {} (multi-head latent attention) needs qk_nope_head_dim or "
+           "qk_rope_head_dim, and v_head_dim",
            what, c.kv_lora_rank);
   const nlohmann::json* tie = top.contains("tie_word_embeddings") ? &top.at("tie_word_embeddings")
                               : j.contains("tie_word_embeddings") ? &j.at("tie_word_embeddings")
