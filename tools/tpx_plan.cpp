@@ -2,11 +2,12 @@
 //
 //   tpx-plan --config CONFIG.json [--plan PLAN.json] [--ds-config DS.json]
 //            [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N] [--split balanced|chunk]
-//            [--json]
+//            [--ep-dispatch auto|all_to_all|all_reduce] [--json | --emit-hf-plan]
 //
 // Tensors come from the safetensors headers when given, else from the preset for the config's
 // model_type. Prints every tensor's style and per-rank shard and the report (plan/resolve.hpp);
-// `--json` prints one object instead. Exit 0 on success, 2 with one sentence on stderr for bad
+// `--json` prints one object instead; `--emit-hf-plan` prints the deciding plan as a plan JSON
+// transformers 5.24 loads. Exit 0 on success, 2 with one sentence on stderr for bad
 // input.
 
 #include <charconv>
@@ -28,6 +29,7 @@
 #include "tpx/io/checkpoint.hpp"
 #include "tpx/model/plan.hpp"
 #include "tpx/plan/resolve.hpp"
+#include "tpx/plan/visit.hpp"
 
 using namespace tpx;
 
@@ -36,17 +38,29 @@ namespace {
 constexpr const char* usage =
     "usage: tpx-plan --config CONFIG.json [--plan PLAN.json] [--ds-config DS.json]\n"
     "                [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N]\n"
-    "                [--split balanced|chunk] [--json]\n"
+    "                [--split balanced|chunk] [--ep-dispatch auto|all_to_all|all_reduce]\n"
+    "                [--json | --emit-hf-plan]\n"
     "Resolves how every tensor of the model is split over tp ranks and reports what in the plan\n"
     "is wrong or costly. Tensors come from the safetensors headers, or from the preset for the\n"
-    "config's model_type. Exit 0 on success, 2 on bad input.\n";
+    "config's model_type.\n"
+    "  --split          how an uneven dim is cut: balanced (sizes differ by at most one, tpx's\n"
+    "                   layers) or chunk (torch.chunk, as transformers' DTensor shards)\n"
+    "  --ep-dispatch    how expert-parallel tokens reach their experts (ep_dispatch_experts):\n"
+    "                   all_to_all, all_reduce (every rank holds every token, outputs summed)\n"
+    "                   or auto (all_to_all under --sp, else all_reduce; what tpx-run runs)\n"
+    "  --json           the resolution as one JSON object\n"
+    "  --emit-hf-plan   print the deciding plan (--plan, config.json's sections, or the preset)\n"
+    "                   as base_model_tp_plan / base_model_ep_plan / lm_tp_plan JSON that\n"
+    "                   transformers 5.24 loads; tpx's SP sections are left out\n"
+    "Exit 0 on success, 2 on bad input.\n";
 
 struct options {
   std::string config, plan, ds, safetensors;
   std::optional<int> tp;
   int ep = 1;
-  bool sp = false, json = false;
+  bool sp = false, json = false, emit = false;
   shard::split_kind split = shard::split_kind::balanced;
+  plan::dispatch dispatch = plan::dispatch::automatic;
 };
 
 options parse_args(int argc, char** argv) {
@@ -78,19 +92,24 @@ options parse_args(int argc, char** argv) {
              "transformers shards), got '{}'",
              v);
       o.split = v == "chunk" ? shard::split_kind::chunk : shard::split_kind::balanced;
-    } else if (a == "--json")
+    } else if (a == "--ep-dispatch")
+      o.dispatch = plan::parse_dispatch(value(), "--ep-dispatch");
+    else if (a == "--json")
       o.json = true;
+    else if (a == "--emit-hf-plan")
+      o.emit = true;
     else
       fail("unknown argument '{}'; run tpx-plan --help", a);
   }
   expect(!o.config.empty(), "--config CONFIG.json is required");
+  expect(!(o.json && o.emit), "--json and --emit-hf-plan print different documents; give one");
   return o;
 }
 
 /// One row of the text table: tensors with the same name pattern, style and shards. Experts held
 /// whole by one rank each share one row that says which rank owns which experts.
 struct row {
-  std::string pattern, style, shape, split, shards;
+  std::string pattern, style, runs, shape, split, shards;
   int count = 0;
   std::map<index_t, int> owners;  ///< expert index → the rank holding it whole
 };
@@ -109,6 +128,14 @@ int owner_of(const plan::resolved_tensor& t, int tp) {
     }
   }
   return owner;
+}
+
+/// The tpx style a tensor runs as (its SP form under `sp`): the experts module's for expert
+/// tensors, "-" for a family with no tpx layer.
+std::string runs_as(const plan::resolved_tensor& t, bool sp) {
+  if (t.tensor.name.find(".experts.") != std::string::npos) return "(experts module)";
+  const std::optional<std::string_view> n = plan::runs_as(t.spec, sp);
+  return n ? std::string(*n) : "-";
 }
 
 /// "experts 0–1 → rank 0, 2–3 → rank 1".
@@ -169,16 +196,22 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   std::map<std::string, std::size_t> index;
   for (const plan::resolved_tensor& t : r.tensors) {
     const int owner = owner_of(t, tp);
+    const bool placed = t.unplaceable.empty();
     row x{plan::name_pattern(t.tensor.name),
           t.style,
+          runs_as(t, r.options.sp),
           shard::shape_string(t.tensor.shape),
-          t.placement.is_replicated() ? "-"
-          : owner >= 0                ? "whole"
-                                      : std::to_string(t.placement.dim),
-          owner >= 0 ? "" : shards_of(t, tp),
+          !placed                       ? "none"
+          : t.placement.is_replicated() ? "-"
+          : owner >= 0                  ? "whole"
+                                        : std::to_string(t.placement.dim),
+          !placed      ? "unplaceable at this tp (see the report)"
+          : owner >= 0 ? ""
+                       : shards_of(t, tp),
           0,
           {}};
-    const std::string key = x.pattern + '|' + x.style + '|' + x.shape + '|' + x.shards;
+    const std::string key =
+        x.pattern + '|' + x.style + '|' + x.runs + '|' + x.shape + '|' + x.shards;
     const auto [it, fresh] = index.emplace(key, rows.size());
     if (fresh) rows.push_back(std::move(x));
     row& into = rows[it->second];
@@ -187,19 +220,26 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   }
   for (row& x : rows)
     if (!x.owners.empty()) x.shards = owners_text(x.owners, tp);
-  std::size_t w_name = 6, w_style = 5, w_shape = 12;
+  // Under --sp a column says which tpx style each tensor runs as in its sequence-parallel form.
+  const bool sp = r.options.sp;
+  std::size_t w_name = 6, w_style = 5, w_runs = sp ? 7 : 0, w_shape = 12;
   for (const row& x : rows) {
     w_name = std::max(w_name,
                       x.pattern.size() + (x.count > 1 ? fmt::format(" ×{}", x.count).size() : 0));
     w_style = std::max(w_style, x.style.size());
+    if (sp) w_runs = std::max(w_runs, x.runs.size());
     w_shape = std::max(w_shape, x.shape.size());
   }
-  fmt::print("{:<{}}  {:<{}}  {:<{}}  {:<5}  {}\n", "tensor", w_name, "style", w_style,
-             "global shape", w_shape, "split", "rank shapes");
+  const auto line = [&](std::string_view name, std::string_view style, std::string_view runs,
+                        std::string_view shape, std::string_view split, std::string_view shards) {
+    fmt::print("{:<{}}  {:<{}}  ", name, w_name, style, w_style);
+    if (sp) fmt::print("{:<{}}  ", runs, w_runs);
+    fmt::print("{:<{}}  {:<5}  {}\n", shape, w_shape, split, shards);
+  };
+  line("tensor", "style", "runs as", "global shape", "split", "rank shapes");
   for (const row& x : rows)
-    fmt::print("{:<{}}  {:<{}}  {:<{}}  {:<5}  {}\n",
-               x.pattern + (x.count > 1 ? fmt::format(" ×{}", x.count) : ""), w_name, x.style,
-               w_style, x.shape, w_shape, x.split, x.shards);
+    line(x.pattern + (x.count > 1 ? fmt::format(" ×{}", x.count) : ""), x.style, x.runs, x.shape,
+         x.split, x.shards);
 
   // The report lists unmatched tensors by name pattern, as the table does.
   std::vector<std::string> unmatched;
@@ -215,16 +255,19 @@ void print_text(const plan::resolution& r, const plan::model_config& c, std::str
   for (const std::string& s : unmatched) fmt::print("    {}\n", s);
   print_list("rules that matched nothing", r.report.unused_rules);
   print_list("rules that could not be honoured", r.report.unsupported);
+  print_list("unplaceable at this tp (the plan is not usable)", r.report.unplaceable);
   print_list("warnings", r.report.warnings);
   const auto [lo, hi] = std::minmax_element(r.param_bytes.begin(), r.param_bytes.end());
   fmt::print("\ntotals\n");
   fmt::print("  parameter bytes per rank: max {} ({}), min {} ({})\n", *hi, cli::human(double(*hi)),
              *lo, cli::human(double(*lo)));
   fmt::print(
-      "  communication per token per layer: forward {} B, backward {} B (nccl-tests sizes: an "
-      "all-reduce counts its buffer, an all-gather or reduce-scatter the whole tensor; bus bytes "
-      "= size × 2(tp−1)/tp for all-reduce, × (tp−1)/tp for the others)\n",
-      r.comm_forward, r.comm_backward);
+      "  communication per token per layer: forward {} B (bus {:.0f} B), backward {} B (bus {:.0f} "
+      "B)\n"
+      "    (nccl-tests sizes: an all-reduce counts its buffer, an all-gather or reduce-scatter the "
+      "whole tensor, an all-to-all the rows leaving the rank; bus bytes = size × 2(tp−1)/tp for "
+      "all-reduce, × (tp−1)/tp for all-gather and reduce-scatter)\n",
+      r.comm_forward, r.comm_forward_bus, r.comm_backward, r.comm_backward_bus);
 }
 
 int run(int argc, char** argv) {
@@ -236,6 +279,10 @@ int run(int argc, char** argv) {
   const options o = parse_args(argc, argv);
   const model::plan_inputs inputs(model::read_json(o.config, "config"), o.config, o.plan, o.ds);
   const plan::model_config& c = inputs.config();
+  if (o.emit) {
+    fmt::print("{}\n", inputs.transformers_plan().dump(2));
+    return 0;
+  }
   const int tp = inputs.tp(o.tp);
   expect(o.ep >= 1, "--ep must be at least 1, got {}", o.ep);
   std::vector<plan::tensor_decl> tensors;
@@ -248,11 +295,16 @@ int run(int argc, char** argv) {
     from = "from the " + c.model_type + " preset";
   }
   const plan::resolution r =
-      inputs.resolve(std::move(tensors), {.tp = tp, .sp = o.sp, .ep = o.ep, .split = o.split});
+      inputs.resolve(std::move(tensors),
+                     {.tp = tp, .sp = o.sp, .ep = o.ep, .split = o.split, .dispatch = o.dispatch});
   if (o.json)
     fmt::print("{}\n", plan::to_json(r).dump(1));
   else
     print_text(r, c, from);
+  // Every other tensor is planned and printed; a tensor no placement serves makes the plan
+  // unusable: its sentence on stderr, exit 2.
+  std::fflush(stdout);
+  r.expect_usable();
   return 0;
 }
 

@@ -348,6 +348,7 @@ int run(int argc, char** argv) {
            c.dims.vocab_size);
   const plan::resolution plan =
       inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = o.sp, .ep = o.ep});
+  plan.expect_usable();
 
   const auto go = [&]<layer::block_mode Mode>() {
     if (o.dtype == "f64") return run_model<Mode, double>(o, c, ck, tp, plan);

@@ -58,7 +58,10 @@ for t in doc["tensors"]:
           f"tensor keys of {t.get('name')}")
     check(len(t["rank_shapes"]) == 2 and len(t["bytes_per_rank"]) == 2, f"two ranks: {t['name']}")
 check(set(doc["report"]) >= {"unmatched", "unused_rules", "unsupported", "warnings"}, "report keys")
-check(set(doc["totals"]["comm_bytes_per_token_per_layer"]) == {"forward", "backward"}, "comm keys")
+check(set(doc["totals"]["comm_bytes_per_token_per_layer"]) ==
+      {"forward", "backward", "forward_bus", "backward_bus"}, "comm keys")
+check(doc["report"]["usable"] is True and doc["report"]["unplaceable"] == [], "usable plan")
+check(doc["options"]["split"] == "balanced" and doc["options"]["ep_dispatch"] == "auto", "options")
 check(sum(doc["totals"]["param_bytes_per_rank"]) ==
       sum(sum(t["bytes_per_rank"]) for t in doc["tensors"]), "totals add up")
 
@@ -108,6 +111,10 @@ with tempfile.TemporaryDirectory() as tmp:
     no_preset = write("gpt2.json", '{"model_type": "gpt2", "hidden_size": 64, '
                                    '"num_hidden_layers": 1, "num_attention_heads": 4, '
                                    '"vocab_size": 10}')
+    older = write("older.json", '{"base_model_tp_plan": {"layers.*.mlp.up_proj": "local_colwise"}}')
+    ep_in_tp = write("ep_in_tp.json", '{"base_model_ep_plan": {"layers.*.mlp.experts": "moe_tp_experts"}}')
+    ds_ok = write("ds_ok.json", '{"tensor_parallel": {"partition_config": {"layer_specs": '
+                                '[{"patterns": [".*o_proj.*"], "partition_type": "row"}]}}}')
     llama = "llama-3-8b.json"
     bad_cases = [
         ([], "--config CONFIG.json is required"),
@@ -117,10 +124,13 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--config", llama, "--plan", not_string], "the style of key 'layers.*.mlp.up_proj' is 3, not a string"),
         (["--config", llama, "--tp", "0"], "--tp must be at least 1, got 0"),
         (["--config", llama, "--tp", "four"], "--tp takes a whole number, got 'four'"),
-        (["--config", llama, "--tp", "12"], "cannot be split over tp = 12"),
         (["--config", llama, "--tp", "2", "--ep", "2"], "needs an EP plan"),
         (["--config", "mixtral-8x7b.json", "--tp", "4", "--ep", "2"], "ep must be 1 or equal to tp"),
-        (["--config", "mixtral-8x7b.json", "--tp", "16", "--ep", "16"], "8 experts cannot be split over ep = 16 ranks"),
+        (["--config", llama, "--ep-dispatch", "deepep"], "--ep-dispatch must be auto, all_to_all or all_reduce"),
+        (["--config", llama, "--json", "--emit-hf-plan"], "give one"),
+        (["--config", llama, "--plan", older, "--emit-hf-plan"], "which transformers 5.24 does not register"),
+        (["--config", llama, "--plan", ep_in_tp, "--emit-hf-plan"], "refuses in an EP plan"),
+        (["--config", llama, "--ds-config", ds_ok, "--emit-hf-plan"], "has no Hugging Face plan form"),
         (["--config", llama, "--ds-config", bad_ds], "is not a valid regular expression"),
         (["--config", no_preset], "there is no preset for model type 'gpt2'"),
         (["--config", llama, "--safetensors", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
@@ -134,6 +144,62 @@ with tempfile.TemporaryDirectory() as tmp:
         check(err.startswith("tpx-plan: ") and err.count("\n") == 1,
               f"{what}: stderr is not one line: {err!r}")
         check(expected in err, f"{what}: stderr {err!r} lacks {expected!r}")
+
+# 5. A plan that cannot place some tensors at this tp still plans every other one: the whole
+#    table on stdout with those tensors marked, their sentence on stderr, exit 2.
+for args, sentence, marked in [
+        (["--config", "llama-3-8b.json", "--tp", "12"], "cannot be split over tp = 12",
+         "self_attn.q_proj.weight ×32"),
+        (["--config", "mixtral-8x7b.json", "--tp", "16", "--ep", "16"],
+         "8 experts cannot be split over ep = 16 ranks", "experts.*.w1.weight ×256")]:
+    rc, out, err = run(args)
+    what = " ".join(args)
+    check(rc == 2, f"{what}: exit {rc}, want 2")
+    check(err.startswith("tpx-plan: ") and err.count("\n") == 1 and sentence in err,
+          f"{what}: stderr {err!r}")
+    rows = [l for l in out.splitlines() if marked in l]
+    check(len(rows) == 1 and "unplaceable at this tp" in rows[0], f"{what}: {marked} not marked")
+    check("mlp.down_proj.weight ×32" in out or "w2.weight" in out, f"{what}: other tensors planned")
+    check("unplaceable at this tp (the plan is not usable): " in out, f"{what}: report section")
+    rc, out, err = run(args + ["--json"])
+    doc = json.loads(out)
+    check(rc == 2 and doc["report"]["usable"] is False and doc["report"]["unplaceable"],
+          f"{what} --json: not reported unusable")
+
+# 6. --emit-hf-plan: the preset as a plan transformers 5.24 loads (its own strings, its
+#    in-memory names), which parses back to the same placements.
+with tempfile.TemporaryDirectory() as tmp:
+    for config, extra in [("llama-3-8b.json", ["--tp", "4"]),
+                          ("mixtral-8x7b.json", ["--tp", "4"]),
+                          ("mixtral-8x7b.json", ["--tp", "8", "--ep", "8"]),
+                          ("mixtral-8x7b.json", ["--tp", "4", "--sp"])]:
+        rc, emitted, err = run(["--config", config, "--emit-hf-plan"])
+        check(rc == 0 and err == "", f"{config} --emit-hf-plan: exit {rc}: {err}")
+        plan = json.loads(emitted)
+        check(set(plan) <= {"base_model_tp_plan", "base_model_ep_plan", "lm_tp_plan"},
+              f"{config}: sections {sorted(plan)}")
+        accepted = {"embedding_rowwise", "embedding_colwise", "colwise", "colwise_gather_output",
+                    "colwise_rep", "rowwise", "rowwise_split_input", "rowwise_rep",
+                    "packed_colwise", "packed_rowwise", "sequence_parallel",
+                    "replicated_with_grad_allreduce", "mla_kv_a_proj", "all_reduce",
+                    "moe_tp_experts", "moe_identity_expert", "local_params", "replicate",
+                    "grouped_gemm", "ep_dispatch_experts"}  # transformers 5.24's registry
+        for section in plan.values():
+            check(set(section.values()) <= accepted, f"{config}: {section}")
+        if "base_model_ep_plan" in plan:
+            check("moe_tp_experts" not in plan["base_model_ep_plan"].values(), f"{config}: EP")
+        path = os.path.join(tmp, "emitted.json")
+        open(path, "w").write(emitted)
+        _, preset_out, _ = run(["--config", config, "--json"] + extra)
+        rc, back_out, err = run(["--config", config, "--plan", path, "--json"] + extra)
+        check(rc == 0, f"{config} --plan emitted {extra}: exit {rc}: {err}")
+        a, b = json.loads(preset_out), json.loads(back_out)
+        same = all(x["name"] == y["name"] and x["style"] == y["style"] and
+                   x["split_dim"] == y["split_dim"] and x["rank_intervals"] == y["rank_intervals"]
+                   for x, y in zip(a["tensors"], b["tensors"]))
+        check(len(a["tensors"]) == len(b["tensors"]) and same,
+              f"{config} {extra}: the emitted plan places tensors otherwise than the preset")
+        check(a["totals"] == b["totals"], f"{config} {extra}: totals differ")
 
 rc, out, _ = run(["--help"])
 check(rc == 0 and out.startswith("usage: tpx-plan"), "--help")

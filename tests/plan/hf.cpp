@@ -147,7 +147,7 @@ TEST_CASE("plans: sections, prefixes and bad input") {
   CHECK(bad(R"({"base_model_tp_plan": ["x"]})").find("must be an object") != std::string::npos);
 }
 
-TEST_CASE("keys match names: * is one digit component, modules cover weight and bias") {
+TEST_CASE("keys match names: * is one digit component, modules cover their own parameters") {
   const plan::matcher m({"model.layers.*.self_attn.q_proj", "model.layers.*.mlp.experts",
                          "model.layers.*.mlp.experts.gate_up_proj", "lm_head"});
   const auto rule_of = [&](std::string_view name) -> int {
@@ -158,10 +158,12 @@ TEST_CASE("keys match names: * is one digit component, modules cover weight and 
   CHECK(rule_of("model.layers.17.self_attn.q_proj.bias") == 0);
   CHECK(rule_of("model.layers.x.self_attn.q_proj.weight") == -1);    // * is digits only
   CHECK(rule_of("model.layers.0.1.self_attn.q_proj.weight") == -1);  // * is one component
-  CHECK(rule_of("model.layers.0.self_attn.q_proj.scales") == -1);    // not weight or bias
+  // Any direct parameter of the module, as transformers' _get_parameter_plan matches it.
+  CHECK(rule_of("model.layers.0.self_attn.q_proj.scales") == 0);
+  CHECK(rule_of("model.layers.0.self_attn.q_proj.x.weight") == -1);  // a submodule's is not
   CHECK(rule_of("model.layers.0.self_attn.q_proj") == 0);            // the module itself
   CHECK(rule_of("model.layers.3.mlp.experts.gate_up_proj") == 2);    // a parameter key
-  CHECK(rule_of("model.layers.3.mlp.experts.down_proj") == -1);      // not covered by experts
+  CHECK(rule_of("model.layers.3.mlp.experts.down_proj") == 1);       // a parameter of experts
   CHECK(rule_of("lm_head.weight") == 3);
   CHECK(rule_of("model.embed_tokens.weight") == -1);
 }

@@ -5,10 +5,12 @@
 
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tpx/plan/hf.hpp"
 #include "tpx/plan/presets.hpp"
+#include "tpx/plan/resolve.hpp"
 
 using namespace tpx;
 
@@ -138,7 +140,9 @@ TEST_CASE("mixture-of-experts presets lay experts out as their hub checkpoints d
   CHECK(oss.experts_per_token == 4);
 }
 
-TEST_CASE("each preset's plan covers every parameter but norms and the embedding") {
+TEST_CASE("each preset's plan places every parameter but norms and the embedding") {
+  // Through plan resolution, as tpx-plan and tpx-run use the presets: the MoE rules name
+  // transformers' fused in-memory experts, matched through the checkpoint's per-expert names.
   const plan::registry styles = plan::registry::builtin();
   const plan::model_config c = config(R"({"hidden_size": 64, "intermediate_size": 96,
     "num_attention_heads": 8, "num_key_value_heads": 2, "num_hidden_layers": 3,
@@ -152,40 +156,44 @@ TEST_CASE("each preset's plan covers every parameter but norms and the embedding
     CAPTURE(p.model_type);
     const bool moe = p.model_type.find("moe") != std::string::npos || p.model_type == "mixtral" ||
                      p.model_type == "deepseek_v3" || p.model_type == "gpt_oss";
-    const plan::model_config& cfg = moe ? c : dense;
+    plan::model_config cfg = moe ? c : dense;
+    cfg.model_type = p.model_type;
     const plan::hf_plan hp = plan::parse_hf_plan(p.plan(cfg), p.model_type, true, styles);
-    for (const plan::plan_kind kind : {plan::plan_kind::tp, plan::plan_kind::ep}) {
-      CAPTURE(plan::name(kind));
-      const std::vector<const plan::rule*> rules = hp.of(kind);
-      CHECK(rules.empty() == (kind == plan::plan_kind::ep && !moe));
-      std::vector<std::string> keys;
-      for (const plan::rule* r : rules) keys.push_back(r->key);
-      const plan::matcher m(keys);
-      std::set<std::size_t> used;
-      for (const plan::tensor_decl& t : p.tensors(cfg)) {
-        CAPTURE(t.name);
-        const plan::match r = m.best(t.name);
-        CHECK(r.tied_with.empty());
-        const bool norm = t.name.find("norm") != std::string::npos &&
-                          t.name.find("q_norm") == std::string::npos &&
-                          t.name.find("k_norm") == std::string::npos;
-        const bool expert_or_router = t.name.find("experts.") != std::string::npos ||
-                                      t.name.find(".gate.") != std::string::npos ||
-                                      t.name.find("router") != std::string::npos;
-        if (kind == plan::plan_kind::tp)
-          CHECK(r.rule.has_value() == (!norm && t.name != "model.embed_tokens.weight"));
-        else  // the EP plan holds the experts and the router, nothing else
-          CHECK(r.rule.has_value() ==
-                (expert_or_router && t.name.find("shared") == std::string::npos));
-        if (r.rule) used.insert(*r.rule);
+    CHECK(hp.of(plan::plan_kind::ep).empty() == !moe);
+    for (const auto& [ep, sp] : {std::pair{1, false}, std::pair{1, true}, std::pair{2, false}}) {
+      if (ep > 1 && !moe) continue;
+      CAPTURE(ep);
+      CAPTURE(sp);
+      const plan::resolution r =
+          plan::resolve(cfg, p.tensors(cfg), {.preset = &p, .heuristics = false}, styles,
+                        {.tp = 2, .sp = sp, .ep = ep});
+      for (const plan::resolved_tensor& t : r.tensors) {
+        CAPTURE(t.tensor.name);
+        const bool norm = t.tensor.name.find("norm") != std::string::npos &&
+                          t.tensor.name.find("q_norm") == std::string::npos &&
+                          t.tensor.name.find("k_norm") == std::string::npos;
+        const bool routed = t.tensor.name.find("experts.") != std::string::npos &&
+                            t.tensor.name.find("shared") == std::string::npos;
+        // The decoder's norms (not MLA's low-rank ones) run on sequence shards under SP.
+        const bool decoder_norm = norm && t.tensor.name.find("_a_layernorm") == std::string::npos;
+        if (norm && sp && decoder_norm) {
+          CHECK(t.style == "sequence_parallel");
+          CHECK(t.source.starts_with("preset " + p.model_type + " base_model_sp_plan"));
+        } else if (norm) {
+          CHECK(t.source == "no rule");
+        } else if (t.tensor.name == "model.embed_tokens.weight") {
+          CHECK(t.source.starts_with("transformers' effective plan"));
+        } else {
+          const char* section = t.tensor.name == "lm_head.weight" ? "lm_tp_plan"
+                                : ep > 1 && routed                ? "base_model_ep_plan"
+                                                                  : "base_model_tp_plan";
+          CHECK(t.source.starts_with("preset " + p.model_type + " " + section));
+        }
       }
-      // Every rule is used, but lm_head's when the embeddings are tied (there is no lm_head) and
-      // the experts module's (a module rule: it matches no parameter, it covers them).
-      std::size_t module_rules = 0;
-      for (const plan::rule* r : rules)
-        if (styles.at(r->style).kind == plan::family::moe_experts) ++module_rules;
-      const bool tied = kind == plan::plan_kind::tp && p.tie_word_embeddings;
-      CHECK(used.size() + (tied ? 1 : 0) + module_rules == rules.size());
+      // Every rule is used: the experts module's covers its tensors, and lm_head's places the
+      // tied embedding when the checkpoint has no lm_head.
+      CHECK(r.report.unused_rules.empty());
+      CHECK(r.report.unsupported.empty());
     }
   }
 }

@@ -305,7 +305,10 @@ TEST_CASE("expert parallelism overlays experts and router only; attention stays 
     const plan::resolved_tensor& q = tensor(r, "model.layers.1.self_attn.q_proj.weight");
     CHECK(q.style == "colwise");
     CHECK(q.rank_shape(0)[0] == 8 * 32 / ep);
-    CHECK(tensor(r, "model.layers.1.block_sparse_moe.gate.weight").style == "ep_router");
+    // transformers 5.24's EP plan has no router entry: the TP plan's replicate holds.
+    const plan::resolved_tensor& router = tensor(r, "model.layers.1.block_sparse_moe.gate.weight");
+    CHECK(router.style == "replicate");
+    CHECK(router.placement.is_replicated());
     // Expert x lives whole on rank x / (8 / ep), nowhere else.
     for (int x = 0; x < 8; ++x) {
       const plan::resolved_tensor& w =
@@ -324,9 +327,19 @@ TEST_CASE("expert parallelism overlays experts and router only; attention stays 
     "intermediate_size": 32, "num_attention_heads": 8, "num_key_value_heads": 2,
     "num_hidden_layers": 1, "num_local_experts": 6, "num_experts_per_tok": 2,
     "vocab_size": 100})");
-  CHECK(test::error_of([&] { resolve_preset(six, {.tp = 4, .ep = 4}); })
+  // Experts that do not divide: the plan places everything else and reports the experts as
+  // unplaceable; the resolution is not usable.
+  const plan::resolution uneven = resolve_preset(six, {.tp = 4, .ep = 4});
+  CHECK_FALSE(uneven.usable());
+  REQUIRE(uneven.report.unplaceable.size() == 2);  // gate_up and down, one line for all layers
+  CHECK(uneven.report.unplaceable[0].find("6 experts cannot be split over ep = 4 ranks") !=
+        std::string::npos);
+  CHECK(tensor(uneven, "model.layers.0.self_attn.q_proj.weight").rank_shape(0)[0] == 16);
+  CHECK_FALSE(
+      tensor(uneven, "model.layers.0.block_sparse_moe.experts.5.w2.weight").unplaceable.empty());
+  CHECK(test::error_of([&] { uneven.expect_usable(); })
             .find(": 6 experts cannot be split over ep = 4 ranks; expert "
-                  "parallelism needs n_experts % ep == 0 (6 % 4 = 2)") != std::string::npos);
+                  "parallelism needs n_experts % ep == 0 (6 % 4 = 2) (and ") != std::string::npos);
   CHECK(test::error_of([] {
           resolve_preset(mixtral(), {.tp = 4, .ep = 2});
         }).find("ep must be 1 or equal to tp") != std::string::npos);
@@ -342,7 +355,7 @@ TEST_CASE("expert parallelism overlays experts and router only; attention stays 
   CHECK(tensor(g, "model.layers.0.mlp.experts.gate_up_proj").rank_shape(3) ==
         std::vector<index_t>{1, 64, 96});
   CHECK(test::error_of([&] {
-          resolve_preset(oss, {.tp = 8, .ep = 8});
+          resolve_preset(oss, {.tp = 8, .ep = 8}).expect_usable();
         }).find("experts.gate_up_proj: 4 experts cannot be split over ep = 8 ranks") !=
         std::string::npos);
 }
@@ -383,10 +396,23 @@ TEST_CASE("experts stored [E, in, out] split on the right dims; sinks follow the
 TEST_CASE("bad options and splits no placement can serve are errors with a sentence") {
   CHECK(test::error_of([] { resolve_preset(llama(), {.tp = 0}); }) ==
         "tp must be at least 1, got 0");
-  // 4 KV heads over tp 6: neither a split in whole heads nor a replication.
-  const std::string heads = test::error_of([] { resolve_preset(llama(), {.tp = 6}); });
+  // 4 KV heads over tp 6: neither a split in whole heads nor a replication. Every other tensor
+  // is still planned; the attention tensors are reported unplaceable, and the resolution is not
+  // usable.
+  const plan::resolution r = resolve_preset(llama(), {.tp = 6});
+  CHECK_FALSE(r.usable());
+  CHECK(r.report.unplaceable.size() == 4);  // q, k, v, o: one line each for every layer
+  CHECK(r.report.unplaceable[0].find("model.layers.*.self_attn.q_proj.weight: style 'colwise' "
+                                     "(preset llama base_model_tp_plan: ") == 0);
+  CHECK(r.report.unplaceable[0].find("n_heads = 16 and n_kv_heads = 4 cannot be split over tp = "
+                                     "6; tp must be at most n_kv_heads") != std::string::npos);
+  CHECK(r.report.unplaceable[0].ends_with("(3 tensors)"));
+  CHECK(tensor(r, "model.layers.2.mlp.gate_proj.weight").rank_shape(5)[0] == 1376 / 6);
+  CHECK(tensor(r, "model.layers.2.self_attn.k_proj.weight").placement.is_replicated());
+  const std::string heads = test::error_of([&] { r.expect_usable(); });
   CHECK(heads.find("model.layers.0.self_attn.q_proj.weight: n_heads = 16 and n_kv_heads = 4 "
-                   "cannot be split over tp = 6") != std::string::npos);
+                   "cannot be split over tp = 6") == 0);
+  CHECK(heads.find("(and 11 more tensors the plan cannot place at tp 6)") != std::string::npos);
 }
 
 TEST_CASE("the fixture's real plans resolve against the presets' tensors, in every vocabulary") {
@@ -599,4 +625,57 @@ TEST_CASE("an HF plan without an embedding rule makes it vocab-parallel, as tran
   CHECK(e.placement.partition.sizes() == std::vector<index_t>{251, 251, 251, 250});
   CHECK_FALSE(std::count(r.report.unmatched.begin(), r.report.unmatched.end(),
                          "model.embed_tokens.weight"));
+}
+
+TEST_CASE("ep_dispatch_experts runs the dispatch the resolution chooses") {
+  const plan::registry styles = plan::registry::builtin();
+  const plan::style_spec& s = styles.at("ep_dispatch_experts");
+  REQUIRE(s.dispatch == plan::dispatch::automatic);
+  const auto runs = [&](plan::dispatch d, bool sp) {
+    return plan::visit_style(
+        plan::with_dispatch(s, d, sp), []<class S>() { return std::string(S::name); }, sp);
+  };
+  CHECK(runs(plan::dispatch::automatic, false) == style::moe_masked::name);
+  CHECK(runs(plan::dispatch::automatic, true) == style::moe_all_to_all::name);
+  CHECK(runs(plan::dispatch::all_to_all, false) == style::moe_all_to_all::name);
+  CHECK(runs(plan::dispatch::all_to_all, true) == style::moe_all_to_all::name);
+  CHECK(runs(plan::dispatch::all_reduce, false) == style::moe_masked::name);
+  CHECK(test::error_of([&] {
+          runs(plan::dispatch::all_reduce, true);
+        }).find("an all_reduce dispatch needs every token on every rank") != std::string::npos);
+  CHECK(plan::parse_dispatch("all_to_all", "--ep-dispatch") == plan::dispatch::all_to_all);
+  CHECK(test::error_of([] {
+          plan::parse_dispatch("deepep", "--ep-dispatch");
+        }).find("--ep-dispatch must be auto, all_to_all or all_reduce") != std::string::npos);
+
+  // The communication figures follow the dispatch: per token per layer, all_to_all moves
+  // top-k rows of hidden, (ep − 1) / ep of them, each way in both passes; all_reduce (masked)
+  // all-reduces the hidden output in forward, dx and the top-k weights in backward.
+  const plan::model_config& c = mixtral();
+  const int ep = 4;
+  const double h = 256, k = 2, bytes = 2, rows = k * h * (ep - 1) / ep;
+  const plan::resolution a2a =
+      resolve_preset(c, {.tp = ep, .ep = ep, .dispatch = plan::dispatch::all_to_all});
+  const plan::resolution ar =
+      resolve_preset(c, {.tp = ep, .ep = ep, .dispatch = plan::dispatch::all_reduce});
+  const plan::resolution automatic = resolve_preset(c, {.tp = ep, .ep = ep});
+  CHECK(a2a.comm_forward - ar.comm_forward == doctest::Approx(bytes * (2 * rows - h)));
+  CHECK(a2a.comm_backward - ar.comm_backward == doctest::Approx(bytes * (2 * rows - h - k)));
+  CHECK(automatic.comm_forward == ar.comm_forward);  // auto without SP: masked
+  // Bus bytes: without SP every forward collective here is an all-reduce, 2(tp−1)/tp of its
+  // size; an all-to-all's size counts the rows leaving the rank, its bus bytes the same.
+  CHECK(ar.comm_forward_bus == doctest::Approx(ar.comm_forward * 2 * (ep - 1) / ep));
+  CHECK(a2a.comm_forward_bus - ar.comm_forward_bus ==
+        doctest::Approx(bytes * (2 * rows - h * 2 * (ep - 1) / ep)));
+  const plan::resolution sp_auto = resolve_preset(c, {.tp = ep, .sp = true, .ep = ep});
+  const plan::resolution sp_a2a =
+      resolve_preset(c, {.tp = ep, .sp = true, .ep = ep, .dispatch = plan::dispatch::all_to_all});
+  CHECK(sp_auto.comm_forward == sp_a2a.comm_forward);  // auto under SP: all-to-all
+  CHECK(sp_auto.report.unsupported.empty());
+  // all_reduce under SP cannot run: the rule is reported, not silently counted.
+  const plan::resolution sp_ar =
+      resolve_preset(c, {.tp = ep, .sp = true, .ep = ep, .dispatch = plan::dispatch::all_reduce});
+  REQUIRE(sp_ar.report.unsupported.size() == 1);
+  CHECK(sp_ar.report.unsupported[0].find("every token must be on every rank for an all_reduce "
+                                         "dispatch") != std::string::npos);
 }

@@ -74,7 +74,7 @@ class causal_lm {
   using head_type = layer::linear<typename styles::column, Backend, T>;
   using attention_type = layer::attention_block<Mode, Backend, T>;
   using mlp_type = layer::swiglu_mlp<Mode, Backend, T>;
-  using ep_style = std::conditional_t<sp, style::moe_all_to_all, style::moe_masked>;
+  using ep_style = style::moe_expert_parallel<sp>;
   using dense_layer = layer::llama_layer<Mode, Backend, T>;
   using moe_tp_layer = layer::mixtral_layer<Mode, Backend, T>;
   using moe_ep_layer = layer::mixtral_layer<Mode, Backend, T, ep_style>;

@@ -34,8 +34,8 @@ class plan_inputs {
         config_(plan::parse_model_config(json_, config_path_)),
         styles_(plan::registry::builtin()) {
     if (!plan_path.empty()) {
-      hf_ = plan::parse_hf_plan(read_json(plan_path, "plan"), plan_path, config_.causal_lm(),
-                                styles_);
+      hf_json_ = read_json(plan_path, "plan");
+      hf_ = plan::parse_hf_plan(hf_json_, plan_path, config_.causal_lm(), styles_);
       hf_name_ = "plan " + plan_path;
     } else if (json_.contains("base_model_tp_plan") || json_.contains("lm_tp_plan")) {
       nlohmann::json sections = nlohmann::json::object();
@@ -43,6 +43,7 @@ class plan_inputs {
                             "lm_tp_plan", "lm_sp_plan"})
         if (json_.contains(k)) sections[k] = json_.at(k);
       hf_ = plan::parse_hf_plan(sections, config_path_, config_.causal_lm(), styles_);
+      hf_json_ = std::move(sections);
       hf_name_ = "config " + config_path_;
     }
     if (!ds_path.empty())
@@ -106,6 +107,21 @@ class plan_inputs {
     return preset_->tensors(config_);
   }
 
+  /// The Hugging Face plan that decides, as transformers 5.24 loads it (plan::transformers_plan):
+  /// the given plan or config.json's plan sections, else the preset's. A DeepSpeed config, which
+  /// has no such form, or a plan with strings transformers does not register, is an error.
+  nlohmann::json transformers_plan() const {
+    expect(!ds_ || ds_->specs.empty(),
+           "a DeepSpeed partition_config decides this model's plan; it has no Hugging Face plan "
+           "form to print");
+    if (hf_) return plan::transformers_plan(hf_json_, hf_name_);
+    expect(preset_ != nullptr,
+           "{}: no plan given, no plan sections in config.json and no preset for model type "
+           "'{}': there is no plan to print",
+           config_path_, config_.model_type);
+    return plan::transformers_plan(preset_->plan(config_), "preset " + preset_->model_type);
+  }
+
   plan::resolution resolve(std::vector<plan::tensor_decl> tensors, plan::resolve_options o) const {
     return plan::resolve(config_, std::move(tensors), sources(), styles_, o);
   }
@@ -116,6 +132,7 @@ class plan_inputs {
   plan::model_config config_;
   plan::registry styles_;
   std::optional<plan::hf_plan> hf_;
+  nlohmann::json hf_json_;  ///< the HF plan as given
   std::string hf_name_ = "plan";
   std::optional<plan::ds_config> ds_;
   const plan::preset* preset_ = nullptr;

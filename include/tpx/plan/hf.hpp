@@ -5,12 +5,15 @@
 /// A plan is `{key: style}`, or an object holding any of `base_model_tp_plan`,
 /// `base_model_ep_plan`, `base_model_sp_plan`, `lm_tp_plan`, `lm_sp_plan` (as a model's
 /// config.json or its class defaults hold them). `base_model_*` keys are relative to the base
-/// model: for a causal-LM checkpoint they get the `model.` prefix the LM class gives its base
-/// model, so `layers.*.self_attn.q_proj` matches `model.layers.0.self_attn.q_proj.weight`.
+/// model: for a causal-LM checkpoint they get the prefix the LM class gives its base model
+/// (`model.`, so `layers.*.self_attn.q_proj` matches `model.layers.0.self_attn.q_proj.weight`;
+/// plan resolution takes another from the checkpoint's names — `transformer.` for GPT-J —
+/// through base_model_prefix and rebased).
 ///
 /// Matching a parameter name against the keys:
 ///   - `*` is one path component made of digits (a layer or expert index);
-///   - a key naming a module covers that module's `.weight` and `.bias`;
+///   - a key naming a module covers that module's own parameters (`.weight`, `.bias`, and any
+///     other, e.g. `lm_head.logit_scale`), as transformers' _get_parameter_plan does;
 ///   - a key naming the parameter itself beats its module's key;
 ///   - among keys of the same kind, one with fewer `*` (more concrete indices) wins;
 ///   - two keys left tied are an ambiguity, reported with both keys.
@@ -20,6 +23,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +47,8 @@ struct rule {
   std::string style;   ///< the string as written
   std::string source;  ///< "base_model_tp_plan", "lm_tp_plan", "plan", …
   plan_kind kind = plan_kind::tp;
+  /// The length of the base-model prefix `key` was given (`model.`; 0 for keys taken as written).
+  std::size_t base_prefix = 0;
 };
 
 /// The rules of a Hugging Face plan, per kind, in file order.
@@ -86,7 +92,7 @@ inline hf_plan parse_hf_plan(const nlohmann::json& j, std::string_view what, boo
       const std::string s = style.get<std::string>();
       expect(styles.contains(s), "{}: {}: key '{}': unknown style string '{}'; known: {}", what,
              source, key, s, styles.known());
-      plan.rules.push_back({std::string(prefix) + key, s, source, kind});
+      plan.rules.push_back({std::string(prefix) + key, s, source, kind, prefix.size()});
     }
   };
   bool sectioned = false;
@@ -96,6 +102,45 @@ inline hf_plan parse_hf_plan(const nlohmann::json& j, std::string_view what, boo
       take(j.at(s.name), s.name, s.kind, s.base && causal_lm ? "model." : "");
     }
   if (!sectioned) take(j, "plan", plan_kind::tp, "");
+  return plan;
+}
+
+/// The causal LM's base-model prefix as a checkpoint's names show it: `model.` for most
+/// models, `transformer.` (GPT-J, CodeGen), `gpt_neox.` (GPT-NeoX) for others — transformers'
+/// `base_model_prefix`. It is the first component of most names, one that is not itself followed
+/// by a layer number (`layers.0.…` of a checkpoint without a prefix); `model.` when none is.
+inline std::string base_model_prefix(const std::vector<std::string_view>& names) {
+  std::vector<std::pair<std::string_view, std::size_t>> counts;
+  std::vector<std::string_view> numbered;  // first components followed by a layer number
+  for (const std::string_view n : names) {
+    const std::size_t dot = n.find('.');
+    if (dot == std::string_view::npos) continue;
+    const std::string_view first = n.substr(0, dot), rest = n.substr(dot + 1);
+    const std::string_view second = rest.substr(0, rest.find('.'));
+    if (all_digits(second)) numbered.push_back(first);
+    const auto it =
+        std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == first; });
+    if (it == counts.end())
+      counts.emplace_back(first, 1);
+    else
+      ++it->second;
+  }
+  const auto most =
+      std::max_element(counts.begin(), counts.end(),
+                       [](const auto& a, const auto& b) { return a.second < b.second; });
+  if (most == counts.end() || 2 * most->second < names.size() ||
+      std::find(numbered.begin(), numbered.end(), most->first) != numbered.end())
+    return "model.";
+  return std::string(most->first) + ".";
+}
+
+/// `plan` with its base-model keys under `prefix` instead of the prefix they were given.
+inline hf_plan rebased(hf_plan plan, std::string_view prefix) {
+  for (rule& r : plan.rules)
+    if (r.base_prefix > 0) {
+      r.key = std::string(prefix) + r.key.substr(r.base_prefix);
+      r.base_prefix = prefix.size();
+    }
   return plan;
 }
 
@@ -141,7 +186,7 @@ class matcher {
   /// −1 if `key` does not cover `name`; else higher for a parameter key, then for fewer `*`.
   static int score(const std::vector<std::string>& key, const std::vector<std::string_view>& name) {
     bool module = false;
-    if (key.size() + 1 == name.size() && (name.back() == "weight" || name.back() == "bias"))
+    if (key.size() + 1 == name.size())
       module = true;
     else if (key.size() != name.size())
       return -1;
@@ -160,5 +205,39 @@ class matcher {
   std::vector<std::string> keys_;
   std::vector<std::vector<std::string>> parts_;
 };
+
+/// A plan in the layout transformers 5.24 loads (`tpx-plan --emit-hf-plan`): the TP, EP and LM
+/// sections of `plan` (sectioned, or a plain `{key: style}` object, kept as it is), every style a
+/// string transformers registers. The SP sections (`base_model_sp_plan`, `lm_sp_plan`) are
+/// tpx's and left out. `what` names the plan in errors.
+inline nlohmann::json transformers_plan(const nlohmann::json& plan, std::string_view what) {
+  expect(plan.is_object(), "{}: a plan must be a JSON object, got {}", what, plan.type_name());
+  const bool sectioned = plan.contains("base_model_tp_plan") || plan.contains("lm_tp_plan") ||
+                         plan.contains("base_model_ep_plan") ||
+                         plan.contains("base_model_sp_plan") || plan.contains("lm_sp_plan");
+  nlohmann::json out = nlohmann::json::object();
+  const auto take = [&](const nlohmann::json& section, const std::string& name) {
+    nlohmann::json into = nlohmann::json::object();
+    for (const auto& [key, style] : section.items()) {
+      expect(style.is_string(), "{}: {}: the style of key '{}' is not a string", what, name, key);
+      const std::string s = style.get<std::string>();
+      expect(transformers_registers(s),
+             "{}: {}: key '{}' has style '{}', which transformers 5.24 does not register; a plan "
+             "it loads uses only its own strings",
+             what, name, key, s);
+      expect(name != "base_model_ep_plan" || s != "moe_tp_experts",
+             "{}: {}: key '{}' has style 'moe_tp_experts', which transformers 5.24 refuses in an "
+             "EP plan (a tensor-parallel style; the experts module is ep_dispatch_experts)",
+             what, name, key);
+      into[key] = s;
+    }
+    return into;
+  };
+  if (!sectioned) return take(plan, "plan");
+  for (const char* name : {"base_model_tp_plan", "base_model_ep_plan", "lm_tp_plan"})
+    if (plan.contains(name) && plan.at(name).is_object() && !plan.at(name).empty())
+      out[name] = take(plan.at(name), name);
+  return out;
+}
 
 }  // namespace tpx::inline v0::plan

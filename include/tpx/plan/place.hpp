@@ -42,21 +42,26 @@ namespace tpx::inline v0::plan {
 
 namespace detail {
 
+/// What the placer makes of a tensor under a style: its placement; or why the style cannot
+/// place it (another source may); or, `unplaceable`, why no placement can serve the style at
+/// this tp (heads over a tp they do not fit, E % tp ≠ 0) — the plan is not usable as it is.
+struct placing {
+  std::optional<shard::placement> placement = std::nullopt;
+  std::string why = {};
+  bool unplaceable = false;
+};
+
 /// Places tensors by style for one resolution.
 class placer {
  public:
   placer(const model_config& c, resolve_options o, note_counter& notes)
       : c_(c), o_(o), notes_(notes) {}
 
-  /// The placement of `t` under `s`, or the reason the style cannot place it. Errors (tpx::error)
-  /// for splits that no placement can serve: heads over a tp they do not fit, E % tp ≠ 0.
-  std::pair<std::optional<shard::placement>, std::string> place(const tensor_decl& t,
-                                                                const style_spec& s) {
+  /// The placement of `t` under `s` (see `placing`).
+  placing place(const tensor_decl& t, const style_spec& s) {
     const int nd = static_cast<int>(t.shape.size());
     const style::parameter param{t.name, t.shape, t.in_out, is_bias(t.name) || nd == 1};
-    const auto cannot = [&](std::string why) {
-      return std::pair{std::optional<shard::placement>(), std::move(why)};
-    };
+    const auto cannot = [&](std::string why) { return placing{std::nullopt, std::move(why)}; };
     // The weight dim the family's style splits; the style says which tensor dim that is.
     int split = -1;
     switch (s.kind) {
@@ -74,14 +79,16 @@ class placer {
         break;
       case family::grouped_gemm:
         if (nd == 0) return cannot("a scalar has no dim to split");
-        return {experts(t), {}};
+        return experts(t);
       default:
         break;
     }
     const int dim = style::tensor_dim(split, param);
-    if (dim < 0) return {style::matrix_placement(split, param, o_.tp), {}};
+    if (dim < 0) return {style::matrix_placement(split, param, o_.tp)};
     const index_t extent = t.shape[static_cast<std::size_t>(dim)];
-    style::cut how{.kind = o_.split, .partition = heads(t, s, dim)};
+    std::string refusal;
+    style::cut how{.kind = o_.split, .partition = heads(t, s, dim, refusal)};
+    if (!refusal.empty()) return {std::nullopt, std::move(refusal), true};
     if (!how.partition && !t.blocks.empty()) {
       index_t sum = 0;
       for (const shard::block& b : t.blocks) sum += b.size;
@@ -97,12 +104,14 @@ class placer {
     }
     shard::placement p = style::matrix_placement(split, param, o_.tp, how);
     note_uneven(t, dim, p.partition);
-    return {std::move(p), {}};
+    return {std::move(p)};
   }
 
  private:
-  /// Attention tensors split in whole heads, query heads with their KV heads.
-  std::optional<shard::partition> heads(const tensor_decl& t, const style_spec& s, int dim) {
+  /// Attention tensors split in whole heads, query heads with their KV heads; `refusal` says why
+  /// when the heads do not fit the tp.
+  std::optional<shard::partition> heads(const tensor_decl& t, const style_spec& s, int dim,
+                                        std::string& refusal) {
     if (c_.n_heads < 1 || c_.is_mla()) return std::nullopt;
     const std::string_view module = module_of(t.name), last = last_component(module);
     const index_t extent = t.shape[static_cast<std::size_t>(dim)];
@@ -110,8 +119,8 @@ class placer {
     const shard::gqa g{c_.n_heads, c_.n_kv_heads, d};
     const bool out_dim = s.kind == family::colwise;
     const auto checked = [&](const shard::gqa& heads) {
-      heads.expect_implementable(o_.tp, t.name);
-      return true;
+      refusal = heads.refusal(o_.tp, t.name);
+      return refusal.empty();
     };
     if (out_dim && last == "sinks" && t.name == module && extent == c_.n_heads && checked(g))
       return shard::gqa{c_.n_heads, c_.n_kv_heads, 1}.q_partition(o_.tp);
@@ -136,10 +145,12 @@ class placer {
 
   /// Whole experts per rank (style::whole_experts): dim 0 of a fused tensor; a tensor stored
   /// per expert goes whole to the rank owning its expert.
-  shard::placement experts(const tensor_decl& t) {
+  placing experts(const tensor_decl& t) {
     const std::optional<index_t> e = expert_of(t.name);
-    if (!e) return style::whole_experts(t.shape, o_.tp, t.name);
-    const index_t n = c_.n_experts;
+    const index_t n = e ? c_.n_experts : t.shape[0];
+    if (std::string why = style::expert_refusal(n, o_.tp, t.name); !why.empty() && (!e || n >= 1))
+      return {std::nullopt, std::move(why), true};
+    if (!e) return {style::whole_experts(t.shape, o_.tp, t.name)};
     expect(n >= 1,
            "{}: grouped_gemm places expert {} on a rank, but the config gives no expert "
            "count (num_local_experts, num_experts or n_routed_experts)",
@@ -148,8 +159,8 @@ class placer {
     std::vector<index_t> stacked{n}, origin(t.shape.size() + 1, 0);
     stacked.insert(stacked.end(), t.shape.begin(), t.shape.end());
     origin[0] = *e;
-    return shard::part_placement(style::whole_experts(std::move(stacked), o_.tp, t.name), origin,
-                                 t.shape, t.name);
+    return {shard::part_placement(style::whole_experts(std::move(stacked), o_.tp, t.name), origin,
+                                  t.shape, t.name)};
   }
 
   void note_uneven(const tensor_decl& t, int dim, const shard::partition& p) {

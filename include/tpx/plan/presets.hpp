@@ -30,8 +30,12 @@
 ///                pairs), down_proj [E, I, H], and their biases — the bf16 layout; the MXFP4
 ///                blocks/scales of the released checkpoint are not declared. Hugging Face ships no
 ///                TP plan for these experts; tpx's preset shards them anyway.
-/// Every MoE preset also has an EP plan (router `ep_router`, expert tensors `grouped_gemm`: whole
-/// experts per rank), which overlays the TP plan when `ep > 1`.
+/// The MoE plans are written as transformers 5.24 writes its own: keys name the fused in-memory
+/// experts (`mlp.experts.gate_up_proj`, `mlp.experts.down_proj`, router `mlp.gate`), which plan
+/// resolution maps onto the per-expert tensors the checkpoint stores. Every MoE preset also has
+/// an EP plan (the experts module `ep_dispatch_experts`, expert tensors `grouped_gemm`: whole
+/// experts per rank), which overlays the TP plan when `ep > 1`. Every preset's SP plan makes the
+/// decoder's norms `sequence_parallel` (they run on sequence shards under `sp`).
 
 #include <algorithm>
 #include <functional>
@@ -253,16 +257,20 @@ inline nlohmann::json plan_of(const layout& o, const model_config& c) {
     }
     tp[p + d] = "rowwise";
   };
-  // Experts one by one (hub layout): TP inside every expert, the experts module's output
-  // all-reduced once; under EP whole experts per rank, the router masking non-local ones.
-  const auto experts = [&](const std::string& moe, const char* router, const char* g, const char* u,
-                           const char* d) {
-    tp[moe + router] = "replicate";
-    mlp(moe + "experts.*.", g, u, d);
+  // Experts as transformers 5.24's plans name them — its fused in-memory experts
+  // (`mlp.experts.gate_up_proj` [E, 2I, H], `mlp.experts.down_proj` [E, H, I], router `mlp.gate`),
+  // onto which plan resolution maps a checkpoint's per-expert tensors: TP inside every expert
+  // (gate | up packed, down rowwise), the experts module's output all-reduced once; under EP whole
+  // experts per rank, the module's tokens dispatched (ep_dispatch_experts) and the router
+  // replicated by the TP rule.
+  const auto experts = [&](const std::string& moe) {
+    tp[moe + "gate"] = "replicate";
+    tp[moe + "experts.gate_up_proj"] = "packed_colwise";
+    tp[moe + "experts.down_proj"] = "rowwise";
     tp[moe + "experts"] = "moe_tp_experts";
-    ep[moe + router] = "ep_router";
-    for (const char* n : {g, u, d}) ep[moe + "experts.*." + n] = "grouped_gemm";
-    ep[moe + "experts"] = "moe_tp_experts";
+    ep[moe + "experts"] = "ep_dispatch_experts";
+    ep[moe + "experts.gate_up_proj"] = "grouped_gemm";
+    ep[moe + "experts.down_proj"] = "grouped_gemm";
   };
   bool any_dense = false;  // a MoE model's dense layers
   for (index_t n = 0; n < c.num_layers; ++n) any_dense = any_dense || c.dense_layer(n);
@@ -270,18 +278,17 @@ inline nlohmann::json plan_of(const layout& o, const model_config& c) {
     case moe_layout::none:
       mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
       break;
-    case moe_layout::mixtral:
-      experts("layers.*.block_sparse_moe.", "gate", "w1", "w3", "w2");
+    case moe_layout::mixtral:  // block_sparse_moe on disk, mlp in memory
+      experts("layers.*.mlp.");
       break;
     case moe_layout::qwen:  // dense layers (mlp_only_layers, decoder_sparse_step) as transformers
       if (any_dense) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
-      experts("layers.*.mlp.", "gate", "gate_proj", "up_proj", "down_proj");
+      experts("layers.*.mlp.");
       break;
     case moe_layout::deepseek:
       if (any_dense) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
-      experts("layers.*.mlp.", "gate", "gate_proj", "up_proj", "down_proj");
+      experts("layers.*.mlp.");
       tp["layers.*.mlp.gate.e_score_correction_bias"] = "replicate";
-      ep["layers.*.mlp.gate.e_score_correction_bias"] = "replicate";
       if (c.n_shared_experts > 0)
         mlp("layers.*.mlp.shared_experts.", "gate_proj", "up_proj", "down_proj");
       break;
@@ -293,14 +300,23 @@ inline nlohmann::json plan_of(const layout& o, const model_config& c) {
       tp[x + "down_proj"] = "rowwise";  // [E, I, H]: the in dim is dim 1
       tp[x + "down_proj_bias"] = "replicate";
       tp["layers.*.mlp.experts"] = "moe_tp_experts";
-      ep["layers.*.mlp.router"] = "ep_router";
       for (const char* n : {"gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias"})
         ep[x + n] = "grouped_gemm";
-      ep["layers.*.mlp.experts"] = "moe_tp_experts";
+      ep["layers.*.mlp.experts"] = "ep_dispatch_experts";
       break;
     }
   }
+  // Under sequence parallelism the decoder's norms run on sequence shards (tpx's layers do so in
+  // sequence mode): the SP plan says it.
+  nlohmann::json sp = {{"layers.*.input_layernorm", "sequence_parallel"},
+                       {"layers.*.post_attention_layernorm", "sequence_parallel"},
+                       {"norm", "sequence_parallel"}};
+  if (o.sandwich_norm) {
+    sp["layers.*.pre_feedforward_layernorm"] = "sequence_parallel";
+    sp["layers.*.post_feedforward_layernorm"] = "sequence_parallel";
+  }
   nlohmann::json plan = {{"base_model_tp_plan", tp},
+                         {"base_model_sp_plan", sp},
                          {"lm_tp_plan", {{"lm_head", "colwise_gather_output"}}}};
   if (!ep.empty()) plan["base_model_ep_plan"] = ep;
   return plan;

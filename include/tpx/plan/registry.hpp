@@ -9,12 +9,16 @@
 ///   "colwise_rep"            → the same, older vocabulary
 ///   "rowwise_reduce_scatter" → rowwise, output reduce-scattered to sequence shards (SP)
 ///   "packed_colwise"         → colwise over a fused weight, each block split on its own
+///   "ep_dispatch_experts"    → an expert-parallel experts module; the dispatch is an option
+///                              (`dispatch`: all_to_all, all_reduce, auto)
 ///
 /// The registry is data: users add their own strings (`add`) or aliases (`alias`) at run time.
 /// An unknown string is an error that lists every known one.
 
 #include <algorithm>
+#include <iterator>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -51,6 +55,33 @@ enum class family {
 /// A collective a style runs on an activation in forward (the styles' own vocabulary).
 using collective = style::collective;
 
+/// How an expert-parallel experts module (`ep_dispatch_experts`) moves its tokens to the ranks
+/// owning their experts; transformers 5.24 takes it apart from the plan, and so does
+/// `resolve_options::dispatch`:
+///   all_to_all   style::moe_all_to_all: each token row travels to its experts' ranks and back
+///   all_reduce   style::moe_masked: every rank holds every token, runs its own experts on the
+///                tokens routed to them and the outputs are all-reduced
+///   automatic    ("auto") style::moe_expert_parallel: all_to_all under sequence parallelism
+///                (tokens split on the sequence), all_reduce otherwise
+/// (transformers' fourth implementation, `deepgemm_megamoe`, is a fused kernel of all_to_all.)
+enum class dispatch { automatic, all_to_all, all_reduce };
+
+constexpr std::string_view name(dispatch d) noexcept {
+  return d == dispatch::automatic    ? "auto"
+         : d == dispatch::all_to_all ? "all_to_all"
+                                     : "all_reduce";
+}
+/// The dispatch transformers names `text` ("auto", "all_to_all", "all_reduce"); an error naming
+/// `what` (the option or key) otherwise.
+inline dispatch parse_dispatch(std::string_view text, std::string_view what) {
+  for (const dispatch d : {dispatch::automatic, dispatch::all_to_all, dispatch::all_reduce})
+    if (text == name(d)) return d;
+  fail(
+      "{} must be auto, all_to_all or all_reduce (how expert-parallel tokens reach their "
+      "experts), got '{}'",
+      what, text);
+}
+
 constexpr std::string_view name(family f) noexcept {
   constexpr std::string_view names[] = {"colwise",           "rowwise",         "replicate",
                                         "sequence_parallel", "vocab_embedding", "hidden_embedding",
@@ -70,6 +101,9 @@ struct style_spec {
   bool divide_by_tp = false;     ///< replicated, scaled by 1/tp so a parent all-reduce sums it back
   bool loss_parallel = false;    ///< logits stay vocab-sharded for a vocab-parallel loss
   int sequence_dim = 1;          ///< activations' sequence dim for sequence-parallel norms
+  /// An expert-parallel experts module whose token dispatch is chosen apart from the plan
+  /// (`ep_dispatch_experts`); plan resolution sets it to `resolve_options::dispatch`.
+  std::optional<plan::dispatch> dispatch = std::nullopt;
   std::string vocabulary = "tpx";  ///< where the string comes from: current, older, dtensor, tpx
 
   /// The weight dim the style splits: 0 (rows / vocab / experts), 1 (columns), -1 (none).
@@ -98,6 +132,21 @@ struct style_spec {
   }
   friend bool operator==(const style_spec&, const style_spec&) = default;
 };
+
+/// Whether transformers 5.24 registers `style` (its `ALL_PARALLEL_STYLES` and the EP side's
+/// strings): a plan written with these alone is one it accepts. It refuses `ep_router`, the
+/// `local*` slices, `gather` and the DTensor names, which tpx still reads.
+inline bool transformers_registers(std::string_view style) {
+  constexpr std::string_view accepted[] = {
+      "embedding_rowwise",     "embedding_colwise",  "colwise",
+      "colwise_gather_output", "colwise_rep",        "rowwise",
+      "rowwise_split_input",   "rowwise_rep",        "packed_colwise",
+      "packed_rowwise",        "sequence_parallel",  "replicated_with_grad_allreduce",
+      "mla_kv_a_proj",         "all_reduce",         "moe_tp_experts",
+      "moe_identity_expert",   "local_params",       "replicate",
+      "grouped_gemm",          "ep_dispatch_experts"};
+  return std::find(std::begin(accepted), std::end(accepted), style) != std::end(accepted);
+}
 
 /// Style strings → specs.
 class registry {
@@ -157,10 +206,9 @@ class registry {
     r.add("mla_kv_a_proj", {.kind = family::mla_kv_a_proj, .vocabulary = "current"});
     r.add("all_reduce", {.kind = family::module, .output = c::all_reduce, .vocabulary = "current"});
     // transformers 5.24: an experts module whose tokens go to the ranks owning whole experts;
-    // the dispatch (all_to_all, all_reduce, auto) is chosen apart from the plan. tpx runs it as
-    // masked local experts + all-reduce over replicated tokens (style::moe_masked), and as
-    // all-to-all-v dispatch under sequence parallelism (style::moe_all_to_all).
-    r.add("ep_dispatch_experts", experts(std::type_identity<style::moe_masked>(), "current"));
+    // the dispatch (all_to_all, all_reduce, auto) is chosen apart from the plan (`dispatch`).
+    r.add("ep_dispatch_experts", with(experts(std::type_identity<style::moe_masked>(), "current"),
+                                      [](style_spec& s) { s.dispatch = dispatch::automatic; }));
     // transformers 5.24: a module that runs on its own (sharded) parameters as local tensors,
     // e.g. attention with sinks; it adds no collective (its parameters' rules place them).
     r.add("local_params", {.kind = family::module, .vocabulary = "current"});

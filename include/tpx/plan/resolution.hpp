@@ -26,6 +26,9 @@ struct resolve_options {
   /// (torch.chunk, as transformers' DTensor shards: 106 over 3 is 36 / 36 / 34). Heads stay whole
   /// either way; experts are whole experts.
   shard::split_kind split = shard::split_kind::balanced;
+  /// How an `ep_dispatch_experts` module moves its tokens (registry.hpp: auto, all_to_all,
+  /// all_reduce); transformers takes it apart from the plan too.
+  plan::dispatch dispatch = plan::dispatch::automatic;
 };
 
 /// The plan sources given; null ones are absent.
@@ -44,6 +47,9 @@ struct resolved_tensor {
   style_spec spec;     ///< what that string means
   std::string source;  ///< where the rule came from: "preset llama: model.layers.*.mlp.up_proj"
   shard::placement placement;
+  /// Why no placement serves the style at this tp (heads that do not fit it, E % tp ≠ 0); the
+  /// placement is then whole on every rank, and the resolution is not usable. Empty: placed.
+  std::string unplaceable;
 
   /// The shape rank `rank` holds.
   std::vector<index_t> rank_shape(int rank) const { return placement.local_shape(rank); }
@@ -61,7 +67,10 @@ struct plan_report {
   std::vector<std::string> unmatched;     ///< tensors no rule matched (left replicated)
   std::vector<std::string> unused_rules;  ///< rules of the deciding source that matched nothing
   std::vector<std::string> unsupported;   ///< rules whose style could not place their tensor
-  std::vector<std::string> warnings;      ///< uneven splits, KV replication, ties, ambiguities
+  /// Tensors whose rule no placement serves at this tp (resolved_tensor::unplaceable), by name
+  /// pattern: attention heads that do not fit, experts that do not divide.
+  std::vector<std::string> unplaceable;
+  std::vector<std::string> warnings;  ///< uneven splits, KV replication, ties, ambiguities
 };
 
 struct resolution {
@@ -69,19 +78,42 @@ struct resolution {
   plan_report report;
   std::string decided_by;            ///< the deciding source
   std::vector<index_t> param_bytes;  ///< per rank
-  double comm_forward = 0;           ///< bytes per token per layer
-  double comm_backward = 0;          ///< bytes per token per layer
+  double comm_forward = 0;           ///< bytes per token per layer (nccl-tests sizes)
+  double comm_backward = 0;          ///< bytes per token per layer (nccl-tests sizes)
+  double comm_forward_bus = 0;       ///< the same as bus bytes (traffic.hpp's bus_factor)
+  double comm_backward_bus = 0;
   resolve_options options;
+
+  /// Whether every tensor is placed: no rule of the plan is unplaceable at this tp.
+  bool usable() const noexcept { return report.unplaceable.empty(); }
+  /// Errors with the first unplaceable tensor's sentence (and how many more there are) unless
+  /// the resolution is usable.
+  void expect_usable() const {
+    if (usable()) return;
+    const auto first = std::find_if(tensors.begin(), tensors.end(), [](const resolved_tensor& t) {
+      return !t.unplaceable.empty();
+    });
+    const std::string& why = first != tensors.end() ? first->unplaceable : report.unplaceable[0];
+    const std::size_t more = static_cast<std::size_t>(std::count_if(
+                                 tensors.begin(), tensors.end(),
+                                 [](const resolved_tensor& t) { return !t.unplaceable.empty(); })) -
+                             1;
+    if (more == 0) throw error(why);
+    fail("{} (and {} more tensors the plan cannot place at tp {})", why, more, options.tp);
+  }
 };
 
 /// The resolution as one JSON object (the `tpx-plan --json` schema):
 ///   {"tensors": [{"name", "style", "source", "global_shape", "split_dim" (−1: replicated),
 ///                 "rank_intervals" (per rank, the [begin, end) pieces of the split dim it holds),
-///                 "rank_shapes", "bytes_per_rank"}],
-///    "report": {"decided_by", "unmatched", "unused_rules", "unsupported", "warnings"},
+///                 "rank_shapes", "bytes_per_rank", and "unplaceable" (the reason) for a tensor
+///                 its rule cannot place at this tp}],
+///    "report": {"decided_by", "unmatched", "unused_rules", "unsupported", "unplaceable",
+///               "warnings", "usable"},
 ///    "totals": {"param_bytes_per_rank", "param_bytes_max", "param_bytes_min",
-///               "comm_bytes_per_token_per_layer": {"forward", "backward"}},
-///    "options": {"tp", "sp", "ep"}}
+///               "comm_bytes_per_token_per_layer": {"forward", "backward", "forward_bus",
+///                                                  "backward_bus"}},
+///    "options": {"tp", "sp", "ep", "split", "ep_dispatch"}}
 inline nlohmann::json to_json(const resolution& r) {
   nlohmann::json tensors = nlohmann::json::array();
   const int tp = r.options.tp;
@@ -98,14 +130,16 @@ inline nlohmann::json to_json(const resolution& r) {
         intervals.push_back(std::move(pieces));
       }
     }
-    tensors.push_back({{"name", t.tensor.name},
-                       {"style", t.style},
-                       {"source", t.source},
-                       {"global_shape", t.tensor.shape},
-                       {"split_dim", t.placement.dim},
-                       {"rank_intervals", std::move(intervals)},
-                       {"rank_shapes", std::move(shapes)},
-                       {"bytes_per_rank", std::move(bytes)}});
+    nlohmann::json entry = {{"name", t.tensor.name},
+                            {"style", t.style},
+                            {"source", t.source},
+                            {"global_shape", t.tensor.shape},
+                            {"split_dim", t.placement.dim},
+                            {"rank_intervals", std::move(intervals)},
+                            {"rank_shapes", std::move(shapes)},
+                            {"bytes_per_rank", std::move(bytes)}};
+    if (!t.unplaceable.empty()) entry["unplaceable"] = t.unplaceable;
+    tensors.push_back(std::move(entry));
   }
   const auto [lo, hi] = std::minmax_element(r.param_bytes.begin(), r.param_bytes.end());
   return {{"tensors", std::move(tensors)},
@@ -114,14 +148,24 @@ inline nlohmann::json to_json(const resolution& r) {
             {"unmatched", r.report.unmatched},
             {"unused_rules", r.report.unused_rules},
             {"unsupported", r.report.unsupported},
-            {"warnings", r.report.warnings}}},
+            {"unplaceable", r.report.unplaceable},
+            {"warnings", r.report.warnings},
+            {"usable", r.usable()}}},
           {"totals",
            {{"param_bytes_per_rank", r.param_bytes},
             {"param_bytes_max", r.param_bytes.empty() ? 0 : *hi},
             {"param_bytes_min", r.param_bytes.empty() ? 0 : *lo},
             {"comm_bytes_per_token_per_layer",
-             {{"forward", r.comm_forward}, {"backward", r.comm_backward}}}}},
-          {"options", {{"tp", tp}, {"sp", r.options.sp}, {"ep", r.options.ep}}}};
+             {{"forward", r.comm_forward},
+              {"backward", r.comm_backward},
+              {"forward_bus", r.comm_forward_bus},
+              {"backward_bus", r.comm_backward_bus}}}}},
+          {"options",
+           {{"tp", tp},
+            {"sp", r.options.sp},
+            {"ep", r.options.ep},
+            {"split", r.options.split == shard::split_kind::chunk ? "chunk" : "balanced"},
+            {"ep_dispatch", name(r.options.dispatch)}}}};
 }
 
 }  // namespace tpx::inline v0::plan

@@ -10,9 +10,9 @@
 ///   2. a Hugging Face plan (`--plan`, or the plan sections of config.json);
 ///   3. tpx's preset for the config's `model_type`;
 ///   4. the name heuristics (heuristics.hpp).
-/// As transformers does, a Hugging Face plan (2 or 3) that has no rule for the embedding makes it
-/// vocab-parallel (`embed_tokens: embedding_rowwise`, prepended to every TP plan it applies),
-/// reported as that rule.
+/// As transformers does, a Hugging Face plan (2 or 3) with base-model TP rules and none for the
+/// embedding makes it vocab-parallel (`embed_tokens: embedding_rowwise`, prepended to every such
+/// TP plan it applies), reported as that rule.
 /// A tensor no rule of the deciding source matches stays replicated and is reported. A rule whose
 /// style cannot place its tensor (a split style on a scalar, a packed style on a dim that is not
 /// two equal blocks, an embedding style on a tensor that is not a matrix) is reported and the
@@ -47,6 +47,7 @@
 #include "tpx/plan/resolution.hpp"
 #include "tpx/plan/rules.hpp"
 #include "tpx/plan/traffic.hpp"
+#include "tpx/plan/visit.hpp"
 #include "tpx/shard/placement.hpp"
 
 namespace tpx::inline v0::plan {
@@ -57,7 +58,7 @@ namespace detail {
 class resolver {
  public:
   resolver(const model_config& c, const plan_sources& src, const registry& styles,
-           resolve_options o)
+           resolve_options o, std::string_view base_prefix = "model.")
       : c_(c),
         src_(src),
         styles_(styles),
@@ -71,15 +72,23 @@ class resolver {
            "ep {} with tp {}: experts are placed over the TP ranks, so ep must be 1 or equal to "
            "tp",
            o.ep, o.tp);
-    // The HF-layout sources: the given plan and the preset's.
+    // The HF-layout sources: the given plan and the preset's, their base-model keys under the
+    // checkpoint's own base-model prefix.
     if (src.preset != nullptr)
       preset_plan_ = parse_hf_plan(src.preset->plan(c), "preset " + src.preset->model_type,
                                    c.causal_lm(), styles);
-    if (src.hf != nullptr) add_hf(*src.hf, src.hf_name);
+    if (src.hf != nullptr) {
+      given_plan_ = base_prefix == "model." ? *src.hf : rebased(*src.hf, base_prefix);
+      add_hf(*given_plan_, src.hf_name);
+    }
     if (preset_plan_) add_hf(*preset_plan_, "preset " + src.preset->model_type);
     ds_ = src.deepspeed != nullptr && !src.deepspeed->specs.empty();
     ds_used_.assign(ds_ ? src.deepspeed->specs.size() : 0, false);
     primary_ = !ds_ && !hf_.empty() ? &hf_.front() : nullptr;
+    // transformers prepends the embedding rule when the base model's TP plan is not empty.
+    if (primary_ != nullptr)
+      base_tp_plan_ = std::any_of(primary_->tp.rules.begin(), primary_->tp.rules.end(),
+                                  [](const rule* r) { return r->source != "lm_tp_plan"; });
     // Overlays: EP rules (experts and router entries only), SP rules.
     if (o.ep > 1) {
       for (hf_source& h : hf_)
@@ -93,7 +102,13 @@ class resolver {
              o.ep, c.model_type);
       for (std::size_t i = 0; i < ep_->rules.size(); ++i) {
         const rule* r = ep_->rules[i];
-        const family f = ep_->specs[i]->kind;
+        const family f = ep_->specs[i].kind;
+        if (ep_->specs[i].dispatch && !describe(ep_->specs[i], o.sp))
+          unsupported_.add(fmt::format(
+              "{}: '{}: {}' with dispatch {}{}: every token must be on every rank for an "
+              "all_reduce dispatch; use dispatch all_to_all or auto",
+              ep_->origin, r->key, r->style, name(o.dispatch),
+              o.sp ? " under sequence parallelism" : ""));
         if (f != family::grouped_gemm && f != family::ep_router && f != family::moe_experts &&
             f != family::identity_expert && f != family::replicate)
           notes_.add(
@@ -120,15 +135,15 @@ class resolver {
   /// The decision for one tensor: the overlays, then the sources by priority (the file
   /// comment). A tensor no rule of the deciding source matches is added to `unmatched`.
   resolved_tensor decide(const tensor_decl& t, std::vector<std::string>& unmatched) {
-    decision d{t, fused_alias_of(t, c_), {t, "replicate", replicate_, "", {}}};
+    decision d{t, fused_alias_of(t, c_), {t, "replicate", replicate_, "", {}, {}}};
     outcome got = outcome::no_rule;
     // Overlays first: EP rules of experts and the router, then SP rules.
     if (ep_ != nullptr)
       if (const std::optional<found> f = rule_for(d, *ep_, false)) {
-        const family k = ep_->specs[f->rule]->kind;
+        const family k = ep_->specs[f->rule].kind;
         if (k == family::grouped_gemm || k == family::ep_router || k == family::replicate) {
           ep_->used[f->rule] = true;
-          got = apply(d, ep_->rules[f->rule]->style, *ep_->specs[f->rule], ep_->labels[f->rule],
+          got = apply(d, ep_->rules[f->rule]->style, ep_->specs[f->rule], ep_->labels[f->rule],
                       f->via_alias);
         }
       }
@@ -156,7 +171,7 @@ class resolver {
     // transformers' effective plan prepends `embed_tokens: embedding_rowwise` to every TP plan it
     // applies (a key of the plan's own overrides it): the embedding a Hugging Face plan leaves
     // without a rule is vocab-parallel, as transformers places it.
-    if (got != outcome::placed && silent && primary_ != nullptr &&
+    if (got != outcome::placed && silent && primary_ != nullptr && base_tp_plan_ &&
         (t.name == "embed_tokens.weight" || t.name.ends_with(".embed_tokens.weight")) &&
         apply(d, "embedding_rowwise", styles_.at("embedding_rowwise"),
               "transformers' effective plan: embed_tokens (prepended to every TP plan)") ==
@@ -192,14 +207,14 @@ class resolver {
     } else if (tied && embed != nullptr) {
       std::optional<std::size_t> head;
       if (primary_ != nullptr) head = primary_->tp.use("lm_head.weight", notes_);
-      const bool vocab_split = head && primary_->tp.specs[*head]->kind == family::colwise;
+      const bool vocab_split = head && primary_->tp.specs[*head].kind == family::colwise;
       const std::string head_style = head ? primary_->tp.rules[*head]->style : "";
       if (vocab_split && embed->placement.is_replicated()) {
         const std::string& label = primary_->tp.labels[*head];
         embed->style = "embedding_rowwise";
         embed->spec = styles_.at("embedding_rowwise");
         embed->source = "tied with lm_head (" + label + ")";
-        embed->placement = *placer_.place(embed->tensor, embed->spec).first;
+        embed->placement = *placer_.place(embed->tensor, embed->spec).placement;
         std::erase(res.report.unmatched, embed->tensor.name);
         notes_.add(fmt::format(
             "tied embeddings: lm_head has no tensor of its own and its rule ({}: {}) splits the "
@@ -232,7 +247,7 @@ class resolver {
     for (rule_set* set : overlays())
       if (set != nullptr)
         for (std::size_t i = 0; i < set->rules.size(); ++i)
-          if (is_module_rule(*set->specs[i]))
+          if (is_module_rule(set->specs[i]))
             module_rules.push_back({set, i, components(set->rules[i]->key)});
 
     comm_counter comm(c_, o_, notes_);
@@ -255,7 +270,7 @@ class resolver {
       for (const module_rule& m : module_rules) {
         if (!covers_prefix(m.key, parts)) continue;
         m.set->used[m.index] = true;
-        const style_spec& spec = *m.set->specs[m.index];
+        const style_spec& spec = m.set->specs[m.index];
         const std::size_t n = m.key.size();
         std::string path;
         for (std::size_t i = 0; i < n; ++i) path += (i ? "." : "") + std::string(parts[i]);
@@ -263,6 +278,7 @@ class resolver {
           gather_depth = n;
           cover.gather_path = path;
         }
+        if (spec.output == collective::all_to_all) cover.dispatch_path = path;
         if (spec.output == collective::all_reduce && n > reduce_depth) {
           reduce_depth = n;
           cover.reduce_path = path;
@@ -271,7 +287,11 @@ class resolver {
       }
       comm.add(t, cover);
     }
-    std::tie(res.comm_forward, res.comm_backward) = comm.per_layer(c_.num_layers);
+    const auto [forward, backward] = comm.per_layer(c_.num_layers);
+    res.comm_forward = forward.size;
+    res.comm_backward = backward.size;
+    res.comm_forward_bus = forward.bus;
+    res.comm_backward_bus = backward.bus;
   }
 
   /// Rules of the deciding source and of the overlays that matched nothing; the report's notes.
@@ -306,6 +326,7 @@ class resolver {
           "its own (experts.N.…); those experts are left replicated — use the preset, or a plan "
           "keyed by the checkpoint's names");
     unsupported_.flush(res.report.unsupported);
+    unplaceable_.flush(res.report.unplaceable);
     notes_.flush(res.report.warnings);
   }
 
@@ -326,9 +347,9 @@ class resolver {
   };
 
   void add_hf(const hf_plan& p, const std::string& origin) {
-    hf_.push_back({{origin, p.of(plan_kind::tp), styles_},
-                   {origin, p.of(plan_kind::ep), styles_},
-                   {origin, p.of(plan_kind::sp), styles_}});
+    hf_.push_back({{origin, p.of(plan_kind::tp), styles_, o_},
+                   {origin, p.of(plan_kind::ep), styles_, o_},
+                   {origin, p.of(plan_kind::sp), styles_, o_}});
   }
   /// The rule sets whose unused rules are reported and whose module rules count: the deciding
   /// HF source's TP rules and the overlays.
@@ -353,11 +374,11 @@ class resolver {
   outcome apply(decision& d, const std::string& style, const style_spec& spec,
                 const std::string& label, bool via_alias = false) {
     const tensor_decl& placed = via_alias ? d.alias->fused : d.tensor;
-    auto [p, why] = placer_.place(placed, spec);
-    if (!p) {
+    placing p = placer_.place(placed, spec);
+    if (!p.placement && !p.unplaceable) {
       unsupported_.add(fmt::format("{}: style '{}' ({}) cannot place a tensor of shape {}: {}",
                                    name_pattern(placed.name), style, label,
-                                   shard::shape_string(placed.shape), why));
+                                   shard::shape_string(placed.shape), p.why));
       return outcome::cannot;
     }
     resolved_tensor& r = d.result;
@@ -366,16 +387,28 @@ class resolver {
     r.source = via_alias ? fmt::format("{} (as part of transformers' fused {})", label,
                                        name_pattern(d.alias->fused.name))
                          : label;
-    r.placement = via_alias
-                      ? shard::part_placement(*p, d.alias->origin, d.tensor.shape, d.tensor.name)
-                      : std::move(*p);
+    if (p.unplaceable) {  // the rule decides, but no placement serves it at this tp
+      r.unplaceable = p.why;
+      r.placement = shard::placement::replicated(d.tensor.shape);
+      // The reason names the tensor; the note names its pattern, so one line serves every layer.
+      const std::string prefix = placed.name + ": ";
+      const std::string_view why = std::string_view(p.why).starts_with(prefix)
+                                       ? std::string_view(p.why).substr(prefix.size())
+                                       : std::string_view(p.why);
+      unplaceable_.add(
+          fmt::format("{}: style '{}' ({}): {}", name_pattern(placed.name), style, label, why));
+      return outcome::placed;
+    }
+    r.placement = via_alias ? shard::part_placement(*p.placement, d.alias->origin, d.tensor.shape,
+                                                    d.tensor.name)
+                            : std::move(*p.placement);
     return outcome::placed;
   }
 
   outcome from_rules(decision& d, rule_set& set) {
     const std::optional<found> f = rule_for(d, set, true);
     if (!f) return outcome::no_rule;
-    return apply(d, set.rules[f->rule]->style, *set.specs[f->rule], set.labels[f->rule],
+    return apply(d, set.rules[f->rule]->style, set.specs[f->rule], set.labels[f->rule],
                  f->via_alias);
   }
 
@@ -421,14 +454,15 @@ class resolver {
   const plan_sources& src_;
   const registry& styles_;
   resolve_options o_;
-  note_counter notes_, unsupported_;
+  note_counter notes_, unsupported_, unplaceable_;
   placer placer_;
   const style_spec &replicate_, &colwise_, &rowwise_;
-  std::optional<hf_plan> preset_plan_;
+  std::optional<hf_plan> preset_plan_, given_plan_;
   std::vector<hf_source> hf_;  // in priority order
   bool ds_ = false;
   std::vector<bool> ds_used_;
   hf_source* primary_ = nullptr;
+  bool base_tp_plan_ = false;  // the deciding plan has base-model TP rules
   rule_set* ep_ = nullptr;
   rule_set* sp_ = nullptr;
   std::vector<std::optional<fused_alias>> aliases_;  // per tensor, for the module rules
@@ -440,7 +474,9 @@ class resolver {
 /// bad options and for splits no placement can serve.
 inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensors,
                           const plan_sources& src, const registry& styles, resolve_options o = {}) {
-  detail::resolver r(c, src, styles, o);
+  std::vector<std::string_view> names;
+  for (const tensor_decl& t : tensors) names.push_back(t.name);
+  detail::resolver r(c, src, styles, o, c.causal_lm() ? base_model_prefix(names) : "model.");
   resolution res;
   res.options = o;
   res.decided_by = r.decided_by();

@@ -18,6 +18,8 @@
 #include "tpx/plan/path.hpp"
 #include "tpx/plan/presets.hpp"
 #include "tpx/plan/registry.hpp"
+#include "tpx/plan/resolution.hpp"
+#include "tpx/plan/visit.hpp"
 
 namespace tpx::inline v0::plan {
 
@@ -89,15 +91,16 @@ class note_counter {
 struct rule_set {
   std::string origin;  ///< "plan", "preset mixtral"
   std::vector<const rule*> rules;
-  std::vector<const style_spec*> specs;  ///< of each rule, looked up once
-  std::vector<std::string> labels;       ///< "preset llama base_model_tp_plan: key"
+  std::vector<style_spec> specs;    ///< of each rule, looked up once (under the dispatch)
+  std::vector<std::string> labels;  ///< "preset llama base_model_tp_plan: key"
   matcher keys;
   std::vector<bool> used;
 
-  rule_set(std::string o, std::vector<const rule*> r, const registry& styles)
+  rule_set(std::string o, std::vector<const rule*> r, const registry& styles,
+           const resolve_options& options)
       : origin(std::move(o)), rules(std::move(r)), keys(keys_of(rules)), used(rules.size()) {
     for (const rule* x : rules) {
-      specs.push_back(&styles.at(x->style));
+      specs.push_back(with_dispatch(styles.at(x->style), options.dispatch, options.sp));
       labels.push_back(fmt::format("{} {}: {}", origin, x->source, x->key));
     }
   }

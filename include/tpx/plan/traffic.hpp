@@ -20,9 +20,11 @@
 ///                         all-gather, and the top-k weights). Expert tensors inside such a module
 ///                         add nothing of their own. (tests/model checks these figures against
 ///                         the bytes the built layers move.)
-///   grouped_gemm experts with no module rule: all-to-all-v dispatch and combine of top-k × hidden
-///                         per token, (ep − 1) / ep of it leaving the rank under uniform routing,
-///                         in fwd and again in bwd
+///   expert-parallel experts (ep_dispatch_experts, or grouped_gemm experts with no module rule)
+///                         by the resolution's dispatch: all_to_all — all-to-all-v dispatch and
+///                         combine of top-k × hidden per token, (ep − 1) / ep of it leaving the
+///                         rank under uniform routing, in fwd and again in bwd; all_reduce (masked)
+///                         — as an experts module rule without SP
 ///   experts stored one by one with no module rule: their linears' collectives, × top-k / E
 ///   mla_kv_a_proj         bwd: all-reduce of the rope part of dy (qk_rope_head_dim)
 /// The figure is the mean over the numbered layers; parameter-gradient all-reduces (once per
@@ -54,6 +56,30 @@ inline double moved(collective c, double n) {
   return c == collective::none || c == collective::split ? 0.0 : n;
 }
 
+/// nccl-tests' bus-bandwidth factor of collective `c` over `n` ranks: the bytes each rank's
+/// links carry per byte of size — all-reduce 2(n−1)/n, all-gather and reduce-scatter (n−1)/n,
+/// all-to-all (n−1)/n, which the all-to-all sizes here already apply (they count only the rows
+/// that leave the rank), so 1 on them.
+inline double bus_factor(collective c, int n) {
+  const double r = n > 1 ? static_cast<double>(n - 1) / n : 0.0;
+  switch (c) {
+    case collective::all_reduce:
+      return 2 * r;
+    case collective::all_gather:
+    case collective::reduce_scatter:
+      return r;
+    case collective::all_to_all:
+      return n > 1 ? 1.0 : 0.0;
+    default:
+      return 0.0;
+  }
+}
+
+/// Elements per token one direction moves: nccl-tests sizes, and bus elements beside them.
+struct traffic {
+  double size = 0, bus = 0;
+};
+
 /// The communication of a resolved plan, per token per layer (see the file comment).
 class comm_counter {
  public:
@@ -62,9 +88,10 @@ class comm_counter {
 
   /// The module-level rules covering a tensor, with their concrete module paths.
   struct cover {
-    std::string gather_path;  ///< an SP entry module: its input all-gathered
-    std::string reduce_path;  ///< an experts-like module: its output all-reduced
-    bool moe = false;         ///< the reducing module is an experts module (top-k weights)
+    std::string gather_path;    ///< an SP entry module: its input all-gathered
+    std::string reduce_path;    ///< an experts-like module: its output all-reduced
+    bool moe = false;           ///< the reducing module is an experts module (top-k weights)
+    std::string dispatch_path;  ///< an expert-parallel module dispatching by all-to-all
   };
 
   /// Counts the collectives of `t` under the module rules `m` covering it.
@@ -74,9 +101,13 @@ class comm_counter {
     layer_totals& l = layers_[*layer];
     const double h = static_cast<double>(c_.hidden_size);
     const bool gathered = !m.gather_path.empty();
+    if (!m.dispatch_path.empty()) {
+      all_to_all(l, m.dispatch_path);
+      return;
+    }
     if (gathered && l.modules.insert(m.gather_path).second) {
-      l.fwd += h;  // all-gather of the module's input
-      l.bwd += h;  // its conjugate: reduce-scatter of dx
+      add(l.fwd, collective::all_gather, h);      // of the module's input
+      add(l.bwd, collective::reduce_scatter, h);  // its conjugate, of dx
     }
     if (!m.reduce_path.empty()) {
       // A module whose output is all-reduced runs the experts module's collectives on its tokens
@@ -85,11 +116,13 @@ class comm_counter {
       if (l.modules.insert(m.reduce_path).second) {
         const style::description d = o_.sp && !gathered ? style::describe<style::moe_tensor_sp>()
                                                         : style::describe<style::moe_tensor>();
-        l.fwd += moved(d.forward.input, h) + moved(d.forward.output, h);
-        l.bwd += moved(d.backward.input, h) + moved(d.backward.output, h);
-        // tpx's SP experts gather each token's top-k ids and weights with its row.
-        if (m.moe && o_.sp && !gathered) l.fwd += 2 * static_cast<double>(c_.experts_per_token);
-        if (m.moe) l.bwd += static_cast<double>(c_.experts_per_token);  // d(top-k weights)
+        add(l.fwd, d.forward, h);
+        add(l.bwd, d.backward, h);
+        // tpx's SP experts gather each token's top-k ids and weights with its row; d(top-k
+        // weights) goes back as dx does.
+        const double k = static_cast<double>(c_.experts_per_token);
+        if (m.moe && o_.sp && !gathered) add(l.fwd, d.forward.input, 2 * k);
+        if (m.moe) add(l.bwd, d.backward.input, k);
       }
       return;
     }
@@ -109,18 +142,21 @@ class comm_counter {
         linear(l, t, describe_linear(t), in * share, out * share, gathered);
         break;
       case family::mla_kv_a_proj:
-        l.bwd += static_cast<double>(c_.qk_rope_head_dim);  // the rope part of dy, all-reduced
+        // the rope part of dy, all-reduced
+        add(l.bwd, collective::all_reduce, static_cast<double>(c_.qk_rope_head_dim));
         break;
       case family::grouped_gemm: {
-        // Dispatch and combine by all-to-all-v, once per experts module: the collectives of
-        // style::moe_all_to_all, (ep − 1) / ep of top-k rows leaving the rank.
+        // No module rule: the experts module runs the resolution's dispatch, once per module.
         const std::string_view mod = module_of(t.tensor.name);
-        if (l.modules.insert(std::string(mod.substr(0, mod.find("experts")))).second) {
-          constexpr style::description d = style::describe<style::moe_all_to_all>();
-          const double rows = static_cast<double>(c_.experts_per_token) *
-                              static_cast<double>(c_.hidden_size) * (o_.ep - 1) / o_.ep;
-          l.fwd += moved(d.forward.input, rows) + moved(d.forward.output, rows);
-          l.bwd += moved(d.backward.input, rows) + moved(d.backward.output, rows);
+        const std::string module(mod.substr(0, mod.find("experts")));
+        const std::optional<style::description> d =
+            plan::describe(style_spec{.kind = family::moe_experts, .dispatch = o_.dispatch}, o_.sp);
+        if (d && d->forward.input == collective::all_to_all) {
+          all_to_all(l, module);
+        } else if (d && l.modules.insert(module).second) {  // masked: the output all-reduced
+          add(l.fwd, d->forward, h);
+          add(l.bwd, d->backward, h);
+          add(l.bwd, d->backward.input, static_cast<double>(c_.experts_per_token));  // d(w)
         }
         break;
       }
@@ -130,22 +166,45 @@ class comm_counter {
   }
 
   /// Mean bytes per token per layer over `layers` numbered layers: forward, backward.
-  std::pair<double, double> per_layer(index_t layers) const {
-    double f = 0, b = 0;
+  std::pair<traffic, traffic> per_layer(index_t layers) const {
+    traffic f, b;
     for (const auto& [n, l] : layers_) {
-      f += l.fwd;
-      b += l.bwd;
+      f.size += l.fwd.size;
+      f.bus += l.fwd.bus;
+      b.size += l.bwd.size;
+      b.bus += l.bwd.bus;
     }
-    const double n = static_cast<double>(std::max<index_t>(layers, 1)),
-                 bytes = static_cast<double>(c_.element_bytes());
-    return {f * bytes / n, b * bytes / n};
+    const double scale =
+        static_cast<double>(c_.element_bytes()) / static_cast<double>(std::max<index_t>(layers, 1));
+    return {{f.size * scale, f.bus * scale}, {b.size * scale, b.bus * scale}};
   }
 
  private:
   struct layer_totals {
-    double fwd = 0, bwd = 0;  // elements per token
+    traffic fwd, bwd;  // elements per token
     std::set<std::string> groups, modules;
   };
+  /// Counts collective `c` on an activation of `n` elements per token.
+  void add(traffic& t, collective c, double n) const {
+    t.size += moved(c, n);
+    t.bus += moved(c, n) * bus_factor(c, o_.tp);
+  }
+  /// Counts both sides of a pass on an activation of `n` elements per token.
+  void add(traffic& t, style::pass p, double n) const {
+    add(t, p.input, n);
+    add(t, p.output, n);
+  }
+  /// Dispatch and combine by all-to-all-v, once per experts `module`: the collectives of
+  /// style::moe_all_to_all, (ep − 1) / ep of each token's top-k rows leaving the rank.
+  void all_to_all(layer_totals& l, const std::string& module) {
+    if (!l.modules.insert(module).second) return;
+    constexpr style::description d = style::describe<style::moe_all_to_all>();
+    const double rows = static_cast<double>(c_.experts_per_token) *
+                        static_cast<double>(c_.hidden_size) * (o_.ep - 1) / o_.ep;
+    add(l.fwd, d.forward, rows);
+    add(l.bwd, d.backward, rows);
+  }
+
   /// The collectives of a linear tensor's style: its SP form under `sp`; a style tpx has no SP
   /// form of is counted as it runs without SP (and noted).
   std::optional<style::description> describe_linear(const resolved_tensor& t) {
@@ -174,12 +233,12 @@ class comm_counter {
           fmt::format("{}|{}|{}|{}", m.substr(0, m.rfind('.')), in, style::name(d->forward.input),
                       style::name(d->backward.input));
       if (l.groups.insert(group).second) {
-        l.fwd += moved(d->forward.input, in);
-        l.bwd += moved(d->backward.input, in);
+        add(l.fwd, d->forward.input, in);
+        add(l.bwd, d->backward.input, in);
       }
     }
-    l.fwd += moved(d->forward.output, out);
-    l.bwd += moved(d->backward.output, out);
+    add(l.fwd, d->forward.output, out);
+    add(l.bwd, d->backward.output, out);
   }
 
   const model_config& c_;

@@ -17,9 +17,12 @@
 ///                       input split                            style::rowwise_split
 ///                       output reduce_scatter, or `sequence`   style::rowwise_sp
 ///   replicate           (grad_all_reduce)                      style::replicate<>
-///   (…_grad_all_reduce) sequence_parallel style::sequence_parallel vocab_embedding     output
-///   all_reduce / reduce_scatter     style::vocab_parallel<> / _sp moe_experts         module
-///   all-reduce of the expert output style::moe_tensor (_sp)
+///                                                              (…_grad_all_reduce)
+///   sequence_parallel                                          style::sequence_parallel
+///   vocab_embedding     output all_reduce / reduce_scatter     style::vocab_parallel<> / _sp
+///   moe_experts         module all-reduce of the expert output style::moe_tensor (_sp)
+///                       a dispatch (ep_dispatch_experts)       style::moe_all_to_all or
+///                                                              style::moe_masked (dispatch)
 ///
 /// `sequence` asks for the sequence-parallel form of a linear or experts spec (an HF plan spells
 /// colwise / rowwise the same with or without SP; the SP plan decides). Every other family — an
@@ -81,6 +84,16 @@ decltype(auto) visit_or(const style_spec& spec, F&& f, bool sequence, None&& non
         return f.template operator()<style::vocab_parallel_sp>();
       return f.template operator()<style::vocab_parallel<>>();
     case family::moe_experts:
+      if (spec.dispatch) {  // expert parallel (ep_dispatch_experts)
+        if (*spec.dispatch == dispatch::all_to_all ||
+            (*spec.dispatch == dispatch::automatic && sequence))
+          return f.template operator()<style::moe_all_to_all>();
+        if (sequence)
+          return none(
+              "an all_reduce dispatch needs every token on every rank; under sequence "
+              "parallelism tpx dispatches by all_to_all (or auto)");
+        return f.template operator()<style::moe_masked>();
+      }
       if (sequence) return f.template operator()<style::moe_tensor_sp>();
       return f.template operator()<style::moe_tensor>();
     case family::hidden_embedding:
@@ -113,6 +126,27 @@ inline std::optional<style::description> describe(const style_spec& spec, bool s
   return detail::visit_or(
       spec, []<class S>() { return std::optional<style::description>(style::describe<S>()); },
       sequence, [](std::string_view) { return std::optional<style::description>(); });
+}
+
+/// The name of the tpx style `spec` runs as (`sequence`: its SP form), e.g.
+/// "colwise_sequence_parallel"; nothing for a family without a tpx layer of its own.
+inline std::optional<std::string_view> runs_as(const style_spec& spec, bool sequence = false) {
+  return detail::visit_or(
+      spec, []<class S>() { return std::optional<std::string_view>(S::name); }, sequence,
+      [](std::string_view) { return std::optional<std::string_view>(); });
+}
+
+/// `spec` under a resolution's dispatch `d` (`sequence`: with SP) when it is an expert-parallel
+/// experts module (`ep_dispatch_experts`): its collectives become those of the style the dispatch
+/// selects. Any other spec comes back unchanged.
+inline style_spec with_dispatch(style_spec spec, dispatch d, bool sequence) {
+  if (!spec.dispatch) return spec;
+  spec.dispatch = d;
+  if (const std::optional<style::description> x = describe(spec, sequence)) {
+    spec.input = x->forward.input;
+    spec.output = x->forward.output;
+  }
+  return spec;
 }
 
 }  // namespace tpx::inline v0::plan

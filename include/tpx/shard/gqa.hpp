@@ -14,7 +14,9 @@
 ///                             kv    0    0    1    1
 ///                             q    0-1  2-3  4-5  6-7
 
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "tpx/shard/partition.hpp"
@@ -33,17 +35,26 @@ struct gqa {
     return tp <= n_kv_heads || (tp % n_kv_heads == 0 && n_heads % tp == 0);
   }
 
-  /// Errors with a sentence naming the heads, tp and the accepted conditions.
+  /// Why the heads cannot be placed on `tp` ranks — a sentence naming `what`, the heads, tp and
+  /// the accepted conditions — or an empty string when they can.
+  std::string refusal(int tp, std::string_view what = "attention") const {
+    if (!(n_heads >= 1 && n_kv_heads >= 1 && head_dim >= 1 && n_heads % n_kv_heads == 0))
+      return fmt::format(
+          "{}: n_heads = {}, n_kv_heads = {}, head_dim = {} is not grouped-query attention (all "
+          "must be positive and n_kv_heads must divide n_heads)",
+          what, n_heads, n_kv_heads, head_dim);
+    if (!can_implement(tp))
+      return fmt::format(
+          "{}: n_heads = {} and n_kv_heads = {} cannot be split over tp = {}; tp must be at most "
+          "n_kv_heads (KV heads split in whole heads), or a multiple of n_kv_heads that divides "
+          "n_heads (each KV head replicated on tp / n_kv_heads ranks)",
+          what, n_heads, n_kv_heads, tp);
+    return {};
+  }
+
+  /// Errors with `refusal`'s sentence when the heads cannot be placed on `tp` ranks.
   void expect_implementable(int tp, std::string_view what = "attention") const {
-    expect(n_heads >= 1 && n_kv_heads >= 1 && head_dim >= 1 && n_heads % n_kv_heads == 0,
-           "{}: n_heads = {}, n_kv_heads = {}, head_dim = {} is not grouped-query attention "
-           "(all must be positive and n_kv_heads must divide n_heads)",
-           what, n_heads, n_kv_heads, head_dim);
-    expect(can_implement(tp),
-           "{}: n_heads = {} and n_kv_heads = {} cannot be split over tp = {}; tp must be at most "
-           "n_kv_heads (KV heads split in whole heads), or a multiple of n_kv_heads that divides "
-           "n_heads (each KV head replicated on tp / n_kv_heads ranks)",
-           what, n_heads, n_kv_heads, tp);
+    if (std::string why = refusal(tp, what); !why.empty()) throw error(std::move(why));
   }
 
   /// Ranks that hold each KV head: 1, or tp / n_kv_heads when replicated.

@@ -19,8 +19,8 @@
 /// An experts module's styles (style/moe_experts.hpp) describe the module's tokens in and out:
 ///   moe_tensor, moe_masked   –          / all_reduce    all_reduce / –
 ///   moe_tensor_sp            all_gather / reduce_scatter  reduce_scatter / all_gather
-///   moe_all_to_all           all_to_all / all_to_all    all_to_all / all_to_all (dispatch,
-///   combine)
+///   moe_all_to_all           all_to_all / all_to_all    all_to_all / all_to_all
+///                            (dispatch / combine)
 
 #include <type_traits>
 

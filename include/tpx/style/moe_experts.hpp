@@ -26,6 +26,7 @@
 /// all-reduced) under all_to_all.
 
 #include <string_view>
+#include <type_traits>
 
 #include "tpx/style/layout.hpp"
 
@@ -54,5 +55,11 @@ using moe_tensor = moe_experts<expert_split::tensor>;
 using moe_tensor_sp = moe_experts<expert_split::tensor_sequence>;
 using moe_all_to_all = moe_experts<expert_split::all_to_all>;
 using moe_masked = moe_experts<expert_split::masked>;
+
+/// Expert parallelism as tpx chooses it when a plan leaves the dispatch open (transformers'
+/// `ep_dispatch_experts` with dispatch `auto`): tokens already split on the sequence travel by
+/// all-to-all; tokens every rank holds are masked locally and all-reduced, moving no token.
+template <bool Sequence>
+using moe_expert_parallel = std::conditional_t<Sequence, moe_all_to_all, moe_masked>;
 
 }  // namespace tpx::inline v0::style

@@ -97,12 +97,20 @@ shard::placement placement(const parameter& p, int tp, const cut& c = {}) {
 
 // --- experts --------------------------------------------------------------------------------
 
+/// Why `n_experts` cannot be held whole over `ep` ranks (a sentence naming `name`), or an empty
+/// string when E % ep == 0.
+inline std::string expert_refusal(index_t n_experts, int ep, std::string_view name) {
+  if (ep >= 1 && n_experts >= 1 && n_experts % ep == 0) return {};
+  return fmt::format(
+      "{}: {} experts cannot be split over ep = {} ranks; expert parallelism needs n_experts % "
+      "ep == 0 ({} % {} = {})",
+      name, n_experts, ep, n_experts, ep, ep >= 1 ? n_experts % ep : 0);
+}
+
 /// Whole experts over the ranks, E / ep each in rank order; an error unless E % ep == 0.
 inline shard::partition expert_partition(index_t n_experts, int ep, std::string_view name) {
-  expect(ep >= 1 && n_experts >= 1 && n_experts % ep == 0,
-         "{}: {} experts cannot be split over ep = {} ranks; expert parallelism needs "
-         "n_experts % ep == 0 ({} % {} = {})",
-         name, n_experts, ep, n_experts, ep, ep >= 1 ? n_experts % ep : 0);
+  if (std::string why = expert_refusal(n_experts, ep, name); !why.empty())
+    throw error(std::move(why));
   return shard::partition::split(n_experts, ep, shard::split_kind::even, {name, 0});
 }
 
