@@ -287,8 +287,7 @@ inline nlohmann::json plan_of(const layout& o, const model_config& c) {
       break;
     case moe_layout::deepseek:
       if (any_dense) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
-      experts("layers.*.mlp.");
-      tp["layers.*.mlp.gate.e_score_correction_bias"] = "replicate";
+      experts("layers.*.mlp.");  // the router's key covers its e_score_correction_bias
       if (c.n_shared_experts > 0)
         mlp("layers.*.mlp.shared_experts.", "gate_proj", "up_proj", "down_proj");
       break;
