@@ -31,6 +31,7 @@
 
 #include "cli.hpp"
 #include "tpx/backend/host/backend.hpp"
+#include "tpx/core/json.hpp"
 #include "tpx/io/writer.hpp"
 #include "tpx/model/causal_lm.hpp"
 #include "tpx/model/generate.hpp"
@@ -113,12 +114,12 @@ std::vector<std::vector<std::int64_t>> prompts_from_file(const std::string& path
   std::vector<std::vector<std::int64_t>> out;
   for (std::size_t p = 0; p < j.size(); ++p) {
     expect(j[p].is_array(), "--prompts '{}': prompt {} is {}, not a list of ids", path, p,
-           j[p].dump());
+           json_excerpt(j[p]));
     expect(!j[p].empty(), "--prompts '{}': prompt {} is empty", path, p);
     out.emplace_back();
     for (const nlohmann::json& v : j[p]) {
       expect(v.is_number_integer(), "--prompts '{}': prompt {} holds {}, not a whole number", path,
-             p, v.dump());
+             p, json_excerpt(v));
       out.back().push_back(v.get<std::int64_t>());
     }
   }
@@ -138,7 +139,7 @@ std::vector<std::int64_t> ids_from_file(const std::string& path) {
     std::vector<std::int64_t> out;
     for (const nlohmann::json& v : j) {
       expect(v.is_number_integer(), "--ids-file '{}': every id must be a whole number, got {}",
-             path, v.dump());
+             path, json_excerpt(v));
       out.push_back(v.get<std::int64_t>());
     }
     return out;

@@ -221,7 +221,7 @@ TEST_CASE("every kind of bad file is an error naming the file and the tensor") {
        safetensors_bytes(R"({"w": )" + ok + "}", f32x2).substr(0, 30),
        {"the header length", "runs past the end of the file"}},
       {"enormous header length", huge_length, {"runs past the end of the file"}},
-      {"invalid JSON", safetensors_bytes(R"({"w": {"dtype": )", ""), {"invalid JSON"}},
+      {"invalid JSON", safetensors_bytes(R"({"w": {"dtype": )", ""), {"is not valid JSON"}},
       {"header not an object",
        safetensors_bytes("[1, 2]", ""),
        {"the header is not a JSON object"}},
@@ -297,7 +297,7 @@ TEST_CASE("bad index sets are errors naming the index, the tensor and the file")
     for (const char* part : parts) CHECK(message.find(part) != std::string::npos);
   };
   contains(index("broken.index.json", R"({"weight_map": {"x": )"),
-           {"broken.index.json", "invalid JSON"});
+           {"broken.index.json", "is not valid JSON"});
   contains(index("no_map.index.json", R"({"metadata": {}})"), {"no_map.index.json", "weight_map"});
   contains(index("missing_tensor.index.json",
                  R"({"weight_map": {"x": "a.safetensors", "y": "a.safetensors"}})"),
@@ -310,7 +310,7 @@ TEST_CASE("bad index sets are errors naming the index, the tensor and the file")
       index("dup.index.json", R"({"weight_map": {"x": "a.safetensors", "x": "a.safetensors"}})"),
       {"dup.index.json", "names 'x' twice"});
   contains(index("good.index.json", R"({"weight_map": {"x": "a.safetensors"}})"), {"no error"});
-  contains(open_error(dir / "nothing_here"), {"nothing_here", "cannot open"});
+  contains(open_error(dir / "nothing_here"), {"nothing_here", "no such file"});
 }
 
 TEST_CASE("reads outside the tensor or into a wrong-sized buffer are errors, never reads") {

@@ -30,6 +30,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "tpx/io/file.hpp"
 #include "tpx/io/safetensors.hpp"
 
 namespace tpx::inline v0::io {
@@ -138,15 +139,6 @@ void convert_run(file_dtype from, const std::byte* src, std::size_t count, T* ds
     default:
       break;  // excluded by the caller
   }
-}
-
-inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  expect(in.good(), "{}: cannot open the file", path.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  expect(!in.bad(), "{}: cannot read the file", path.string());
-  return s.str();
 }
 
 }  // namespace detail
@@ -280,7 +272,7 @@ class checkpoint {
 
   void open_index(const std::filesystem::path& index) {
     const std::string file = index.string();
-    const nlohmann::json j = detail::parse_json(detail::read_text(index), file);
+    const nlohmann::json j = read_json_file(index, "safetensors index", duplicate_keys::reject);
     expect(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
            "{}: no \"weight_map\" object", file);
     std::map<std::string, std::vector<std::string>> by_file;

@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "tpx/core/error.hpp"
+#include "tpx/io/file.hpp"
 
 namespace tpx::inline v0::io {
 
@@ -29,28 +30,13 @@ class mapped_file {
  public:
   /// Maps `path` read-only. Errors name the file and the system's reason.
   explicit mapped_file(std::filesystem::path path) : path_(std::move(path)) {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    expect(fd >= 0, "{}: cannot open the file: {}", path_.string(), std::strerror(errno));
-    struct ::stat st {};
-    if (::fstat(fd, &st) != 0) {
-      const int e = errno;
-      ::close(fd);
-      fail("{}: cannot stat the file: {}", path_.string(), std::strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      fail("{}: not a regular file", path_.string());
-    }
-    size_ = static_cast<std::uint64_t>(st.st_size);
+    const regular_file f(path_, "file");  // never blocks on a FIFO; refuses special files
+    size_ = f.size();
     if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-      const int e = errno;
-      ::close(fd);
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, f.fd(), 0);
       expect(p != MAP_FAILED, "{}: cannot map the file's {} bytes: {}", path_.string(), size_,
-             std::strerror(e));
+             std::strerror(errno));
       data_ = static_cast<const std::byte*>(p);
-    } else {
-      ::close(fd);
     }
   }
   mapped_file(mapped_file&& o) noexcept

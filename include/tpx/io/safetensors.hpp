@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tpx/core/error.hpp"
+#include "tpx/core/json.hpp"
 #include "tpx/io/dtype.hpp"
 #include "tpx/io/mapped_file.hpp"
 #include "tpx/shard/placement.hpp"
@@ -49,24 +50,6 @@ struct tensor_info {
 inline constexpr std::uint64_t max_header_bytes = 100'000'000;
 
 namespace detail {
-
-/// Parses JSON, rejecting any object that names a key twice (a plain parse keeps the last).
-inline nlohmann::json parse_json(std::string_view text, std::string_view file) {
-  std::vector<std::set<std::string>> keys;  // one set per open object
-  const auto check = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    using ev = nlohmann::json::parse_event_t;
-    if (event == ev::object_start) keys.emplace_back();
-    if (event == ev::object_end) keys.pop_back();
-    if (event == ev::key && !keys.back().insert(parsed.get<std::string>()).second)
-      fail("{}: the JSON names '{}' twice in one object", file, parsed.get<std::string>());
-    return true;
-  };
-  try {
-    return nlohmann::json::parse(text.begin(), text.end(), check);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: invalid JSON: {}", file, e.what());
-  }
-}
 
 /// a × b, or an error if it overflows 64 bits.
 inline std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, std::string_view file,
@@ -139,7 +122,7 @@ struct header {
 /// Parses the header text of `file`, whose data section holds `data_size` bytes.
 inline header parse_header(std::string_view file, std::string_view text, std::uint64_t data_size) {
   header h;
-  const nlohmann::json j = detail::parse_json(text, file);
+  const nlohmann::json j = parse_json(text, file, duplicate_keys::reject);
   expect(j.is_object(), "{}: the header is not a JSON object", file);
   for (const auto& [name, v] : j.items()) {
     if (name == "__metadata__") {

@@ -39,6 +39,8 @@
 #include <nlohmann/json.hpp>
 
 #include "tpx/core/error.hpp"
+#include "tpx/core/json.hpp"
+#include "tpx/io/file.hpp"
 #include "tpx/layer/attention.hpp"
 #include "tpx/plan/model_config.hpp"
 
@@ -275,7 +277,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
       expect(t.is_string() && (t == "full_attention" || t == "sliding_attention"),
              "{}: \"layer_types\" holds {}; tpx implements \"full_attention\" and "
              "\"sliding_attention\"",
-             what, t.dump());
+             what, json_excerpt(t));
       c.sliding_layers.push_back(t == "sliding_attention");
     }
   } else {
@@ -296,22 +298,9 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   return c;
 }
 
-/// Reads and parses a JSON file; errors name `what` and the path.
+/// Reads and parses a JSON file; errors name `what` and the path (io::read_json_file).
 inline nlohmann::json read_json(const std::filesystem::path& path, std::string_view what) {
-  std::error_code ec;
-  expect(std::filesystem::is_regular_file(path, ec), "cannot read {} '{}': {}", what, path.string(),
-         std::filesystem::exists(path, ec) ? "it is not a regular file" : "no such file");
-  std::ifstream in(path, std::ios::binary);
-  expect(in.good(), "cannot read {} '{}': it cannot be opened", what, path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  try {
-    return nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::exception& e) {
-    std::string why = e.what();
-    if (const std::size_t at = why.find("] "); at != std::string::npos) why = why.substr(at + 2);
-    fail("{} '{}' is not valid JSON ({})", what, path.string(), why);
-  }
+  return io::read_json_file(path, what);
 }
 
 /// Applies a model directory's `generation_config.json`, when there is one, to `c`: its

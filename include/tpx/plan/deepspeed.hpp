@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tpx/core/error.hpp"
+#include "tpx/core/json.hpp"
 #include "tpx/shard/placement.hpp"
 #include "tpx/style/placement.hpp"
 
@@ -132,7 +133,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
   if (tp.contains("autotp_size")) {
     const nlohmann::json& n = tp.at("autotp_size");
     expect(n.is_number_integer() && n.get<std::int64_t>() >= 1 && n.get<std::int64_t>() <= 65536,
-           "{}: autotp_size must be a whole number ≥ 1, got {}", what, n.dump());
+           "{}: autotp_size must be a whole number ≥ 1, got {}", what, json_excerpt(n));
     c.autotp_size = n.get<int>();
   }
   if (tp.contains("preset_model")) {
@@ -157,7 +158,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
     expect(s.contains("patterns") && s.at("patterns").is_array() && !s.at("patterns").empty(),
            "{}: \"patterns\" must be a non-empty array of regular expressions", where);
     for (const nlohmann::json& p : s.at("patterns")) {
-      expect(p.is_string(), "{}: pattern {} is not a string", where, p.dump());
+      expect(p.is_string(), "{}: pattern {} is not a string", where, json_excerpt(p));
       spec.patterns.push_back(p.get<std::string>());
       try {
         spec.regexes.emplace_back(spec.patterns.back(), std::regex::ECMAScript);
@@ -181,7 +182,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
     if (s.contains("partition_dim")) {
       const nlohmann::json& d = s.at("partition_dim");
       expect(d.is_number_integer() && d.get<std::int64_t>() >= 0 && d.get<std::int64_t>() < 8,
-             "{}: partition_dim must be a dim index (0, 1, …), got {}", where, d.dump());
+             "{}: partition_dim must be a dim index (0, 1, …), got {}", where, json_excerpt(d));
       spec.partition_dim = d.get<int>();
     }
     if (s.contains("shape")) {
@@ -196,7 +197,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
                  spec.partition_dim);
           for (const nlohmann::json& n : e) {
             expect(n.is_number_integer() && n.get<std::int64_t>() >= 1,
-                   "{}: shape[{}] holds {}, not a positive size", where, d, n.dump());
+                   "{}: shape[{}] holds {}, not a positive size", where, d, json_excerpt(n));
             ds.sub_sizes.push_back(n.get<index_t>());
           }
           expect(!ds.sub_sizes.empty(), "{}: shape[{}] is an empty list", where, d);
@@ -204,7 +205,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
           expect(
               e.is_number_integer() && (e.get<std::int64_t>() == -1 || e.get<std::int64_t>() >= 1),
               "{}: shape[{}] is {}; use -1, a positive size, or a list of sub-parameter sizes",
-              where, d, e.dump());
+              where, d, json_excerpt(e));
           ds.size = e.get<index_t>();
           ds.count = static_cast<int>(d) == spec.partition_dim && ds.size >= 1;
         }
@@ -215,7 +216,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
       const nlohmann::json& m = s.at("model_types");
       expect(m.is_array(), "{}: \"model_types\" must be an array of strings", where);
       for (const nlohmann::json& t : m) {
-        expect(t.is_string(), "{}: model type {} is not a string", where, t.dump());
+        expect(t.is_string(), "{}: model type {} is not a string", where, json_excerpt(t));
         spec.model_types.push_back(t.get<std::string>());
       }
     }

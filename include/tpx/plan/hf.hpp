@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tpx/core/error.hpp"
+#include "tpx/core/json.hpp"
 #include "tpx/plan/path.hpp"
 #include "tpx/plan/registry.hpp"
 
@@ -87,7 +88,7 @@ inline hf_plan parse_hf_plan(const nlohmann::json& j, std::string_view what, boo
     if (obj.is_null()) return;
     for (const auto& [key, style] : obj.items()) {
       expect(style.is_string(), "{}: {}: the style of key '{}' is {}, not a string", what, source,
-             key, style.dump());
+             key, json_excerpt(style));
       expect(!key.empty(), "{}: {}: an empty key", what, source);
       const std::string s = style.get<std::string>();
       expect(styles.contains(s), "{}: {}: key '{}': unknown style string '{}'; known: {}", what,

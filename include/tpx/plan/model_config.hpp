@@ -32,6 +32,7 @@
 
 #include "tpx/core/error.hpp"
 #include "tpx/core/extents.hpp"
+#include "tpx/core/json.hpp"
 #include "tpx/plan/config_defaults.hpp"
 
 namespace tpx::inline v0::plan {
@@ -119,7 +120,7 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
     const auto read = [&](const nlohmann::json& from, const char* k) {
       const nlohmann::json& v = from[k];
       expect(v.is_number_integer() && v.get<std::int64_t>() >= 0,
-             "{}: \"{}\" must be a non-negative whole number, got {}", what, k, v.dump());
+             "{}: \"{}\" must be a non-negative whole number, got {}", what, k, json_excerpt(v));
       return v.get<index_t>();
     };
     for (const char* k : keys)
@@ -169,7 +170,7 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
            "{}: \"mlp_only_layers\" must be a list of layer numbers", what);
     for (const nlohmann::json& v : j["mlp_only_layers"]) {
       expect(v.is_number_integer() && v.get<std::int64_t>() >= 0,
-             "{}: \"mlp_only_layers\" must hold layer numbers, got {}", what, v.dump());
+             "{}: \"mlp_only_layers\" must hold layer numbers, got {}", what, json_excerpt(v));
       c.mlp_only_layers.push_back(v.get<index_t>());
     }
   }
@@ -177,7 +178,7 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
   for (const char* k : {"torch_dtype", "dtype"})
     if (j.contains(k) && !j[k].is_null()) {
       expect(j[k].is_string(), "{}: \"{}\" must be a string such as \"bfloat16\", got {}", what, k,
-             j[k].dump());
+             json_excerpt(j[k]));
       c.dtype = j[k].get<std::string>();
       break;
     }
