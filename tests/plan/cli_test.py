@@ -19,7 +19,7 @@ failures = []
 
 
 def run(args):
-    p = subprocess.run([tool] + args, capture_output=True, text=True, cwd=cases_dir)
+    p = subprocess.run([tool] + args, capture_output=True, text=True, cwd=cases_dir, timeout=60)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -116,6 +116,44 @@ with tempfile.TemporaryDirectory() as tmp:
     ds_ok = write("ds_ok.json", '{"tensor_parallel": {"partition_config": {"layer_specs": '
                                 '[{"patterns": [".*o_proj.*"], "partition_type": "row"}]}}}')
     llama = "llama-3-8b.json"
+    # Hostile inputs (issue 16): each exits 2 with one sentence, never a crash, hang or leak.
+    base = json.load(open(os.path.join(cases_dir, llama)))
+    def config_with(name, **changes):
+        return write(name, json.dumps({**base, **changes}))
+    nested = write("nested.json", '{"model_type": "llama", "x": ' + "[" * 100000 + "]" * 100000 + "}")
+    nested_plan = write("nested_plan.json",
+                        '{"base_model_tp_plan": ' + '{"a": ' * 60000 + '"colwise"' + "}" * 60000 + "}")
+    huge_number = write("huge_number.json", json.dumps(base).replace('"hidden_size": 4096',
+                                                                     '"hidden_size": 1e400'))
+    not_utf8 = os.path.join(tmp, "not_utf8.json")
+    open(not_utf8, "wb").write(b'{"model_type": "ll\xffama", "hidden_size": 64}')
+    fifo = os.path.join(tmp, "fifo.json")
+    os.mkfifo(fifo)
+    big_index = os.path.join(tmp, "big_index.safetensors")
+    header = json.dumps({"model.layers.99999999999999999999.mlp.up_proj.weight":
+                         {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
+    open(big_index, "wb").write(struct.pack("<Q", len(header)) + header + bytes(16))
+    nested_ds = write("nested_ds.json", '{"tensor_parallel": {"partition_config": {"layer_specs": '
+                                        '[{"patterns": ["(.*)*x$"], "partition_type": "row"}]}}}')
+    hostile = [
+        (["--config", nested], "nests arrays and objects deeper than 64 levels"),
+        (["--config", llama, "--plan", nested_plan], "nests arrays and objects deeper than 64 levels"),
+        (["--config", huge_number], "number overflow parsing '1e400'"),
+        (["--config", not_utf8], "ill-formed UTF-8"),
+        (["--config", fifo], "it is not a regular file (a FIFO)"),
+        (["--config", tmp], "it is not a regular file (a directory)"),
+        (["--config", config_with("h62.json", hidden_size=2 ** 62)],
+         "model.embed_tokens.weight: the shape [128256, 4611686018427387904] holds more than 2^63"),
+        (["--config", config_with("vocab.json", vocab_size=2 ** 62)], "holds more than 2^63 elements"),
+        (["--config", config_with("layers.json", num_hidden_layers=2 ** 40)],
+         '"num_hidden_layers" is 1099511627776, more than the 65536 tpx plans'),
+        (["--config", config_with("experts.json", model_type="mixtral", num_local_experts=2 ** 30)],
+         "the expert count is 1073741824, more than the 65536 tpx plans"),
+        (["--config", llama, "--tp", "1000000000"], "tp = 1000000000 is more than the 65536 ranks"),
+        (["--config", llama, "--safetensors", big_index],
+         "the index 99999999999999999999 is not a number tpx can hold"),
+        (["--config", llama, "--ds-config", nested_ds], "quantifies a group that holds a quantifier"),
+    ]
     bad_cases = [
         ([], "--config CONFIG.json is required"),
         (["--config", "/nonexistent/config.json"], "cannot read config '/nonexistent/config.json'"),
@@ -136,9 +174,12 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--config", llama, "--safetensors", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
         (["--config", llama, "--frobnicate"], "unknown argument '--frobnicate'"),
     ]
-    for args, expected in bad_cases:
-        rc, out, err = run(args)
-        what = " ".join(args) or "(no arguments)"
+    for args, expected in bad_cases + hostile:
+        try:
+            rc, out, err = run(args)
+        except subprocess.TimeoutExpired:
+            rc, out, err = -1, "", "(hung)"
+        what = " ".join(args)[:120] or "(no arguments)"
         check(rc == 2, f"{what}: exit {rc}, want 2")
         check(out == "", f"{what}: printed to stdout")
         check(err.startswith("tpx-plan: ") and err.count("\n") == 1,

@@ -136,3 +136,37 @@ TEST_CASE("bad DeepSpeed configs are sentences naming the spec and the rule") {
           parse(R"({"tensor_parallel": {"autotp_size": 0}})");
         }).find("autotp_size must be a whole number ≥ 1, got 0") != std::string::npos);
 }
+
+TEST_CASE(
+    "patterns that backtrack without bound and names std::regex would recurse on are refused") {
+  const auto spec_with = [](const std::string& pattern) {
+    return fmt::format(
+        R"({{"tensor_parallel": {{"partition_config": {{"layer_specs": [{{"patterns": [{}],
+        "partition_type": "row"}}]}}}}}})",
+        nlohmann::json(pattern).dump());
+  };
+  const auto error = [&](const std::string& pattern) {
+    return error_of([&] { parse(spec_with(pattern).c_str()); });
+  };
+  for (const char* nested : {"(.*)*x$", "(a+)+b", "((ab)*c)+", "(x*){2,}"}) {
+    CAPTURE(nested);
+    CHECK(error(nested).find("quantifies a group that holds a quantifier") != std::string::npos);
+  }
+  // Ordinary patterns, README's among them, are kept: groups without inner repetition, lazy
+  // quantifiers, escapes and classes.
+  for (const char* fine : {R"(.*\.o_proj\.weight$)", R"(.*\.(q|k|v)_proj\.weight$)",
+                           R"((model\.)?layers\.\d+\.mlp\..*)", R"([(*]+x)", R"(\(a*\)*)"}) {
+    CAPTURE(fine);
+    CHECK(error(fine) == "no error");
+  }
+  CHECK(error(std::string(600, 'a')).find("a pattern of 600 characters is longer than the 512") !=
+        std::string::npos);
+  // A 38 KB tensor name made std::regex overflow the stack: names are bounded.
+  const plan::ds_config ds = parse(spec_with(R"(.*\.o_proj\.weight$)").c_str());
+  CHECK(ds.specs[0].matches("model.layers.0.self_attn.o_proj.weight", "llama"));
+  const std::string huge = std::string(38'000, 'a') + ".o_proj.weight";
+  CHECK(error_of([&] {
+          (void)ds.specs[0].matches(huge, "llama");
+        }).find("is longer than the 1024 bytes tpx matches DeepSpeed patterns against") !=
+        std::string::npos);
+}

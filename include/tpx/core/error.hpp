@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "tpx/version.hpp"
@@ -32,9 +33,30 @@ constexpr void expect(bool condition, fmt::format_string<Args...> format, Args&&
   if (!condition) fail(format, std::forward<Args>(args)...);
 }
 
-/// Checks a group size: `tp` must be at least 1.
+/// The most ranks a group (tp, ep) may have: far past any machine, small enough that per-rank
+/// tables stay small.
+inline constexpr int max_ranks = 65536;
+
+/// Checks a group size: 1 ≤ tp ≤ max_ranks.
 inline void expect_group_size(int tp, std::string_view where) {
   expect(tp >= 1, "{}: tp must be at least 1, got tp = {}", where, tp);
+  expect(tp <= max_ranks, "{}: tp = {} is more than the {} ranks tpx plans for", where, tp,
+         max_ranks);
+}
+
+/// a × b for sizes and counts, or an error naming `what` when it overflows 64 bits.
+template <class T>
+constexpr T checked_mul(T a, T b, std::string_view what) {
+  T r{};
+  expect(!__builtin_mul_overflow(a, b, &r), "{}: {} × {} overflows 64 bits", what, a, b);
+  return r;
+}
+/// a + b for sizes and counts, or an error naming `what` when it overflows 64 bits.
+template <class T>
+constexpr T checked_add(T a, T b, std::string_view what) {
+  T r{};
+  expect(!__builtin_add_overflow(a, b, &r), "{}: {} + {} overflows 64 bits", what, a, b);
+  return r;
 }
 
 /// Checks a rank against its group size: 0 <= rank < tp.

@@ -50,6 +50,9 @@ inline nlohmann::json parse_json(std::string_view text, std::string_view what,
   } catch (const nlohmann::json::exception& e) {
     std::string why = e.what();
     if (const std::size_t at = why.find("] "); at != std::string::npos) why = why.substr(at + 2);
+    // nlohmann quotes the bytes it read last, which may not be UTF-8: the position says where.
+    if (const std::size_t at = why.find("; last read: "); at != std::string::npos)
+      why = why.substr(0, at);
     fail("{} is not valid JSON ({})", what, why);
   }
 }

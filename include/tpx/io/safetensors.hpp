@@ -51,15 +51,6 @@ inline constexpr std::uint64_t max_header_bytes = 100'000'000;
 
 namespace detail {
 
-/// a × b, or an error if it overflows 64 bits.
-inline std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, std::string_view file,
-                                 std::string_view tensor) {
-  std::uint64_t r = 0;
-  expect(!__builtin_mul_overflow(a, b, &r),
-         "{}: tensor '{}': the shape's byte size overflows 64 bits", file, tensor);
-  return r;
-}
-
 inline tensor_info parse_entry(std::string_view file, const std::string& name,
                                const nlohmann::json& v, std::uint64_t data_size) {
   tensor_info t;
@@ -81,7 +72,8 @@ inline tensor_info parse_entry(std::string_view file, const std::string& name,
         "{}: tensor '{}': the shape {} holds something other than a non-negative integer", file,
         name, shape->dump());
     t.shape.push_back(static_cast<index_t>(d.get<std::uint64_t>()));
-    bytes = checked_mul(bytes, d.get<std::uint64_t>(), file, name);
+    bytes = checked_mul(bytes, d.get<std::uint64_t>(),
+                        fmt::format("{}: tensor '{}': the shape's byte size", file, name));
   }
 
   const auto off = v.find("data_offsets");

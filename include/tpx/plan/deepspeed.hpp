@@ -36,6 +36,52 @@
 
 namespace tpx::inline v0::plan {
 
+/// The longest DeepSpeed pattern and tensor name tpx matches: std::regex recurses once per
+/// character, so an unbounded name overflows the stack.
+inline constexpr std::size_t max_pattern_length = 512, max_matched_name = 1024;
+
+/// Errors unless `pattern` is short and free of nested quantifiers: a quantified group that
+/// holds a quantifier (`(.*)*x$`, `(a+)+`) backtracks without bound in std::regex.
+inline void expect_bounded_pattern(std::string_view pattern, std::string_view where) {
+  expect(pattern.size() <= max_pattern_length,
+         "{}: a pattern of {} characters is longer than the {} tpx accepts", where, pattern.size(),
+         max_pattern_length);
+  std::vector<bool> quantified{false};  // per open group (outermost: the pattern): holds a * + {}
+  bool after_group = false, group_quantified = false;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const char ch = pattern[i];
+    const bool unbounded = ch == '*' || ch == '+' || ch == '{';
+    if (unbounded || ch == '?') {
+      const bool lazy = ch == '?' && i > 0 &&
+                        (pattern[i - 1] == '*' || pattern[i - 1] == '+' || pattern[i - 1] == '}' ||
+                         pattern[i - 1] == '?');
+      expect(!(unbounded && after_group && group_quantified),
+             "{}: pattern \"{}\" quantifies a group that holds a quantifier, which backtracks "
+             "without bound; write it without the nested repetition",
+             where, pattern);
+      if (unbounded && !lazy) quantified.back() = true;
+      if (ch == '{')
+        while (i + 1 < pattern.size() && pattern[i] != '}') ++i;
+      after_group = false;
+      continue;
+    }
+    after_group = false;
+    if (ch == '\\') {
+      ++i;
+    } else if (ch == '[') {  // a character class: to its closing ]
+      for (++i; i < pattern.size() && pattern[i] != ']'; ++i)
+        if (pattern[i] == '\\') ++i;
+    } else if (ch == '(') {
+      quantified.push_back(false);
+    } else if (ch == ')' && quantified.size() > 1) {
+      group_quantified = quantified.back();
+      quantified.pop_back();
+      quantified.back() = quantified.back() || group_quantified;
+      after_group = true;
+    }
+  }
+}
+
 /// One layer spec of a DeepSpeed partition_config.
 struct ds_spec {
   enum class type { row, column, skip };
@@ -53,11 +99,16 @@ struct ds_spec {
   std::vector<std::string> model_types;  ///< empty: every model
   std::size_t index = 0;                 ///< position in layer_specs, for reports
 
-  /// True when a pattern matches `name` from its start and the model type is allowed.
+  /// True when a pattern matches `name` from its start and the model type is allowed. A name
+  /// longer than `max_matched_name` is an error (std::regex recurses once per character).
   bool matches(std::string_view name, std::string_view model_type) const {
     if (!model_types.empty() &&
         std::find(model_types.begin(), model_types.end(), model_type) == model_types.end())
       return false;
+    expect(name.size() <= max_matched_name,
+           "tensor name of {} bytes ('{}…') is longer than the {} bytes tpx matches DeepSpeed "
+           "patterns against",
+           name.size(), name.substr(0, 40), max_matched_name);
     for (const std::regex& r : regexes)
       if (std::regex_search(name.begin(), name.end(), r, std::regex_constants::match_continuous))
         return true;
@@ -160,6 +211,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
     for (const nlohmann::json& p : s.at("patterns")) {
       expect(p.is_string(), "{}: pattern {} is not a string", where, json_excerpt(p));
       spec.patterns.push_back(p.get<std::string>());
+      expect_bounded_pattern(spec.patterns.back(), where);
       try {
         spec.regexes.emplace_back(spec.patterns.back(), std::regex::ECMAScript);
       } catch (const std::regex_error& e) {

@@ -95,6 +95,9 @@ struct model_config {
   }
 };
 
+/// The most layers and experts a config may declare.
+inline constexpr index_t max_layers = 1 << 16, max_experts = 1 << 16;
+
 /// Reads the dims from a parsed config.json; `what` names it in errors.
 inline model_config parse_model_config(const nlohmann::json& top, std::string_view what) {
   expect(top.is_object(), "{}: config.json must be a JSON object", what);
@@ -194,6 +197,11 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
     expect(tie->is_boolean(), "{}: \"tie_word_embeddings\" must be true or false", what);
     c.tie_word_embeddings = tie->get<bool>();
   }
+  // Bounds far past any model, so that a hostile config cannot make tpx list 2^40 layers.
+  expect(c.num_layers <= max_layers, "{}: \"num_hidden_layers\" is {}, more than the {} tpx plans",
+         what, c.num_layers, max_layers);
+  expect(c.n_experts <= max_experts, "{}: the expert count is {}, more than the {} tpx plans", what,
+         c.n_experts, max_experts);
   expect(c.n_heads >= 1 && c.n_kv_heads >= 1 && c.n_heads % c.n_kv_heads == 0,
          "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", what, c.n_heads,
          c.n_kv_heads);

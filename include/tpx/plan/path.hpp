@@ -4,11 +4,14 @@
 /// heuristics, the placer and the reports read them.
 
 #include <algorithm>
+#include <charconv>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
+#include "tpx/core/error.hpp"
 #include "tpx/core/extents.hpp"
 
 namespace tpx::inline v0::plan {
@@ -56,10 +59,20 @@ inline std::string name_pattern(std::string_view name) {
   return out;
 }
 
+/// The index an all-digit path component spells, or an error naming `name` when it does not fit
+/// 64 bits (a 20-digit layer number).
+inline index_t index_of(std::string_view component, std::string_view name) {
+  index_t v = 0;
+  const auto [end, ec] = std::from_chars(component.data(), component.data() + component.size(), v);
+  expect(ec == std::errc() && end == component.data() + component.size(),
+         "tensor '{}': the index {} is not a number tpx can hold", name, component);
+  return v;
+}
+
 /// The numbered layer a tensor belongs to: its first all-digit path component.
 inline std::optional<index_t> layer_of(std::string_view name) {
   for (const std::string_view c : components(name))
-    if (all_digits(c)) return std::stoll(std::string(c));
+    if (all_digits(c)) return index_of(c, name);
   return std::nullopt;
 }
 
@@ -67,7 +80,7 @@ inline std::optional<index_t> layer_of(std::string_view name) {
 inline std::optional<index_t> expert_of(std::string_view name) {
   const std::vector<std::string_view> c = components(name);
   for (std::size_t i = 0; i + 1 < c.size(); ++i)
-    if (c[i] == "experts" && all_digits(c[i + 1])) return std::stoll(std::string(c[i + 1]));
+    if (c[i] == "experts" && all_digits(c[i + 1])) return index_of(c[i + 1], name);
   return std::nullopt;
 }
 

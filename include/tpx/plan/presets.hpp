@@ -203,6 +203,11 @@ inline void moe(tensor_list& l, const std::string& p, moe_layout m) {
 
 inline std::vector<tensor_decl> decoder(const model_config& c, const layout& o) {
   const index_t h = c.hidden_size;
+  constexpr index_t max_tensors = 10'000'000;
+  expect(c.num_layers * (3 * c.n_experts + 24) <= max_tensors,
+         "config: {} layers of {} experts would list more than {} tensors, more than a preset "
+         "lists; give the checkpoint (--safetensors) instead",
+         c.num_layers, c.n_experts, max_tensors);
   tensor_list l{c, {}};
   l.add("model.embed_tokens.weight", {c.vocab_size, h});
   for (index_t n = 0; n < c.num_layers; ++n) {

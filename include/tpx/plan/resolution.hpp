@@ -55,7 +55,8 @@ struct resolved_tensor {
   std::vector<index_t> rank_shape(int rank) const { return placement.local_shape(rank); }
   /// Bytes rank `rank` holds.
   index_t bytes(int rank) const {
-    const index_t all = shard::element_count(tensor.shape) * tensor.element_bytes;
+    const index_t all = checked_mul(shard::element_count(tensor.shape, tensor.name),
+                                    tensor.element_bytes, tensor.name);
     if (placement.is_replicated()) return all;
     const index_t extent = tensor.shape[static_cast<std::size_t>(placement.dim)];
     return extent == 0 ? 0 : all / extent * placement.partition.of(rank).size();

@@ -68,6 +68,7 @@ class resolver {
         colwise_(styles.at("colwise")),
         rowwise_(styles.at("rowwise")) {
     expect(o.tp >= 1, "tp must be at least 1, got {}", o.tp);
+    expect_group_size(o.tp, "plan resolution");
     expect(o.ep >= 1 && (o.ep == 1 || o.ep == o.tp),
            "ep {} with tp {}: experts are placed over the TP ranks, so ep must be 1 or equal to "
            "tp",
@@ -253,8 +254,10 @@ class resolver {
     comm_counter comm(c_, o_, notes_);
     res.param_bytes.assign(static_cast<std::size_t>(o_.tp), 0);
     for (const resolved_tensor& t : res.tensors) {
-      for (int rank = 0; rank < o_.tp; ++rank)
-        res.param_bytes[static_cast<std::size_t>(rank)] += t.bytes(rank);
+      for (int rank = 0; rank < o_.tp; ++rank) {
+        index_t& sum = res.param_bytes[static_cast<std::size_t>(rank)];
+        sum = checked_add(sum, t.bytes(rank), "parameter bytes per rank");
+      }
       // The most specific covering rule of each kind.
       comm_counter::cover cover;
       std::size_t gather_depth = 0, reduce_depth = 0;

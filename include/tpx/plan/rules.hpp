@@ -51,7 +51,7 @@ inline std::optional<fused_alias> fused_alias_of(const tensor_decl& t, const mod
                        std::vector<index_t>(t.shape.size(), 0)};
   if (n < 5 || p[n - 1] != "weight" || p[n - 4] != "experts" || !all_digits(p[n - 3]))
     return std::nullopt;
-  const index_t x = std::stoll(std::string(p[n - 3]));
+  const index_t x = index_of(p[n - 3], t.name);
   const std::string_view w = p[n - 2];
   const bool gate = w == "w1" || w == "gate_proj", up = w == "w3" || w == "up_proj",
              down = w == "w2" || w == "down_proj";

@@ -47,10 +47,19 @@ struct selection {
   friend bool operator==(const selection&, const selection&) = default;
 };
 
-/// Number of elements of a shape: the product of its dims (1 for a scalar).
-inline index_t element_count(const std::vector<index_t>& shape) {
+/// "[4096, 11008]": a shape as messages print it.
+inline std::string shape_string(const std::vector<index_t>& shape);
+
+/// Number of elements of a shape: the product of its dims (1 for a scalar); an error naming
+/// `what` (the tensor) when the product overflows 64 bits.
+inline index_t element_count(const std::vector<index_t>& shape, std::string_view what = "tensor") {
   index_t n = 1;
-  for (const index_t d : shape) n *= d;
+  for (const index_t d : shape) {
+    index_t r = 0;
+    expect(!__builtin_mul_overflow(n, d, &r), "{}: the shape {} holds more than 2^63 elements",
+           what, shape_string(shape));
+    n = r;
+  }
   return n;
 }
 
