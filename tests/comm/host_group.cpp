@@ -158,3 +158,37 @@ TEST_CASE("the group is reusable after an error: a new run starts clean") {
   });
   CHECK(ok == 2);
 }
+
+TEST_CASE("a sum against a max is reported as the operators, not the buffers") {
+  const std::string what = test::error_of(3, [&](host::communicator& c) {
+    std::vector<float> data(4, 1.0f);
+    c.all_reduce(std::span<float>(data),
+                 c.rank() == 1 ? comm::reduce_op::max : comm::reduce_op::sum);
+  });
+  CHECK(what.find("passes a reduction operator") != std::string::npos);
+  CHECK(what.find("max") != std::string::npos);
+  CHECK(what.find("sum") != std::string::npos);
+}
+
+TEST_CASE("ranks that catch a mismatch and go on read every message from the mismatched call") {
+  // Each rank composes its message before the error barrier; past it a rank may post its next
+  // call, which must not leak into another rank's message (ThreadSanitizer saw that race).
+  for (int round = 0; round < 50; ++round) {
+    std::vector<std::string> messages(4);
+    host::run(4, [&](host::communicator& c) {
+      std::vector<float> data(c.rank() == 2 ? 5 : 4);
+      try {
+        c.all_reduce(std::span<float>(data));
+      } catch (const tpx::error& e) {
+        messages[static_cast<std::size_t>(c.rank())] = e.what();
+      }
+      std::vector<float> next(7);  // the next call, with another size, on every rank
+      c.all_reduce(std::span<float>(next));
+    });
+    for (const std::string& m : messages) {
+      CAPTURE(m);
+      CHECK(m.find("buffer of 5 elements") != std::string::npos);
+      CHECK(m.find("7 elements") == std::string::npos);
+    }
+  }
+}

@@ -26,6 +26,10 @@ namespace tpx::inline v0::comm {
 /// Reduction operators of all-reduce and reduce-scatter.
 enum class reduce_op { sum, max };
 
+constexpr std::string_view name(reduce_op op) noexcept {
+  return op == reduce_op::sum ? "sum" : "max";
+}
+
 /// Every kind of call a communicator counts.
 enum class kind : int {
   all_reduce,

@@ -169,8 +169,11 @@ class member {
     p.op = op;
     const std::vector<post>& all = publish(p);
     for (int r = 0; r < size(); ++r)
-      agree(all, r, all[r].out_count == p.out_count && all[r].op == p.op, "buffer of {} elements",
+      agree(all, r, all[r].out_count == p.out_count, "buffer of {} elements",
             [&](int q) { return all[q].out_count; });
+    for (int r = 0; r < size(); ++r)
+      agree(all, r, all[r].op == p.op, "reduction operator {}",
+            [&](int q) { return comm::name(all[q].op); });
     return all;
   }
 
@@ -215,7 +218,7 @@ class member {
     agree_counts(all, "reduce_scatter");
     for (int r = 0; r < size(); ++r)
       agree(all, r, all[r].op == op, "reduction operator {}",
-            [&](int q) { return static_cast<int>(all[q].op); });
+            [&](int q) { return comm::name(all[q].op); });
     return all;
   }
 
@@ -260,13 +263,11 @@ class member {
       for (int q = 0; q < size(); ++q) {
         const index_t sent = all[r].counts[static_cast<std::size_t>(q)];
         const index_t expected = all[q].counts2[static_cast<std::size_t>(r)];
-        if (sent != expected) {
-          sync_after_error();
-          fail(
+        if (sent != expected)
+          fail_together(fmt::format(
               "all_to_all_v: rank {} sends {} elements to rank {}, but rank {} expects {} from "
               "rank {}",
-              r, sent, q, q, expected, r);
-        }
+              r, sent, q, q, expected, r));
       }
     return all;
   }
@@ -328,20 +329,16 @@ class member {
     all[static_cast<std::size_t>(rank_)] = p;
     sync(comm::name(p.kind));
     for (int r = 0; r < size(); ++r) {
-      if (all[r].kind != p.kind) {
-        sync_after_error();
-        fail(
+      if (all[r].kind != p.kind)
+        fail_together(fmt::format(
             "rank {} calls {} while rank {} calls {}; every rank must make the same collective "
             "calls in the same order",
-            rank_, comm::name(p.kind), r, comm::name(all[r].kind));
-      }
-      if (all[r].type != p.type) {
-        sync_after_error();
-        fail(
+            rank_, comm::name(p.kind), r, comm::name(all[r].kind)));
+      if (all[r].type != p.type)
+        fail_together(fmt::format(
             "{}: rank {} passes {}-byte elements of one type while rank {} passes {}-byte "
             "elements of another; every rank must use the same element type",
-            comm::name(p.kind), rank_, p.elem_size, r, all[r].elem_size);
-      }
+            comm::name(p.kind), rank_, p.elem_size, r, all[r].elem_size));
     }
     return all;
   }
@@ -350,11 +347,11 @@ class member {
   template <class Value>
   void agree(const std::vector<post>& all, int r, bool same, std::string_view what, Value value) {
     if (same) return;
-    sync_after_error();
-    fail("{}: rank {} passes a {} while rank {} passes a {}; every rank must pass the same",
-         comm::name(all[static_cast<std::size_t>(rank_)].kind), rank_,
-         fmt::format(fmt::runtime(what), value(rank_)), r,
-         fmt::format(fmt::runtime(what), value(r)));
+    fail_together(fmt::format(
+        "{}: rank {} passes a {} while rank {} passes a {}; every rank must pass the same",
+        comm::name(all[static_cast<std::size_t>(rank_)].kind), rank_,
+        fmt::format(fmt::runtime(what), value(rank_)), r,
+        fmt::format(fmt::runtime(what), value(r))));
   }
 
   void agree_counts(const std::vector<post>& all, std::string_view what) {
@@ -363,19 +360,21 @@ class member {
         const index_t mine =
             all[static_cast<std::size_t>(rank_)].counts[static_cast<std::size_t>(q)];
         const index_t theirs = all[static_cast<std::size_t>(r)].counts[static_cast<std::size_t>(q)];
-        if (mine != theirs) {
-          sync_after_error();
-          fail(
+        if (mine != theirs)
+          fail_together(fmt::format(
               "{}: rank {} passes counts[{}] = {} while rank {} passes counts[{}] = {}; every "
               "rank must pass the same counts",
-              what, rank_, q, mine, r, q, theirs);
-        }
+              what, rank_, q, mine, r, q, theirs));
       }
   }
 
-  /// Every rank sees the same posts, so every rank detects the same mismatch; this barrier keeps
-  /// the posts alive until all of them have read them, then each throws.
-  void sync_after_error() { sync("error check"); }
+  /// Every rank sees the same posts, so every rank detects a mismatch. Each composes its message
+  /// from the posts first, then waits at this barrier — past it a rank that catches and goes on
+  /// may post its next call — and throws.
+  [[noreturn]] void fail_together(std::string message) {
+    sync("error check");
+    throw error(message);
+  }
 
   group* group_;
   int rank_;
