@@ -135,7 +135,13 @@ with tempfile.TemporaryDirectory() as tmp:
     open(big_index, "wb").write(struct.pack("<Q", len(header)) + header + bytes(16))
     nested_ds = write("nested_ds.json", '{"tensor_parallel": {"partition_config": {"layer_specs": '
                                         '[{"patterns": ["(.*)*x$"], "partition_type": "row"}]}}}')
+    loop = os.path.join(tmp, "loop")
+    os.symlink(loop + "2", loop)
+    os.symlink(loop, loop + "2")
     hostile = [
+        (["--config", llama, "--safetensors", loop], "cannot read checkpoint"),
+        (["--config", loop], "cannot read config"),
+        (["--config", "/dev/zero"], "it is not a regular file (a device or other special file)"),
         (["--config", nested], "nests arrays and objects deeper than 64 levels"),
         (["--config", llama, "--plan", nested_plan], "nests arrays and objects deeper than 64 levels"),
         (["--config", huge_number], "number overflow parsing '1e400'"),

@@ -27,6 +27,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <vector>
 
@@ -151,10 +152,22 @@ class checkpoint {
       : bytes_read_(new std::atomic<std::uint64_t>(0)) {
     namespace fs = std::filesystem;
     fs::path p = path;
-    if (fs::is_directory(p)) {
-      if (fs::exists(p / "model.safetensors.index.json"))
+    // The error_code forms: a symlink loop or an unsearchable directory is a sentence, not a
+    // std::filesystem_error.
+    std::error_code ec;
+    const fs::file_status st = fs::status(p, ec);
+    expect(!ec || ec == std::errc::no_such_file_or_directory, "cannot read checkpoint '{}': {}",
+           path.string(), ec.message());
+    const auto present = [&](const fs::path& f) {
+      std::error_code e;
+      const bool there = fs::exists(f, e);
+      expect(!e, "cannot read checkpoint '{}': {}", f.string(), e.message());
+      return there;
+    };
+    if (fs::is_directory(st)) {
+      if (present(p / "model.safetensors.index.json"))
         p /= "model.safetensors.index.json";
-      else if (fs::exists(p / "model.safetensors"))
+      else if (present(p / "model.safetensors"))
         p /= "model.safetensors";
       else
         fail("{}: the directory holds neither model.safetensors.index.json nor model.safetensors",
