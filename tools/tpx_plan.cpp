@@ -277,7 +277,7 @@ int run(int argc, char** argv) {
       return 0;
     }
   const options o = parse_args(argc, argv);
-  const model::plan_inputs inputs(model::read_json(o.config, "config"), o.config, o.plan, o.ds);
+  const model::plan_inputs inputs(io::read_json_file(o.config, "config"), o.config, o.plan, o.ds);
   const plan::model_config& c = inputs.config();
   if (o.emit) {
     fmt::print("{}\n", inputs.transformers_plan().dump(2));

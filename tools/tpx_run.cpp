@@ -108,7 +108,7 @@ std::vector<std::int64_t> id_list(std::string_view flag, std::string_view text) 
 std::vector<std::vector<std::int64_t>> prompts_from_file(const std::string& path) {
   std::error_code ec;
   expect(fs::is_regular_file(path, ec), "--prompts '{}': no such file", path);
-  const nlohmann::json j = model::read_json(path, "--prompts");
+  const nlohmann::json j = io::read_json_file(path, "--prompts");
   expect(j.is_array() && !j.empty(), "--prompts '{}' must hold a non-empty JSON list of id lists",
          path);
   std::vector<std::vector<std::int64_t>> out;
@@ -134,7 +134,7 @@ std::vector<std::int64_t> ids_from_file(const std::string& path) {
   text << in.rdbuf();
   const std::string s = text.str();
   if (s.find('[') != std::string::npos) {
-    const nlohmann::json j = model::read_json(path, "--ids-file");
+    const nlohmann::json j = io::read_json_file(path, "--ids-file");
     expect(j.is_array(), "--ids-file '{}' must hold a JSON list of token ids", path);
     std::vector<std::int64_t> out;
     for (const nlohmann::json& v : j) {
@@ -328,7 +328,7 @@ int run(int argc, char** argv) {
   std::error_code ec;
   expect(fs::is_directory(o.dir, ec), "{}: no such model directory", o.dir);
   const fs::path config_path = fs::path(o.dir) / "config.json";
-  const model::plan_inputs inputs(model::read_json(config_path, "config"), config_path.string(),
+  const model::plan_inputs inputs(io::read_json_file(config_path, "config"), config_path.string(),
                                   o.plan, o.ds);
   const model::config c = [&] {
     model::config parsed = model::parse_config(inputs.json(), config_path.string());

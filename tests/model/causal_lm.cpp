@@ -401,7 +401,7 @@ TEST_CASE("the model's placements are the ones plan::resolve gives the checkpoin
     const fs::path dir = f.dir();
     const model::config c = model::read_config(dir);
     const io::checkpoint ck(dir);
-    const model::plan_inputs inputs(model::read_json(dir / "config.json", "config"),
+    const model::plan_inputs inputs(io::read_json_file(dir / "config.json", "config"),
                                     (dir / "config.json").string(), "", "");
     const std::vector<plan::tensor_decl> tensors = inputs.tensors(ck);
     for (const int tp : f.tps)
@@ -763,7 +763,7 @@ TEST_CASE(
   for (const std::string family : {"llama", "mistral", "qwen2", "mixtral"}) {
     model::write_synthetic(d / family, synthetic_config(family, 2), io::file_dtype::bf16, 3);
     const fs::path dir = d / family;
-    const model::plan_inputs inputs(model::read_json(dir / "config.json", "config"),
+    const model::plan_inputs inputs(io::read_json_file(dir / "config.json", "config"),
                                     (dir / "config.json").string(), "", "");
     const model::config c = model::read_config(dir);
     const io::checkpoint ck(dir);
@@ -857,7 +857,7 @@ TEST_CASE("law: the plan's bytes per token per layer are what the built layers m
           const double per = static_cast<double>(sizeof(double)) * static_cast<double>(t2 - t1);
           const double fwd = ((b2.first - b1.first) - (a2.first - a1.first)) / per,
                        bwd = ((b2.second - b1.second) - (a2.second - a1.second)) / per;
-          const model::plan_inputs inputs(model::read_json(two / "config.json", "config"),
+          const model::plan_inputs inputs(io::read_json_file(two / "config.json", "config"),
                                           (two / "config.json").string(), "", "");
           const plan::resolution r =
               inputs.resolve(inputs.tensors(io::checkpoint(two)), {.tp = tp, .sp = sp, .ep = ep});

@@ -298,11 +298,6 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   return c;
 }
 
-/// Reads and parses a JSON file; errors name `what` and the path (io::read_json_file).
-inline nlohmann::json read_json(const std::filesystem::path& path, std::string_view what) {
-  return io::read_json_file(path, what);
-}
-
 /// Applies a model directory's `generation_config.json`, when there is one, to `c`: its
 /// end-of-sequence ids replace config.json's when it names them, as transformers' generate takes
 /// them from there.
@@ -310,7 +305,7 @@ inline void apply_generation_config(config& c, const std::filesystem::path& dir)
   std::error_code ec;
   const std::filesystem::path gen = dir / "generation_config.json";
   if (!std::filesystem::is_regular_file(gen, ec)) return;
-  const nlohmann::json g = read_json(gen, "generation config");
+  const nlohmann::json g = io::read_json_file(gen, "generation config");
   expect(g.is_object(), "{}: must be a JSON object", gen.string());
   if (std::optional<std::vector<std::int64_t>> eos = detail::eos_ids(g, gen.string()))
     c.eos_token_ids = *eos;
@@ -322,7 +317,7 @@ inline config read_config(const std::filesystem::path& path) {
   std::error_code ec;
   const bool dir = std::filesystem::is_directory(path, ec);
   const std::filesystem::path file = dir ? path / "config.json" : path;
-  config c = parse_config(read_json(file, "config"), file.string());
+  config c = parse_config(io::read_json_file(file, "config"), file.string());
   if (dir) apply_generation_config(c, path);
   return c;
 }

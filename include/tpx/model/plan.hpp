@@ -34,7 +34,7 @@ class plan_inputs {
         config_(plan::parse_model_config(json_, config_path_)),
         styles_(plan::registry::builtin()) {
     if (!plan_path.empty()) {
-      hf_json_ = read_json(plan_path, "plan");
+      hf_json_ = io::read_json_file(plan_path, "plan");
       hf_ = plan::parse_hf_plan(hf_json_, plan_path, config_.causal_lm(), styles_);
       hf_name_ = "plan " + plan_path;
     } else if (json_.contains("base_model_tp_plan") || json_.contains("lm_tp_plan")) {
@@ -47,7 +47,7 @@ class plan_inputs {
       hf_name_ = "config " + config_path_;
     }
     if (!ds_path.empty())
-      ds_ = plan::parse_deepspeed(read_json(ds_path, "DeepSpeed config"), ds_path);
+      ds_ = plan::parse_deepspeed(io::read_json_file(ds_path, "DeepSpeed config"), ds_path);
     preset_ = plan::find_preset(config_.model_type);
     if (preset_ == nullptr && ds_ && !ds_->preset_model.empty())
       preset_ = plan::find_preset(ds_->preset_model);

@@ -90,17 +90,13 @@ struct resolution {
   /// Errors with the first unplaceable tensor's sentence (and how many more there are) unless
   /// the resolution is usable.
   void expect_usable() const {
-    if (usable()) return;
-    const auto first = std::find_if(tensors.begin(), tensors.end(), [](const resolved_tensor& t) {
-      return !t.unplaceable.empty();
-    });
-    const std::string& why = first != tensors.end() ? first->unplaceable : report.unplaceable[0];
-    const std::size_t more = static_cast<std::size_t>(std::count_if(
-                                 tensors.begin(), tensors.end(),
-                                 [](const resolved_tensor& t) { return !t.unplaceable.empty(); })) -
-                             1;
-    if (more == 0) throw error(why);
-    fail("{} (and {} more tensors the plan cannot place at tp {})", why, more, options.tp);
+    const auto unplaced = [](const resolved_tensor& t) { return !t.unplaceable.empty(); };
+    const auto first = std::find_if(tensors.begin(), tensors.end(), unplaced);
+    if (first == tensors.end()) return;
+    const auto more = std::count_if(first + 1, tensors.end(), unplaced);
+    if (more == 0) throw error(first->unplaceable);
+    fail("{} (and {} more tensors the plan cannot place at tp {})", first->unplaceable, more,
+         options.tp);
   }
 };
 
