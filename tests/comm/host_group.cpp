@@ -1,5 +1,5 @@
 // The host group never hangs and never reads out of bounds: every mismatch between ranks is a
-// tpx::error on every rank, a failing rank releases the others, and run() rethrows the first error.
+// tpx::error on every rank, a failing rank releases the others, and run() rethrows the cause.
 
 #include <doctest/doctest.h>
 
@@ -91,6 +91,46 @@ TEST_CASE("a rank that throws releases the others and its error is rethrown") {
                                    }),
                          "boom", std::runtime_error);
   }
+}
+
+TEST_CASE("run rethrows the rank's own error, not a bystander's report of it") {
+  // Rank 2 fails at its own work; every other rank learns of it from a collective and throws a
+  // peer_error naming rank 2. Whichever arrives first, run rethrows rank 2's error, with the
+  // others' messages as its notes, in rank order.
+  for (int round = 0; round < 50; ++round) {
+    try {
+      host::run(4, [](host::communicator& c) {
+        std::vector<int> failed{c.rank() == 2 ? 1 : 0};
+        c.all_reduce(std::span<int>(failed), comm::reduce_op::max);
+        if (c.rank() == 2) fail("rank 2: the shard of 'w' is short");
+        if (failed[0] != 0)
+          throw peer_error(fmt::format("rank {} heard that rank 2 failed", c.rank()));
+      });
+      FAIL("no error");
+    } catch (const peer_error&) {
+      FAIL("a bystander's error was rethrown");
+    } catch (const error& e) {
+      CHECK(std::string(e.what()) == "rank 2: the shard of 'w' is short");
+      REQUIRE(e.notes().size() == 3);
+      CHECK(e.notes()[0] == "rank 0: rank 0 heard that rank 2 failed");
+      CHECK(e.notes()[1] == "rank 1: rank 1 heard that rank 2 failed");
+      CHECK(e.notes()[2] == "rank 3: rank 3 heard that rank 2 failed");
+    }
+  }
+  // Two ranks fail at their own work: the lower rank's error is the one rethrown.
+  CHECK_THROWS_WITH_AS(host::run(3,
+                                 [](host::communicator& c) {
+                                   c.barrier();
+                                   if (c.rank() > 0) fail("rank {} failed", c.rank());
+                                 }),
+                       "rank 1 failed", error);
+  // Only bystanders' errors: the lowest rank's is rethrown.
+  CHECK_THROWS_WITH_AS(host::run(3,
+                                 [](host::communicator& c) {
+                                   c.barrier();
+                                   throw peer_error(fmt::format("peer {}", c.rank()));
+                                 }),
+                       "peer 0", peer_error);
 }
 
 TEST_CASE("a rank that returns early is reported to the ranks still waiting for it") {

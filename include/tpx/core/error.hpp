@@ -1,13 +1,17 @@
 #pragma once
 /// \file
-/// The one exception type of tpx, and the helper that throws it with an fmt-formatted sentence.
+/// The one exception type of tpx (and `peer_error`, its form for a rank that stops because another
+/// rank failed), and the helpers that throw it with an fmt-formatted sentence.
 
 #include <fmt/format.h>
 
+#include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "tpx/version.hpp"
 
@@ -16,9 +20,32 @@ namespace tpx::inline v0 {
 /// Thrown for every run-time failure tpx detects: bad shapes, bad splits, mismatched collective
 /// calls, bad files. The message is one sentence that names the tensor, the dim, the sizes and
 /// the rule that was broken.
+///
+/// A group runner (`host::run`) that rethrows a rank's error attaches what the other ranks
+/// reported as `notes()`, one "rank r: message" each.
 class error : public std::runtime_error {
  public:
   explicit error(const std::string& what) : std::runtime_error(what) {}
+
+  /// What the other ranks of the group reported when this error was rethrown as the cause.
+  std::span<const std::string> notes() const noexcept {
+    return notes_ ? std::span<const std::string>(*notes_) : std::span<const std::string>();
+  }
+  void add_note(std::string note) {
+    if (!notes_) notes_ = std::make_shared<std::vector<std::string>>();
+    notes_->push_back(std::move(note));
+  }
+
+ private:
+  std::shared_ptr<std::vector<std::string>> notes_;  // shared: copying an exception never throws
+};
+
+/// Thrown by a rank that stops because another rank failed, naming that rank (io::save's "rank 0
+/// could not write the checkpoint"): not a cause. A group runner rethrows the error a rank raised
+/// because of its own work before any of these.
+class peer_error : public error {
+ public:
+  using error::error;
 };
 
 /// Throws `tpx::error` with a message formatted by fmt.

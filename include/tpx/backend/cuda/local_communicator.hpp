@@ -284,7 +284,7 @@ class local_communicator : public host::detail::member {
 static_assert(comm::communicator<local_communicator>);
 
 /// Runs `fn(local_communicator&)` on `tp` threads, one rank each, all on the current device.
-/// If any rank throws, the others are released and the first exception is rethrown here; the
+/// If any rank throws, the others are released and the cause is rethrown here (as `host::run`); the
 /// device is synchronised before the group's streams and events are destroyed.
 template <class Fn>
 requires std::invocable<Fn&, local_communicator&>

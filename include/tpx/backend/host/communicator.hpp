@@ -9,7 +9,7 @@
 ///   barrier
 ///
 /// Reductions add in rank order on every rank, so all ranks end with bit-identical results.
-/// Errors release every rank; `run` rethrows the first (see `host/group.hpp`).
+/// Errors release every rank; `run` rethrows the cause (see `host/group.hpp`).
 
 #include <cstring>
 #include <span>
@@ -150,7 +150,8 @@ class communicator : public detail::member {
 static_assert(comm::communicator<communicator>);
 
 /// Runs `fn(communicator&)` on `tp` threads, one per rank, and returns when all have returned.
-/// If any rank throws, the others are released and the first exception is rethrown here.
+/// If any rank throws, the others are released and the cause is rethrown here: the lowest rank's
+/// own error, the other ranks' messages as its `notes()` (see `detail::run_group`).
 template <class Fn>
 requires std::invocable<Fn&, communicator&>
 void run(int tp, Fn&& fn) {

@@ -6,8 +6,8 @@
 /// over it; `cuda::local_communicator` moves data in device memory over the same group.
 ///
 /// When one rank throws, every other rank is released from its wait and the runner rethrows the
-/// first error; when a rank returns while another still waits for it, the waiter gets a
-/// `tpx::error` saying so. Nothing hangs.
+/// cause (the lowest rank's own error, not a bystander's report of it); when a rank returns while
+/// another still waits for it, the waiter gets a `tpx::error` saying so. Nothing hangs.
 
 #include <algorithm>
 #include <condition_variable>
@@ -17,8 +17,11 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -383,35 +386,72 @@ class member {
 
 /// Runs `fn(comm)` on `tp` threads, one per rank, each with the communicator `make(group, rank)`
 /// builds, and returns when all have returned. If any rank throws, the others are released and
-/// the first exception is rethrown here.
+/// the cause is rethrown here: the error of the lowest rank that failed because of its own work
+/// (a `peer_error`, which reports another rank's failure, only when no rank raised anything
+/// else). A `tpx::error` rethrown carries the other ranks' messages as its `notes()`.
 template <class Make, class Fn>
 void run_group(int tp, std::string_view who, Make make, Fn& fn) {
   expect_group_size(tp, who);
   group g(tp);
-  std::mutex first_mutex;
-  std::exception_ptr first;
+  struct failure {
+    std::exception_ptr error;
+    std::string message;
+    bool peer = false;
+  };
+  std::vector<failure> failures(static_cast<std::size_t>(tp));
   const auto body = [&](int rank) {
+    failure& f = failures[static_cast<std::size_t>(rank)];
     try {
       auto comm = make(g, rank);
       fn(comm);
       g.leave(rank);
+      return;
     } catch (const released&) {
-      // Another rank failed first; its exception is the one reported.
+      return;  // another rank failed; it reports why
+    } catch (const peer_error& e) {
+      f = {std::current_exception(), e.what(), true};
+    } catch (const std::exception& e) {
+      f = {std::current_exception(), e.what()};
     } catch (...) {
-      {
-        std::lock_guard lock(first_mutex);
-        if (!first) first = std::current_exception();
-      }
-      g.abort();
+      f = {std::current_exception(), "an exception not derived from std::exception"};
     }
+    g.abort();
   };
+  std::optional<std::string> no_thread;
   {
     std::vector<std::jthread> threads;
     threads.reserve(static_cast<std::size_t>(tp - 1));
-    for (int r = 1; r < tp; ++r) threads.emplace_back(body, r);
-    body(0);
+    for (int r = 1; r < tp && !no_thread; ++r) {
+      try {
+        threads.emplace_back(body, r);
+      } catch (const std::system_error& e) {
+        // The ranks already started wait for this one: release them, join them, say why.
+        no_thread =
+            fmt::format("{}: cannot start the thread of rank {} of {}: {}", who, r, tp, e.what());
+        g.abort();
+      }
+    }
+    if (!no_thread) body(0);
   }
-  if (first) std::rethrow_exception(first);
+  if (no_thread) throw error(*no_thread);
+  const auto cause = [&]() -> const failure* {
+    const failure* peer = nullptr;
+    for (const failure& f : failures) {
+      if (f.error && !f.peer) return &f;
+      if (f.error && !peer) peer = &f;
+    }
+    return peer;
+  }();
+  if (!cause) return;
+  try {
+    std::rethrow_exception(cause->error);
+  } catch (error& e) {
+    for (int r = 0; r < tp; ++r) {
+      const failure& f = failures[static_cast<std::size_t>(r)];
+      if (f.error && &f != cause) e.add_note(fmt::format("rank {}: {}", r, f.message));
+    }
+    throw;
+  }
 }
 
 }  // namespace detail
