@@ -297,11 +297,48 @@ TEST_CASE("a save the ranks disagree on, or that cannot be written, fails on eve
   CHECK(errors[0].find("another rank's shards are not well formed") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "b.safetensors"));
 
-  // The target directory does not exist: rank 0 cannot write; every rank hears of it.
+  // Rank 1 places its tensor differently (the same names, dtypes and shapes): not gathered.
+  errors = errors_of(2, dir / "p.safetensors", [&](int r) {
+    const shard::placement pl =
+        r == 1 ? shard::placement::split({12}, 0, shard::partition(12, {{{{0, 4}}}, {{{4, 12}}}}))
+               : p(2);
+    return io::as_shard_bytes<float>(
+        "w", pl,
+        std::span<const float>(w).first(static_cast<std::size_t>(pl.partition.of(r).size())));
+  });
+  for (const std::string& e : errors)
+    CHECK(e.find("shapes or placements disagree") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "p.safetensors"));
+
+  // The target cannot be written (its directory is a file): rank 0 says why; the other ranks
+  // throw a peer_error naming rank 0, and host::run rethrows rank 0's error.
+  test::write_file(dir / "file", "x");
   errors =
-      errors_of(4, dir / "missing" / "c.safetensors", [&](int r) { return shard_for(4, r, "w"); });
-  CHECK(errors[0].find("cannot create a temporary file") != std::string::npos);
+      errors_of(4, dir / "file" / "c.safetensors", [&](int r) { return shard_for(4, r, "w"); });
+  CHECK(errors[0].find("cannot create the directory") != std::string::npos);
   for (int r = 1; r < 4; ++r)
     CHECK(errors[static_cast<std::size_t>(r)].find("rank 0 could not write the checkpoint") !=
           std::string::npos);
+  CHECK_THROWS_WITH_AS(host::run(4,
+                                 [&](host::communicator& c) {
+                                   const io::shard_bytes s = shard_for(4, c.rank(), "w");
+                                   io::save(c, dir / "file" / "c.safetensors",
+                                            std::span<const io::shard_bytes>(&s, 1));
+                                 }),
+                       doctest::Contains("cannot create the directory"), error);
+}
+
+TEST_CASE("save creates the target's missing directories") {
+  test::temp_dir dir;
+  const std::vector<float> w(6, 2.0f);
+  const fs::path path = dir / "out" / "step-1" / "model.safetensors";
+  host::run(2, [&](host::communicator& c) {
+    const shard::placement pl =
+        shard::placement::split({6}, 0, shard::partition::split(6, 2, shard::split_kind::balanced));
+    const io::shard_bytes s =
+        io::as_shard_bytes<float>("w", pl, std::span<const float>(w).first(3));
+    io::save(c, path, std::span<const io::shard_bytes>(&s, 1));
+  });
+  const io::safetensors_file f(path);
+  CHECK(f.at("w").shape == std::vector<index_t>{6});
 }

@@ -119,23 +119,37 @@ void save(Comm& c, const std::filesystem::path& path, std::span<const shard_byte
   } catch (const error& e) {
     bad = e.what();
   }
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over names, dtypes, shapes
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a over names, dtypes, shapes, placements
   const auto mix = [&](std::string_view bytes) {
     for (const char ch : bytes) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  };
+  const auto mix_index = [&](index_t v) {
+    mix(std::string_view(reinterpret_cast<const char*>(&v), sizeof v));
   };
   for (const shard_bytes& s : shards) {
     mix(s.name);
     mix(name(s.dtype));
     mix(shard::shape_string(s.shape));
+    mix_index(s.placement.dim);
+    if (s.placement.is_replicated()) continue;
+    for (int r = 0; r < s.placement.partition.ranks(); ++r) {
+      mix_index(r);
+      for (const shard::interval& piece : s.placement.partition.of(r).parts) {
+        mix_index(piece.begin);
+        mix_index(piece.end);
+      }
+    }
   }
   const auto signature = static_cast<std::int64_t>(h >> 1);
   std::vector<std::int64_t> agree{signature, -signature, bad ? 1 : 0};
   c.all_reduce(std::span<std::int64_t>(agree), comm::reduce_op::max);
   if (bad) throw error(*bad);
-  expect(agree[2] == 0, "{}: another rank's shards are not well formed; nothing was saved", file);
+  if (agree[2] != 0)
+    throw peer_error(
+        fmt::format("{}: another rank's shards are not well formed; nothing was saved", file));
   expect(agree[0] == signature && -agree[1] == signature,
-         "{}: the ranks pass different tensors (names, dtypes or shapes disagree); nothing was "
-         "saved",
+         "{}: the ranks pass different tensors (names, dtypes, shapes or placements disagree); "
+         "nothing was saved",
          file);
 
   std::size_t next = 0;
@@ -166,8 +180,9 @@ void save(Comm& c, const std::filesystem::path& path, std::span<const shard_byte
   std::vector<std::int64_t> status{failed ? 1 : 0};
   c.broadcast(std::span<std::int64_t>(status), root);
   if (failed) throw error(*failed);
-  expect(status[0] == 0, "{}: rank {} could not write the checkpoint; nothing was saved", file,
-         root);
+  if (status[0] != 0)
+    throw peer_error(
+        fmt::format("{}: rank {} could not write the checkpoint; nothing was saved", file, root));
 }
 
 }  // namespace tpx::inline v0::io

@@ -130,9 +130,15 @@ class file_sink {
 };
 
 /// Runs `body(file_sink&)` into a temporary file beside `path`, then renames it over `path`.
+/// Creates `path`'s directory (and its parents) when missing.
 template <class Body>
 void write_atomically(const std::filesystem::path& path, Body&& body) {
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
+  if (std::error_code ec; !std::filesystem::is_directory(dir, ec)) {
+    std::filesystem::create_directories(dir, ec);
+    expect(!ec, "{}: cannot create the directory {}: {}", path.string(), dir.string(),
+           ec.message());
+  }
   std::string temp = (dir / (path.filename().string() + ".tmp.XXXXXX")).string();
   const int fd = ::mkstemp(temp.data());
   expect(fd >= 0, "{}: cannot create a temporary file in {}: {}", path.string(), dir.string(),
