@@ -3,7 +3,12 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -132,6 +137,37 @@ TEST_CASE("run rethrows the rank's own error, not a bystander's report of it") {
                                  }),
                        "peer 0", peer_error);
 }
+
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
+TEST_CASE("a rank whose thread cannot start releases the ranks already running") {
+  // In a child process whose address space is capped a little above what it uses, so that the
+  // stacks of 32 threads cannot all be mapped: run must come back with a sentence, not hang.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    std::ifstream statm("/proc/self/statm");
+    long pages = 0;
+    statm >> pages;
+    const rlim_t cap = static_cast<rlim_t>(pages) * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) +
+                       (rlim_t{48} << 20);
+    const rlimit limit{cap, cap};
+    if (::setrlimit(RLIMIT_AS, &limit) != 0) ::_exit(3);
+    try {
+      host::run(32, [](host::communicator& c) { c.barrier(); });
+    } catch (const error& e) {
+      ::_exit(std::string(e.what()).find("host::run: cannot start the thread of rank") == 0 ? 0
+                                                                                            : 1);
+    } catch (...) {
+      ::_exit(2);
+    }
+    ::_exit(4);  // every thread started: the cap was too loose to test anything
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif
 
 TEST_CASE("a rank that returns early is reported to the ranks still waiting for it") {
   const std::string what = test::error_of(3, [](host::communicator& c) {
