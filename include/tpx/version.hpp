@@ -10,6 +10,11 @@
 #include <tpx-stops-here-compile-with-std-cxx20>
 #endif
 
+#if defined(__CUDACC__)
+#error "tpx's headers are compiled by the host C++ compiler, not nvcc (whose front end rejects fmt's compile-time format strings): put the code that uses tpx in a .cpp file and link it with your .cu units; a .cu file may include only <tpx/backend/cuda/kernels.hpp> (the kernels' declarations) and, in one unit, <tpx/backend/cuda/kernels.cuh>"
+#include <tpx-stops-here-compile-tpx-code-as-cpp>
+#endif
+
 #define TPX_VERSION_MAJOR 0
 #define TPX_VERSION_MINOR 1
 #define TPX_VERSION_PATCH 0

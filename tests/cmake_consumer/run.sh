@@ -15,3 +15,32 @@ cmake -S "$work" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/stage$prefix" >/dev
 cmake --build "$work/build" >/dev/null
 OPENBLAS_NUM_THREADS=1 "$work/build/consumer"
 echo "consumer built with CMake against an installed tpx (find_package(tpx CONFIG)) and ran"
+# pkg-config: the same source with nothing but tpx.pc's flags (they carry -std=c++20).
+# The staged .pc files name the install prefix; point them at the stage instead.
+mkdir "$work/pc"
+for f in $(find "$work/stage" -name 'tpx*.pc'); do
+  sed "s|^prefix=.*|prefix=$work/stage$prefix|" "$f" > "$work/pc/$(basename "$f")"
+done
+pc() { PKG_CONFIG_PATH="$work/pc" pkg-config "$@"; }
+# shellcheck disable=SC2046
+c++ "$work/main.cpp" -o "$work/pc_consumer" $(pc --cflags --libs tpx)
+OPENBLAS_NUM_THREADS=1 "$work/pc_consumer"
+echo "consumer built with \$(pkg-config --cflags --libs tpx) and ran"
+# The cuda backend (when this build has it): find_package(tpx CONFIG REQUIRED COMPONENTS cuda),
+# linked against tpx::cuda; run where a device is (exit 77 says there is none).
+if [ -n "$(find "$work/stage" -name libtpx-cuda-kernels.a)" ]; then
+  mkdir "$work/cuda"
+  cp "$source_root/tests/cmake_consumer/cuda/CMakeLists.txt" "$source_root/tests/cmake_consumer/cuda/main.cpp" "$work/cuda/"
+  cmake -S "$work/cuda" -B "$work/cuda/build" -DCMAKE_PREFIX_PATH="$work/stage$prefix" >/dev/null
+  cmake --build "$work/cuda/build" >/dev/null
+  status=0
+  "$work/cuda/build/cuda_consumer" || status=$?
+  [ $status -eq 0 ] || [ $status -eq 77 ] || exit $status
+  echo "cuda consumer built with CMake against tpx::cuda and linked"
+  # shellcheck disable=SC2046
+  c++ "$work/cuda/main.cpp" -o "$work/pc_cuda_consumer" $(pc --cflags --libs tpx-cuda)
+  status=0
+  "$work/pc_cuda_consumer" || status=$?
+  [ $status -eq 0 ] || [ $status -eq 77 ] || exit $status
+  echo "cuda consumer built with \$(pkg-config --cflags --libs tpx-cuda) and linked"
+fi
