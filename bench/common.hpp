@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,15 +58,23 @@ inline double sequential_read(const std::filesystem::path& path, std::vector<std
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-/// Output in both forms: text rows as nccl-tests prints them, or JSON records.
+/// Output in both forms: text rows as nccl-tests prints them, or JSON records. A row measured
+/// against a goal says whether it met it: outside, the text ends in "<- outside goal" and the
+/// record gains "within_goal": false (within: true); `outside` counts them for the last line.
 struct report {
   bool json;
   std::vector<std::string> records;
-  void row(const std::string& text, const std::string& record) {
+  int outside = 0;
+  void row(const std::string& text, std::string record, std::optional<bool> within = {}) {
+    if (within && !*within) ++outside;
+    if (within) {
+      record.pop_back();  // the closing brace
+      record += fmt::format(",\"within_goal\":{}}}", *within);
+    }
     if (json)
-      records.push_back(record);
+      records.push_back(std::move(record));
     else
-      fmt::print("{}\n", text);
+      fmt::print("{}{}\n", text, within && !*within ? "  <- outside goal" : "");
   }
   void line(const std::string& text) {
     if (!json) fmt::print("{}\n", text);

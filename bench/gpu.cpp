@@ -168,14 +168,15 @@ void bench_style(const options& o, report& out, const projection& p, int tp, ind
                   "\"tp\":{},\"tokens\":{},\"layer_us\":{:.2f},\"direct_us\":{:.2f},"
                   "\"overhead\":{:.4f},\"tflops\":{:.2f},\"unsharded_tflops\":{:.2f}}}",
                   p.model, p.name, Style::name, tp, tokens, layer_ms * 1e3, direct_ms * 1e3,
-                  layer_ms / direct_ms, tflops, best));
+                  layer_ms / direct_ms, tflops, best),
+      layer_ms / direct_ms <= 1.02);
 }
 
 }  // namespace
 
 void bench_gpu(const options& o, report& out) {
   std::string why;
-  expect(cuda::device_available(&why), "tpx-bench --gpu: no usable CUDA device ({})", why);
+  expect(cuda::device_available(&why), "--gpu: no usable CUDA device ({})", why);
   cudaDeviceProp prop{};
   TPX_CUDA(cudaGetDeviceProperties(&prop, 0));
   out.line(fmt::format("# gpu: {} ({} SMs, {:.0f} GiB), bfloat16, ranks sharing the device",

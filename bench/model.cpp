@@ -48,7 +48,7 @@ std::filesystem::path synthetic_llama(index_t hidden, index_t layers, index_t in
                               {"dtype", "bfloat16"}};
   std::string dir_name =
       (std::filesystem::temp_directory_path() / "tpx-bench-model-XXXXXX").string();
-  expect(::mkdtemp(dir_name.data()) != nullptr, "tpx-bench: cannot create a temporary directory");
+  expect(::mkdtemp(dir_name.data()) != nullptr, "cannot create a temporary directory");
   model::write_synthetic(dir_name, cfg, io::file_dtype::bf16, 11);
   return dir_name;
 }
@@ -123,7 +123,8 @@ void bench_model(const options& o, report& out) {
                         f * 1e3, f * 1e6 / static_cast<double>(tokens), wrong),
             fmt::format(R"({{"bench":"model","tp":{},"bytes_per_rank":{},"load_s":{},)"
                         R"("seq_equiv_s":{},"forward_s":{},"tokens":{},"wrong":{}}})",
-                        tp, bytes[slow], load[slow], seq_equiv, f, tokens, wrong));
+                        tp, bytes[slow], load[slow], seq_equiv, f, tokens, wrong),
+            wrong == 0);
   }
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
@@ -244,7 +245,8 @@ void bench_decode(const options& o, report& out) {
               R"("comm_fraction":{},"collective_calls_per_step":{},"collective_bytes_per_step":{},)"
               R"("cache_bytes_per_token_per_rank":{},"analytic":{},"wrong":{}}})",
               tp, batch, prompt, steps, prefill_tps, decode_tps, comm_fraction, calls, bytes,
-              per_token, analytic, wrong));
+              per_token, analytic, wrong),
+          wrong == 0 && per_token == analytic);
     }
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);

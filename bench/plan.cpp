@@ -98,7 +98,7 @@ void bench_plan(const options& o, report& out) {
       const plan::resolution b = plan::resolve(c, tensors_of(header), src, styles, m.options);
       header_s.push_back(std::chrono::duration<double>(clock_type::now() - t0).count());
       expect(a.tensors.size() == tensors.size() && b.tensors.size() == tensors.size(),
-             "tpx-bench --plan: {} resolved {} and {} of {} tensors", m.label, a.tensors.size(),
+             "--plan: {} resolved {} and {} of {} tensors", m.label, a.tensors.size(),
              b.tensors.size(), tensors.size());
     }
     const double res_ms = median(resolve_s) * 1e3, hdr_ms = median(header_s) * 1e3;
@@ -106,7 +106,9 @@ void bench_plan(const options& o, report& out) {
                         res_ms, hdr_ms, hdr_ms * 1e3 / static_cast<double>(tensors.size())),
             fmt::format(R"({{"bench":"plan","model":"{}","tensors":{},"tp":{},"ep":{},)"
                         R"("resolve_ms":{:.3f},"from_header_ms":{:.3f}}})",
-                        m.label, tensors.size(), m.options.tp, m.options.ep, res_ms, hdr_ms));
+                        m.label, tensors.size(), m.options.tp, m.options.ep, res_ms, hdr_ms),
+            // the goal: well under 10 ms for ~2,000 tensors, i.e. 5 µs a tensor
+            std::max(res_ms, hdr_ms) <= 5e-3 * static_cast<double>(tensors.size()));
   }
 }
 

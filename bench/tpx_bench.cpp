@@ -53,6 +53,7 @@
 #include <thread>
 #include <vector>
 
+#include "cli.hpp"
 #include "common.hpp"
 #include "tpx/tpx.hpp"
 
@@ -65,13 +66,44 @@ using bench::median;
 using bench::options;
 using bench::report;
 
+constexpr std::string_view usage =
+    "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--decode]\n"
+    "                 [--gpu] [--quick] [--tp 2,4,8] [--max-bytes N] [--json]\n"
+    "\n"
+    "Measures tpx side by side with what it should cost, in one run. Modes (default: every host\n"
+    "mode; name some to run only those):\n"
+    "  --collectives  all_reduce, all_gather, reduce_scatter on thread ranks, 1 KB up to\n"
+    "                 --max-bytes: time, algbw, busbw, #wrong, beside this machine's memcpy\n"
+    "  --layers       each linear style forward and backward: GFLOP/s and the overhead over the\n"
+    "                 same GEMMs and collective called by hand (goal <= 1.05)\n"
+    "  --blocks       Llama and Mixtral decoder layers, TP and TP+SP: time, bytes moved, the\n"
+    "                 share of time in collectives\n"
+    "  --io           shard-on-read: a rank's read throughput over a sequential read (goal >= "
+    "0.8)\n"
+    "                 and bytes read over the shard's bytes (goal 1.0)\n"
+    "  --plan         plan resolution of real models (goal: well under 10 ms for ~2,000 tensors)\n"
+    "  --model        a causal LM from a synthetic checkpoint: load time, forward per token\n"
+    "  --decode       generation through the KV cache: tokens/s, collectives per step, cache "
+    "bytes\n"
+    "  --gpu          the linear styles on the cuda backend (only when asked; needs a GPU and a\n"
+    "                 build with CUDA): overhead over cuBLASLt + NCCL by hand (goal <= 1.02)\n"
+    "Options:\n"
+    "  --quick        small sizes and few repetitions (what `meson test --benchmark` runs)\n"
+    "  --tp LIST      group sizes, comma separated (default 2,4,8)\n"
+    "  --max-bytes N  the largest collective buffer in bytes (default 64 MiB)\n"
+    "  --json         one JSON object instead of the text tables\n"
+    "  --help         this text\n"
+    "A row outside its goal ends in '<- outside goal', its JSON record has \"within_goal\": "
+    "false,\n"
+    "and a last line counts them.\n";
+
 options parse(int argc, char** argv) {
   options o;
   for (int i = 0; i < argc; ++i) o.command += (i ? " " : "") + std::string(argv[i]);
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     const auto next = [&]() -> std::string_view {
-      expect(i + 1 < argc, "tpx-bench: {} needs a value", a);
+      expect(i + 1 < argc, "{} needs a value\n{}", a, usage);
       return argv[++i];
     };
     if (a == "--collectives")
@@ -95,27 +127,21 @@ options parse(int argc, char** argv) {
     else if (a == "--json")
       o.json = true;
     else if (a == "--max-bytes")
-      o.max_bytes = std::stoll(std::string(next()));
+      o.max_bytes = cli::whole_number(a, next(), 1, std::int64_t{1} << 40);
     else if (a == "--tp") {
       o.tps.clear();
       std::string list(next());
       for (std::size_t p = 0; p <= list.size();) {
         const std::size_t q = std::min(list.find(',', p), list.size());
-        o.tps.push_back(std::stoi(list.substr(p, q - p)));
-        expect_group_size(o.tps.back(), "tpx-bench --tp");
+        o.tps.push_back(static_cast<int>(
+            cli::whole_number(a, std::string_view(list).substr(p, q - p), 1, max_ranks)));
         p = q + 1;
       }
     } else if (a == "--help" || a == "-h") {
-      fmt::print(
-          "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] "
-          "[--decode] "
-          "[--gpu] "
-          "[--quick] "
-          "[--tp 2,4,8] "
-          "[--max-bytes N] [--json]\n");
+      fmt::print("{}", usage);
       std::exit(0);
     } else {
-      fail("tpx-bench: unknown option '{}'", a);
+      fail("unknown option '{}'\n{}", a, usage);
     }
   }
   if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.decode &&
@@ -236,7 +262,8 @@ void bench_collectives(const options& o, report& out) {
                         names[k], seconds * 1e6, algbw, busbw, bad),
             fmt::format(
                 R"({{"kind":"collective","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}}})",
-                names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad));
+                names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad),
+            bad == 0);
       }
     }
   }
@@ -361,7 +388,8 @@ void bench_layer(const options& o, report& out, int tp, index_t tokens, index_t 
       fmt::format(
           R"({{"kind":"layer","style":"{}","tp":{},"tokens":{},"out":{},"in":{},"forward_us":{:.3f},"forward_gflops":{:.4f},"forward_overhead":{:.4f},"backward_us":{:.3f},"backward_gflops":{:.4f},"backward_overhead":{:.4f}}})",
           Style::name, tp, tokens, outf, inf, fwd * 1e6, flops / fwd / 1e9, fwd / fwd_direct,
-          bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct));
+          bwd * 1e6, 2 * flops / bwd / 1e9, bwd / bwd_direct),
+      fwd / fwd_direct <= 1.05 && bwd / bwd_direct <= 1.05);
 }
 
 void bench_layers(const options& o, report& out) {
@@ -406,20 +434,23 @@ int run(const options& o) {
   if (o.decode) bench::bench_decode(o, out);
 #else
   expect(!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.decode,
-         "tpx-bench: this build (tools/gpu-check) has the --gpu mode only");
+         "this build (tools/gpu-check) has the --gpu mode only");
 #endif
   if (o.gpu) {
 #ifdef TPX_BENCH_GPU
     bench::bench_gpu(o, out);
 #else
     fail(
-        "tpx-bench --gpu: this tpx-bench was built without the cuda backend (Meson found no "
+        "--gpu: this tpx-bench was built without the cuda backend (Meson found no "
         "CUDA toolkit with cuBLASLt and NCCL; configure with -Dcuda=enabled to insist)");
 #endif
   }
+  out.line(fmt::format("# {} rows outside their goal", out.outside));
   if (o.json) {
-    fmt::print("{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"results\":[\n  {}\n]}}\n",
-               tpx::version, o.command, cpu_model(), fmt::join(out.records, ",\n  "));
+    fmt::print(
+        "{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"outside_goal\":{},"
+        "\"results\":[\n  {}\n]}}\n",
+        tpx::version, o.command, cpu_model(), out.outside, fmt::join(out.records, ",\n  "));
   }
   return 0;
 }
@@ -427,10 +458,6 @@ int run(const options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse(argc, argv));
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 2;
-  }
+  return tpx::cli::main("tpx-bench", argc, argv,
+                        [](int argc, char** argv) { return run(parse(argc, argv)); });
 }

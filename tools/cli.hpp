@@ -1,6 +1,7 @@
 #pragma once
-// What the command-line tools (tpx-plan, tpx-run, tpx-tiny-model) share: number flags,
-// byte counts for people, and a main that turns every error into one line on stderr and exit 2.
+// What the command-line programs (tpx-plan, tpx-run, tpx-tiny-model, tpx-demo,
+// tpx-checkpoint-demo, tpx-bench) share: number flags, byte counts for people, and a main that
+// line-buffers stdout and turns every error into one line on stderr and exit 2.
 
 #include <charconv>
 #include <cmath>
@@ -48,8 +49,10 @@ inline std::string human(double bytes) {
 }
 
 /// Runs `run(argc, argv)`; an exception becomes "`tool`: message" (one line) on stderr, exit 2.
+/// Stdout is line-buffered, so a log shows each line as it is printed even when it is a file.
 template <class Run>
 int main(const char* tool, int argc, char** argv, Run&& run) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 1 << 16);
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

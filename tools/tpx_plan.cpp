@@ -43,6 +43,15 @@ constexpr const char* usage =
     "Resolves how every tensor of the model is split over tp ranks and reports what in the plan\n"
     "is wrong or costly. Tensors come from the safetensors headers, or from the preset for the\n"
     "config's model_type.\n"
+    "  --config F       the model's config.json (dims; its plan sections, if any, are a plan)\n"
+    "  --plan F         a Hugging Face plan JSON (tp_plan, or base_model_tp_plan / _ep_plan /\n"
+    "                   _sp_plan / lm_tp_plan); it outranks config.json's sections and the preset\n"
+    "  --ds-config F    a DeepSpeed config whose tensor_parallel.partition_config outranks both\n"
+    "  --safetensors F  the tensors from safetensors headers: a file, an index or a directory\n"
+    "                   (default: the preset's tensors for the config's model_type)\n"
+    "  --tp N           ranks (default 1; the DeepSpeed config's autotp_size when given)\n"
+    "  --sp             sequence parallelism: the SP plan's norms, and a 'runs as' column\n"
+    "  --ep N           expert parallelism over the tp ranks (1 or tp): the EP plan's experts\n"
     "  --split          how an uneven dim is cut: balanced (sizes differ by at most one, tpx's\n"
     "                   layers) or chunk (torch.chunk, as transformers' DTensor shards)\n"
     "  --ep-dispatch    how expert-parallel tokens reach their experts (ep_dispatch_experts):\n"
@@ -80,9 +89,9 @@ options parse_args(int argc, char** argv) {
     else if (a == "--safetensors")
       o.safetensors = value();
     else if (a == "--tp")
-      o.tp = static_cast<int>(cli::whole_number(a, value()));
+      o.tp = static_cast<int>(cli::whole_number(a, value(), 1, max_ranks));
     else if (a == "--ep")
-      o.ep = static_cast<int>(cli::whole_number(a, value()));
+      o.ep = static_cast<int>(cli::whole_number(a, value(), 1, max_ranks));
     else if (a == "--sp")
       o.sp = true;
     else if (a == "--split") {

@@ -156,9 +156,9 @@ options parse_args(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--tp")
-      o.tp = small_number(a, value());
+      o.tp = static_cast<int>(cli::whole_number(a, value(), 1, max_ranks));
     else if (a == "--ep")
-      o.ep = small_number(a, value());
+      o.ep = static_cast<int>(cli::whole_number(a, value(), 1, max_ranks));
     else if (a == "--sp")
       o.sp = true;
     else if (a == "--plan")
