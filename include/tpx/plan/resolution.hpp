@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -85,6 +86,19 @@ struct resolution {
   double comm_backward_bus = 0;
   resolve_options options;
 
+  /// The tensor named `name`, or nullptr.
+  const resolved_tensor* find(std::string_view name) const {
+    const auto it = std::find_if(tensors.begin(), tensors.end(),
+                                 [&](const resolved_tensor& t) { return t.tensor.name == name; });
+    return it == tensors.end() ? nullptr : &*it;
+  }
+  /// The tensor named `name`; an error naming it when the plan has no such tensor.
+  const resolved_tensor& at(std::string_view name) const {
+    const resolved_tensor* t = find(name);
+    expect(t != nullptr, "the plan ({}) has no tensor '{}' among its {} tensors", decided_by, name,
+           tensors.size());
+    return *t;
+  }
   /// Whether every tensor is placed: no rule of the plan is unplaceable at this tp.
   bool usable() const noexcept { return report.unplaceable.empty(); }
   /// Errors with the first unplaceable tensor's sentence (and how many more there are) unless
