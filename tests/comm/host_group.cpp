@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../harness.hpp"
@@ -186,6 +188,57 @@ TEST_CASE("recv from a rank that returned without sending is an error") {
   CHECK(what ==
         "rank 1 waits in recv for a message from rank 0, which has returned from its "
         "function without sending it");
+}
+
+TEST_CASE("a recv no rank can ever satisfy is a deadlock sentence, not a hang") {
+  for (int round = 0; round < 20; ++round) {
+    // From itself, with nothing sent first.
+    CHECK_THROWS_WITH_AS(host::run(1,
+                                   [](host::communicator& c) {
+                                     std::vector<float> x(2);
+                                     c.recv(std::span<float>(x), 0);
+                                   }),
+                         doctest::Contains("rank 0 waits in recv for a message from itself"),
+                         error);
+    // recv against recv: each waits for the other to send first.
+    CHECK_THROWS_WITH_AS(host::run(2,
+                                   [](host::communicator& c) {
+                                     std::vector<float> x(2);
+                                     c.recv(std::span<float>(x), 1 - c.rank());
+                                     c.send(std::span<const float>(x), 1 - c.rank());
+                                   }),
+                         doctest::Contains("each waits for the other to send first"), error);
+    // recv against a collective, through a chain: 0 waits for 1, 1 for 2, 2 is in all_reduce.
+    const std::string what = test::error_of(3, [](host::communicator& c) {
+      std::vector<float> x(2);
+      if (c.rank() < 2) {
+        c.recv(std::span<float>(x), c.rank() + 1);
+        if (c.rank() > 0) c.send(std::span<const float>(x), c.rank() - 1);
+      }
+      c.all_reduce(std::span<float>(x));
+      if (c.rank() == 2) c.send(std::span<const float>(x), 1);
+    });
+    CHECK(what.find("from rank 2, which waits in all_reduce for every rank: a deadlock") !=
+          std::string::npos);
+  }
+  // Not a deadlock: the sender is still working when the receiver starts waiting, and a chain
+  // unwinds once its last rank sends.
+  for (int round = 0; round < 20; ++round) {
+    std::vector<float> got(3);
+    host::run(3, [&](host::communicator& c) {
+      std::vector<float> x(2, static_cast<float>(c.rank()));
+      if (c.rank() == 2) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        c.send(std::span<const float>(x), 1);
+      } else {
+        c.recv(std::span<float>(x), c.rank() + 1);
+        if (c.rank() == 1) c.send(std::span<const float>(x), 0);
+      }
+      got[static_cast<std::size_t>(c.rank())] = x[0];
+      c.all_reduce(std::span<float>(x));
+    });
+    CHECK(got == std::vector<float>{2, 2, 2});
+  }
 }
 
 TEST_CASE("recv of a message of another size is an error") {

@@ -65,6 +65,7 @@ class group {
  public:
   explicit group(int size)
       : size_(size),
+        waits_(static_cast<std::size_t>(size)),
         posts_(static_cast<std::size_t>(size)),
         mail_(static_cast<std::size_t>(size) * static_cast<std::size_t>(size)) {}
 
@@ -72,7 +73,8 @@ class group {
   std::vector<post>& posts() noexcept { return posts_; }
 
   /// Waits until every rank arrived. Throws `released` if a rank failed, and `tpx::error` if a
-  /// rank returned from its function while this one waits for it.
+  /// rank returned from its function while this one waits for it, or if waiting here completes
+  /// a deadlock (a rank waits in recv for a message this one would have to send).
   void barrier(int rank, std::string_view what) {
     std::unique_lock lock(mutex_);
     const std::uint64_t gen = generation_;
@@ -82,6 +84,7 @@ class group {
       cv_.notify_all();
       return;
     }
+    const waiting in(*this, rank, {wait_kind::collective, -1, what});
     cv_.wait(lock, [&] { return generation_ != gen || failed_ || left_ >= 0; });
     if (generation_ != gen) return;
     if (failed_) throw released{};
@@ -97,8 +100,12 @@ class group {
     cv_.notify_all();
   }
 
+  /// The next message from `from` to `to`, once it is there. Throws `released` if a rank failed,
+  /// and `tpx::error` if `from` returned without sending it or if waiting here completes a
+  /// deadlock (no rank can send what another waits for).
   message collect(int from, int to) {
     std::unique_lock lock(mutex_);
+    const waiting in(*this, to, {wait_kind::recv, from, "recv"});
     cv_.wait(lock, [&] { return !box(from, to).empty() || failed_ || has_left(from); });
     if (!box(from, to).empty()) {
       message m = std::move(box(from, to).front());
@@ -128,6 +135,72 @@ class group {
   }
 
  private:
+  enum class wait_kind { running, collective, recv };
+  struct wait_state {
+    wait_kind kind = wait_kind::running;
+    int from = -1;  ///< recv: the rank the message must come from
+    std::string_view what;
+  };
+
+  /// A rank's wait, from before it blocks to when it wakes (the lock is held at both ends).
+  /// Entering a wait that completes a deadlock releases the group and throws its sentence.
+  class waiting {
+   public:
+    waiting(group& g, int rank, wait_state w) : g_(g), rank_(rank) {
+      g_.waits_[static_cast<std::size_t>(rank)] = w;
+      if (std::optional<std::string> why = g_.deadlock()) {
+        g_.waits_[static_cast<std::size_t>(rank)] = {};
+        g_.failed_ = true;
+        g_.cv_.notify_all();
+        throw error(*why);
+      }
+    }
+    ~waiting() { g_.waits_[static_cast<std::size_t>(rank_)] = {}; }
+    waiting(const waiting&) = delete;
+    waiting& operator=(const waiting&) = delete;
+
+   private:
+    group& g_;
+    int rank_;
+  };
+
+  /// A rank waiting in recv whose sender can never send: the chain of ranks each waiting for a
+  /// message from the next (every box on it empty) comes back to itself, or reaches a rank in a
+  /// collective — which needs every rank, the first of the chain included. The sentence names
+  /// the chain.
+  std::optional<std::string> deadlock() {
+    for (int start = 0; start < size_; ++start) {
+      std::vector<int> chain{start};
+      for (int r = start; waits_[static_cast<std::size_t>(r)].kind == wait_kind::recv;) {
+        const int from = waits_[static_cast<std::size_t>(r)].from;
+        if (!box(from, r).empty() || has_left(from)) break;  // it will wake
+        std::string story = fmt::format("rank {} waits in recv for a message from", chain[0]);
+        for (std::size_t i = 1; i < chain.size(); ++i)
+          story += fmt::format(" rank {}, which waits in recv for a message from", chain[i]);
+        if (from == r)
+          return fmt::format(
+              "{} itself, and it sent none before; nothing can be received from the rank "
+              "itself that it did not send first",
+              story);
+        const wait_state& w = waits_[static_cast<std::size_t>(from)];
+        if (w.kind == wait_kind::collective)
+          return fmt::format(
+              "{} rank {}, which waits in {} for every rank: a deadlock (rank {} must send "
+              "before its collective, or rank {} join it before its recv)",
+              story, from, w.what, from, chain.back());
+        if (w.kind != wait_kind::recv) break;  // running: it may still send
+        if (std::find(chain.begin(), chain.end(), from) != chain.end())
+          return fmt::format(
+              "{} rank {}: a deadlock, each waits for the other to send first (one of them must "
+              "send before it receives)",
+              story, from);
+        chain.push_back(from);
+        r = from;
+      }
+    }
+    return std::nullopt;
+  }
+
   std::deque<message>& box(int from, int to) {
     return mail_[static_cast<std::size_t>(from) * static_cast<std::size_t>(size_) +
                  static_cast<std::size_t>(to)];
@@ -144,6 +217,7 @@ class group {
   bool failed_ = false;
   int left_ = -1;
   std::vector<int> left_ranks_;
+  std::vector<wait_state> waits_;
   std::vector<post> posts_;
   std::vector<std::deque<message>> mail_;
 };
