@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <string>
@@ -347,4 +349,30 @@ TEST_CASE("bf16 → f32 on read keeps every bit pattern, in whole vectors and in
   REQUIRE(got.size() == v.size());
   for (std::size_t i = 0; i < v.size(); ++i)
     CHECK(std::bit_cast<std::uint32_t>(got[i]) == std::uint32_t{v[i].bits} << 16);
+}
+
+TEST_CASE("the temporary files of a writer that was killed are removed by the next write") {
+  test::temp_dir dir;
+  const fs::path file = dir / "model.safetensors";
+  const std::string host = io::detail::host_name();
+  // A process that has exited (and been reaped): its pid names no process.
+  const pid_t dead = ::fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) ::_exit(0);
+  REQUIRE(::waitpid(dead, nullptr, 0) == dead);
+  const fs::path stale =
+                     dir / (io::detail::temp_prefix("model.safetensors", host, dead) + "a1B2c3"),
+                 live = dir / (io::detail::temp_prefix("model.safetensors", host, ::getppid()) +
+                               "d4E5f6"),  // a writer still running (our parent)
+      other_host = dir / (io::detail::temp_prefix("model.safetensors", "elsewhere", dead) + "x"),
+                 other_file =
+                     dir / (io::detail::temp_prefix("other.safetensors", host, dead) + "y");
+  for (const fs::path& p : {stale, live, other_host, other_file}) test::write_file(p, "partial");
+  const std::vector<float> w(4, 1.0f);
+  io::save_safetensors(file, std::vector{io::as_tensor_bytes<float>("w", {4}, w)});
+  CHECK(fs::exists(file));
+  CHECK_FALSE(fs::exists(stale));
+  CHECK(fs::exists(live));
+  CHECK(fs::exists(other_host));  // another machine's writer may still run (shared disks)
+  CHECK(fs::exists(other_file));  // another target's: its own next write cleans it
 }

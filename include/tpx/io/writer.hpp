@@ -2,18 +2,22 @@
 /// \file
 /// Writing safetensors files, atomically: the bytes go to a temporary file beside the target,
 /// which is flushed to disk and then renamed over the target. A failure at any point removes the
-/// temporary file and leaves the target as it was; no reader ever sees a half-written file.
+/// temporary file and leaves the target as it was; no reader ever sees a half-written file. A
+/// writer killed mid-write cannot clean up: the next write of the same target on the machine
+/// removes the temporary files of writers that no longer run.
 ///
 /// Tensors are written sorted by name, each right after the previous one; the header is padded
 /// with spaces to a multiple of 8 bytes, so the data section starts aligned. The same tensors and
 /// metadata always give the same bytes.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -129,8 +133,48 @@ class file_sink {
   std::uint64_t written_ = 0;
 };
 
+namespace detail {
+
+/// "<file>.tmp.<host>.<pid>.": the start of the temporary files this process writes for `file`.
+inline std::string temp_prefix(const std::string& file, std::string_view host, long pid) {
+  return fmt::format("{}.tmp.{}.{}.", file, host, pid);
+}
+
+/// This machine's name (for temporary files; "host" if it has none).
+inline std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "host";
+  for (char& ch : name)
+    if (ch == '/') ch = '_';
+  return name;
+}
+
+/// Removes the temporary files a writer of `file` on this machine left in `dir` when it was
+/// killed mid-write: "<file>.tmp.<host>.<pid>.*" whose process no longer exists. Files of live
+/// processes and of other machines (a shared filesystem) are left alone. Best effort.
+inline void remove_stale_temps(const std::filesystem::path& dir, const std::string& file,
+                               const std::string& host) {
+  const std::string prefix = fmt::format("{}.tmp.{}.", file, host);
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (!name.starts_with(prefix)) continue;
+    long pid = 0;
+    const char* digits = name.c_str() + prefix.size();
+    const auto [rest, parsed] = std::from_chars(digits, name.c_str() + name.size(), pid);
+    if (parsed != std::errc() || rest == digits || *rest != '.' || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive, or not ours
+    std::error_code ignored;
+    std::filesystem::remove(it->path(), ignored);
+  }
+}
+
+}  // namespace detail
+
 /// Runs `body(file_sink&)` into a temporary file beside `path`, then renames it over `path`.
-/// Creates `path`'s directory (and its parents) when missing.
+/// Creates `path`'s directory (and its parents) when missing. The temporary file is
+/// "<name>.tmp.<host>.<pid>.XXXXXX"; those a killed writer on this machine left are removed
+/// first.
 template <class Body>
 void write_atomically(const std::filesystem::path& path, Body&& body) {
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
@@ -139,7 +183,10 @@ void write_atomically(const std::filesystem::path& path, Body&& body) {
     expect(!ec, "{}: cannot create the directory {}: {}", path.string(), dir.string(),
            ec.message());
   }
-  std::string temp = (dir / (path.filename().string() + ".tmp.XXXXXX")).string();
+  const std::string host = detail::host_name();
+  detail::remove_stale_temps(dir, path.filename().string(), host);
+  std::string temp =
+      (dir / (detail::temp_prefix(path.filename().string(), host, ::getpid()) + "XXXXXX")).string();
   const int fd = ::mkstemp(temp.data());
   expect(fd >= 0, "{}: cannot create a temporary file in {}: {}", path.string(), dir.string(),
          std::strerror(errno));
