@@ -152,6 +152,14 @@ TEST_CASE(
     CAPTURE(nested);
     CHECK(error(nested).find("quantifies a group that holds a quantifier") != std::string::npos);
   }
+  // A quantifier of a quantifier is a nested repetition too: std::regex reads ".*+" as "(.*)+"
+  // (found by tools/fuzz: a 10-second match).
+  for (const char* repeated : {R"(.*+\.o_proj\.weight$)", "a++", "x*{2}", ".*?+y"}) {
+    CAPTURE(repeated);
+    CHECK(error(repeated).find("repeats a repetition") != std::string::npos);
+  }
+  // Each unbounded repetition can multiply the backtracking by the name's length.
+  CHECK(error(".*a.*b.*c.*d.*e").find("repeats more than 4 times") != std::string::npos);
   // Ordinary patterns, README's among them, are kept: groups without inner repetition, lazy
   // quantifiers, escapes and classes.
   for (const char* fine : {R"(.*\.o_proj\.weight$)", R"(.*\.(q|k|v)_proj\.weight$)",

@@ -39,15 +39,21 @@ namespace tpx::inline v0::plan {
 /// The longest DeepSpeed pattern and tensor name tpx matches: std::regex recurses once per
 /// character, so an unbounded name overflows the stack.
 inline constexpr std::size_t max_pattern_length = 512, max_matched_name = 1024;
+/// The most unbounded repetitions (`*`, `+`, `{n,}`) a pattern may hold: std::regex backtracks,
+/// and k of them can cost (name length)^k steps on a name they do not match. DeepSpeed's own
+/// patterns hold one or two (`.*\.layers\.\d+\.self_attn\.o_proj\.weight$`).
+inline constexpr int max_pattern_repetitions = 4;
 
-/// Errors unless `pattern` is short and free of nested quantifiers: a quantified group that
-/// holds a quantifier (`(.*)*x$`, `(a+)+`) backtracks without bound in std::regex.
+/// Errors unless `pattern` is short and its repetitions are few and not nested: a quantified
+/// group that holds a quantifier (`(.*)*x$`, `(a+)+`) and a quantified quantifier (`.*+`, which
+/// std::regex takes as `(.*)+`) backtrack without bound in std::regex.
 inline void expect_bounded_pattern(std::string_view pattern, std::string_view where) {
   expect(pattern.size() <= max_pattern_length,
          "{}: a pattern of {} characters is longer than the {} tpx accepts", where, pattern.size(),
          max_pattern_length);
   std::vector<bool> quantified{false};  // per open group (outermost: the pattern): holds a * + {}
-  bool after_group = false, group_quantified = false;
+  bool after_group = false, group_quantified = false, after_quantifier = false;
+  int repetitions = 0;
   for (std::size_t i = 0; i < pattern.size(); ++i) {
     const char ch = pattern[i];
     const bool unbounded = ch == '*' || ch == '+' || ch == '{';
@@ -59,13 +65,26 @@ inline void expect_bounded_pattern(std::string_view pattern, std::string_view wh
              "{}: pattern \"{}\" quantifies a group that holds a quantifier, which backtracks "
              "without bound; write it without the nested repetition",
              where, pattern);
-      if (unbounded && !lazy) quantified.back() = true;
+      expect(!(unbounded && after_quantifier),
+             "{}: pattern \"{}\" repeats a repetition ('{}{}' at character {}), which "
+             "backtracks without bound; write one quantifier",
+             where, pattern, pattern[i - 1], ch, i);
+      if (unbounded && !lazy) {
+        quantified.back() = true;
+        ++repetitions;
+        expect(repetitions <= max_pattern_repetitions,
+               "{}: pattern \"{}\" repeats more than {} times (*, +, {{n,}}), which can backtrack "
+               "for as many powers of a name's length; write it with fewer",
+               where, pattern, max_pattern_repetitions);
+      }
       if (ch == '{')
         while (i + 1 < pattern.size() && pattern[i] != '}') ++i;
       after_group = false;
+      after_quantifier = true;
       continue;
     }
     after_group = false;
+    after_quantifier = false;
     if (ch == '\\') {
       ++i;
     } else if (ch == '[') {  // a character class: to its closing ]
