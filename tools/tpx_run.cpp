@@ -127,14 +127,9 @@ std::vector<std::vector<std::int64_t>> prompts_from_file(const std::string& path
 }
 
 std::vector<std::int64_t> ids_from_file(const std::string& path) {
-  std::error_code ec;
-  expect(fs::is_regular_file(path, ec), "--ids-file '{}': no such file", path);
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string s = text.str();
+  const std::string s = io::read_text_file(path, "--ids-file");  // a regular file, bounded
   if (s.find('[') != std::string::npos) {
-    const nlohmann::json j = io::read_json_file(path, "--ids-file");
+    const nlohmann::json j = parse_json(s, "--ids-file " + path);
     expect(j.is_array(), "--ids-file '{}' must hold a JSON list of token ids", path);
     std::vector<std::int64_t> out;
     for (const nlohmann::json& v : j) {

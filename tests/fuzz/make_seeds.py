@@ -85,4 +85,8 @@ put("config", "null_head_dim", json.dumps({"model_type": "qwen3", "hidden_size":
 put("config", "deepseek_defaults", json.dumps({"model_type": "deepseek_v3", "hidden_size": 64,
                                                "num_hidden_layers": 2, "num_attention_heads": 4,
                                                "vocab_size": 32, "n_routed_experts": 4}))
+# hidden_size 2^62 with head_dim derived: RoPE's table of head_dim / 2 frequencies was allocated
+# before any bound (std::length_error, not a sentence; found by tpx-run's hostile-input table).
+put("config", "huge_hidden", json.dumps({"model_type": "llama", "hidden_size": 2 ** 62, "num_hidden_layers": 2,
+                                         "num_attention_heads": 4, "vocab_size": 32}))
 print(f"seeds in {corpus}: " + ", ".join(f"{d.name} {len(list(d.iterdir()))}" for d in sorted(corpus.iterdir())))

@@ -240,7 +240,53 @@ with tempfile.TemporaryDirectory() as tmp:
         ([llama, "--temperature", "-1"] + good, "temperature must be a finite number ≥ 0"),
         ([llama, "--temperature", "hot"] + good, "--temperature takes a number, got 'hot'"),
     ]
-    for args, needle in bad:
+    # Hostile inputs (issue 16): each exits 2 with one sentence, never a crash, hang or leak.
+    def with_file(name, data):  # a copy of the tiny Llama with one file replaced
+        d = model_copy()
+        path = os.path.join(d, name)
+        os.remove(path)
+        if data == "fifo":
+            os.mkfifo(path)
+        elif data == "loop":
+            os.symlink(path + ".2", path)
+            os.symlink(path, path + ".2")
+        elif data == "dev-zero":
+            os.symlink("/dev/zero", path)
+        else:
+            open(path, "wb").write(data)
+        return d
+
+    weights = open(os.path.join(llama, "model.safetensors"), "rb").read()
+    loop_dir = os.path.join(tmp, "loop_dir")
+    os.symlink(loop_dir + ".2", loop_dir)
+    os.symlink(loop_dir, loop_dir + ".2")
+    nested_ds = write_json({"tensor_parallel": {"partition_config": {"layer_specs": [
+        {"patterns": [".*+\\.o_proj\\.weight$"], "partition_type": "row"}]}}})
+    hostile = [
+        ([with_file("config.json", b'{"model_type": "llama", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}")] + good,
+         "nests arrays and objects deeper than 64 levels"),
+        ([with_file("config.json", "fifo")] + good, "it is not a regular file (a FIFO)"),
+        ([with_file("config.json", "loop")] + good, "Too many levels of symbolic links"),
+        ([with_file("config.json", "dev-zero")] + good, "it is not a regular file (a device or other special file)"),
+        ([with_file("config.json", b'{"model_type": "ll\xffama"}')] + good, "ill-formed UTF-8"),
+        ([model_copy(lambda c: c.update(hidden_size=2 ** 62))] + good,
+         "'model.embed_tokens.weight' has shape [97, 48] but the model needs [97, 4611686018427387904]"),
+        ([model_copy(lambda c: c.update(hidden_size=2 ** 62, head_dim=None))] + good,
+         "is more than the 65536 tpx's attention supports"),
+        ([model_copy(lambda c: c.update(num_hidden_layers=2 ** 40))] + good,
+         '"num_hidden_layers" is 1099511627776, more than the 65536 tpx plans'),
+        ([with_file("model.safetensors", weights[: len(weights) // 2])] + good, "model.safetensors"),
+        ([with_file("model.safetensors", struct.pack("<Q", 1 << 40) + weights[8:])] + good,
+         "runs past the end of the file"),
+        ([with_file("model.safetensors", "fifo")] + good, "it is not a regular file (a FIFO)"),
+        ([with_file("model.safetensors", "dev-zero")] + good, "not a regular file"),
+        ([loop_dir] + good, "no such model directory"),
+        ([llama, "--ds-config", nested_ds] + good, "repeats a repetition"),
+        ([llama, "--ids-file", "/dev/zero"], "it is not a regular file (a device or other special file)"),
+        ([llama, "--prompts", write_json([[[[5]]]]), "--generate", "1"], "holds [[5]], not a whole number"),
+        ([llama, "--tp", "1000000000"] + good, "--tp takes a whole number from 1 to 65536"),
+    ]
+    for args, needle in bad + hostile:
         rc, out, err = run(args)
         what = " ".join(args)
         check(rc == 2, f"{what}: exit {rc}, want 2")

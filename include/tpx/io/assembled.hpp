@@ -211,6 +211,7 @@ std::vector<T> read(const checkpoint& ck, const assembled_tensor& t, const shard
                     int rank, std::uint64_t* bytes = nullptr) {
   expect(p.shape == t.shape, "{}: the placement is for shape {} but the tensor has shape {}",
          t.name, shard::shape_string(p.shape), shard::shape_string(t.shape));
+  detail::expect_tiling(ck, t);  // before allocating: the model's shape may be the config's error
   const shard::selection sel = p.of(rank);
   std::vector<T> out(static_cast<std::size_t>(sel.size()));
   const std::uint64_t b = read_into<T>(ck, t, sel, std::span<T>(out));

@@ -46,6 +46,9 @@
 
 namespace tpx::inline v0::model {
 
+/// The largest head_dim a model may have: far past any (DeepSeek's 192, Gemma's 256).
+inline constexpr index_t max_head_dim = 65536;
+
 /// The families a causal LM can be built for.
 inline constexpr std::string_view families[] = {"llama", "mistral", "qwen2",    "phi3",
                                                 "qwen3", "mixtral", "qwen3_moe"};
@@ -214,6 +217,10 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
       detail::number(j, "rms_norm_eps", type == "mixtral" || type == "phi3" ? 1e-5 : 1e-6, what);
   expect(c.rms_norm_eps >= 0, "{}: \"rms_norm_eps\" must be non-negative", what);
 
+  // RoPE's tables hold head_dim / 2 frequencies and head_dim values a position: bounded before
+  // they are built (hidden_size 2^62 made a table of 2^59 doubles).
+  expect(d.head_dim <= max_head_dim, "{}: head_dim {} is more than the {} tpx's attention supports",
+         what, d.head_dim, max_head_dim);
   // RoPE: rope_parameters (transformers ≥ 5), or rope_theta + rope_scaling.
   const double default_theta = type == "mixtral" ? 1e6 : 10000.0;
   if (const auto rp = j.find("rope_parameters"); rp != j.end() && !rp->is_null()) {

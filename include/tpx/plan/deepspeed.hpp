@@ -65,8 +65,8 @@ inline void expect_bounded_pattern(std::string_view pattern, std::string_view wh
              "{}: pattern \"{}\" quantifies a group that holds a quantifier, which backtracks "
              "without bound; write it without the nested repetition",
              where, pattern);
-      expect(!(unbounded && after_quantifier),
-             "{}: pattern \"{}\" repeats a repetition ('{}{}' at character {}), which "
+      if (unbounded && after_quantifier)  // after_quantifier: i > 0
+        fail("{}: pattern \"{}\" repeats a repetition ('{}{}' at character {}), which "
              "backtracks without bound; write one quantifier",
              where, pattern, pattern[i - 1], ch, i);
       if (unbounded && !lazy) {
