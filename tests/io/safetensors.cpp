@@ -166,6 +166,11 @@ TEST_CASE("the writer refuses bad tensors before writing anything") {
   refuse({io::as_tensor_bytes<float>("w", {6}, f), io::as_tensor_bytes<float>("w", {6}, f)},
          "tensor 'w' is given twice");
   refuse({io::as_tensor_bytes<float>("__metadata__", {6}, f)}, "'__metadata__' is reserved");
+  // A shape whose element count or byte count leaves 64 bits is a sentence, not a wrapped size.
+  refuse({io::as_tensor_bytes<float>("huge", {index_t{1} << 62, 4}, f)},
+         "huge: the shape [4611686018427387904, 4] holds more than 2^63 elements");
+  refuse({io::as_tensor_bytes<float>("wide", {index_t{1} << 61, 2}, f)},
+         "wide: 4611686018427387904 × 4 overflows 64 bits");
 }
 
 TEST_CASE("a write that fails half-way leaves neither a partial file nor a temporary one") {

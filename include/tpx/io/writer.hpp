@@ -44,9 +44,10 @@ struct tensor_entry {
   file_dtype dtype = file_dtype::f32;
   std::vector<index_t> shape;
 
-  /// Bytes of the whole tensor.
+  /// Bytes of the whole tensor; an error naming it when they do not fit 64 bits.
   std::uint64_t bytes() const {
-    return static_cast<std::uint64_t>(shard::element_count(shape)) * size_of(dtype);
+    return checked_mul(static_cast<std::uint64_t>(shard::element_count(shape, name)),
+                       static_cast<std::uint64_t>(size_of(dtype)), name);
   }
 };
 
