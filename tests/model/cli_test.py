@@ -281,7 +281,7 @@ with tempfile.TemporaryDirectory() as tmp:
         ([with_file("model.safetensors", "fifo")] + good, "it is not a regular file (a FIFO)"),
         ([with_file("model.safetensors", "dev-zero")] + good, "not a regular file"),
         ([loop_dir] + good, "no such model directory"),
-        ([llama, "--ds-config", nested_ds] + good, "repeats a repetition"),
+        ([llama, "--ds-config", nested_ds] + good, "uses a possessive quantifier"),
         ([llama, "--ids-file", "/dev/zero"], "it is not a regular file (a device or other special file)"),
         ([llama, "--prompts", write_json([[[[5]]]]), "--generate", "1"], "holds [[5]], not a whole number"),
         ([llama, "--tp", "1000000000"] + good, "--tp takes a whole number from 1 to 65536"),

@@ -137,8 +137,7 @@ TEST_CASE("bad DeepSpeed configs are sentences naming the spec and the rule") {
         }).find("autotp_size must be a whole number ≥ 1, got 0") != std::string::npos);
 }
 
-TEST_CASE(
-    "patterns that backtrack without bound and names std::regex would recurse on are refused") {
+TEST_CASE("patterns are Python's, matched without backtracking, and std::regex's hangs are gone") {
   const auto spec_with = [](const std::string& pattern) {
     return fmt::format(
         R"({{"tensor_parallel": {{"partition_config": {{"layer_specs": [{{"patterns": [{}],
@@ -148,37 +147,22 @@ TEST_CASE(
   const auto error = [&](const std::string& pattern) {
     return error_of([&] { parse(spec_with(pattern).c_str()); });
   };
-  for (const char* nested : {"(.*)*x$", "(a+)+b", "((ab)*c)+", "(x*){2,}"}) {
+  // Nested repetitions backtracked without bound in std::regex; the automaton takes them (the
+  // verdicts are Python's: tests/plan/pattern.cpp).
+  for (const char* nested : {"(.*)*x$", "(a+)+b", "((ab)*c)+", "(x*){2,}", ".*a.*b.*c.*d.*e"}) {
     CAPTURE(nested);
-    CHECK(error(nested).find("quantifies a group that holds a quantifier") != std::string::npos);
+    CHECK(error(nested) == "no error");
   }
-  // A quantifier of a quantifier is a nested repetition too: std::regex reads ".*+" as "(.*)+"
-  // (found by tools/fuzz: a 10-second match).
-  for (const char* repeated : {R"(.*+\.o_proj\.weight$)", "a++", "x*{2}", ".*?+y"}) {
-    CAPTURE(repeated);
-    CHECK(error(repeated).find("repeats a repetition") != std::string::npos);
-  }
-  // A pattern that starts with a quantifier is std::regex's error, reached without reading
-  // before the pattern (found by tools/fuzz under UBSan).
-  CHECK(error("**x").find("repeats a repetition ('**' at character 1)") != std::string::npos);
-  CHECK(error("*x").find("is not a valid regular expression") != std::string::npos);
-  // Each unbounded repetition can multiply the backtracking by the name's length.
-  CHECK(error(".*a.*b.*c.*d.*e").find("repeats more than 4 times") != std::string::npos);
-  // Ordinary patterns, README's among them, are kept: groups without inner repetition, lazy
-  // quantifiers, escapes and classes.
-  for (const char* fine : {R"(.*\.o_proj\.weight$)", R"(.*\.(q|k|v)_proj\.weight$)",
-                           R"((model\.)?layers\.\d+\.mlp\..*)", R"([(*]+x)", R"(\(a*\)*)"}) {
-    CAPTURE(fine);
-    CHECK(error(fine) == "no error");
-  }
-  CHECK(error(std::string(600, 'a')).find("a pattern of 600 characters is longer than the 512") !=
-        std::string::npos);
-  // A 38 KB tensor name made std::regex overflow the stack: names are bounded.
-  const plan::ds_config ds = parse(spec_with(R"(.*\.o_proj\.weight$)").c_str());
+  // Python 3.11 reads ".*+" as possessive (std::regex as "(.*)+", 10 s to match, found by
+  // tools/fuzz); tpx refuses it with a sentence.
+  CHECK(error(R"(.*+\.o_proj\.weight$)")
+            .find("ds.json: layer_specs[0]: pattern \".*+\\.o_proj\\.weight$\" uses a possessive "
+                  "quantifier") == 0);
+  CHECK(error("**x").find("nothing to repeat at position 0") != std::string::npos);
+  const plan::ds_config ds = parse(spec_with("(.*)*\\.o_proj\\.weight$").c_str());
   CHECK(ds.specs[0].matches("model.layers.0.self_attn.o_proj.weight", "llama"));
+  // A 38 KB tensor name made std::regex overflow the stack.
   const std::string huge = std::string(38'000, 'a') + ".o_proj.weight";
-  CHECK(error_of([&] {
-          (void)ds.specs[0].matches(huge, "llama");
-        }).find("is longer than the 1024 bytes tpx matches DeepSpeed patterns against") !=
-        std::string::npos);
+  CHECK(ds.specs[0].matches(huge, "llama"));
+  CHECK_FALSE(ds.specs[0].matches(huge + "x", "llama"));
 }

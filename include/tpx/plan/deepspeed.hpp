@@ -12,8 +12,8 @@
 ///        {"patterns": [".*\\.gate_up_proj\\.weight$"], "partition_type": "column",
 ///         "shape": [2, -1], "model_types": ["llama"]}]}}}
 ///
-/// A pattern is a regular expression matched from the start of the full parameter name (Python's
-/// `re.match`). The first spec with a matching pattern wins. `row` splits the in dim (dim 1,
+/// A pattern is a regular expression in Python's syntax matched from the start of the full
+/// parameter name (Python's `re.match`), by `python_pattern`'s automaton. The first spec with a matching pattern wins. `row` splits the in dim (dim 1,
 /// row-parallel: rowwise), `column` the out dim (dim 0: colwise), `skip` leaves the tensor
 /// replicated; `partition_dim` overrides the dim. `shape` describes a fused weight: at the split
 /// dim, a count of equal sub-parameters (`2`) or their sizes (`[q, kv, kv]`), each split on its
@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,75 +30,11 @@
 
 #include "tpx/core/error.hpp"
 #include "tpx/core/json.hpp"
+#include "tpx/plan/pattern.hpp"
 #include "tpx/shard/placement.hpp"
 #include "tpx/style/placement.hpp"
 
 namespace tpx::inline v0::plan {
-
-/// The longest DeepSpeed pattern and tensor name tpx matches: std::regex recurses once per
-/// character, so an unbounded name overflows the stack.
-inline constexpr std::size_t max_pattern_length = 512, max_matched_name = 1024;
-/// The most unbounded repetitions (`*`, `+`, `{n,}`) a pattern may hold: std::regex backtracks,
-/// and k of them can cost (name length)^k steps on a name they do not match. DeepSpeed's own
-/// patterns hold one or two (`.*\.layers\.\d+\.self_attn\.o_proj\.weight$`).
-inline constexpr int max_pattern_repetitions = 4;
-
-/// Errors unless `pattern` is short and its repetitions are few and not nested: a quantified
-/// group that holds a quantifier (`(.*)*x$`, `(a+)+`) and a quantified quantifier (`.*+`, which
-/// std::regex takes as `(.*)+`) backtrack without bound in std::regex.
-inline void expect_bounded_pattern(std::string_view pattern, std::string_view where) {
-  expect(pattern.size() <= max_pattern_length,
-         "{}: a pattern of {} characters is longer than the {} tpx accepts", where, pattern.size(),
-         max_pattern_length);
-  std::vector<bool> quantified{false};  // per open group (outermost: the pattern): holds a * + {}
-  bool after_group = false, group_quantified = false, after_quantifier = false;
-  int repetitions = 0;
-  for (std::size_t i = 0; i < pattern.size(); ++i) {
-    const char ch = pattern[i];
-    const bool unbounded = ch == '*' || ch == '+' || ch == '{';
-    if (unbounded || ch == '?') {
-      const bool lazy = ch == '?' && i > 0 &&
-                        (pattern[i - 1] == '*' || pattern[i - 1] == '+' || pattern[i - 1] == '}' ||
-                         pattern[i - 1] == '?');
-      expect(!(unbounded && after_group && group_quantified),
-             "{}: pattern \"{}\" quantifies a group that holds a quantifier, which backtracks "
-             "without bound; write it without the nested repetition",
-             where, pattern);
-      if (unbounded && after_quantifier)  // after_quantifier: i > 0
-        fail("{}: pattern \"{}\" repeats a repetition ('{}{}' at character {}), which "
-             "backtracks without bound; write one quantifier",
-             where, pattern, pattern[i - 1], ch, i);
-      if (unbounded && !lazy) {
-        quantified.back() = true;
-        ++repetitions;
-        expect(repetitions <= max_pattern_repetitions,
-               "{}: pattern \"{}\" repeats more than {} times (*, +, {{n,}}), which can backtrack "
-               "for as many powers of a name's length; write it with fewer",
-               where, pattern, max_pattern_repetitions);
-      }
-      if (ch == '{')
-        while (i + 1 < pattern.size() && pattern[i] != '}') ++i;
-      after_group = false;
-      after_quantifier = true;
-      continue;
-    }
-    after_group = false;
-    after_quantifier = false;
-    if (ch == '\\') {
-      ++i;
-    } else if (ch == '[') {  // a character class: to its closing ]
-      for (++i; i < pattern.size() && pattern[i] != ']'; ++i)
-        if (pattern[i] == '\\') ++i;
-    } else if (ch == '(') {
-      quantified.push_back(false);
-    } else if (ch == ')' && quantified.size() > 1) {
-      group_quantified = quantified.back();
-      quantified.pop_back();
-      quantified.back() = quantified.back() || group_quantified;
-      after_group = true;
-    }
-  }
-}
 
 /// One layer spec of a DeepSpeed partition_config.
 struct ds_spec {
@@ -118,20 +53,13 @@ struct ds_spec {
   std::vector<std::string> model_types;  ///< empty: every model
   std::size_t index = 0;                 ///< position in layer_specs, for reports
 
-  /// True when a pattern matches `name` from its start and the model type is allowed. A name
-  /// longer than `max_matched_name` is an error (std::regex recurses once per character).
+  /// True when a pattern matches `name` from its start and the model type is allowed.
   bool matches(std::string_view name, std::string_view model_type) const {
     if (!model_types.empty() &&
         std::find(model_types.begin(), model_types.end(), model_type) == model_types.end())
       return false;
-    expect(name.size() <= max_matched_name,
-           "tensor name of {} bytes ('{}…') is longer than the {} bytes tpx matches DeepSpeed "
-           "patterns against",
-           name.size(), name.substr(0, 40), max_matched_name);
-    for (const std::regex& r : regexes)
-      if (std::regex_search(name.begin(), name.end(), r, std::regex_constants::match_continuous))
-        return true;
-    return false;
+    return std::any_of(compiled.begin(), compiled.end(),
+                       [&](const python_pattern& p) { return p.match(name); });
   }
 
   /// The placement of a tensor of `dims` over `tp` ranks under this spec; `unit` is the size of
@@ -176,7 +104,7 @@ struct ds_spec {
     return style::dim_placement(dims, partition_dim, tp, {.kind = kind, .blocks = blocks}, tensor);
   }
 
-  std::vector<std::regex> regexes;  ///< the compiled patterns
+  std::vector<python_pattern> compiled;  ///< `patterns`, compiled
 };
 
 /// A parsed `tensor_parallel` section.
@@ -230,13 +158,7 @@ inline ds_config parse_deepspeed(const nlohmann::json& j, std::string_view what)
     for (const nlohmann::json& p : s.at("patterns")) {
       expect(p.is_string(), "{}: pattern {} is not a string", where, json_excerpt(p));
       spec.patterns.push_back(p.get<std::string>());
-      expect_bounded_pattern(spec.patterns.back(), where);
-      try {
-        spec.regexes.emplace_back(spec.patterns.back(), std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        fail("{}: pattern \"{}\" is not a valid regular expression: {}", where,
-             spec.patterns.back(), e.what());
-      }
+      spec.compiled.emplace_back(spec.patterns.back(), where);
     }
     expect(s.contains("partition_type") && s.at("partition_type").is_string(),
            "{}: \"partition_type\" must be \"row\", \"column\" or \"skip\"", where);
