@@ -113,6 +113,56 @@ inline void check_counts(std::span<const index_t> counts, int size, int rank,
            counts[q], q);
 }
 
+/// Checks one rank's all-gather arguments: its send buffer holds counts[rank] elements and its
+/// receive buffer Σ counts.
+inline void expect_gather_args(index_t send, index_t recv, std::span<const index_t> counts,
+                               int size, int rank, std::string_view what) {
+  check_counts(counts, size, rank, what);
+  expect(send == counts[static_cast<std::size_t>(rank)],
+         "{}: rank {} passed a send buffer of {} elements, but counts[{}] = {}", what, rank, send,
+         rank, counts[static_cast<std::size_t>(rank)]);
+  expect(recv == total(counts),
+         "{}: rank {} passed a receive buffer of {} elements, but the counts add up to {}", what,
+         rank, recv, total(counts));
+}
+
+/// Checks one rank's reduce-scatter arguments: its send buffer holds Σ counts elements and its
+/// receive buffer counts[rank].
+inline void expect_scatter_args(index_t send, index_t recv, std::span<const index_t> counts,
+                                int size, int rank, std::string_view what) {
+  check_counts(counts, size, rank, what);
+  expect(send == total(counts),
+         "{}: rank {} passed a send buffer of {} elements, but the counts add up to {}", what, rank,
+         send, total(counts));
+  expect(recv == counts[static_cast<std::size_t>(rank)],
+         "{}: rank {} passed a receive buffer of {} elements, but counts[{}] = {}", what, rank,
+         recv, rank, counts[static_cast<std::size_t>(rank)]);
+}
+
+/// Checks one rank's all-to-all-v arguments: each buffer holds the sum of its counts.
+inline void expect_all_to_all_args(index_t send, std::span<const index_t> send_counts,
+                                   index_t recv, std::span<const index_t> recv_counts, int size,
+                                   int rank) {
+  check_counts(send_counts, size, rank, "all_to_all_v send");
+  check_counts(recv_counts, size, rank, "all_to_all_v receive");
+  expect(send == total(send_counts),
+         "all_to_all_v: rank {} passed a send buffer of {} elements, but its send counts add up "
+         "to {}",
+         rank, send, total(send_counts));
+  expect(recv == total(recv_counts),
+         "all_to_all_v: rank {} passed a receive buffer of {} elements, but its receive counts "
+         "add up to {}",
+         rank, recv, total(recv_counts));
+}
+
+/// The elements an all-to-all-v sends to other ranks: what its byte counter counts (nccl-tests).
+inline index_t all_to_all_elements(std::span<const index_t> send_counts, int rank) {
+  index_t n = 0;
+  for (std::size_t q = 0; q < send_counts.size(); ++q)
+    if (static_cast<int>(q) != rank) n += send_counts[q];
+  return n;
+}
+
 }  // namespace detail
 
 /// A group of ranks that can run every collective tpx uses on element type `T`.

@@ -81,6 +81,10 @@ class group {
     if (++arrived_ == size_) {
       arrived_ = 0;
       ++generation_;
+      // Every other rank is released now, though it may not run for a while: it no longer waits
+      // in the collective (else this rank's next recv from it would be taken for a deadlock).
+      for (wait_state& w : waits_)
+        if (w.kind == wait_kind::collective) w = {};
       cv_.notify_all();
       return;
     }
@@ -257,14 +261,8 @@ class member {
   template <class T>
   const std::vector<post>& enter_all_gather(std::span<const T> send, std::span<T> recv,
                                             std::span<const index_t> counts) {
-    check_counts(counts, "all_gather");
-    expect(ssize(send) == counts[static_cast<std::size_t>(rank_)],
-           "all_gather: rank {} passed a send buffer of {} elements, but counts[{}] = {}", rank_,
-           ssize(send), rank_, counts[static_cast<std::size_t>(rank_)]);
-    expect(
-        ssize(recv) == sum(counts),
-        "all_gather: rank {} passed a receive buffer of {} elements, but the counts add up to {}",
-        rank_, ssize(recv), sum(counts));
+    comm::detail::expect_gather_args(ssize(send), ssize(recv), counts, size(), rank_,
+                                     "all_gather");
     post p = make_post<T>(comm::kind::all_gather);
     p.in = send.data();
     p.out = recv.data();
@@ -278,14 +276,8 @@ class member {
   const std::vector<post>& enter_reduce_scatter(std::span<const T> send, std::span<T> recv,
                                                 std::span<const index_t> counts,
                                                 comm::reduce_op op) {
-    check_counts(counts, "reduce_scatter");
-    expect(
-        ssize(send) == sum(counts),
-        "reduce_scatter: rank {} passed a send buffer of {} elements, but the counts add up to {}",
-        rank_, ssize(send), sum(counts));
-    expect(ssize(recv) == counts[static_cast<std::size_t>(rank_)],
-           "reduce_scatter: rank {} passed a receive buffer of {} elements, but counts[{}] = {}",
-           rank_, ssize(recv), rank_, counts[static_cast<std::size_t>(rank_)]);
+    comm::detail::expect_scatter_args(ssize(send), ssize(recv), counts, size(), rank_,
+                                      "reduce_scatter");
     post p = make_post<T>(comm::kind::reduce_scatter);
     p.in = send.data();
     p.out = recv.data();
@@ -320,16 +312,8 @@ class member {
                                               std::span<const index_t> send_counts,
                                               std::span<T> recv,
                                               std::span<const index_t> recv_counts) {
-    check_counts(send_counts, "all_to_all_v send");
-    check_counts(recv_counts, "all_to_all_v receive");
-    expect(ssize(send) == sum(send_counts),
-           "all_to_all_v: rank {} passed a send buffer of {} elements, but its send counts add up "
-           "to {}",
-           rank_, ssize(send), sum(send_counts));
-    expect(ssize(recv) == sum(recv_counts),
-           "all_to_all_v: rank {} passed a receive buffer of {} elements, but its receive counts "
-           "add up to {}",
-           rank_, ssize(recv), sum(recv_counts));
+    comm::detail::expect_all_to_all_args(ssize(send), send_counts, ssize(recv), recv_counts,
+                                         size(), rank_);
     post p = make_post<T>(comm::kind::all_to_all);
     p.in = send.data();
     p.out = recv.data();
@@ -361,10 +345,7 @@ class member {
   /// Bytes an all-to-all-v sends to other ranks (the nccl-tests convention).
   template <class T>
   index_t all_to_all_bytes(std::span<const index_t> send_counts) const {
-    index_t n = 0;
-    for (int q = 0; q < size(); ++q)
-      if (q != rank_) n += send_counts[static_cast<std::size_t>(q)];
-    return n * static_cast<index_t>(sizeof(T));
+    return comm::detail::all_to_all_elements(send_counts, rank_) * static_cast<index_t>(sizeof(T));
   }
 
   template <class S>
@@ -395,9 +376,6 @@ class member {
     return p;
   }
 
-  void check_counts(std::span<const index_t> counts, std::string_view what) const {
-    comm::detail::check_counts(counts, size(), rank_, what);
-  }
 
   /// Posts this rank's call, waits for every rank, and checks that all ranks make the same call
   /// on the same element type.
