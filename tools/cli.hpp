@@ -48,6 +48,16 @@ inline std::string human(double bytes) {
   return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.2f} {}", bytes, units[u]);
 }
 
+/// An error as every program prints it: "tool: sentence", on one line of stderr.
+inline void print_error(const char* tool, const std::exception& e) {
+  std::fflush(stdout);
+  std::string why = e.what();
+  for (char& ch : why)
+    if (ch == '\n') ch = ' ';
+  std::fprintf(stderr, "%s: %s\n", tool, why.c_str());
+  std::fflush(stderr);
+}
+
 /// Runs `run(argc, argv)`; an exception becomes "`tool`: message" (one line) on stderr, exit 2.
 /// Stdout is line-buffered, so a log shows each line as it is printed even when it is a file.
 template <class Run>
@@ -56,11 +66,7 @@ int main(const char* tool, int argc, char** argv, Run&& run) {
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::string why = e.what();
-    for (char& ch : why)
-      if (ch == '\n') ch = ' ';
-    std::fprintf(stderr, "%s: %s\n", tool, why.c_str());
+    print_error(tool, e);
     return 2;
   }
 }

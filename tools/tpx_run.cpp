@@ -1,7 +1,8 @@
-// tpx-run: run a causal LM from its model directory, sharded over thread ranks, each rank reading
-// only its own bytes of the checkpoint.
+// tpx-run: run a causal LM from its model directory, sharded over ranks — threads of this process,
+// or processes under an MPI launcher (mpirun -np N tpx-run …) — each rank reading only its own
+// bytes of the checkpoint.
 //
-//   tpx-run MODEL_DIR [--tp N] [--sp] [--ep N] [--plan F] [--ds-config F]
+//   tpx-run MODEL_DIR [--tp N] [--backend threads|mpi] [--sp] [--ep N] [--plan F] [--ds-config F]
 //           [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F) [--targets 4,5,6]
 //           [--logits-out FILE] [--compare FILE] [--generate N] [--temperature X] [--top-k K]
 //           [--top-p P] [--seed S] [--json]
@@ -36,6 +37,9 @@
 #include "tpx/model/causal_lm.hpp"
 #include "tpx/model/generate.hpp"
 #include "tpx/model/plan.hpp"
+#if TPX_HAVE_MPI
+#include "tpx/backend/mpi/backend.hpp"
+#endif
 
 using namespace tpx;
 namespace fs = std::filesystem;
@@ -43,14 +47,19 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* usage =
-    "usage: tpx-run MODEL_DIR [--tp N] [--sp] [--ep N] [--plan F] [--ds-config F]\n"
+    "usage: tpx-run MODEL_DIR [--tp N] [--backend threads|mpi] [--sp] [--ep N] [--plan F]\n"
+    "               [--ds-config F]\n"
     "               [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F)\n"
     "               [--targets 4,5,6] [--logits-out FILE] [--compare FILE] [--generate N]\n"
     "               [--temperature X] [--top-k K] [--top-p P] [--seed S] [--json]\n"
     "Runs the causal LM in MODEL_DIR (config.json + model.safetensors or an index set) on tp\n"
-    "thread ranks, each reading only its shard of the checkpoint, and prints what it loaded, the\n"
+    "ranks, each reading only its shard of the checkpoint, and prints what it loaded, the\n"
     "bytes each collective moved and the time.\n"
-    "  --tp N          ranks (default: the DeepSpeed config's autotp_size, else 1)\n"
+    "  --tp N          ranks (default: the DeepSpeed config's autotp_size, else 1; under MPI the\n"
+    "                  number of processes, which --tp must equal when given)\n"
+    "  --backend B     threads: tp threads of this process; mpi: one rank per process of an MPI\n"
+    "                  job (mpirun -np N tpx-run …), printing once, from rank 0 (default: mpi\n"
+    "                  when started by an MPI launcher, else threads)\n"
     "  --sp            sequence parallelism (norms and residuals on token shards)\n"
     "  --ep N          expert parallelism: 1 or tp (whole experts per rank)\n"
     "  --plan F        a Hugging Face plan JSON (default: config.json's plan sections, else the\n"
@@ -73,7 +82,7 @@ constexpr const char* usage =
     "Exit 0 on success, 2 on bad input.\n";
 
 struct options {
-  std::string dir, plan, ds, dtype = "f32", logits_out, compare;
+  std::string dir, plan, ds, dtype = "f32", logits_out, compare, backend;
   std::optional<int> tp;
   int ep = 1;
   bool sp = false, json = false;
@@ -156,6 +165,11 @@ options parse_args(int argc, char** argv) {
       o.ep = static_cast<int>(cli::whole_number(a, value(), 1, max_ranks));
     else if (a == "--sp")
       o.sp = true;
+    else if (a == "--backend") {
+      o.backend = value();
+      expect(o.backend == "threads" || o.backend == "mpi",
+             "--backend must be threads or mpi, got '{}'", o.backend);
+    }
     else if (a == "--plan")
       o.plan = value();
     else if (a == "--ds-config")
@@ -232,55 +246,78 @@ struct result {
   double load_s = 0, forward_s = 0, generate_s = 0;
 };
 
-template <layer::block_mode Mode, class T>
-result run_model(const options& o, const model::config& c, const io::checkpoint& ck, int tp,
-                 const plan::resolution& plan) {
-  result out;
-  out.ranks.resize(static_cast<std::size_t>(tp));
-  host::run(tp, [&](host::communicator& comm) {
-    const std::size_t r = static_cast<std::size_t>(comm.rank());
-    host::gemm_engine engine;
-    const auto t0 = std::chrono::steady_clock::now();
-    model::causal_lm<Mode, host::backend, T> lm(engine, comm, c, ck,
-                                                {.ep = o.ep, .bf16_weights = o.dtype == "bf16"});
-    const auto t1 = std::chrono::steady_clock::now();
-    const auto held = lm.checkpoint_placements(ck);
-    if (comm.rank() == 0) model::expect_matches(plan, held);
-    rank_report& rep = out.ranks[r];
-    rep.read = lm.bytes_read();
-    rep.held = lm.bytes_held();
-    for (const auto& [name, p] : held)
-      rep.expected +=
-          static_cast<std::uint64_t>(p.of(comm.rank()).size()) * io::size_of(ck.info(name).dtype);
-    comm.reset_statistics();
-    std::vector<T> logits;
-    std::optional<double> loss;
-    if (!o.have_prompts) {
-      lm.forward(o.ids);
-      logits = lm.gather_logits();
-      if (o.have_targets) loss = static_cast<double>(lm.loss(o.targets));
-    }
-    const auto t2 = std::chrono::steady_clock::now();
-    rep.traffic = comm.statistics();
-    std::vector<std::vector<std::int64_t>> generated;
-    if (o.generate > 0) {
-      index_t cache = 0;
-      generated = model::generate(
-          lm, o.have_prompts ? o.prompts : std::vector<std::vector<std::int64_t>>{o.ids},
-          {.max_new_tokens = o.generate, .eos = c.eos_token_ids, .sample = o.sample}, &cache);
-      rep.cache = static_cast<std::uint64_t>(cache);
-    }
-    const auto t3 = std::chrono::steady_clock::now();
-    if (comm.rank() != 0) return;
-    out.logits.assign(logits.begin(), logits.end());
-    out.loss = loss;
-    out.generated = std::move(generated);
-    const auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-    out.load_s = s(t0, t1);
-    out.forward_s = s(t1, t2);
-    out.generate_s = s(t2, t3);
-  });
-  return out;
+/// One rank's part of the run: loads its shards, runs the forward (and generation) and fills its
+/// own report; rank 0 fills the logits, loss, generated ids and times.
+template <layer::block_mode Mode, class Backend, class T>
+void run_rank(const options& o, const model::config& c, const io::checkpoint& ck,
+              const plan::resolution& plan, typename Backend::communicator& comm, result& out) {
+  const std::size_t r = static_cast<std::size_t>(comm.rank());
+  typename Backend::engine engine;
+  const auto t0 = std::chrono::steady_clock::now();
+  model::causal_lm<Mode, Backend, T> lm(engine, comm, c, ck,
+                                        {.ep = o.ep, .bf16_weights = o.dtype == "bf16"});
+  const auto t1 = std::chrono::steady_clock::now();
+  const auto held = lm.checkpoint_placements(ck);
+  if (comm.rank() == 0) model::expect_matches(plan, held);
+  rank_report& rep = out.ranks[r];
+  rep.read = lm.bytes_read();
+  rep.held = lm.bytes_held();
+  for (const auto& [name, p] : held)
+    rep.expected +=
+        static_cast<std::uint64_t>(p.of(comm.rank()).size()) * io::size_of(ck.info(name).dtype);
+  comm.reset_statistics();
+  std::vector<T> logits;
+  std::optional<double> loss;
+  if (!o.have_prompts) {
+    lm.forward(o.ids);
+    logits = lm.gather_logits();
+    if (o.have_targets) loss = static_cast<double>(lm.loss(o.targets));
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+  rep.traffic = comm.statistics();
+  std::vector<std::vector<std::int64_t>> generated;
+  if (o.generate > 0) {
+    index_t cache = 0;
+    generated = model::generate(
+        lm, o.have_prompts ? o.prompts : std::vector<std::vector<std::int64_t>>{o.ids},
+        {.max_new_tokens = o.generate, .eos = c.eos_token_ids, .sample = o.sample}, &cache);
+    rep.cache = static_cast<std::uint64_t>(cache);
+  }
+  const auto t3 = std::chrono::steady_clock::now();
+  if (comm.rank() != 0) return;
+  out.logits.assign(logits.begin(), logits.end());
+  out.loss = loss;
+  out.generated = std::move(generated);
+  const auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  out.load_s = s(t0, t1);
+  out.forward_s = s(t1, t2);
+  out.generate_s = s(t2, t3);
+}
+
+/// Every rank's report on every rank: a process holds only its own until they are gathered.
+template <class Comm>
+void share_reports(Comm& comm, std::vector<rank_report>& ranks) {
+  constexpr std::size_t fields = 4 + 2 * comm::kind_count;
+  const rank_report& mine = ranks[static_cast<std::size_t>(comm.rank())];
+  std::vector<std::int64_t> send{static_cast<std::int64_t>(mine.read),
+                                 static_cast<std::int64_t>(mine.expected),
+                                 static_cast<std::int64_t>(mine.held),
+                                 static_cast<std::int64_t>(mine.cache)};
+  for (const comm::counter& k : mine.traffic.by_kind) {
+    send.push_back(k.calls);
+    send.push_back(k.bytes);
+  }
+  std::vector<std::int64_t> all(fields * ranks.size());
+  comm.all_gather(std::span<const std::int64_t>(send), std::span<std::int64_t>(all),
+                  std::vector<index_t>(ranks.size(), static_cast<index_t>(fields)));
+  for (std::size_t q = 0; q < ranks.size(); ++q) {
+    const std::int64_t* f = all.data() + q * fields;
+    rank_report& rep = ranks[q];
+    rep = {static_cast<std::uint64_t>(f[0]), static_cast<std::uint64_t>(f[1]),
+           static_cast<std::uint64_t>(f[2]), static_cast<std::uint64_t>(f[3]), {}};
+    for (int k = 0; k < comm::kind_count; ++k)
+      rep.traffic.by_kind[static_cast<std::size_t>(k)] = {f[4 + 2 * k], f[5 + 2 * k]};
+  }
 }
 
 void write_logits(const std::string& path, const std::string& dtype, const std::vector<double>& v,
@@ -313,26 +350,37 @@ std::string traffic_text(const comm::stats& s) {
   return out.empty() ? "none" : out;
 }
 
-int run(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
-      std::fputs(usage, stdout);
-      return 0;
-    }
-  const options o = parse_args(argc, argv);
+/// What every rank reads and decides before the model runs: no collective in it.
+struct setup {
+  std::optional<model::plan_inputs> inputs;
+  std::optional<model::config> config;
+  std::optional<io::checkpoint> checkpoint;
+  std::optional<plan::resolution> plan;
+  int tp = 1;
+};
+
+/// Reads the config, the checkpoint's header and the plan, and checks the prompt against them.
+/// `processes`: the size of the MPI job, which tp must be; empty for thread ranks.
+setup prepare(const options& o, std::optional<int> processes) {
+  setup out;
   std::error_code ec;
   expect(fs::is_directory(o.dir, ec), "{}: no such model directory", o.dir);
   const fs::path config_path = fs::path(o.dir) / "config.json";
-  const model::plan_inputs inputs(io::read_json_file(config_path, "config"), config_path.string(),
-                                  o.plan, o.ds);
-  const model::config c = [&] {
+  const model::plan_inputs& inputs = out.inputs.emplace(
+      io::read_json_file(config_path, "config"), config_path.string(), o.plan, o.ds);
+  const model::config& c = out.config.emplace([&] {
     model::config parsed = model::parse_config(inputs.json(), config_path.string());
     model::apply_generation_config(parsed, o.dir);  // the end-of-sequence ids generate stops at
     return parsed;
-  }();
-  const int tp = inputs.tp(o.tp);
+  }());
+  if (processes)
+    expect(!o.tp || *o.tp == *processes,
+           "--tp {} but the MPI launcher started {} processes; under MPI tp is the number of "
+           "processes (mpirun -np {})",
+           o.tp.value_or(0), *processes, o.tp.value_or(0));
+  const int tp = out.tp = inputs.tp(processes ? processes : o.tp);
   expect(o.ep == 1 || o.ep == tp, "--ep {} must be 1 or --tp ({})", o.ep, tp);
-  const io::checkpoint ck(o.dir);
+  const io::checkpoint& ck = out.checkpoint.emplace(o.dir);
   for (std::size_t t = 0; t < o.ids.size(); ++t)
     expect(o.ids[t] >= 0 && o.ids[t] < c.dims.vocab_size,
            "token {} of the prompt has id {}, outside the vocabulary [0, {})", t, o.ids[t],
@@ -342,16 +390,100 @@ int run(int argc, char** argv) {
     expect(o.targets[t] == -100 || (o.targets[t] >= 0 && o.targets[t] < c.dims.vocab_size),
            "target {} is {}, outside the vocabulary [0, {}) (and not -100)", t, o.targets[t],
            c.dims.vocab_size);
-  const plan::resolution plan =
-      inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = o.sp, .ep = o.ep});
+  const plan::resolution& plan = out.plan.emplace(
+      inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = o.sp, .ep = o.ep}));
   plan.expect_usable();
+  return out;
+}
 
+/// Runs every rank's part on `comm` (one rank of a group), in the mode and dtype asked for.
+template <class Backend>
+void run_ranks(const options& o, const setup& su, typename Backend::communicator& comm,
+               result& out) {
   const auto go = [&]<layer::block_mode Mode>() {
-    if (o.dtype == "f64") return run_model<Mode, double>(o, c, ck, tp, plan);
-    return run_model<Mode, float>(o, c, ck, tp, plan);
+    if (o.dtype == "f64")
+      run_rank<Mode, Backend, double>(o, *su.config, *su.checkpoint, *su.plan, comm, out);
+    else
+      run_rank<Mode, Backend, float>(o, *su.config, *su.checkpoint, *su.plan, comm, out);
   };
-  const result r = o.sp ? go.template operator()<layer::block_mode::sequence>()
-                        : go.template operator()<layer::block_mode::tensor>();
+  if (o.sp)
+    go.template operator()<layer::block_mode::sequence>();
+  else
+    go.template operator()<layer::block_mode::tensor>();
+}
+
+/// Prints the run's results (rank 0's view, every rank's report).
+int report(const options& o, const setup& su, const result& r);
+
+#if TPX_HAVE_MPI
+/// One rank per process of the MPI job: every process reads the command line and the input and
+/// checks them (the cause of a failure printed once, by rank 0, before any process ends), then
+/// runs its rank; rank 0 prints. A rank that fails while the others wait ends every process.
+int run_processes(int argc, char** argv) {
+  mpi::environment env(argc, argv);
+  mpi::communicator world = mpi::communicator::world();
+  options o;
+  setup su;
+  try {
+    mpi::agreed(world, [&] {
+      o = parse_args(argc, argv);
+      expect(o.backend != "threads",
+             "--backend threads under an MPI launcher would run the whole model in each of the {} "
+             "processes; leave --backend out (or run without the launcher)",
+             world.size());
+      o.backend = "mpi";
+      su = prepare(o, world.size());
+    });
+  } catch (const tpx::error& e) {
+    if (world.rank() == 0) cli::print_error("tpx-run", e);
+    world.barrier();  // the launcher ends the job at the first process that exits non-zero
+    return 2;
+  }
+  result r;
+  r.ranks.resize(static_cast<std::size_t>(su.tp));
+  mpi::run(
+      world,
+      [&](mpi::communicator& comm) {
+        run_ranks<mpi::backend>(o, su, comm, r);
+        share_reports(comm, r.ranks);
+        if (comm.rank() == 0) report(o, su, r);  // an error here also ends every process
+        comm.barrier();
+      },
+      "tpx-run");
+  return 0;
+}
+#endif
+
+int run(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      std::fputs(usage, stdout);
+      return 0;
+    }
+#if TPX_HAVE_MPI
+  // Under an MPI launcher (or asked for), every process is one rank of the job.
+  bool asked_mpi = false;
+  for (int i = 1; i + 1 < argc; ++i)
+    asked_mpi = asked_mpi || (std::string_view(argv[i]) == "--backend" &&
+                              std::string_view(argv[i + 1]) == "mpi");
+  if (mpi::launched() || asked_mpi) return run_processes(argc, argv);
+#endif
+  options o = parse_args(argc, argv);
+  expect(o.backend != "mpi",
+         "--backend mpi: this tpx-run was built without MPI (configure with -Dmpi=enabled and "
+         "an MPI installed, e.g. Debian's libopenmpi-dev)");
+  const setup su = prepare(o, std::nullopt);
+  result r;
+  r.ranks.resize(static_cast<std::size_t>(su.tp));
+  host::run(su.tp, [&](host::communicator& comm) { run_ranks<host::backend>(o, su, comm, r); });
+  return report(o, su, r);
+}
+
+int report(const options& o, const setup& su, const result& r) {
+  const model::config& c = *su.config;
+  const plan::resolution& plan = *su.plan;
+  const model::plan_inputs& inputs = *su.inputs;
+  const int tp = su.tp;
   const index_t tokens = static_cast<index_t>(o.ids.size()), vocab = c.dims.vocab_size;
   if (!o.logits_out.empty()) write_logits(o.logits_out, o.dtype, r.logits, tokens, vocab);
   std::optional<std::pair<double, double>> diff;  // max |Δ|, and relative to max |reference|
@@ -378,6 +510,7 @@ int run(int argc, char** argv) {
     j["model_type"] = c.dims.model_type;
     j["layers"] = c.layers();
     j["tp"] = tp;
+    j["backend"] = o.backend;
     j["sp"] = o.sp;
     j["ep"] = o.ep;
     j["dtype"] = o.dtype;
@@ -413,13 +546,13 @@ int run(int argc, char** argv) {
     return 0;
   }
   fmt::print(
-      "tpx-run: {} from {} ({} layers, hidden {}, {} / {} heads of {}, vocab {}{}), tp {}, {}{}, "
-      "{}\n",
+      "tpx-run: {} from {} ({} layers, hidden {}, {} / {} heads of {}, vocab {}{}), tp {} ({}), "
+      "{}{}, {}\n",
       c.dims.model_type, o.dir, c.layers(), c.dims.hidden_size, c.dims.n_heads, c.dims.n_kv_heads,
       c.dims.head_dim, c.dims.vocab_size,
       c.is_moe() ? fmt::format(", {} experts top {}", c.dims.n_experts, c.dims.experts_per_token)
                  : "",
-      tp, o.sp ? "tensor + sequence parallel" : "tensor parallel",
+      tp, o.backend == "mpi" ? "MPI processes" : "threads", o.sp ? "tensor + sequence parallel" : "tensor parallel",
       o.ep > 1 ? fmt::format(", experts over ep {}", o.ep) : "", o.dtype);
   fmt::print("plan: {}; every tensor sits where it places it (embedding: vocab-parallel)\n",
              plan_note);

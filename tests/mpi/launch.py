@@ -31,7 +31,9 @@ def command(np, argv):
 def run(np, argv, timeout=None, **kwargs):
     """Runs the job; returns the CompletedProcess (returncode 124 when it ran past the timeout)."""
     timeout = timeout or float(os.environ.get("TPX_MPI_TIMEOUT", "240"))
-    env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe="1")
+    env = dict(kwargs.pop("env", os.environ), OMPI_MCA_rmaps_base_oversubscribe="1")
+    if kwargs.pop("capture_output", False):
+        kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc = subprocess.Popen(command(np, argv), env=env, start_new_session=True, **kwargs)
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -112,13 +112,18 @@ constexpr int type_tag() {
   else return 7;  // bytes
 }
 
-/// True when the process was started by an MPI launcher (mpirun / mpiexec of Open MPI or MPICH,
-/// srun with PMI): the launcher's environment names this process's rank.
-inline bool launched() noexcept {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"})
-    if (std::getenv(v) != nullptr) return true;
-  return false;
+/// This process's rank in its MPI job as the launcher's environment names it (mpirun / mpiexec
+/// of Open MPI or MPICH, srun with PMI), before MPI is initialised; -1 outside a launcher. A
+/// program uses it to print an error in its command line once, from rank 0.
+inline int launched_rank() noexcept {
+  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"})
+    if (const char* value = std::getenv(v); value != nullptr && *value != '\0')
+      return std::atoi(value);
+  return -1;
 }
+
+/// True when the process was started by an MPI launcher.
+inline bool launched() noexcept { return launched_rank() >= 0; }
 
 /// MPI for the life of this object: `MPI_Init_thread` (funneled: only the thread that made it
 /// calls MPI) unless MPI is already initialised, and `MPI_Finalize` at the end only if this
