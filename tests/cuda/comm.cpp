@@ -5,7 +5,12 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <numeric>
+#include <string>
+
+#include <unistd.h>
 #include <vector>
 
 #include "../error_of.hpp"
@@ -190,4 +195,26 @@ TEST_CASE("the NCCL communicator at tp = 1: collectives and linear layers of eve
   test::expect_close(test::check_linear<style::rowwise<>, float, nccl_platform>(1, k), 1e-5);
   test::expect_close(
       test::check_linear<style::colwise_gathered, __nv_bfloat16, nccl_platform>(1, k), 2e-2);
+}
+
+TEST_CASE("a launched process bootstraps its NCCL rank from the environment (one process)") {
+  // As torchrun starts a job of one: the device by local rank, the id through a file.
+  setenv("RANK", "0", 1);
+  setenv("WORLD_SIZE", "1", 1);
+  setenv("LOCAL_RANK", "0", 1);
+  const std::string id_file = "tpx-nccl-id-" + std::to_string(::getpid());
+  {
+    cuda::process_rank p = cuda::process_rank::bootstrap(id_file);
+    CHECK(p.comm.rank() == 0);
+    CHECK(p.comm.size() == 1);
+    CHECK(p.device == 0);
+    auto data = test::cuda_platform::store(values<float>(0, 5));
+    p.comm.all_reduce(data.span());
+    p.stream.synchronize();
+    CHECK(floats(test::cuda_platform::load(data.span())) == floats(values<float>(0, 5)));
+  }
+  std::remove(id_file.c_str());
+  unsetenv("RANK");
+  unsetenv("WORLD_SIZE");
+  unsetenv("LOCAL_RANK");
 }

@@ -16,6 +16,7 @@
 #include "../error_of.hpp"
 #include "tpx/backend/host/communicator.hpp"
 #include "tpx/backend/mpi/communicator.hpp"
+#include "tpx/comm/launch.hpp"
 
 using namespace tpx;
 using test::error_of;
@@ -246,4 +247,14 @@ TEST_CASE("agreed: when one rank's step fails, every rank throws the cause") {
   }
   CHECK(message == fmt::format("rank {} cannot read its shard", cause));
   CHECK(peer == (r != cause && r != 0));
+}
+
+TEST_CASE("the launcher's environment names each process's rank in the world") {
+  mpi::communicator world = mpi::communicator::world();
+  REQUIRE(mpi::launched());
+  const auto at = comm::launch_environment(/*mpi_only=*/true);
+  REQUIRE(at.has_value());
+  CHECK(at->rank == world.rank());
+  CHECK(at->size == world.size());
+  CHECK(at->local_rank == world.rank());  // one node
 }

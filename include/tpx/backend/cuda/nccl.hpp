@@ -11,7 +11,11 @@
 ///   (`ncclCommInitAll`);
 /// - `unique_id_file(path, rank)` shares the `ncclUniqueId` between processes through a file
 ///   every rank can read: rank 0 writes it (to a temporary name, then renamed, so no rank ever
-///   reads half of it), the others wait for it to appear.
+///   reads half of it), the others wait for it to appear; `unique_id_over(comm)` broadcasts it
+///   over any tpx communicator that spans the same processes (`mpi::communicator::world()`).
+/// - `process_rank::bootstrap(…)`: one process per GPU of a launched job (torchrun, mpirun, srun):
+///   rank and size from the launcher's environment (`comm::launch_environment`), the device
+///   chosen by local rank, the stream made on it, and the id shared by either means.
 ///
 /// Equal per-rank counts use ncclAllGather, ncclReduceScatter and ncclAlltoAll; unequal ones run
 /// as one NCCL group of ncclBroadcast (all-gather), ncclReduce (reduce-scatter) or
@@ -41,6 +45,7 @@
 #include "tpx/backend/cuda/check.hpp"
 #include "tpx/backend/cuda/memory.hpp"
 #include "tpx/comm/communicator.hpp"
+#include "tpx/comm/launch.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 
@@ -377,5 +382,71 @@ inline ncclUniqueId unique_id_file(const std::filesystem::path& path, int rank,
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 }
+
+/// The id of an NCCL communicator, made by rank 0 of `over` and broadcast over it: any tpx
+/// communicator whose ranks are the NCCL ranks to be (`mpi::communicator::world()`).
+template <class Comm>
+ncclUniqueId unique_id_over(Comm& over) {
+  ncclUniqueId id{};
+  if (over.rank() == 0) TPX_NCCL(ncclGetUniqueId(&id), nullptr);
+  over.broadcast(std::span<char>(id.internal, sizeof(id.internal)), 0);
+  return id;
+}
+
+/// The GPU of a process: its local rank modulo the devices it sees (made current).
+inline int select_device(const comm::launch_rank& at) {
+  int devices = 0;
+  TPX_CUDA(cudaGetDeviceCount(&devices));
+  expect(devices > 0, "cuda::select_device: rank {} (local rank {}) sees no CUDA device", at.rank,
+         at.local_rank);
+  const int device = at.local_rank % devices;
+  TPX_CUDA(cudaSetDevice(device));
+  return device;
+}
+
+/// One rank per process of a launched job, on its own GPU: the device, a stream on it and the
+/// NCCL communicator over that stream (declared in that order, so the communicator goes first).
+struct process_rank {
+  comm::launch_rank at;
+  int device = 0;
+  cuda::stream stream;
+  nccl_communicator comm;
+
+  /// Rank and size from the launcher's environment, the device by local rank, the id through
+  /// the file `id_file` (on a disk every rank reads; rank 0 writes it).
+  static process_rank bootstrap(const std::filesystem::path& id_file) {
+    const comm::launch_rank at = launched("cuda::process_rank::bootstrap");
+    const int device = select_device(at);
+    cuda::stream s;
+    const ncclUniqueId id = unique_id_file(id_file, at.rank);
+    nccl_communicator c(id, at.size, at.rank, s.get());
+    return process_rank{at, device, std::move(s), std::move(c)};
+  }
+
+  /// The same, with the id broadcast over `over` (its ranks must be the launcher's).
+  template <class Comm>
+  static process_rank bootstrap(Comm& over) {
+    const comm::launch_rank at = launched("cuda::process_rank::bootstrap");
+    expect(over.rank() == at.rank && over.size() == at.size,
+           "cuda::process_rank::bootstrap: the communicator's rank {} of {} is not the "
+           "launcher's rank {} of {}",
+           over.rank(), over.size(), at.rank, at.size);
+    const int device = select_device(at);
+    cuda::stream s;
+    const ncclUniqueId id = unique_id_over(over);
+    nccl_communicator c(id, at.size, at.rank, s.get());
+    return process_rank{at, device, std::move(s), std::move(c)};
+  }
+
+ private:
+  static comm::launch_rank launched(std::string_view where) {
+    const std::optional<comm::launch_rank> at = comm::launch_environment();
+    expect(at.has_value(),
+           "{}: no launcher's environment (RANK / WORLD_SIZE of torchrun, OMPI_COMM_WORLD_* of "
+           "mpirun, PMI_* of srun): start one process per GPU with one of them",
+           where);
+    return *at;
+  }
+};
 
 }  // namespace tpx::inline v0::cuda

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "tpx/comm/communicator.hpp"
+#include "tpx/comm/launch.hpp"
 #include "tpx/core/error.hpp"
 
 namespace tpx::inline v0::mpi {
@@ -112,18 +113,9 @@ constexpr int type_tag() {
   else return 7;  // bytes
 }
 
-/// This process's rank in its MPI job as the launcher's environment names it (mpirun / mpiexec
-/// of Open MPI or MPICH, srun with PMI), before MPI is initialised; -1 outside a launcher. A
-/// program uses it to print an error in its command line once, from rank 0.
-inline int launched_rank() noexcept {
-  for (const char* v : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"})
-    if (const char* value = std::getenv(v); value != nullptr && *value != '\0')
-      return std::atoi(value);
-  return -1;
-}
-
-/// True when the process was started by an MPI launcher.
-inline bool launched() noexcept { return launched_rank() >= 0; }
+/// True when an MPI launcher (Open MPI's mpirun, MPICH's mpiexec, srun with PMI) started this
+/// process: its environment names the process's rank (`comm::launch_environment`).
+inline bool launched() { return comm::launch_environment(/*mpi_only=*/true).has_value(); }
 
 /// MPI for the life of this object: `MPI_Init_thread` (funneled: only the thread that made it
 /// calls MPI) unless MPI is already initialised, and `MPI_Finalize` at the end only if this
