@@ -1,9 +1,10 @@
-// tpx-demo: one Llama-style decoder layer (or a Mixtral-style one with --moe) split over thread
-// ranks in TP or TP+SP mode, run forward and backward, checked against the unsharded layer in fp64
+// tpx-demo: one Llama-style decoder layer (or a Mixtral-style one with --moe) split over ranks —
+// threads of this process, or the processes of an MPI job (mpirun -np N tpx-demo) — in TP or TP+SP
+// mode, run forward and backward, checked against the unsharded layer in fp64
 // (tests/oracle.hpp, plain loops), printing each part's style and shards, the bytes every
 // collective moved and the time.
 //
-//   tpx-demo [--tp N] [--sp] [--moe] [--ep N] [--tokens T] [--hidden H] [--heads N]
+//   tpx-demo [--tp N] [--backend threads|mpi] [--sp] [--moe] [--ep N] [--tokens T] [--hidden H] [--heads N]
 //            [--kv-heads N] [--head-dim D] [--inter I] [--experts E] [--top-k K]
 //            [--safetensors PATH [--layer L]]
 //
@@ -26,6 +27,9 @@
 #include "cli.hpp"
 #include "tpx/io/checkpoint.hpp"
 #include "tpx/tpx.hpp"
+#if TPX_HAVE_MPI
+#include "tpx/backend/mpi/backend.hpp"
+#endif
 
 namespace {
 
@@ -34,6 +38,8 @@ using layer::block_mode;
 
 struct options {
   int tp = 4, ep = 1;
+  bool tp_given = false;
+  std::string backend;  ///< empty: by the launcher (mpi under one, else threads)
   bool sp = false, moe = false;
   index_t tokens = 8, hidden = 64, heads = 8, kv_heads = 4, head_dim = 8, inter = 172;
   index_t experts = 8, top_k = 2;
@@ -42,16 +48,20 @@ struct options {
 };
 
 constexpr std::string_view usage =
-    "usage: tpx-demo [--tp N] [--sp] [--moe] [--ep N] [--tokens T] [--hidden H] [--heads N]\n"
+    "usage: tpx-demo [--tp N] [--backend threads|mpi] [--sp] [--moe] [--ep N] [--tokens T]\n"
+    "                [--hidden H] [--heads N]\n"
     "                [--kv-heads N] [--head-dim D] [--inter I] [--experts E] [--top-k K]\n"
     "                [--safetensors PATH [--layer L]]\n"
     "\n"
-    "One Llama decoder layer (Mixtral with --moe) on N thread ranks, forward and backward,\n"
+    "One Llama decoder layer (Mixtral with --moe) on N ranks, forward and backward,\n"
     "checked against the unsharded layer in fp64; prints each part's style and shards, the bytes\n"
     "each collective moved and the time. Exits 0 when every output and gradient agrees, 1 when\n"
     "not, 2 on an error.\n"
     "\n"
-    "  --tp N            ranks (default 4)\n"
+    "  --tp N            ranks (default 4; under MPI the number of processes)\n"
+    "  --backend B       threads: N threads of this process; mpi: one rank per process of an\n"
+    "                    MPI job (mpirun -np N tpx-demo), rank 0 printing (default: mpi when\n"
+    "                    started by an MPI launcher, else threads)\n"
     "  --sp              sequence parallel: activations split by tokens between the blocks\n"
     "  --moe             a Mixtral layer: router, top-k routing, experts\n"
     "  --ep N            experts over N ranks (1, or equal to --tp; needs --moe)\n"
@@ -80,8 +90,14 @@ options parse(int argc, char** argv) {
       return cli::whole_number(a, text(), lo, hi);
     };
     constexpr std::int64_t big = std::int64_t{1} << 20;
-    if (a == "--tp")
+    if (a == "--tp") {
       o.tp = static_cast<int>(number(1, max_ranks));
+      o.tp_given = true;
+    } else if (a == "--backend") {
+      o.backend = text();
+      expect(o.backend == "threads" || o.backend == "mpi",
+             "--backend must be threads or mpi, got '{}'", o.backend);
+    }
     else if (a == "--ep")
       o.ep = static_cast<int>(number(1, max_ranks));
     else if (a == "--sp")
@@ -115,6 +131,11 @@ options parse(int argc, char** argv) {
       fail("unknown option '{}'\n{}", a, usage);
     }
   }
+  return o;
+}
+
+/// The checks that need the final tp (under MPI, the number of processes).
+options checked(options o) {
   expect(o.ep == 1 || o.ep == o.tp,
          "--ep {} must be 1 or equal --tp {} (expert parallelism shares the TP ranks)", o.ep, o.tp);
   expect(o.ep == 1 || o.moe, "--ep needs --moe");
@@ -224,9 +245,37 @@ std::string traffic(const comm::stats& s) {
   return out.empty() ? "none" : out;
 }
 
-/// Runs a block of type Layer; prints what it did; returns true when it matches the oracle.
-template <class Layer>
-bool run(const options& o, const test::block_weights& w) {
+/// The ranks as threads of this process.
+struct thread_ranks {
+  using backend = host::backend;
+  int tp = 1;
+  static constexpr const char* what = "thread ranks";
+  bool prints() const { return true; }
+  template <class Fn>
+  void run(Fn&& fn) const {
+    host::run(tp, fn);
+  }
+};
+
+#if TPX_HAVE_MPI
+/// The ranks as the processes of an MPI job; rank 0 prints.
+struct process_ranks {
+  using backend = mpi::backend;
+  mpi::communicator* world = nullptr;
+  static constexpr const char* what = "MPI processes";
+  bool prints() const { return world->rank() == 0; }
+  template <class Fn>
+  void run(Fn&& fn) const {
+    mpi::run(*world, fn, "tpx-demo");
+  }
+};
+#endif
+
+/// Runs a block of type Layer on `ranks`; prints what it did; returns true when it matches the
+/// oracle.
+template <class Layer, class Ranks>
+bool run(const options& o, const test::block_weights& w, const Ranks& ranks) {
+  using B = typename Ranks::backend;
   using T = float;
   const test::dense x = test::random_dense(o.tokens, o.hidden, 90);
   const test::dense dy = test::random_dense(o.tokens, o.hidden, 91);
@@ -239,10 +288,10 @@ bool run(const options& o, const test::block_weights& w) {
   comm::stats fwd, bwd;
   std::vector<std::string> lines;
   double fwd_ms = 0, bwd_ms = 0;
-  host::gemm_engine engine;
-  host::run(o.tp, [&](host::communicator& c) {
+  typename B::engine engine;
+  ranks.run([&](auto& c) {
     using ffn_t = typename Layer::ffn_type;
-    using attention_t = layer::attention_block<Layer::mode, host::backend, T>;
+    using attention_t = layer::attention_block<Layer::mode, B, T>;
     Layer block = weights.template build<Layer>(engine, c);
     const shard::interval mine = sp ? rows.of(c.rank()).parts[0] : shard::interval{0, o.tokens};
     std::vector<T> xl, dyl;
@@ -271,6 +320,7 @@ bool run(const options& o, const test::block_weights& w) {
       block.backward(xv, make_matrix<const T>(dyl.data(), n, o.hidden),
                      make_matrix(dxl.data(), n, o.hidden), o.tokens);
     });
+    const comm::stats after_backward = c.statistics();
     double worst = 0;
     for (index_t t = 0; t < n; ++t)
       for (index_t j = 0; j < o.hidden; ++j) {
@@ -278,10 +328,11 @@ bool run(const options& o, const test::block_weights& w) {
         worst = std::max({worst, std::abs(yl[at] - ref.y(mine.begin + t, j)),
                           std::abs(dxl[at] - ref.dx(mine.begin + t, j))});
       }
+    c.all_reduce(std::span<double>(&worst, 1), comm::reduce_op::max);  // every rank's worst
     error[static_cast<std::size_t>(c.rank())] = worst;
     if (c.rank() != 0) return;
     fwd = after_forward;
-    bwd = c.statistics();
+    bwd = after_backward;
     fwd_ms = f, bwd_ms = b;
     const auto& qkv = block.attention().qkv();
     const auto& op = block.attention().o();
@@ -298,7 +349,7 @@ bool run(const options& o, const test::block_weights& w) {
     lines.push_back(fmt::format(
         "  {:<26} {:<32} [{}] on every rank", "post_attention_layernorm",
         Layer::mode == block_mode::sequence ? "sequence_parallel" : "replicate", o.hidden));
-    if constexpr (std::is_same_v<ffn_t, layer::swiglu_mlp<Layer::mode, host::backend, T>>) {
+    if constexpr (std::is_same_v<ffn_t, layer::swiglu_mlp<Layer::mode, B, T>>) {
       auto& mlp = block.ffn();
       lines.push_back(fmt::format("  {:<26} {:<32} rank 0 [{} × {}]; rows per rank {} (gate|up)",
                                   mlp.gate_up().name(),
@@ -329,13 +380,15 @@ bool run(const options& o, const test::block_weights& w) {
   double scale = 1;
   for (const double e : ref.y.v) scale = std::max(scale, std::abs(e));
   for (const double e : ref.dx.v) scale = std::max(scale, std::abs(e));
+  const bool ok = worst / scale <= 1e-4;
+  if (!ranks.prints()) return ok;
   fmt::print(
       "tpx {} demo: {} decoder layer, {} tokens, hidden {}, {} heads / {} KV heads × {}, "
-      "{} {}, on {} thread ranks, {}{}\n",
+      "{} {}, on {} {}, {}{}\n",
       tpx::version, o.moe ? "Mixtral-style" : "Llama-style", o.tokens, o.hidden, o.heads,
       o.kv_heads, o.head_dim,
       o.moe ? fmt::format("{} experts (top {}) × inter", o.experts, o.top_k) : "inter", o.inter,
-      o.tp, sp ? "TP + SP" : "TP", o.ep > 1 ? fmt::format(", EP {}", o.ep) : "");
+      o.tp, Ranks::what, sp ? "TP + SP" : "TP", o.ep > 1 ? fmt::format(", EP {}", o.ep) : "");
   fmt::print("weights: {}\n", o.safetensors ? *o.safetensors : "random");
   fmt::print("  {:<26} {:<32} shards\n", "part", "style");
   for (const std::string& l : lines) fmt::print("{}\n", l);
@@ -345,36 +398,75 @@ bool run(const options& o, const test::block_weights& w) {
         "  (tp {} > {} KV heads: each KV head lives on {} ranks, and backward all-reduces "
         "the qkv weight-gradient rows they share)\n",
         o.tp, o.kv_heads, o.tp / o.kv_heads);
-  fmt::print("time, rank 0 (host threads, one pass): forward {:.2f} ms, backward {:.2f} ms\n",
-             fwd_ms, bwd_ms);
+  fmt::print("time, rank 0 ({}, one pass): forward {:.2f} ms, backward {:.2f} ms\n",
+             Ranks::what, fwd_ms, bwd_ms);
   fmt::print("max |error| of y and dx vs the unsharded fp64 layer: {:.3g} (relative {:.3g})\n",
              worst, worst / scale);
-  const bool ok = worst / scale <= 1e-4;
   fmt::print("{}\n", ok ? "OK" : "MISMATCH");
   return ok;
 }
 
-int demo(options o) {
-  test::block_weights w = o.safetensors ? read_block(o) : random_block(o);
-  w.heads = {o.heads, o.kv_heads, o.head_dim};
-  using B = host::backend;
+template <class Ranks>
+int demo(const options& o, const test::block_weights& w, const Ranks& ranks) {
+  using B = typename Ranks::backend;
   bool ok = false;
   if (!o.moe)
-    ok = o.sp ? run<layer::llama_layer<block_mode::sequence, B>>(o, w)
-              : run<layer::llama_layer<block_mode::tensor, B>>(o, w);
+    ok = o.sp ? run<layer::llama_layer<block_mode::sequence, B>>(o, w, ranks)
+              : run<layer::llama_layer<block_mode::tensor, B>>(o, w, ranks);
   else if (o.ep == 1)
-    ok = o.sp ? run<layer::mixtral_layer<block_mode::sequence, B>>(o, w)
-              : run<layer::mixtral_layer<block_mode::tensor, B>>(o, w);
+    ok = o.sp ? run<layer::mixtral_layer<block_mode::sequence, B>>(o, w, ranks)
+              : run<layer::mixtral_layer<block_mode::tensor, B>>(o, w, ranks);
   else
-    ok = o.sp ? run<layer::mixtral_layer<block_mode::sequence, B, float, style::moe_all_to_all>>(o,
-                                                                                                 w)
-              : run<layer::mixtral_layer<block_mode::tensor, B, float, style::moe_masked>>(o, w);
+    ok = o.sp ? run<layer::mixtral_layer<block_mode::sequence, B, float, style::moe_all_to_all>>(
+                    o, w, ranks)
+              : run<layer::mixtral_layer<block_mode::tensor, B, float, style::moe_masked>>(o, w,
+                                                                                            ranks);
   return ok ? 0 : 1;
+}
+
+/// The layer's weights and heads, random or from --safetensors (which sets the dims in `o`).
+test::block_weights weights_of(options& o) {
+  test::block_weights w = o.safetensors ? read_block(o) : random_block(o);
+  w.heads = {o.heads, o.kv_heads, o.head_dim};
+  return w;
+}
+
+int start(int argc, char** argv) {
+#if TPX_HAVE_MPI
+  if (cli::wants_processes(argc, argv)) {
+    mpi::environment env(argc, argv);
+    mpi::communicator world = mpi::communicator::world();
+    options o;
+    test::block_weights w;
+    if (const std::optional<int> status = cli::agreed_or_exit("tpx-demo", world, [&] {
+          o = parse(argc, argv);
+          expect(o.backend != "threads",
+                 "--backend threads under an MPI launcher would run every rank in each of the {} "
+                 "processes; leave --backend out",
+                 world.size());
+          expect(!o.tp_given || o.tp == world.size(),
+                 "--tp {} but the MPI launcher started {} processes; under MPI tp is the number "
+                 "of processes",
+                 o.tp, world.size());
+          o.tp = world.size();
+          o.backend = "mpi";
+          o = checked(o);
+          w = weights_of(o);
+        }))
+      return *status;
+    return demo(o, w, process_ranks{&world});
+  }
+#endif
+  options o = checked(parse(argc, argv));
+  expect(o.backend != "mpi",
+         "--backend mpi: this tpx-demo was built without MPI (configure with -Dmpi=enabled and an "
+         "MPI installed, e.g. Debian's libopenmpi-dev)");
+  const test::block_weights w = weights_of(o);
+  return demo(o, w, thread_ranks{o.tp});
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return tpx::cli::main("tpx-demo", argc, argv,
-                        [](int argc, char** argv) { return demo(parse(argc, argv)); });
+  return tpx::cli::main("tpx-demo", argc, argv, start);
 }

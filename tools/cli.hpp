@@ -14,6 +14,11 @@
 #include <fmt/format.h>
 
 #include "tpx/core/error.hpp"
+#if TPX_HAVE_MPI
+#include <optional>
+
+#include "tpx/backend/mpi/communicator.hpp"
+#endif
 
 namespace tpx::cli {
 
@@ -70,5 +75,32 @@ int main(const char* tool, int argc, char** argv, Run&& run) {
     return 2;
   }
 }
+
+#if TPX_HAVE_MPI
+/// Under an MPI job: runs `step` — reading and checking the command line and input, no
+/// collective — on every process (`mpi::agreed`). When it fails on any process, rank 0 prints the
+/// cause once, every process waits for that (the launcher ends the job at the first process
+/// that exits non-zero), and the exit status 2 is returned; nothing when it succeeded.
+template <class Step>
+std::optional<int> agreed_or_exit(const char* tool, mpi::communicator& world, Step&& step) {
+  try {
+    mpi::agreed(world, step);
+    return std::nullopt;
+  } catch (const tpx::error& e) {
+    if (world.rank() == 0) print_error(tool, e);
+    world.barrier();
+    return 2;
+  }
+}
+
+/// True when this program should run one rank per process: an MPI launcher started it, or
+/// `--backend mpi` is on its command line.
+inline bool wants_processes(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string_view(argv[i]) == "--backend" && std::string_view(argv[i + 1]) == "mpi")
+      return true;
+  return mpi::launched();
+}
+#endif
 
 }  // namespace tpx::cli

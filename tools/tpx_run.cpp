@@ -424,21 +424,16 @@ int run_processes(int argc, char** argv) {
   mpi::communicator world = mpi::communicator::world();
   options o;
   setup su;
-  try {
-    mpi::agreed(world, [&] {
-      o = parse_args(argc, argv);
-      expect(o.backend != "threads",
-             "--backend threads under an MPI launcher would run the whole model in each of the {} "
-             "processes; leave --backend out (or run without the launcher)",
-             world.size());
-      o.backend = "mpi";
-      su = prepare(o, world.size());
-    });
-  } catch (const tpx::error& e) {
-    if (world.rank() == 0) cli::print_error("tpx-run", e);
-    world.barrier();  // the launcher ends the job at the first process that exits non-zero
-    return 2;
-  }
+  if (const std::optional<int> status = cli::agreed_or_exit("tpx-run", world, [&] {
+        o = parse_args(argc, argv);
+        expect(o.backend != "threads",
+               "--backend threads under an MPI launcher would run the whole model in each of the "
+               "{} processes; leave --backend out (or run without the launcher)",
+               world.size());
+        o.backend = "mpi";
+        su = prepare(o, world.size());
+      }))
+    return *status;
   result r;
   r.ranks.resize(static_cast<std::size_t>(su.tp));
   mpi::run(
@@ -462,11 +457,7 @@ int run(int argc, char** argv) {
     }
 #if TPX_HAVE_MPI
   // Under an MPI launcher (or asked for), every process is one rank of the job.
-  bool asked_mpi = false;
-  for (int i = 1; i + 1 < argc; ++i)
-    asked_mpi = asked_mpi || (std::string_view(argv[i]) == "--backend" &&
-                              std::string_view(argv[i + 1]) == "mpi");
-  if (mpi::launched() || asked_mpi) return run_processes(argc, argv);
+  if (cli::wants_processes(argc, argv)) return run_processes(argc, argv);
 #endif
   options o = parse_args(argc, argv);
   expect(o.backend != "mpi",
