@@ -65,7 +65,9 @@ struct report {
   bool json;
   std::vector<std::string> records;
   int outside = 0;
+  bool silent = false;  ///< prints nothing (the processes of an MPI job but rank 0)
   void row(const std::string& text, std::string record, std::optional<bool> within = {}) {
+    if (silent) return;
     if (within && !*within) ++outside;
     if (within) {
       record.pop_back();  // the closing brace
@@ -77,7 +79,7 @@ struct report {
       fmt::print("{}{}\n", text, within && !*within ? "  <- outside goal" : "");
   }
   void line(const std::string& text) {
-    if (!json) fmt::print("{}\n", text);
+    if (!json && !silent) fmt::print("{}\n", text);
   }
 };
 

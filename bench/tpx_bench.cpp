@@ -3,6 +3,8 @@
 //   collectives  all_reduce, all_gather, reduce_scatter on thread ranks, sizes 1 KB … 64 MB,
 //                tp ∈ {2, 4, 8}: time, algbw, busbw, #wrong; and this machine's memcpy bandwidth
 //                measured in the same run, as the ceiling a shared-memory collective can reach.
+//                Under mpirun -np N: the same on the N MPI processes, each row with its time ÷
+//                the thread ranks' of the same run.
 //   layers       each linear style's forward and backward: time, GFLOP/s, and the overhead ratio
 //                layer ÷ (the same CBLAS GEMMs and the same collective called by hand), measured
 //                interleaved in the same run (goal ≤ 1.05).
@@ -56,6 +58,9 @@
 #include "cli.hpp"
 #include "common.hpp"
 #include "tpx/tpx.hpp"
+#if TPX_HAVE_MPI
+#include "tpx/backend/mpi/communicator.hpp"
+#endif
 
 namespace {
 
@@ -73,7 +78,9 @@ constexpr std::string_view usage =
     "Measures tpx side by side with what it should cost, in one run. Modes (default: every host\n"
     "mode; name some to run only those):\n"
     "  --collectives  all_reduce, all_gather, reduce_scatter on thread ranks, 1 KB up to\n"
-    "                 --max-bytes: time, algbw, busbw, #wrong, beside this machine's memcpy\n"
+    "                 --max-bytes: time, algbw, busbw, #wrong, beside this machine's memcpy;\n"
+    "                 under mpirun -np N (the only mode there) also on the N MPI processes,\n"
+    "                 each row with its time ÷ the N thread ranks' of the same run\n"
     "  --layers       each linear style forward and backward: GFLOP/s and the overhead over the\n"
     "                 same GEMMs and collective called by hand (goal <= 1.05)\n"
     "  --blocks       Llama and Mixtral decoder layers, TP and TP+SP: time, bytes moved, the\n"
@@ -169,7 +176,8 @@ double memcpy_gbps(index_t bytes, int repeats) {
 // --- collectives ----------------------------------------------------------------------------
 
 /// Times `op(buffer_index)` on every rank: median over batches of the mean time per call.
-double time_on_ranks(host::communicator& c, int batches, const std::function<void(int)>& op,
+template <class Comm>
+double time_on_ranks(Comm& c, int batches, const std::function<void(int)>& op,
                      double target_seconds) {
   // Calibrate the batch length on one call (the same on every rank: rank 0 decides).
   c.barrier();
@@ -190,82 +198,137 @@ double time_on_ranks(host::communicator& c, int batches, const std::function<voi
   return median(per_call);
 }
 
+/// Collective `k` (all_reduce, all_gather, reduce_scatter) of `bytes` of floats on this rank of
+/// `c`: the median time per call, and how many elements this rank got wrong in a checked call.
+template <class Comm>
+std::pair<double, index_t> measure_collective(Comm& c, int k, index_t bytes, const options& o) {
+  const int tp = c.size();
+  const index_t count = bytes / static_cast<index_t>(sizeof(float));  // total elements
+  const std::vector<index_t> counts = shard::split_sizes(count, tp, shard::split_kind::balanced);
+  const index_t mine = counts[static_cast<std::size_t>(c.rank())];
+  // Rotate through enough buffers to exceed the caches for small sizes.
+  const int rotate = static_cast<int>(std::clamp<index_t>((index_t{32} << 20) / bytes, 1, 16));
+  std::vector<std::vector<float>> in(static_cast<std::size_t>(rotate)), res(in.size());
+  const index_t in_n = k == 1 ? mine : count, out_n = k == 2 ? mine : count;
+  for (int b = 0; b < rotate; ++b) {
+    in[static_cast<std::size_t>(b)].assign(static_cast<std::size_t>(in_n), 1.0f);
+    res[static_cast<std::size_t>(b)].assign(static_cast<std::size_t>(out_n), 0.0f);
+  }
+  const auto op = [&](int i) {
+    auto& a = in[static_cast<std::size_t>(i % rotate)];
+    auto& r = res[static_cast<std::size_t>(i % rotate)];
+    if (k == 0)
+      c.all_reduce(std::span<float>(a));
+    else if (k == 1)
+      c.all_gather(std::span<const float>(a), std::span<float>(r), counts);
+    else
+      c.reduce_scatter(std::span<const float>(a), std::span<float>(r), counts);
+  };
+  const double s = time_on_ranks(c, o.quick ? 3 : 7, op, o.quick ? 0.005 : 0.03);
+  // Check: fresh values, one call, compare with the analytic result.
+  auto& a = in[0];
+  for (index_t i = 0; i < in_n; ++i) a[static_cast<std::size_t>(i)] = static_cast<float>(c.rank() + 1);
+  op(0);
+  const auto& got = k == 0 ? a : res[0];
+  index_t bad = 0;
+  for (index_t i = 0; i < static_cast<index_t>(got.size()); ++i) {
+    float want = static_cast<float>(tp * (tp + 1) / 2);
+    if (k == 1) {  // element i came from the rank whose block holds i
+      index_t r = 0, end = counts[0];
+      while (i >= end) end += counts[static_cast<std::size_t>(++r)];
+      want = static_cast<float>(r + 1);
+    }
+    bad += got[static_cast<std::size_t>(i)] != want;
+  }
+  return {s, bad};
+}
+
+#if TPX_HAVE_MPI
+/// The processes of the MPI job tpx-bench runs in, when an MPI launcher started it.
+mpi::communicator* processes = nullptr;
+
+/// Waits for every process without spinning: MPI's barrier polls a core, which would take the
+/// thread ranks' time while rank 0 measures them.
+void idle_barrier(mpi::communicator& c) {
+  MPI_Request request;
+  TPX_MPI(MPI_Ibarrier(c.handle(), &request));
+  for (int done = 0; !done; std::this_thread::sleep_for(std::chrono::microseconds(200)))
+    TPX_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+}
+#endif
+
 void bench_collectives(const options& o, report& out) {
-  const double copy = memcpy_gbps(index_t{64} << 20, o.quick ? 3 : 9);
-  out.line(fmt::format("# memcpy bandwidth of this machine, one thread, 64 MB: {:.2f} GB/s", copy));
-  if (o.json)
-    out.records.push_back(
-        fmt::format(R"({{"kind":"memcpy","bytes":{},"gbps":{:.4f}}})", 64 << 20, copy));
   const char* names[] = {"all_reduce", "all_gather", "reduce_scatter"};
   const comm::kind kinds[] = {comm::kind::all_reduce, comm::kind::all_gather,
                               comm::kind::reduce_scatter};
-  for (const int tp : o.tps) {
-    out.line(fmt::format("#\n# host collectives, tp = {} thread ranks, float, sum", tp));
-    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}", "size(B)", "count",
-                         "op", "time(us)", "algbw", "busbw", "#wrong"));
-    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}", "", "(elements)", "",
-                         "", "(GB/s)", "(GB/s)", ""));
-    for (index_t bytes = 1024; bytes <= o.max_bytes; bytes *= 4) {
-      const index_t count = bytes / static_cast<index_t>(sizeof(float));  // total elements
-      for (int k = 0; k < 3; ++k) {
-        double seconds = 0;
-        std::vector<index_t> wrong(static_cast<std::size_t>(tp));
-        host::run(tp, [&](host::communicator& c) {
-          const std::vector<index_t> counts =
-              shard::split_sizes(count, tp, shard::split_kind::balanced);
-          const index_t mine = counts[static_cast<std::size_t>(c.rank())];
-          // Rotate through enough buffers to exceed the caches for small sizes.
-          const int rotate =
-              static_cast<int>(std::clamp<index_t>((index_t{32} << 20) / bytes, 1, 16));
-          std::vector<std::vector<float>> in(static_cast<std::size_t>(rotate)), res(in.size());
-          const index_t in_n = k == 1 ? mine : count, out_n = k == 2 ? mine : count;
-          for (int b = 0; b < rotate; ++b) {
-            in[static_cast<std::size_t>(b)].assign(static_cast<std::size_t>(in_n), 1.0f);
-            res[static_cast<std::size_t>(b)].assign(static_cast<std::size_t>(out_n), 0.0f);
-          }
-          const auto op = [&](int i) {
-            auto& a = in[static_cast<std::size_t>(i % rotate)];
-            auto& r = res[static_cast<std::size_t>(i % rotate)];
-            if (k == 0)
-              c.all_reduce(std::span<float>(a));
-            else if (k == 1)
-              c.all_gather(std::span<const float>(a), std::span<float>(r), counts);
-            else
-              c.reduce_scatter(std::span<const float>(a), std::span<float>(r), counts);
-          };
-          const double s = time_on_ranks(c, o.quick ? 3 : 7, op, o.quick ? 0.005 : 0.03);
-          // Check: fresh values, one call, compare with the analytic result.
-          auto& a = in[0];
-          for (index_t i = 0; i < in_n; ++i)
-            a[static_cast<std::size_t>(i)] = static_cast<float>(c.rank() + 1);
-          op(0);
-          const auto& got = k == 0 ? a : res[0];
-          index_t bad = 0;
-          for (index_t i = 0; i < static_cast<index_t>(got.size()); ++i) {
-            float want = static_cast<float>(tp * (tp + 1) / 2);
-            if (k == 1) {  // element i came from the rank whose block holds i
-              index_t r = 0, end = counts[0];
-              while (i >= end) end += counts[static_cast<std::size_t>(++r)];
-              want = static_cast<float>(r + 1);
-            }
-            bad += got[static_cast<std::size_t>(i)] != want;
-          }
-          wrong[static_cast<std::size_t>(c.rank())] = bad;
-          if (c.rank() == 0) seconds = s;
-        });
-        index_t bad = 0;
-        for (index_t w : wrong) bad += w;
-        const double algbw = static_cast<double>(bytes) / seconds / 1e9;
-        const double busbw = algbw * comm::bus_factor(kinds[k], tp);
-        out.row(
-            fmt::format("  {:>12} {:>12} {:>15} {:>10.1f} {:>9.2f} {:>9.2f} {:>7}", bytes, count,
-                        names[k], seconds * 1e6, algbw, busbw, bad),
+  const auto header = [&](const std::string& title, bool ratio) {
+    out.line(fmt::format("#\n# {}", title));
+    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}{}", "size(B)", "count",
+                         "op", "time(us)", "algbw", "busbw", "#wrong",
+                         ratio ? fmt::format(" {:>10}", "vs threads") : ""));
+    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}{}", "", "(elements)",
+                         "", "", "(GB/s)", "(GB/s)", "", ratio ? fmt::format(" {:>10}", "(time)") : ""));
+  };
+  const auto print = [&](const char* ranks, int tp, int k, index_t bytes, double seconds,
+                         index_t bad, std::optional<double> vs_threads) {
+    const index_t count = bytes / static_cast<index_t>(sizeof(float));
+    const double algbw = static_cast<double>(bytes) / seconds / 1e9;
+    const double busbw = algbw * comm::bus_factor(kinds[k], tp);
+    out.row(fmt::format("  {:>12} {:>12} {:>15} {:>10.1f} {:>9.2f} {:>9.2f} {:>7}{}", bytes, count,
+                        names[k], seconds * 1e6, algbw, busbw, bad,
+                        vs_threads ? fmt::format(" {:>10.2f}", *vs_threads) : ""),
             fmt::format(
-                R"({{"kind":"collective","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}}})",
-                names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad),
+                R"({{"kind":"collective","ranks":"{}","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}{}}})",
+                ranks, names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad,
+                vs_threads ? fmt::format(",\"vs_threads\":{:.4f}", *vs_threads) : ""),
             bad == 0);
-      }
+  };
+  bool measures = true;  // this process times the thread ranks (under MPI: rank 0 alone)
+#if TPX_HAVE_MPI
+  if (processes != nullptr) measures = processes->rank() == 0;
+#endif
+  if (measures) {
+    const double copy = memcpy_gbps(index_t{64} << 20, o.quick ? 3 : 9);
+    out.line(fmt::format("# memcpy bandwidth of this machine, one thread, 64 MB: {:.2f} GB/s", copy));
+    if (o.json)
+      out.records.push_back(
+          fmt::format(R"({{"kind":"memcpy","bytes":{},"gbps":{:.4f}}})", 64 << 20, copy));
+  }
+  for (const int tp : o.tps) {
+    std::vector<double> threads_time;  // per (bytes, op), for the MPI table's ratio
+    if (measures) {
+      header(fmt::format("host collectives, tp = {} thread ranks, float, sum", tp), false);
+      for (index_t bytes = 1024; bytes <= o.max_bytes; bytes *= 4)
+        for (int k = 0; k < 3; ++k) {
+          double seconds = 0;
+          std::vector<index_t> wrong(static_cast<std::size_t>(tp));
+          host::run(tp, [&](host::communicator& c) {
+            const auto [s, bad] = measure_collective(c, k, bytes, o);
+            wrong[static_cast<std::size_t>(c.rank())] = bad;
+            if (c.rank() == 0) seconds = s;
+          });
+          index_t bad = 0;
+          for (const index_t w : wrong) bad += w;
+          threads_time.push_back(seconds);
+          print("threads", tp, k, bytes, seconds, bad, std::nullopt);
+        }
     }
+#if TPX_HAVE_MPI
+    if (processes == nullptr) continue;
+    idle_barrier(*processes);  // the other processes waited while rank 0 timed the threads
+    header(fmt::format("host collectives, tp = {} MPI processes (mpi::communicator), float, sum; "
+                       "time ÷ the thread ranks' above",
+                       tp),
+           true);
+    std::size_t at = 0;
+    for (index_t bytes = 1024; bytes <= o.max_bytes; bytes *= 4)
+      for (int k = 0; k < 3; ++k, ++at) {
+        auto [seconds, bad] = measure_collective(*processes, k, bytes, o);
+        processes->all_reduce(std::span<index_t>(&bad, 1));
+        if (processes->rank() == 0)
+          print("mpi", tp, k, bytes, seconds, bad, seconds / threads_time[at]);
+      }
+#endif
   }
 }
 
@@ -412,6 +475,9 @@ void bench_layers(const options& o, report& out) {
 
 int run(const options& o) {
   report out{o.json, {}};
+#if TPX_HAVE_MPI
+  out.silent = processes != nullptr && processes->rank() != 0;
+#endif
   out.line(fmt::format("# tpx-bench {} | fmt {} | {}", tpx::version, FMT_VERSION,
 #ifdef OPENBLAS_VERSION
                        OPENBLAS_VERSION
@@ -446,7 +512,7 @@ int run(const options& o) {
 #endif
   }
   out.line(fmt::format("# {} rows outside their goal", out.outside));
-  if (o.json) {
+  if (o.json && !out.silent) {
     fmt::print(
         "{{\"tpx\":\"{}\",\"command\":\"{}\",\"cpu\":\"{}\",\"outside_goal\":{},"
         "\"results\":[\n  {}\n]}}\n",
@@ -457,7 +523,44 @@ int run(const options& o) {
 
 }  // namespace
 
+namespace {
+
+/// Under an MPI launcher: --collectives on the job's processes, next to as many thread ranks
+/// timed by rank 0 in the same run.
+int run_processes(int argc, char** argv) {
+#if TPX_HAVE_MPI
+  mpi::environment env(argc, argv);
+  mpi::communicator world = mpi::communicator::world();
+  options o;
+  if (const std::optional<int> status = cli::agreed_or_exit("tpx-bench", world, [&] {
+        o = parse(argc, argv);
+        expect(o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model &&
+                   !o.decode && !o.gpu,
+               "under an MPI launcher tpx-bench runs --collectives only (the MPI processes next to "
+               "thread ranks); run the other modes without the launcher");
+        if (o.tps != options{}.tps)  // --tp given
+          for (const int tp : o.tps)
+            expect(tp == world.size(),
+                   "--tp {}: under an MPI launcher tp is the number of processes, {}", tp,
+                   world.size());
+        o.tps = {world.size()};
+      }))
+    return *status;
+  processes = &world;
+  return run(o);
+#else
+  (void)argc, (void)argv;
+  return 2;
+#endif
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  return tpx::cli::main("tpx-bench", argc, argv,
-                        [](int argc, char** argv) { return run(parse(argc, argv)); });
+  return tpx::cli::main("tpx-bench", argc, argv, [](int argc, char** argv) {
+#if TPX_HAVE_MPI
+    if (tpx::cli::wants_processes(argc, argv)) return run_processes(argc, argv);
+#endif
+    return run(parse(argc, argv));
+  });
 }
