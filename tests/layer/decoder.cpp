@@ -9,8 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../block_harness.hpp"
-#include "../linear_harness.hpp"
+#include "../decoder_harness.hpp"
 #include "grads.hpp"
 #include "tpx/layer/decoder.hpp"
 
@@ -20,90 +19,9 @@ using layer::block_mode;
 namespace {
 
 constexpr int group_sizes[] = {1, 2, 3, 4, 8};
-
-struct block_case {
-  index_t tokens = 7, hidden = 10, inter = 9;
-  shard::gqa heads{24, 4, 2};  // tp 8 replicates each KV head on 2 ranks
-  bool moe = false;
-  index_t experts = 8, top_k = 2, expert_inter = 5, shared_inter = 0;
-  std::uint64_t seed = 500;
-};
-
-test::block_weights make_block(const block_case& k) {
-  test::block_weights w;
-  const index_t d = k.heads.head_dim, nq = k.heads.n_heads * d, nkv = k.heads.n_kv_heads * d;
-  w.heads = {k.heads.n_heads, k.heads.n_kv_heads, d};
-  w.norm1 = test::random_dense(k.hidden, 1, k.seed).v;
-  w.norm2 = test::random_dense(k.hidden, 1, k.seed + 1).v;
-  for (double& v : w.norm1) v += 1.5;
-  for (double& v : w.norm2) v += 1.5;
-  w.q = test::random_dense(nq, k.hidden, k.seed + 2);
-  w.k = test::random_dense(nkv, k.hidden, k.seed + 3);
-  w.v = test::random_dense(nkv, k.hidden, k.seed + 4);
-  w.o = test::random_dense(k.hidden, nq, k.seed + 5);
-  w.moe = k.moe;
-  if (!k.moe) {
-    w.inter = k.inter;
-    w.gate_up = test::random_dense(2 * k.inter, k.hidden, k.seed + 6);
-    w.down = test::random_dense(k.hidden, k.inter, k.seed + 7);
-    return w;
-  }
-  w.routing = {.top_k = k.top_k};
-  w.experts = test::random_moe(k.experts, k.hidden, k.expert_inter, k.shared_inter, k.seed + 8);
-  return w;
-}
-
-/// Runs the layer on tp ranks; returns the worst relative error over y, dx and every gradient.
-template <class Layer, class T>
-double check_block(int tp, const block_case& k) {
-  const test::block_weights w = make_block(k);
-  const test::dense x = test::random_dense(k.tokens, k.hidden, k.seed + 50);
-  const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 51);
-  const test::block_result ref = test::decoder_layer(x, w, dy);
-  const test::block_storage<T> s(w);
-  const shard::partition rows = shard::partition::split(k.tokens, tp, shard::split_kind::balanced);
-  std::vector<double> errors(static_cast<std::size_t>(tp), 0.0);
-  host::gemm_engine engine;
-  host::run(tp, [&](host::communicator& c) {
-    Layer block = s.template build<Layer>(engine, c);
-    constexpr bool sp = Layer::mode == block_mode::sequence;
-    const shard::interval mine = sp ? rows.of(c.rank()).parts[0] : shard::interval{0, k.tokens};
-    const shard::pieces all{{{0, k.hidden}}};
-    const std::vector<T> xl = test::detail::take<T>(x, mine, all),
-                         dyl = test::detail::take<T>(dy, mine, all);
-    std::vector<T> yl(xl.size()), dxl(xl.size());
-    test::detail::poison(yl);
-    test::detail::poison(dxl);
-    block.forward(make_matrix(xl.data(), mine.size(), k.hidden),
-                  make_matrix(yl.data(), mine.size(), k.hidden), k.tokens);
-    block.backward(make_matrix(xl.data(), mine.size(), k.hidden),
-                   make_matrix(dyl.data(), mine.size(), k.hidden),
-                   make_matrix(dxl.data(), mine.size(), k.hidden), k.tokens);
-    using L = std::conditional_t<sp, style::layout::shard<0>, style::layout::replicate>;
-    const auto y = test::detail::gather_full<L>(c, yl, k.tokens, k.hidden, rows);
-    const auto dx = test::detail::gather_full<L>(c, dxl, k.tokens, k.hidden, rows);
-    double& e = errors[static_cast<std::size_t>(c.rank())];
-    const auto note = [&](double v) { e = std::max(e, v); };
-    note(test::relative_error<T>(y, ref.y, {0, k.tokens}, {0, k.hidden}));
-    note(test::relative_error<T>(dx, ref.dx, {0, k.tokens}, {0, k.hidden}));
-    note(test::vector_grad_error(block.input_norm().weight_grad(), ref.dnorm1));
-    note(test::vector_grad_error(block.post_norm().weight_grad(), ref.dnorm2));
-    test::dense dqkv(ref.dq.rows + 2 * ref.dk.rows, k.hidden);
-    dqkv.v = ref.dq.v;
-    dqkv.v.insert(dqkv.v.end(), ref.dk.v.begin(), ref.dk.v.end());
-    dqkv.v.insert(dqkv.v.end(), ref.dv.v.begin(), ref.dv.v.end());
-    note(test::linear_grad_error(block.attention().qkv(), dqkv));
-    note(test::linear_grad_error(block.attention().o(), ref.dout));
-    if constexpr (std::is_same_v<typename Layer::ffn_type,
-                                 layer::swiglu_mlp<Layer::mode, host::backend, T>>) {
-      note(test::linear_grad_error(block.ffn().gate_up(), ref.dgate_up));
-      note(test::linear_grad_error(block.ffn().down(), ref.ddown));
-    } else {
-      note(test::moe_grad_error(block.ffn(), ref.experts, k.expert_inter, k.shared_inter));
-    }
-  });
-  return *std::max_element(errors.begin(), errors.end());
-}
+using test::block_case;
+using test::check_block;
+using test::make_block;
 
 template <block_mode M, class T>
 using llama = layer::llama_layer<M, host::backend, T>;

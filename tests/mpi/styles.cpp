@@ -1,5 +1,6 @@
 // The style laws with ranks as processes: every linear style, the packed and head-aligned
-// partitions and the four MoE expert modes, forward and backward, against the same fp64 oracle
+// partitions, the four MoE expert modes and whole decoder layers (Llama and Mixtral, TP, TP+SP,
+// masked and all-to-all EP), forward and backward, against the same fp64 oracle
 // as the thread suite, with tp = the number of processes the launcher started. Each process
 // checks its own rank's y, dx and gradients; the job fails when any rank fails.
 
@@ -9,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../decoder_harness.hpp"
 #include "../experts_harness.hpp"
 #include "../linear_harness.hpp"
 #include "tpx/backend/mpi/backend.hpp"
@@ -117,4 +119,34 @@ TEST_CASE_TEMPLATE("MoE experts over MPI processes reproduce the oracle in every
     CHECK(test::check_experts<S, double, mpi_platform>(tp, k) < 1e-12);
     CHECK(test::check_experts<S, float, mpi_platform>(tp, k) < 1e-5);
   }
+}
+
+namespace {
+template <layer::block_mode M, class T>
+using llama = layer::llama_layer<M, mpi::backend, T>;
+template <layer::block_mode M, class T, class E = typename layer::block_styles<M>::moe_tp>
+using mixtral = layer::mixtral_layer<M, mpi::backend, T, E>;
+
+/// A block whose heads every np of the suite serves: KV heads split (np 1, 2, 3) or replicated
+/// on two ranks each (np 4).
+test::block_case block_for(int tp, bool moe) {
+  return {.heads = {12, tp == 3 ? 3 : 2, 2}, .moe = moe, .experts = 12};
+}
+}  // namespace
+
+TEST_CASE_TEMPLATE("decoder layers over MPI processes reproduce the oracle: y, dx, every gradient",
+                   L, llama<layer::block_mode::tensor, double>,
+                   llama<layer::block_mode::sequence, double>,
+                   mixtral<layer::block_mode::tensor, double>,
+                   mixtral<layer::block_mode::sequence, double>,
+                   mixtral<layer::block_mode::tensor, double, style::moe_masked>,
+                   mixtral<layer::block_mode::sequence, double, style::moe_all_to_all>) {
+  const int tp = processes();
+  const bool moe = !std::is_same_v<typename L::ffn_type,
+                                   layer::swiglu_mlp<L::mode, mpi::backend, double>>;
+  test::block_case k = block_for(tp, moe);
+  CHECK(test::check_block<L, double, mpi_platform>(tp, k) < 1e-12);
+  k.tokens = 2;  // fewer tokens than ranks under SP
+  k.seed = 9;
+  CHECK(test::check_block<L, double, mpi_platform>(tp, k) < 1e-12);
 }
