@@ -31,6 +31,17 @@ struct linear_case {
   std::function<shard::partition(int)> partition = {};
 };
 
+/// A case whose split dim (out for colwise, in for rowwise) has `extent` elements and whose
+/// other dim `other`, over 5 tokens.
+template <class Style>
+linear_case on_split_dim(index_t extent, index_t other) {
+  linear_case k;
+  k.tokens = 5;
+  (Style::split_dim == 0 ? k.out : k.in) = extent;
+  (Style::split_dim == 0 ? k.in : k.out) = other;
+  return k;
+}
+
 /// Worst relative errors of one rank: y, dx, dW, db.
 using linear_errors = std::array<double, 4>;
 

@@ -211,7 +211,8 @@ TEST_CASE("a launched process bootstraps its NCCL rank from the environment (one
     auto data = test::cuda_platform::store(values<float>(0, 5));
     p.comm.all_reduce(data.span());
     p.stream.synchronize();
-    CHECK(floats(test::cuda_platform::load(data.span())) == floats(values<float>(0, 5)));
+    CHECK(floats(test::cuda_platform::load(std::span<const float>(data.span()))) ==
+          floats(values<float>(0, 5)));
   }
   std::remove(id_file.c_str());
   unsetenv("RANK");

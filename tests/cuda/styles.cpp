@@ -56,20 +56,13 @@ TEST_CASE_TEMPLATE_APPLY(oracle, all_styles);
 
 TEST_CASE_TEMPLATE_DEFINE("packed and head-aligned splits on the GPU reproduce the oracle", S,
                           packed) {
-  const auto on_split_dim = [](index_t extent, index_t other) {
-    test::linear_case k;
-    k.tokens = 5;
-    (S::split_dim == 0 ? k.out : k.in) = extent;
-    (S::split_dim == 0 ? k.in : k.out) = other;
-    return k;
-  };
   const std::vector<std::vector<shard::block>> packings = {{{7, 1}, {7, 1}},
                                                            {{12, 3}, {6, 3}, {6, 3}}};
   for (const auto& blocks : packings)
     for (const int tp : group_sizes) {
       index_t extent = 0;
       for (const shard::block& b : blocks) extent += b.size;
-      test::linear_case k = on_split_dim(extent, 6);
+      test::linear_case k = test::on_split_dim<S>(extent, 6);
       k.blocks = blocks;
       CAPTURE(tp);
       CAPTURE(extent);
@@ -83,7 +76,7 @@ TEST_CASE_TEMPLATE_DEFINE("packed and head-aligned splits on the GPU reproduce t
     partitions.push_back({12 * 3, [&](int tp) { return attn.qkv_partition(tp); }});
   for (const auto& [extent, partition] : partitions)
     for (const int tp : group_sizes) {
-      test::linear_case k = on_split_dim(extent, 7);
+      test::linear_case k = test::on_split_dim<S>(extent, 7);
       k.partition = partition;
       CAPTURE(tp);
       CAPTURE(extent);

@@ -80,16 +80,9 @@ TEST_CASE_TEMPLATE_APPLY(oracle, all_styles);
 TEST_CASE_TEMPLATE_DEFINE("packed and head-aligned splits over MPI processes reproduce the oracle",
                           S, partitions) {
   const int tp = processes();
-  const auto on_split_dim = [](index_t extent, index_t other) {
-    test::linear_case k;
-    k.tokens = 5;
-    (S::split_dim == 0 ? k.out : k.in) = extent;
-    (S::split_dim == 0 ? k.in : k.out) = other;
-    return k;
-  };
   for (const std::vector<shard::block>& blocks :
        std::vector<std::vector<shard::block>>{{{7, 1}, {7, 1}}, {{12, 3}, {6, 3}, {6, 3}}}) {
-    test::linear_case k = on_split_dim(blocks[0].size + blocks[1].size +
+    test::linear_case k = test::on_split_dim<S>(blocks[0].size + blocks[1].size +
                                            (blocks.size() > 2 ? blocks[2].size : 0),
                                        6);
     k.blocks = blocks;
@@ -101,7 +94,7 @@ TEST_CASE_TEMPLATE_DEFINE("packed and head-aligned splits over MPI processes rep
       {8 * 3, [&](int n) { return attn.q_partition(n); }}};
   if (S::split_dim == 0) parts.push_back({12 * 3, [&](int n) { return attn.qkv_partition(n); }});
   for (const auto& [extent, partition] : parts) {
-    test::linear_case k = on_split_dim(extent, 7);
+    test::linear_case k = test::on_split_dim<S>(extent, 7);
     k.partition = partition;
     CAPTURE(extent);
     expect_close(test::check_linear<S, double, mpi_platform>(tp, k), 1e-13);

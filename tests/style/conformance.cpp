@@ -120,17 +120,7 @@ TEST_CASE_TEMPLATE_APPLY(oracle_f32, all_styles);
 using split_styles = std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>,
                                 style::rowwise_split, style::colwise_sp, style::rowwise_sp>;
 
-namespace {
-/// A case whose split dim (out for colwise, in for rowwise) has `extent` elements.
-template <class S>
-test::linear_case on_split_dim(index_t extent, index_t other) {
-  test::linear_case k;
-  k.tokens = 5;
-  (S::split_dim == 0 ? k.out : k.in) = extent;
-  (S::split_dim == 0 ? k.in : k.out) = other;
-  return k;
-}
-}  // namespace
+using test::on_split_dim;
 
 TEST_CASE_TEMPLATE_DEFINE("packed weights split block by block reproduce the fp64 oracle", S,
                           packed) {

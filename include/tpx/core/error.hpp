@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <memory>
+#include <source_location>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -47,6 +48,15 @@ class peer_error : public error {
  public:
   using error::error;
 };
+
+namespace detail {
+/// The last component of a source file's path, for the file:line of a checked call's message.
+inline std::string_view file_name(const std::source_location& at) {
+  const std::string_view path = at.file_name();
+  const std::size_t slash = path.find_last_of('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+}  // namespace detail
 
 /// Throws `tpx::error` with a message formatted by fmt.
 template <class... Args>

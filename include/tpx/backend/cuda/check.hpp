@@ -19,20 +19,12 @@
 
 namespace tpx::inline v0::cuda {
 
-namespace detail {
-inline std::string_view file_name(const std::source_location& at) {
-  const std::string_view path = at.file_name();
-  const std::size_t slash = path.find_last_of('/');
-  return slash == std::string_view::npos ? path : path.substr(slash + 1);
-}
-}  // namespace detail
-
 /// Throws unless `status` is cudaSuccess. `hint` is added to the message when not empty.
 inline void check(cudaError_t status, std::string_view call,
                   std::source_location at = std::source_location::current(),
                   std::string_view hint = {}) {
   if (status == cudaSuccess) return;
-  fail("CUDA: {} failed at {}:{}: {} ({}){}{}", call, detail::file_name(at), at.line(),
+  fail("CUDA: {} failed at {}:{}: {} ({}){}{}", call, tpx::detail::file_name(at), at.line(),
        cudaGetErrorString(status), cudaGetErrorName(status), hint.empty() ? "" : "; ", hint);
 }
 
@@ -41,7 +33,7 @@ inline void check(cublasStatus_t status, std::string_view call,
                   std::source_location at = std::source_location::current(),
                   std::string_view hint = {}) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  fail("cuBLAS: {} failed at {}:{}: {} ({}){}{}", call, detail::file_name(at), at.line(),
+  fail("cuBLAS: {} failed at {}:{}: {} ({}){}{}", call, tpx::detail::file_name(at), at.line(),
        cublasLtGetStatusString(status), cublasLtGetStatusName(status), hint.empty() ? "" : "; ",
        hint);
 }

@@ -56,7 +56,7 @@ inline void check(ncclResult_t status, std::string_view call, ncclComm_t comm = 
                   std::source_location at = std::source_location::current()) {
   if (status == ncclSuccess) return;
   const char* last = ncclGetLastError(comm);
-  fail("NCCL: {} failed at {}:{}: {}{}{}", call, detail::file_name(at), at.line(),
+  fail("NCCL: {} failed at {}:{}: {}{}{}", call, tpx::detail::file_name(at), at.line(),
        ncclGetErrorString(status), last != nullptr && *last != '\0' ? "; last error: " : "",
        last != nullptr ? last : "");
 }
@@ -386,6 +386,7 @@ inline ncclUniqueId unique_id_file(const std::filesystem::path& path, int rank,
 /// The id of an NCCL communicator, made by rank 0 of `over` and broadcast over it: any tpx
 /// communicator whose ranks are the NCCL ranks to be (`mpi::communicator::world()`).
 template <class Comm>
+requires requires(Comm& c, std::span<char> bytes) { c.broadcast(bytes, 0); }
 ncclUniqueId unique_id_over(Comm& over) {
   ncclUniqueId id{};
   if (over.rank() == 0) TPX_NCCL(ncclGetUniqueId(&id), nullptr);
@@ -425,6 +426,10 @@ struct process_rank {
 
   /// The same, with the id broadcast over `over` (its ranks must be the launcher's).
   template <class Comm>
+  requires requires(Comm& c, std::span<char> bytes) {
+    { c.rank() } -> std::convertible_to<int>;
+    c.broadcast(bytes, 0);
+  }
   static process_rank bootstrap(Comm& over) {
     const comm::launch_rank at = launched("cuda::process_rank::bootstrap");
     expect(over.rank() == at.rank && over.size() == at.size,

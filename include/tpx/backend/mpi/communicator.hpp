@@ -51,16 +51,6 @@
 
 namespace tpx::inline v0::mpi {
 
-namespace detail {
-
-inline std::string_view file_name(const std::source_location& at) {
-  const std::string_view path = at.file_name();
-  const std::size_t slash = path.rfind('/');
-  return slash == std::string_view::npos ? path : path.substr(slash + 1);
-}
-
-}  // namespace detail
-
 /// Throws unless `code` is MPI_SUCCESS; the message carries MPI's error string.
 inline void check(int code, std::string_view call,
                   std::source_location at = std::source_location::current()) {
@@ -68,7 +58,7 @@ inline void check(int code, std::string_view call,
   char text[MPI_MAX_ERROR_STRING] = {};
   int length = 0;
   if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
-  fail("MPI: {} failed at {}:{}: {}", call, detail::file_name(at), at.line(),
+  fail("MPI: {} failed at {}:{}: {}", call, tpx::detail::file_name(at), at.line(),
        length > 0 ? std::string_view(text, static_cast<std::size_t>(length))
                   : std::string_view("(no error string)"));
 }
