@@ -69,7 +69,7 @@ TEST_CASE_TEMPLATE("the colwise → silu → rowwise MLP matches the unsharded M
                {.name = "mlp.up_proj", .out_features = inter, .in_features = hidden});
       second down(engine, c, make_matrix<const double>(w2.v.data(), hidden, inter), b2,
                   {.name = "mlp.down_proj", .out_features = hidden, .in_features = inter});
-      layer::chain<first, second, layer::activation::silu> mlp(up, down);
+      layer::chain<first, second, ops::activation::silu> mlp(up, down);
       std::vector<double> y(static_cast<std::size_t>(tokens * hidden), NAN), dx(y.size(), NAN);
       const auto xv = make_matrix<const double>(x.v.data(), tokens, hidden);
       mlp.forward(xv, make_matrix(y.data(), tokens, hidden));

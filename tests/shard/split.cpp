@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <string>
 
-#include "tpx/core/format.hpp"
+#include "tpx/shard/format.hpp"
 #include "tpx/shard/split.hpp"
 
 using namespace tpx;

@@ -1,13 +1,13 @@
 #pragma once
 /// \file
-/// Opt-in fmt formatters for tpx's value types: include this header to format extents, intervals
-/// and dtypes with fmt ("[4 × 8]", "[0, 3)", "bf16"). The core never includes it.
+/// Opt-in fmt formatters for the core's value types: include this header to format extents and
+/// dtypes with fmt ("[4 × 8]", "bf16"); `shard/format.hpp` adds intervals. The core never
+/// includes it.
 
 #include <fmt/format.h>
 
 #include "tpx/core/dtype.hpp"
 #include "tpx/core/extents.hpp"
-#include "tpx/shard/split.hpp"
 
 template <std::size_t Rank>
 struct fmt::formatter<tpx::extents<Rank>> : fmt::formatter<std::string_view> {
@@ -16,14 +16,6 @@ struct fmt::formatter<tpx::extents<Rank>> : fmt::formatter<std::string_view> {
     auto out = fmt::format_to(ctx.out(), "[");
     for (std::size_t d = 0; d < Rank; ++d) out = fmt::format_to(out, "{}{}", d ? " × " : "", e[d]);
     return fmt::format_to(out, "]");
-  }
-};
-
-template <>
-struct fmt::formatter<tpx::shard::interval> : fmt::formatter<std::string_view> {
-  template <class Ctx>
-  auto format(const tpx::shard::interval& i, Ctx& ctx) const {
-    return fmt::format_to(ctx.out(), "[{}, {})", i.begin, i.end);
   }
 };
 

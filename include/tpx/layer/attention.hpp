@@ -58,8 +58,9 @@ class causal_attention {
   static_assert(
       host_memory<Backend>,
       "tpx::causal_attention: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend only "
-      "tpx::linear runs so far");
+      "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
+      "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
+      "is Backend::ops); this layer's is not an op yet");
 
  public:
   using value_type = T;

@@ -9,6 +9,7 @@
 #include "tpx/comm/communicator.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/gemm/engine.hpp"
+#include "tpx/ops/concept.hpp"
 
 namespace tpx::inline v0::layer {
 
@@ -22,13 +23,13 @@ concept backend = gemm::gemm_engine<typename B::engine> &&
   buf.resize(std::size_t{1});
 };
 
-/// A backend with element-wise kernels: `Backend::ops`, built from the rank's communicator, with
-/// the members of `host::ops` (RMSNorm, embedding lookup and gradient, cross-entropy statistics
-/// and gradient, row moves by index maps, SwiGLU, copies to and from the host). `rms_norm`,
-/// `vocab_embedding`, `vocab_cross_entropy` and `experts` need it.
+/// A backend with element-wise kernels: `Backend::ops`, built from the rank's communicator,
+/// modelling `ops::element_ops` (RMSNorm, embedding lookup and gradient, cross-entropy statistics
+/// and gradient, row moves by index maps, SwiGLU, add, copies to and from the host).
+/// `rms_norm`, `vocab_embedding`, `vocab_cross_entropy` and `experts` need it.
 template <class B>
-concept backend_with_ops =
-    backend<B> && std::constructible_from<typename B::ops, typename B::communicator&>;
+concept backend_with_ops = backend<B> && ops::element_ops<typename B::ops> &&
+    std::constructible_from<typename B::ops, typename B::communicator&>;
 
 /// Whether the host reads and writes a backend's buffers directly (`Backend::host_memory`).
 /// Layers whose element-wise work is still written as host loops (activations, attention,
@@ -54,13 +55,6 @@ auto scratch(Buffer& b, index_t n) {
 template <class Buffer>
 auto sized(Buffer& b, index_t rows, index_t cols) {
   return make_matrix(scratch(b, rows * cols).data(), rows, cols);
-}
-
-/// a += b, element by element.
-template <class T>
-void add_to(matrix_view<T> a, matrix_view<const T> b) {
-  for (index_t i = 0; i < a.rows(); ++i)
-    for (index_t j = 0; j < a.cols(); ++j) a(i, j) += b(i, j);
 }
 
 }  // namespace detail

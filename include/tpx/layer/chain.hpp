@@ -12,12 +12,12 @@
 #include <type_traits>
 
 #include "tpx/core/tensor_view.hpp"
-#include "tpx/layer/activation.hpp"
+#include "tpx/ops/elementwise.hpp"
 #include "tpx/layer/backend.hpp"
 
 namespace tpx::inline v0::layer {
 
-template <class First, class Second, class Activation = activation::identity>
+template <class First, class Second, class Activation = ops::activation::identity>
 class chain {
   static_assert(
       std::is_same_v<typename First::style_type::output, typename Second::style_type::input>,

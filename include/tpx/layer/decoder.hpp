@@ -23,7 +23,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "tpx/layer/activation.hpp"
+#include "tpx/ops/elementwise.hpp"
 #include "tpx/layer/attention.hpp"
 #include "tpx/layer/linear.hpp"
 #include "tpx/layer/moe.hpp"
@@ -70,8 +70,9 @@ template <block_mode Mode, backend Backend, class T = float>
 class swiglu_mlp {
   static_assert(host_memory<Backend>,
                 "tpx::swiglu_mlp: runs its element-wise work in host loops, so it needs a backend "
-                "whose buffers the host reads (host_memory); on the cuda backend only "
-                "tpx::linear runs so far");
+                "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
+                "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
+                "is Backend::ops); this layer's is not an op yet");
 
   using styles = block_styles<Mode>;
 
@@ -122,7 +123,7 @@ class swiglu_mlp {
     const index_t i = gate_up_.output_cols() / 2;
     const matrix_view<T> h = detail::sized(h_, tokens, 2 * i), a = detail::sized(a_, tokens, i);
     gate_up_.forward(x, h);
-    activation::swiglu<T>(h, a);
+    ops::swiglu<T>(h, a);
     down_.forward(a, y);
   }
 
@@ -133,7 +134,7 @@ class swiglu_mlp {
                                a = make_matrix<const T>(a_.data(), tokens, i);
     const matrix_view<T> da = detail::sized(da_, tokens, i), dh = detail::sized(dh_, tokens, 2 * i);
     down_.backward(a, dy, da);
-    activation::swiglu_backward<T>(h, da, dh);
+    ops::swiglu_backward<T>(h, da, dh);
     gate_up_.backward(x, dh, dx);
   }
 
@@ -193,8 +194,9 @@ class attention_block {
   static_assert(
       host_memory<Backend>,
       "tpx::attention_block: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend only "
-      "tpx::linear runs so far");
+      "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
+      "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
+      "is Backend::ops); this layer's is not an op yet");
 
   using styles = block_styles<Mode>;
 
@@ -365,8 +367,9 @@ class decoder_layer {
   static_assert(
       host_memory<Backend>,
       "tpx::decoder_layer: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend only "
-      "tpx::linear runs so far");
+      "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
+      "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
+      "is Backend::ops); this layer's is not an op yet");
 
   using styles = block_styles<Mode>;
   using norm_type = rms_norm<typename styles::norm, Backend, T>;
@@ -449,10 +452,10 @@ class decoder_layer {
     const matrix_view<T> dn = detail::sized(dn_, n, hidden), dh = detail::sized(dh_, n, hidden);
     ffn_.backward(view(n2_), dy, dn, tokens);
     norm2_.backward(view(h_), dn, dh);
-    detail::add_to<T>(dh, dy);
+    ops::add_to<T>(dh, dy);
     attention_.backward(view(n1_), dh, dn, tokens);
     norm1_.backward(x, dn, dx);
-    detail::add_to<T>(dx, dh);
+    ops::add_to<T>(dx, dh);
   }
 
  private:
@@ -468,10 +471,10 @@ class decoder_layer {
                          n2 = detail::sized(n2_, n, hidden);
     norm1_.forward(x, n1);
     attend(n1, h);
-    detail::add_to<T>(h, x);
+    ops::add_to<T>(h, x);
     norm2_.forward(h, n2);
     ffn_.forward(n2, y, tokens);
-    detail::add_to<T>(y, h);
+    ops::add_to<T>(y, h);
   }
 
   typename Backend::communicator* comm_;

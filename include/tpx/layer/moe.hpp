@@ -17,6 +17,7 @@
 #include "tpx/layer/experts.hpp"
 #include "tpx/layer/linear.hpp"
 #include "tpx/layer/routing.hpp"
+#include "tpx/ops/elementwise.hpp"
 
 namespace tpx::inline v0::layer {
 
@@ -24,8 +25,9 @@ template <class Style, backend Backend, class T = float>
 class moe {
   static_assert(host_memory<Backend>,
                 "tpx::moe: runs its element-wise work in host loops, so it needs a backend "
-                "whose buffers the host reads (host_memory); on the cuda backend only "
-                "tpx::linear runs so far");
+                "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
+                "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
+                "is Backend::ops); this layer's is not an op yet");
 
  public:
   using style_type = Style;
@@ -97,7 +99,7 @@ class moe {
     route_backward<T>(logits, routing_, ids(), dw, dlogits);
     const matrix_view<T> dxr = detail::sized(dx_router_, rows_, x.cols());
     router_.backward(x, dlogits, dxr);
-    detail::add_to<T>(dx, dxr);
+    ops::add_to<T>(dx, dxr);
   }
 
  private:

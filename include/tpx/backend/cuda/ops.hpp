@@ -22,6 +22,7 @@
 #include "tpx/backend/cuda/memory.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
+#include "tpx/ops/concept.hpp"
 
 namespace tpx::inline v0::cuda {
 
@@ -200,5 +201,7 @@ class ops {
   device_buffer<float> row_scratch_f32_;
   device_buffer<double> row_scratch_f64_;
 };
+
+static_assert(tpx::ops::element_ops<ops>);
 
 }  // namespace tpx::inline v0::cuda

@@ -15,8 +15,8 @@
 #include <span>
 
 #include "tpx/core/tensor_view.hpp"
-#include "tpx/layer/activation.hpp"
-#include "tpx/layer/backend.hpp"
+#include "tpx/ops/concept.hpp"
+#include "tpx/ops/elementwise.hpp"
 
 namespace tpx::inline v0::host {
 
@@ -171,17 +171,17 @@ class ops {
   /// a = silu(gate) ⊙ up of h = [gate | up]; and dh from da.
   template <class T>
   void swiglu_forward(matrix_view<const T> h, matrix_view<T> a) const {
-    layer::activation::swiglu<T>(h, a);
+    tpx::ops::swiglu<T>(h, a);
   }
   template <class T>
   void swiglu_backward(matrix_view<const T> h, matrix_view<const T> da, matrix_view<T> dh) const {
-    layer::activation::swiglu_backward<T>(h, da, dh);
+    tpx::ops::swiglu_backward<T>(h, da, dh);
   }
 
   /// a += b, element by element.
   template <class T>
   void add(matrix_view<T> a, matrix_view<const T> b) const {
-    layer::detail::add_to(a, b);
+    tpx::ops::add_to(a, b);
   }
 
   /// Copies backend elements into host memory (once the work that writes them is done), and
@@ -205,5 +205,7 @@ class ops {
     return T(1) / std::sqrt(ss / T(x.cols()) + static_cast<T>(eps));
   }
 };
+
+static_assert(tpx::ops::element_ops<ops>);
 
 }  // namespace tpx::inline v0::host

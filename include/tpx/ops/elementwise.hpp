@@ -1,15 +1,19 @@
 #pragma once
 /// \file
-/// Elementwise activations for composed layers. Elementwise maps keep every layout, so they can sit
-/// between any two layers of a chain. Each has `value(x)` and `derivative(x)` (d value / dx).
-/// `swiglu` and `swiglu_backward` gate a packed [gate | up] activation (MLPs and experts).
+/// The element-wise operations layers are made of, as plain reference loops over host views:
+/// activations with their derivatives (`activation::identity`, `relu`, `silu`: `value(x)` and
+/// `derivative(x)`), the gated SwiGLU of a packed [gate | up] activation and its backward, and the
+/// residual add. Elementwise maps keep every layout, so an activation can sit between any two
+/// layers of a chain. `host::ops` is these loops; another backend's ops compute the same.
 
 #include <cmath>
 #include <string_view>
 
 #include "tpx/core/tensor_view.hpp"
 
-namespace tpx::inline v0::layer::activation {
+namespace tpx::inline v0::ops {
+
+namespace activation {
 
 struct identity {
   static constexpr std::string_view name = "identity";
@@ -49,12 +53,14 @@ struct silu {
   }
 };
 
+}  // namespace activation
+
 /// a = silu(gate) ⊙ up for h = [gate | up], h [n, 2i] → a [n, i].
 template <class T>
 void swiglu(matrix_view<const T> h, matrix_view<T> a) {
   const index_t i = a.cols();
   for (index_t r = 0; r < a.rows(); ++r)
-    for (index_t j = 0; j < i; ++j) a(r, j) = silu::value(h(r, j)) * h(r, i + j);
+    for (index_t j = 0; j < i; ++j) a(r, j) = activation::silu::value(h(r, j)) * h(r, i + j);
 }
 
 /// dh = [d gate | d up] [n, 2i] from h and da [n, i].
@@ -64,9 +70,16 @@ void swiglu_backward(matrix_view<const T> h, matrix_view<const T> da, matrix_vie
   for (index_t r = 0; r < da.rows(); ++r)
     for (index_t j = 0; j < i; ++j) {
       const T g = h(r, j), u = h(r, i + j);
-      dh(r, j) = da(r, j) * u * silu::derivative(g);
-      dh(r, i + j) = da(r, j) * silu::value(g);
+      dh(r, j) = da(r, j) * u * activation::silu::derivative(g);
+      dh(r, i + j) = da(r, j) * activation::silu::value(g);
     }
 }
 
-}  // namespace tpx::inline v0::layer::activation
+/// a += b, element by element.
+template <class T>
+void add_to(matrix_view<T> a, matrix_view<const T> b) {
+  for (index_t i = 0; i < a.rows(); ++i)
+    for (index_t j = 0; j < a.cols(); ++j) a(i, j) += b(i, j);
+}
+
+}  // namespace tpx::inline v0::ops
