@@ -24,8 +24,9 @@ inline void check(cudaError_t status, std::string_view call,
                   std::source_location at = std::source_location::current(),
                   std::string_view hint = {}) {
   if (status == cudaSuccess) return;
-  fail("CUDA: {} failed at {}:{}: {} ({}){}{}", call, tpx::detail::file_name(at), at.line(),
-       cudaGetErrorString(status), cudaGetErrorName(status), hint.empty() ? "" : "; ", hint);
+  fail("CUDA: {} failed at {}:{}: {} ({}){}{}", call, tpx::detail::file_name(at.file_name()),
+       at.line(), cudaGetErrorString(status), cudaGetErrorName(status), hint.empty() ? "" : "; ",
+       hint);
 }
 
 /// Throws unless `status` is CUBLAS_STATUS_SUCCESS (cuBLAS and cuBLASLt share the codes).
@@ -33,9 +34,9 @@ inline void check(cublasStatus_t status, std::string_view call,
                   std::source_location at = std::source_location::current(),
                   std::string_view hint = {}) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  fail("cuBLAS: {} failed at {}:{}: {} ({}){}{}", call, tpx::detail::file_name(at), at.line(),
-       cublasLtGetStatusString(status), cublasLtGetStatusName(status), hint.empty() ? "" : "; ",
-       hint);
+  fail("cuBLAS: {} failed at {}:{}: {} ({}){}{}", call, tpx::detail::file_name(at.file_name()),
+       at.line(), cublasLtGetStatusString(status), cublasLtGetStatusName(status),
+       hint.empty() ? "" : "; ", hint);
 }
 
 /// Checks what one of tpx's kernel launchers (kernels.hpp) returned.

@@ -56,7 +56,7 @@ inline void check(ncclResult_t status, std::string_view call, ncclComm_t comm = 
                   std::source_location at = std::source_location::current()) {
   if (status == ncclSuccess) return;
   const char* last = ncclGetLastError(comm);
-  fail("NCCL: {} failed at {}:{}: {}{}{}", call, tpx::detail::file_name(at), at.line(),
+  fail("NCCL: {} failed at {}:{}: {}{}{}", call, tpx::detail::file_name(at.file_name()), at.line(),
        ncclGetErrorString(status), last != nullptr && *last != '\0' ? "; last error: " : "",
        last != nullptr ? last : "");
 }

@@ -4,7 +4,7 @@
 /// `comm::communicator` over host memory with the host group's byte counters (nccl-tests sizes).
 ///
 ///   process 0 ─┐
-///   process 1 ─┼─ MPI_Comm (MPI_COMM_WORLD, a communicator the caller made, or split) ─ MPI's
+///   process 1 ─┼─ MPI_Comm (MPI_COMM_WORLD, one the caller made, or split) ─ MPI's
 ///   …         ─┘  collectives move the data; tpx checks each rank's own arguments first
 ///
 /// - `communicator::world()` borrows `MPI_COMM_WORLD`; `communicator(comm)` borrows the caller's;
@@ -37,7 +37,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <list>
-#include <source_location>
 #include <span>
 #include <string>
 #include <string_view>
@@ -51,20 +50,21 @@
 
 namespace tpx::inline v0::mpi {
 
-/// Throws unless `code` is MPI_SUCCESS; the message carries MPI's error string.
-inline void check(int code, std::string_view call,
-                  std::source_location at = std::source_location::current()) {
+/// Throws unless `code` is MPI_SUCCESS; the message carries the call, `file`:`line` and MPI's
+/// error string. (The place is passed, not a std::source_location, which clang 14 with
+/// libstdc++ 12 lacks.)
+inline void check(int code, std::string_view call, std::string_view file, int line) {
   if (code == MPI_SUCCESS) return;
   char text[MPI_MAX_ERROR_STRING] = {};
   int length = 0;
   if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
-  fail("MPI: {} failed at {}:{}: {}", call, tpx::detail::file_name(at), at.line(),
+  fail("MPI: {} failed at {}:{}: {}", call, tpx::detail::file_name(file), line,
        length > 0 ? std::string_view(text, static_cast<std::size_t>(length))
                   : std::string_view("(no error string)"));
 }
 
 /// Checks an MPI call: `TPX_MPI(MPI_Barrier(comm));`
-#define TPX_MPI(call) ::tpx::mpi::check((call), #call)
+#define TPX_MPI(call) ::tpx::mpi::check((call), #call, __FILE__, __LINE__)
 
 /// The MPI data type of an element type: float, double, the fixed-width integers, and bytes
 /// (`std::byte`, `unsigned char`, `char`: moved, never reduced).
