@@ -539,10 +539,7 @@ int run_processes(int argc, char** argv) {
                "under an MPI launcher tpx-bench runs --collectives only (the MPI processes next to "
                "thread ranks); run the other modes without the launcher");
         if (o.tps != options{}.tps)  // --tp given
-          for (const int tp : o.tps)
-            expect(tp == world.size(),
-                   "--tp {}: under an MPI launcher tp is the number of processes, {}", tp,
-                   world.size());
+          for (const int tp : o.tps) cli::expect_one_rank_per_process("", tp, world.size());
         o.tps = {world.size()};
       }))
     return *status;

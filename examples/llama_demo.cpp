@@ -440,14 +440,8 @@ int start(int argc, char** argv) {
     test::block_weights w;
     if (const std::optional<int> status = cli::agreed_or_exit("tpx-demo", world, [&] {
           o = parse(argc, argv);
-          expect(o.backend != "threads",
-                 "--backend threads under an MPI launcher would run every rank in each of the {} "
-                 "processes; leave --backend out",
-                 world.size());
-          expect(!o.tp_given || o.tp == world.size(),
-                 "--tp {} but the MPI launcher started {} processes; under MPI tp is the number "
-                 "of processes",
-                 o.tp, world.size());
+          cli::expect_one_rank_per_process(
+              o.backend, o.tp_given ? std::optional<int>(o.tp) : std::nullopt, world.size());
           o.tp = world.size();
           o.backend = "mpi";
           o = checked(o);

@@ -93,6 +93,21 @@ std::optional<int> agreed_or_exit(const char* tool, mpi::communicator& world, St
   }
 }
 
+/// Under an MPI job of `processes` processes, what one rank per process rules out: `--backend
+/// threads` (every process would run the whole group of ranks) and a `--tp` other than the
+/// number of processes. `backend` and `tp` as the command line gave them (empty when not).
+inline void expect_one_rank_per_process(std::string_view backend, std::optional<int> tp,
+                                        int processes) {
+  expect(backend != "threads",
+         "--backend threads under an MPI launcher would run the whole group of ranks in each of "
+         "the {} processes; leave --backend out (or run without the launcher)",
+         processes);
+  expect(!tp || *tp == processes,
+         "--tp {} but the MPI launcher started {} processes; under MPI tp is the number of "
+         "processes (mpirun -np {})",
+         tp.value_or(0), processes, tp.value_or(0));
+}
+
 /// True when this program should run one rank per process: an MPI launcher started it, or
 /// `--backend mpi` is on its command line.
 inline bool wants_processes(int argc, char** argv) {

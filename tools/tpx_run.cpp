@@ -360,7 +360,8 @@ struct setup {
 };
 
 /// Reads the config, the checkpoint's header and the plan, and checks the prompt against them.
-/// `processes`: the size of the MPI job, which tp must be; empty for thread ranks.
+/// `processes`: the size of the MPI job, which is tp (cli::expect_one_rank_per_process checked
+/// --tp against it); empty for thread ranks.
 setup prepare(const options& o, std::optional<int> processes) {
   setup out;
   std::error_code ec;
@@ -373,11 +374,6 @@ setup prepare(const options& o, std::optional<int> processes) {
     model::apply_generation_config(parsed, o.dir);  // the end-of-sequence ids generate stops at
     return parsed;
   }());
-  if (processes)
-    expect(!o.tp || *o.tp == *processes,
-           "--tp {} but the MPI launcher started {} processes; under MPI tp is the number of "
-           "processes (mpirun -np {})",
-           o.tp.value_or(0), *processes, o.tp.value_or(0));
   const int tp = out.tp = inputs.tp(processes ? processes : o.tp);
   expect(o.ep == 1 || o.ep == tp, "--ep {} must be 1 or --tp ({})", o.ep, tp);
   const io::checkpoint& ck = out.checkpoint.emplace(o.dir);
@@ -426,10 +422,7 @@ int run_processes(int argc, char** argv) {
   setup su;
   if (const std::optional<int> status = cli::agreed_or_exit("tpx-run", world, [&] {
         o = parse_args(argc, argv);
-        expect(o.backend != "threads",
-               "--backend threads under an MPI launcher would run the whole model in each of the "
-               "{} processes; leave --backend out (or run without the launcher)",
-               world.size());
+        cli::expect_one_rank_per_process(o.backend, o.tp, world.size());
         o.backend = "mpi";
         su = prepare(o, world.size());
       }))

@@ -85,7 +85,7 @@ with tempfile.TemporaryDirectory() as tmp:
         (3, [llama, "--tp", "2"] + good, "--tp 2 but the MPI launcher started 3 processes"),
         (4, [llama] + good, "cannot be split over tp = 4"),  # 6 heads over 4 ranks: refused
         (2, [os.path.join(tmp, "missing")] + good, "no such model directory"),
-        (2, [llama, "--backend", "threads"] + good, "would run the whole model in each of the 2"),
+        (2, [llama, "--backend", "threads"] + good, "would run the whole group of ranks in each of the 2"),
     ]
     for np, args, sentence in bad:
         rc, out, err = mpi(np, args)
