@@ -31,8 +31,15 @@ std::vector<T> filled(index_t n, T scale) {
   return v;
 }
 
+/// One step's time (median over repetitions, rank 0) and what its collectives moved.
+struct block_time {
+  double seconds, comm_fraction;
+  std::int64_t bytes;
+  double bus;
+};
+
 template <class Layer>
-void bench_block(const options& o, report& out, const char* model, int tp, const block_dims& d) {
+block_time time_block(const options& o, int tp, const block_dims& d) {
   using T = float;
   const index_t nq = d.heads * d.head_dim, nkv = d.kv_heads * d.head_dim;
   const T in_scale = T(2) / std::sqrt(static_cast<T>(d.hidden));
@@ -100,7 +107,12 @@ void bench_block(const options& o, report& out, const char* model, int tp, const
       }
     }
   });
-  const double t = median(times), frac = comm_seconds / total_seconds;
+  return {median(times), comm_seconds / total_seconds, bytes, bus};
+}
+
+template <class Layer>
+void bench_block(const options& o, report& out, const char* model, int tp, const block_dims& d) {
+  const auto [t, frac, bytes, bus] = time_block<Layer>(o, tp, d);
   const char* mode = Layer::mode == layer::block_mode::sequence ? "TP+SP" : "TP";
   out.row(
       fmt::format("  {:>8} {:>6} {:>3} {:>6} {:>6} {:>12.1f} {:>12} {:>12.0f} {:>8.2f}", model,
@@ -108,6 +120,69 @@ void bench_block(const options& o, report& out, const char* model, int tp, const
       fmt::format(
           R"({{"kind":"block","model":"{}","mode":"{}","tp":{},"tokens":{},"hidden":{},"fwd_bwd_us":{:.1f},"bytes_per_rank":{},"bus_bytes_per_rank":{:.0f},"comm_fraction":{:.4f}}})",
           model, mode, tp, d.tokens, d.hidden, t * 1e6, bytes, bus, frac));
+}
+
+/// Forward + backward seconds (median of `reps`) of the GEMMs a Llama layer of `d` at tp 1 runs:
+/// qkv, o, gate_up and down, each forward (Y = X Wᵀ) and backward (dX = dY W, dW = dYᵀ X) — the
+/// floor a layer made of these GEMMs plus element-wise work cannot go under.
+double gemms_alone(const block_dims& d, int reps) {
+  using T = float;
+  const index_t n = d.tokens, h = d.hidden, nq = d.heads * d.head_dim,
+                qkv = nq + 2 * d.kv_heads * d.head_dim;
+  struct shape {
+    index_t out, in;
+  };
+  const shape shapes[] = {{qkv, h}, {h, nq}, {2 * d.inter, h}, {h, d.inter}};
+  index_t widest = 0;
+  for (const shape& s : shapes) widest = std::max({widest, s.out, s.in});
+  const auto w = filled<T>(widest * widest, T(0.1)), x = filled<T>(n * widest, T(1));
+  std::vector<T> y(static_cast<std::size_t>(n * widest)), dx(y.size()),
+      dw(static_cast<std::size_t>(widest * widest));
+  host::gemm_engine e;
+  const auto step = [&] {
+    for (const shape& s : shapes) {
+      const auto wv = make_matrix(w.data(), s.out, s.in);
+      const auto xv = make_matrix(x.data(), n, s.in), yv = make_matrix<const T>(x.data(), n, s.out);
+      e.gemm<T>({.op_b = gemm::op::transpose, .a = xv, .b = wv, .c = make_matrix(y.data(), n, s.out)});
+      e.gemm<T>({.a = yv, .b = wv, .c = make_matrix(dx.data(), n, s.in)});
+      e.gemm<T>({.op_a = gemm::op::transpose, .a = yv, .b = xv,
+                 .c = make_matrix(dw.data(), s.out, s.in)});
+    }
+  };
+  step();
+  std::vector<double> times;
+  for (int r = 0; r < reps; ++r) {
+    const auto start = clock_type::now();
+    step();
+    times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+  }
+  return median(times);
+}
+
+/// A Llama layer on one rank against its own GEMMs alone, over token counts: what the layer adds
+/// to the GEMMs (attention, RoPE, norms, SwiGLU, copies). Goal: within 1.3× at 512 tokens.
+void bench_layer_floor(const options& o, report& out) {
+  out.line("#\n# a Llama layer at tp 1 (hidden 512, 8 / 4 heads of 64, inter 1376; float, one");
+  out.line("# thread) against its GEMMs alone (qkv, o, gate_up, down: forward, dX, dW);");
+  out.line("# ratio = layer / GEMMs, goal <= 1.3 at 512 tokens");
+  out.line(fmt::format("# {:>6} {:>14} {:>14} {:>8}", "tokens", "layer(us)", "gemms(us)", "ratio"));
+  const std::vector<index_t> counts =
+      o.quick ? std::vector<index_t>{16, 64} : std::vector<index_t>{32, 128, 512, 1024, 2048};
+  for (const index_t tokens : counts) {
+    const block_dims d{tokens, 512, 8, 4, 64, 1376, 0, 0};
+    const int reps = o.quick ? 2 : tokens >= 1024 ? 3 : 5;
+    const double layer = time_block<layer::llama_layer<layer::block_mode::tensor, timed_backend>>(
+                             o, 1, d)
+                             .seconds;
+    const double floor = gemms_alone(d, reps);
+    const double ratio = layer / floor;
+    out.row(fmt::format("  {:>6} {:>14.1f} {:>14.1f} {:>8.2f}", tokens, layer * 1e6, floor * 1e6,
+                        ratio),
+            fmt::format(
+                R"({{"kind":"layer_floor","tokens":{},"layer_us":{:.1f},"gemms_us":{:.1f},"ratio":{:.3f}}})",
+                tokens, layer * 1e6, floor * 1e6, ratio),
+            tokens == 512 ? std::optional<bool>(ratio <= 1.3) : std::nullopt);
+  }
 }
 
 }  // namespace
@@ -138,6 +213,7 @@ void bench_blocks(const options& o, report& out) {
     bench_block<layer::mixtral_layer<block_mode::tensor, B>>(o, out, "mixtral", tp, mixtral);
     bench_block<layer::mixtral_layer<block_mode::sequence, B>>(o, out, "mixtral", tp, mixtral);
   }
+  bench_layer_floor(o, out);
 }
 
 }  // namespace tpx::bench

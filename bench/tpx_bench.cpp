@@ -9,8 +9,9 @@
 //                layer ÷ (the same CBLAS GEMMs and the same collective called by hand), measured
 //                interleaved in the same run (goal ≤ 1.05).
 //   blocks       Llama and Mixtral decoder layers in TP and TP+SP mode: forward + backward time,
-//                bytes moved per rank, fraction of the time inside collectives; see
-//                bench/blocks.cpp.
+//                bytes moved per rank, fraction of the time inside collectives; and a Llama
+//                layer at tp 1 against its own GEMMs alone at 32 … 2048 tokens (goal ≤ 1.3 at
+//                512); see bench/blocks.cpp.
 //
 //   io           shard-on-read from a page-cached safetensors file, each style and tp: a rank's
 //                read throughput ÷ a plain sequential read of the same file in the same run
@@ -84,7 +85,8 @@ constexpr std::string_view usage =
     "  --layers       each linear style forward and backward: GFLOP/s and the overhead over the\n"
     "                 same GEMMs and collective called by hand (goal <= 1.05)\n"
     "  --blocks       Llama and Mixtral decoder layers, TP and TP+SP: time, bytes moved, the\n"
-    "                 share of time in collectives\n"
+    "                 share of time in collectives; a Llama layer at tp 1 over its own GEMMs\n"
+    "                 at 32 ... 2048 tokens (goal <= 1.3 at 512)\n"
     "  --io           shard-on-read: a rank's read throughput over a sequential read (goal >= "
     "0.8)\n"
     "                 and bytes read over the shard's bytes (goal 1.0)\n"

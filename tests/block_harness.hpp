@@ -30,10 +30,10 @@ inline moe_weights random_moe(index_t experts, index_t hidden, index_t inter, in
 }
 
 /// The oracle's routing as tpx's, for `experts` experts.
-inline layer::routing_options routing_of(const moe_routing& r, index_t experts) {
+inline ops::routing_options routing_of(const moe_routing& r, index_t experts) {
   return {.n_experts = experts,
           .top_k = r.top_k,
-          .score = r.sigmoid ? layer::scoring::sigmoid : layer::scoring::softmax,
+          .score = r.sigmoid ? ops::scoring::sigmoid : ops::scoring::softmax,
           .renormalize = r.renormalize,
           .scale = r.scale,
           .selection_bias = r.selection_bias};

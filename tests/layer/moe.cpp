@@ -65,7 +65,7 @@ double check_moe(int tp, const moe_case& k) {
   const std::vector<T> gate_up = test::stacked<T>(w.gate_up), down = test::stacked<T>(w.down);
   const std::vector<T> router = test::whole<T>(w.router), sgu = test::whole<T>(w.shared_gate_up),
                        sdn = test::whole<T>(w.shared_down);
-  const layer::routing_options routing = test::routing_of(k.routing, k.experts);
+  const ops::routing_options routing = test::routing_of(k.routing, k.experts);
   const layer::experts_options options{.name = "mlp.experts",
                                        .n_experts = k.experts,
                                        .hidden = k.hidden,
@@ -186,7 +186,7 @@ TEST_CASE("bad MoE input is an error with a sentence") {
           ex.forward(make_matrix(x.data(), 3, 2), make_matrix(ids.data(), 3, 2),
                      make_matrix(w.data(), 3, 2), make_matrix(y.data(), 3, 2));
         }) == "experts: token 2 routes its choice 1 to expert 4, outside the 4 experts [0, 4)");
-  layer::routing_options bad{.n_experts = 4, .top_k = 5};
+  ops::routing_options bad{.n_experts = 4, .top_k = 5};
   CHECK(test::error_of([&] { bad.check(); }) ==
         "router: top_k = 5 must be between 1 and the number of experts, 4");
 }

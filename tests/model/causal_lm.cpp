@@ -653,7 +653,7 @@ TEST_CASE("llama3 and linear RoPE frequencies follow their rope parameters") {
                           {"factor", 8.0},           {"low_freq_factor", 1.0},
                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
   const model::config c = model::parse_config(j, "config.json");
-  const std::vector<double> base = layer::default_inv_freq(500000.0, 32);
+  const std::vector<double> base = ops::default_inv_freq(500000.0, 32);
   REQUIRE(c.inv_freq.size() == 16);
   for (std::size_t i = 0; i < 16; ++i) {
     const double wavelen = 2 * std::numbers::pi / base[i];
@@ -666,12 +666,12 @@ TEST_CASE("llama3 and linear RoPE frequencies follow their rope parameters") {
   }
   j["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 10000.0}, {"factor", 4.0}};
   const model::config l = model::parse_config(j, "config.json");
-  CHECK(l.inv_freq[3] == doctest::Approx(layer::default_inv_freq(10000.0, 32)[3] / 4));
+  CHECK(l.inv_freq[3] == doctest::Approx(ops::default_inv_freq(10000.0, 32)[3] / 4));
   j.erase("rope_parameters");  // the older spelling: rope_theta + rope_scaling
   j["rope_theta"] = 1000.0;
   j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
   const model::config o = model::parse_config(j, "config.json");
-  CHECK(o.inv_freq[1] == doctest::Approx(layer::default_inv_freq(1000.0, 32)[1] / 2));
+  CHECK(o.inv_freq[1] == doctest::Approx(ops::default_inv_freq(1000.0, 32)[1] / 2));
   CHECK(o.rms_norm_eps == 1e-6);  // LlamaConfig's default
 }
 

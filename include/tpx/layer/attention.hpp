@@ -1,9 +1,11 @@
 #pragma once
 /// \file
 /// `causal_attention<Backend, T>`: the attention core of a decoder layer on the heads a rank
-/// holds — RoPE on q and k, then causal softmax attention with grouped-query heads — a plain
-/// reference implementation (no flash tiling) that needs no communication: with q, k and v split
-/// in whole heads (`shard::gqa`), every query head sits on a rank that holds its KV head.
+/// holds — RoPE on q and k, then causal softmax attention with grouped-query heads — which needs no
+/// communication: with q, k and v split in whole heads (`shard::gqa`), every query head sits on a
+/// rank that holds its KV head. The arithmetic is the backend's ops (`ops::attention_ops`:
+/// RoPE, attention forward, backward and decode; RMSNorm and copies from `ops::element_ops`); the
+/// layer holds the buffers, the RoPE tables and the cache bookkeeping.
 ///
 ///   qkv [T, (q_r + 2·kv_r)·d]   the rank's q heads, then its k heads, then its v heads
 ///                              (the column order of a colwise layer over `gqa::qkv_partition`)
@@ -29,6 +31,7 @@
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
 #include "tpx/layer/kv_cache.hpp"
+#include "tpx/ops/attention.hpp"
 
 namespace tpx::inline v0::layer {
 
@@ -45,27 +48,20 @@ struct attention_options {
   index_t window = 0;
 };
 
-/// RoPE's default frequencies: base^(−2i/d) for i < d / 2.
-inline std::vector<double> default_inv_freq(double base, index_t head_dim) {
-  std::vector<double> f;
-  for (index_t i = 0; 2 * i < head_dim; ++i)
-    f.push_back(std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim)));
-  return f;
-}
 
-template <backend Backend, class T = float>
+template <backend_with_ops Backend, class T = float>
 class causal_attention {
-  static_assert(
-      host_memory<Backend>,
-      "tpx::causal_attention: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
-      "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
-      "is Backend::ops); this layer's is not an op yet");
+  static_assert(ops::attention_ops_of<typename Backend::ops, T>,
+                "tpx::causal_attention: the backend's ops have no RoPE and attention "
+                "(ops::attention_ops: rope, attention_forward, attention_backward, "
+                "attention_decode); cuda::ops has none yet");
 
  public:
   using value_type = T;
+  using buffer = typename Backend::template buffer<T>;
 
-  explicit causal_attention(attention_options options) : opt_(std::move(options)) {
+  explicit causal_attention(typename Backend::communicator& comm, attention_options options)
+      : ops_(comm), opt_(std::move(options)) {
     expect(opt_.head_dim >= 2 && opt_.head_dim % 2 == 0,
            "{}: head_dim must be even for RoPE, got {}", opt_.name, opt_.head_dim);
     expect(opt_.q_heads == 0 ? opt_.kv_heads == 0
@@ -73,7 +69,8 @@ class causal_attention {
            "{}: the rank holds {} query heads and {} KV heads; each KV head must serve a whole "
            "number of query heads",
            opt_.name, opt_.q_heads, opt_.kv_heads);
-    if (opt_.inv_freq.empty()) opt_.inv_freq = default_inv_freq(opt_.rope_theta, opt_.head_dim);
+    if (opt_.inv_freq.empty())
+      opt_.inv_freq = ops::default_inv_freq(opt_.rope_theta, opt_.head_dim);
     expect(opt_.window >= 0, "{}: the sliding window must be ≥ 0 (0: none), got {}", opt_.name,
            opt_.window);
     expect(static_cast<index_t>(opt_.inv_freq.size()) == opt_.head_dim / 2,
@@ -87,16 +84,16 @@ class causal_attention {
                static_cast<index_t>(k.size()) == opt_.head_dim && eps >= 0,
            "{}: q_norm has {} and k_norm {} weights but head_dim is {} (eps {})", opt_.name,
            q.size(), k.size(), opt_.head_dim, eps);
-    q_norm_.assign(q.begin(), q.end());
-    k_norm_.assign(k.begin(), k.end());
+    Backend::upload(q, q_norm_);
+    Backend::upload(k, k_norm_);
     norm_eps_ = eps;
   }
-  bool has_qk_norm() const noexcept { return !q_norm_.empty(); }
-  std::span<const T> q_norm() const noexcept { return q_norm_; }
-  std::span<const T> k_norm() const noexcept { return k_norm_; }
+  bool has_qk_norm() const noexcept { return q_norm_.size() != 0; }
+  std::span<const T> q_norm() const noexcept { return {q_norm_.data(), q_norm_.size()}; }
+  std::span<const T> k_norm() const noexcept { return {k_norm_.data(), k_norm_.size()}; }
   /// This rank's share of the q_norm / k_norm gradients of the last backward (empty before).
-  std::span<T> q_norm_grad() noexcept { return dq_norm_; }
-  std::span<T> k_norm_grad() noexcept { return dk_norm_; }
+  std::span<T> q_norm_grad() noexcept { return {dq_norm_.data(), dq_norm_.size()}; }
+  std::span<T> k_norm_grad() noexcept { return {dk_norm_.data(), dk_norm_.size()}; }
 
   index_t qkv_cols() const noexcept { return (opt_.q_heads + 2 * opt_.kv_heads) * opt_.head_dim; }
   index_t out_cols() const noexcept { return opt_.q_heads * opt_.head_dim; }
@@ -106,27 +103,14 @@ class causal_attention {
   index_t window() const noexcept { return opt_.window; }
 
   void forward(matrix_view<const T> qkv, matrix_view<T> o) {
-    const index_t n = qkv.rows(), d = opt_.head_dim;
+    const index_t n = qkv.rows();
     expect_shapes(qkv, o, "output");
-    // Rotated q and k, kept for backward.
-    const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
-    rotated_.resize(static_cast<std::size_t>(n * qk));
-    const matrix_view<T> r = make_matrix(rotated_.data(), n, qk);
-    angles(n);
-    if (has_qk_norm()) rstd_.resize(static_cast<std::size_t>(n * (opt_.q_heads + opt_.kv_heads)));
-    for (index_t t = 0; t < n; ++t) {
-      for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
-      if (has_qk_norm()) normalise_heads(r, t);
-      for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(r, t, h * d, false);
-    }
-    probs_.resize(static_cast<std::size_t>(opt_.q_heads * n * n));
-    for (index_t h = 0; h < opt_.q_heads; ++h) {
-      const index_t kv = h / group(), q0 = h * d, k0 = (opt_.q_heads + kv) * d,
-                    v0 = (opt_.q_heads + opt_.kv_heads + kv) * d;
-      for (index_t i = 0; i < n; ++i)
-        attend(&r(i, q0), r.col_range(k0, k0 + d), qkv.col_range(v0, v0 + d), first_key(i), i + 1,
-               n, probs_.data() + (h * n + i) * n, &o(i, q0));
-    }
+    rope_tables(n);
+    const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m, index_t) { rope(m, 0); });
+    ops_.attention_forward(shape(), const_view(q), const_view(k), v_of(qkv), o,
+                           scratch(lse_, opt_.q_heads * n));
+    ops_.copy(const_view(o), detail::sized(o_, n, out_cols()));
+    forward_rows_ = n;
   }
 
   /// Forward for inference over `cache`: qkv [n, qkv_cols()] holds the next tokens of one or
@@ -138,12 +122,12 @@ class causal_attention {
   /// and keeps nothing for backward.
   void forward_cached(matrix_view<const T> qkv, matrix_view<T> o, kv_cache<T>& cache,
                       std::span<const segment> segments) {
-    const index_t n = qkv.rows(), d = opt_.head_dim, kv_cols = this->kv_cols();
+    const index_t n = qkv.rows(), kv_cols = this->kv_cols();
     expect_shapes(qkv, o, "output");
     expect(cache.kv_cols() == kv_cols,
            "{}: the cache holds {} key columns per token but the rank's {} KV heads of dim {} "
            "need {}",
-           opt_.name, cache.kv_cols(), opt_.kv_heads, d, kv_cols);
+           opt_.name, cache.kv_cols(), opt_.kv_heads, opt_.head_dim, kv_cols);
     index_t total = 0, longest = 0;
     for (const segment& g : segments) {
       expect(g.tokens >= 0, "{}: sequence {} has {} tokens", opt_.name, g.seq, g.tokens);
@@ -151,189 +135,154 @@ class causal_attention {
                            [&](const segment& other) { return other.seq == g.seq; }) == 1,
              "{}: sequence {} appears twice in one step; give each sequence one run of tokens",
              opt_.name, g.seq);
+      cache.expect_room(g.seq, g.tokens, opt_.name);
       total += g.tokens;
       longest = std::max(longest, cache.length(g.seq) + g.tokens);
     }
     expect(total == n, "{}: the segments hold {} tokens but qkv has {} rows", opt_.name, total, n);
-    angles(longest);
-    const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
-    rotated_.resize(static_cast<std::size_t>(n * qk));
-    const matrix_view<T> r = make_matrix(rotated_.data(), n, qk);
-    if (has_qk_norm()) rstd_.resize(static_cast<std::size_t>(n * (opt_.q_heads + opt_.kv_heads)));
-    probs_.resize(static_cast<std::size_t>(longest));
+    rope_tables(longest);
+    // Each segment's rows turn by their own positions.
+    std::vector<index_t> first(segments.size());
+    for (std::size_t i = 0; i < segments.size(); ++i) first[i] = cache.length(segments[i].seq);
+    const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m, index_t) {
+      index_t row = 0;
+      for (std::size_t i = 0; i < segments.size(); ++i) {
+        rope(m.row_range(row, row + segments[i].tokens), first[i]);
+        row += segments[i].tokens;
+      }
+    });
+    const matrix_view<const T> v = v_of(qkv);
     index_t row = 0;
     for (const segment& g : segments) {
       const index_t start = cache.reserve(g.seq, g.tokens, opt_.name), ring = cache.rows();
       const matrix_view<T> keys = cache.keys(g.seq), values = cache.values(g.seq);
-      // Token by token: its key and value into the cache (evicting the one a window no longer
-      // reaches), then its queries over the window it sees.
-      for (index_t t = row; t < row + g.tokens; ++t) {
-        const index_t pos = start + t - row, slot = pos % ring;
-        for (index_t c = 0; c < qk; ++c) r(t, c) = qkv(t, c);
-        if (has_qk_norm()) normalise_heads(r, t);
-        for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(r, t, h * d, false, pos);
-        for (index_t c = 0; c < kv_cols; ++c) {
-          keys(slot, c) = r(t, opt_.q_heads * d + c);
-          values(slot, c) = qkv(t, qk + c);
+      // Tokens go in chunks whose keys evict none a query of the chunk still sees: the whole run
+      // when the ring has room for it, else ring − window + 1 tokens at a time (one when the
+      // ring is the window).
+      const index_t chunk = start + g.tokens <= ring
+                                ? std::max<index_t>(g.tokens, 1)
+                                : std::max<index_t>(1, ring - opt_.window + 1);
+      for (index_t a = 0; a < g.tokens; a += chunk) {
+        const index_t b = std::min(g.tokens, a + chunk);
+        for (index_t t = a; t < b;) {  // the chunk's keys and values, in at most two runs
+          const index_t slot = (start + t) % ring, len = std::min(b - t, ring - slot);
+          ops_.copy(const_view(k.row_range(row + t, row + t + len)),
+                    keys.row_range(slot, slot + len));
+          ops_.copy(v.row_range(row + t, row + t + len), values.row_range(slot, slot + len));
+          t += len;
         }
-        for (index_t h = 0; h < opt_.q_heads; ++h) {
-          const index_t kv = h / group(), q0 = h * d;
-          attend(&r(t, q0), keys.col_range(kv * d, (kv + 1) * d),
-                 values.col_range(kv * d, (kv + 1) * d), first_key(pos), pos + 1, ring,
-                 probs_.data(), &o(t, q0));
-        }
+        ops_.attention_decode(shape(), const_view(q.row_range(row + a, row + b)),
+                              const_view(keys), const_view(values), start + a,
+                              o.row_range(row + a, row + b));
       }
       row += g.tokens;
     }
+    forward_rows_ = -1;
   }
 
   /// dqkv (overwritten) from qkv (the forward's input) and do.
   void backward(matrix_view<const T> qkv, matrix_view<const T> dout, matrix_view<T> dqkv) {
-    const index_t n = qkv.rows(), d = opt_.head_dim;
+    const index_t n = qkv.rows(), d = opt_.head_dim, qc = out_cols(), kc = kv_cols();
     expect_shapes(qkv, dout, "output gradient");
     expect(dqkv.rows() == n && dqkv.cols() == qkv.cols(),
            "{}: dqkv is [{} × {}] but qkv is [{} × {}]", opt_.name, dqkv.rows(), dqkv.cols(), n,
            qkv.cols());
-    const index_t qk = (opt_.q_heads + opt_.kv_heads) * d;
-    expect(static_cast<index_t>(probs_.size()) == opt_.q_heads * n * n,
-           "{}: backward for {} tokens needs a forward on as many", opt_.name, n);
-    const matrix_view<const T> r = make_matrix<const T>(rotated_.data(), n, qk);
-    for (index_t t = 0; t < n; ++t)
-      for (index_t c = 0; c < dqkv.cols(); ++c) dqkv(t, c) = T(0);
-    std::vector<T> dp(static_cast<std::size_t>(n));
-    for (index_t h = 0; h < opt_.q_heads; ++h) {
-      const index_t kv = h / group(), q0 = h * d, k0 = (opt_.q_heads + kv) * d,
-                    v0 = (opt_.q_heads + opt_.kv_heads + kv) * d;
-      const matrix_view<const T> p = make_matrix<const T>(probs_.data() + h * n * n, n, n);
-      for (index_t i = 0; i < n; ++i) {
-        T row = 0;  // Σ_j P dP
-        for (index_t j = first_key(i); j <= i; ++j) {
-          T g = 0;
-          for (index_t e = 0; e < d; ++e) {
-            g += dout(i, q0 + e) * qkv(j, v0 + e);
-            dqkv(j, v0 + e) += p(i, j) * dout(i, q0 + e);
-          }
-          dp[static_cast<std::size_t>(j)] = g;
-          row += p(i, j) * g;
-        }
-        for (index_t j = first_key(i); j <= i; ++j) {
-          const T ds = p(i, j) * (dp[static_cast<std::size_t>(j)] - row) * scale();
-          for (index_t e = 0; e < d; ++e) {
-            dqkv(i, q0 + e) += ds * r(j, k0 + e);  // d(rotated q)
-            dqkv(j, k0 + e) += ds * r(i, q0 + e);  // d(rotated k)
-          }
-        }
-      }
-    }
-    for (index_t t = 0; t < n; ++t)  // back through RoPE: the transpose rotation
-      for (index_t h = 0; h < opt_.q_heads + opt_.kv_heads; ++h) rope(dqkv, t, h * d, true);
+    expect(forward_rows_ == n, "{}: backward for {} tokens needs a forward on as many", opt_.name,
+           n);
+    const matrix_view<T> dq = dqkv.col_range(0, qc), dk = dqkv.col_range(qc, qc + kc),
+                         dv = dqkv.col_range(qc + kc, qc + 2 * kc);
+    ops_.attention_backward(shape(), view(q_, n, qc), view(k_, n, kc), v_of(qkv),
+                            view(o_, n, qc), std::span<const T>(lse_.data(), lse_.size()), dout,
+                            dq, dk, dv);
+    ops_.rope(dq, d, 0, table(cos_), table(sin_), true);  // back through RoPE: the transpose
+    ops_.rope(dk, d, 0, table(cos_), table(sin_), true);
     if (has_qk_norm()) {  // back through the per-head norms
-      dq_norm_.assign(q_norm_.size(), T(0));
-      dk_norm_.assign(k_norm_.size(), T(0));
-      for (index_t t = 0; t < n; ++t) normalise_heads_backward(qkv, dqkv, t);
+      norm_backward(qkv.col_range(0, qc), q_norm_, dq, dq_norm_);
+      norm_backward(qkv.col_range(qc, qc + kc), k_norm_, dk, dk_norm_);
     }
   }
 
  private:
-  index_t group() const noexcept { return opt_.q_heads / opt_.kv_heads; }
-  T scale() const { return T(1) / std::sqrt(static_cast<T>(opt_.head_dim)); }
+  ops::attention_shape shape() const noexcept {
+    return {.q_heads = opt_.q_heads,
+            .kv_heads = opt_.kv_heads,
+            .head_dim = opt_.head_dim,
+            .scale = 1.0 / std::sqrt(static_cast<double>(opt_.head_dim)),
+            .window = opt_.window};
+  }
 
-  /// RMS-normalises the q and k heads of row t of `r` in place (y = x · rstd · w), keeping rstd.
-  void normalise_heads(matrix_view<T> r, index_t t) {
-    const index_t d = opt_.head_dim, heads = opt_.q_heads + opt_.kv_heads;
-    for (index_t h = 0; h < heads; ++h) {
-      const std::vector<T>& w = h < opt_.q_heads ? q_norm_ : k_norm_;
-      double ss = 0;
-      for (index_t e = 0; e < d; ++e) ss += static_cast<double>(r(t, h * d + e)) * r(t, h * d + e);
-      const T rstd = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(d) + norm_eps_));
-      rstd_[static_cast<std::size_t>(t * heads + h)] = rstd;
-      for (index_t e = 0; e < d; ++e)
-        r(t, h * d + e) = r(t, h * d + e) * rstd * w[static_cast<std::size_t>(e)];
+  /// q and k of qkv, copied out (RMS-normalised per head with set_qk_norm) and turned by `turn`
+  /// (RoPE at each row's position), into q_ [n, q_r·d] and k_ [n, kv_r·d].
+  template <class Turn>
+  std::pair<matrix_view<T>, matrix_view<T>> rotated(matrix_view<const T> qkv, index_t n,
+                                                    Turn turn) {
+    const index_t qc = out_cols(), kc = kv_cols();
+    const matrix_view<T> q = detail::sized(q_, n, qc), k = detail::sized(k_, n, kc);
+    const matrix_view<const T> q_in = qkv.col_range(0, qc), k_in = qkv.col_range(qc, qc + kc);
+    if (has_qk_norm()) {  // a head is a row of a [n · heads, d] view of the contiguous copy
+      const matrix_view<T> qn = detail::sized(normed_, n, qc);
+      ops_.copy(q_in, qn);
+      ops_.rms_norm_forward(const_view(heads(qn)), q_norm(), norm_eps_, heads(q));
+      const matrix_view<T> kn = detail::sized(normed_, n, kc);
+      ops_.copy(k_in, kn);
+      ops_.rms_norm_forward(const_view(heads(kn)), k_norm(), norm_eps_, heads(k));
+    } else {
+      ops_.copy(q_in, q);
+      ops_.copy(k_in, k);
     }
+    turn(q, 0);
+    turn(k, 0);
+    return {q, k};
   }
 
-  /// dqkv's q and k columns of row t hold d(normalised head); turns them into d(head) and adds
-  /// to the weights' gradients: dw += dy · x̂, dx = rstd · (dy·w − x̂ · mean(dy·w · x̂)).
-  void normalise_heads_backward(matrix_view<const T> qkv, matrix_view<T> dqkv, index_t t) {
-    const index_t d = opt_.head_dim, heads = opt_.q_heads + opt_.kv_heads;
-    for (index_t h = 0; h < heads; ++h) {
-      const bool q = h < opt_.q_heads;
-      const std::vector<T>& w = q ? q_norm_ : k_norm_;
-      std::vector<T>& dw = q ? dq_norm_ : dk_norm_;
-      const T rstd = rstd_[static_cast<std::size_t>(t * heads + h)];
-      double dot = 0;
-      for (index_t e = 0; e < d; ++e) {
-        const T xh = qkv(t, h * d + e) * rstd, dy = dqkv(t, h * d + e);
-        dw[static_cast<std::size_t>(e)] += dy * xh;
-        dot += static_cast<double>(dy * w[static_cast<std::size_t>(e)]) * xh;
-      }
-      const T mean = static_cast<T>(dot / static_cast<double>(d));
-      for (index_t e = 0; e < d; ++e) {
-        const T xh = qkv(t, h * d + e) * rstd;
-        dqkv(t, h * d + e) =
-            rstd * (dqkv(t, h * d + e) * w[static_cast<std::size_t>(e)] - xh * mean);
-      }
-    }
+  /// dx of a per-head norm (x: q or k of qkv; dy: its columns of dqkv, overwritten with dx)
+  /// and the weight's gradient dw (overwritten).
+  void norm_backward(matrix_view<const T> x_in, const buffer& w, matrix_view<T> dy, buffer& dw) {
+    const index_t n = x_in.rows(), c = x_in.cols();
+    const matrix_view<T> x = detail::sized(normed_, n, c), g = detail::sized(dnormed_, n, c),
+                         dx = detail::sized(dx_, n, c);
+    ops_.copy(x_in, x);
+    ops_.copy(const_view(dy), g);
+    ops_.rms_norm_backward(const_view(heads(x)), std::span<const T>(w.data(), w.size()), norm_eps_,
+                           const_view(heads(g)), heads(dx),
+                           detail::scratch(dw, opt_.head_dim));
+    ops_.copy(const_view(dx), dy);
   }
 
-  /// The first key position a query at position `pos` attends to.
-  index_t first_key(index_t pos) const noexcept {
-    return opt_.window > 0 ? std::max<index_t>(0, pos - opt_.window + 1) : 0;
+  /// A contiguous [n, heads · d] matrix as [n · heads, d]: one head per row.
+  matrix_view<T> heads(matrix_view<T> m) const {
+    return make_matrix(m.data(), m.rows() * (m.cols() / opt_.head_dim), opt_.head_dim);
   }
 
-  /// One query row q [d] over positions [from, count) of keys and values [·, d] (position j in
-  /// row j % ring): the softmax weights into p[from … count), the weighted values into out [d].
-  /// forward and forward_cached share it, so a cached step computes exactly what the whole prefix
-  /// does.
-  void attend(const T* q, matrix_view<const T> keys, matrix_view<const T> values, index_t from,
-              index_t count, index_t ring, T* p, T* out) const {
-    const index_t d = opt_.head_dim;
-    T top = -INFINITY;
-    for (index_t j = from; j < count; ++j) {
-      const index_t at = j % ring;
-      T s = 0;
-      for (index_t e = 0; e < d; ++e) s += q[e] * keys(at, e);
-      p[j] = s * scale();
-      top = std::max(top, p[j]);
-    }
-    T sum = 0;
-    for (index_t j = from; j < count; ++j) sum += p[j] = std::exp(p[j] - top);
-    for (index_t e = 0; e < d; ++e) out[e] = T(0);
-    for (index_t j = from; j < count; ++j) {
-      p[j] /= sum;
-      const index_t at = j % ring;
-      for (index_t e = 0; e < d; ++e) out[e] += p[j] * values(at, e);
-    }
+  /// RoPE on every head of `m`, row t at position first + t.
+  void rope(matrix_view<T> m, index_t first) {
+    ops_.rope(m, opt_.head_dim, first, table(cos_), table(sin_), false);
   }
 
-  /// cos and sin of position · inv_freq[i] for positions 0…n−1 (at least), computed once per
-  /// length.
-  void angles(index_t n) {
-    const index_t half = opt_.head_dim / 2;
-    if (static_cast<index_t>(cos_.size()) >= n * half) return;
-    cos_.resize(static_cast<std::size_t>(n * half));
-    sin_.resize(cos_.size());
-    for (index_t t = 0; t < n; ++t)
-      for (index_t i = 0; i < half; ++i) {
-        const double theta = static_cast<double>(t) * opt_.inv_freq[static_cast<std::size_t>(i)];
-        cos_[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::cos(theta));
-        sin_[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::sin(theta));
-      }
+  /// The cos and sin tables cover positions [0, n) at least (grown by doubling, so decode steps
+  /// recompute them rarely).
+  void rope_tables(index_t n) {
+    if (n <= table_positions_) return;
+    const index_t positions = std::max(n, 2 * table_positions_);
+    std::vector<T> c, s;
+    ops::rope_tables<T>(opt_.inv_freq, positions, c, s);
+    Backend::upload(std::span<const T>(c), cos_);
+    Backend::upload(std::span<const T>(s), sin_);
+    table_positions_ = positions;
+  }
+  matrix_view<const T> table(const buffer& b) const {
+    return make_matrix<const T>(b.data(), table_positions_, opt_.head_dim / 2);
   }
 
-  /// Rotates the head at columns [c0, c0 + d) of row t in place by the angles of position
-  /// `pos` (−1: t) (inverse: by −θ).
-  void rope(matrix_view<T> m, index_t t, index_t c0, bool inverse, index_t pos = -1) const {
-    const index_t half = opt_.head_dim / 2, at = pos < 0 ? t : pos;
-    for (index_t i = 0; i < half; ++i) {
-      const T c = cos_[static_cast<std::size_t>(at * half + i)],
-              s = inverse ? -sin_[static_cast<std::size_t>(at * half + i)]
-                          : sin_[static_cast<std::size_t>(at * half + i)];
-      const T a = m(t, c0 + i), b = m(t, c0 + half + i);
-      m(t, c0 + i) = a * c - b * s;
-      m(t, c0 + half + i) = b * c + a * s;
-    }
+  matrix_view<const T> v_of(matrix_view<const T> qkv) const {
+    const index_t from = out_cols() + kv_cols();
+    return qkv.col_range(from, from + kv_cols());
   }
+  static matrix_view<const T> view(const buffer& b, index_t rows, index_t cols) {
+    return make_matrix<const T>(b.data(), rows, cols);
+  }
+  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
+  static std::span<T> scratch(buffer& b, index_t n) { return detail::scratch(b, n); }
 
   template <class V>
   void expect_shapes(matrix_view<const T> qkv, const V& o, std::string_view what) const {
@@ -344,9 +293,16 @@ class causal_attention {
            opt_.head_dim, qkv_cols(), out_cols());
   }
 
+  typename Backend::ops ops_;
   attention_options opt_;
-  std::vector<T> rotated_, probs_, cos_, sin_;
-  std::vector<T> q_norm_, k_norm_, dq_norm_, dk_norm_, rstd_;
+  /// Rotated q and k, the output and the log-sum-exp of the last forward (kept for backward).
+  buffer q_, k_, o_, lse_;
+  /// RoPE's tables [table_positions_ × head_dim / 2].
+  buffer cos_, sin_;
+  index_t table_positions_ = 0;
+  /// Rows of the last forward (−1 after a cached one: nothing kept for backward).
+  index_t forward_rows_ = -1;
+  buffer q_norm_, k_norm_, dq_norm_, dk_norm_, normed_, dnormed_, dx_;
   double norm_eps_ = 0;
 };
 

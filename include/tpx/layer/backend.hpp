@@ -31,16 +31,6 @@ template <class B>
 concept backend_with_ops = backend<B> && ops::element_ops<typename B::ops> &&
     std::constructible_from<typename B::ops, typename B::communicator&>;
 
-/// Whether the host reads and writes a backend's buffers directly (`Backend::host_memory`).
-/// Layers whose element-wise work is still written as host loops (activations, attention,
-/// routing, experts, MoE, blocks) need it; `linear` does not (its copies and zero-fills go through
-/// the communicator) and the layers on `backend_with_ops` do not, so they also run on the cuda
-/// backend.
-template <class B>
-inline constexpr bool host_memory = requires {
-  requires B::host_memory;
-};
-
 namespace detail {
 
 /// The first `n` elements of `b`, grown when it holds fewer (never shrunk, so a layer's steady

@@ -28,16 +28,17 @@ class chain {
                 "tpx::chain: both layers must compute in the same value type");
   static_assert(std::is_same_v<typename First::backend_type, typename Second::backend_type>,
                 "tpx::chain: both layers must run on the same backend");
-  static_assert(host_memory<typename First::backend_type>,
-                "tpx::chain: applies its activation in host loops, so it needs a backend whose "
-                "buffers the host reads (host_memory); on the cuda backend call the two linear "
-                "layers and an activation kernel yourself");
+  static_assert(ops::activation_ops_of<typename First::backend_type::ops, Activation,
+                                       typename First::value_type>,
+                "tpx::chain: the backend's ops cannot apply this activation (activate, "
+                "activate_backward); cuda::ops has none yet: call the two linear layers and an "
+                "activation kernel yourself");
 
  public:
   using value_type = typename First::value_type;
   using T = value_type;
 
-  chain(First& first, Second& second) : first_(&first), second_(&second) {}
+  chain(First& first, Second& second) : first_(&first), second_(&second), ops_(first.comm()) {}
 
   First& first() noexcept { return *first_; }
   Second& second() noexcept { return *second_; }
@@ -50,8 +51,7 @@ class chain {
     const matrix_view<T> h = make_matrix(hidden_.data(), tokens, width);
     const matrix_view<T> a = make_matrix(hidden_.data() + tokens * width, tokens, width);
     first_->forward(x, h);
-    for (index_t i = 0; i < tokens; ++i)
-      for (index_t j = 0; j < width; ++j) a(i, j) = Activation::value(h(i, j));
+    ops_.activate(Activation{}, matrix_view<const T>(h), a);
     second_->forward(a, y);
   }
 
@@ -67,14 +67,14 @@ class chain {
     grad_.resize(static_cast<std::size_t>(tokens * width));
     const matrix_view<T> da = make_matrix(grad_.data(), tokens, width);
     second_->backward(a, dy, da);
-    for (index_t i = 0; i < tokens; ++i)
-      for (index_t j = 0; j < width; ++j) da(i, j) *= Activation::derivative(h(i, j));
+    ops_.activate_backward(Activation{}, matrix_view<const T>(h), da);
     first_->backward(x, da, dx);
   }
 
  private:
   First* first_;
   Second* second_;
+  typename First::backend_type::ops ops_;
   typename First::buffer hidden_;  // [h | a], each [tokens, width]
   typename First::buffer grad_;    // dh
 };

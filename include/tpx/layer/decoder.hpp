@@ -66,14 +66,8 @@ struct mlp_weights {
 };
 
 /// gate|up packed colwise → silu(gate) ⊙ up → down rowwise.
-template <block_mode Mode, backend Backend, class T = float>
+template <block_mode Mode, backend_with_ops Backend, class T = float>
 class swiglu_mlp {
-  static_assert(host_memory<Backend>,
-                "tpx::swiglu_mlp: runs its element-wise work in host loops, so it needs a backend "
-                "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
-                "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
-                "is Backend::ops); this layer's is not an op yet");
-
   using styles = block_styles<Mode>;
 
  public:
@@ -89,7 +83,8 @@ class swiglu_mlp {
   swiglu_mlp(typename Backend::engine& engine, typename Backend::communicator& comm,
              mlp_weights<T> w, std::string name = "mlp")
       : gate_up_(make_gate_up(engine, comm, w, name)),
-        down_(engine, comm, w.down, {}, down_options(w.down.cols(), w.down.rows(), name)) {}
+        down_(engine, comm, w.down, {}, down_options(w.down.cols(), w.down.rows(), name)),
+        ops_(comm) {}
 
   /// Builds the MLP from this rank's shards, as a checkpoint reader gives them: `gate_up` is the
   /// block `gate_up_type::weight_placement(gate_up_options(I, H, name), tp).of(rank)` of the
@@ -102,7 +97,8 @@ class swiglu_mlp {
       : gate_up_(shard::from_shard, engine, comm, gate_up, gate_up_bias,
                  gate_up_options(inter, gate_up.cols(), name)),
         down_(shard::from_shard, engine, comm, down, down_bias,
-              down_options(inter, down.rows(), name)) {}
+              down_options(inter, down.rows(), name)),
+        ops_(comm) {}
 
   /// The stacked gate|up layer over intermediate size `inter` and hidden size `hidden`: packed
   /// colwise, each of the two blocks split on its own.
@@ -123,7 +119,7 @@ class swiglu_mlp {
     const index_t i = gate_up_.output_cols() / 2;
     const matrix_view<T> h = detail::sized(h_, tokens, 2 * i), a = detail::sized(a_, tokens, i);
     gate_up_.forward(x, h);
-    ops::swiglu<T>(h, a);
+    ops_.swiglu_forward(const_view(h), a);
     down_.forward(a, y);
   }
 
@@ -134,7 +130,7 @@ class swiglu_mlp {
                                a = make_matrix<const T>(a_.data(), tokens, i);
     const matrix_view<T> da = detail::sized(da_, tokens, i), dh = detail::sized(dh_, tokens, 2 * i);
     down_.backward(a, dy, da);
-    ops::swiglu_backward<T>(h, da, dh);
+    ops_.swiglu_backward(h, const_view(da), dh);
     gate_up_.backward(x, dh, dx);
   }
 
@@ -153,14 +149,17 @@ class swiglu_mlp {
                         {}, gate_up_options(w.gate.rows(), w.gate.cols(), name));
   }
 
+  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
+
   gate_up_type gate_up_;
   down_type down_;
+  typename Backend::ops ops_;
   typename Backend::template buffer<T> h_, a_, da_, dh_;
 };
 
 /// The MoE feed-forward of a block: `moe` with the block's TP-inside-experts style, or an
 /// expert-parallel style whose token layout matches the block's.
-template <class Style, backend Backend, class T = float>
+template <class Style, backend_with_ops Backend, class T = float>
 class moe_ffn : public moe<Style, Backend, T> {
  public:
   using moe<Style, Backend, T>::moe;
@@ -189,15 +188,8 @@ struct attention_config {
 };
 
 /// qkv colwise in whole heads (KV heads replicated past n_kv) → RoPE + attention → o rowwise.
-template <block_mode Mode, backend Backend, class T = float>
+template <block_mode Mode, backend_with_ops Backend, class T = float>
 class attention_block {
-  static_assert(
-      host_memory<Backend>,
-      "tpx::attention_block: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
-      "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
-      "is Backend::ops); this layer's is not an op yet");
-
   using styles = block_styles<Mode>;
 
  public:
@@ -214,7 +206,7 @@ class attention_block {
                   attention_weights<T> w, attention_config cfg, std::string name = "self_attn")
       : qkv_(make_qkv(engine, comm, w, cfg, name)),
         o_(engine, comm, w.o, {}, o_options(cfg, w.o.rows(), comm.size(), name)),
-        core_(core_options(cfg, comm, name)),
+        core_(comm, core_options(cfg, comm, name)),
         comm_(&comm) {}
 
   /// Builds the block from this rank's shards, as a checkpoint reader gives them: `qkv` is the
@@ -228,7 +220,7 @@ class attention_block {
       : qkv_(shard::from_shard, engine, comm, qkv, qkv_bias,
              qkv_options(cfg, qkv.cols(), comm.size(), name)),
         o_(shard::from_shard, engine, comm, o, o_bias, o_options(cfg, o.rows(), comm.size(), name)),
-        core_(core_options(cfg, comm, name)),
+        core_(comm, core_options(cfg, comm, name)),
         comm_(&comm) {}
 
   /// The stacked q|k|v layer: colwise in whole heads (`shard::gqa::qkv_partition`). Errors when
@@ -357,20 +349,13 @@ struct decoder_weights {
 struct decoder_options {
   attention_config attention;
   double eps = 1e-5;
-  routing_options routing = {};
+  ops::routing_options routing = {};
   experts_options experts = {};
 };
 
 /// A pre-norm decoder layer: y = h + ffn(norm2(h)), h = x + attention(norm1(x)).
-template <block_mode Mode, class Ffn, backend Backend, class T = float>
+template <block_mode Mode, class Ffn, backend_with_ops Backend, class T = float>
 class decoder_layer {
-  static_assert(
-      host_memory<Backend>,
-      "tpx::decoder_layer: runs its element-wise work in host loops, so it needs a backend "
-      "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
-      "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
-      "is Backend::ops); this layer's is not an op yet");
-
   using styles = block_styles<Mode>;
   using norm_type = rms_norm<typename styles::norm, Backend, T>;
   using attention_type = attention_block<Mode, Backend, T>;
@@ -399,7 +384,8 @@ class decoder_layer {
         norm1_(comm, input_norm, eps, "input_layernorm"),
         norm2_(comm, post_norm, eps, "post_attention_layernorm"),
         attention_(std::move(attention)),
-        ffn_(std::move(ffn)) {}
+        ffn_(std::move(ffn)),
+        ops_(comm) {}
 
   /// Builds this rank's layer from the full weights.
   static decoder_layer build(typename Backend::engine& engine, typename Backend::communicator& comm,
@@ -452,10 +438,10 @@ class decoder_layer {
     const matrix_view<T> dn = detail::sized(dn_, n, hidden), dh = detail::sized(dh_, n, hidden);
     ffn_.backward(view(n2_), dy, dn, tokens);
     norm2_.backward(view(h_), dn, dh);
-    ops::add_to<T>(dh, dy);
+    ops_.add(dh, dy);
     attention_.backward(view(n1_), dh, dn, tokens);
     norm1_.backward(x, dn, dx);
-    ops::add_to<T>(dx, dh);
+    ops_.add(dx, view(dh_));
   }
 
  private:
@@ -471,26 +457,29 @@ class decoder_layer {
                          n2 = detail::sized(n2_, n, hidden);
     norm1_.forward(x, n1);
     attend(n1, h);
-    ops::add_to<T>(h, x);
+    ops_.add(h, x);
     norm2_.forward(h, n2);
     ffn_.forward(n2, y, tokens);
-    ops::add_to<T>(y, h);
+    ops_.add(y, const_view(h));
   }
+
+  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
 
   typename Backend::communicator* comm_;
   norm_type norm1_, norm2_;
   attention_type attention_;
   Ffn ffn_;
+  typename Backend::ops ops_;
   detail::token_shards tokens_;
   typename Backend::template buffer<T> n1_, h_, n2_, dn_, dh_;
 };
 
 /// A Llama-style decoder layer.
-template <block_mode Mode, backend Backend, class T = float>
+template <block_mode Mode, backend_with_ops Backend, class T = float>
 using llama_layer = decoder_layer<Mode, swiglu_mlp<Mode, Backend, T>, Backend, T>;
 
 /// A Mixtral-style decoder layer; `Experts` defaults to TP inside experts.
-template <block_mode Mode, backend Backend, class T = float,
+template <block_mode Mode, backend_with_ops Backend, class T = float,
           class Experts = typename block_styles<Mode>::moe_tp>
 using mixtral_layer = decoder_layer<Mode, moe_ffn<Experts, Backend, T>, Backend, T>;
 

@@ -156,6 +156,8 @@ class linear<Style, Backend, T> {
   // --- shapes --------------------------------------------------------------------------------
 
   const std::string& name() const noexcept { return opt_.name; }
+  /// The communicator of the rank this layer runs on.
+  comm_type& comm() const noexcept { return *comm_; }
   index_t out_features() const noexcept { return opt_.out_features; }
   index_t in_features() const noexcept { return opt_.in_features; }
   /// The `[out, in]` shard this rank holds.

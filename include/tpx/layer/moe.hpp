@@ -16,18 +16,15 @@
 
 #include "tpx/layer/experts.hpp"
 #include "tpx/layer/linear.hpp"
-#include "tpx/layer/routing.hpp"
-#include "tpx/ops/elementwise.hpp"
+#include "tpx/ops/routing.hpp"
 
 namespace tpx::inline v0::layer {
 
-template <class Style, backend Backend, class T = float>
+template <class Style, backend_with_ops Backend, class T = float>
 class moe {
-  static_assert(host_memory<Backend>,
-                "tpx::moe: runs its element-wise work in host loops, so it needs a backend "
-                "whose buffers the host reads (host_memory); on the cuda backend, linear, rms_norm, "
-                "vocab_embedding, vocab_cross_entropy and experts run (their element-wise work "
-                "is Backend::ops); this layer's is not an op yet");
+  static_assert(ops::routing_ops_of<typename Backend::ops, T>,
+                "tpx::moe: the backend's ops have no top-k routing (ops::routing_ops: route, "
+                "route_backward); cuda::ops has none yet");
 
  public:
   using style_type = Style;
@@ -43,7 +40,7 @@ class moe {
   using experts_type = experts<Style, Backend, T>;
 
   /// `router` [E, H]; the experts as `experts` takes them.
-  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, routing_options routing,
+  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, ops::routing_options routing,
       tensor_view<const T, 3> gate_up, tensor_view<const T, 3> down,
       matrix_view<const T> shared_gate_up, matrix_view<const T> shared_down,
       experts_options options)
@@ -52,14 +49,15 @@ class moe {
 
   /// `router` [E, H] (replicated: every rank passes all of it) and experts built already (from
   /// the full tensors or from this rank's shards).
-  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, routing_options routing,
+  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, ops::routing_options routing,
       experts_type&& experts)
       : routing_(std::move(routing)),
         router_(engine, comm, router, {},
                 {.name = experts.name() + ".gate",
                  .out_features = experts.n_experts(),
                  .in_features = experts.hidden()}),
-        experts_(std::move(experts)) {
+        experts_(std::move(experts)),
+        ops_(comm) {
     routing_.check();
     expect(routing_.n_experts == experts_.n_experts() && routing_.top_k == experts_.top_k(),
            "{}: the routing picks {} of {} experts but the experts layer has top_k {} of {}",
@@ -83,7 +81,8 @@ class moe {
     const index_t e = routing_.n_experts, k = routing_.top_k;
     const matrix_view<T> logits = detail::sized(logits_, rows_, e);
     router_.forward(x, logits);
-    route<T>(logits, routing_, detail::sized(ids_, rows_, k), detail::sized(w_, rows_, k));
+    ops_.route(const_view(logits), routing_, detail::sized(ids_, rows_, k),
+               detail::sized(w_, rows_, k));
     experts_.forward(x, ids(), weights(), y, total_tokens);
   }
 
@@ -96,16 +95,19 @@ class moe {
     experts_.backward(x, ids(), weights(), dy, dx, dw, total_tokens);
     const matrix_view<const T> logits = make_matrix<const T>(logits_.data(), rows_, e);
     const matrix_view<T> dlogits = detail::sized(dlogits_, rows_, e);
-    route_backward<T>(logits, routing_, ids(), dw, dlogits);
+    ops_.route_backward(logits, routing_, ids(), const_view(dw), dlogits);
     const matrix_view<T> dxr = detail::sized(dx_router_, rows_, x.cols());
     router_.backward(x, dlogits, dxr);
-    ops::add_to<T>(dx, dxr);
+    ops_.add(dx, const_view(dxr));
   }
 
  private:
-  routing_options routing_;
+  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
+
+  ops::routing_options routing_;
   router_type router_;
   experts_type experts_;
+  typename Backend::ops ops_;
   index_t rows_ = 0;
   std::vector<std::int64_t> ids_;
   buffer logits_, w_, dw_, dlogits_, dx_router_;

@@ -452,7 +452,7 @@ class causal_lm {
                         std::move(mlp));
     }
     const std::vector<T> router = read(ck, *l.router, whole(*l.router));
-    const layer::routing_options ro{.name = l.moe_prefix + ".gate",
+    const ops::routing_options ro{.name = l.moe_prefix + ".gate",
                                     .n_experts = config_.dims.n_experts,
                                     .top_k = config_.dims.experts_per_token,
                                     .renormalize = config_.norm_topk_prob};

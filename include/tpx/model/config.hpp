@@ -41,7 +41,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/json.hpp"
 #include "tpx/io/file.hpp"
-#include "tpx/layer/attention.hpp"
+#include "tpx/ops/attention.hpp"
 #include "tpx/plan/model_config.hpp"
 
 namespace tpx::inline v0::model {
@@ -118,7 +118,7 @@ inline bool flag(const nlohmann::json& j, std::string_view key, bool fallback,
 inline std::vector<double> rope_frequencies(const nlohmann::json& p, std::string_view type,
                                             double theta, index_t head_dim, std::string_view key,
                                             std::string_view what) {
-  std::vector<double> f = layer::default_inv_freq(theta, head_dim);
+  std::vector<double> f = ops::default_inv_freq(theta, head_dim);
   const auto need = [&](std::string_view k) {
     expect(p.contains(k) && p.at(k).is_number(),
            "{}: \"{}\" of rope type '{}' needs the number \"{}\"", what, key, type, k);
@@ -246,7 +246,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
       c.inv_freq = detail::rope_frequencies(*rs, c.rope_type, c.rope_theta, d.head_dim,
                                             "rope_scaling", what);
     } else {
-      c.inv_freq = layer::default_inv_freq(c.rope_theta, d.head_dim);
+      c.inv_freq = ops::default_inv_freq(c.rope_theta, d.head_dim);
     }
   }
   expect(c.rope_theta > 0, "{}: the rope theta must be positive, got {}", what, c.rope_theta);

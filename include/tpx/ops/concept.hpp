@@ -22,9 +22,12 @@
 /// | row_dots(a, b, from, out)                     | per-assignment dot products                   |
 /// | swiglu_forward(h, a), swiglu_backward(h, da, dh) | gated SiLU of [gate | up]                  |
 /// | add(a, b)                                     | a += b                                        |
+/// | copy(from, to)                                | to = from (any leading dimensions)            |
 /// | copy_to_host(from, to), copy_from_host(from, to) | between backend and host memory            |
 ///
-/// Attention, RoPE and routing are still host loops inside the layers (issue: the ops concept).
+/// RoPE and attention are `ops::attention_ops` (ops/attention.hpp), a concept of their own: a
+/// backend may model the element-wise ops without them. Routing is still host loops inside the
+/// layers.
 
 #include <concepts>
 #include <cstdint>
@@ -55,6 +58,7 @@ concept element_ops_of = requires(O& o, matrix_view<const T> in, matrix_view<T> 
   o.swiglu_forward(in, out);
   o.swiglu_backward(in, in, out);
   o.add(out, in);
+  o.copy(in, out);
   o.copy_to_host(in, out);
   o.copy_from_host(in, out);
 };

@@ -75,6 +75,26 @@ void swiglu_backward(matrix_view<const T> h, matrix_view<const T> da, matrix_vie
     }
 }
 
+/// a = act(h) and da ⊙= act'(h), element by element, for an activation of `activation`.
+template <class Activation, class T>
+void activate(matrix_view<const T> h, matrix_view<T> a) {
+  for (index_t r = 0; r < h.rows(); ++r)
+    for (index_t j = 0; j < h.cols(); ++j) a(r, j) = Activation::value(h(r, j));
+}
+template <class Activation, class T>
+void activate_backward(matrix_view<const T> h, matrix_view<T> da) {
+  for (index_t r = 0; r < h.rows(); ++r)
+    for (index_t j = 0; j < h.cols(); ++j) da(r, j) *= Activation::derivative(h(r, j));
+}
+
+/// Ops `O` apply `Activation` on element type T: `activate(Activation{}, h, a)` and
+/// `activate_backward(Activation{}, h, da)`, as the functions above.
+template <class O, class Activation, class T>
+concept activation_ops_of = requires(O& o, matrix_view<const T> in, matrix_view<T> out) {
+  o.activate(Activation{}, in, out);
+  o.activate_backward(Activation{}, in, out);
+};
+
 /// a += b, element by element.
 template <class T>
 void add_to(matrix_view<T> a, matrix_view<const T> b) {

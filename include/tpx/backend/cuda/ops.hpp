@@ -157,6 +157,12 @@ class ops {
     TPX_CUDA(cudaStreamSynchronize(stream_));
   }
 
+  /// to = from on the stream (device to device, any leading dimensions).
+  template <class T>
+  void copy(matrix_view<const T> from, matrix_view<T> to) const {
+    copy_2d(from, to, cudaMemcpyDeviceToDevice);
+  }
+
   /// Copies host elements into device memory on the stream (pageable: staged before return, so
   /// `from` may be reused at once; not capturable).
   template <class T>

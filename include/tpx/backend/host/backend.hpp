@@ -16,8 +16,6 @@ struct backend {
   using communicator = host::communicator;
   /// The layers' element-wise work: host loops.
   using ops = host::ops;
-  /// Buffers are host vectors: every layer's host loops may read them.
-  static constexpr bool host_memory = true;
   /// Owning storage for `n` elements of T, in the backend's memory.
   template <class T>
   using buffer = std::vector<T>;

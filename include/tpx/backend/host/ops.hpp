@@ -14,13 +14,17 @@
 #include <limits>
 #include <span>
 
+#include "tpx/backend/host/attention.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/ops/concept.hpp"
 #include "tpx/ops/elementwise.hpp"
+#include "tpx/ops/routing.hpp"
 
 namespace tpx::inline v0::host {
 
-class ops {
+/// The element-wise loops below, and RoPE and attention through the GEMM engine
+/// (`host::attention`).
+class ops : public attention {
  public:
   ops() = default;
   /// Host loops need nothing of the rank; the constructor matches the other backends'.
@@ -178,10 +182,39 @@ class ops {
     tpx::ops::swiglu_backward<T>(h, da, dh);
   }
 
+  /// a = act(h), and da ⊙= act'(h), for any activation of ops/elementwise.hpp.
+  template <class Activation, class T>
+  void activate(Activation, matrix_view<const T> h, matrix_view<T> a) const {
+    tpx::ops::activate<Activation, T>(h, a);
+  }
+  template <class Activation, class T>
+  void activate_backward(Activation, matrix_view<const T> h, matrix_view<T> da) const {
+    tpx::ops::activate_backward<Activation, T>(h, da);
+  }
+
   /// a += b, element by element.
   template <class T>
   void add(matrix_view<T> a, matrix_view<const T> b) const {
     tpx::ops::add_to(a, b);
+  }
+
+  /// Top-k routing and its backward (ops/routing.hpp's loops; ids in host memory).
+  template <class T>
+  void route(matrix_view<const T> logits, const tpx::ops::routing_options& options,
+             matrix_view<std::int64_t> ids, matrix_view<T> weights) const {
+    tpx::ops::route(logits, options, ids, weights);
+  }
+  template <class T>
+  void route_backward(matrix_view<const T> logits, const tpx::ops::routing_options& options,
+                      matrix_view<const std::int64_t> ids, matrix_view<const T> dweights,
+                      matrix_view<T> dlogits) const {
+    tpx::ops::route_backward(logits, options, ids, dweights, dlogits);
+  }
+
+  /// to = from, element by element (views of the same shape, any leading dimensions).
+  template <class T>
+  void copy(matrix_view<const T> from, matrix_view<T> to) const {
+    copy_view(from, to);
   }
 
   /// Copies backend elements into host memory (once the work that writes them is done), and
@@ -206,6 +239,8 @@ class ops {
   }
 };
 
-static_assert(tpx::ops::element_ops<ops>);
+static_assert(tpx::ops::element_ops<ops> && tpx::ops::attention_ops<ops> &&
+              tpx::ops::routing_ops<ops> &&
+              tpx::ops::activation_ops_of<ops, tpx::ops::activation::silu, float>);
 
 }  // namespace tpx::inline v0::host

@@ -10,6 +10,10 @@
 ///
 /// Ties are broken towards the lower expert index. DeepSeek-V3's group-limited selection
 /// (n_group, topk_group) is not modelled: selection is over all experts.
+///
+/// `route` and `route_backward` here are the reference; a backend's ops model `routing_ops_of`
+/// (`host::ops` with these loops). The ids are host memory: the experts' bookkeeping is computed
+/// on the host, where they are.
 
 #include <algorithm>
 #include <cmath>
@@ -20,7 +24,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 
-namespace tpx::inline v0::layer {
+namespace tpx::inline v0::ops {
 
 enum class scoring { softmax, sigmoid };
 
@@ -99,6 +103,20 @@ void route(matrix_view<const T> logits, const routing_options& opt, matrix_view<
   }
 }
 
+/// Ops `O` route on element type T: `route(logits, options, ids, weights)` and
+/// `route_backward(logits, options, ids, dweights, dlogits)`, as the functions above.
+template <class O, class T>
+concept routing_ops_of = requires(O& o, matrix_view<const T> in, matrix_view<T> out,
+                                  const routing_options& r, matrix_view<std::int64_t> ids,
+                                  matrix_view<const std::int64_t> chosen) {
+  o.route(in, r, ids, out);
+  o.route_backward(in, r, chosen, in, out);
+};
+
+/// Routing ops for the two compute types.
+template <class O>
+concept routing_ops = routing_ops_of<O, float> && routing_ops_of<O, double>;
+
 /// dlogits [tokens, E] from d weights [tokens, k], for the ids route chose from `logits`.
 template <class T>
 void route_backward(matrix_view<const T> logits, const routing_options& opt,
@@ -139,4 +157,4 @@ void route_backward(matrix_view<const T> logits, const routing_options& opt,
   }
 }
 
-}  // namespace tpx::inline v0::layer
+}  // namespace tpx::inline v0::ops
