@@ -12,9 +12,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "tpx/backend/host/gemm.hpp"
@@ -23,6 +26,65 @@
 #include "tpx/ops/attention.hpp"
 
 namespace tpx::inline v0::host {
+
+namespace detail {
+
+/// Four floats as one GCC / Clang vector (an SSE or NEON register).
+using f32x4 = float __attribute__((vector_size(16)));
+using i32x4 = std::int32_t __attribute__((vector_size(16)));
+
+/// e^x for x ≤ 0, four at a time: x = n·ln 2 + y with |y| ≤ ln 2 / 2, e^y by its Taylor series
+/// to degree 7 (truncation < 1e-8), 2^n from the exponent bits; below −87 (where e^x underflows
+/// float's normal range) it is e^−87. Relative error about 1e-7, float rounding's order.
+inline f32x4 exp_nonpositive(f32x4 x) {
+  const f32x4 floor_value = f32x4{} - 87.0f;
+  const i32x4 low = x < floor_value;
+  x = reinterpret_cast<f32x4>((reinterpret_cast<i32x4>(x) & ~low) |
+                              (reinterpret_cast<i32x4>(floor_value) & low));
+  const f32x4 t = x * 1.44269504088896341f;  // x / ln 2
+  const i32x4 n = __builtin_convertvector(t - 0.5f, i32x4);  // round(t) for t ≤ 0
+  const f32x4 y = (t - __builtin_convertvector(n, f32x4)) * 0.693147180559945309f;
+  const f32x4 p =
+      ((((((y * (1.0f / 5040) + 1.0f / 720) * y + 1.0f / 120) * y + 1.0f / 24) * y + 1.0f / 6) *
+            y +
+        0.5f) *
+           y +
+       1.0f) *
+          y +
+      1.0f;
+  return p * reinterpret_cast<f32x4>((n + 127) << 23);
+}
+
+/// row[j] = e^(row[j] − shift) for j in [lo, hi]; returns their sum. Floats go four at a time
+/// through `exp_nonpositive` (row[j] ≤ shift: the row's max or its log-sum-exp), doubles through
+/// std::exp.
+template <class T>
+T exp_shifted(T* row, index_t lo, index_t hi, T shift) {
+  T sum = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    f32x4 acc{};
+    index_t j = lo;
+    for (; j + 4 <= hi + 1; j += 4) {
+      f32x4 v;
+      std::memcpy(&v, row + j, sizeof v);
+      v = exp_nonpositive(v - shift);
+      std::memcpy(row + j, &v, sizeof v);
+      acc += v;
+    }
+    if (j <= hi) {  // the last 1 … 3
+      f32x4 v = f32x4{} + shift;  // lanes past hi: e^0, never stored
+      std::memcpy(&v, row + j, static_cast<std::size_t>(hi + 1 - j) * sizeof(float));
+      v = exp_nonpositive(v - shift);
+      for (index_t u = 0; u <= hi - j; ++u) row[j + u] = v[u], sum += v[u];
+    }
+    for (int u = 0; u < 4; ++u) sum += acc[u];
+  } else {
+    for (index_t j = lo; j <= hi; ++j) sum += row[j] = std::exp(row[j] - shift);
+  }
+  return sum;
+}
+
+}  // namespace detail
 
 class attention {
  public:
@@ -98,8 +160,9 @@ class attention {
           const index_t i = i0 + r, lo = s.first_key(i) - k0, hi = i - k0;
           const T l = lse[static_cast<std::size_t>(h * n + i)];
           T* row = &p(r, 0);
-          for (index_t j = 0; j < span; ++j)
-            row[j] = j < lo || j > hi ? T(0) : std::exp(row[j] - l);
+          detail::exp_shifted(row, lo, hi, l);
+          std::fill(row, row + lo, T(0));
+          std::fill(row + hi + 1, row + span, T(0));
         }
         engine_.gemm<T>({.op_a = gemm::op::transpose, .a = const_view(p), .b = dob, .beta = T(1),
                          .c = dvg.row_range(k0, i1)});
@@ -151,10 +214,13 @@ class attention {
                          .a = qb,
                          .b = kg.row_range(0, span - run),
                          .c = p.col_range(run, span)});
+      std::vector<T>& sums = scratch<T>(2);
+      sums.resize(static_cast<std::size_t>(m));
       for (index_t r = 0; r < m; ++r) {
         const index_t pos = first + t0 + r;
-        const T l = softmax_row(&p(r, 0), span, s.first_key(pos) - k0, pos - k0);
-        if (!lse.empty()) lse[static_cast<std::size_t>(t0 + r)] = l;
+        const auto [top, sum] = exp_row(&p(r, 0), span, s.first_key(pos) - k0, pos - k0);
+        sums[static_cast<std::size_t>(r)] = sum;
+        if (!lse.empty()) lse[static_cast<std::size_t>(t0 + r)] = top + std::log(sum);
       }
       engine_.gemm<T>({.a = const_view(p.col_range(0, run)),
                        .b = vg.row_range(start, start + run),
@@ -164,21 +230,24 @@ class attention {
                          .b = vg.row_range(0, span - run),
                          .beta = T(1),
                          .c = oh.row_range(t0, t1)});
+      for (index_t r = 0; r < m; ++r) {  // the softmax's normalisation, on d columns, not span
+        const T inv = T(1) / sums[static_cast<std::size_t>(r)];
+        T* out = &oh(t0 + r, 0);
+        for (index_t e = 0; e < d; ++e) out[e] *= inv;
+      }
     }
   }
 
-  /// Softmax of row[lo … hi] in place, zero elsewhere in [0, n); returns log Σ exp.
+  /// exp(row[j] − max) for j in [lo, hi], zero elsewhere in [0, n), in place (the softmax before
+  /// its normalisation); returns the max and the sum.
   template <class T>
-  static T softmax_row(T* row, index_t n, index_t lo, index_t hi) {
+  static std::pair<T, T> exp_row(T* row, index_t n, index_t lo, index_t hi) {
     T top = -std::numeric_limits<T>::infinity();
     for (index_t j = lo; j <= hi; ++j) top = std::max(top, row[j]);
-    T sum = 0;
-    for (index_t j = lo; j <= hi; ++j) sum += row[j] = std::exp(row[j] - top);
-    const T inv = T(1) / sum;
-    for (index_t j = 0; j < lo; ++j) row[j] = T(0);
-    for (index_t j = lo; j <= hi; ++j) row[j] *= inv;
-    for (index_t j = hi + 1; j < n; ++j) row[j] = T(0);
-    return top + std::log(sum);
+    const T sum = detail::exp_shifted(row, lo, hi, top);
+    std::fill(row, row + lo, T(0));
+    std::fill(row + hi + 1, row + n, T(0));
+    return {top, sum};
   }
 
   template <class T>

@@ -10,6 +10,7 @@
 /// another still waits for it, the waiter gets a `tpx::error` saying so. Nothing hangs.
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -77,20 +78,31 @@ class group {
   /// a deadlock (a rank waits in recv for a message this one would have to send).
   void barrier(int rank, std::string_view what) {
     std::unique_lock lock(mutex_);
-    const std::uint64_t gen = generation_;
+    const std::uint64_t gen = generation_.load(std::memory_order_relaxed);
     if (++arrived_ == size_) {
       arrived_ = 0;
-      ++generation_;
       // Every other rank is released now, though it may not run for a while: it no longer waits
       // in the collective (else this rank's next recv from it would be taken for a deadlock).
       for (wait_state& w : waits_)
         if (w.kind == wait_kind::collective) w = {};
+      generation_.store(gen + 1, std::memory_order_release);
       cv_.notify_all();
       return;
     }
+    // Spin first: the other ranks of a collective usually arrive within microseconds, and waking
+    // from a condition variable costs tens of them. Then sleep, with the deadlock checks.
+    lock.unlock();
+    for (int i = 0; i < spin_rounds; ++i) {
+      if (generation_.load(std::memory_order_acquire) != gen) return;
+      if (failed_.load(std::memory_order_relaxed)) break;
+      if (i % 8 == 7) std::this_thread::yield();
+    }
+    lock.lock();
+    const auto released_now = [&] { return generation_.load(std::memory_order_acquire) != gen; };
+    if (released_now()) return;
     const waiting in(*this, rank, {wait_kind::collective, -1, what});
-    cv_.wait(lock, [&] { return generation_ != gen || failed_ || left_ >= 0; });
-    if (generation_ != gen) return;
+    cv_.wait(lock, [&] { return released_now() || failed_ || left_ >= 0; });
+    if (released_now()) return;
     if (failed_) throw released{};
     fail(
         "rank {} waits in {}, but rank {} has already returned from its function; every rank "
@@ -217,8 +229,10 @@ class group {
   std::mutex mutex_;
   std::condition_variable cv_;
   int arrived_ = 0;
-  std::uint64_t generation_ = 0;
-  bool failed_ = false;
+  /// Polls a barrier spins (yielding every 8) before it sleeps on the condition variable.
+  static constexpr int spin_rounds = 4096;
+  std::atomic<std::uint64_t> generation_ = 0;
+  std::atomic<bool> failed_ = false;
   int left_ = -1;
   std::vector<int> left_ranks_;
   std::vector<wait_state> waits_;

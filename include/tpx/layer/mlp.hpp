@@ -1,0 +1,115 @@
+#pragma once
+/// \file
+/// `swiglu_mlp<Mode, Backend, T>`: the feed-forward of a Llama-style block — gate|up as one packed
+/// colwise layer, SwiGLU (the backend's ops), down rowwise — in either block mode.
+
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tpx/layer/backend.hpp"
+#include "tpx/layer/block.hpp"
+#include "tpx/layer/linear.hpp"
+
+namespace tpx::inline v0::layer {
+
+/// The full weights of a SwiGLU MLP: gate and up [I, H], down [H, I].
+template <class T>
+struct mlp_weights {
+  matrix_view<const T> gate, up, down;
+};
+
+/// gate|up packed colwise → silu(gate) ⊙ up → down rowwise.
+template <block_mode Mode, backend_with_ops Backend, class T = float>
+class swiglu_mlp {
+  using styles = block_styles<Mode>;
+
+ public:
+  using style_type = styles;
+  using input = typename styles::column::input;
+  using output = typename styles::row::output;
+  using value_type = T;
+  using gate_up_type = linear<typename styles::column, Backend, T>;
+  using down_type = linear<typename styles::row, Backend, T>;
+  static_assert(std::is_same_v<typename styles::column::output, typename styles::row::input>,
+                "tpx::swiglu_mlp: the gate|up output layout must be the down input layout");
+
+  swiglu_mlp(typename Backend::engine& engine, typename Backend::communicator& comm,
+             mlp_weights<T> w, std::string name = "mlp")
+      : gate_up_(make_gate_up(engine, comm, w, name)),
+        down_(engine, comm, w.down, {}, down_options(w.down.cols(), w.down.rows(), name)),
+        ops_(comm) {}
+
+  /// Builds the MLP from this rank's shards, as a checkpoint reader gives them: `gate_up` is the
+  /// block `gate_up_type::weight_placement(gate_up_options(I, H, name), tp).of(rank)` of the
+  /// stacked [gate; up] weight [2I, H] (this rank's gate rows, then its up rows), `down` the block
+  /// of `down_options(I, H, name)` of down [H, I]; biases likewise (empty: none).
+  swiglu_mlp(shard::from_shard_t, typename Backend::engine& engine,
+             typename Backend::communicator& comm, index_t inter, matrix_view<const T> gate_up,
+             std::span<const T> gate_up_bias, matrix_view<const T> down,
+             std::span<const T> down_bias, std::string name = "mlp")
+      : gate_up_(shard::from_shard, engine, comm, gate_up, gate_up_bias,
+                 gate_up_options(inter, gate_up.cols(), name)),
+        down_(shard::from_shard, engine, comm, down, down_bias,
+              down_options(inter, down.rows(), name)),
+        ops_(comm) {}
+
+  /// The stacked gate|up layer over intermediate size `inter` and hidden size `hidden`: packed
+  /// colwise, each of the two blocks split on its own.
+  static linear_options gate_up_options(index_t inter, index_t hidden, const std::string& name) {
+    return {.name = name + ".gate_up_proj",
+            .out_features = 2 * inter,
+            .in_features = hidden,
+            .blocks = {{inter, 1}, {inter, 1}}};
+  }
+  static linear_options down_options(index_t inter, index_t hidden, const std::string& name) {
+    return {.name = name + ".down_proj", .out_features = hidden, .in_features = inter};
+  }
+
+  gate_up_type& gate_up() noexcept { return gate_up_; }
+  down_type& down() noexcept { return down_; }
+
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
+    const index_t i = gate_up_.output_cols() / 2;
+    const matrix_view<T> h = detail::sized(h_, tokens, 2 * i), a = detail::sized(a_, tokens, i);
+    gate_up_.forward(x, h);
+    ops_.swiglu_forward(const_view(h), a);
+    down_.forward(a, y);
+  }
+
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t tokens) {
+    const index_t i = gate_up_.output_cols() / 2;
+    const matrix_view<const T> h = make_matrix<const T>(h_.data(), tokens, 2 * i),
+                               a = make_matrix<const T>(a_.data(), tokens, i);
+    const matrix_view<T> da = detail::sized(da_, tokens, i), dh = detail::sized(dh_, tokens, 2 * i);
+    down_.backward(a, dy, da);
+    ops_.swiglu_backward(h, const_view(da), dh);
+    gate_up_.backward(x, dh, dx);
+  }
+
+ private:
+  /// Checks the three shapes, then builds gate|up as one packed colwise layer.
+  static gate_up_type make_gate_up(typename Backend::engine& engine,
+                                   typename Backend::communicator& comm, const mlp_weights<T>& w,
+                                   const std::string& name) {
+    expect(w.gate.rows() == w.up.rows() && w.gate.cols() == w.up.cols() &&
+               w.down.cols() == w.gate.rows() && w.down.rows() == w.gate.cols(),
+           "{}: gate [{} × {}], up [{} × {}] and down [{} × {}] must be [I × H], [I × H], [H × I]",
+           name, w.gate.rows(), w.gate.cols(), w.up.rows(), w.up.cols(), w.down.rows(),
+           w.down.cols());
+    const std::vector<T> rows = detail::stack_rows<T>({w.gate, w.up});
+    return gate_up_type(engine, comm, make_matrix(rows.data(), 2 * w.gate.rows(), w.gate.cols()),
+                        {}, gate_up_options(w.gate.rows(), w.gate.cols(), name));
+  }
+
+  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
+
+  gate_up_type gate_up_;
+  down_type down_;
+  typename Backend::ops ops_;
+  typename Backend::template buffer<T> h_, a_, da_, dh_;
+};
+
+}  // namespace tpx::inline v0::layer
