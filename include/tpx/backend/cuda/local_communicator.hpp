@@ -33,7 +33,8 @@
 #include "tpx/backend/cuda/gemm.hpp"
 #include "tpx/backend/cuda/kernels.hpp"
 #include "tpx/backend/cuda/memory.hpp"
-#include "tpx/backend/host/group.hpp"
+#include "tpx/backend/host/member.hpp"
+#include "tpx/backend/host/run_group.hpp"
 #include "tpx/comm/communicator.hpp"
 #include "tpx/core/tensor_view.hpp"
 

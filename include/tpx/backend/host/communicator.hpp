@@ -17,7 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "tpx/backend/host/group.hpp"
+#include "tpx/backend/host/member.hpp"
+#include "tpx/backend/host/run_group.hpp"
 #include "tpx/comm/communicator.hpp"
 #include "tpx/core/error.hpp"
 

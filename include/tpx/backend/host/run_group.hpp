@@ -1,0 +1,92 @@
+#pragma once
+/// \file
+/// `detail::run_group`: one function per rank of a host group (`host/group.hpp`), each on its own
+/// thread; a failure releases the others and the cause is rethrown to the caller.
+
+#include <exception>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "tpx/backend/host/group.hpp"
+#include "tpx/core/error.hpp"
+
+namespace tpx::inline v0::host {
+
+namespace detail {
+
+/// Runs `fn(comm)` on `tp` threads, one per rank, each with the communicator `make(group, rank)`
+/// builds, and returns when all have returned. If any rank throws, the others are released and
+/// the cause is rethrown here: the error of the lowest rank that failed because of its own work
+/// (a `peer_error`, which reports another rank's failure, only when no rank raised anything
+/// else). A `tpx::error` rethrown carries the other ranks' messages as its `notes()`.
+template <class Make, class Fn>
+void run_group(int tp, std::string_view who, Make make, Fn& fn) {
+  expect_group_size(tp, who);
+  group g(tp);
+  struct failure {
+    std::exception_ptr error;
+    std::string message;
+    bool peer = false;
+  };
+  std::vector<failure> failures(static_cast<std::size_t>(tp));
+  const auto body = [&](int rank) {
+    failure& f = failures[static_cast<std::size_t>(rank)];
+    try {
+      auto comm = make(g, rank);
+      fn(comm);
+      g.leave(rank);
+      return;
+    } catch (const released&) {
+      return;  // another rank failed; it reports why
+    } catch (const peer_error& e) {
+      f = {std::current_exception(), e.what(), true};
+    } catch (const std::exception& e) {
+      f = {std::current_exception(), e.what()};
+    } catch (...) {
+      f = {std::current_exception(), "an exception not derived from std::exception"};
+    }
+    g.abort();
+  };
+  std::optional<std::string> no_thread;
+  {
+    std::vector<std::jthread> threads;
+    threads.reserve(static_cast<std::size_t>(tp - 1));
+    for (int r = 1; r < tp && !no_thread; ++r) {
+      try {
+        threads.emplace_back(body, r);
+      } catch (const std::system_error& e) {
+        // The ranks already started wait for this one: release them, join them, say why.
+        no_thread =
+            fmt::format("{}: cannot start the thread of rank {} of {}: {}", who, r, tp, e.what());
+        g.abort();
+      }
+    }
+    if (!no_thread) body(0);
+  }
+  if (no_thread) throw error(*no_thread);
+  const auto cause = [&]() -> const failure* {
+    const failure* peer = nullptr;
+    for (const failure& f : failures) {
+      if (f.error && !f.peer) return &f;
+      if (f.error && !peer) peer = &f;
+    }
+    return peer;
+  }();
+  if (!cause) return;
+  try {
+    std::rethrow_exception(cause->error);
+  } catch (error& e) {
+    for (int r = 0; r < tp; ++r) {
+      const failure& f = failures[static_cast<std::size_t>(r)];
+      if (f.error && &f != cause) e.add_note(fmt::format("rank {}: {}", r, f.message));
+    }
+    throw;
+  }
+}
+
+}  // namespace detail
+
+}  // namespace tpx::inline v0::host
