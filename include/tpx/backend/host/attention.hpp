@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tpx/backend/host/gemm.hpp"
+#include "tpx/backend/host/simd.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/ops/attention.hpp"
@@ -29,9 +30,8 @@ namespace tpx::inline v0::host {
 
 namespace detail {
 
-/// Four floats as one GCC / Clang vector (an SSE or NEON register).
-using f32x4 = float __attribute__((vector_size(16)));
-using i32x4 = std::int32_t __attribute__((vector_size(16)));
+using simd::f32x4;
+using simd::i32x4;
 
 /// e^x for x ≤ 0, four at a time: x = n·ln 2 + y with |y| ≤ ln 2 / 2, e^y by its Taylor series
 /// to degree 7 (truncation < 1e-8), 2^n from the exponent bits; below −87 (where e^x underflows
