@@ -125,6 +125,13 @@ constexpr matrix_view<T> make_matrix(T* data, index_t rows, index_t cols) {
   return {data, tpx::extents<2>{{rows, cols}}};
 }
 
+/// The same view, read-only: for a call whose template deduces T from a `tensor_view<const T, R>`
+/// parameter, where a writable view does not convert during deduction.
+template <class T, std::size_t Rank>
+constexpr tensor_view<const T, Rank> read_only(tensor_view<T, Rank> v) noexcept {
+  return v;
+}
+
 /// Copies the elements of `from` into `to`, a view of the same shape, row by row; both must be
 /// memory the host reads (device views go through a backend's copy).
 template <class T>

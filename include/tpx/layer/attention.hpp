@@ -106,10 +106,10 @@ class causal_attention {
     const index_t n = qkv.rows();
     expect_shapes(qkv, o, "output");
     rope_tables(n);
-    const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m, index_t) { rope(m, 0); });
-    ops_.attention_forward(shape(), const_view(q), const_view(k), v_of(qkv), o,
-                           scratch(lse_, opt_.q_heads * n));
-    ops_.copy(const_view(o), detail::sized(o_, n, out_cols()));
+    const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m) { rope(m, 0); });
+    ops_.attention_forward(shape(), read_only(q), read_only(k), v_of(qkv), o,
+                           detail::scratch(lse_, opt_.q_heads * n));
+    ops_.copy(read_only(o), detail::sized(o_, n, out_cols()));
     forward_rows_ = n;
   }
 
@@ -141,14 +141,12 @@ class causal_attention {
     }
     expect(total == n, "{}: the segments hold {} tokens but qkv has {} rows", opt_.name, total, n);
     rope_tables(longest);
-    // Each segment's rows turn by their own positions.
-    std::vector<index_t> first(segments.size());
-    for (std::size_t i = 0; i < segments.size(); ++i) first[i] = cache.length(segments[i].seq);
-    const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m, index_t) {
+    // Each segment's rows turn by their own positions (its cache's length before this step).
+    const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m) {
       index_t row = 0;
-      for (std::size_t i = 0; i < segments.size(); ++i) {
-        rope(m.row_range(row, row + segments[i].tokens), first[i]);
-        row += segments[i].tokens;
+      for (const segment& g : segments) {
+        rope(m.row_range(row, row + g.tokens), cache.length(g.seq));
+        row += g.tokens;
       }
     });
     const matrix_view<const T> v = v_of(qkv);
@@ -166,13 +164,13 @@ class causal_attention {
         const index_t b = std::min(g.tokens, a + chunk);
         for (index_t t = a; t < b;) {  // the chunk's keys and values, in at most two runs
           const index_t slot = (start + t) % ring, len = std::min(b - t, ring - slot);
-          ops_.copy(const_view(k.row_range(row + t, row + t + len)),
+          ops_.copy(read_only(k.row_range(row + t, row + t + len)),
                     keys.row_range(slot, slot + len));
           ops_.copy(v.row_range(row + t, row + t + len), values.row_range(slot, slot + len));
           t += len;
         }
-        ops_.attention_decode(shape(), const_view(q.row_range(row + a, row + b)),
-                              const_view(keys), const_view(values), start + a,
+        ops_.attention_decode(shape(), read_only(q.row_range(row + a, row + b)),
+                              read_only(keys), read_only(values), start + a,
                               o.row_range(row + a, row + b));
       }
       row += g.tokens;
@@ -222,16 +220,16 @@ class causal_attention {
     if (has_qk_norm()) {  // a head is a row of a [n · heads, d] view of the contiguous copy
       const matrix_view<T> qn = detail::sized(normed_, n, qc);
       ops_.copy(q_in, qn);
-      ops_.rms_norm_forward(const_view(heads(qn)), q_norm(), norm_eps_, heads(q));
+      ops_.rms_norm_forward(read_only(heads(qn)), q_norm(), norm_eps_, heads(q));
       const matrix_view<T> kn = detail::sized(normed_, n, kc);
       ops_.copy(k_in, kn);
-      ops_.rms_norm_forward(const_view(heads(kn)), k_norm(), norm_eps_, heads(k));
+      ops_.rms_norm_forward(read_only(heads(kn)), k_norm(), norm_eps_, heads(k));
     } else {
       ops_.copy(q_in, q);
       ops_.copy(k_in, k);
     }
-    turn(q, 0);
-    turn(k, 0);
+    turn(q);
+    turn(k);
     return {q, k};
   }
 
@@ -242,11 +240,11 @@ class causal_attention {
     const matrix_view<T> x = detail::sized(normed_, n, c), g = detail::sized(dnormed_, n, c),
                          dx = detail::sized(dx_, n, c);
     ops_.copy(x_in, x);
-    ops_.copy(const_view(dy), g);
-    ops_.rms_norm_backward(const_view(heads(x)), std::span<const T>(w.data(), w.size()), norm_eps_,
-                           const_view(heads(g)), heads(dx),
+    ops_.copy(read_only(dy), g);
+    ops_.rms_norm_backward(read_only(heads(x)), std::span<const T>(w.data(), w.size()), norm_eps_,
+                           read_only(heads(g)), heads(dx),
                            detail::scratch(dw, opt_.head_dim));
-    ops_.copy(const_view(dx), dy);
+    ops_.copy(read_only(dx), dy);
   }
 
   /// A contiguous [n, heads · d] matrix as [n · heads, d]: one head per row.
@@ -281,8 +279,6 @@ class causal_attention {
   static matrix_view<const T> view(const buffer& b, index_t rows, index_t cols) {
     return make_matrix<const T>(b.data(), rows, cols);
   }
-  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
-  static std::span<T> scratch(buffer& b, index_t n) { return detail::scratch(b, n); }
 
   template <class V>
   void expect_shapes(matrix_view<const T> qkv, const V& o, std::string_view what) const {

@@ -74,7 +74,7 @@ class swiglu_mlp {
     const index_t i = gate_up_.output_cols() / 2;
     const matrix_view<T> h = detail::sized(h_, tokens, 2 * i), a = detail::sized(a_, tokens, i);
     gate_up_.forward(x, h);
-    ops_.swiglu_forward(const_view(h), a);
+    ops_.swiglu_forward(read_only(h), a);
     down_.forward(a, y);
   }
 
@@ -85,7 +85,7 @@ class swiglu_mlp {
                                a = make_matrix<const T>(a_.data(), tokens, i);
     const matrix_view<T> da = detail::sized(da_, tokens, i), dh = detail::sized(dh_, tokens, 2 * i);
     down_.backward(a, dy, da);
-    ops_.swiglu_backward(h, const_view(da), dh);
+    ops_.swiglu_backward(h, read_only(da), dh);
     gate_up_.backward(x, dh, dx);
   }
 
@@ -103,8 +103,6 @@ class swiglu_mlp {
     return gate_up_type(engine, comm, make_matrix(rows.data(), 2 * w.gate.rows(), w.gate.cols()),
                         {}, gate_up_options(w.gate.rows(), w.gate.cols(), name));
   }
-
-  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
 
   gate_up_type gate_up_;
   down_type down_;

@@ -81,7 +81,7 @@ class moe {
     const index_t e = routing_.n_experts, k = routing_.top_k;
     const matrix_view<T> logits = detail::sized(logits_, rows_, e);
     router_.forward(x, logits);
-    ops_.route(const_view(logits), routing_, detail::sized(ids_, rows_, k),
+    ops_.route(read_only(logits), routing_, detail::sized(ids_, rows_, k),
                detail::sized(w_, rows_, k));
     experts_.forward(x, ids(), weights(), y, total_tokens);
   }
@@ -95,15 +95,13 @@ class moe {
     experts_.backward(x, ids(), weights(), dy, dx, dw, total_tokens);
     const matrix_view<const T> logits = make_matrix<const T>(logits_.data(), rows_, e);
     const matrix_view<T> dlogits = detail::sized(dlogits_, rows_, e);
-    ops_.route_backward(logits, routing_, ids(), const_view(dw), dlogits);
+    ops_.route_backward(logits, routing_, ids(), read_only(dw), dlogits);
     const matrix_view<T> dxr = detail::sized(dx_router_, rows_, x.cols());
     router_.backward(x, dlogits, dxr);
-    ops_.add(dx, const_view(dxr));
+    ops_.add(dx, read_only(dxr));
   }
 
  private:
-  static matrix_view<const T> const_view(matrix_view<T> m) { return m; }
-
   ops::routing_options routing_;
   router_type router_;
   experts_type experts_;

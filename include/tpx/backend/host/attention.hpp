@@ -159,12 +159,9 @@ class attention {
         for (index_t r = 0; r < m; ++r) {
           const index_t i = i0 + r, lo = s.first_key(i) - k0, hi = i - k0;
           const T l = lse[static_cast<std::size_t>(h * n + i)];
-          T* row = &p(r, 0);
-          detail::exp_shifted(row, lo, hi, l);
-          std::fill(row, row + lo, T(0));
-          std::fill(row + hi + 1, row + span, T(0));
+          exp_masked(&p(r, 0), span, lo, hi, l);
         }
-        engine_.gemm<T>({.op_a = gemm::op::transpose, .a = const_view(p), .b = dob, .beta = T(1),
+        engine_.gemm<T>({.op_a = gemm::op::transpose, .a = read_only(p), .b = dob, .beta = T(1),
                          .c = dvg.row_range(k0, i1)});
         engine_.gemm<T>({.op_b = gemm::op::transpose, .a = dob, .b = vb, .c = ds});
         for (index_t r = 0; r < m; ++r) {
@@ -173,8 +170,8 @@ class attention {
           const T* prow = &p(r, 0);
           for (index_t j = 0; j < span; ++j) drow[j] = prow[j] * (drow[j] - dl) * scale;
         }
-        engine_.gemm<T>({.a = const_view(ds), .b = kb, .c = dqh.row_range(i0, i1)});
-        engine_.gemm<T>({.op_a = gemm::op::transpose, .a = const_view(ds), .b = qb, .beta = T(1),
+        engine_.gemm<T>({.a = read_only(ds), .b = kb, .c = dqh.row_range(i0, i1)});
+        engine_.gemm<T>({.op_a = gemm::op::transpose, .a = read_only(ds), .b = qb, .beta = T(1),
                          .c = dkg.row_range(k0, i1)});
       }
     }
@@ -222,11 +219,11 @@ class attention {
         sums[static_cast<std::size_t>(r)] = sum;
         if (!lse.empty()) lse[static_cast<std::size_t>(t0 + r)] = top + std::log(sum);
       }
-      engine_.gemm<T>({.a = const_view(p.col_range(0, run)),
+      engine_.gemm<T>({.a = read_only(p.col_range(0, run)),
                        .b = vg.row_range(start, start + run),
                        .c = oh.row_range(t0, t1)});
       if (run < span)
-        engine_.gemm<T>({.a = const_view(p.col_range(run, span)),
+        engine_.gemm<T>({.a = read_only(p.col_range(run, span)),
                          .b = vg.row_range(0, span - run),
                          .beta = T(1),
                          .c = oh.row_range(t0, t1)});
@@ -244,20 +241,22 @@ class attention {
   static std::pair<T, T> exp_row(T* row, index_t n, index_t lo, index_t hi) {
     T top = -std::numeric_limits<T>::infinity();
     for (index_t j = lo; j <= hi; ++j) top = std::max(top, row[j]);
-    const T sum = detail::exp_shifted(row, lo, hi, top);
+    return {top, exp_masked(row, n, lo, hi, top)};
+  }
+
+  /// exp(row[j] − shift) for j in [lo, hi] (the columns a query sees), zero elsewhere in [0, n),
+  /// in place; returns the sum of the exps.
+  template <class T>
+  static T exp_masked(T* row, index_t n, index_t lo, index_t hi, T shift) {
+    const T sum = detail::exp_shifted(row, lo, hi, shift);
     std::fill(row, row + lo, T(0));
     std::fill(row + hi + 1, row + n, T(0));
-    return {top, sum};
+    return sum;
   }
 
   template <class T>
   static void fill_zero(matrix_view<T> m) {
     for (index_t r = 0; r < m.rows(); ++r) std::fill_n(&m(r, 0), m.cols(), T(0));
-  }
-
-  template <class T>
-  static matrix_view<const T> const_view(matrix_view<T> m) {
-    return m;
   }
 
   /// Scratch buffer `i` (0, 1: score blocks; 2: per-row sums) for element type T.
