@@ -12,7 +12,7 @@ root, listed = sys.argv[1], set(sys.argv[2:])
 present = set()
 for d, _, files in os.walk(os.path.join(root, "tpx")):
     for f in files:
-        if f.endswith((".hpp", ".cuh")):
+        if f.endswith((".hpp", ".cuh", ".inc")):
             present.add(os.path.relpath(os.path.join(d, f), root))
 missing, stale = sorted(present - listed), sorted(listed - present)
 for h in missing:

@@ -23,6 +23,7 @@
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/backend.hpp"
+#include "tpx/layer/linear_options.hpp"
 #include "tpx/layer/tokens.hpp"
 #include "tpx/shard/placement.hpp"
 #include "tpx/style/colwise.hpp"
@@ -35,34 +36,9 @@
 
 namespace tpx::inline v0::layer {
 
-/// How a linear layer is built.
-struct linear_options {
-  std::string name = "linear";  ///< the tensor name used in error messages
-  index_t out_features = 0;     ///< rows of the full weight
-  index_t in_features = 0;      ///< columns of the full weight
-  shard::split_kind split = shard::split_kind::balanced;
-  /// A fused split dim (gate|up, q|k|v): its blocks, each split on its own (HF `packed_colwise`,
-  /// `packed_rowwise`). Empty: the dim is one block.
-  std::vector<shard::block> blocks = {};
-  /// The partition of the split dim, when neither `split` nor `blocks` describes it (whole heads,
-  /// GQA with replicated KV heads). Overrides both.
-  std::optional<shard::partition> partition = std::nullopt;
-};
-
 namespace detail {
 template <class>
 inline constexpr bool always_false = false;
-
-/// Hands out consecutive spans of one scratch buffer.
-template <class T>
-struct arena {
-  std::span<T> rest;
-  std::span<T> take(index_t n) {
-    const std::span<T> s = rest.first(static_cast<std::size_t>(n));
-    rest = rest.subspan(static_cast<std::size_t>(n));
-    return s;
-  }
-};
 }  // namespace detail
 
 /// Primary template: the styles that are not `style::linear_style`s have no linear layer.
@@ -143,12 +119,12 @@ class linear<Style, Backend, T> {
 
   /// Where each rank's weight shard sits in the [out, in] weight, for `options` over `tp` ranks.
   static shard::placement weight_placement(const linear_options& options, int tp) {
-    return weight_placement(options, make_partition(options, tp));
+    return weight_placement(options, detail::linear_partition<Style>(options, tp));
   }
   /// Where each rank's bias shard sits in the [out] bias: split with the weight's out dim
   /// (colwise), else whole on every rank.
   static shard::placement bias_placement(const linear_options& options, int tp) {
-    return bias_placement(options, make_partition(options, tp));
+    return bias_placement(options, detail::linear_partition<Style>(options, tp));
   }
   shard::placement weight_placement() const { return weight_placement(opt_, part_); }
   shard::placement bias_placement() const { return bias_placement(opt_, part_); }
@@ -390,7 +366,7 @@ class linear<Style, Backend, T> {
   /// The shapes and partition every constructor starts from.
   linear(engine_type& engine, comm_type& comm, linear_options options, bool has_bias)
       : engine_(&engine), comm_(&comm), opt_(std::move(options)) {
-    part_ = make_partition(opt_, comm.size());
+    part_ = detail::linear_partition<Style>(opt_, comm.size());
     own_ = part_.of(comm.rank());
     counts_ = part_.sizes();
     local_ = {{opt_.out_features, opt_.in_features}};
@@ -419,28 +395,6 @@ class linear<Style, Backend, T> {
   }
   static style::cut cut_of(const shard::partition& p) {
     return split_dim < 0 ? style::cut{} : style::cut{.partition = p};
-  }
-
-  static shard::partition make_partition(const linear_options& opt, int tp) {
-    const extents<2> shape{{opt.out_features, opt.in_features}};
-    const std::string what = opt.name + ".weight";
-    if constexpr (split_dim < 0) {
-      expect(!opt.partition && opt.blocks.empty(),
-             "{} ({}): a replicated layer splits no dim, so it takes no blocks or partition",
-             opt.name, Style::name);
-      return shard::partition(
-          shape[0], std::vector<shard::pieces>(static_cast<std::size_t>(tp), {{{0, shape[0]}}}));
-    } else {
-      const style::cut c{.kind = opt.split, .blocks = opt.blocks, .partition = opt.partition};
-      shard::partition p = c.of(shape[split_dim], tp, {what, split_dim});
-      expect(p.covers(), "{}: the partition leaves elements of weight dim {} on no rank", what,
-             split_dim);
-      expect(split_dim == 0 || !p.overlaps(),
-             "{} ({}): ranks may not share input features, or the partial sums would count them "
-             "twice",
-             what, Style::name);
-      return p;
-    }
   }
 
   index_t input_scratch(index_t tokens) const {

@@ -1,7 +1,8 @@
 #pragma once
 /// \file
 /// `swiglu_mlp<Mode, Backend, T>`: the feed-forward of a Llama-style block — gate|up as one packed
-/// colwise layer, SwiGLU (the backend's ops), down rowwise — in either block mode.
+/// colwise layer, SwiGLU (`swiglu_step`, shared with the experts), down rowwise — in either block
+/// mode.
 
 #include <span>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "tpx/layer/backend.hpp"
 #include "tpx/layer/block.hpp"
+#include "tpx/layer/gated.hpp"
 #include "tpx/layer/linear.hpp"
 
 namespace tpx::inline v0::layer {
@@ -71,22 +73,17 @@ class swiglu_mlp {
   down_type& down() noexcept { return down_; }
 
   void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
-    const index_t i = gate_up_.output_cols() / 2;
-    const matrix_view<T> h = detail::sized(h_, tokens, 2 * i), a = detail::sized(a_, tokens, i);
-    gate_up_.forward(x, h);
-    ops_.swiglu_forward(read_only(h), a);
-    down_.forward(a, y);
+    step_.forward(
+        ops_, tokens, gate_up_.output_cols() / 2, [&](matrix_view<T> h) { gate_up_.forward(x, h); },
+        [&](matrix_view<const T> a) { down_.forward(a, y); });
   }
 
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
                 index_t tokens) {
-    const index_t i = gate_up_.output_cols() / 2;
-    const matrix_view<const T> h = make_matrix<const T>(h_.data(), tokens, 2 * i),
-                               a = make_matrix<const T>(a_.data(), tokens, i);
-    const matrix_view<T> da = detail::sized(da_, tokens, i), dh = detail::sized(dh_, tokens, 2 * i);
-    down_.backward(a, dy, da);
-    ops_.swiglu_backward(h, read_only(da), dh);
-    gate_up_.backward(x, dh, dx);
+    step_.backward(
+        ops_, tokens, gate_up_.output_cols() / 2,
+        [&](matrix_view<const T> a, matrix_view<T> da) { down_.backward(a, dy, da); },
+        [&](matrix_view<const T> dh) { gate_up_.backward(x, dh, dx); });
   }
 
  private:
@@ -107,7 +104,7 @@ class swiglu_mlp {
   gate_up_type gate_up_;
   down_type down_;
   typename Backend::ops ops_;
-  typename Backend::template buffer<T> h_, a_, da_, dh_;
+  swiglu_step<Backend, T> step_;
 };
 
 }  // namespace tpx::inline v0::layer

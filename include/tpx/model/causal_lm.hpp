@@ -44,20 +44,11 @@
 #include "tpx/layer/cross_entropy.hpp"
 #include "tpx/layer/decoder.hpp"
 #include "tpx/layer/embedding.hpp"
+#include "tpx/model/build.hpp"
 #include "tpx/model/config.hpp"
 #include "tpx/model/layout.hpp"
-#include "tpx/style/placement.hpp"
-#include "tpx/style/replicate.hpp"
 
 namespace tpx::inline v0::model {
-
-struct options {
-  /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
-  /// experts, E / ep per rank).
-  int ep = 1;
-  /// Round every weight to bfloat16 as it is read (bf16 storage, compute in T).
-  bool bf16_weights = false;
-};
 
 template <layer::block_mode Mode, layer::backend_with_ops Backend, class T = double>
 class causal_lm {
@@ -74,11 +65,10 @@ class causal_lm {
   using head_type = layer::linear<typename styles::column, Backend, T>;
   using attention_type = layer::attention_block<Mode, Backend, T>;
   using mlp_type = layer::swiglu_mlp<Mode, Backend, T>;
-  using ep_style = style::moe_expert_parallel<sp>;
-  using dense_layer = layer::llama_layer<Mode, Backend, T>;
-  using moe_tp_layer = layer::mixtral_layer<Mode, Backend, T>;
-  using moe_ep_layer = layer::mixtral_layer<Mode, Backend, T, ep_style>;
-  using layer_type = std::variant<dense_layer, moe_tp_layer, moe_ep_layer>;
+  using dense_layer = typename detail::decoder_layers<Mode, Backend, T>::dense;
+  using moe_tp_layer = typename detail::decoder_layers<Mode, Backend, T>::moe_tp;
+  using moe_ep_layer = typename detail::decoder_layers<Mode, Backend, T>::moe_ep;
+  using layer_type = typename detail::decoder_layers<Mode, Backend, T>::any;
   static constexpr layer::block_mode mode = Mode;
 
   /// Builds this rank's shard of the model of config `c` from the checkpoint `ck`.
@@ -88,7 +78,8 @@ class causal_lm {
         comm_(&comm),
         config_(c),
         options_(o),
-        layout_(model::checkpoint_layout(c, ck)) {
+        layout_(model::checkpoint_layout(c, ck)),
+        reader_(comm.rank(), o.bf16_weights) {
     const int tp = comm.size();
     expect(o.ep == 1 || o.ep == tp,
            "{}: ep = {} must be 1 or the group size {} (experts live on the TP ranks)", c.source,
@@ -99,17 +90,22 @@ class causal_lm {
            c.source, o.ep, c.dims.model_type);
     const index_t h = c.dims.hidden_size, v = c.dims.vocab_size;
     const layer::embedding_options eo{.name = "model.embed_tokens", .vocab = v, .hidden = h};
-    embed_.emplace(shard::from_shard, engine, comm,
-                   matrix(read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)), h),
-                   eo);
-    for (const layer_layout& l : layout_.layers) layers_.push_back(build_layer(ck, l));
-    norm_.emplace(comm,
-                  read(ck, layout_.norm, norm_type::weight_placement(layout_.norm.name, h, tp)),
-                  c.rms_norm_eps, "model.norm");
+    embed_.emplace(
+        shard::from_shard, engine, comm,
+        detail::as_matrix(reader_.read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)),
+                          h),
+        eo);
+    for (std::size_t l = 0; l < layout_.layers.size(); ++l)
+      layers_.push_back(detail::build_layer<Mode, Backend, T>(
+          engine, comm, c, o, ck, layout_.layers[l], static_cast<index_t>(l), reader_));
+    norm_.emplace(
+        comm, reader_.read(ck, layout_.norm, norm_type::weight_placement(layout_.norm.name, h, tp)),
+        c.rms_norm_eps, "model.norm");
     if (layout_.head) {
       const layer::linear_options ho{.name = "lm_head", .out_features = v, .in_features = h};
       head_.emplace(shard::from_shard, engine, comm,
-                    matrix(read(ck, *layout_.head, head_type::weight_placement(ho, tp)), h),
+                    detail::as_matrix(
+                        reader_.read(ck, *layout_.head, head_type::weight_placement(ho, tp)), h),
                     std::span<const T>{}, ho);
     }
     loss_.emplace(comm, layer::cross_entropy_options{
@@ -122,7 +118,7 @@ class causal_lm {
   /// The vocab columns [begin, end) of this rank's logits.
   shard::interval vocab_range() const { return head_ ? head_->slice() : embed_->vocab_range(); }
   /// Bytes this rank read from the checkpoint.
-  std::uint64_t bytes_read() const noexcept { return bytes_read_; }
+  std::uint64_t bytes_read() const noexcept { return reader_.bytes_read(); }
   /// Bytes of parameters this rank holds (its shards, in T).
   std::uint64_t bytes_held() const {
     std::uint64_t n = 0;
@@ -157,7 +153,7 @@ class causal_lm {
                            std::span<const T>) {
       const io::assembled_tensor* t = find(name);
       for (const io::tensor_part& part : t->parts) {
-        const auto& [dtype, shape] = file_tensors_.at(part.name);
+        const auto& [dtype, shape] = reader_.file_tensor(part.name);
         const shard::placement pp = io::part_placement(*t, part, shape, p);
         const std::vector<T> block = io::part_of_block<T>(*t, part, shape, p.of(rank), w);
         data.push_back(io::to_bytes<T>(block, dtype, part.name));
@@ -324,9 +320,9 @@ class causal_lm {
             linear(l.o, l.o_bias, layer.attention().o());
             if (l.q_norm) {
               auto& core = layer.attention().core();
-              fn(l.q_norm->name, whole(*l.q_norm), core.q_norm(),
+              fn(l.q_norm->name, detail::whole(*l.q_norm, tp), core.q_norm(),
                  std::span<const T>(core.q_norm_grad()));
-              fn(l.k_norm->name, whole(*l.k_norm), core.k_norm(),
+              fn(l.k_norm->name, detail::whole(*l.k_norm, tp), core.k_norm(),
                  std::span<const T>(core.k_norm_grad()));
             }
             norm(l.post_norm, layer.post_norm());
@@ -338,7 +334,7 @@ class causal_lm {
               linear(*l.router, std::nullopt, ffn.router());
               auto& ex = ffn.experts_layer();
               using ex_t = std::remove_cvref_t<decltype(ex)>;
-              const layer::experts_options eo = experts_options(l);
+              const layer::experts_options eo = detail::experts_options(config_, l);
               fn(l.experts_gate_up->name, ex_t::gate_up_placement(eo, tp),
                  span(ex.gate_up_weight()), span(ex.gate_up_grad()));
               fn(l.experts_down->name, ex_t::down_placement(eo, tp), span(ex.down_weight()),
@@ -367,13 +363,6 @@ class causal_lm {
   layer::embedding_options embedding_options() const {
     return {.name = "model.embed_tokens", .vocab = vocab(), .hidden = config_.dims.hidden_size};
   }
-  layer::experts_options experts_options(const layer_layout& l) const {
-    return {.name = l.moe_prefix,
-            .n_experts = config_.dims.n_experts,
-            .hidden = config_.dims.hidden_size,
-            .inter = config_.dims.moe_intermediate_size,
-            .top_k = config_.dims.experts_per_token};
-  }
   const io::assembled_tensor* find(const std::string& name) const {
     const io::assembled_tensor* found = nullptr;
     layout_.for_each([&](const io::assembled_tensor& t) {
@@ -381,100 +370,6 @@ class causal_lm {
     });
     expect(found != nullptr, "causal_lm: no tensor named '{}'", name);
     return found;
-  }
-
-  /// Rank's block of `t` under `p`, as T; counts the bytes read.
-  std::vector<T> read(const io::checkpoint& ck, const io::assembled_tensor& t,
-                      const shard::placement& p) {
-    for (const io::tensor_part& part : t.parts)
-      if (ck.contains(part.name))
-        file_tensors_[part.name] = {ck.info(part.name).dtype, ck.info(part.name).shape};
-    std::vector<T> v = io::read<T>(ck, t, p, comm_->rank(), &bytes_read_);
-    if (options_.bf16_weights)
-      for (T& x : v) x = static_cast<T>(static_cast<float>(bf16(x)));
-    return v;
-  }
-  std::vector<T> read_bias(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
-                           const shard::placement& p) {
-    return t ? read(ck, *t, p) : std::vector<T>{};
-  }
-  static matrix_view<const T> matrix(const std::vector<T>& v, index_t cols) {
-    return make_matrix<const T>(v.data(), cols == 0 ? 0 : static_cast<index_t>(v.size()) / cols,
-                                cols);
-  }
-
-  layer_type build_layer(const io::checkpoint& ck, const layer_layout& l) {
-    const int tp = comm_->size();
-    const index_t h = config_.dims.hidden_size;
-    const layer::attention_config ac{
-        .heads = {.n_heads = config_.dims.n_heads,
-                  .n_kv_heads = config_.dims.n_kv_heads,
-                  .head_dim = config_.dims.head_dim},
-        .rope_theta = config_.rope_theta,
-        .inv_freq = config_.inv_freq,
-        .window = config_.window_of(static_cast<index_t>(&l - layout_.layers.data()))};
-    const std::string an = l.prefix + "self_attn";
-    using qkv_t = typename attention_type::qkv_type;
-    using o_t = typename attention_type::o_type;
-    const layer::linear_options qo = attention_type::qkv_options(ac, h, tp, an),
-                                oo = attention_type::o_options(ac, h, tp, an);
-    const std::vector<T> qkv = read(ck, l.qkv, qkv_t::weight_placement(qo, tp)),
-                         qkv_b = read_bias(ck, l.qkv_bias, qkv_t::bias_placement(qo, tp)),
-                         o = read(ck, l.o, o_t::weight_placement(oo, tp)),
-                         o_b = read_bias(ck, l.o_bias, o_t::bias_placement(oo, tp));
-    attention_type attention(shard::from_shard, *engine_, *comm_, matrix(qkv, h), qkv_b,
-                             matrix(o, o_t::weight_placement(oo, tp).local_shape(comm_->rank())[1]),
-                             o_b, ac, an);
-    if (l.q_norm) {
-      attention.set_qk_norm(read(ck, *l.q_norm, whole(*l.q_norm)),
-                            read(ck, *l.k_norm, whole(*l.k_norm)), config_.rms_norm_eps);
-    }
-    const std::vector<T> n1 = read(ck, l.input_norm,
-                                   norm_type::weight_placement(l.input_norm.name, h, tp)),
-                         n2 = read(ck, l.post_norm,
-                                   norm_type::weight_placement(l.post_norm.name, h, tp));
-    const double eps = config_.rms_norm_eps;
-    if (l.gate_up) {
-      using gu_t = typename mlp_type::gate_up_type;
-      using dn_t = typename mlp_type::down_type;
-      const index_t i = config_.dims.intermediate_size;
-      const std::string mn = l.prefix + "mlp";
-      const layer::linear_options go = mlp_type::gate_up_options(i, h, mn),
-                                  dno = mlp_type::down_options(i, h, mn);
-      const std::vector<T> gu = read(ck, *l.gate_up, gu_t::weight_placement(go, tp)),
-                           gu_b = read_bias(ck, l.gate_up_bias, gu_t::bias_placement(go, tp)),
-                           dn = read(ck, *l.down, dn_t::weight_placement(dno, tp)),
-                           dn_b = read_bias(ck, l.down_bias, dn_t::bias_placement(dno, tp));
-      mlp_type mlp(shard::from_shard, *engine_, *comm_, i, matrix(gu, h), gu_b,
-                   matrix(dn, dn_t::weight_placement(dno, tp).local_shape(comm_->rank())[1]), dn_b,
-                   mn);
-      return layer_type(std::in_place_type<dense_layer>, *comm_, n1, n2, eps, std::move(attention),
-                        std::move(mlp));
-    }
-    const std::vector<T> router = read(ck, *l.router, whole(*l.router));
-    const ops::routing_options ro{.name = l.moe_prefix + ".gate",
-                                    .n_experts = config_.dims.n_experts,
-                                    .top_k = config_.dims.experts_per_token,
-                                    .renormalize = config_.norm_topk_prob};
-    const auto make = [&]<class Layer>(std::type_identity<Layer>) {
-      using ffn_t = typename Layer::ffn_type;
-      using ex_t = typename ffn_t::experts_type;
-      const layer::experts_options eo = experts_options(l);
-      const shard::placement gp = ex_t::gate_up_placement(eo, tp),
-                             dp = ex_t::down_placement(eo, tp);
-      const std::vector<T> gu = read(ck, *l.experts_gate_up, gp),
-                           dn = read(ck, *l.experts_down, dp);
-      const std::vector<index_t> gs = gp.local_shape(comm_->rank()),
-                                 ds = dp.local_shape(comm_->rank());
-      ex_t ex(shard::from_shard, *engine_, *comm_,
-              tensor_view<const T, 3>(gu.data(), extents<3>{{gs[0], gs[1], gs[2]}}),
-              tensor_view<const T, 3>(dn.data(), extents<3>{{ds[0], ds[1], ds[2]}}), {}, {}, eo);
-      ffn_t ffn(*engine_, *comm_, matrix(router, h), ro, std::move(ex));
-      return layer_type(std::in_place_type<Layer>, *comm_, n1, n2, eps, std::move(attention),
-                        std::move(ffn));
-    };
-    return options_.ep > 1 ? make(std::type_identity<moe_ep_layer>{})
-                           : make(std::type_identity<moe_tp_layer>{});
   }
 
   /// Every rank's vocab columns of `local` [k, V_r], all-gathered: [k, V] row-major.
@@ -512,23 +407,17 @@ class causal_lm {
     return logits;
   }
 
-  /// A parameter every rank holds whole (the router, per-head q/k norms): style::replicate<>'s.
-  shard::placement whole(const io::assembled_tensor& t) const {
-    return style::placement<style::replicate<>>({t.name, t.shape}, comm_->size());
-  }
-
   engine_type* engine_;
   comm_type* comm_;
   config config_;
   options options_;
   model::layout layout_;
+  detail::shard_reader<T> reader_;  // counts the bytes read; knows each file tensor's dtype
   std::optional<embedding_type> embed_;
   std::vector<layer_type> layers_;
   std::optional<norm_type> norm_;
   std::optional<head_type> head_;
   std::optional<layer::vocab_cross_entropy<Backend, T>> loss_;
-  std::uint64_t bytes_read_ = 0;
-  std::map<std::string, std::pair<io::file_dtype, std::vector<index_t>>> file_tensors_;
   mutable layer::detail::token_shards tokens_;
   std::vector<std::int64_t> ids_, targets_;
   bool cached_ = false;  // the last run was forward_cached (nothing kept for backward)

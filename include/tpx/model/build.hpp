@@ -1,0 +1,188 @@
+#pragma once
+/// \file
+/// How `causal_lm` builds a rank's decoder layers from a checkpoint: the layer types a model can
+/// hold (`decoder_layers`), a reader that takes each tensor's shard at the placement the layer
+/// gives and counts the bytes (`shard_reader`), and `build_layer`, which reads one layer's
+/// tensors and composes its blocks — attention (with q/k norms when the checkpoint has them),
+/// then the SwiGLU MLP or the MoE (router and experts, TP or EP).
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "tpx/io/assembled.hpp"
+#include "tpx/layer/decoder.hpp"
+#include "tpx/model/config.hpp"
+#include "tpx/model/layout.hpp"
+#include "tpx/style/placement.hpp"
+#include "tpx/style/replicate.hpp"
+
+namespace tpx::inline v0::model {
+
+struct options {
+  /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
+  /// experts, E / ep per rank).
+  int ep = 1;
+  /// Round every weight to bfloat16 as it is read (bf16 storage, compute in T).
+  bool bf16_weights = false;
+};
+
+namespace detail {
+
+/// The decoder layers of a model in block mode `Mode`: dense (Llama), MoE with TP experts, MoE
+/// with EP experts.
+template <layer::block_mode Mode, layer::backend_with_ops Backend, class T>
+struct decoder_layers {
+  using ep_style = style::moe_expert_parallel<layer::block_styles<Mode>::sp>;
+  using dense = layer::llama_layer<Mode, Backend, T>;
+  using moe_tp = layer::mixtral_layer<Mode, Backend, T>;
+  using moe_ep = layer::mixtral_layer<Mode, Backend, T, ep_style>;
+  using any = std::variant<dense, moe_tp, moe_ep>;
+};
+
+/// A parameter every rank holds whole (the router, per-head q/k norms): style::replicate<>'s.
+inline shard::placement whole(const io::assembled_tensor& t, int tp) {
+  return style::placement<style::replicate<>>({t.name, t.shape}, tp);
+}
+
+/// The experts of layer `l` of a model of config `c`.
+inline layer::experts_options experts_options(const config& c, const layer_layout& l) {
+  return {.name = l.moe_prefix,
+          .n_experts = c.dims.n_experts,
+          .hidden = c.dims.hidden_size,
+          .inter = c.dims.moe_intermediate_size,
+          .top_k = c.dims.experts_per_token};
+}
+
+/// Reads rank `rank`'s block of assembled tensors, as T, counting the bytes read and remembering
+/// each file tensor's dtype and shape (to write the model back).
+template <class T>
+class shard_reader {
+ public:
+  shard_reader(int rank, bool bf16_weights) : rank_(rank), bf16_(bf16_weights) {}
+
+  std::vector<T> read(const io::checkpoint& ck, const io::assembled_tensor& t,
+                      const shard::placement& p) {
+    for (const io::tensor_part& part : t.parts)
+      if (ck.contains(part.name))
+        files_[part.name] = {ck.info(part.name).dtype, ck.info(part.name).shape};
+    std::vector<T> v = io::read<T>(ck, t, p, rank_, &bytes_);
+    if (bf16_)
+      for (T& x : v) x = static_cast<T>(static_cast<float>(bf16(x)));
+    return v;
+  }
+  /// An optional tensor (a bias): empty when the checkpoint has none.
+  std::vector<T> read(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
+                      const shard::placement& p) {
+    return t ? read(ck, *t, p) : std::vector<T>{};
+  }
+
+  std::uint64_t bytes_read() const noexcept { return bytes_; }
+  /// The file dtype and shape of checkpoint tensor `name` (one this reader read).
+  const std::pair<io::file_dtype, std::vector<index_t>>& file_tensor(
+      const std::string& name) const {
+    return files_.at(name);
+  }
+
+ private:
+  int rank_;
+  bool bf16_;
+  std::uint64_t bytes_ = 0;
+  std::map<std::string, std::pair<io::file_dtype, std::vector<index_t>>> files_;
+};
+
+/// `v` as a row-major [· × cols] matrix.
+template <class T>
+matrix_view<const T> as_matrix(const std::vector<T>& v, index_t cols) {
+  return make_matrix<const T>(v.data(), cols == 0 ? 0 : static_cast<index_t>(v.size()) / cols,
+                              cols);
+}
+
+/// Layer `l` (the `index`-th) of a model of config `c`, this rank's shards read from `ck`.
+template <layer::block_mode Mode, layer::backend_with_ops Backend, class T>
+typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::engine& engine,
+                                                           typename Backend::communicator& comm,
+                                                           const config& c, const options& o,
+                                                           const io::checkpoint& ck,
+                                                           const layer_layout& l, index_t index,
+                                                           shard_reader<T>& reader) {
+  using layers = decoder_layers<Mode, Backend, T>;
+  using attention_type = layer::attention_block<Mode, Backend, T>;
+  using mlp_type = layer::swiglu_mlp<Mode, Backend, T>;
+  using norm_type = layer::rms_norm<typename layer::block_styles<Mode>::norm, Backend, T>;
+  const int tp = comm.size(), rank = comm.rank();
+  const index_t h = c.dims.hidden_size;
+  const layer::attention_config ac{.heads = {.n_heads = c.dims.n_heads,
+                                             .n_kv_heads = c.dims.n_kv_heads,
+                                             .head_dim = c.dims.head_dim},
+                                   .rope_theta = c.rope_theta,
+                                   .inv_freq = c.inv_freq,
+                                   .window = c.window_of(index)};
+  const std::string an = l.prefix + "self_attn";
+  using qkv_t = typename attention_type::qkv_type;
+  using o_t = typename attention_type::o_type;
+  const layer::linear_options qo = attention_type::qkv_options(ac, h, tp, an),
+                              oo = attention_type::o_options(ac, h, tp, an);
+  const std::vector<T> qkv = reader.read(ck, l.qkv, qkv_t::weight_placement(qo, tp)),
+                       qkv_b = reader.read(ck, l.qkv_bias, qkv_t::bias_placement(qo, tp)),
+                       out = reader.read(ck, l.o, o_t::weight_placement(oo, tp)),
+                       out_b = reader.read(ck, l.o_bias, o_t::bias_placement(oo, tp));
+  attention_type attention(shard::from_shard, engine, comm, as_matrix(qkv, h), qkv_b,
+                           as_matrix(out, o_t::weight_placement(oo, tp).local_shape(rank)[1]),
+                           out_b, ac, an);
+  if (l.q_norm)
+    attention.set_qk_norm(reader.read(ck, *l.q_norm, whole(*l.q_norm, tp)),
+                          reader.read(ck, *l.k_norm, whole(*l.k_norm, tp)), c.rms_norm_eps);
+  const std::vector<T> n1 = reader.read(ck, l.input_norm,
+                                        norm_type::weight_placement(l.input_norm.name, h, tp)),
+                       n2 = reader.read(ck, l.post_norm,
+                                        norm_type::weight_placement(l.post_norm.name, h, tp));
+  const double eps = c.rms_norm_eps;
+  if (l.gate_up) {
+    using gu_t = typename mlp_type::gate_up_type;
+    using dn_t = typename mlp_type::down_type;
+    const index_t i = c.dims.intermediate_size;
+    const std::string mn = l.prefix + "mlp";
+    const layer::linear_options go = mlp_type::gate_up_options(i, h, mn),
+                                dno = mlp_type::down_options(i, h, mn);
+    const std::vector<T> gu = reader.read(ck, *l.gate_up, gu_t::weight_placement(go, tp)),
+                         gu_b = reader.read(ck, l.gate_up_bias, gu_t::bias_placement(go, tp)),
+                         dn = reader.read(ck, *l.down, dn_t::weight_placement(dno, tp)),
+                         dn_b = reader.read(ck, l.down_bias, dn_t::bias_placement(dno, tp));
+    mlp_type mlp(shard::from_shard, engine, comm, i, as_matrix(gu, h), gu_b,
+                 as_matrix(dn, dn_t::weight_placement(dno, tp).local_shape(rank)[1]), dn_b, mn);
+    return typename layers::any(std::in_place_type<typename layers::dense>, comm, n1, n2, eps,
+                                std::move(attention), std::move(mlp));
+  }
+  const std::vector<T> router = reader.read(ck, *l.router, whole(*l.router, tp));
+  const ops::routing_options ro{.name = l.moe_prefix + ".gate",
+                                .n_experts = c.dims.n_experts,
+                                .top_k = c.dims.experts_per_token,
+                                .renormalize = c.norm_topk_prob};
+  const auto make = [&]<class Layer>(std::type_identity<Layer>) {
+    using ffn_t = typename Layer::ffn_type;
+    using ex_t = typename ffn_t::experts_type;
+    const layer::experts_options eo = experts_options(c, l);
+    const shard::placement gp = ex_t::gate_up_placement(eo, tp), dp = ex_t::down_placement(eo, tp);
+    const std::vector<T> gu = reader.read(ck, *l.experts_gate_up, gp),
+                         dn = reader.read(ck, *l.experts_down, dp);
+    const std::vector<index_t> gs = gp.local_shape(rank), ds = dp.local_shape(rank);
+    ex_t ex(shard::from_shard, engine, comm,
+            tensor_view<const T, 3>(gu.data(), extents<3>{{gs[0], gs[1], gs[2]}}),
+            tensor_view<const T, 3>(dn.data(), extents<3>{{ds[0], ds[1], ds[2]}}), {}, {}, eo);
+    ffn_t ffn(engine, comm, as_matrix(router, h), ro, std::move(ex));
+    return typename layers::any(std::in_place_type<Layer>, comm, n1, n2, eps, std::move(attention),
+                                std::move(ffn));
+  };
+  return o.ep > 1 ? make(std::type_identity<typename layers::moe_ep>{})
+                  : make(std::type_identity<typename layers::moe_tp>{});
+}
+
+}  // namespace detail
+
+}  // namespace tpx::inline v0::model
