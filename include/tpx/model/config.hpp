@@ -16,6 +16,9 @@
 ///                                                      decoder_sparse_step, renormalised when
 ///                                                      norm_topk_prob (default no); q/k norms
 ///
+/// (The table summarises the families' own files, plan/families/, whose `config_rules` this
+/// reader applies: a family tpx builds is one with rules.)
+///
 /// RoPE: `rope_parameters` {rope_type, rope_theta, …} (transformers ≥ 5), else `rope_theta` +
 /// `rope_scaling` (older files; its `type` or `rope_type`). Types: `default`, `linear` (factor)
 /// and `llama3` (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings).
@@ -42,6 +45,7 @@
 #include "tpx/core/json.hpp"
 #include "tpx/io/file.hpp"
 #include "tpx/ops/attention.hpp"
+#include "tpx/plan/families.hpp"
 #include "tpx/plan/model_config.hpp"
 
 namespace tpx::inline v0::model {
@@ -49,9 +53,13 @@ namespace tpx::inline v0::model {
 /// The largest head_dim a model may have: far past any (DeepSeek's 192, Gemma's 256).
 inline constexpr index_t max_head_dim = 65536;
 
-/// The families a causal LM can be built for.
-inline constexpr std::string_view families[] = {"llama", "mistral", "qwen2",    "phi3",
-                                                "qwen3", "mixtral", "qwen3_moe"};
+/// The families a causal LM can be built for: those of plan/families.hpp with config rules.
+inline std::vector<std::string_view> families() {
+  std::vector<std::string_view> out;
+  for (const plan::model_family& f : plan::all_families)
+    if (f.model) out.push_back(f.model_type);
+  return out;
+}
 
 struct config {
   plan::model_config dims;
@@ -181,12 +189,15 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   c.source = std::string(what);
   expect(j.is_object(), "{}: config.json must be a JSON object", what);
   expect(j.contains("model_type") && j.at("model_type").is_string(),
-         "{}: \"model_type\" is missing (tpx builds {})", what, fmt::join(families, ", "));
+         "{}: \"model_type\" is missing (tpx builds {})", what, fmt::join(families(), ", "));
   const std::string type = j.at("model_type").get<std::string>();
-  const bool known =
-      std::find(std::begin(families), std::end(families), type) != std::end(families);
-  expect(known, "{}: model_type '{}' is not a family tpx builds ({})", what, type,
-         fmt::join(families, ", "));
+  const plan::model_family* fam = plan::find_family(type);
+  expect(fam != nullptr && fam->model.has_value(),
+         "{}: model_type '{}' is not a family tpx builds ({})", what, type,
+         fmt::join(families(), ", "));
+  const plan::config_rules& rules = *fam->model;
+  using bias_keys = plan::config_rules::bias_keys;
+  using sliding = plan::config_rules::sliding;
   c.dims = plan::parse_model_config(j, what);
   const plan::model_config& d = c.dims;
   expect(d.hidden_size >= 1 && d.num_layers >= 1 && d.vocab_size >= 1 && d.head_dim >= 2 &&
@@ -194,7 +205,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
          "{}: hidden_size {}, num_hidden_layers {} and vocab_size {} must be positive and the head "
          "dim {} even",
          what, d.hidden_size, d.num_layers, d.vocab_size, d.head_dim);
-  const bool moe = type == "mixtral" || type == "qwen3_moe";
+  const bool moe = fam->layers.moe != plan::moe_layout::none;
   if (moe)
     expect(d.n_experts >= 1 && d.experts_per_token >= 1 && d.experts_per_token <= d.n_experts &&
                d.moe_intermediate_size >= 1,
@@ -213,8 +224,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
          "implement",
          what, detail::number(j, "partial_rotary_factor", 1.0, what));
 
-  c.rms_norm_eps =
-      detail::number(j, "rms_norm_eps", type == "mixtral" || type == "phi3" ? 1e-5 : 1e-6, what);
+  c.rms_norm_eps = detail::number(j, "rms_norm_eps", rules.rms_norm_eps, what);
   expect(c.rms_norm_eps >= 0, "{}: \"rms_norm_eps\" must be non-negative", what);
 
   // RoPE's tables hold head_dim / 2 frequencies and head_dim values a position: bounded before
@@ -222,7 +232,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   expect(d.head_dim <= max_head_dim, "{}: head_dim {} is more than the {} tpx's attention supports",
          what, d.head_dim, max_head_dim);
   // RoPE: rope_parameters (transformers ≥ 5), or rope_theta + rope_scaling.
-  const double default_theta = type == "mixtral" ? 1e6 : 10000.0;
+  const double default_theta = rules.rope_theta;
   if (const auto rp = j.find("rope_parameters"); rp != j.end() && !rp->is_null()) {
     expect(rp->is_object(), "{}: \"rope_parameters\" must be an object", what);
     c.rope_theta = detail::number(*rp, "rope_theta", default_theta, what);
@@ -252,15 +262,12 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   expect(c.rope_theta > 0, "{}: the rope theta must be positive, got {}", what, c.rope_theta);
 
   c.tie_word_embeddings = d.tie_word_embeddings.value_or(false);
-  if (type == "llama") {
+  if (rules.biases == bias_keys::attention_and_mlp || rules.biases == bias_keys::attention)
     c.qkv_bias = c.o_bias = detail::flag(j, "attention_bias", false, what);
+  if (rules.biases == bias_keys::attention_and_mlp)
     c.mlp_bias = detail::flag(j, "mlp_bias", false, what);
-  } else if (type == "qwen2") {
-    c.qkv_bias = true;
-  } else if (type == "qwen3" || type == "qwen3_moe") {
-    c.qkv_bias = c.o_bias = detail::flag(j, "attention_bias", false, what);
-    c.qk_norm = true;
-  }
+  if (rules.biases == bias_keys::qkv_always) c.qkv_bias = true;
+  c.qk_norm = fam->layers.qk_norm;
 
   const auto window = [&](std::optional<index_t> fallback) -> std::optional<index_t> {
     const auto it = j.find("sliding_window");
@@ -270,10 +277,10 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
            "{}: \"sliding_window\" must be a positive whole number or null", what);
     return it->get<index_t>();
   };
-  if (type == "mistral") c.sliding_window = window(4096);
-  if (type == "mixtral" || type == "phi3") c.sliding_window = window(std::nullopt);
-  const bool qwen = type == "qwen2" || type == "qwen3" || type == "qwen3_moe";
-  if (qwen && detail::flag(j, "use_sliding_window", false, what)) c.sliding_window = window(4096);
+  if (rules.window_rule == sliding::every_layer) c.sliding_window = window(rules.window);
+  const bool qwen = rules.window_rule == sliding::by_layer;
+  if (qwen && detail::flag(j, "use_sliding_window", false, what))
+    c.sliding_window = window(rules.window);
   // Which layers slide. Qwen's models read `layer_types` (else derive it from
   // max_window_layers); Mistral, Mixtral and Phi-3 slide on every layer (transformers ignores
   // their layer_types).
@@ -296,7 +303,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   for (const index_t l : d.mlp_only_layers)
     expect(l < d.num_layers, "{}: \"mlp_only_layers\" holds {}, not one of the {} layers", what, l,
            d.num_layers);
-  if (type == "qwen3_moe") c.norm_topk_prob = detail::flag(j, "norm_topk_prob", false, what);
+  if (rules.norm_topk_prob_key) c.norm_topk_prob = detail::flag(j, "norm_topk_prob", false, what);
   if (std::find(c.moe_layers.begin(), c.moe_layers.end(), false) != c.moe_layers.end())
     expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
 

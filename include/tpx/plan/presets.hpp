@@ -45,6 +45,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tpx/plan/families.hpp"
 #include "tpx/plan/model_config.hpp"
 #include "tpx/shard/partition.hpp"
 
@@ -80,21 +81,6 @@ struct preset {
 
 namespace detail {
 
-enum class moe_layout { none, mixtral, qwen, deepseek, gpt_oss };
-
-/// What varies between the decoder layouts.
-struct layout {
-  bool qkv_bias = false;       ///< qwen2, gpt_oss
-  bool o_bias = false;         ///< gpt_oss
-  bool sinks = false;          ///< gpt_oss: one attention sink per query head
-  bool qk_norm = false;        ///< qwen3, qwen3_moe: per-head RMS norms of q and k
-  bool sandwich_norm = false;  ///< gemma2: pre- and post-feedforward norms as well
-  bool fused = false;          ///< phi3: qkv_proj and gate_up_proj
-  bool tie_default = false;
-  bool mla = false;  ///< deepseek: multi-head latent attention
-  moe_layout moe = moe_layout::none;
-};
-
 /// Collects a model's tensors with the config's element size.
 struct tensor_list {
   const model_config& c;
@@ -106,7 +92,7 @@ struct tensor_list {
   }
 };
 
-inline void attention(tensor_list& l, const std::string& p, const layout& o) {
+inline void attention(tensor_list& l, const std::string& p, const layer_traits& o) {
   const model_config& c = l.c;
   const index_t h = c.hidden_size, d = c.head_dim, q = c.n_heads * d, kv = c.n_kv_heads * d;
   if (o.mla) {
@@ -201,7 +187,7 @@ inline void moe(tensor_list& l, const std::string& p, moe_layout m) {
   }
 }
 
-inline std::vector<tensor_decl> decoder(const model_config& c, const layout& o) {
+inline std::vector<tensor_decl> decoder(const model_config& c, const layer_traits& o) {
   const index_t h = c.hidden_size;
   constexpr index_t max_tensors = 10'000'000;
   expect(c.num_layers * (3 * c.n_experts + 24) <= max_tensors,
@@ -230,7 +216,7 @@ inline std::vector<tensor_decl> decoder(const model_config& c, const layout& o) 
 }
 
 /// tpx's TP and EP plans for a layout, in Hugging Face's layout.
-inline nlohmann::json plan_of(const layout& o, const model_config& c) {
+inline nlohmann::json plan_of(const layer_traits& o, const model_config& c) {
   nlohmann::json tp = nlohmann::json::object(), ep = nlohmann::json::object();
   const std::string a = "layers.*.self_attn.";
   if (o.mla) {
@@ -326,7 +312,7 @@ inline nlohmann::json plan_of(const layout& o, const model_config& c) {
   return plan;
 }
 
-inline preset make_preset(std::string type, layout o) {
+inline preset make_preset(std::string type, layer_traits o) {
   preset p;
   p.model_type = std::move(type);
   p.tie_word_embeddings = o.tie_default;
@@ -337,22 +323,14 @@ inline preset make_preset(std::string type, layout o) {
 
 }  // namespace detail
 
-/// Every preset, by model type.
+/// Every preset, by model type: one for each family of plan/families.hpp.
 inline const std::vector<preset>& presets() {
-  static const std::vector<preset> all{
-      detail::make_preset("llama", {}),
-      detail::make_preset("mistral", {}),
-      detail::make_preset("qwen2", {.qkv_bias = true}),
-      detail::make_preset("qwen3", {.qk_norm = true}),
-      detail::make_preset("gemma2", {.sandwich_norm = true, .tie_default = true}),
-      detail::make_preset("phi3", {.fused = true}),
-      detail::make_preset("mixtral", {.moe = detail::moe_layout::mixtral}),
-      detail::make_preset("qwen3_moe", {.qk_norm = true, .moe = detail::moe_layout::qwen}),
-      detail::make_preset("deepseek_v3", {.mla = true, .moe = detail::moe_layout::deepseek}),
-      detail::make_preset(
-          "gpt_oss",
-          {.qkv_bias = true, .o_bias = true, .sinks = true, .moe = detail::moe_layout::gpt_oss}),
-  };
+  static const std::vector<preset> all = [] {
+    std::vector<preset> v;
+    for (const model_family& f : all_families)
+      v.push_back(detail::make_preset(std::string(f.model_type), f.layers));
+    return v;
+  }();
   return all;
 }
 

@@ -1,0 +1,20 @@
+// The element ops' laws on the host backend (tests/ops/element_laws.hpp): `host::ops` against
+// the fp64 oracle in f32 and f64, and the adjoint and gradient laws in f64.
+
+#include <doctest/doctest.h>
+
+#include <type_traits>
+
+#include "../linear_harness.hpp"
+#include "element_laws.hpp"
+#include "tpx/backend/host/backend.hpp"
+
+using namespace tpx;
+
+TEST_CASE_TEMPLATE("host element ops equal the fp64 oracle, member by member", T, float, double) {
+  test::laws::check_against_oracle<test::host_platform, T>(std::is_same_v<T, float> ? 2e-5 : 1e-12);
+}
+
+TEST_CASE("host element ops: spread and combine are adjoint, backward is forward's derivative") {
+  test::laws::check_adjoint_and_gradients<test::host_platform>();
+}
