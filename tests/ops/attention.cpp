@@ -22,13 +22,15 @@ namespace {
 
 struct attn_case {
   index_t tokens, q_heads, kv_heads, head_dim, window;
+  double softcap = 0;  ///< soft-capped scores; 0: none
 };
 
 /// Cases crossing the host's 64-row query blocks (1, 5, 64, 70, 130 tokens), with windows
 /// shorter and longer than a block.
 const attn_case cases[] = {
-    {1, 2, 1, 4, 0},  {5, 4, 2, 6, 0},   {64, 3, 3, 2, 0},  {70, 3, 1, 8, 0},
-    {130, 4, 4, 4, 0}, {130, 6, 1, 4, 17}, {70, 2, 1, 2, 64}, {9, 2, 2, 4, 1},
+    {1, 2, 1, 4, 0},       {5, 4, 2, 6, 0},         {64, 3, 3, 2, 0},  {70, 3, 1, 8, 0},
+    {130, 4, 4, 4, 0},     {130, 6, 1, 4, 17},      {70, 2, 1, 2, 64}, {9, 2, 2, 4, 1},
+    {70, 4, 2, 4, 0, 0.5}, {130, 2, 1, 8, 17, 1.0},  // soft-capped (tight caps, so they bite)
 };
 
 template <class T>
@@ -74,7 +76,8 @@ ops::attention_shape shape_of(const attn_case& c) {
           .kv_heads = c.kv_heads,
           .head_dim = c.head_dim,
           .scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim)),
-          .window = c.window};
+          .window = c.window,
+          .softcap = c.softcap};
 }
 
 test::dense dense_of(matrix_view<const double> m) {
@@ -97,16 +100,17 @@ run_out<T> forward_backward(Ops& ops, const attn_case& c, const packed<T>& in,
   const index_t n = c.tokens, qc = in.qc, kc = in.kc;
   run_out<T> r{std::vector<T>(static_cast<std::size_t>(n * qc), T(7)),
                std::vector<T>(static_cast<std::size_t>(c.q_heads * n), T(7)),
-               std::vector<T>(static_cast<std::size_t>(n * qc), T(7)), {}, {}};
+               std::vector<T>(static_cast<std::size_t>(n * qc), T(7)),
+               {},
+               {}};
   // dk and dv as column ranges of one [n, 2 kc] buffer, stale values in it.
   std::vector<T> dkv(static_cast<std::size_t>(n * 2 * kc), T(7));
   ops.attention_forward(s, in.q(), in.k(), in.v(), make_matrix(r.o.data(), n, qc),
                         std::span<T>(r.lse));
   const matrix_view<T> dkv_m = make_matrix(dkv.data(), n, 2 * kc);
-  ops.attention_backward(s, in.q(), in.k(), in.v(), cview(r.o, n, qc),
-                         std::span<const T>(r.lse), cview(dout, n, qc),
-                         make_matrix(r.dq.data(), n, qc), dkv_m.col_range(0, kc),
-                         dkv_m.col_range(kc, 2 * kc));
+  ops.attention_backward(s, in.q(), in.k(), in.v(), cview(r.o, n, qc), std::span<const T>(r.lse),
+                         cview(dout, n, qc), make_matrix(r.dq.data(), n, qc),
+                         dkv_m.col_range(0, kc), dkv_m.col_range(kc, 2 * kc));
   for (index_t i = 0; i < n; ++i)
     for (index_t j = 0; j < kc; ++j) {
       r.dk.push_back(dkv_m(i, j));
@@ -129,7 +133,7 @@ void check_equal(const run_out<T>& got, const run_out<T>& want, const attn_case&
 
 TEST_CASE("the reference attention and RoPE equal the fp64 oracle") {
   for (const attn_case& c : cases) {
-    if (c.window != 0) continue;  // the oracle has no window
+    if (c.window != 0 || c.softcap != 0) continue;  // the oracle has no window and no cap
     CAPTURE(c.tokens);
     CAPTURE(c.q_heads);
     CAPTURE(c.kv_heads);
@@ -158,9 +162,49 @@ TEST_CASE("the reference attention and RoPE equal the fp64 oracle") {
   }
 }
 
-TEST_CASE_TEMPLATE("host attention ops equal the reference: forward and backward, causal and "
-                   "sliding window, GQA, strided views",
-                   T, float, double) {
+TEST_CASE("the soft-capped reference: its backward is the derivative of its forward, and it caps") {
+  for (const attn_case& c : cases) {
+    if (c.softcap == 0) continue;
+    CAPTURE(c.tokens);
+    const packed<double> in(c, 9);
+    const index_t n = c.tokens, qc = in.qc, kc = in.kc, width = qc + 2 * kc;
+    const std::vector<double> dout = test::random_dense(n, qc, 10).v;
+    const std::vector<double> dir = test::random_dense(n, width, 11).v;
+    ops::reference::attention ref;
+    const run_out<double> r = forward_backward(ref, c, in, dout);
+    // ⟨do, o(x + e·dir)⟩ by central differences against ⟨dq|dk|dv, dir⟩ from backward.
+    const auto loss = [&](double e) {
+      packed<double> at = in;
+      for (std::size_t i = 0; i < at.data.size(); ++i) at.data[i] += e * dir[i];
+      std::vector<double> o(static_cast<std::size_t>(n * qc)),
+          lse(static_cast<std::size_t>(c.q_heads * n));
+      ref.attention_forward(shape_of(c), at.q(), at.k(), at.v(), make_matrix(o.data(), n, qc),
+                            std::span<double>(lse));
+      double sum = 0;
+      for (std::size_t i = 0; i < o.size(); ++i) sum += dout[i] * o[i];
+      return sum;
+    };
+    double analytic = 0;
+    for (index_t i = 0; i < n; ++i) {
+      for (index_t j = 0; j < qc; ++j) analytic += r.dq[i * qc + j] * dir[i * width + j];
+      for (index_t j = 0; j < kc; ++j)
+        analytic += r.dk[i * kc + j] * dir[i * width + qc + j] +
+                    r.dv[i * kc + j] * dir[i * width + qc + kc + j];
+    }
+    const double e = 1e-6, numeric = (loss(e) - loss(-e)) / (2 * e);
+    CHECK(std::abs(numeric - analytic) <= 1e-6 * std::max(1.0, std::abs(numeric)));
+    // The cap changes the result: without it the output differs.
+    attn_case plain = c;
+    plain.softcap = 0;
+    const run_out<double> u = forward_backward(ref, plain, in, dout);
+    CHECK(rel(cview(u.o, n, qc), cview(r.o, n, qc)) > 1e-3);
+  }
+}
+
+TEST_CASE_TEMPLATE(
+    "host attention ops equal the reference: forward and backward, causal and "
+    "sliding window, GQA, strided views",
+    T, float, double) {
   for (const attn_case& c : cases) {
     CAPTURE(c.tokens);
     CAPTURE(c.q_heads);
@@ -174,9 +218,10 @@ TEST_CASE_TEMPLATE("host attention ops equal the reference: forward and backward
   }
 }
 
-TEST_CASE_TEMPLATE("host RoPE equals the reference at any first position, and its inverse undoes "
-                   "it",
-                   T, float, double) {
+TEST_CASE_TEMPLATE(
+    "host RoPE equals the reference at any first position, and its inverse undoes "
+    "it",
+    T, float, double) {
   const index_t d = 6, heads = 3, rows = 5, first = 9, half = d / 2;
   std::vector<T> cos, sin;
   ops::rope_tables(std::span<const double>(ops::default_inv_freq(10000.0, d)), first + rows, cos,
@@ -198,9 +243,10 @@ TEST_CASE_TEMPLATE("host RoPE equals the reference at any first position, and it
         tolerance<T>());
 }
 
-TEST_CASE_TEMPLATE("host decode over a cache ring equals the reference, and a whole prefix "
-                   "decoded equals the forward",
-                   T, float, double) {
+TEST_CASE_TEMPLATE(
+    "host decode over a cache ring equals the reference, and a whole prefix "
+    "decoded equals the forward",
+    T, float, double) {
   for (const attn_case& c : cases) {
     CAPTURE(c.tokens);
     CAPTURE(c.window);
@@ -234,8 +280,8 @@ TEST_CASE_TEMPLATE("host decode over a cache ring equals the reference, and a wh
     CAPTURE(first);
     const std::vector<T> q = test::whole<T>(test::random_dense(m, qc, 11));
     std::vector<T> got(static_cast<std::size_t>(m * qc)), want(got.size());
-    fast.attention_decode(s, cview(q, m, qc), cview(keys, ring, kc), cview(values, ring, kc),
-                          first, make_matrix(got.data(), m, qc));
+    fast.attention_decode(s, cview(q, m, qc), cview(keys, ring, kc), cview(values, ring, kc), first,
+                          make_matrix(got.data(), m, qc));
     ref.attention_decode(s, cview(q, m, qc), cview(keys, ring, kc), cview(values, ring, kc), first,
                          make_matrix(want.data(), m, qc));
     CHECK(rel(cview(got, m, qc), cview(want, m, qc)) <= tolerance<T>());

@@ -46,8 +46,10 @@ struct attention_options {
   /// Sliding-window attention: a query at position p attends to the keys at positions
   /// p − window + 1 … p (transformers' `kv_idx > q_idx − sliding_window`); 0: the whole prefix.
   index_t window = 0;
+  /// Soft-capped scores (Gemma 2's `attn_logit_softcapping`): softcap · tanh(score / softcap);
+  /// 0: none.
+  double softcap = 0.0;
 };
-
 
 template <backend_with_ops Backend, class T = float>
 class causal_attention {
@@ -73,6 +75,9 @@ class causal_attention {
       opt_.inv_freq = ops::default_inv_freq(opt_.rope_theta, opt_.head_dim);
     expect(opt_.window >= 0, "{}: the sliding window must be ≥ 0 (0: none), got {}", opt_.name,
            opt_.window);
+    expect(opt_.softcap >= 0 && std::isfinite(opt_.softcap),
+           "{}: the attention soft-cap must be a finite number ≥ 0 (0: none), got {}", opt_.name,
+           opt_.softcap);
     expect(static_cast<index_t>(opt_.inv_freq.size()) == opt_.head_dim / 2,
            "{}: RoPE needs {} frequencies (head_dim / 2) but was given {}", opt_.name,
            opt_.head_dim / 2, opt_.inv_freq.size());
@@ -157,9 +162,8 @@ class causal_attention {
       // Tokens go in chunks whose keys evict none a query of the chunk still sees: the whole run
       // when the ring has room for it, else ring − window + 1 tokens at a time (one when the
       // ring is the window).
-      const index_t chunk = start + g.tokens <= ring
-                                ? std::max<index_t>(g.tokens, 1)
-                                : std::max<index_t>(1, ring - opt_.window + 1);
+      const index_t chunk = start + g.tokens <= ring ? std::max<index_t>(g.tokens, 1)
+                                                     : std::max<index_t>(1, ring - opt_.window + 1);
       for (index_t a = 0; a < g.tokens; a += chunk) {
         const index_t b = std::min(g.tokens, a + chunk);
         for (index_t t = a; t < b;) {  // the chunk's keys and values, in at most two runs
@@ -169,9 +173,8 @@ class causal_attention {
           ops_.copy(v.row_range(row + t, row + t + len), values.row_range(slot, slot + len));
           t += len;
         }
-        ops_.attention_decode(shape(), read_only(q.row_range(row + a, row + b)),
-                              read_only(keys), read_only(values), start + a,
-                              o.row_range(row + a, row + b));
+        ops_.attention_decode(shape(), read_only(q.row_range(row + a, row + b)), read_only(keys),
+                              read_only(values), start + a, o.row_range(row + a, row + b));
       }
       row += g.tokens;
     }
@@ -189,9 +192,8 @@ class causal_attention {
            n);
     const matrix_view<T> dq = dqkv.col_range(0, qc), dk = dqkv.col_range(qc, qc + kc),
                          dv = dqkv.col_range(qc + kc, qc + 2 * kc);
-    ops_.attention_backward(shape(), view(q_, n, qc), view(k_, n, kc), v_of(qkv),
-                            view(o_, n, qc), std::span<const T>(lse_.data(), lse_.size()), dout,
-                            dq, dk, dv);
+    ops_.attention_backward(shape(), view(q_, n, qc), view(k_, n, kc), v_of(qkv), view(o_, n, qc),
+                            std::span<const T>(lse_.data(), lse_.size()), dout, dq, dk, dv);
     ops_.rope(dq, d, 0, table(cos_), table(sin_), true);  // back through RoPE: the transpose
     ops_.rope(dk, d, 0, table(cos_), table(sin_), true);
     if (has_qk_norm()) {  // back through the per-head norms
@@ -206,7 +208,8 @@ class causal_attention {
             .kv_heads = opt_.kv_heads,
             .head_dim = opt_.head_dim,
             .scale = 1.0 / std::sqrt(static_cast<double>(opt_.head_dim)),
-            .window = opt_.window};
+            .window = opt_.window,
+            .softcap = opt_.softcap};
   }
 
   /// q and k of qkv, copied out (RMS-normalised per head with set_qk_norm) and turned by `turn`
@@ -242,8 +245,7 @@ class causal_attention {
     ops_.copy(x_in, x);
     ops_.copy(read_only(dy), g);
     ops_.rms_norm_backward(read_only(heads(x)), std::span<const T>(w.data(), w.size()), norm_eps_,
-                           read_only(heads(g)), heads(dx),
-                           detail::scratch(dw, opt_.head_dim));
+                           read_only(heads(g)), heads(dx), detail::scratch(dw, opt_.head_dim));
     ops_.copy(read_only(dx), dy);
   }
 

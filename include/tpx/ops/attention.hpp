@@ -15,6 +15,9 @@
 /// or the last `window` positions: transformers' `kv_idx > q_idx − sliding_window`). A decode call
 /// reads keys and values from a cache ring: position p in row p % ring.
 ///
+/// Soft-capping (Gemma 2's attn_logit_softcapping): with `softcap` c > 0 a score s becomes
+/// c · tanh(s / c) before the softmax, and its gradient carries the factor 1 − (capped / c)².
+///
 /// RoPE pairs feature i with i + d/2 of each head (Hugging Face's rotate_half) and turns the pair
 /// by position · inv_freq[i]; the cos and sin tables [positions × d/2] are computed once, on the
 /// host, and uploaded to the backend.
@@ -38,6 +41,8 @@ struct attention_shape {
   double scale = 1.0;
   /// Sliding window: a query at position p sees positions p − window + 1 … p; 0: the whole prefix.
   index_t window = 0;
+  /// Scores soft-capped to (−softcap, softcap) by softcap · tanh(score / softcap); 0: none.
+  double softcap = 0.0;
 
   /// Query heads per KV head.
   constexpr index_t group() const noexcept { return kv_heads == 0 ? 0 : q_heads / kv_heads; }
@@ -48,6 +53,19 @@ struct attention_shape {
   /// Columns [begin, end) of query head h in q (and o), of KV head g in k and v.
   constexpr index_t q_col(index_t h) const noexcept { return h * head_dim; }
   constexpr index_t kv_col(index_t g) const noexcept { return g * head_dim; }
+  /// A score after soft-capping (itself without a cap).
+  template <class T>
+  T capped(T score) const {
+    return softcap > 0 ? static_cast<T>(softcap) * std::tanh(score / static_cast<T>(softcap))
+                       : score;
+  }
+  /// d capped / d score, from the capped score.
+  template <class T>
+  T cap_slope(T capped_score) const {
+    if (softcap <= 0) return T(1);
+    const T t = capped_score / static_cast<T>(softcap);
+    return T(1) - t * t;
+  }
 };
 
 /// RoPE's default frequencies: base^(−2i/d) for i < d / 2.
@@ -103,7 +121,9 @@ concept attention_ops = attention_ops_of<O, float> && attention_ops_of<O, double
 namespace reference {
 
 namespace detail {
-inline std::size_t at(index_t i) { return static_cast<std::size_t>(i); }
+inline std::size_t at(index_t i) {
+  return static_cast<std::size_t>(i);
+}
 }  // namespace detail
 
 /// Turns each head [c, c + d) of row t of x by the angle of position first + t (by its negative
@@ -133,7 +153,7 @@ T attend_row(const attention_shape& s, const T* q, matrix_view<const T> keys,
   for (index_t j = from; j <= to; ++j) {
     T dot = 0;
     for (index_t e = 0; e < d; ++e) dot += q[e] * keys(j % ring, e);
-    p[detail::at(j - from)] = dot * static_cast<T>(s.scale);
+    p[detail::at(j - from)] = s.capped(dot * static_cast<T>(s.scale));
     top = std::max(top, p[detail::at(j - from)]);
   }
   T sum = 0;
@@ -152,16 +172,15 @@ void attention_forward(const attention_shape& s, matrix_view<const T> q, matrix_
   for (index_t h = 0; h < s.q_heads; ++h) {
     const index_t g = h / s.group();
     for (index_t i = 0; i < n; ++i)
-      lse[detail::at(h * n + i)] =
-          attend_row(s, &q(i, s.q_col(h)), k.col_range(s.kv_col(g), s.kv_col(g) + d),
-                     v.col_range(s.kv_col(g), s.kv_col(g) + d), s.first_key(i), i, n,
-                     &o(i, s.q_col(h)));
+      lse[detail::at(h * n + i)] = attend_row(
+          s, &q(i, s.q_col(h)), k.col_range(s.kv_col(g), s.kv_col(g) + d),
+          v.col_range(s.kv_col(g), s.kv_col(g) + d), s.first_key(i), i, n, &o(i, s.q_col(h)));
   }
 }
 
 /// dq, dk and dv (overwritten) of `attention_forward` from its inputs, o, lse and do:
-/// P = exp(scale · q·k − lse), dv += Pᵀ do, dS = P ⊙ (do·vᵀ − rowsum(do ⊙ o)), dq = scale · dS k,
-/// dk += scale · dSᵀ q.
+/// S = cap(scale · q·k), P = exp(S − lse), dv += Pᵀ do, dS = P ⊙ (do·vᵀ − rowsum(do ⊙ o)) ⊙ cap',
+/// dq = scale · dS k, dk += scale · dSᵀ q.
 template <class T>
 void attention_backward(const attention_shape& s, matrix_view<const T> q, matrix_view<const T> k,
                         matrix_view<const T> v, matrix_view<const T> o, std::span<const T> lse,
@@ -183,8 +202,9 @@ void attention_backward(const attention_shape& s, matrix_view<const T> q, matrix
           score += q(i, qc + e) * k(j, kc + e);
           dp += dout(i, qc + e) * v(j, kc + e);
         }
-        const T p = std::exp(score * scale - lse[detail::at(h * n + i)]);
-        const T ds = p * (dp - delta) * scale;
+        const T capped = s.capped(score * scale);
+        const T p = std::exp(capped - lse[detail::at(h * n + i)]);
+        const T ds = p * (dp - delta) * s.cap_slope(capped) * scale;
         for (index_t e = 0; e < d; ++e) {
           dv(j, kc + e) += p * dout(i, qc + e);
           dq(i, qc + e) += ds * k(j, kc + e);
@@ -198,17 +218,16 @@ void attention_backward(const attention_shape& s, matrix_view<const T> q, matrix
 /// Rows of q at positions first … first + n − 1 of one sequence, over the keys and values a cache
 /// ring holds (position p in row p % ring; every position a row sees is there): o.
 template <class T>
-void attention_decode(const attention_shape& s, matrix_view<const T> q,
-                      matrix_view<const T> keys, matrix_view<const T> values, index_t first,
-                      matrix_view<T> o) {
+void attention_decode(const attention_shape& s, matrix_view<const T> q, matrix_view<const T> keys,
+                      matrix_view<const T> values, index_t first, matrix_view<T> o) {
   const index_t d = s.head_dim;
   for (index_t h = 0; h < s.q_heads; ++h) {
     const index_t g = h / s.group();
     for (index_t t = 0; t < q.rows(); ++t) {
       const index_t pos = first + t;
       attend_row(s, &q(t, s.q_col(h)), keys.col_range(s.kv_col(g), s.kv_col(g) + d),
-                 values.col_range(s.kv_col(g), s.kv_col(g) + d), s.first_key(pos), pos,
-                 keys.rows(), &o(t, s.q_col(h)));
+                 values.col_range(s.kv_col(g), s.kv_col(g) + d), s.first_key(pos), pos, keys.rows(),
+                 &o(t, s.q_col(h)));
     }
   }
 }
@@ -226,16 +245,15 @@ struct attention {
     reference::attention_forward(s, q, k, v, o, lse);
   }
   template <class T>
-  void attention_backward(const attention_shape& s, matrix_view<const T> q,
-                          matrix_view<const T> k, matrix_view<const T> v, matrix_view<const T> o,
-                          std::span<const T> lse, matrix_view<const T> dout, matrix_view<T> dq,
-                          matrix_view<T> dk, matrix_view<T> dv) const {
+  void attention_backward(const attention_shape& s, matrix_view<const T> q, matrix_view<const T> k,
+                          matrix_view<const T> v, matrix_view<const T> o, std::span<const T> lse,
+                          matrix_view<const T> dout, matrix_view<T> dq, matrix_view<T> dk,
+                          matrix_view<T> dv) const {
     reference::attention_backward(s, q, k, v, o, lse, dout, dq, dk, dv);
   }
   template <class T>
-  void attention_decode(const attention_shape& s, matrix_view<const T> q,
-                        matrix_view<const T> keys, matrix_view<const T> values, index_t first,
-                        matrix_view<T> o) const {
+  void attention_decode(const attention_shape& s, matrix_view<const T> q, matrix_view<const T> keys,
+                        matrix_view<const T> values, index_t first, matrix_view<T> o) const {
     reference::attention_decode(s, q, keys, values, first, o);
   }
 };

@@ -41,12 +41,11 @@ inline f32x4 exp_nonpositive(f32x4 x) {
   const i32x4 low = x < floor_value;
   x = reinterpret_cast<f32x4>((reinterpret_cast<i32x4>(x) & ~low) |
                               (reinterpret_cast<i32x4>(floor_value) & low));
-  const f32x4 t = x * 1.44269504088896341f;  // x / ln 2
+  const f32x4 t = x * 1.44269504088896341f;                  // x / ln 2
   const i32x4 n = __builtin_convertvector(t - 0.5f, i32x4);  // round(t) for t ≤ 0
   const f32x4 y = (t - __builtin_convertvector(n, f32x4)) * 0.693147180559945309f;
   const f32x4 p =
-      ((((((y * (1.0f / 5040) + 1.0f / 720) * y + 1.0f / 120) * y + 1.0f / 24) * y + 1.0f / 6) *
-            y +
+      ((((((y * (1.0f / 5040) + 1.0f / 720) * y + 1.0f / 120) * y + 1.0f / 24) * y + 1.0f / 6) * y +
         0.5f) *
            y +
        1.0f) *
@@ -71,7 +70,7 @@ T exp_shifted(T* row, index_t lo, index_t hi, T shift) {
       std::memcpy(row + j, &v, sizeof v);
       acc += v;
     }
-    if (j <= hi) {  // the last 1 … 3
+    if (j <= hi) {                // the last 1 … 3
       f32x4 v = f32x4{} + shift;  // lanes past hi: e^0, never stored
       std::memcpy(&v, row + j, static_cast<std::size_t>(hi + 1 - j) * sizeof(float));
       v = exp_nonpositive(v - shift);
@@ -156,12 +155,17 @@ class attention {
         const auto kb = kg.row_range(k0, i1), vb = vg.row_range(k0, i1);
         const matrix_view<T> p = sized<T>(0, m, span), ds = sized<T>(1, m, span);
         engine_.gemm<T>({.op_b = gemm::op::transpose, .alpha = scale, .a = qb, .b = kb, .c = p});
+        const matrix_view<T> slope = s.softcap > 0 ? sized<T>(3, m, span) : matrix_view<T>{};
         for (index_t r = 0; r < m; ++r) {
           const index_t i = i0 + r, lo = s.first_key(i) - k0, hi = i - k0;
+          if (s.softcap > 0) cap_row(s, &p(r, 0), span, lo, hi, &slope(r, 0));
           const T l = lse[static_cast<std::size_t>(h * n + i)];
           exp_masked(&p(r, 0), span, lo, hi, l);
         }
-        engine_.gemm<T>({.op_a = gemm::op::transpose, .a = read_only(p), .b = dob, .beta = T(1),
+        engine_.gemm<T>({.op_a = gemm::op::transpose,
+                         .a = read_only(p),
+                         .b = dob,
+                         .beta = T(1),
                          .c = dvg.row_range(k0, i1)});
         engine_.gemm<T>({.op_b = gemm::op::transpose, .a = dob, .b = vb, .c = ds});
         for (index_t r = 0; r < m; ++r) {
@@ -169,9 +173,14 @@ class attention {
           T* drow = &ds(r, 0);
           const T* prow = &p(r, 0);
           for (index_t j = 0; j < span; ++j) drow[j] = prow[j] * (drow[j] - dl) * scale;
+          if (s.softcap > 0)
+            for (index_t j = 0; j < span; ++j) drow[j] *= slope(r, j);
         }
         engine_.gemm<T>({.a = read_only(ds), .b = kb, .c = dqh.row_range(i0, i1)});
-        engine_.gemm<T>({.op_a = gemm::op::transpose, .a = read_only(ds), .b = qb, .beta = T(1),
+        engine_.gemm<T>({.op_a = gemm::op::transpose,
+                         .a = read_only(ds),
+                         .b = qb,
+                         .beta = T(1),
                          .c = dkg.row_range(k0, i1)});
       }
     }
@@ -215,6 +224,8 @@ class attention {
       sums.resize(static_cast<std::size_t>(m));
       for (index_t r = 0; r < m; ++r) {
         const index_t pos = first + t0 + r;
+        if (s.softcap > 0)
+          cap_row(s, &p(r, 0), span, s.first_key(pos) - k0, pos - k0, static_cast<T*>(nullptr));
         const auto [top, sum] = exp_row(&p(r, 0), span, s.first_key(pos) - k0, pos - k0);
         sums[static_cast<std::size_t>(r)] = sum;
         if (!lse.empty()) lse[static_cast<std::size_t>(t0 + r)] = top + std::log(sum);
@@ -233,6 +244,17 @@ class attention {
         for (index_t e = 0; e < d; ++e) out[e] *= inv;
       }
     }
+  }
+
+  /// Soft-caps row[j] for j in [lo, hi] in place, and writes each one's slope d capped / d score
+  /// to slope[j] when given (elsewhere in [0, n): 0).
+  template <class T>
+  static void cap_row(const ops::attention_shape& s, T* row, index_t n, index_t lo, index_t hi,
+                      T* slope) {
+    for (index_t j = lo; j <= hi; ++j) row[j] = s.capped(row[j]);
+    if (slope == nullptr) return;
+    std::fill(slope, slope + n, T(0));
+    for (index_t j = lo; j <= hi; ++j) slope[j] = s.cap_slope(row[j]);
   }
 
   /// exp(row[j] − max) for j in [lo, hi], zero elsewhere in [0, n), in place (the softmax before
@@ -259,7 +281,8 @@ class attention {
     for (index_t r = 0; r < m.rows(); ++r) std::fill_n(&m(r, 0), m.cols(), T(0));
   }
 
-  /// Scratch buffer `i` (0, 1: score blocks; 2: per-row sums) for element type T.
+  /// Scratch buffer `i` (0, 1: score blocks; 2: per-row sums; 3: soft-cap slopes) for element
+  /// type T.
   template <class T>
   std::vector<T>& scratch(int i) {
     if constexpr (std::is_same_v<T, float>)
@@ -270,13 +293,14 @@ class attention {
   template <class T>
   matrix_view<T> sized(int i, index_t rows, index_t cols) {
     std::vector<T>& b = scratch<T>(i);
-    if (static_cast<index_t>(b.size()) < rows * cols) b.resize(static_cast<std::size_t>(rows * cols));
+    if (static_cast<index_t>(b.size()) < rows * cols)
+      b.resize(static_cast<std::size_t>(rows * cols));
     return make_matrix(b.data(), rows, cols);
   }
 
   gemm_engine engine_;
-  std::vector<float> f32_[3];
-  std::vector<double> f64_[3];
+  std::vector<float> f32_[4];
+  std::vector<double> f64_[4];
 };
 
 static_assert(ops::attention_ops<attention>);
