@@ -30,29 +30,8 @@ namespace tpx::inline v0::host {
 
 namespace detail {
 
+using simd::exp_nonpositive;
 using simd::f32x4;
-using simd::i32x4;
-
-/// e^x for x ≤ 0, four at a time: x = n·ln 2 + y with |y| ≤ ln 2 / 2, e^y by its Taylor series
-/// to degree 7 (truncation < 1e-8), 2^n from the exponent bits; below −87 (where e^x underflows
-/// float's normal range) it is e^−87. Relative error about 1e-7, float rounding's order.
-inline f32x4 exp_nonpositive(f32x4 x) {
-  const f32x4 floor_value = f32x4{} - 87.0f;
-  const i32x4 low = x < floor_value;
-  x = reinterpret_cast<f32x4>((reinterpret_cast<i32x4>(x) & ~low) |
-                              (reinterpret_cast<i32x4>(floor_value) & low));
-  const f32x4 t = x * 1.44269504088896341f;                  // x / ln 2
-  const i32x4 n = __builtin_convertvector(t - 0.5f, i32x4);  // round(t) for t ≤ 0
-  const f32x4 y = (t - __builtin_convertvector(n, f32x4)) * 0.693147180559945309f;
-  const f32x4 p =
-      ((((((y * (1.0f / 5040) + 1.0f / 720) * y + 1.0f / 120) * y + 1.0f / 24) * y + 1.0f / 6) * y +
-        0.5f) *
-           y +
-       1.0f) *
-          y +
-      1.0f;
-  return p * reinterpret_cast<f32x4>((n + 127) << 23);
-}
 
 /// row[j] = e^(row[j] − shift) for j in [lo, hi]; returns their sum. Floats go four at a time
 /// through `exp_nonpositive` (row[j] ≤ shift: the row's max or its log-sum-exp), doubles through
