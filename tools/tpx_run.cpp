@@ -99,15 +99,29 @@ int small_number(std::string_view flag, std::string_view text) {
 
 /// "1,2,3" (or whitespace-separated) → ids.
 std::vector<std::int64_t> id_list(std::string_view flag, std::string_view text) {
+  // Ids separated by one comma (with spaces around it or not) or by spaces alone; an empty entry
+  // (a leading, trailing or doubled comma) is an error, not skipped.
   std::vector<std::int64_t> out;
+  const auto space = [&](std::size_t k) {
+    return k < text.size() && std::isspace(static_cast<unsigned char>(text[k]));
+  };
+  const auto empty_entry = [&] {
+    fail("{} '{}': entry {} is empty (ids are whole numbers separated by commas or spaces)", flag,
+         text, out.size() + 1);
+  };
   std::size_t i = 0;
+  while (space(i)) ++i;
   while (i < text.size()) {
-    while (i < text.size() && (text[i] == ',' || std::isspace(static_cast<unsigned char>(text[i]))))
-      ++i;
+    if (text[i] == ',') empty_entry();
     std::size_t j = i;
-    while (j < text.size() && text[j] != ',' && !std::isspace(static_cast<unsigned char>(text[j])))
+    while (j < text.size() && text[j] != ',' && !space(j)) ++j;
+    out.push_back(cli::whole_number(flag, text.substr(i, j - i), INT64_MIN, INT64_MAX));
+    while (space(j)) ++j;
+    if (j < text.size() && text[j] == ',') {
       ++j;
-    if (j > i) out.push_back(cli::whole_number(flag, text.substr(i, j - i), INT64_MIN, INT64_MAX));
+      while (space(j)) ++j;
+      if (j == text.size() || text[j] == ',') empty_entry();
+    }
     i = j;
   }
   return out;
