@@ -4,7 +4,7 @@
 /// incompatible versions linked into one program do not violate the one-definition rule.
 
 #if __cplusplus < 202002L && !(defined(_MSVC_LANG) && _MSVC_LANG >= 202002L)
-#error "tpx needs C++20: compile with -std=c++20 (Meson: cpp_std=c++20; CMake: link tpx::tpx, which requires cxx_std_20; pkg-config's tpx.pc Cflags carry it)"
+#error "tpx needs C++20: compile with -std=c++20 (Meson: cpp_std=c++20; CMake: link tpx::tpx, which requires cxx_std_20; with pkg-config, add it beside $(pkg-config --cflags tpx), which names no standard)"
 // #error does not stop GCC or Clang; a missing header does, before the C++20 code below them
 // would add hundreds of errors to the one sentence above.
 #include <tpx-stops-here-compile-with-std-cxx20>

@@ -15,7 +15,7 @@ cmake -S "$work" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/stage$prefix" >/dev
 cmake --build "$work/build" >/dev/null
 OPENBLAS_NUM_THREADS=1 "$work/build/consumer"
 echo "consumer built with CMake against an installed tpx (find_package(tpx CONFIG)) and ran"
-# pkg-config: the same source with nothing but tpx.pc's flags (they carry -std=c++20).
+# pkg-config: the same source with -std=c++20 and tpx.pc's flags (which carry no -std flag).
 # The staged .pc files name the install prefix; point them at the stage instead.
 mkdir "$work/pc"
 for f in $(find "$work/stage" -name 'tpx*.pc'); do
@@ -23,9 +23,15 @@ for f in $(find "$work/stage" -name 'tpx*.pc'); do
 done
 pc() { PKG_CONFIG_PATH="$work/pc" pkg-config "$@"; }
 # shellcheck disable=SC2046
-c++ "$work/main.cpp" -o "$work/pc_consumer" $(pc --cflags --libs tpx)
+c++ -std=c++20 "$work/main.cpp" -o "$work/pc_consumer" $(pc --cflags --libs tpx)
 OPENBLAS_NUM_THREADS=1 "$work/pc_consumer"
-echo "consumer built with \$(pkg-config --cflags --libs tpx) and ran"
+echo "consumer built with -std=c++20 \$(pkg-config --cflags --libs tpx) and ran"
+# A C++23 consumer stays C++23 with tpx.pc's flags after its own.
+printf '#include <tpx/tpx.hpp>\nstatic_assert(__cplusplus > 202002L, "tpx.pc lowered the standard");\nint main() { return 0; }\n' > "$work/cxx23.cpp"
+# shellcheck disable=SC2046
+c++ -std=c++23 "$work/cxx23.cpp" -o "$work/cxx23" $(pc --cflags --libs tpx)
+"$work/cxx23"
+echo "a C++23 consumer kept C++23 with \$(pkg-config --cflags --libs tpx)"
 # The cuda backend (when this build has it): find_package(tpx CONFIG REQUIRED COMPONENTS cuda),
 # linked against tpx::cuda; run where a device is (exit 77 says there is none).
 if [ -n "$(find "$work/stage" -name libtpx-cuda-kernels.a)" ]; then
@@ -38,9 +44,9 @@ if [ -n "$(find "$work/stage" -name libtpx-cuda-kernels.a)" ]; then
   [ $status -eq 0 ] || [ $status -eq 77 ] || exit $status
   echo "cuda consumer built with CMake against tpx::cuda and linked"
   # shellcheck disable=SC2046
-  c++ "$work/cuda/main.cpp" -o "$work/pc_cuda_consumer" $(pc --cflags --libs tpx-cuda)
+  c++ -std=c++20 "$work/cuda/main.cpp" -o "$work/pc_cuda_consumer" $(pc --cflags --libs tpx-cuda)
   status=0
   "$work/pc_cuda_consumer" || status=$?
   [ $status -eq 0 ] || [ $status -eq 77 ] || exit $status
-  echo "cuda consumer built with \$(pkg-config --cflags --libs tpx-cuda) and linked"
+  echo "cuda consumer built with -std=c++20 \$(pkg-config --cflags --libs tpx-cuda) and linked"
 fi

@@ -136,6 +136,21 @@ TEST_CASE("uneven splits are balanced and reported with their sizes") {
         std::vector<index_t>{256, 512});
 }
 
+TEST_CASE("a dim that divides over tp but splits unevenly in whole heads says so") {
+  // 6 query heads of 8 (48 rows) and 3 KV heads over tp 2: KV heads 2 and 1, so q splits 32, 16
+  // although 48 divides by 2.
+  const plan::model_config c = config(R"({"model_type": "llama", "hidden_size": 48,
+    "intermediate_size": 64, "num_attention_heads": 6, "num_key_value_heads": 3,
+    "num_hidden_layers": 1, "vocab_size": 97})");
+  const plan::resolution r = resolve_preset(c, {.tp = 2});
+  CHECK(tensor(r, "model.layers.0.self_attn.q_proj.weight").rank_shape(1) ==
+        std::vector<index_t>{16, 48});
+  CHECK(contains(r.report.warnings,
+                 "model.layers.*.self_attn.q_proj.weight dim 0 (48) divides over tp 2 but is "
+                 "split 32, 16: its whole heads or blocks do not"));
+  CHECK(!contains(r.report.warnings, "q_proj.weight dim 0 (48) does not divide"));
+}
+
 TEST_CASE("communication per token per layer follows the styles") {
   const double h = 512, bytes = 2;
   // TP: one all-reduce of [hidden] after o_proj and after down_proj in forward; one of dx after

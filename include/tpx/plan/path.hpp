@@ -51,11 +51,23 @@ inline bool is_bias(std::string_view name) {
   return name.ends_with(".bias") || name.ends_with("_bias");
 }
 
+/// True when `path` is `suffix` or ends with `.` + `suffix` (whole trailing components).
+inline bool ends_with_components(std::string_view path, std::string_view suffix) {
+  return path == suffix || (path.size() > suffix.size() && path.ends_with(suffix) &&
+                            path[path.size() - suffix.size() - 1] == '.');
+}
+
+/// Appends `component` to the dotted path `out` (a dot first unless `out` is empty). Built in
+/// place: no temporary string, so nothing for GCC 12's -Wrestrict to misread at -O3.
+inline void append_component(std::string& out, std::string_view component) {
+  if (!out.empty()) out += '.';
+  out += component;
+}
+
 /// `model.layers.12.mlp.experts.3.w1.weight` → `model.layers.*.mlp.experts.*.w1.weight`.
 inline std::string name_pattern(std::string_view name) {
   std::string out;
-  for (const std::string_view c : components(name))
-    out += (out.empty() ? "" : ".") + (all_digits(c) ? std::string("*") : std::string(c));
+  for (const std::string_view c : components(name)) append_component(out, all_digits(c) ? "*" : c);
   return out;
 }
 

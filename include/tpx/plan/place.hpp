@@ -167,13 +167,25 @@ class placer {
     const std::vector<index_t> sizes = p.sizes();
     if (std::adjacent_find(sizes.begin(), sizes.end(), std::not_equal_to<>()) == sizes.end())
       return;
+    const index_t extent = t.shape[static_cast<std::size_t>(dim)];
+    // Built in place (fmt 9's join trips GCC 12's -Wstringop-overflow at -O3).
     std::string list;
-    for (const index_t n : sizes) list += (list.empty() ? "" : ", ") + std::to_string(n);
-    notes_.add(fmt::format(
-        "{} dim {} ({}) does not divide over tp {}: split {}{}", name_pattern(t.name), dim,
-        t.shape[static_cast<std::size_t>(dim)], o_.tp, list,
-        std::find(sizes.begin(), sizes.end(), 0) != sizes.end() ? "; some ranks hold none of it"
-                                                                : ""));
+    for (const index_t n : sizes) {
+      if (!list.empty()) list += ", ";
+      list += std::to_string(n);
+    }
+    const std::string none = std::find(sizes.begin(), sizes.end(), 0) != sizes.end()
+                                 ? "; some ranks hold none of it"
+                                 : "";
+    // A dim that divides can still split unevenly: in whole heads (3 KV heads over 2 ranks) or
+    // blocks, which is what then does not divide.
+    if (extent % o_.tp == 0)
+      notes_.add(fmt::format(
+          "{} dim {} ({}) divides over tp {} but is split {}: its whole heads or blocks do not{}",
+          name_pattern(t.name), dim, extent, o_.tp, list, none));
+    else
+      notes_.add(fmt::format("{} dim {} ({}) does not divide over tp {}: split {}{}",
+                             name_pattern(t.name), dim, extent, o_.tp, list, none));
   }
 
   const model_config& c_;

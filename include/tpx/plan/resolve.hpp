@@ -196,8 +196,7 @@ class resolver {
         c_.tie_word_embeddings.value_or(src_.preset != nullptr && src_.preset->tie_word_embeddings);
     const auto named = [&](std::string_view suffix) -> resolved_tensor* {
       for (resolved_tensor& t : res.tensors)
-        if (t.tensor.name == suffix || t.tensor.name.ends_with("." + std::string(suffix)))
-          return &t;
+        if (ends_with_components(t.tensor.name, suffix)) return &t;
       return nullptr;
     };
     resolved_tensor* embed = named("embed_tokens.weight");
@@ -276,7 +275,10 @@ class resolver {
         const style_spec& spec = m.set->specs[m.index];
         const std::size_t n = m.key.size();
         std::string path;
-        for (std::size_t i = 0; i < n; ++i) path += (i ? "." : "") + std::string(parts[i]);
+        for (std::size_t i = 0; i < n; ++i) {
+          if (i > 0) path += '.';
+          path += parts[i];
+        }
         if (spec.input == collective::all_gather && n > gather_depth) {
           gather_depth = n;
           cover.gather_path = path;

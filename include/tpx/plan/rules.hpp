@@ -41,8 +41,10 @@ inline std::optional<fused_alias> fused_alias_of(const tensor_decl& t, const mod
   const index_t e = c.n_experts, h = c.hidden_size, i = c.moe_intermediate_size;
   const auto prefix = [&](std::size_t n) {  // the MoE module's in-memory path
     std::string out;
-    for (std::size_t k = 0; k < n; ++k)
-      out += (k ? "." : "") + std::string(k + 1 == n && p[k] == "block_sparse_moe" ? "mlp" : p[k]);
+    for (std::size_t k = 0; k < n; ++k) {
+      if (k > 0) out += '.';
+      out += k + 1 == n && p[k] == "block_sparse_moe" ? std::string_view("mlp") : p[k];
+    }
     return out;
   };
   const std::size_t n = p.size();
