@@ -124,6 +124,20 @@ TEST_CASE("run rethrows the rank's own error, not a bystander's report of it") {
       CHECK(e.notes()[2] == "rank 3: rank 3 heard that rank 2 failed");
     }
   }
+  // Every rank refuses with the same sentence (a check of the config, say): it is said once, with
+  // one note naming the ranks that repeat it; distinct messages keep a note each.
+  try {
+    host::run(4, [](host::communicator& c) {
+      if (c.rank() == 2) fail("rank 2 alone");
+      fail("6 heads do not divide over tp {}", c.size());
+    });
+    FAIL("no error");
+  } catch (const error& e) {
+    CHECK(std::string(e.what()) == "6 heads do not divide over tp 4");
+    REQUIRE(e.notes().size() == 2);
+    CHECK(e.notes()[0] == "ranks 1, 3: the same");
+    CHECK(e.notes()[1] == "rank 2: rank 2 alone");
+  }
   // Two ranks fail at their own work: the lower rank's error is the one rethrown.
   CHECK_THROWS_WITH_AS(host::run(3,
                                  [](host::communicator& c) {

@@ -3,11 +3,13 @@
 /// `detail::run_group`: one function per rank of a host group (`host/group.hpp`), each on its own
 /// thread; a failure releases the others and the cause is rethrown to the caller.
 
+#include <algorithm>
 #include <exception>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "tpx/backend/host/group.hpp"
@@ -21,7 +23,9 @@ namespace detail {
 /// builds, and returns when all have returned. If any rank throws, the others are released and
 /// the cause is rethrown here: the error of the lowest rank that failed because of its own work
 /// (a `peer_error`, which reports another rank's failure, only when no rank raised anything
-/// else). A `tpx::error` rethrown carries the other ranks' messages as its `notes()`.
+/// else). A `tpx::error` rethrown carries the other ranks' messages as its `notes()`, one per
+/// distinct message with the ranks that raised it ("ranks 1, 2, 3: the same" when they repeat the
+/// cause).
 template <class Make, class Fn>
 void run_group(int tp, std::string_view who, Make make, Fn& fn) {
   expect_group_size(tp, who);
@@ -79,9 +83,26 @@ void run_group(int tp, std::string_view who, Make make, Fn& fn) {
   try {
     std::rethrow_exception(cause->error);
   } catch (error& e) {
+    // One note per distinct message, naming every rank that raised it (in rank order of its
+    // first rank); the cause's own message again is "the same", not a copy per rank.
+    std::vector<std::pair<std::string, std::vector<int>>> by_message;
     for (int r = 0; r < tp; ++r) {
       const failure& f = failures[static_cast<std::size_t>(r)];
-      if (f.error && &f != cause) e.add_note(fmt::format("rank {}: {}", r, f.message));
+      if (!f.error || &f == cause) continue;
+      auto it = std::find_if(by_message.begin(), by_message.end(),
+                             [&](const auto& m) { return m.first == f.message; });
+      if (it == by_message.end()) it = by_message.insert(by_message.end(), {f.message, {}});
+      it->second.push_back(r);
+    }
+    for (const auto& [message, ranks] : by_message) {
+      std::string note = ranks.size() > 1 ? "ranks " : "rank ";
+      for (std::size_t i = 0; i < ranks.size(); ++i) {
+        if (i > 0) note += ", ";
+        note += std::to_string(ranks[i]);
+      }
+      note += ": ";
+      note += message == cause->message ? "the same" : message;
+      e.add_note(std::move(note));
     }
     throw;
   }
