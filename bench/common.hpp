@@ -24,6 +24,8 @@ struct options {
   bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false,
        decode = false, quick = false, json = false, gpu = false;
   std::vector<int> tps{2, 4, 8};
+  bool tps_given = false;  ///< --tp was on the command line
+  std::string model_dir;   ///< --model-dir: decode this checkpoint instead of a synthetic one
   index_t max_bytes = index_t{64} << 20;
   std::string command;
 };
@@ -95,8 +97,13 @@ void bench_plan(const options& o, report& out);
 /// A whole causal LM from a synthetic checkpoint: load and forward time (bench/model.cpp).
 void bench_model(const options& o, report& out);
 
-/// Generation through the KV cache: prefill and decode tokens per second, collectives per decode
-/// step, cache bytes per token (bench/model.cpp).
+/// A synthetic Llama-shaped bf16 checkpoint in a new temporary directory: heads of 64, half as
+/// many KV heads (bench/model.cpp).
+std::filesystem::path synthetic_llama(index_t hidden, index_t layers, index_t inter, index_t vocab);
+
+/// Generation through the KV cache, weights in f32 and in bf16: prefill and decode tokens per
+/// second against the bytes-per-step floor, collectives per decode step, cache bytes per token
+/// (bench/decode.cpp).
 void bench_decode(const options& o, report& out);
 
 /// The linear styles on the cuda backend against direct cuBLASLt + collective calls

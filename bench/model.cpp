@@ -32,8 +32,8 @@ double since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-/// A synthetic Llama-shaped bf16 checkpoint in a new temporary directory: heads of 64, half as
-/// many KV heads.
+}  // namespace
+
 std::filesystem::path synthetic_llama(index_t hidden, index_t layers, index_t inter,
                                       index_t vocab) {
   const nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}},
@@ -52,8 +52,6 @@ std::filesystem::path synthetic_llama(index_t hidden, index_t layers, index_t in
   model::write_synthetic(dir_name, cfg, io::file_dtype::bf16, 11);
   return dir_name;
 }
-
-}  // namespace
 
 void bench_model(const options& o, report& out) {
   const index_t hidden = o.quick ? 256 : 1024, layers = o.quick ? 2 : 8,
@@ -126,128 +124,6 @@ void bench_model(const options& o, report& out) {
                         tp, bytes[slow], load[slow], seq_equiv, f, tokens, wrong),
             wrong == 0);
   }
-  std::error_code ignored;
-  std::filesystem::remove_all(dir, ignored);
-}
-
-void bench_decode(const options& o, report& out) {
-  const index_t hidden = o.quick ? 256 : 512, layers = o.quick ? 2 : 4,
-                vocab = o.quick ? 2048 : 8192, inter = o.quick ? 704 : 1408,
-                prompt = o.quick ? 8 : 16, steps = o.quick ? 4 : 8;
-  const std::filesystem::path dir = synthetic_llama(hidden, layers, inter, vocab);
-  const model::config c = model::read_config(dir);
-  const index_t kv_heads = c.dims.n_kv_heads, head_dim = c.dims.head_dim;
-  out.line(fmt::format(
-      "#\n# generation: synthetic Llama, hidden {}, {} layers, {} / {} heads of {}, inter {}, "
-      "vocab {}, f32; prompts of {} tokens, then {} decode steps (one token per sequence each)",
-      hidden, layers, c.dims.n_heads, kv_heads, head_dim, inter, vocab, prompt, steps));
-  out.line(
-      "# tok/s: prefill = batch × prompt ÷ prefill time, decode = batch ÷ median step time; comm: "
-      "the decode steps' time inside collectives (rank 0's stopwatch; on thread ranks it includes "
-      "waiting for the slowest rank); calls, bytes/step: collectives per decode step (rank 0); "
-      "cache B/tok/rank against "
-      "2 · layers · kv_heads_on_rank · head_dim · 4; #wrong: decode logits off one forward over "
-      "the whole sequence by > 1e-4 relative");
-  out.line(fmt::format("# {:>3} {:>5} {:>12} {:>12} {:>7} {:>7} {:>11} {:>10} {:>10} {:>7}", "tp",
-                       "batch", "prefill t/s", "decode t/s", "comm", "calls", "bytes/step",
-                       "cache B/t", "analytic", "#wrong"));
-  for (const int tp : {1, 2, 4})
-    for (const index_t batch : {index_t{1}, index_t{8}, index_t{32}}) {
-      if (o.quick && batch == 32) continue;
-      double prefill_s = 0, decode_s = 0;
-      std::vector<double> step_s, step_comm_s;
-      comm::stats step_traffic;
-      index_t cache_bytes = 0;
-      int wrong = 0;
-      host::run(tp, [&](host::communicator& host_comm) {
-        timed_communicator comm(host_comm);
-        host::gemm_engine engine;
-        const io::checkpoint ck(dir);
-        model::causal_lm<layer::block_mode::tensor, timed_backend, float> lm(engine, comm, c, ck);
-        auto kv = lm.make_cache(batch, prompt + steps);
-        std::vector<std::int64_t> ids;
-        std::vector<layer::segment> segs;
-        for (index_t b = 0; b < batch; ++b) {
-          for (index_t t = 0; t < prompt; ++t) ids.push_back((b * 131 + t * 7919 + 13) % vocab);
-          segs.push_back({b, prompt});
-        }
-        std::vector<std::vector<std::int64_t>> seqs(static_cast<std::size_t>(batch));
-        for (index_t b = 0; b < batch; ++b)
-          seqs[static_cast<std::size_t>(b)].assign(ids.begin() + b * prompt,
-                                                   ids.begin() + (b + 1) * prompt);
-        comm.barrier();
-        auto t0 = clock_type::now();
-        lm.forward_cached(ids, kv, segs);
-        comm.barrier();
-        if (comm.rank() == 0) prefill_s = since(t0);
-        std::vector<float> last_logits;  // sequence 0's logits of the last step
-        for (index_t s = 0; s < steps; ++s) {
-          std::vector<std::int64_t> next;
-          std::vector<layer::segment> one;
-          for (index_t b = 0; b < batch; ++b) {
-            next.push_back((b * 17 + s * 31 + 5) % vocab);
-            seqs[static_cast<std::size_t>(b)].push_back(next.back());
-            one.push_back({b, 1});
-          }
-          comm.barrier();
-          comm.reset();
-          t0 = clock_type::now();
-          lm.forward_cached(next, kv, one);
-          comm.barrier();
-          if (comm.rank() == 0) {
-            step_s.push_back(since(t0));
-            step_comm_s.push_back(comm.seconds());
-            step_traffic = comm.statistics();
-          }
-        }
-        const std::vector<float> step = lm.gather_logits();
-        last_logits.assign(step.begin(), step.begin() + vocab);
-        // The same sequence through one forward over all of it: the decode step's logits must
-        // be its last row's.
-        lm.forward(seqs[0]);
-        const std::vector<float> whole = lm.gather_logits();
-        if (comm.rank() != 0) return;
-        double scale = 0;
-        const float* row = whole.data() + (whole.size() - static_cast<std::size_t>(vocab));
-        for (index_t v = 0; v < vocab; ++v) scale = std::max(scale, std::abs(double(row[v])));
-        for (index_t v = 0; v < vocab; ++v)
-          wrong +=
-              std::abs(double(row[v]) - last_logits[static_cast<std::size_t>(v)]) > 1e-4 * scale;
-        cache_bytes = kv.bytes();
-      });
-      decode_s = median(step_s);
-      double comm_fraction = 0;  // of all the decode steps together
-      for (std::size_t i = 0; i < step_s.size(); ++i) comm_fraction += step_comm_s[i];
-      double all = 0;
-      for (const double x : step_s) all += x;
-      comm_fraction = all > 0 ? comm_fraction / all : 0;
-      std::int64_t calls = 0, bytes = 0;
-      for (int k = 0; k < comm::kind_count; ++k)
-        if (static_cast<comm::kind>(k) != comm::kind::barrier) {
-          calls += step_traffic.by_kind[static_cast<std::size_t>(k)].calls;
-          bytes += step_traffic.by_kind[static_cast<std::size_t>(k)].bytes;
-        }
-      const index_t kv_r = shard::gqa{c.dims.n_heads, kv_heads, head_dim}.kv_heads(tp, 0).size();
-      const double per_token = static_cast<double>(cache_bytes) /
-                               static_cast<double>(batch * (prompt + steps)),
-                   analytic = static_cast<double>(2 * layers * kv_r * head_dim * 4);
-      const double prefill_tps = static_cast<double>(batch * prompt) / prefill_s,
-                   decode_tps = static_cast<double>(batch) / decode_s;
-      out.row(
-          fmt::format(
-              "  {:>3} {:>5} {:>12.0f} {:>12.0f} {:>6.0f}% {:>7} {:>11} {:>10.0f} {:>10.0f} "
-              "{:>7}",
-              tp, batch, prefill_tps, decode_tps, 100 * comm_fraction, calls, bytes, per_token,
-              analytic, wrong),
-          fmt::format(
-              R"({{"bench":"decode","tp":{},"batch":{},"prompt":{},"steps":{},)"
-              R"("prefill_tokens_per_s":{},"decode_tokens_per_s":{},)"
-              R"("comm_fraction":{},"collective_calls_per_step":{},"collective_bytes_per_step":{},)"
-              R"("cache_bytes_per_token_per_rank":{},"analytic":{},"wrong":{}}})",
-              tp, batch, prompt, steps, prefill_tps, decode_tps, comm_fraction, calls, bytes,
-              per_token, analytic, wrong),
-          wrong == 0 && per_token == analytic);
-    }
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
 }

@@ -26,9 +26,11 @@
 //                time against a sequential read of as many bytes, and forward time per token, at
 //                tp 1, 2, 4; see bench/model.cpp.
 //
-//   decode       generation through the KV cache: prefill and decode tokens per second at batch
-//                1, 8, 32 and tp 1, 2, 4, collectives per decode step, cache bytes per token per
-//                rank against 2 · layers · kv_heads_on_rank · head_dim · 4; see bench/model.cpp.
+//   decode       generation through the KV cache, weights held in f32 and in bf16: prefill and
+//                decode tokens per second at batch 1, 8, 32 and tp 1, 2, 4 (or --tp), each
+//                step against the floor its parameter bytes set at this machine's read
+//                bandwidth, collectives per decode step, cache bytes per token per rank; with
+//                --model-dir, a real checkpoint at batch 1 and 8; see bench/decode.cpp.
 //
 //   gpu          (only when asked; built when Meson finds CUDA and NCCL) the linear styles on the
 //                cuda backend, ranks sharing one GPU: layer time ÷ the same cuBLASLt GEMMs and
@@ -37,7 +39,7 @@
 //
 //   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--decode] [--gpu]
 //             [--quick]
-//             [--tp 2,4,8] [--max-bytes N] [--json]
+//             [--tp 2,4,8] [--max-bytes N] [--model-dir DIR] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
 // reported time is per call including the group's synchronisation. Buffers rotate so that small
@@ -92,14 +94,16 @@ constexpr std::string_view usage =
     "                 and bytes read over the shard's bytes (goal 1.0)\n"
     "  --plan         plan resolution of real models (goal: well under 10 ms for ~2,000 tensors)\n"
     "  --model        a causal LM from a synthetic checkpoint: load time, forward per token\n"
-    "  --decode       generation through the KV cache: tokens/s, collectives per step, cache "
-    "bytes\n"
+    "  --decode       generation through the KV cache, weights f32 and bf16: tokens/s against\n"
+    "                 the bytes-per-step floor, collectives per step, cache bytes\n"
     "  --gpu          the linear styles on the cuda backend (only when asked; needs a GPU and a\n"
     "                 build with CUDA): overhead over cuBLASLt + NCCL by hand (goal <= 1.02)\n"
     "Options:\n"
     "  --quick        small sizes and few repetitions (what `meson test --benchmark` runs)\n"
-    "  --tp LIST      group sizes, comma separated (default 2,4,8)\n"
+    "  --tp LIST      group sizes, comma separated (default 2,4,8; --decode: 1,2,4)\n"
     "  --max-bytes N  the largest collective buffer in bytes (default 64 MiB)\n"
+    "  --model-dir D  --decode runs the checkpoint in D (config.json, safetensors) instead of a\n"
+    "                 synthetic Llama\n"
     "  --json         one JSON object instead of the text tables\n"
     "  --help         this text\n"
     "A row outside its goal ends in '<- outside goal', its JSON record has \"within_goal\": "
@@ -137,7 +141,10 @@ options parse(int argc, char** argv) {
       o.json = true;
     else if (a == "--max-bytes")
       o.max_bytes = cli::whole_number(a, next(), 1, std::int64_t{1} << 40);
+    else if (a == "--model-dir")
+      o.model_dir = next();
     else if (a == "--tp") {
+      o.tps_given = true;
       o.tps.clear();
       std::string list(next());
       for (std::size_t p = 0; p <= list.size();) {

@@ -65,7 +65,7 @@ constexpr const char* usage =
     "  --plan F        a Hugging Face plan JSON (default: config.json's plan sections, else the\n"
     "                  preset of its model_type)\n"
     "  --ds-config F   a DeepSpeed config with tensor_parallel.partition_config\n"
-    "  --dtype T       f64, f32 (default) or bf16 (weights rounded to bf16, f32 compute)\n"
+    "  --dtype T       f64, f32 (default) or bf16 (weights held as bf16, f32 compute)\n"
     "  --ids L         the prompt's token ids, comma-separated; --ids-file F: a JSON list or\n"
     "                  whitespace/comma-separated ids\n"
     "  --targets L     next-token targets (as many as ids; -100 skips one): prints the loss\n"
@@ -268,8 +268,7 @@ void run_rank(const options& o, const model::config& c, const io::checkpoint& ck
   const std::size_t r = static_cast<std::size_t>(comm.rank());
   typename Backend::engine engine;
   const auto t0 = std::chrono::steady_clock::now();
-  model::causal_lm<Mode, Backend, T> lm(engine, comm, c, ck,
-                                        {.ep = o.ep, .bf16_weights = o.dtype == "bf16"});
+  model::causal_lm<Mode, Backend, T> lm(engine, comm, c, ck, {.ep = o.ep});
   const auto t1 = std::chrono::steady_clock::now();
   const auto held = lm.checkpoint_placements(ck);
   if (comm.rank() == 0) model::expect_matches(plan, held);
@@ -413,6 +412,9 @@ void run_ranks(const options& o, const setup& su, typename Backend::communicator
   const auto go = [&]<layer::block_mode Mode>() {
     if (o.dtype == "f64")
       run_rank<Mode, Backend, double>(o, *su.config, *su.checkpoint, *su.plan, comm, out);
+    else if (o.dtype == "bf16")  // weights held as bf16, computing in float
+      run_rank<Mode, layer::weights_in<Backend, bf16>, float>(o, *su.config, *su.checkpoint,
+                                                               *su.plan, comm, out);
     else
       run_rank<Mode, Backend, float>(o, *su.config, *su.checkpoint, *su.plan, comm, out);
   };

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "../oracle.hpp"
@@ -164,5 +165,87 @@ TEST_CASE("grouped_gemm runs every group, empty groups included, as single GEMMs
     for (index_t i = 0; i < 3; ++i) CHECK(out(i, j) == doctest::Approx(want0(i, j)).epsilon(1e-14));
     for (index_t i = 0; i < 2; ++i)
       CHECK(out(3 + i, j) == doctest::Approx(want2(i, j)).epsilon(1e-14));
+  }
+}
+
+TEST_CASE("a bf16 B computes in float what float computes on its widened values, across blocks") {
+  // n · k and k · n above the engine's widened block (64 Ki floats): B goes through in several
+  // blocks of rows — of C's columns (B transposed) or of the inner dim (B as stored).
+  const index_t m = 3, n = 700, k = 150;
+  const test::dense a = test::random_dense(m, k, 11), b = test::random_dense(k, n, 12),
+                    c0 = test::random_dense(m, n, 13);
+  const std::vector<double> bias = test::random_dense(n, 1, 14).v;
+  const auto floats = [](const std::vector<double>& v) {
+    return std::vector<float>(v.begin(), v.end());
+  };
+  const std::vector<float> bias_f = floats(bias);
+  host::gemm_engine engine;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true}) {
+      CAPTURE(ta);
+      CAPTURE(tb);
+      const index_t pad = 3, a_cols = ta ? m : k, b_cols = tb ? k : n;
+      const std::vector<float> af = floats(store(a, ta, a_cols + pad));
+      const std::vector<double> bd = store(b, tb, b_cols + pad);
+      std::vector<bf16> bh;
+      std::vector<float> bw;  // the bf16 values, widened
+      for (const double x : bd) {
+        bh.push_back(bf16(x));
+        bw.push_back(static_cast<float>(bh.back()));
+      }
+      std::vector<float> want = floats(store(c0, false, n + pad)), got = want;
+      const auto args = [&]<class W>(const std::vector<W>& bv, std::vector<float>& cv) {
+        return gemm::gemm_args<float, W>{
+            .op_a = ta ? op::transpose : op::none,
+            .op_b = tb ? op::transpose : op::none,
+            .alpha = 0.5f,
+            .a = {af.data(), extents<2>{{ta ? k : m, a_cols}}, a_cols + pad},
+            .b = {bv.data(), extents<2>{{tb ? n : k, b_cols}}, b_cols + pad},
+            .beta = -2.0f,
+            .c = {cv.data(), extents<2>{{m, n}}, n + pad},
+            .bias = bias_f};
+      };
+      const auto g = args(bh, got);
+      const auto f = args(bw, want);
+      engine.gemm(f);
+      engine.gemm(g);
+      double worst = 0, scale = 0;
+      for (index_t i = 0; i < m; ++i) {
+        for (index_t j = 0; j < n; ++j) {
+          const std::size_t at = static_cast<std::size_t>(i * (n + pad) + j);
+          worst = std::max(worst, std::abs(static_cast<double>(got[at]) - want[at]));
+          scale = std::max(scale, std::abs(static_cast<double>(want[at])));
+        }
+        CHECK(got[static_cast<std::size_t>(i * (n + pad) + n)] == -99.0f);  // padding untouched
+      }
+      CHECK(scale > 1);
+      CHECK(worst <= 1e-5 * scale);  // float rounding of sums split differently, nothing more
+    }
+}
+
+TEST_CASE("grouped GEMMs with bf16 weights run every group as single ones would") {
+  const test::dense a = test::random_dense(4, 6, 21), b = test::random_dense(5, 6, 22);
+  const std::vector<float> af(a.v.begin(), a.v.end());
+  std::vector<bf16> bh;
+  for (const double x : b.v) bh.push_back(bf16(x));
+  std::vector<float> one(20), grouped(20);
+  host::gemm_engine engine;
+  const auto product = [&](std::vector<float>& c, index_t rows, index_t at) {
+    return gemm::gemm_args<float, bf16>{.op_b = op::transpose,
+                                        .a = make_matrix<const float>(af.data() + at * 6, rows, 6),
+                                        .b = make_matrix<const bf16>(bh.data(), 5, 6),
+                                        .c = make_matrix(c.data() + at * 5, rows, 5)};
+  };
+  engine.gemm(product(one, 4, 0));
+  const std::vector<gemm::gemm_args<float, bf16>> groups{product(grouped, 1, 0),
+                                                         product(grouped, 0, 1),
+                                                         product(grouped, 3, 1)};
+  engine.grouped_gemm(std::span<const gemm::gemm_args<float, bf16>>(groups));
+  CHECK(grouped == one);
+  for (index_t i = 0; i < 4; ++i) {
+    double want = 0;
+    for (index_t l = 0; l < 6; ++l) want += af[static_cast<std::size_t>(i * 6 + l)] *
+                                          static_cast<double>(static_cast<float>(bh[static_cast<std::size_t>(l)]));
+    CHECK(one[static_cast<std::size_t>(i * 5)] == doctest::Approx(want).epsilon(1e-6));
   }
 }

@@ -31,6 +31,7 @@ struct model_run {
   std::map<std::string, std::vector<double>> grads;  ///< full gradient of every parameter
   std::map<std::string, std::vector<index_t>> shapes;
   std::vector<std::uint64_t> bytes_read, bytes_expected;  ///< per rank
+  std::vector<std::uint64_t> bytes_held;                  ///< per rank
 };
 
 struct run_options {
@@ -52,7 +53,8 @@ void put_block(std::vector<double>& full, const std::vector<index_t>& shape,
     full[static_cast<std::size_t>(at[i])] = static_cast<double>(local[i]);
 }
 
-template <class T = double>
+/// Backend: host::backend, or a `layer::weights_in` of it.
+template <class T = double, class Backend = host::backend>
 model_run run_model(const std::filesystem::path& dir, std::span<const std::int64_t> ids,
                     std::span<const std::int64_t> targets, run_options o) {
   const model::config c = model::read_config(dir);
@@ -60,14 +62,16 @@ model_run run_model(const std::filesystem::path& dir, std::span<const std::int64
   model_run out;
   out.bytes_read.assign(static_cast<std::size_t>(o.tp), 0);
   out.bytes_expected.assign(static_cast<std::size_t>(o.tp), 0);
+  out.bytes_held.assign(static_cast<std::size_t>(o.tp), 0);
   std::vector<std::vector<double>> logits(static_cast<std::size_t>(o.tp));
   std::vector<double> losses(static_cast<std::size_t>(o.tp));
   std::mutex m;
   const auto body = [&]<layer::block_mode Mode>(host::communicator& comm) {
     host::gemm_engine engine;
-    model::causal_lm<Mode, host::backend, T> lm(engine, comm, c, ck, {.ep = o.ep});
+    model::causal_lm<Mode, Backend, T> lm(engine, comm, c, ck, {.ep = o.ep});
     const std::size_t r = static_cast<std::size_t>(comm.rank());
     out.bytes_read[r] = lm.bytes_read();
+    out.bytes_held[r] = lm.bytes_held();
     for (const auto& [name, p] : lm.checkpoint_placements(ck))
       out.bytes_expected[r] +=
           static_cast<std::uint64_t>(p.of(comm.rank()).size()) * io::size_of(ck.info(name).dtype);
@@ -90,7 +94,7 @@ model_run run_model(const std::filesystem::path& dir, std::span<const std::int64
     if (!o.backward) return;
     lm.backward();
     lm.for_each_parameter([&](const std::string& name, const shard::placement& p,
-                              std::span<const T>, std::span<const T> grad) {
+                              auto, std::span<const T> grad) {
       const std::lock_guard lock(m);
       std::vector<double>& g = out.grads[name];
       g.resize(static_cast<std::size_t>(shard::element_count(p.shape)));

@@ -4,8 +4,13 @@
 /// to float or double is exact and whose conversion from float or double rounds to nearest, ties
 /// to even (the IEEE default), with infinities and NaN preserved.
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <bit>
 #include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
@@ -98,6 +103,7 @@ struct bf16 {
   constexpr explicit operator double() const noexcept { return static_cast<float>(*this); }
   friend constexpr bool operator==(bf16 a, bf16 b) noexcept = default;
 };
+static_assert(sizeof(bf16) == 2 && std::is_trivially_copyable_v<bf16>);
 
 /// IEEE binary16 storage: 1 sign, 5 exponent, 10 mantissa bits, with subnormals.
 struct f16 {
@@ -175,6 +181,28 @@ constexpr To convert(From v) noexcept {
   } else {
     return To(v);
   }
+}
+
+/// Widens `count` bf16 values at `src` (any alignment: a file's bytes, or a `bf16` array) to
+/// float at `dst`, exactly: bf16's bits are float's top half. Eight at a time where SSE2 is.
+inline void widen_bf16(const std::byte* src, std::size_t count, float* dst) noexcept {
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128();
+  for (; i + 8 <= count; i += 8) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_unpacklo_epi16(zero, v));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 4), _mm_unpackhi_epi16(zero, v));
+  }
+#endif
+  for (; i < count; ++i) {
+    std::uint16_t b;
+    std::memcpy(&b, src + 2 * i, sizeof b);
+    dst[i] = static_cast<float>(bf16::from_bits(b));
+  }
+}
+inline void widen_bf16(const bf16* src, std::size_t count, float* dst) noexcept {
+  widen_bf16(reinterpret_cast<const std::byte*>(src), count, dst);
 }
 
 /// A value as double: arithmetic types directly, storage types (bf16, f16, CUDA's __half and

@@ -27,14 +27,15 @@ constexpr std::pair<index_t, index_t> op_shape(op o, matrix_view<T> m) noexcept 
 /// One GEMM: c = alpha · op_a(a) · op_b(b) + beta · c, then c[i, j] += bias[j] when bias is not
 /// empty, and bias_grad[i] = Σ_l op_a(a)[i, l] when bias_grad is not empty (the bias gradient of
 /// the weight-gradient GEMM dW = dYᵀ · X, which an engine may fuse: cuBLASLt's BGRADB epilogue).
-/// Designated initialisers make a call read like its formula.
-template <class T>
+/// Designated initialisers make a call read like its formula. B's elements may be of a storage
+/// type W (a layer's weight held as bf16, `layer::weights_in`): the engine computes in T.
+template <class T, class W = T>
 struct gemm_args {
   op op_a = op::none;
   op op_b = op::none;
   T alpha = T(1);
   matrix_view<const T> a;
-  matrix_view<const T> b;
+  matrix_view<const W> b;
   T beta = T(0);
   matrix_view<T> c;
   std::span<const T> bias = {};
@@ -42,8 +43,8 @@ struct gemm_args {
 };
 
 /// Checks that op(A) [m × k], op(B) [k × n], C [m × n] and the bias [n] line up.
-template <class T>
-void check_gemm(const gemm_args<T>& g, std::string_view who = "gemm") {
+template <class T, class W>
+void check_gemm(const gemm_args<T, W>& g, std::string_view who = "gemm") {
   const auto [m, ka] = op_shape(g.op_a, g.a);
   const auto [kb, n] = op_shape(g.op_b, g.b);
   expect(ka == kb,
@@ -71,14 +72,18 @@ void check_bias_grad(matrix_view<const T> dy, std::span<T> db, std::string_view 
          "{}::bias_grad: db has {} elements but dY has {} columns", who, db.size(), dy.cols());
 }
 
-/// A GEMM engine for element type T. `grouped_gemm` runs a list of independent GEMMs of any
-/// shapes (experts: one per local expert); an engine may batch them or loop.
-template <class E, class T>
-concept gemm_engine_of = requires(E& e, const gemm_args<T>& g, matrix_view<const T> dy,
-                                  std::span<T> db, matrix_view<T> c, std::span<const T> bias,
-                                  std::span<const gemm_args<T>> groups) {
+/// A GEMM engine for element type T, with B (the weight) stored as W (T unless a layer holds its
+/// weights in a narrower type). `grouped_gemm` runs a list of independent GEMMs of any shapes
+/// (experts: one per local expert); an engine may batch them or loop.
+template <class E, class T, class W = T>
+concept gemm_engine_of = requires(E& e, const gemm_args<T>& g, const gemm_args<T, W>& gw,
+                                  matrix_view<const T> dy, std::span<T> db, matrix_view<T> c,
+                                  std::span<const T> bias, std::span<const gemm_args<T>> groups,
+                                  std::span<const gemm_args<T, W>> weight_groups) {
   e.gemm(g);
+  e.gemm(gw);
   e.grouped_gemm(groups);
+  e.grouped_gemm(weight_groups);
   e.bias_grad(dy, db);  // db[j] = Σ_i dy[i, j]
   e.add_bias(c, bias);  // c[i, j] += bias[j]
 };

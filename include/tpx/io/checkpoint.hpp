@@ -11,10 +11,6 @@
 /// bytes read are exactly the shard's bytes; `read_into` returns the count and the checkpoint
 /// keeps a running total. Reads are safe from many threads at once.
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -104,22 +100,9 @@ void convert_run(file_dtype from, const std::byte* src, std::size_t count, T* ds
     std::memcpy(dst, src, count * sizeof(T));
     return;
   }
-#if defined(__SSE2__)
   if constexpr (std::is_same_v<T, float>) {
-    if (from == file_dtype::bf16) {  // the common case, 8 at a time: bf16 bits are f32's top half
-      const __m128i zero = _mm_setzero_si128();
-      std::size_t i = 0;
-      for (; i + 8 <= count; i += 8) {
-        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm_unpacklo_epi16(zero, v));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 4), _mm_unpackhi_epi16(zero, v));
-      }
-      for (; i < count; ++i)
-        dst[i] = static_cast<float>(bf16::from_bits(load<std::uint16_t>(src + 2 * i)));
-      return;
-    }
+    if (from == file_dtype::bf16) return widen_bf16(src, count, dst);  // the common case
   }
-#endif
   const auto each = [&]<class S>(auto decode) {
     for (std::size_t i = 0; i < count; ++i)
       dst[i] = convert<T>(decode(load<S>(src + i * sizeof(S))));

@@ -86,7 +86,7 @@ std::vector<std::byte> to_bytes(std::span<const T> values, file_dtype d, std::st
   const auto as = [&]<class F>(std::type_identity<F>) {
     std::vector<std::byte> out(values.size() * sizeof(F));
     for (std::size_t i = 0; i < values.size(); ++i) {
-      const F x = static_cast<F>(values[i]);
+      const F x = convert<F>(values[i]);
       std::memcpy(out.data() + i * sizeof(F), &x, sizeof(F));
     }
     return out;

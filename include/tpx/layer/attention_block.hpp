@@ -46,8 +46,11 @@ class attention_block {
                 "tpx::attention_block: attention runs on feature (head) shards between the qkv "
                 "and o projections");
 
+  /// What the projections' weights are held as: T, or narrower under `weights_in`.
+  using weight_type = weight_t<Backend, T>;
+
   attention_block(typename Backend::engine& engine, typename Backend::communicator& comm,
-                  attention_weights<T> w, attention_config cfg, std::string name = "self_attn")
+                  attention_weights<weight_type> w, attention_config cfg, std::string name = "self_attn")
       : qkv_(make_qkv(engine, comm, w, cfg, name)),
         o_(engine, comm, w.o, {}, o_options(cfg, w.o.rows(), comm.size(), name)),
         core_(comm, core_options(cfg, comm, name)),
@@ -58,8 +61,9 @@ class attention_block {
   /// stacked [q; k; v] weight (this rank's q heads, then its k heads, then its v heads), `o` the
   /// block of `o_options(cfg, H, tp, name)`; biases likewise (empty: none).
   attention_block(shard::from_shard_t, typename Backend::engine& engine,
-                  typename Backend::communicator& comm, matrix_view<const T> qkv,
-                  std::span<const T> qkv_bias, matrix_view<const T> o, std::span<const T> o_bias,
+                  typename Backend::communicator& comm, matrix_view<const weight_type> qkv,
+                  std::span<const T> qkv_bias, matrix_view<const weight_type> o,
+                  std::span<const T> o_bias,
                   attention_config cfg, std::string name = "self_attn")
       : qkv_(shard::from_shard, engine, comm, qkv, qkv_bias,
              qkv_options(cfg, qkv.cols(), comm.size(), name)),
@@ -141,7 +145,7 @@ class attention_block {
 
  private:
   static qkv_type make_qkv(typename Backend::engine& engine, typename Backend::communicator& comm,
-                           const attention_weights<T>& w, const attention_config& cfg,
+                           const attention_weights<weight_type>& w, const attention_config& cfg,
                            const std::string& name) {
     cfg.heads.expect_implementable(comm.size(), name);
     const index_t d = cfg.heads.head_dim, h = w.q.cols();
@@ -152,7 +156,7 @@ class attention_block {
            "KV heads of dim {} over hidden {}",
            name, w.q.rows(), w.q.cols(), w.k.rows(), w.k.cols(), w.v.rows(), w.v.cols(), w.o.rows(),
            w.o.cols(), cfg.heads.n_heads, cfg.heads.n_kv_heads, d, h);
-    const std::vector<T> rows = detail::stack_rows<T>({w.q, w.k, w.v});
+    const std::vector<weight_type> rows = detail::stack_rows<weight_type>({w.q, w.k, w.v});
     const linear_options o = qkv_options(cfg, h, comm.size(), name);
     return qkv_type(engine, comm, make_matrix(rows.data(), o.out_features, h), {}, o);
   }

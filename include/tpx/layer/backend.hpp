@@ -1,10 +1,12 @@
 #pragma once
 /// \file
 /// The `backend` concept layers are written against: a GEMM engine, a communicator, and owning
-/// storage in the backend's memory; and the scratch helpers layers share.
+/// storage in the backend's memory; the type a layer holds its weights in (`weight_t`, and
+/// `weights_in`, a backend whose layers hold them narrower); and the scratch helpers layers share.
 
 #include <concepts>
 #include <span>
+#include <type_traits>
 
 #include "tpx/comm/communicator.hpp"
 #include "tpx/core/tensor_view.hpp"
@@ -30,6 +32,33 @@ concept backend = gemm::gemm_engine<typename B::engine> &&
 template <class B>
 concept backend_with_ops = backend<B> && ops::element_ops<typename B::ops> &&
     std::constructible_from<typename B::ops, typename B::communicator&>;
+
+/// The element type a layer computing in T holds its GEMM weights in (linear weights, embedding
+/// tables, experts): `Backend::weight<T>` where the backend names one, else T. Biases, norm
+/// weights and gradients stay T.
+template <class Backend, class T>
+struct weight_of {
+  using type = T;
+};
+template <class Backend, class T>
+  requires requires { typename Backend::template weight<T>; }
+struct weight_of<Backend, T> {
+  using type = typename Backend::template weight<T>;
+};
+template <class Backend, class T>
+using weight_t = typename weight_of<Backend, T>::type;
+
+/// `Backend` whose layers hold their float GEMM weights as W (bf16: half the memory, and half the
+/// bytes a decode step reads), computing in float with float accumulation; double stays double.
+/// The backend's GEMM engine must take B as W (`gemm::gemm_engine_of<engine, float, W>`: the
+/// host engine does for bf16), and its ops the embedding lookup from a W table.
+///
+///   model::causal_lm<layer::block_mode::tensor, layer::weights_in<host::backend, bf16>, float>
+template <class Backend, class W>
+struct weights_in : Backend {
+  template <class T>
+  using weight = std::conditional_t<std::is_same_v<T, float>, W, T>;
+};
 
 namespace detail {
 

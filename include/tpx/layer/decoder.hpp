@@ -48,15 +48,16 @@ class moe_ffn : public moe<Style, Backend, T> {
 
 /// The full weights of a decoder layer, as views every rank passes alike: the norms, the
 /// attention, and either the MLP (`llama_layer`) or the router, experts ([E, 2I, H] gate|up,
-/// [E, H, I] down) and optional shared expert (`mixtral_layer`).
-template <class T>
+/// [E, H, I] down) and optional shared expert (`mixtral_layer`). The GEMM weights are W (T, or
+/// the narrower type a `weights_in` backend holds them in); the norms T.
+template <class T, class W = T>
 struct decoder_weights {
   std::span<const T> input_norm, post_norm;
-  attention_weights<T> attention;
-  mlp_weights<T> mlp = {};
-  matrix_view<const T> router = {};
-  tensor_view<const T, 3> gate_up = {}, down = {};
-  matrix_view<const T> shared_gate_up = {}, shared_down = {};
+  attention_weights<W> attention;
+  mlp_weights<W> mlp = {};
+  matrix_view<const W> router = {};
+  tensor_view<const W, 3> gate_up = {}, down = {};
+  matrix_view<const W> shared_gate_up = {}, shared_down = {};
 };
 
 /// How a decoder layer is built; routing and experts apply to MoE layers only.
@@ -103,10 +104,12 @@ class decoder_layer {
 
   /// Builds this rank's layer from the full weights.
   static decoder_layer build(typename Backend::engine& engine, typename Backend::communicator& comm,
-                             const decoder_weights<T>& w, const decoder_options& o) {
+                             const decoder_weights<T, weight_t<Backend, T>>& w,
+                             const decoder_options& o) {
     attention_type attention(engine, comm, w.attention, o.attention);
     if constexpr (std::is_constructible_v<Ffn, typename Backend::engine&,
-                                          typename Backend::communicator&, mlp_weights<T>>)
+                                          typename Backend::communicator&,
+                                          mlp_weights<weight_t<Backend, T>>>)
       return {comm,  w.input_norm,         w.post_norm,
               o.eps, std::move(attention), Ffn(engine, comm, w.mlp)};
     else

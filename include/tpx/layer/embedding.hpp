@@ -53,10 +53,12 @@ class vocab_embedding {
   using value_type = T;
   using engine_type = typename Backend::engine;
   using comm_type = typename Backend::communicator;
+  /// What the table is held as: T, or narrower under `weights_in`.
+  using weight_type = weight_t<Backend, T>;
   using buffer = typename Backend::template buffer<T>;
 
   /// Builds this rank's rows of the full table `full_weight` [vocab, hidden].
-  vocab_embedding(engine_type& engine, comm_type& comm, matrix_view<const T> full_weight,
+  vocab_embedding(engine_type& engine, comm_type& comm, matrix_view<const weight_type> full_weight,
                   embedding_options options)
       : vocab_embedding(engine, comm, std::move(options), 0) {
     expect(full_weight.rows() == opt_.vocab && full_weight.cols() == opt_.hidden,
@@ -68,7 +70,7 @@ class vocab_embedding {
   /// Builds the layer from this rank's rows alone: the block
   /// `weight_placement(options, tp).of(rank)` [V_r, hidden].
   vocab_embedding(shard::from_shard_t, engine_type& engine, comm_type& comm,
-                  matrix_view<const T> weight, embedding_options options)
+                  matrix_view<const weight_type> weight, embedding_options options)
       : vocab_embedding(engine, comm, std::move(options), 0) {
     expect(weight.rows() == own_.size() && weight.cols() == opt_.hidden,
            "{}: rank {} was given [{} × {}] but holds vocab rows [{}, {}) of the [{} × {}] table",
@@ -89,8 +91,8 @@ class vocab_embedding {
   shard::interval vocab_range() const noexcept { return own_; }
   index_t vocab() const noexcept { return opt_.vocab; }
   index_t hidden() const noexcept { return opt_.hidden; }
-  matrix_view<const T> weight() const {
-    return make_matrix<const T>(weight_.data(), own_.size(), opt_.hidden);
+  matrix_view<const weight_type> weight() const {
+    return make_matrix<const weight_type>(weight_.data(), own_.size(), opt_.hidden);
   }
   /// dW accumulated since `zero_grad()`; empty before the first backward or `zero_grad()`.
   matrix_view<const T> weight_grad() const {
@@ -144,8 +146,8 @@ class vocab_embedding {
       comm::gather_from_sequence::forward<comm_type, T>(*comm_, x, full, token_counts(tokens));
       input = full;
     }
-    engine_->gemm(
-        gemm::gemm_args<T>{.op_b = gemm::op::transpose, .a = input, .b = weight(), .c = logits});
+    engine_->gemm(gemm::gemm_args<T, weight_type>{
+        .op_b = gemm::op::transpose, .a = input, .b = weight(), .c = logits});
   }
 
   /// dx from dlogits (reduced over ranks), and dW += dlogitsᵀ · x.
@@ -163,10 +165,10 @@ class vocab_embedding {
              opt_.name, tokens);
       input = make_matrix<const T>(saved_.data(), tokens, opt_.hidden);
       const matrix_view<T> partial = detail::sized(scratch_, tokens, opt_.hidden);
-      engine_->gemm(gemm::gemm_args<T>{.a = dlogits, .b = weight(), .c = partial});
+      engine_->gemm(gemm::gemm_args<T, weight_type>{.a = dlogits, .b = weight(), .c = partial});
       comm::gather_from_sequence::backward<comm_type, T>(*comm_, partial, dx, token_counts(tokens));
     } else {
-      engine_->gemm(gemm::gemm_args<T>{.a = dlogits, .b = weight(), .c = dx});
+      engine_->gemm(gemm::gemm_args<T, weight_type>{.a = dlogits, .b = weight(), .c = dx});
       comm::copy_to_parallel::backward<comm_type, T>(*comm_, dx);
     }
     engine_->gemm(gemm::gemm_args<T>{.op_a = gemm::op::transpose,
@@ -181,17 +183,18 @@ class vocab_embedding {
       : engine_(&engine), comm_(&comm), ops_(comm), opt_(std::move(options)) {
     own_ = weight_placement(opt_, comm.size()).of(comm.rank()).dims[0].parts.at(0);
   }
-  void upload(matrix_view<const T> rows) {
+  void upload(matrix_view<const weight_type> rows) {
     if (rows.is_contiguous()) {
-      Backend::upload(std::span<const T>(rows.data(), static_cast<std::size_t>(rows.size())),
-                      weight_);
+      Backend::upload(
+          std::span<const weight_type>(rows.data(), static_cast<std::size_t>(rows.size())),
+          weight_);
       return;
     }
-    std::vector<T> host;
+    std::vector<weight_type> host;
     host.reserve(static_cast<std::size_t>(rows.size()));
     for (index_t v = 0; v < rows.rows(); ++v)
       for (index_t j = 0; j < rows.cols(); ++j) host.push_back(rows(v, j));
-    Backend::upload(std::span<const T>(host), weight_);
+    Backend::upload(std::span<const weight_type>(host), weight_);
   }
 
   matrix_view<T> weight_grad_view() {
@@ -227,7 +230,8 @@ class vocab_embedding {
   embedding_options opt_;
   shard::interval own_;
   mutable detail::token_shards token_shards_;
-  buffer weight_, dweight_, scratch_, saved_;
+  typename Backend::template buffer<weight_type> weight_;
+  buffer dweight_, scratch_, saved_;
 };
 
 }  // namespace tpx::inline v0::layer

@@ -69,12 +69,14 @@ class experts {
   using engine_type = typename Backend::engine;
   using comm_type = typename Backend::communicator;
   using buffer = typename Backend::template buffer<T>;
+  /// What the expert weights are held as: T, or narrower under `weights_in`.
+  using weight_type = weight_t<Backend, T>;
 
   /// Builds this rank's experts from the full tensors (every rank passes the same). Without a
   /// shared expert, `shared_gate_up` [2·Is, H] and `shared_down` [H, Is] are empty views.
-  experts(engine_type& engine, comm_type& comm, tensor_view<const T, 3> gate_up,
-          tensor_view<const T, 3> down, matrix_view<const T> shared_gate_up,
-          matrix_view<const T> shared_down, experts_options options)
+  experts(engine_type& engine, comm_type& comm, tensor_view<const weight_type, 3> gate_up,
+          tensor_view<const weight_type, 3> down, matrix_view<const weight_type> shared_gate_up,
+          matrix_view<const weight_type> shared_down, experts_options options)
       : experts(engine, comm, std::move(options)) {
     const index_t e = opt_.n_experts, h = opt_.hidden, i = opt_.inter, is = opt_.shared_inter;
     expect(
@@ -105,9 +107,9 @@ class experts {
   /// `shared_gate_up_placement` [2·Is_r, H] and `shared_down_placement` [H, Is_r] (empty views
   /// without a shared expert).
   experts(shard::from_shard_t, engine_type& engine, comm_type& comm,
-          tensor_view<const T, 3> gate_up, tensor_view<const T, 3> down,
-          matrix_view<const T> shared_gate_up, matrix_view<const T> shared_down,
-          experts_options options)
+          tensor_view<const weight_type, 3> gate_up, tensor_view<const weight_type, 3> down,
+          matrix_view<const weight_type> shared_gate_up,
+          matrix_view<const weight_type> shared_down, experts_options options)
       : experts(engine, comm, std::move(options)) {
     const index_t el = own_experts_.size(), h = opt_.hidden, ir = own_inter_.size(),
                   sr = own_shared_.size();
@@ -174,8 +176,8 @@ class experts {
   /// Empty before the first backward (experts that only run forward hold no gradient).
   tensor_view<const T, 3> gate_up_grad() const { return routed_.gate_up_grad(); }
   /// This rank's routed weights, laid out as their gradients.
-  tensor_view<const T, 3> gate_up_weight() const { return routed_.gate_up_weight(); }
-  tensor_view<const T, 3> down_weight() const { return routed_.down_weight(); }
+  tensor_view<const weight_type, 3> gate_up_weight() const { return routed_.gate_up_weight(); }
+  tensor_view<const weight_type, 3> down_weight() const { return routed_.down_weight(); }
   tensor_view<const T, 3> down_grad() const { return routed_.down_grad(); }
   tensor_view<const T, 3> shared_gate_up_grad() const { return shared_.gate_up_grad(); }
   tensor_view<const T, 3> shared_down_grad() const { return shared_.down_grad(); }
@@ -255,7 +257,7 @@ class experts {
   static shard::interval only(const shard::pieces& p) {
     return p.parts.empty() ? shard::interval{} : p.parts[0];
   }
-  static std::span<const T> contiguous(matrix_view<const T> m) {
+  static std::span<const weight_type> contiguous(matrix_view<const weight_type> m) {
     expect(m.size() == 0 || m.is_contiguous(), "tpx::experts: a shard must be a contiguous view");
     return {m.data(), static_cast<std::size_t>(m.size())};
   }

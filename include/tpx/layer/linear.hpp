@@ -55,10 +55,10 @@ class linear {
 
 template <style::linear_style Style, backend Backend, class T>
 class linear<Style, Backend, T> {
-  static_assert(gemm::gemm_engine_of<typename Backend::engine, T> &&
+  static_assert(gemm::gemm_engine_of<typename Backend::engine, T, weight_t<Backend, T>> &&
                     comm::communicator_of<typename Backend::communicator, T>,
                 "tpx::linear: the backend's GEMM engine and communicator must both handle the "
-                "compute type T");
+                "compute type T (and the engine a weight held as weight_t<Backend, T>)");
 
  public:
   using style_type = Style;
@@ -66,11 +66,13 @@ class linear<Style, Backend, T> {
   using value_type = T;
   using engine_type = typename Backend::engine;
   using comm_type = typename Backend::communicator;
+  /// What the weight is held as: T, or narrower under `weights_in` (the bias stays T).
+  using weight_type = weight_t<Backend, T>;
   using buffer = typename Backend::template buffer<T>;
   static constexpr int split_dim = Style::split_dim;
 
   /// Builds this rank's shard of `full_weight` [out, in] and `full_bias` [out] (empty: no bias).
-  linear(engine_type& engine, comm_type& comm, matrix_view<const T> full_weight,
+  linear(engine_type& engine, comm_type& comm, matrix_view<const weight_type> full_weight,
          std::span<const T> full_bias, linear_options options)
       : linear(engine, comm, std::move(options), !full_bias.empty()) {
     const extents<2> shape{{opt_.out_features, opt_.in_features}};
@@ -80,8 +82,8 @@ class linear<Style, Backend, T> {
     expect(full_bias.empty() || static_cast<index_t>(full_bias.size()) == shape[0],
            "{}: the bias has {} elements but out_features is {}", opt_.name, full_bias.size(),
            shape[0]);
-    std::vector<T> host(static_cast<std::size_t>(local_.size()));
-    const matrix_view<T> local = make_matrix(host.data(), local_[0], local_[1]);
+    std::vector<weight_type> host(static_cast<std::size_t>(local_.size()));
+    const matrix_view<weight_type> local = make_matrix(host.data(), local_[0], local_[1]);
     for (index_t i = 0; i < local_[0]; ++i)
       for (index_t j = 0; j < local_[1]; ++j)
         local(i, j) =
@@ -95,7 +97,8 @@ class linear<Style, Backend, T> {
   /// Builds the layer from this rank's shard alone, as a checkpoint reader gives it: `weight` is
   /// the block `weight_placement(options, tp).of(rank)` and `bias` the block
   /// `bias_placement(options, tp).of(rank)` (empty: no bias).
-  linear(shard::from_shard_t, engine_type& engine, comm_type& comm, matrix_view<const T> weight,
+  linear(shard::from_shard_t, engine_type& engine, comm_type& comm,
+         matrix_view<const weight_type> weight,
          std::span<const T> bias, linear_options options)
       : linear(engine, comm, std::move(options), !bias.empty()) {
     expect(weight.rows() == local_[0] && weight.cols() == local_[1],
@@ -107,11 +110,12 @@ class linear<Style, Backend, T> {
            "{}: rank {} was given a bias shard of {} elements but holds {} ({})", opt_.name,
            comm.rank(), bias.size(), local_[0], Style::name);
     if (weight.is_contiguous()) {  // a reader's shard: one copy into the layer's storage
-      upload(std::span<const T>(weight.data(), static_cast<std::size_t>(weight.size())), bias);
+      upload(std::span<const weight_type>(weight.data(), static_cast<std::size_t>(weight.size())),
+             bias);
       return;
     }
-    std::vector<T> host(static_cast<std::size_t>(weight.size()));
-    const matrix_view<T> local = make_matrix(host.data(), local_[0], local_[1]);
+    std::vector<weight_type> host(static_cast<std::size_t>(weight.size()));
+    const matrix_view<weight_type> local = make_matrix(host.data(), local_[0], local_[1]);
     for (index_t i = 0; i < local_[0]; ++i)
       for (index_t j = 0; j < local_[1]; ++j) local(i, j) = weight(i, j);
     upload(host, bias);
@@ -165,8 +169,8 @@ class linear<Style, Backend, T> {
 
   // --- parameters ----------------------------------------------------------------------------
 
-  matrix_view<const T> weight() const {
-    return make_matrix<const T>(weight_.data(), local_[0], local_[1]);
+  matrix_view<const weight_type> weight() const {
+    return make_matrix<const weight_type>(weight_.data(), local_[0], local_[1]);
   }
   /// The weight and bias gradients of the last backward; empty before the first (a layer that
   /// only runs forward allocates none).
@@ -194,11 +198,12 @@ class linear<Style, Backend, T> {
     const matrix_view<const T> a = input_forward(x, tokens, mem);
     const matrix_view<T> c = gemm_output(y, tokens, mem);
     const std::span<const T> b(bias_.data(), bias_.size());
-    engine_->gemm(gemm::gemm_args<T>{.op_b = gemm::op::transpose,
-                                     .a = a,
-                                     .b = weight(),
-                                     .c = c,
-                                     .bias = bias_before_output ? b : std::span<const T>{}});
+    engine_->gemm(gemm::gemm_args<T, weight_type>{
+        .op_b = gemm::op::transpose,
+        .a = a,
+        .b = weight(),
+        .c = c,
+        .bias = bias_before_output ? b : std::span<const T>{}});
     output_forward(c, y, tokens, mem);
     if (!bias_before_output && has_bias_) engine_->add_bias(y, b);  // once, after the reduction
   }
@@ -224,7 +229,7 @@ class linear<Style, Backend, T> {
     const matrix_view<const T> g = output_backward(dy, tokens, mem);
     // dX first, so its collective could overlap the weight-gradient GEMM on an async backend.
     const matrix_view<T> dxc = input_grad_output(dx, tokens, mem);
-    engine_->gemm(gemm::gemm_args<T>{.a = g, .b = weight(), .c = dxc});
+    engine_->gemm(gemm::gemm_args<T, weight_type>{.a = g, .b = weight(), .c = dxc});
     input_backward(dxc, dx, tokens, mem);
 
     if (dweight_.size() != weight_.size()) dweight_.resize(weight_.size());
@@ -376,7 +381,7 @@ class linear<Style, Backend, T> {
     has_bias_ = has_bias;
   }
 
-  void upload(std::span<const T> weight, std::span<const T> bias) {
+  void upload(std::span<const weight_type> weight, std::span<const T> bias) {
     Backend::upload(weight, weight_);
     if (has_bias_) Backend::upload(bias, bias_);
   }
@@ -464,7 +469,8 @@ class linear<Style, Backend, T> {
   bool simple_ = true;   // rank-ordered single intervals: views instead of packing
   bool shared_ = false;  // output pieces held by several ranks (replicated KV heads)
   bool has_bias_ = false;
-  buffer weight_, dweight_, bias_, dbias_, scratch_;
+  typename Backend::template buffer<weight_type> weight_;
+  buffer dweight_, bias_, dbias_, scratch_;
   buffer saved_;  // colwise_sp: the all-gathered input of the last forward, for dW
 };
 

@@ -37,8 +37,11 @@ class swiglu_mlp {
   static_assert(std::is_same_v<typename styles::column::output, typename styles::row::input>,
                 "tpx::swiglu_mlp: the gate|up output layout must be the down input layout");
 
+  /// What the weights are held as: T, or narrower under `weights_in`.
+  using weight_type = weight_t<Backend, T>;
+
   swiglu_mlp(typename Backend::engine& engine, typename Backend::communicator& comm,
-             mlp_weights<T> w, std::string name = "mlp")
+             mlp_weights<weight_type> w, std::string name = "mlp")
       : gate_up_(make_gate_up(engine, comm, w, name)),
         down_(engine, comm, w.down, {}, down_options(w.down.cols(), w.down.rows(), name)),
         ops_(comm) {}
@@ -48,8 +51,9 @@ class swiglu_mlp {
   /// stacked [gate; up] weight [2I, H] (this rank's gate rows, then its up rows), `down` the block
   /// of `down_options(I, H, name)` of down [H, I]; biases likewise (empty: none).
   swiglu_mlp(shard::from_shard_t, typename Backend::engine& engine,
-             typename Backend::communicator& comm, index_t inter, matrix_view<const T> gate_up,
-             std::span<const T> gate_up_bias, matrix_view<const T> down,
+             typename Backend::communicator& comm, index_t inter,
+             matrix_view<const weight_type> gate_up, std::span<const T> gate_up_bias,
+             matrix_view<const weight_type> down,
              std::span<const T> down_bias, std::string name = "mlp")
       : gate_up_(shard::from_shard, engine, comm, gate_up, gate_up_bias,
                  gate_up_options(inter, gate_up.cols(), name)),
@@ -89,14 +93,15 @@ class swiglu_mlp {
  private:
   /// Checks the three shapes, then builds gate|up as one packed colwise layer.
   static gate_up_type make_gate_up(typename Backend::engine& engine,
-                                   typename Backend::communicator& comm, const mlp_weights<T>& w,
+                                   typename Backend::communicator& comm,
+                                   const mlp_weights<weight_type>& w,
                                    const std::string& name) {
     expect(w.gate.rows() == w.up.rows() && w.gate.cols() == w.up.cols() &&
                w.down.cols() == w.gate.rows() && w.down.rows() == w.gate.cols(),
            "{}: gate [{} × {}], up [{} × {}] and down [{} × {}] must be [I × H], [I × H], [H × I]",
            name, w.gate.rows(), w.gate.cols(), w.up.rows(), w.up.cols(), w.down.rows(),
            w.down.cols());
-    const std::vector<T> rows = detail::stack_rows<T>({w.gate, w.up});
+    const std::vector<weight_type> rows = detail::stack_rows<weight_type>({w.gate, w.up});
     return gate_up_type(engine, comm, make_matrix(rows.data(), 2 * w.gate.rows(), w.gate.cols()),
                         {}, gate_up_options(w.gate.rows(), w.gate.cols(), name));
   }

@@ -38,19 +38,22 @@ class moe {
                          style::replicate_grad_all_reduce, style::replicate<>>;
   using router_type = linear<router_style, Backend, T>;
   using experts_type = experts<Style, Backend, T>;
+  /// What the router's and experts' weights are held as: T, or narrower under `weights_in`.
+  using weight_type = weight_t<Backend, T>;
 
   /// `router` [E, H]; the experts as `experts` takes them.
-  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, ops::routing_options routing,
-      tensor_view<const T, 3> gate_up, tensor_view<const T, 3> down,
-      matrix_view<const T> shared_gate_up, matrix_view<const T> shared_down,
+  moe(engine_type& engine, comm_type& comm, matrix_view<const weight_type> router,
+      ops::routing_options routing, tensor_view<const weight_type, 3> gate_up,
+      tensor_view<const weight_type, 3> down, matrix_view<const weight_type> shared_gate_up,
+      matrix_view<const weight_type> shared_down,
       experts_options options)
       : moe(engine, comm, router, std::move(routing),
             experts_type(engine, comm, gate_up, down, shared_gate_up, shared_down, options)) {}
 
   /// `router` [E, H] (replicated: every rank passes all of it) and experts built already (from
   /// the full tensors or from this rank's shards).
-  moe(engine_type& engine, comm_type& comm, matrix_view<const T> router, ops::routing_options routing,
-      experts_type&& experts)
+  moe(engine_type& engine, comm_type& comm, matrix_view<const weight_type> router,
+      ops::routing_options routing, experts_type&& experts)
       : routing_(std::move(routing)),
         router_(engine, comm, router, {},
                 {.name = experts.name() + ".gate",

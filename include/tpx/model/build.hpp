@@ -28,8 +28,6 @@ struct options {
   /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
   /// experts, E / ep per rank).
   int ep = 1;
-  /// Round every weight to bfloat16 as it is read (bf16 storage, compute in T).
-  bool bf16_weights = false;
 };
 
 namespace detail {
@@ -59,22 +57,21 @@ inline layer::experts_options experts_options(const config& c, const layer_layou
           .top_k = c.dims.experts_per_token};
 }
 
-/// Reads rank `rank`'s block of assembled tensors, as T, counting the bytes read and remembering
-/// each file tensor's dtype and shape (to write the model back).
+/// Reads rank `rank`'s block of assembled tensors, as T (or as U: a weight held narrower),
+/// counting the bytes read and remembering each file tensor's dtype and shape (to write the
+/// model back).
 template <class T>
 class shard_reader {
  public:
-  shard_reader(int rank, bool bf16_weights) : rank_(rank), bf16_(bf16_weights) {}
+  explicit shard_reader(int rank) : rank_(rank) {}
 
-  std::vector<T> read(const io::checkpoint& ck, const io::assembled_tensor& t,
+  template <class U = T>
+  std::vector<U> read(const io::checkpoint& ck, const io::assembled_tensor& t,
                       const shard::placement& p) {
     for (const io::tensor_part& part : t.parts)
       if (ck.contains(part.name))
         files_[part.name] = {ck.info(part.name).dtype, ck.info(part.name).shape};
-    std::vector<T> v = io::read<T>(ck, t, p, rank_, &bytes_);
-    if (bf16_)
-      for (T& x : v) x = static_cast<T>(static_cast<float>(bf16(x)));
-    return v;
+    return io::read<U>(ck, t, p, rank_, &bytes_);
   }
   /// An optional tensor (a bias): empty when the checkpoint has none.
   std::vector<T> read(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
@@ -91,7 +88,6 @@ class shard_reader {
 
  private:
   int rank_;
-  bool bf16_;
   std::uint64_t bytes_ = 0;
   std::map<std::string, std::pair<io::file_dtype, std::vector<index_t>>> files_;
 };
@@ -112,6 +108,7 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
                                                            const layer_layout& l, index_t index,
                                                            shard_reader<T>& reader) {
   using layers = decoder_layers<Mode, Backend, T>;
+  using W = layer::weight_t<Backend, T>;  // what the GEMM weights are held as
   using attention_type = layer::attention_block<Mode, Backend, T>;
   using mlp_type = layer::swiglu_mlp<Mode, Backend, T>;
   using norm_type = layer::rms_norm<typename layer::block_styles<Mode>::norm, Backend, T>;
@@ -128,9 +125,9 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
   using o_t = typename attention_type::o_type;
   const layer::linear_options qo = attention_type::qkv_options(ac, h, tp, an),
                               oo = attention_type::o_options(ac, h, tp, an);
-  const std::vector<T> qkv = reader.read(ck, l.qkv, qkv_t::weight_placement(qo, tp)),
-                       qkv_b = reader.read(ck, l.qkv_bias, qkv_t::bias_placement(qo, tp)),
-                       out = reader.read(ck, l.o, o_t::weight_placement(oo, tp)),
+  const std::vector<W> qkv = reader.template read<W>(ck, l.qkv, qkv_t::weight_placement(qo, tp)),
+                       out = reader.template read<W>(ck, l.o, o_t::weight_placement(oo, tp));
+  const std::vector<T> qkv_b = reader.read(ck, l.qkv_bias, qkv_t::bias_placement(qo, tp)),
                        out_b = reader.read(ck, l.o_bias, o_t::bias_placement(oo, tp));
   attention_type attention(shard::from_shard, engine, comm, as_matrix(qkv, h), qkv_b,
                            as_matrix(out, o_t::weight_placement(oo, tp).local_shape(rank)[1]),
@@ -150,16 +147,17 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
     const std::string mn = l.prefix + "mlp";
     const layer::linear_options go = mlp_type::gate_up_options(i, h, mn),
                                 dno = mlp_type::down_options(i, h, mn);
-    const std::vector<T> gu = reader.read(ck, *l.gate_up, gu_t::weight_placement(go, tp)),
-                         gu_b = reader.read(ck, l.gate_up_bias, gu_t::bias_placement(go, tp)),
-                         dn = reader.read(ck, *l.down, dn_t::weight_placement(dno, tp)),
+    const std::vector<W> gu = reader.template read<W>(ck, *l.gate_up,
+                                                      gu_t::weight_placement(go, tp)),
+                         dn = reader.template read<W>(ck, *l.down, dn_t::weight_placement(dno, tp));
+    const std::vector<T> gu_b = reader.read(ck, l.gate_up_bias, gu_t::bias_placement(go, tp)),
                          dn_b = reader.read(ck, l.down_bias, dn_t::bias_placement(dno, tp));
     mlp_type mlp(shard::from_shard, engine, comm, i, as_matrix(gu, h), gu_b,
                  as_matrix(dn, dn_t::weight_placement(dno, tp).local_shape(rank)[1]), dn_b, mn);
     return typename layers::any(std::in_place_type<typename layers::dense>, comm, n1, n2, eps,
                                 std::move(attention), std::move(mlp));
   }
-  const std::vector<T> router = reader.read(ck, *l.router, whole(*l.router, tp));
+  const std::vector<W> router = reader.template read<W>(ck, *l.router, whole(*l.router, tp));
   const ops::routing_options ro{.name = l.moe_prefix + ".gate",
                                 .n_experts = c.dims.n_experts,
                                 .top_k = c.dims.experts_per_token,
@@ -169,12 +167,12 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
     using ex_t = typename ffn_t::experts_type;
     const layer::experts_options eo = experts_options(c, l);
     const shard::placement gp = ex_t::gate_up_placement(eo, tp), dp = ex_t::down_placement(eo, tp);
-    const std::vector<T> gu = reader.read(ck, *l.experts_gate_up, gp),
-                         dn = reader.read(ck, *l.experts_down, dp);
+    const std::vector<W> gu = reader.template read<W>(ck, *l.experts_gate_up, gp),
+                         dn = reader.template read<W>(ck, *l.experts_down, dp);
     const std::vector<index_t> gs = gp.local_shape(rank), ds = dp.local_shape(rank);
     ex_t ex(shard::from_shard, engine, comm,
-            tensor_view<const T, 3>(gu.data(), extents<3>{{gs[0], gs[1], gs[2]}}),
-            tensor_view<const T, 3>(dn.data(), extents<3>{{ds[0], ds[1], ds[2]}}), {}, {}, eo);
+            tensor_view<const W, 3>(gu.data(), extents<3>{{gs[0], gs[1], gs[2]}}),
+            tensor_view<const W, 3>(dn.data(), extents<3>{{ds[0], ds[1], ds[2]}}), {}, {}, eo);
     ffn_t ffn(engine, comm, as_matrix(router, h), ro, std::move(ex));
     return typename layers::any(std::in_place_type<Layer>, comm, n1, n2, eps, std::move(attention),
                                 std::move(ffn));

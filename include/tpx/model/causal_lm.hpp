@@ -57,6 +57,9 @@ class causal_lm {
 
  public:
   using value_type = T;
+  /// What the GEMM weights (embedding, projections, experts, head) are held as: T, or narrower
+  /// under `layer::weights_in` (bf16: half the memory and half the bytes a decode step reads).
+  using weight_type = layer::weight_t<Backend, T>;
   using engine_type = typename Backend::engine;
   using comm_type = typename Backend::communicator;
   using embedding_type = layer::vocab_embedding<
@@ -79,7 +82,7 @@ class causal_lm {
         config_(c),
         options_(o),
         layout_(model::checkpoint_layout(c, ck)),
-        reader_(comm.rank(), o.bf16_weights) {
+        reader_(comm.rank()) {
     const int tp = comm.size();
     expect(o.ep == 1 || o.ep == tp,
            "{}: ep = {} must be 1 or the group size {} (experts live on the TP ranks)", c.source,
@@ -92,7 +95,8 @@ class causal_lm {
     const layer::embedding_options eo{.name = "model.embed_tokens", .vocab = v, .hidden = h};
     embed_.emplace(
         shard::from_shard, engine, comm,
-        detail::as_matrix(reader_.read(ck, layout_.embed, embedding_type::weight_placement(eo, tp)),
+        detail::as_matrix(reader_.template read<weight_type>(
+                              ck, layout_.embed, embedding_type::weight_placement(eo, tp)),
                           h),
         eo);
     for (std::size_t l = 0; l < layout_.layers.size(); ++l)
@@ -104,8 +108,9 @@ class causal_lm {
     if (layout_.head) {
       const layer::linear_options ho{.name = "lm_head", .out_features = v, .in_features = h};
       head_.emplace(shard::from_shard, engine, comm,
-                    detail::as_matrix(
-                        reader_.read(ck, *layout_.head, head_type::weight_placement(ho, tp)), h),
+                    detail::as_matrix(reader_.template read<weight_type>(
+                                          ck, *layout_.head, head_type::weight_placement(ho, tp)),
+                                      h),
                     std::span<const T>{}, ho);
     }
     loss_.emplace(comm, layer::cross_entropy_options{
@@ -119,10 +124,10 @@ class causal_lm {
   shard::interval vocab_range() const { return head_ ? head_->slice() : embed_->vocab_range(); }
   /// Bytes this rank read from the checkpoint.
   std::uint64_t bytes_read() const noexcept { return reader_.bytes_read(); }
-  /// Bytes of parameters this rank holds (its shards, in T).
+  /// Bytes of parameters this rank holds (its shards: GEMM weights in `weight_type`, the rest in T).
   std::uint64_t bytes_held() const {
     std::uint64_t n = 0;
-    for_each_parameter([&](const std::string&, const shard::placement&, std::span<const T> w,
+    for_each_parameter([&](const std::string&, const shard::placement&, auto w,
                            std::span<const T>) { n += w.size_bytes(); });
     return n;
   }
@@ -131,7 +136,7 @@ class causal_lm {
   std::vector<std::pair<std::string, shard::placement>> checkpoint_placements(
       const io::checkpoint& ck) const {
     std::vector<std::pair<std::string, shard::placement>> out;
-    for_each_parameter([&](const std::string& name, const shard::placement& p, std::span<const T>,
+    for_each_parameter([&](const std::string& name, const shard::placement& p, auto,
                            std::span<const T>) {
       const io::assembled_tensor* t = find(name);
       for (const io::tensor_part& part : t->parts)
@@ -143,20 +148,20 @@ class causal_lm {
   /// Writes the model back as one full safetensors file at `path`, every checkpoint tensor under
   /// its own name and dtype, gathered from the ranks' shards (io::save: all ranks call it; the
   /// file appears whole or not at all). A model saved as loaded gives back the checkpoint's
-  /// tensors bit for bit (T holds every value of the file's dtype exactly).
+  /// tensors bit for bit (T, and bf16 weights from a bf16 file, hold every value exactly).
   void save(const std::filesystem::path& path,
             const std::map<std::string, std::string>& metadata = {{"format", "pt"}}) const {
     std::vector<std::vector<std::byte>> data;
     std::vector<io::shard_bytes> shards;
     const int rank = comm_->rank();
-    for_each_parameter([&](const std::string& name, const shard::placement& p, std::span<const T> w,
-                           std::span<const T>) {
+    for_each_parameter([&]<class V>(const std::string& name, const shard::placement& p,
+                                    std::span<const V> w, std::span<const T>) {
       const io::assembled_tensor* t = find(name);
       for (const io::tensor_part& part : t->parts) {
         const auto& [dtype, shape] = reader_.file_tensor(part.name);
         const shard::placement pp = io::part_placement(*t, part, shape, p);
-        const std::vector<T> block = io::part_of_block<T>(*t, part, shape, p.of(rank), w);
-        data.push_back(io::to_bytes<T>(block, dtype, part.name));
+        const std::vector<V> block = io::part_of_block<V>(*t, part, shape, p.of(rank), w);
+        data.push_back(io::to_bytes<V>(block, dtype, part.name));
         shards.push_back({{part.name, dtype, shape}, pp, data.back()});
       }
     });
@@ -293,12 +298,15 @@ class causal_lm {
 
   /// Calls `fn(name, placement, value, grad)` for every parameter tensor this model holds: its
   /// name (the assembled tensor's, model/layout.hpp), where each rank's shard sits, and this
-  /// rank's shard and gradient (row-major, the placement's block).
+  /// rank's shard and gradient (row-major, the placement's block). The value is a
+  /// `std::span<const weight_type>` for GEMM weights, `std::span<const T>` for the others (the
+  /// same type unless the backend is a `layer::weights_in`); the gradient always T.
   template <class Fn>
   void for_each_parameter(Fn&& fn) const {
     const int tp = comm_->size();
     const auto span = [](auto v) {
-      return std::span<const T>(v.data(), static_cast<std::size_t>(v.size()));
+      using V = std::remove_const_t<std::remove_pointer_t<decltype(v.data())>>;
+      return std::span<const V>(v.data(), static_cast<std::size_t>(v.size()));
     };
     const auto linear = [&](const io::assembled_tensor& w,
                             const std::optional<io::assembled_tensor>& b, const auto& l) {

@@ -11,6 +11,7 @@
 #include <limits>
 #include <span>
 
+#include "tpx/core/dtype.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/ops/concept.hpp"
 #include "tpx/ops/elementwise.hpp"
@@ -49,14 +50,14 @@ struct elements {
   }
 
   /// y[t, :] = table[ids[t] − first, :] for the ids the table's rows [first, first + rows) hold,
-  /// zero for the others.
-  template <class T>
-  void embedding_forward(std::span<const std::int64_t> ids, matrix_view<const T> table,
+  /// zero for the others. The table may be held narrower than T (bf16 under `weights_in`).
+  template <class W, class T>
+  void embedding_forward(std::span<const std::int64_t> ids, matrix_view<const W> table,
                          index_t first, matrix_view<T> y) const {
     for (index_t t = 0; t < y.rows(); ++t) {
       const index_t row = ids[at(t)] - first;
       const bool mine = 0 <= row && row < table.rows();
-      for (index_t j = 0; j < y.cols(); ++j) y(t, j) = mine ? table(row, j) : T(0);
+      for (index_t j = 0; j < y.cols(); ++j) y(t, j) = mine ? convert<T>(table(row, j)) : T(0);
     }
   }
 

@@ -1,6 +1,9 @@
 #pragma once
 /// \file
-/// The host GEMM engine: CBLAS (OpenBLAS on Debian) for f32 and f64. Models `gemm::gemm_engine`.
+/// The host GEMM engine: CBLAS (OpenBLAS on Debian) for f32 and f64. Models `gemm::gemm_engine`,
+/// and `gemm::gemm_engine_of<gemm_engine, float, bf16>`: a weight B held as bf16 is widened to
+/// float a block of rows at a time (a block that stays in cache) and each block goes through
+/// sgemm, so the bytes read from memory are bf16's — half of float's.
 
 #include <cblas.h>
 
@@ -8,6 +11,9 @@
 #include <climits>
 #include <span>
 #include <type_traits>
+#include <vector>
+
+#include "tpx/core/dtype.hpp"
 
 #include "tpx/gemm/engine.hpp"
 
@@ -15,10 +21,14 @@ namespace tpx::inline v0::host {
 
 class gemm_engine {
  public:
-  template <class T>
-  void gemm(const gemm::gemm_args<T>& g) {
+  template <class T, class W = T>
+  void gemm(const gemm::gemm_args<T, W>& g) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                  "tpx::host::gemm_engine: CBLAS computes in float or double");
+                  "tpx::host::gemm_engine: CBLAS computes in float or double; to hold bf16 "
+                  "weights compute in float with layer::weights_in<host::backend, bf16>");
+    static_assert(std::is_same_v<W, T> || (std::is_same_v<T, float> && std::is_same_v<W, bf16>),
+                  "tpx::host::gemm_engine: a weight is stored as the compute type, or as bf16 "
+                  "under float compute");
     gemm::check_gemm(g, "host::gemm_engine");
     const index_t m = g.c.rows();
     const index_t n = g.c.cols();
@@ -32,6 +42,8 @@ class gemm_engine {
     if (m == 0 || n == 0) return;
     if (k == 0) {
       scale(g.c, g.beta);
+    } else if constexpr (!std::is_same_v<W, T>) {
+      widened(g);
     } else {
       const auto ta = g.op_a == gemm::op::none ? CblasNoTrans : CblasTrans;
       const auto tb = g.op_b == gemm::op::none ? CblasNoTrans : CblasTrans;
@@ -51,9 +63,9 @@ class gemm_engine {
   }
 
   /// Every GEMM of `groups`, one after the other (each checked on its own).
-  template <class T>
-  void grouped_gemm(std::span<const gemm::gemm_args<T>> groups) {
-    for (const gemm::gemm_args<T>& g : groups) gemm(g);
+  template <class T, class W = T>
+  void grouped_gemm(std::span<const gemm::gemm_args<T, W>> groups) {
+    for (const gemm::gemm_args<T, W>& g : groups) gemm(g);
   }
 
   /// c[i, j] += bias[j].
@@ -74,6 +86,39 @@ class gemm_engine {
   }
 
  private:
+  /// Floats of B widened at once: 256 KiB, a block that stays in L2 while sgemm reads it.
+  static constexpr index_t widened_block = index_t{1} << 16;
+
+  /// g with B (bf16) widened a block of its rows at a time. B transposed ([n × k]): a block of
+  /// rows is a block of C's columns. B as stored ([k × n]): a block of the inner dim, summed into
+  /// C (β on the first block only). The caller handles k = 0 and adds the bias.
+  template <class W>
+  void widened(const gemm::gemm_args<float, W>& g) {
+    thread_local std::vector<float> block;
+    const bool by_columns = g.op_b == gemm::op::transpose;
+    const index_t width = g.b.cols();  // k (by columns) or n
+    const index_t rows = std::max<index_t>(1, widened_block / std::max<index_t>(1, width));
+    block.resize(static_cast<std::size_t>(std::min(rows, g.b.rows()) * width));
+    for (index_t r0 = 0; r0 < g.b.rows(); r0 += rows) {
+      const index_t r1 = std::min(g.b.rows(), r0 + rows);
+      for (index_t r = r0; r < r1; ++r)
+        widen_bf16(&g.b(r, 0), static_cast<std::size_t>(width),
+                   block.data() + (r - r0) * width);
+      const matrix_view<const float> b = make_matrix<const float>(block.data(), r1 - r0, width);
+      if (by_columns)
+        gemm(gemm::gemm_args<float>{.op_a = g.op_a, .op_b = g.op_b, .alpha = g.alpha, .a = g.a,
+                                    .b = b, .beta = g.beta, .c = g.c.col_range(r0, r1)});
+      else
+        gemm(gemm::gemm_args<float>{
+            .op_a = g.op_a,
+            .alpha = g.alpha,
+            .a = g.op_a == gemm::op::none ? g.a.col_range(r0, r1) : g.a.row_range(r0, r1),
+            .b = b,
+            .beta = r0 == 0 ? g.beta : 1.0f,
+            .c = g.c});
+    }
+  }
+
   /// out[i] = Σ_l op(a)[i, l]: row sums of A, or column sums when op is a transpose.
   template <class T>
   void row_sums(gemm::op o, matrix_view<const T> a, std::span<T> out) {

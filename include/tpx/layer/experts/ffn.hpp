@@ -3,14 +3,15 @@
 /// `grouped_swiglu<Backend, T>`: n SwiGLU feed-forwards run as grouped GEMMs over rows sorted by
 /// group — the routed experts of one rank (one group per local expert), or the shared expert
 /// (one group of every token). Weights w1 [n, 2I, H] (each group's gate rows, then its up rows)
-/// and w2 [n, H, I] in the backend's memory; their gradients dw1, dw2 exist from the first
-/// backward on. Group g's rows are [off[g], off[g + 1]) of the row-sorted activations; a group
+/// and w2 [n, H, I] in the backend's memory, held as `weight_t<Backend, T>`; their gradients
+/// dw1, dw2 (T) exist from the first backward on. Group g's rows are [off[g], off[g + 1]) of the row-sorted activations; a group
 /// may get no row.
 
 #include <span>
 #include <type_traits>
 #include <vector>
 
+#include "tpx/core/dtype.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/gemm/engine.hpp"
 #include "tpx/layer/backend.hpp"
@@ -22,26 +23,29 @@ namespace tpx::inline v0::layer::detail {
 template <backend_with_ops Backend, class T>
 class grouped_swiglu {
  public:
+  using weight_type = weight_t<Backend, T>;
+
   /// Takes slice [begin, end) of each group's I from the full weights `gate_up(g)` [2I, H] and
   /// `down(g)` [H, I], g < n.
   template <class GateUp, class Down>
   void load(index_t n, index_t hidden, shard::interval slice, GateUp gate_up, Down down) {
     const index_t full = n > 0 ? gate_up(0).rows() / 2 : 0;
-    std::vector<T> w1, w2;
+    std::vector<weight_type> w1, w2;
     for (index_t g = 0; g < n; ++g) {
-      const matrix_view<const T> gu = gate_up(g), dn = down(g);
+      const auto gu = gate_up(g), dn = down(g);
       for (const index_t half : {index_t{0}, full})  // gate rows, then up rows of the slice
         for (index_t row = slice.begin; row < slice.end; ++row)
-          for (index_t j = 0; j < hidden; ++j) w1.push_back(gu(half + row, j));
+          for (index_t j = 0; j < hidden; ++j) w1.push_back(convert<weight_type>(gu(half + row, j)));
       for (index_t row = 0; row < hidden; ++row)
-        for (index_t j = slice.begin; j < slice.end; ++j) w2.push_back(dn(row, j));
+        for (index_t j = slice.begin; j < slice.end; ++j)
+          w2.push_back(convert<weight_type>(dn(row, j)));
     }
     upload(n, hidden, slice.size(), w1, w2);
   }
 
   /// Takes the weights as laid out here: w1 [n, 2I, H], w2 [n, H, I].
-  void upload(index_t n, index_t hidden, index_t inter, std::span<const T> w1,
-              std::span<const T> w2) {
+  void upload(index_t n, index_t hidden, index_t inter, std::span<const weight_type> w1,
+              std::span<const weight_type> w2) {
     n_ = n, hidden_ = hidden, inter_ = inter;
     Backend::upload(w1, w1_);
     Backend::upload(w2, w2_);
@@ -50,8 +54,8 @@ class grouped_swiglu {
   index_t groups() const noexcept { return n_; }
   index_t inter() const noexcept { return inter_; }
 
-  tensor_view<const T, 3> gate_up_weight() const { return view(w1_, true); }
-  tensor_view<const T, 3> down_weight() const { return view(w2_, false); }
+  tensor_view<const weight_type, 3> gate_up_weight() const { return view(w1_, true); }
+  tensor_view<const weight_type, 3> down_weight() const { return view(w2_, false); }
   /// Empty ([0, 0, 0]) before the first backward.
   tensor_view<const T, 3> gate_up_grad() const { return view(dw1_, true); }
   tensor_view<const T, 3> down_grad() const { return view(dw2_, false); }
@@ -68,18 +72,18 @@ class grouped_swiglu {
         ops, xs.rows(), inter_,
         [&](matrix_view<T> h) {
           run(engine, [&](index_t g) {
-            return gemm::gemm_args<T>{.op_b = gemm::op::transpose,
-                                      .a = rows(xs, off, g),
-                                      .b = w1[g],
-                                      .c = rows(h, off, g)};
+            return weight_args{.op_b = gemm::op::transpose,
+                               .a = rows(xs, off, g),
+                               .b = w1[g],
+                               .c = rows(h, off, g)};
           });
         },
         [&](matrix_view<const T> a) {
           run(engine, [&](index_t g) {
-            return gemm::gemm_args<T>{.op_b = gemm::op::transpose,
-                                      .a = rows(a, off, g),
-                                      .b = w2[g],
-                                      .c = rows(o, off, g)};
+            return weight_args{.op_b = gemm::op::transpose,
+                               .a = rows(a, off, g),
+                               .b = w2[g],
+                               .c = rows(o, off, g)};
           });
         });
   }
@@ -97,41 +101,46 @@ class grouped_swiglu {
     step_.backward(
         ops, xs.rows(), inter_,
         [&](matrix_view<const T> a, matrix_view<T> da) {
-          run(engine, [&](index_t g, auto push) {
-            push({.a = rows(dout, off, g), .b = w2[g], .c = rows(da, off, g)});
-            push({.op_a = gemm::op::transpose,
-                  .a = rows(dout, off, g),
-                  .b = rows(a, off, g),
-                  .c = dw2[g]});
+          run(engine, [&](index_t g) {
+            return weight_args{.a = rows(dout, off, g), .b = w2[g], .c = rows(da, off, g)};
+          });
+          run(engine, [&](index_t g) {
+            return gemm::gemm_args<T>{.op_a = gemm::op::transpose,
+                                      .a = rows(dout, off, g),
+                                      .b = rows(a, off, g),
+                                      .c = dw2[g]};
           });
         },
         [&](matrix_view<const T> dh) {
-          run(engine, [&](index_t g, auto push) {
-            push({.a = rows(dh, off, g), .b = w1[g], .c = rows(dxs, off, g)});
-            push({.op_a = gemm::op::transpose,
-                  .a = rows(dh, off, g),
-                  .b = rows(xs, off, g),
-                  .c = dw1[g]});
+          run(engine, [&](index_t g) {
+            return weight_args{.a = rows(dh, off, g), .b = w1[g], .c = rows(dxs, off, g)};
+          });
+          run(engine, [&](index_t g) {
+            return gemm::gemm_args<T>{.op_a = gemm::op::transpose,
+                                      .a = rows(dh, off, g),
+                                      .b = rows(xs, off, g),
+                                      .c = dw1[g]};
           });
         });
   }
 
  private:
   using buffer = typename Backend::template buffer<T>;
+  /// A product with a weight as B (the others have activations as both operands).
+  using weight_args = gemm::gemm_args<T, weight_type>;
 
-  /// One grouped GEMM of the products `each` names for every group: `each(g)` returns one, or
-  /// `each(g, push)` pushes several.
+  /// One grouped GEMM of the product `each(g)` returns for every group g.
   template <class Each>
   void run(typename Backend::engine& engine, Each each) {
-    args_.clear();
-    const auto push = [&](const gemm::gemm_args<T>& a) { args_.push_back(a); };
-    for (index_t g = 0; g < n_; ++g) {
-      if constexpr (std::is_invocable_v<Each, index_t>)
-        push(each(g));
-      else
-        each(g, push);
-    }
-    engine.grouped_gemm(std::span<const gemm::gemm_args<T>>(args_));
+    using args = std::invoke_result_t<Each, index_t>;
+    std::vector<args>* list;
+    if constexpr (std::is_same_v<args, gemm::gemm_args<T>>)
+      list = &args_;
+    else
+      list = &weight_args_;
+    list->clear();
+    for (index_t g = 0; g < n_; ++g) list->push_back(each(g));
+    engine.grouped_gemm(std::span<const args>(*list));
   }
 
   /// `b` as [n, 2I, H] (first) or [n, H, I]; [0, 0, 0] while `b` (a gradient) is unallocated.
@@ -150,9 +159,11 @@ class grouped_swiglu {
   }
 
   index_t n_ = 0, hidden_ = 0, inter_ = 0;
-  buffer w1_, w2_, dw1_, dw2_;
+  typename Backend::template buffer<weight_type> w1_, w2_;
+  buffer dw1_, dw2_;
   swiglu_step<Backend, T> step_;
   std::vector<gemm::gemm_args<T>> args_;
+  std::vector<weight_args> weight_args_;  // unused while weight_type is T
 };
 
 }  // namespace tpx::inline v0::layer::detail
