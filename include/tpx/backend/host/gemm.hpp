@@ -3,32 +3,37 @@
 /// The host GEMM engine: CBLAS (OpenBLAS on Debian) for f32 and f64. Models `gemm::gemm_engine`,
 /// and `gemm::gemm_engine_of<gemm_engine, float, bf16>`: a weight B held as bf16 is widened to
 /// float a block of rows at a time (a block that stays in cache) and each block goes through
-/// sgemm, so the bytes read from memory are bf16's — half of float's.
+/// sgemm, so the bytes read from memory are bf16's — half of float's. A few rows of A times a
+/// weight (a decode step) are dot products per row of the weight, read at the memory's speed.
 
 #include <cblas.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <span>
 #include <type_traits>
 #include <vector>
 
+#include "tpx/backend/host/simd.hpp"
 #include "tpx/core/dtype.hpp"
 
 #include "tpx/gemm/engine.hpp"
 
 namespace tpx::inline v0::host {
 
+/// What the host engine computes with: float or double (CBLAS), B stored as the compute type or,
+/// under float, as bf16.
+template <class T, class W = T>
+inline constexpr bool computes =
+    (std::is_same_v<T, float> || std::is_same_v<T, double>) &&
+    (std::is_same_v<W, T> || (std::is_same_v<T, float> && std::is_same_v<W, bf16>));
+
 class gemm_engine {
  public:
   template <class T, class W = T>
+    requires computes<T, W>
   void gemm(const gemm::gemm_args<T, W>& g) {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                  "tpx::host::gemm_engine: CBLAS computes in float or double; to hold bf16 "
-                  "weights compute in float with layer::weights_in<host::backend, bf16>");
-    static_assert(std::is_same_v<W, T> || (std::is_same_v<T, float> && std::is_same_v<W, bf16>),
-                  "tpx::host::gemm_engine: a weight is stored as the compute type, or as bf16 "
-                  "under float compute");
     gemm::check_gemm(g, "host::gemm_engine");
     const index_t m = g.c.rows();
     const index_t n = g.c.cols();
@@ -42,8 +47,12 @@ class gemm_engine {
     if (m == 0 || n == 0) return;
     if (k == 0) {
       scale(g.c, g.beta);
+    } else if (std::is_same_v<T, float> && m <= few_rows && g.op_b == gemm::op::transpose) {
+      if constexpr (std::is_same_v<T, float>) dot_rows(g);
     } else if constexpr (!std::is_same_v<W, T>) {
       widened(g);
+    } else if (m == 1) {
+      row(g, n, k);
     } else {
       const auto ta = g.op_a == gemm::op::none ? CblasNoTrans : CblasTrans;
       const auto tb = g.op_b == gemm::op::none ? CblasNoTrans : CblasTrans;
@@ -64,6 +73,7 @@ class gemm_engine {
 
   /// Every GEMM of `groups`, one after the other (each checked on its own).
   template <class T, class W = T>
+    requires computes<T, W>
   void grouped_gemm(std::span<const gemm::gemm_args<T, W>> groups) {
     for (const gemm::gemm_args<T, W>& g : groups) gemm(g);
   }
@@ -86,6 +96,54 @@ class gemm_engine {
   }
 
  private:
+  /// Rows of A up to which A times a weight B transposed is a dot product per row of B and row of
+  /// A, B read from memory once: one (a decode step of one sequence). With more rows the 16-byte
+  /// dot products cost more than the GEMM (measured: 8 rows took twice sgemm's time).
+  static constexpr index_t few_rows = 1;
+
+  /// C [m × n] = α · op(A) · Bᵀ + β · C for m ≤ few_rows, B [n × k] a weight as stored (bf16
+  /// widened as it is read).
+  template <class W>
+  static void dot_rows(const gemm::gemm_args<float, W>& g) {
+    const index_t m = g.c.rows(), n = g.c.cols(), k = g.b.cols();
+    thread_local std::vector<float> columns;  // op(A)'s rows when they are columns of A
+    const float* x = g.a.data();
+    index_t ldx = g.a.ld();
+    if (g.op_a == gemm::op::transpose) {
+      columns.resize(static_cast<std::size_t>(m * k));
+      for (index_t i = 0; i < m; ++i)
+        for (index_t l = 0; l < k; ++l) columns[static_cast<std::size_t>(i * k + l)] = g.a(l, i);
+      x = columns.data();
+      ldx = k;
+    }
+    for (index_t j = 0; j < n; ++j)
+      for (index_t i = 0; i < m; ++i) {
+        float& c = g.c(i, j);
+        const float v = g.alpha * simd::dot(x + i * ldx, &g.b(j, 0), k);
+        c = g.beta == 0.0f ? v : v + g.beta * c;  // β = 0 never reads C
+      }
+  }
+
+  /// One row of C otherwise (double, or B as stored): a GEMV reads B once, where a GEMM would
+  /// first pack it.
+  /// c = α · op(a) · op(B) + β · c with op(a) one row of k (a column of A when transposed).
+  template <class T>
+  static void row(const gemm::gemm_args<T>& g, index_t n, index_t k) {
+    const auto incx = static_cast<int>(g.op_a == gemm::op::none ? 1 : std::max<index_t>(1, g.a.ld()));
+    const auto ldb = static_cast<int>(std::max<index_t>(1, g.b.ld()));
+    // B [n × k] transposed: c = B · a; B [k × n]: c = Bᵀ · a.
+    const bool by_rows = g.op_b == gemm::op::transpose;
+    const auto rows = static_cast<int>(by_rows ? n : k), cols = static_cast<int>(by_rows ? k : n);
+    const auto trans = by_rows ? CblasNoTrans : CblasTrans;
+    if (g.beta == T(0)) std::fill_n(g.c.data(), n, T(0));  // β = 0 never reads C (NaN stays out)
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemv(CblasRowMajor, trans, rows, cols, g.alpha, g.b.data(), ldb, g.a.data(), incx,
+                  g.beta, g.c.data(), 1);
+    else
+      cblas_dgemv(CblasRowMajor, trans, rows, cols, g.alpha, g.b.data(), ldb, g.a.data(), incx,
+                  g.beta, g.c.data(), 1);
+  }
+
   /// Floats of B widened at once: 256 KiB, a block that stays in L2 while sgemm reads it.
   static constexpr index_t widened_block = index_t{1} << 16;
 
