@@ -32,18 +32,30 @@ void only_tpx_errors(Fn&& fn) {
   }
 }
 
-/// A file of this process holding the input (for the readers that take a path).
-inline std::filesystem::path as_file(const std::uint8_t* data, std::size_t size,
-                                     std::string_view suffix) {
-  static const std::filesystem::path path =
-      std::filesystem::temp_directory_path() /
-      ("tpx-fuzz-" + std::to_string(::getpid()) + std::string(suffix));
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (f == nullptr) std::abort();
-  if (size > 0 && std::fwrite(data, 1, size, f) != size) std::abort();
-  std::fclose(f);
-  return path;
-}
+/// A file of this process holding the input (for the readers that take a path), removed when the
+/// input's run ends — a fuzzing session leaves no file behind (only a crash keeps it: then it is
+/// the reproducer).
+class input_file {
+ public:
+  input_file(const std::uint8_t* data, std::size_t size, std::string_view suffix)
+      : path_(std::filesystem::temp_directory_path() /
+              ("tpx-fuzz-" + std::to_string(::getpid()) + std::string(suffix))) {
+    std::FILE* f = std::fopen(path_.c_str(), "wb");
+    if (f == nullptr) std::abort();
+    if (size > 0 && std::fwrite(data, 1, size, f) != size) std::abort();
+    std::fclose(f);
+  }
+  input_file(const input_file&) = delete;
+  input_file& operator=(const input_file&) = delete;
+  ~input_file() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 }  // namespace tpx::fuzz
 

@@ -8,9 +8,9 @@
 
 TPX_FUZZ_TARGET(safetensors) {
   using namespace tpx;
-  const std::filesystem::path path = fuzz::as_file(data, size, ".safetensors");
+  const fuzz::input_file file(data, size, ".safetensors");
   fuzz::only_tpx_errors([&] {
-    const io::checkpoint ck(path);
+    const io::checkpoint ck(file.path());
     for (const std::string& name : ck.names()) {
       const io::tensor_info& t = ck.info(name);
       if (t.size() > (index_t{1} << 16)) continue;  // bounded work per input
