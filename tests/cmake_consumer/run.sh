@@ -15,6 +15,28 @@ cmake -S "$work" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/stage$prefix" >/dev
 cmake --build "$work/build" >/dev/null
 OPENBLAS_NUM_THREADS=1 "$work/build/consumer"
 echo "consumer built with CMake against an installed tpx (find_package(tpx CONFIG)) and ran"
+# OpenBLAS outside the system's directories (a prefix of its own, headers under include/openblas,
+# as Fedora and source builds lay them out): tpx::tpx finds cblas.h beside the library.
+blas=$(find /usr/include -name cblas.h -path '*openblas*' | head -1)
+lib=$(find /usr/lib /usr/lib64 -name 'libopenblas.so' 2>/dev/null | head -1)
+if [ -n "$blas" ] && [ -n "$lib" ]; then
+  mkdir -p "$work/blas/lib" "$work/blas/include/openblas"
+  cp "$(dirname "$blas")"/*.h "$work/blas/include/openblas/"
+  ln -s "$lib" "$work/blas/lib/libopenblas.so"
+  cmake -S "$work" -B "$work/build-blas" -DCMAKE_PREFIX_PATH="$work/stage$prefix" \
+    -DTPX_CBLAS_LIBRARY="$work/blas/lib/libopenblas.so" \
+    -DEXPECT_CBLAS_DIR="$work/blas/include/openblas" >/dev/null
+  cmake --build "$work/build-blas" >/dev/null
+  echo "OpenBLAS in a prefix of its own: cblas.h found beside the library"
+  # A cblas.h directory that holds none: configure stops with tpx's sentence.
+  if cmake -S "$work" -B "$work/build-none" -DCMAKE_PREFIX_PATH="$work/stage$prefix" \
+       -DTPX_CBLAS_INCLUDE_DIR="$work/nothing" > "$work/none.log" 2>&1; then
+    echo "configure succeeded with TPX_CBLAS_INCLUDE_DIR holding no cblas.h"; exit 1
+  fi
+  grep -q "tpx: no cblas.h for" "$work/none.log" ||
+    { echo "expected tpx's sentence about cblas.h:"; cat "$work/none.log"; exit 1; }
+  echo "a TPX_CBLAS_INCLUDE_DIR without cblas.h is refused with tpx's sentence"
+fi
 # pkg-config: the same source with -std=c++20 and tpx.pc's flags (which carry no -std flag).
 # The staged .pc files name the install prefix; point them at the stage instead.
 mkdir "$work/pc"
