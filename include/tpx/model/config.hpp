@@ -183,7 +183,9 @@ inline std::optional<std::vector<std::int64_t>> eos_ids(const nlohmann::json& j,
 }
 }  // namespace detail
 
-/// Reads a config.json already parsed; `what` names it in errors.
+/// Reads a config.json already parsed; `what` names it in errors. config.json alone: a model
+/// directory's generation_config.json (the end-of-sequence ids generate stops at) is applied by
+/// `read_config(dir)` or `apply_generation_config`.
 inline config parse_config(const nlohmann::json& j, std::string_view what) {
   config c;
   c.source = std::string(what);
