@@ -106,6 +106,7 @@ constexpr std::string_view usage =
     "                 synthetic Llama\n"
     "  --json         one JSON object instead of the text tables\n"
     "  --help         this text\n"
+    "  --version      prints the program's and tpx's version\n"
     "A row outside its goal ends in '<- outside goal', its JSON record has \"within_goal\": "
     "false,\n"
     "and a last line counts them.\n";

@@ -69,7 +69,8 @@ constexpr std::string_view usage =
     "  DIR       where the two files go (created if missing); default: a temporary directory,\n"
     "            removed at the end\n"
     "  --tp N    ranks, 1 to 65536 (default 3)\n"
-    "  --help    this text\n";
+    "  --help    this text\n"
+    "  --version prints the program's and tpx's version\n";
 
 int run(int argc, char** argv) {
   int tp = 3;

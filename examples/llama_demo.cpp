@@ -76,7 +76,8 @@ constexpr std::string_view usage =
     "  --safetensors PATH  read the layer's weights from a checkpoint with Hugging Face names\n"
     "                    (hidden, head_dim, inter and experts from the tensors' shapes)\n"
     "  --layer L         which layer of that checkpoint (default 0)\n"
-    "  --help            this text\n";
+    "  --help            this text\n"
+    "  --version         prints the program's and tpx's version\n";
 
 options parse(int argc, char** argv) {
   options o;

@@ -3,7 +3,8 @@
 
 usage: cli_hygiene.py PROGRAM FLAG... [-- NUMBER_FLAG...]
 
-  --help            exit 0; the text names every FLAG given (each mode and option)
+  --help            exit 0; the text names every FLAG given (each mode and option) and --version
+  --version         exit 0; "PROGRAM (tpx X.Y.Z)" on stdout, nothing on stderr
   --no-such-flag    exit 2; one line on stderr naming it; nothing on stdout
   NUMBER_FLAG abc   exit 2; one line on stderr saying the flag takes a number; nothing on stdout
   NUMBER_FLAG 0     for --tp: exit 2 before any work (nothing on stdout)
@@ -29,8 +30,12 @@ def main():
 
     code, out, err = run(program, "--help")
     check("--help", code == 0, f"exit {code}, stderr {err!r}")
-    for flag in flags:
+    for flag in flags + ["--version"]:
         check("--help", flag in out, f"does not describe {flag}")
+    code, out, err = run(program, "--version")
+    name = program.rsplit("/", 1)[-1]
+    check("--version", code == 0 and err == "" and out.startswith(name + " (tpx ") and
+          out.endswith(")\n") and out.count("\n") == 1, f"exit {code}, stdout {out!r}, stderr {err!r}")
 
     def refused(args, words):
         code, out, err = run(program, *args)

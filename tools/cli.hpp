@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "tpx/core/error.hpp"
+#include "tpx/version.hpp"
 #if TPX_HAVE_MPI
 #include <optional>
 
@@ -64,10 +65,16 @@ inline void print_error(const char* tool, const std::exception& e) {
 }
 
 /// Runs `run(argc, argv)`; an exception becomes "`tool`: message" (one line) on stderr, exit 2.
+/// `--version` anywhere prints "`tool` (tpx X.Y.Z)" and exits 0 before anything else runs.
 /// Stdout is line-buffered, so a log shows each line as it is printed even when it is a file.
 template <class Run>
 int main(const char* tool, int argc, char** argv, Run&& run) {
   std::setvbuf(stdout, nullptr, _IOLBF, 1 << 16);
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--version") {
+      std::printf("%s (tpx %s)\n", tool, tpx::version);
+      return 0;
+    }
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -61,6 +61,7 @@ constexpr const char* usage =
     "  --emit-hf-plan   print the deciding plan (--plan, config.json's sections, or the preset)\n"
     "                   as base_model_tp_plan / base_model_ep_plan / lm_tp_plan JSON that\n"
     "                   transformers 5.24 loads; tpx's SP sections are left out\n"
+    "  --version        prints the program's and tpx's version\n"
     "Exit 0 on success, 2 on bad input.\n";
 
 struct options {

@@ -79,6 +79,7 @@ constexpr const char* usage =
     "  --temperature X, --top-k K, --top-p P, --seed S\n"
     "                  sampling (temperature 0: greedy; top-k 0: every id; top-p 1: no cut)\n"
     "  --json          one JSON object on stdout\n"
+    "  --version       prints the program's and tpx's version\n"
     "Exit 0 on success, 2 on bad input.\n";
 
 struct options {

@@ -22,7 +22,7 @@ namespace {
 constexpr const char* usage =
     "usage: tpx-tiny-model DIR [--family llama|mixtral] [--hidden H] [--layers L] [--heads N]\n"
     "                      [--kv-heads K] [--head-dim D] [--inter I] [--experts E] [--top-k K]\n"
-    "                      [--vocab V] [--dtype bf16|f32|f64] [--seed S]\n"
+    "                      [--vocab V] [--dtype bf16|f32|f64] [--seed S] [--version]\n"
     "Writes DIR/config.json and DIR/model.safetensors: a causal LM with random weights under\n"
     "Hugging Face's names. Defaults: llama, hidden 64, 4 layers, 8 / 4 heads of 8, inter 90,\n"
     "vocab 211, bf16 (mixtral: 8 experts, top 2, inter 45).\n";
