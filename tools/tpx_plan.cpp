@@ -1,9 +1,10 @@
 // tpx-plan: resolve a model's tensor-parallel plan without running it.
 //
-//   tpx-plan --config CONFIG.json [--plan PLAN.json] [--ds-config DS.json]
-//            [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N] [--split balanced|chunk]
+//   tpx-plan (MODEL_DIR | --config CONFIG.json [--safetensors FILE_OR_INDEX]) [--plan PLAN.json]
+//            [--ds-config DS.json] [--tp N] [--sp] [--ep N] [--split balanced|chunk]
 //            [--ep-dispatch auto|all_to_all|all_reduce] [--json | --emit-hf-plan]
 //
+// A model directory, as tpx-run takes it, gives config.json and its checkpoint's tensors.
 // Tensors come from the safetensors headers when given, else from the preset for the config's
 // model_type. Prints every tensor's style and per-rank shard and the report (plan/resolve.hpp);
 // `--json` prints one object instead; `--emit-hf-plan` prints the deciding plan as a plan JSON
@@ -36,13 +37,15 @@ using namespace tpx;
 namespace {
 
 constexpr const char* usage =
-    "usage: tpx-plan --config CONFIG.json [--plan PLAN.json] [--ds-config DS.json]\n"
-    "                [--safetensors FILE_OR_INDEX] [--tp N] [--sp] [--ep N]\n"
+    "usage: tpx-plan (MODEL_DIR | --config CONFIG.json [--safetensors FILE_OR_INDEX])\n"
+    "                [--plan PLAN.json] [--ds-config DS.json] [--tp N] [--sp] [--ep N]\n"
     "                [--split balanced|chunk] [--ep-dispatch auto|all_to_all|all_reduce]\n"
     "                [--json | --emit-hf-plan]\n"
     "Resolves how every tensor of the model is split over tp ranks and reports what in the plan\n"
     "is wrong or costly. Tensors come from the safetensors headers, or from the preset for the\n"
     "config's model_type.\n"
+    "  MODEL_DIR        a model directory as tpx-run takes it: its config.json, and the tensors\n"
+    "                   of its model.safetensors or index (the preset's when it has neither)\n"
     "  --config F       the model's config.json (dims; its plan sections, if any, are a plan)\n"
     "  --plan F         a Hugging Face plan JSON (tp_plan, or base_model_tp_plan / _ep_plan /\n"
     "                   _sp_plan / lm_tp_plan); it outranks config.json's sections and the preset\n"
@@ -65,7 +68,7 @@ constexpr const char* usage =
     "Exit 0 on success, 2 on bad input.\n";
 
 struct options {
-  std::string config, plan, ds, safetensors;
+  std::string dir, config, plan, ds, safetensors;
   std::optional<int> tp;
   int ep = 1;
   bool sp = false, json = false, emit = false;
@@ -108,10 +111,28 @@ options parse_args(int argc, char** argv) {
       o.json = true;
     else if (a == "--emit-hf-plan")
       o.emit = true;
-    else
+    else if (!a.starts_with("-")) {
+      expect(o.dir.empty(), "one model directory, got '{}' and '{}'", o.dir, a);
+      o.dir = a;
+    } else
       fail("unknown argument '{}'; run tpx-plan --help", a);
   }
-  expect(!o.config.empty(), "--config CONFIG.json is required");
+  if (!o.dir.empty()) {
+    expect(o.config.empty() && o.safetensors.empty(),
+           "{}: a model directory gives the config and the checkpoint; give it or --config / "
+           "--safetensors, not both",
+           o.dir);
+    const std::filesystem::path dir(o.dir);
+    std::error_code ec;
+    expect(std::filesystem::is_directory(dir, ec),
+           "{}: not a directory (a model directory holds config.json and its safetensors)",
+           o.dir);
+    o.config = (dir / "config.json").string();
+    if (std::filesystem::exists(dir / "model.safetensors", ec) ||
+        std::filesystem::exists(dir / "model.safetensors.index.json", ec))
+      o.safetensors = o.dir;
+  }
+  expect(!o.config.empty(), "a model directory or --config CONFIG.json is required");
   expect(!(o.json && o.emit), "--json and --emit-hf-plan print different documents; give one");
   return o;
 }

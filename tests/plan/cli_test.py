@@ -101,6 +101,14 @@ with tempfile.TemporaryDirectory() as tmp:
         check(read[n]["bytes_per_rank"] == [2 * b for b in t["bytes_per_rank"]],
               f"--safetensors counts F32 bytes for {n}")
     check("model.extra.weight" in json.loads(out)["report"]["unmatched"], "extra tensor unmatched")
+    # A model directory, as tpx-run takes it: its config.json and its checkpoint's tensors.
+    model_dir = os.path.join(tmp, "model")
+    os.mkdir(model_dir)
+    os.link(cfg, os.path.join(model_dir, "config.json"))
+    os.link(st, os.path.join(model_dir, "model.safetensors"))
+    rc_dir, out_dir, err_dir = run([model_dir, "--tp", "2", "--json"])
+    check(rc_dir == 0 and json.loads(out_dir) == json.loads(out),
+          f"tpx-plan MODEL_DIR: exit {rc_dir}, {err_dir!r}, or not --config + --safetensors' plan")
 
     # 4. Bad input: exit 2, one sentence naming the problem, nothing on stdout.
     bad_json = write("bad.json", '{"hidden_size": 64,')
@@ -161,7 +169,11 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--config", llama, "--ds-config", nested_ds], "automaton states tpx allows"),
     ]
     bad_cases = [
-        ([], "--config CONFIG.json is required"),
+        ([], "a model directory or --config CONFIG.json is required"),
+        ([tmp], "config.json"),  # a directory without config.json: the file it lacks, named
+        (["/nonexistent-model-dir"], "/nonexistent-model-dir: not a directory"),
+        ([model_dir, "--config", cfg], "give it or --config / --safetensors, not both"),
+        ([model_dir, tmp], "one model directory, got"),
         (["--config", "/nonexistent/config.json"], "cannot read config '/nonexistent/config.json'"),
         (["--config", bad_json], "is not valid JSON"),
         (["--config", llama, "--plan", unknown], "unknown style string 'colwize'; known:"),
