@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "tpx/core/error.hpp"
 #include "tpx/version.hpp"
@@ -54,27 +55,47 @@ inline std::string human(double bytes) {
   return u == 0 ? fmt::format("{:.0f} B", bytes) : fmt::format("{:.2f} {}", bytes, units[u]);
 }
 
-/// An error as every program prints it: "tool: sentence", on one line of stderr.
-inline void print_error(const char* tool, const std::exception& e) {
+namespace detail {
+/// Whether the command line asked for JSON (`--json`, set by `cli::main`): an error is then also
+/// one JSON object on stdout, {"tool": …, "error": sentence}, for a program reading stdout.
+inline bool& json_errors() {
+  static bool on = false;
+  return on;
+}
+}  // namespace detail
+
+/// An error as every program prints it: "tool: sentence", on one line of stderr (and, under
+/// `--json`, as one JSON object on stdout; `json = false` when stdout already holds the run's
+/// JSON document).
+inline void print_error(const char* tool, const std::exception& e,
+                        bool json = detail::json_errors()) {
   std::fflush(stdout);
   std::string why = e.what();
   for (char& ch : why)
     if (ch == '\n') ch = ' ';
   std::fprintf(stderr, "%s: %s\n", tool, why.c_str());
   std::fflush(stderr);
+  if (json) {
+    const nlohmann::json j{{"tool", tool}, {"error", why}};
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::fflush(stdout);
+  }
 }
 
-/// Runs `run(argc, argv)`; an exception becomes "`tool`: message" (one line) on stderr, exit 2.
+/// Runs `run(argc, argv)`; an exception becomes "`tool`: message" (one line) on stderr, exit 2
+/// (under `--json`, also `{"tool": …, "error": …}` on stdout).
 /// `--version` anywhere prints "`tool` (tpx X.Y.Z)" and exits 0 before anything else runs.
 /// Stdout is line-buffered, so a log shows each line as it is printed even when it is a file.
 template <class Run>
 int main(const char* tool, int argc, char** argv, Run&& run) {
   std::setvbuf(stdout, nullptr, _IOLBF, 1 << 16);
-  for (int i = 1; i < argc; ++i)
+  for (int i = 1; i < argc; ++i) {
     if (std::string_view(argv[i]) == "--version") {
       std::printf("%s (tpx %s)\n", tool, tpx::version);
       return 0;
     }
+    if (std::string_view(argv[i]) == "--json") detail::json_errors() = true;
+  }
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -333,9 +333,15 @@ int run(int argc, char** argv) {
   else
     print_text(r, c, from);
   // Every other tensor is planned and printed; a tensor no placement serves makes the plan
-  // unusable: its sentence on stderr, exit 2.
+  // unusable: its sentence on stderr, exit 2 (under --json the document printed already names
+  // the tensors in report.unplaceable: no second document).
   std::fflush(stdout);
-  r.expect_usable();
+  try {
+    r.expect_usable();
+  } catch (const tpx::error& e) {
+    cli::print_error("tpx-plan", e, false);
+    return 2;
+  }
   return 0;
 }
 

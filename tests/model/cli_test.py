@@ -310,6 +310,17 @@ with tempfile.TemporaryDirectory() as tmp:
         check(out == "", f"{what}: stdout {out!r}")
         check(err.startswith("tpx-run: ") and err.count("\n") == 1 and needle in err,
               f"{what}: stderr {err!r} should name {needle!r}")
+    # Under --json an error is also one JSON object on stdout: the sentence stderr has.
+    for args, needle in bad[:3]:
+        rc, out, err = run(args + ["--json"])
+        what = " ".join(args + ["--json"])
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            doc = None
+        check(rc == 2 and needle in err and
+              doc == {"tool": "tpx-run", "error": err[len("tpx-run: "):-1]},
+              f"{what}: exit {rc}, stdout {out!r}, stderr {err!r}")
 
 print(f"{len(failures)} failed" if failures else "tpx-run cli: all passed")
 sys.exit(1 if failures else 0)

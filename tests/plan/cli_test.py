@@ -191,6 +191,8 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--config", no_preset], "there is no preset for model type 'gpt2'"),
         (["--config", llama, "--safetensors", "/nonexistent.safetensors"], "/nonexistent.safetensors"),
         (["--config", llama, "--frobnicate"], "unknown argument '--frobnicate'"),
+        (["--config", "/nonexistent/config.json", "--json"], "cannot read config"),
+        (["--config", llama, "--tp", "2", "--ep", "2", "--json"], "needs an EP plan"),
     ]
     for args, expected in bad_cases + hostile:
         try:
@@ -199,10 +201,19 @@ with tempfile.TemporaryDirectory() as tmp:
             rc, out, err = -1, "", "(hung)"
         what = " ".join(args)[:120] or "(no arguments)"
         check(rc == 2, f"{what}: exit {rc}, want 2")
-        check(out == "", f"{what}: printed to stdout")
         check(err.startswith("tpx-plan: ") and err.count("\n") == 1,
               f"{what}: stderr is not one line: {err!r}")
         check(expected in err, f"{what}: stderr {err!r} lacks {expected!r}")
+        if "--json" not in args:
+            check(out == "", f"{what}: printed to stdout")
+            continue
+        # Under --json the error is also one JSON object on stdout: the sentence, as on stderr.
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            doc = None
+        check(doc == {"tool": "tpx-plan", "error": err[len("tpx-plan: "):-1]},
+              f"{what}: stdout is not the error as JSON: {out!r}")
 
 # 5. A plan that cannot place some tensors at this tp still plans every other one: the whole
 #    table on stdout with those tensors marked, their sentence on stderr, exit 2.
