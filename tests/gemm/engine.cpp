@@ -250,3 +250,59 @@ TEST_CASE("grouped GEMMs with bf16 weights run every group as single ones would"
     CHECK(one[static_cast<std::size_t>(i * 5)] == doctest::Approx(want).epsilon(1e-6));
   }
 }
+
+TEST_CASE("one row of A (a decode step) through every path: float and bf16 B, either transpose") {
+  // k = 37: the dot products' 16-wide body and their tail; C starts as NaN where β = 0 (never
+  // read) and as values where β ≠ 0.
+  const index_t n = 23, k = 37;
+  const test::dense b = test::random_dense(k, n, 31);
+  const std::vector<double> a = test::random_dense(1, k, 32).v, c0 = test::random_dense(1, n, 33).v;
+  host::gemm_engine engine;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true})
+      for (const bool narrow : {false, true})
+        for (const float beta : {0.0f, -2.0f}) {
+          CAPTURE(ta);
+          CAPTURE(tb);
+          CAPTURE(narrow);
+          CAPTURE(beta);
+          const index_t pad = 2, b_cols = tb ? k : n;
+          const std::vector<double> bd = store(b, tb, b_cols + pad);
+          std::vector<float> bf;
+          std::vector<bf16> bh;
+          for (const double x : bd) {
+            bh.push_back(bf16(x));
+            bf.push_back(narrow ? static_cast<float>(bh.back()) : static_cast<float>(x));
+          }
+          // op(a) is one row of k: a [1 × k] as stored, or a column [k × 1] of a padded A.
+          const index_t lda = ta ? 3 : k;
+          std::vector<float> av(static_cast<std::size_t>(ta ? k * lda : k), -99.0f);
+          for (index_t l = 0; l < k; ++l)
+            av[static_cast<std::size_t>(ta ? l * lda : l)] = static_cast<float>(a[static_cast<std::size_t>(l)]);
+          std::vector<float> c(static_cast<std::size_t>(n));
+          for (index_t j = 0; j < n; ++j)
+            c[static_cast<std::size_t>(j)] =
+                beta == 0.0f ? std::nanf("") : static_cast<float>(c0[static_cast<std::size_t>(j)]);
+          const auto args = [&]<class W>(const std::vector<W>& bv) {
+            return gemm::gemm_args<float, W>{
+                .op_a = ta ? op::transpose : op::none,
+                .op_b = tb ? op::transpose : op::none,
+                .alpha = 0.5f,
+                .a = {av.data(), extents<2>{{ta ? k : 1, ta ? 1 : k}}, lda},
+                .b = {bv.data(), extents<2>{{tb ? n : k, b_cols}}, b_cols + pad},
+                .beta = beta,
+                .c = make_matrix(c.data(), 1, n)};
+          };
+          if (narrow)
+            engine.gemm(args(bh));
+          else
+            engine.gemm(args(bf));
+          for (index_t j = 0; j < n; ++j) {
+            double want = beta == 0.0f ? 0.0 : beta * static_cast<float>(c0[static_cast<std::size_t>(j)]);
+            for (index_t l = 0; l < k; ++l)
+              want += 0.5 * static_cast<float>(a[static_cast<std::size_t>(l)]) *
+                      bf[static_cast<std::size_t>(tb ? j * (b_cols + pad) + l : l * (b_cols + pad) + j)];
+            CHECK(c[static_cast<std::size_t>(j)] == doctest::Approx(want).epsilon(1e-5));
+          }
+        }
+}
