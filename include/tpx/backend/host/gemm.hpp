@@ -3,8 +3,9 @@
 /// The host GEMM engine: CBLAS (OpenBLAS on Debian) for f32 and f64. Models `gemm::gemm_engine`,
 /// and `gemm::gemm_engine_of<gemm_engine, float, bf16>`: a weight B held as bf16 is widened to
 /// float a block of rows at a time (a block that stays in cache) and each block goes through
-/// sgemm, so the bytes read from memory are bf16's — half of float's. A few rows of A times a
-/// weight (a decode step) are dot products per row of the weight, read at the memory's speed.
+/// sgemm, so the bytes read from memory are bf16's — half of float's. One row of A times a weight
+/// (a decode step of one sequence) is a dot product per row of the weight, read at the memory's
+/// speed.
 
 #include <cblas.h>
 
@@ -17,7 +18,6 @@
 
 #include "tpx/backend/host/simd.hpp"
 #include "tpx/core/dtype.hpp"
-
 #include "tpx/gemm/engine.hpp"
 
 namespace tpx::inline v0::host {
