@@ -18,7 +18,6 @@
 namespace tpx::bench {
 namespace {
 
-using clock_type = std::chrono::steady_clock;
 
 struct block_dims {
   index_t tokens, hidden, heads, kv_heads, head_dim, inter, experts, top_k;
@@ -95,7 +94,7 @@ block_time time_block(const options& o, int tp, const block_dims& d) {
       const auto start = clock_type::now();
       step();
       hc.barrier();
-      const double s = std::chrono::duration<double>(clock_type::now() - start).count();
+      const double s = since(start);
       if (c.rank() == 0) {
         times.push_back(s);
         comm_seconds += c.seconds();
@@ -157,7 +156,7 @@ double gemms_alone(const block_dims& d, int reps) {
   for (int r = 0; r < reps; ++r) {
     const auto start = clock_type::now();
     step();
-    times.push_back(std::chrono::duration<double>(clock_type::now() - start).count());
+    times.push_back(since(start));
   }
   return median(times);
 }

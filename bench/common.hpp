@@ -30,6 +30,13 @@ struct options {
   std::string command;
 };
 
+using clock_type = std::chrono::steady_clock;
+
+/// Seconds since `t0`.
+inline double since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
@@ -45,7 +52,7 @@ inline std::string cpu_model() {
 /// Seconds to open `path`, read the whole file in 8 MiB preads into `buffer` (its size), close:
 /// the plain sequential read the shard-reading benchmarks compare with.
 inline double sequential_read(const std::filesystem::path& path, std::vector<std::byte>& buffer) {
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = clock_type::now();
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   expect(fd >= 0, "{}: cannot open", path.string());
   std::size_t at = 0;
@@ -57,7 +64,7 @@ inline double sequential_read(const std::filesystem::path& path, std::vector<std
     at += static_cast<std::size_t>(n);
   }
   ::close(fd);
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return since(t0);
 }
 
 /// Output in both forms: text rows as nccl-tests prints them, or JSON records. A row measured

@@ -28,12 +28,6 @@
 namespace tpx::bench {
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
-double since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
 /// Bytes per second one thread streams through memory: a dot product of `bytes` of floats (more
 /// than the caches hold) with themselves, each cache line read once; median of 5.
 double read_bandwidth(index_t bytes) {

@@ -27,12 +27,6 @@
 namespace tpx::bench {
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
 struct io_style {
   const char* name;
   int dim;                // split dim of W [rows, cols]
@@ -105,7 +99,7 @@ void bench_io(const options& o, report& out) {
             got = s.to_float ? ck.read_into<float>("w", sel, converted[static_cast<std::size_t>(r)])
                              : ck.read_into<std::byte>("w", sel, raw[static_cast<std::size_t>(r)]);
           }
-          rank_times[static_cast<std::size_t>(r)].push_back(seconds_since(t0));
+          rank_times[static_cast<std::size_t>(r)].push_back(since(t0));
           if (rep == 0) {
             read += got;
             shard_bytes += raw[static_cast<std::size_t>(r)].size();

@@ -24,15 +24,6 @@
 #include "tpx/shard/gqa.hpp"
 
 namespace tpx::bench {
-namespace {
-
-using clock_type = std::chrono::steady_clock;
-
-double since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-}  // namespace
 
 std::filesystem::path synthetic_llama(index_t hidden, index_t layers, index_t inter,
                                       index_t vocab) {

@@ -18,8 +18,6 @@
 namespace tpx::bench {
 namespace {
 
-using clock_type = std::chrono::steady_clock;
-
 struct model {
   const char* label;
   const char* config;
@@ -93,10 +91,10 @@ void bench_plan(const options& o, report& out) {
     for (int r = 0; r < repeats; ++r) {
       auto t0 = clock_type::now();
       const plan::resolution a = plan::resolve(c, tensors, src, styles, m.options);
-      resolve_s.push_back(std::chrono::duration<double>(clock_type::now() - t0).count());
+      resolve_s.push_back(since(t0));
       t0 = clock_type::now();
       const plan::resolution b = plan::resolve(c, tensors_of(header), src, styles, m.options);
-      header_s.push_back(std::chrono::duration<double>(clock_type::now() - t0).count());
+      header_s.push_back(since(t0));
       expect(a.tensors.size() == tensors.size() && b.tensors.size() == tensors.size(),
              "--plan: {} resolved {} and {} of {} tensors", m.label, a.tensors.size(),
              b.tensors.size(), tensors.size());

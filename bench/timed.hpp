@@ -4,9 +4,9 @@
 // thread ranks that time includes waiting for the slowest rank, since a collective cannot finish
 // before every rank has arrived.
 
-#include <chrono>
 #include <span>
 
+#include "common.hpp"
 #include "tpx/backend/host/backend.hpp"
 #include "tpx/comm/communicator.hpp"
 #include "tpx/layer/backend.hpp"
@@ -61,9 +61,9 @@ class timed_communicator {
  private:
   template <class F>
   void timed(F&& f) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = clock_type::now();
     f();
-    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    seconds_ += since(start);
   }
   host::communicator* c_;
   double seconds_ = 0;

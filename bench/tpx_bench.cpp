@@ -68,9 +68,10 @@
 namespace {
 
 using namespace tpx;
-using clock_type = std::chrono::steady_clock;
+using bench::clock_type;
 using bench::cpu_model;
 using bench::median;
+using bench::since;
 using bench::options;
 using bench::report;
 
@@ -178,7 +179,7 @@ double memcpy_gbps(index_t bytes, int repeats) {
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = clock_type::now();
     std::memcpy(r % 2 ? a.data() : b.data(), r % 2 ? b.data() : a.data(), a.size());
-    t.push_back(std::chrono::duration<double>(clock_type::now() - t0).count());
+    t.push_back(since(t0));
   }
   return static_cast<double>(bytes) / median(t) / 1e9;
 }
@@ -194,7 +195,7 @@ double time_on_ranks(Comm& c, int batches, const std::function<void(int)>& op,
   auto t0 = clock_type::now();
   op(0);
   c.barrier();
-  std::vector<double> once{std::chrono::duration<double>(clock_type::now() - t0).count()};
+  std::vector<double> once{since(t0)};
   c.broadcast(std::span<double>(once), 0);
   const int calls = std::clamp(static_cast<int>(target_seconds / std::max(once[0], 1e-7)), 1, 1000);
   std::vector<double> per_call;
@@ -203,7 +204,7 @@ double time_on_ranks(Comm& c, int batches, const std::function<void(int)>& op,
     t0 = clock_type::now();
     for (int i = 0; i < calls; ++i) op(i);
     c.barrier();
-    per_call.push_back(std::chrono::duration<double>(clock_type::now() - t0).count() / calls);
+    per_call.push_back(since(t0) / calls);
   }
   return median(per_call);
 }

@@ -47,8 +47,8 @@ class gemm_engine {
     if (m == 0 || n == 0) return;
     if (k == 0) {
       scale(g.c, g.beta);
-    } else if (std::is_same_v<T, float> && m <= few_rows && g.op_b == gemm::op::transpose) {
-      if constexpr (std::is_same_v<T, float>) dot_rows(g);
+    } else if (std::is_same_v<T, float> && m == 1 && g.op_b == gemm::op::transpose) {
+      if constexpr (std::is_same_v<T, float>) dot_row(g);
     } else if constexpr (!std::is_same_v<W, T>) {
       widened(g);
     } else if (m == 1) {
@@ -96,32 +96,25 @@ class gemm_engine {
   }
 
  private:
-  /// Rows of A up to which A times a weight B transposed is a dot product per row of B and row of
-  /// A, B read from memory once: one (a decode step of one sequence). With more rows the 16-byte
-  /// dot products cost more than the GEMM (measured: 8 rows took twice sgemm's time).
-  static constexpr index_t few_rows = 1;
-
-  /// C [m × n] = α · op(A) · Bᵀ + β · C for m ≤ few_rows, B [n × k] a weight as stored (bf16
-  /// widened as it is read).
+  /// One row of C = α · op(a) · Bᵀ + β · C, B [n × k] a weight as stored (a decode step of one
+  /// sequence): a dot product per row of B, each read from memory once (bf16 widened as read).
+  /// With more rows of A the 16-byte dot products cost more than the GEMM (measured: 8 rows took
+  /// twice sgemm's time), so only one row comes here.
   template <class W>
-  static void dot_rows(const gemm::gemm_args<float, W>& g) {
-    const index_t m = g.c.rows(), n = g.c.cols(), k = g.b.cols();
-    thread_local std::vector<float> columns;  // op(A)'s rows when they are columns of A
+  static void dot_row(const gemm::gemm_args<float, W>& g) {
+    const index_t n = g.c.cols(), k = g.b.cols();
+    thread_local std::vector<float> column;  // op(a) when it is a column of A
     const float* x = g.a.data();
-    index_t ldx = g.a.ld();
     if (g.op_a == gemm::op::transpose) {
-      columns.resize(static_cast<std::size_t>(m * k));
-      for (index_t i = 0; i < m; ++i)
-        for (index_t l = 0; l < k; ++l) columns[static_cast<std::size_t>(i * k + l)] = g.a(l, i);
-      x = columns.data();
-      ldx = k;
+      column.resize(static_cast<std::size_t>(k));
+      for (index_t l = 0; l < k; ++l) column[static_cast<std::size_t>(l)] = g.a(l, 0);
+      x = column.data();
     }
-    for (index_t j = 0; j < n; ++j)
-      for (index_t i = 0; i < m; ++i) {
-        float& c = g.c(i, j);
-        const float v = g.alpha * simd::dot(x + i * ldx, &g.b(j, 0), k);
-        c = g.beta == 0.0f ? v : v + g.beta * c;  // β = 0 never reads C
-      }
+    for (index_t j = 0; j < n; ++j) {
+      float& c = g.c(0, j);
+      const float v = g.alpha * simd::dot(x, &g.b(j, 0), k);
+      c = g.beta == 0.0f ? v : v + g.beta * c;  // β = 0 never reads C
+    }
   }
 
   /// One row of C otherwise (double, or B as stored): a GEMV reads B once, where a GEMM would

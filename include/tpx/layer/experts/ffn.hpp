@@ -101,33 +101,29 @@ class grouped_swiglu {
     step_.backward(
         ops, xs.rows(), inter_,
         [&](matrix_view<const T> a, matrix_view<T> da) {
-          run(engine, [&](index_t g) {
-            return weight_args{.a = rows(dout, off, g), .b = w2[g], .c = rows(da, off, g)};
-          });
-          run(engine, [&](index_t g) {
-            return gemm::gemm_args<T>{.op_a = gemm::op::transpose,
-                                      .a = rows(dout, off, g),
-                                      .b = rows(a, off, g),
-                                      .c = dw2[g]};
-          });
+          linear_backward(engine, off, dout, w2, a, da, dw2);
         },
-        [&](matrix_view<const T> dh) {
-          run(engine, [&](index_t g) {
-            return weight_args{.a = rows(dh, off, g), .b = w1[g], .c = rows(dxs, off, g)};
-          });
-          run(engine, [&](index_t g) {
-            return gemm::gemm_args<T>{.op_a = gemm::op::transpose,
-                                      .a = rows(dh, off, g),
-                                      .b = rows(xs, off, g),
-                                      .c = dw1[g]};
-          });
-        });
+        [&](matrix_view<const T> dh) { linear_backward(engine, off, dh, w1, xs, dxs, dw1); });
   }
 
  private:
   using buffer = typename Backend::template buffer<T>;
   /// A product with a weight as B (the others have activations as both operands).
   using weight_args = gemm::gemm_args<T, weight_type>;
+
+  /// A linear's backward group by group, as two grouped GEMMs: dx = dy · w[g] and
+  /// dw[g] = dyᵀ · x over each group's rows.
+  void linear_backward(typename Backend::engine& engine, std::span<const index_t> off,
+                       matrix_view<const T> dy, tensor_view<const weight_type, 3> w,
+                       matrix_view<const T> x, matrix_view<T> dx, tensor_view<T, 3> dw) {
+    run(engine, [&](index_t g) {
+      return weight_args{.a = rows(dy, off, g), .b = w[g], .c = rows(dx, off, g)};
+    });
+    run(engine, [&](index_t g) {
+      return gemm::gemm_args<T>{
+          .op_a = gemm::op::transpose, .a = rows(dy, off, g), .b = rows(x, off, g), .c = dw[g]};
+    });
+  }
 
   /// One grouped GEMM of the product `each(g)` returns for every group g.
   template <class Each>
