@@ -65,17 +65,17 @@ inline void expect_tiling(const checkpoint& ck, const assembled_tensor& t) {
     const std::vector<index_t>& s = ck.info(p.name).shape;
     expect(p.shape.empty() || s == p.shape,
            "{}: tensor '{}' has shape {} but the model needs {} (for {})", ck.source().string(),
-           p.name, shard::shape_string(s), shard::shape_string(p.shape), t.name);
+           p.name, shard::shape_text(s), shard::shape_text(p.shape), t.name);
     expect(p.origin.size() == n && s.size() <= n,
            "{}: part '{}' of shape {} cannot sit in a tensor of shape {}", t.name, p.name,
-           shard::shape_string(s), shard::shape_string(t.shape));
+           shard::shape_text(s), shard::shape_text(t.shape));
     const std::vector<index_t> box = box_extent(s, n);
     for (std::size_t d = 0; d < n; ++d)
       expect(p.origin[d] >= 0 && p.origin[d] + box[d] <= t.shape[d],
              "{}: the checkpoint's '{}' has shape {}, which does not fit at {} of the model's "
              "tensor of shape {} (dim {}: {} + {} > {})",
-             t.name, p.name, shard::shape_string(s), shard::shape_string(p.origin),
-             shard::shape_string(t.shape), d, p.origin[d], box[d], t.shape[d]);
+             t.name, p.name, shard::shape_text(s), shard::shape_text(p.origin),
+             shard::shape_text(t.shape), d, p.origin[d], box[d], t.shape[d]);
     for (std::size_t q = 0; q < boxes.size(); ++q) {
       bool apart = false;
       for (std::size_t d = 0; d < n && !apart; ++d)
@@ -88,7 +88,7 @@ inline void expect_tiling(const checkpoint& ck, const assembled_tensor& t) {
   }
   expect(volume == shard::element_count(t.shape),
          "{}: its parts cover {} of the {} elements of shape {}", t.name, volume,
-         shard::element_count(t.shape), shard::shape_string(t.shape));
+         shard::element_count(t.shape), shard::shape_text(t.shape));
 }
 
 /// Along one dim: the pieces of `want` that fall in [lo, hi), in `want`'s local order, as
@@ -174,7 +174,7 @@ std::uint64_t read_into(const checkpoint& ck, const assembled_tensor& t,
   expect(sel.dims.size() == t.shape.size() && out.size() == static_cast<std::size_t>(sel.size()),
          "{}: a block of {} dims and {} elements cannot be read into {} elements of a tensor of "
          "shape {}",
-         t.name, sel.dims.size(), sel.size(), out.size(), shard::shape_string(t.shape));
+         t.name, sel.dims.size(), sel.size(), out.size(), shard::shape_text(t.shape));
   if (t.parts.size() == 1 && ck.info(t.parts[0].name).shape == t.shape)  // stored as it is
     return ck.read_into<T>(t.parts[0].name, sel, out);
   std::uint64_t bytes = 0;
@@ -210,7 +210,7 @@ template <class T>
 std::vector<T> read(const checkpoint& ck, const assembled_tensor& t, const shard::placement& p,
                     int rank, std::uint64_t* bytes = nullptr) {
   expect(p.shape == t.shape, "{}: the placement is for shape {} but the tensor has shape {}",
-         t.name, shard::shape_string(p.shape), shard::shape_string(t.shape));
+         t.name, shard::shape_text(p.shape), shard::shape_text(t.shape));
   detail::expect_tiling(ck, t);  // before allocating: the model's shape may be the config's error
   const shard::selection sel = p.of(rank);
   std::vector<T> out(static_cast<std::size_t>(sel.size()));
@@ -225,7 +225,7 @@ inline shard::placement part_placement(const assembled_tensor& t, const tensor_p
                                        const std::vector<index_t>& part_shape,
                                        const shard::placement& p) {
   expect(p.shape == t.shape, "{}: the placement is for shape {} but the tensor has shape {}",
-         t.name, shard::shape_string(p.shape), shard::shape_string(t.shape));
+         t.name, shard::shape_text(p.shape), shard::shape_text(t.shape));
   return shard::part_placement(p, part.origin, part_shape, part.name);
 }
 

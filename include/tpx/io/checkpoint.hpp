@@ -187,8 +187,8 @@ class checkpoint {
   shard::selection select(std::string_view name, const shard::placement& p, int rank) const {
     const tensor_info& t = info(name);
     expect(p.shape == t.shape, "{}: tensor '{}' has shape {} but the placement is for shape {}",
-           file_of(name).path().string(), name, shard::shape_string(t.shape),
-           shard::shape_string(p.shape));
+           file_of(name).path().string(), name, shard::shape_text(t.shape),
+           shard::shape_text(p.shape));
     return p.of(rank);
   }
 
@@ -208,7 +208,7 @@ class checkpoint {
     if constexpr (std::is_same_v<T, std::byte>) {
       expect(out.size() == static_cast<std::size_t>(sel.size()) * element,
              "{}: tensor '{}': the block {} of {} needs {} bytes but the buffer holds {}", file,
-             name, shard::shape_string(sel.shape()), io::name(t.dtype), sel.size() * element,
+             name, shard::shape_text(sel.shape()), io::name(t.dtype), sel.size() * element,
              out.size());
     } else {
       expect(as_dtype(t.dtype).has_value(),
@@ -216,7 +216,7 @@ class checkpoint {
              name, io::name(t.dtype), tpx::name(dtype_of<T>));
       expect(out.size() == static_cast<std::size_t>(sel.size()),
              "{}: tensor '{}': the block {} needs {} elements but the buffer holds {}", file, name,
-             shard::shape_string(sel.shape()), sel.size(), out.size());
+             shard::shape_text(sel.shape()), sel.size(), out.size());
     }
     std::uint64_t done = 0;
     detail::for_each_run(t.shape, element, sel, [&](std::uint64_t at, std::uint64_t bytes) {
@@ -258,7 +258,7 @@ class checkpoint {
                                const shard::selection& sel) {
     expect(sel.dims.size() == t.shape.size(),
            "{}: tensor '{}' has {} dims (shape {}) but the selection has {}", file, t.name,
-           t.shape.size(), shard::shape_string(t.shape), sel.dims.size());
+           t.shape.size(), shard::shape_text(t.shape), sel.dims.size());
     for (std::size_t d = 0; d < sel.dims.size(); ++d)
       for (const shard::interval& p : sel.dims[d].parts)
         expect(0 <= p.begin && p.begin <= p.end && p.end <= t.shape[d],

@@ -50,7 +50,7 @@ namespace detail {
 inline void expect_shard(const shard_bytes& s, int rank, int tp) {
   const shard::placement& p = s.placement;
   expect(p.shape == s.shape, "gather: tensor '{}' has shape {} but its placement is for {}", s.name,
-         shard::shape_string(s.shape), shard::shape_string(p.shape));
+         shard::shape_text(s.shape), shard::shape_text(p.shape));
   expect(p.is_replicated() || p.partition.ranks() == tp,
          "gather: tensor '{}' is partitioned over {} ranks but the group has {}", s.name,
          p.partition.ranks(), tp);
@@ -59,7 +59,7 @@ inline void expect_shard(const shard_bytes& s, int rank, int tp) {
       static_cast<std::uint64_t>(shard::element_count(local)) * size_of(s.dtype);
   expect(s.local.size() == want,
          "gather: tensor '{}': rank {} holds {} bytes but its block {} of {} needs {} bytes",
-         s.name, rank, s.local.size(), shard::shape_string(local), name(s.dtype), want);
+         s.name, rank, s.local.size(), shard::shape_text(local), name(s.dtype), want);
 }
 
 }  // namespace detail

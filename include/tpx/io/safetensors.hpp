@@ -89,7 +89,7 @@ inline tensor_info parse_entry(std::string_view file, const std::string& name,
          file, name, t.begin, t.end, data_size, data_size);
   expect(t.end - t.begin == bytes,
          "{}: tensor '{}': data_offsets [{}, {}] hold {} bytes but shape {} of {} needs {} bytes",
-         file, name, t.begin, t.end, t.end - t.begin, shard::shape_string(t.shape),
+         file, name, t.begin, t.end, t.end - t.begin, shard::shape_text(t.shape),
          io::name(t.dtype), bytes);
   return t;
 }

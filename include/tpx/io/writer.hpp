@@ -78,7 +78,7 @@ std::vector<const Entry*> sorted_entries(const std::string& file, std::span<cons
     expect(seen.insert(t.name).second, "{}: tensor '{}' is given twice", file, t.name);
     expect(std::all_of(t.shape.begin(), t.shape.end(), [](index_t d) { return d >= 0; }),
            "{}: tensor '{}': the shape {} has a negative dim", file, t.name,
-           shard::shape_string(t.shape));
+           shard::shape_text(t.shape));
     order.push_back(&t);
   }
   std::sort(order.begin(), order.end(),
@@ -226,7 +226,7 @@ inline void save_safetensors(const std::filesystem::path& path,
   for (const tensor_bytes* t : order)
     expect(t->data.size() == t->bytes(),
            "{}: tensor '{}': {} bytes given but shape {} of {} needs {} bytes", file, t->name,
-           t->data.size(), shard::shape_string(t->shape), name(t->dtype), t->bytes());
+           t->data.size(), shard::shape_text(t->shape), name(t->dtype), t->bytes());
   const std::string head = detail::safetensors_head(order, metadata);
   write_atomically(path, [&](file_sink& out) {
     out.write(std::as_bytes(std::span<const char>(head)));

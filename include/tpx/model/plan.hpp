@@ -152,7 +152,7 @@ inline void expect_matches(const plan::resolution& r,
     if (p.is_replicated()) return std::string("whole on every rank");
     std::string s = fmt::format("split on dim {} as", p.dim);
     for (int rank = 0; rank < tp; ++rank)
-      s += fmt::format(" {}", shard::shape_string(p.local_shape(rank)));
+      s += fmt::format(" {}", shard::shape_text(p.local_shape(rank)));
     return s;
   };
   for (const auto& [name, p] : held) {

@@ -69,10 +69,10 @@ struct ds_spec {
     if (partition == type::skip) return shard::placement::replicated(dims);
     expect(partition_dim >= 0 && static_cast<std::size_t>(partition_dim) < dims.size(),
            "{}: layer spec {} splits dim {} but the tensor has shape {}", tensor, index,
-           partition_dim, shard::shape_string(dims));
+           partition_dim, shard::shape_text(dims));
     expect(shape.size() <= dims.size(),
            "{}: layer spec {} gives a shape of {} dims for a tensor of shape {}", tensor, index,
-           shape.size(), shard::shape_string(dims));
+           shape.size(), shard::shape_text(dims));
     const index_t extent = dims[static_cast<std::size_t>(partition_dim)];
     std::vector<shard::block> blocks;
     for (std::size_t d = 0; d < shape.size(); ++d) {

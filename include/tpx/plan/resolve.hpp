@@ -383,7 +383,7 @@ class resolver {
     if (!p.placement && !p.unplaceable) {
       unsupported_.add(fmt::format("{}: style '{}' ({}) cannot place a tensor of shape {}: {}",
                                    name_pattern(placed.name), style, label,
-                                   shard::shape_string(placed.shape), p.why));
+                                   shard::shape_text(placed.shape), p.why));
       return outcome::cannot;
     }
     resolved_tensor& r = d.result;

@@ -13,12 +13,38 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "tpx/shard/partition.hpp"
+
+namespace tpx::inline v0::shard {
+
+/// A shape as messages print it, "[4096, 11008]", written only when a message is formatted: an
+/// `expect` given `shape_text(s)` builds no string when its check passes (`shape_string` would).
+/// It refers to the shape, so it lives no longer than the full expression it is made in.
+struct shape_text {
+  explicit shape_text(std::span<const index_t> d) noexcept : dims(d) {}
+  std::span<const index_t> dims;
+};
+
+}  // namespace tpx::inline v0::shard
+
+template <>
+struct fmt::formatter<tpx::shard::shape_text> {
+  // No format spec: "{}" only (nothing to parse, and no fill state for GCC's -O3 to misjudge).
+  constexpr auto parse(fmt::format_parse_context& ctx) { return ctx.begin(); }
+  template <class Ctx>
+  auto format(const tpx::shard::shape_text& s, Ctx& ctx) const {
+    auto out = fmt::format_to(ctx.out(), "[");
+    for (std::size_t i = 0; i < s.dims.size(); ++i)
+      out = fmt::format_to(out, "{}{}", i ? ", " : "", s.dims[i]);
+    return fmt::format_to(out, "]");
+  }
+};
 
 namespace tpx::inline v0::shard {
 
@@ -47,7 +73,7 @@ struct selection {
   friend bool operator==(const selection&, const selection&) = default;
 };
 
-/// "[4096, 11008]": a shape as messages print it.
+/// "[4096, 11008]": a shape as messages print it, as a string.
 inline std::string shape_string(const std::vector<index_t>& shape);
 
 /// Number of elements of a shape: the product of its dims (1 for a scalar); an error naming
@@ -57,7 +83,7 @@ inline index_t element_count(const std::vector<index_t>& shape, std::string_view
   for (const index_t d : shape) {
     index_t r = 0;
     expect(!__builtin_mul_overflow(n, d, &r), "{}: the shape {} holds more than 2^63 elements",
-           what, shape_string(shape));
+           what, shape_text(shape));
     n = r;
   }
   return n;
@@ -65,9 +91,7 @@ inline index_t element_count(const std::vector<index_t>& shape, std::string_view
 
 /// "[4096, 11008]": a shape as messages print it.
 inline std::string shape_string(const std::vector<index_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
+  return fmt::format("{}", shape_text(shape));
 }
 
 /// Tag selecting the constructors that take a rank's shard rather than the full tensor.
@@ -88,7 +112,7 @@ struct placement {
   static placement split(std::vector<index_t> shape, int dim, shard::partition p,
                          std::string_view tensor = "tensor") {
     expect(dim >= 0 && static_cast<std::size_t>(dim) < shape.size(),
-           "{}: cannot split dim {} of a tensor of shape {}", tensor, dim, shape_string(shape));
+           "{}: cannot split dim {} of a tensor of shape {}", tensor, dim, shape_text(shape));
     expect(p.extent() == shape[static_cast<std::size_t>(dim)],
            "{} dim {}: the partition covers {} elements but the dim has {}", tensor, dim,
            p.extent(), shape[static_cast<std::size_t>(dim)]);
@@ -116,7 +140,7 @@ inline placement part_placement(const placement& p, const std::vector<index_t>& 
   if (p.is_replicated()) return placement::replicated(part_shape);
   expect(origin.size() == p.shape.size() && part_shape.size() <= p.shape.size(),
          "{}: a part of shape {} at {} cannot sit in a tensor of shape {}", name,
-         shape_string(part_shape), shape_string(origin), shape_string(p.shape));
+         shape_text(part_shape), shape_text(origin), shape_text(p.shape));
   const std::size_t lead = p.shape.size() - part_shape.size(), d = static_cast<std::size_t>(p.dim);
   const auto clip = [](const pieces& want, index_t lo, index_t hi) {
     pieces out;

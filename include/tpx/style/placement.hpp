@@ -57,7 +57,7 @@ inline shard::placement dim_placement(std::vector<index_t> shape, int dim, int t
   expect(tp >= 1, "{}: cannot place a tensor over {} ranks", name, tp);
   if (dim < 0) return shard::placement::replicated(std::move(shape));
   expect(static_cast<std::size_t>(dim) < shape.size(),
-         "{}: cannot split dim {} of a tensor of shape {}", name, dim, shard::shape_string(shape));
+         "{}: cannot split dim {} of a tensor of shape {}", name, dim, shard::shape_text(shape));
   shard::partition p = c.of(shape[static_cast<std::size_t>(dim)], tp, {name, dim});
   return shard::placement::split(std::move(shape), dim, std::move(p), name);
 }
