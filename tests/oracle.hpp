@@ -77,10 +77,13 @@ inline linear_grads linear_backward(const dense& x, const dense& w, const dense&
 }
 
 /// Causal grouped-query attention, head by head: q [T, nq·d], k and v [T, nkv·d]; query head h
-/// attends with KV head h / (nq / nkv). Returns o [T, nq·d].
+/// attends with KV head (q_offset + h) / group — h / (nq / nkv) for whole groups; a rank's heads
+/// that start mid-group give kv_group and q_offset. Returns o [T, nq·d].
 struct attention_shape {
   index_t n_heads = 1, n_kv_heads = 1, head_dim = 1;
-  index_t group() const { return n_heads / n_kv_heads; }
+  index_t kv_group = 0, q_offset = 0;
+  index_t group() const { return kv_group > 0 ? kv_group : n_heads / n_kv_heads; }
+  index_t kv_of(index_t h) const { return (q_offset + h) / group(); }
 };
 
 namespace detail {
@@ -109,7 +112,7 @@ inline dense attention_forward(const dense& q, const dense& k, const dense& v, a
   const index_t d = a.head_dim;
   dense o(q.rows, a.n_heads * d);
   for (index_t h = 0; h < a.n_heads; ++h) {
-    const index_t g = h / a.group();
+    const index_t g = a.kv_of(h);
     const dense p = detail::attention_probs(q, k, h, g, d);
     for (index_t i = 0; i < q.rows; ++i)
       for (index_t j = 0; j <= i; ++j)
@@ -129,7 +132,7 @@ inline attention_grads attention_backward(const dense& q, const dense& k, const 
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   attention_grads g{dense(n, q.cols), dense(n, k.cols), dense(n, v.cols)};
   for (index_t h = 0; h < a.n_heads; ++h) {
-    const index_t kh = h / a.group();
+    const index_t kh = a.kv_of(h);
     const dense p = detail::attention_probs(q, k, h, kh, d);
     for (index_t i = 0; i < n; ++i) {
       std::vector<double> dp(static_cast<std::size_t>(i + 1), 0.0);

@@ -1,7 +1,7 @@
 // Shard-on-read and gather-for-save: every rank reads exactly its shard's bytes, a layer built
 // from that shard equals one built from the full weight, and gathering the shards and saving
 // gives back the original file bit for bit — for every linear style, packed and head-aligned
-// partitions, GQA with replicated KV heads, and 3-d expert tensors, over tp ∈ {1, 2, 3, 4, 8}.
+// partitions, GQA with shared KV heads, and 3-d expert tensors, over tp ∈ {1, 2, 3, 4, 8}.
 
 #include <doctest/doctest.h>
 
@@ -194,8 +194,10 @@ TEST_CASE("every linear style reads its shard, rebuilds the layer and saves the 
 
 TEST_CASE("q, k, v and o of grouped-query attention round-trip, KV heads split or replicated") {
   test::temp_dir dir;
-  const shard::gqa heads{8, 4, 2};  // tp 3: KV heads 2 | 1 | 1; tp 8: each KV head on 2 ranks
-  const index_t hidden = 6, q = 16, kv = 8;
+  // 8 query / 2 KV heads. tp 3: query heads 3 | 3 | 2, KV heads 0 | 0-1 | 1 (rank 1 straddles
+  // the groups); tp 4: each KV head on 2 ranks; tp 8: on 4.
+  const shard::gqa heads{8, 2, 2};
+  const index_t hidden = 6, q = 16, kv = 4;
   const auto by = [&](const std::string& name, index_t out, index_t in,
                       std::function<shard::partition(int)> p) {
     return weight_case{

@@ -1,5 +1,5 @@
 // Grouped-query attention over tpx linear layers against the fp64 oracle: q, k and v colwise in
-// whole heads (KV heads replicated when tp > n_kv_heads), o rowwise over the q heads. Each rank
+// whole heads (a KV head on every rank whose query heads use it), o rowwise over the q heads. Each rank
 // runs attention on its own heads only, so the result is right only if every query head sits on a
 // rank holding its KV head, and backward is right only if the dK, dV (and dW_k, dW_v) of a
 // replicated KV head are summed over the ranks that share it.
@@ -77,7 +77,8 @@ std::array<double, 6> check_attention(int tp, const gqa_case& k,
            {.name = "o_proj", .out_features = k.hidden, .in_features = nq, .partition = qp});
 
     const index_t t = k.tokens, q_cols = lq.output_cols(), kv_cols = lk.output_cols();
-    const test::attention_shape local{q_cols / d, kv_cols / d, d};
+    const test::attention_shape local{q_cols / d, kv_cols / d, d, a.group(),
+                                      a.q_offset(tp, c.rank())};
     const auto xv = make_matrix<const T>(x_t.data(), t, k.hidden);
     const auto run_proj = [&](col& l) {
       std::vector<T> out(static_cast<std::size_t>(t * l.output_cols()));
@@ -167,16 +168,16 @@ TEST_CASE_TEMPLATE("GQA attention on whole heads matches the oracle, KV heads re
   const double tolerance = std::is_same_v<T, double> ? 1e-12 : 2e-5;
   struct config {
     shard::gqa heads;
-    std::vector<int> tps;
   };
+  // Every tp from 1 to n_heads (at most 8): KV heads split, replicated on a multiple of n_kv,
+  // or shared by the ranks whose query heads straddle a group boundary (6 / 2 at tp 4: KV head 1
+  // on ranks 1, 2 and 3).
   const std::vector<config> configs{
-      {{8, 2, 4}, {1, 2, 4, 8}},   // tp 4, 8: each KV head on 2 and 4 ranks
-      {{6, 3, 2}, {1, 2, 3, 6}},   // tp 2: KV heads 2 | 1 (uneven); tp 6: replicated twice
-      {{4, 4, 3}, {1, 3, 4}},      // multi-head attention, tp 3 uneven
-      {{12, 1, 2}, {1, 2, 3, 4}},  // multi-query attention: the one KV head on every rank
+      {{8, 2, 4}}, {{6, 3, 2}}, {{4, 4, 3}}, {{12, 1, 2}}, {{28, 4, 2}},
+      {{6, 2, 2}}, {{4, 2, 2}}, {{8, 8, 2}}, {{32, 8, 2}},
   };
   for (const config& cfg : configs)
-    for (int tp : cfg.tps) {
+    for (int tp = 1; tp <= std::min<index_t>(8, cfg.heads.n_heads); ++tp) {
       CAPTURE(tp);
       CAPTURE(cfg.heads.n_heads);
       CAPTURE(cfg.heads.n_kv_heads);

@@ -36,19 +36,22 @@ struct fixture {
   bool moe = false;      // 6 experts: ep 2 and 3 divide them
   fs::path dir() const { return test::model_fixture(name); }
 };
-const fixture llama{"hf-tiny/llama", {1, 2, 3, 6}};         // 6 query / 3 KV heads
-const fixture mixtral{"hf-tiny/mixtral", {1, 2, 4}, true};  // 4 query / 2 KV heads, 6 experts
+const fixture llama{"hf-tiny/llama", {1, 2, 3, 4, 5, 6}};     // 6 query / 3 KV heads
+const fixture mixtral{"hf-tiny/mixtral", {1, 2, 3, 4}, true};  // 4 query / 2 KV heads, 6 experts
+// The any-tp GQA placement (shard::gqa): at tp 3 a 4 / 2 model's query heads go 2 | 1 | 1, so
+// KV head 0 sits on rank 0 alone and KV head 1 on ranks 1 and 2; at tp 4 and 5 a 6 / 3 model's
+// ranks whose query heads straddle a group hold two KV heads, each shared with a neighbour.
 const std::vector<fixture> all_models{llama,
                                       mixtral,
-                                      {"hf-ref/qwen2", {1, 2, 4}},
-                                      {"hf-ref/phi3", {1, 2, 4}},
-                                      {"hf-ref/mistral", {1, 2, 4}},
-                                      {"hf-ref/llama3", {1, 2, 4}},  // 4 query / 1 KV head
-                                      {"hf-ref/qwen3", {1, 2, 4}},
-                                      {"hf-ref/qwen3_moe", {1, 2, 4}, true},
+                                      {"hf-ref/qwen2", {1, 2, 3, 4}},
+                                      {"hf-ref/phi3", {1, 2, 3, 4}},
+                                      {"hf-ref/mistral", {1, 2, 3, 4}},
+                                      {"hf-ref/llama3", {1, 2, 3, 4}},  // 4 query / 1 KV head
+                                      {"hf-ref/qwen3", {1, 2, 3, 4}},
+                                      {"hf-ref/qwen3_moe", {1, 2, 3, 4}, true},
                                       // sliding windows of 3 (every layer; Qwen2's second)
-                                      {"hf-ref/mistral_window", {1, 2, 4}},
-                                      {"hf-ref/qwen2_window", {1, 2, 4}}};
+                                      {"hf-ref/mistral_window", {1, 2, 3, 4}},
+                                      {"hf-ref/qwen2_window", {1, 2, 3, 4}}};
 
 bool ep_applies(const fixture& f, int ep) {
   return ep == 1 || (f.moe && 6 % ep == 0);
@@ -590,8 +593,8 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
       if (!ids.empty()) lm.forward(ids);
     });
   };
-  SUBCASE("tp the heads cannot serve") {
-    CHECK(load_error(src, 4).find("cannot be split over tp = 4") != std::string::npos);
+  SUBCASE("tp the heads cannot serve") {  // 6 query heads
+    CHECK(load_error(src, 7).find("cannot be split over tp = 7") != std::string::npos);
   }
   SUBCASE("ids outside the vocabulary") {
     const std::vector<std::int64_t> ids{1, 97};

@@ -227,7 +227,7 @@ with tempfile.TemporaryDirectory() as tmp:
         ([llama, "--ids", "1, 2,"], "entry 3 is empty"),
         ([llama, "--ids", "5,97"], "outside the vocabulary [0, 97)"),
         ([llama, "--ids", "5,1", "--targets", "1"], "--targets has 1 ids"),
-        ([llama, "--tp", "4"] + good, "cannot be split over tp = 4"),
+        ([llama, "--tp", "7"] + good, "cannot be split over tp = 7"),  # 6 query heads
         ([llama, "--tp", "2", "--ep", "2"] + good, "needs an EP plan"),
         ([llama, "--tp", "2", "--ep", "3"] + good, "--ep 3 must be 1 or --tp"),
         ([llama, "--dtype", "f16"] + good, "--dtype must be f64, f32 or bf16"),

@@ -83,7 +83,8 @@ with tempfile.TemporaryDirectory() as tmp:
         (3, [llama, "--dtype", "f16"] + good[:2], "--dtype must be f64, f32 or bf16, got 'f16'"),
         (3, [llama, "--ids", "5,1,1000"], "token 2 of the prompt has id 1000, outside the vocabulary"),
         (3, [llama, "--tp", "2"] + good, "--tp 2 but the MPI launcher started 3 processes"),
-        (4, [llama] + good, "cannot be split over tp = 4"),  # 6 heads over 4 ranks: refused
+        (4, [os.path.join(fixtures, "mixtral"), "--ep", "4"] + good,
+         "6 experts cannot be split over ep = 4 ranks"),  # refused on every rank
         (2, [os.path.join(tmp, "missing")] + good, "no such model directory"),
         (2, [llama, "--backend", "threads"] + good, "would run the whole group of ranks in each of the 2"),
     ]

@@ -23,6 +23,9 @@ namespace {
 struct attn_case {
   index_t tokens, q_heads, kv_heads, head_dim, window;
   double softcap = 0;  ///< soft-capped scores; 0: none
+  /// A rank's heads that start mid-group (any-tp GQA): query heads per KV head in the model and
+  /// the first query head's place in its group; 0, 0: whole groups.
+  index_t kv_group = 0, q_offset = 0;
 };
 
 /// Cases crossing the host's 64-row query blocks (1, 5, 64, 70, 130 tokens), with windows
@@ -31,6 +34,9 @@ const attn_case cases[] = {
     {1, 2, 1, 4, 0},       {5, 4, 2, 6, 0},         {64, 3, 3, 2, 0},  {70, 3, 1, 8, 0},
     {130, 4, 4, 4, 0},     {130, 6, 1, 4, 17},      {70, 2, 1, 2, 64}, {9, 2, 2, 4, 1},
     {70, 4, 2, 4, 0, 0.5}, {130, 2, 1, 8, 17, 1.0},  // soft-capped (tight caps, so they bite)
+    // heads straddling a group: 2 query heads from place 2 of groups of 3 (KV heads 0, 1); 3
+    // from place 1 of groups of 2 (KV heads 0, 1, 1); 1 from place 6 of 7 (Qwen2-7B at tp 8)
+    {5, 2, 2, 4, 0, 0, 3, 2},  {70, 3, 2, 4, 17, 0, 2, 1}, {9, 1, 1, 2, 0, 0, 7, 6},
 };
 
 template <class T>
@@ -77,7 +83,9 @@ ops::attention_shape shape_of(const attn_case& c) {
           .head_dim = c.head_dim,
           .scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim)),
           .window = c.window,
-          .softcap = c.softcap};
+          .softcap = c.softcap,
+          .kv_group = c.kv_group,
+          .q_offset = c.q_offset};
 }
 
 test::dense dense_of(matrix_view<const double> m) {
@@ -139,7 +147,7 @@ TEST_CASE("the reference attention and RoPE equal the fp64 oracle") {
     CAPTURE(c.kv_heads);
     const packed<double> in(c, 3);
     const test::dense q = dense_of(in.q()), k = dense_of(in.k()), v = dense_of(in.v());
-    const test::attention_shape a{c.q_heads, c.kv_heads, c.head_dim};
+    const test::attention_shape a{c.q_heads, c.kv_heads, c.head_dim, c.kv_group, c.q_offset};
     const test::dense dout = test::random_dense(c.tokens, in.qc, 4);
     ops::reference::attention ref;
     const run_out<double> r = forward_backward(ref, c, in, dout.v);

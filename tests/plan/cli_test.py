@@ -218,7 +218,7 @@ with tempfile.TemporaryDirectory() as tmp:
 # 5. A plan that cannot place some tensors at this tp still plans every other one: the whole
 #    table on stdout with those tensors marked, their sentence on stderr, exit 2.
 for args, sentence, marked in [
-        (["--config", "llama-3-8b.json", "--tp", "12"], "cannot be split over tp = 12",
+        (["--config", "llama-3-8b.json", "--tp", "48"], "cannot be split over tp = 48",
          "self_attn.q_proj.weight ×32"),
         (["--config", "mixtral-8x7b.json", "--tp", "16", "--ep", "16"],
          "8 experts cannot be split over ep = 16 ranks", "experts.*.w1.weight ×256")]:

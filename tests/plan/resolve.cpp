@@ -69,7 +69,7 @@ plan::hf_plan hf(const char* text, bool causal_lm = true) {
 }  // namespace
 
 TEST_CASE("every shard tiles its tensor; query heads sit with their KV heads") {
-  for (const int tp : {1, 2, 3, 4, 8}) {
+  for (const int tp : {1, 2, 3, 4, 5, 6, 7, 8, 16}) {  // any tp up to the 16 query heads
     CAPTURE(tp);
     const plan::resolution r = resolve_preset(llama(), {.tp = tp});
     CHECK(r.decided_by == "preset llama");
@@ -94,7 +94,7 @@ TEST_CASE("every shard tiles its tensor; query heads sit with their KV heads") {
       }
     }
     CHECK(bytes == r.param_bytes);
-    // q rows of rank r are the query heads of the KV heads it holds (head_dim 32).
+    // q rows of rank r are its query heads, k rows the KV heads they use (head_dim 32).
     const shard::gqa g{16, 4, 32};
     const plan::resolved_tensor& q = tensor(r, "model.layers.1.self_attn.q_proj.weight");
     const plan::resolved_tensor& k = tensor(r, "model.layers.1.self_attn.k_proj.weight");
@@ -110,6 +110,8 @@ TEST_CASE("every shard tiles its tensor; query heads sit with their KV heads") {
       CHECK(o.placement.of(rank).dims[1] == q.placement.of(rank).dims[0]);
     }
     CHECK(contains(r.report.warnings, "KV heads replicated") == (tp > 4));
+    if (tp == 6)  // query heads 3 | 3 | 3 | 3 | 2 | 2 over groups of 4
+      CHECK(contains(r.report.warnings, "KV heads by rank: 0 | 0-1 | 1-2 | 2 | 3 | 3"));
     CHECK(contains(r.report.warnings, "does not divide over tp 3") == (tp == 3));
     CHECK(r.report.unused_rules.empty());
     CHECK(r.report.unsupported.empty());
@@ -411,23 +413,23 @@ TEST_CASE("experts stored [E, in, out] split on the right dims; sinks follow the
 TEST_CASE("bad options and splits no placement can serve are errors with a sentence") {
   CHECK(test::error_of([] { resolve_preset(llama(), {.tp = 0}); }) ==
         "tp must be at least 1, got 0");
-  // 4 KV heads over tp 6: neither a split in whole heads nor a replication. Every other tensor
-  // is still planned; the attention tensors are reported unplaceable, and the resolution is not
-  // usable.
-  const plan::resolution r = resolve_preset(llama(), {.tp = 6});
+  // 16 query heads over tp 17: attention splits in whole query heads. Every other tensor is still
+  // planned; the attention tensors are reported unplaceable, and the resolution is not usable.
+  const plan::resolution r = resolve_preset(llama(), {.tp = 17});
   CHECK_FALSE(r.usable());
   CHECK(r.report.unplaceable.size() == 4);  // q, k, v, o: one line each for every layer
   CHECK(r.report.unplaceable[0].find("model.layers.*.self_attn.q_proj.weight: style 'colwise' "
                                      "(preset llama base_model_tp_plan: ") == 0);
-  CHECK(r.report.unplaceable[0].find("n_heads = 16 and n_kv_heads = 4 cannot be split over tp = "
-                                     "6; tp must be at most n_kv_heads") != std::string::npos);
+  CHECK(r.report.unplaceable[0].find("n_heads = 16 query heads cannot be split over tp = 17; "
+                                     "attention is split in whole query heads") !=
+        std::string::npos);
   CHECK(r.report.unplaceable[0].ends_with("(3 tensors)"));
-  CHECK(tensor(r, "model.layers.2.mlp.gate_proj.weight").rank_shape(5)[0] == 1376 / 6);
+  CHECK(tensor(r, "model.layers.2.mlp.gate_proj.weight").rank_shape(5)[0] == 1376 / 17 + 1);
   CHECK(tensor(r, "model.layers.2.self_attn.k_proj.weight").placement.is_replicated());
   const std::string heads = test::error_of([&] { r.expect_usable(); });
-  CHECK(heads.find("model.layers.0.self_attn.q_proj.weight: n_heads = 16 and n_kv_heads = 4 "
-                   "cannot be split over tp = 6") == 0);
-  CHECK(heads.find("(and 11 more tensors the plan cannot place at tp 6)") != std::string::npos);
+  CHECK(heads.find("model.layers.0.self_attn.q_proj.weight: n_heads = 16 query heads cannot be "
+                   "split over tp = 17") == 0);
+  CHECK(heads.find("(and 11 more tensors the plan cannot place at tp 17)") != std::string::npos);
 }
 
 TEST_CASE("the fixture's real plans resolve against the presets' tensors, in every vocabulary") {

@@ -79,36 +79,69 @@ TEST_CASE("head splits move whole heads") {
       tpx::error);
 }
 
-TEST_CASE("GQA keeps every query head on a rank that holds its KV head") {
+TEST_CASE("GQA places any tp up to n_heads: query heads tile once, each KV head on exactly the "
+          "ranks whose query heads use it") {
   for (const index_t n_kv : {1, 2, 3, 4, 8})
-    for (const index_t group : {1, 2, 3, 4, 8})
-      for (int tp = 1; tp <= 8; ++tp) {
+    for (const index_t group : {1, 2, 3, 4, 7, 8})
+      for (int tp = 1; tp <= 9; ++tp) {
         const shard::gqa a{n_kv * group, n_kv, 2};
         CAPTURE(n_kv);
         CAPTURE(group);
         CAPTURE(tp);
-        const bool ok = tp <= n_kv || (tp % n_kv == 0 && (n_kv * group) % tp == 0);
-        REQUIRE(a.can_implement(tp) == ok);
-        if (!ok) {
+        REQUIRE(a.can_implement(tp) == (tp <= a.n_heads));
+        if (!a.can_implement(tp)) {
           CHECK_THROWS_AS(a.kv_heads(tp, 0), tpx::error);
           continue;
         }
-        std::vector<int> q_seen(static_cast<std::size_t>(a.n_heads)),
-            kv_seen(static_cast<std::size_t>(n_kv));
+        std::vector<int> q_seen(static_cast<std::size_t>(a.n_heads));
+        std::vector<std::vector<int>> users(static_cast<std::size_t>(n_kv)),
+            holders(static_cast<std::size_t>(n_kv));
+        index_t next_q = 0;
         for (int r = 0; r < tp; ++r) {
           const interval q = a.q_heads(tp, r), kv = a.kv_heads(tp, r);
+          CHECK(q.begin == next_q);  // contiguous, in rank order
+          CHECK(q.size() >= 1);
+          next_q = q.end;
           for (index_t h = q.begin; h < q.end; ++h) {
             ++q_seen[static_cast<std::size_t>(h)];
             CHECK(h / group >= kv.begin);  // the query head's KV head is on this rank
             CHECK(h / group < kv.end);
+            // the local map the attention uses: (q_offset + j) / group
+            CHECK((a.q_offset(tp, r) + (h - q.begin)) / group == h / group - kv.begin);
+            std::vector<int>& u = users[static_cast<std::size_t>(h / group)];
+            if (u.empty() || u.back() != r) u.push_back(r);
           }
-          for (index_t h = kv.begin; h < kv.end; ++h) ++kv_seen[static_cast<std::size_t>(h)];
+          for (index_t h = kv.begin; h < kv.end; ++h) holders[static_cast<std::size_t>(h)].push_back(r);
         }
         for (int n : q_seen) CHECK(n == 1);  // query heads tile exactly once
-        for (int n : kv_seen) CHECK(n == a.replicas(tp));
+        index_t copies = 0;
+        for (index_t h = 0; h < n_kv; ++h) {
+          const std::vector<int>& hold = holders[static_cast<std::size_t>(h)];
+          CHECK(hold == users[static_cast<std::size_t>(h)]);  // held by exactly its users
+          CHECK(a.holders(tp, h) == interval{hold.front(), hold.back() + 1});
+          copies += static_cast<index_t>(hold.size());
+        }
+        CHECK(a.kv_copies(tp) == copies);
+        // Balanced: query heads per rank differ by at most one once tp exceeds the KV heads.
+        if (tp > n_kv)
+          for (int r = 0; r < tp; ++r)
+            CHECK(a.q_heads(tp, r).size() == a.n_heads / tp + (r < a.n_heads % tp ? 1 : 0));
+        // Where the earlier rule applied (tp ≤ n_kv, or a multiple of n_kv dividing n_heads),
+        // the placement is that rule's.
+        if (tp <= n_kv) {
+          for (int r = 0; r < tp; ++r)
+            CHECK(a.kv_heads(tp, r) ==
+                  shard::split(n_kv, tp, r, shard::split_kind::balanced, {"KV heads", 0}));
+        } else if (tp % n_kv == 0 && a.n_heads % tp == 0) {
+          for (int r = 0; r < tp; ++r) {
+            const index_t per = tp / n_kv;
+            CHECK(a.kv_heads(tp, r) == interval{r / per, r / per + 1});
+          }
+        }
         CHECK(a.q_partition(tp).covers());
         CHECK_FALSE(a.q_partition(tp).overlaps());
-        CHECK(a.kv_partition(tp).overlaps() == (tp > n_kv));
+        CHECK(a.kv_partition(tp).covers());
+        CHECK(a.kv_partition(tp).overlaps() == (copies > n_kv));
         CHECK(a.qkv_partition(tp).covers());
       }
 }
@@ -116,7 +149,7 @@ TEST_CASE("GQA keeps every query head on a rank that holds its KV head") {
 TEST_CASE("GQA with tp above the KV heads replicates them: rank r holds KV head r / (tp / n_kv)") {
   const shard::gqa a{8, 2, 4};
   const int tp = 4;
-  CHECK(a.replicas(tp) == 2);
+  CHECK(a.kv_copies(tp) == 4);
   CHECK(a.kv_heads(tp, 0) == interval{0, 1});
   CHECK(a.kv_heads(tp, 1) == interval{0, 1});
   CHECK(a.kv_heads(tp, 3) == interval{1, 2});
@@ -127,15 +160,36 @@ TEST_CASE("GQA with tp above the KV heads replicates them: rank r holds KV head 
   CHECK(qkv.of(3).parts == std::vector<interval>{{24, 32}, {36, 40}, {44, 48}});
 }
 
-TEST_CASE("GQA that tp cannot serve is an error naming the heads, tp and the accepted conditions") {
+TEST_CASE("GQA at a tp the KV heads do not divide: a rank whose query heads straddle a group "
+          "boundary holds both KV heads") {
+  const shard::gqa a{6, 2, 4};  // groups {0, 1, 2} → KV 0 and {3, 4, 5} → KV 1
+  const int tp = 4;             // query heads 2 | 2 | 1 | 1
+  CHECK(a.q_heads(tp, 0) == interval{0, 2});
+  CHECK(a.q_heads(tp, 1) == interval{2, 4});
+  CHECK(a.kv_heads(tp, 1) == interval{0, 2});
+  CHECK(a.q_offset(tp, 1) == 2);  // its first query head is the last of KV head 0's group
+  CHECK(a.kv_heads(tp, 2) == interval{1, 2});
+  CHECK(a.q_offset(tp, 3) == 2);
+  CHECK(a.holders(tp, 0) == interval{0, 2});
+  CHECK(a.holders(tp, 1) == interval{1, 4});
+  CHECK(a.kv_copies(tp) == 5);
+  CHECK(a.kv_heads_by_rank(tp) == "0 | 0-1 | 1 | 1");
+  CHECK(a.qkv_partition(tp).of(1).parts ==
+        std::vector<interval>{{8, 16}, {24, 32}, {32, 40}});  // q 2-3, k 0-1, v 0-1
+  // 28 query / 4 KV heads (Qwen2-7B) at tp 8: 4 | 4 | 4 | 4 | 3 | 3 | 3 | 3 query heads.
+  const shard::gqa qwen{28, 4, 128};
+  CHECK(qwen.kv_heads_by_rank(8) == "0 | 0-1 | 1 | 1-2 | 2 | 2-3 | 3 | 3");
+}
+
+TEST_CASE("GQA that tp cannot serve is an error naming the heads, tp and the rule") {
   CHECK_THROWS_WITH_AS(
-      shard::gqa({32, 8, 128}).expect_implementable(12, "model.layers.0.self_attn"),
-      "model.layers.0.self_attn: n_heads = 32 and n_kv_heads = 8 cannot be split "
-      "over tp = 12; tp must be at most n_kv_heads (KV heads split in whole heads), "
-      "or a multiple of n_kv_heads that divides n_heads (each KV head replicated on "
-      "tp / n_kv_heads ranks)",
+      shard::gqa({32, 8, 128}).expect_implementable(33, "model.layers.0.self_attn"),
+      "model.layers.0.self_attn: n_heads = 32 query heads cannot be split over tp = 33; "
+      "attention is split in whole query heads, so tp must be between 1 and n_heads = 32",
       tpx::error);
   CHECK_THROWS_AS(shard::gqa({6, 4, 8}).expect_implementable(2), tpx::error);  // 4 ∤ 6
-  CHECK(shard::gqa{32, 8, 128}.can_implement(16));
-  CHECK_FALSE(shard::gqa{32, 8, 128}.can_implement(64));  // 64 ∤ 32 query heads
+  CHECK_THROWS_AS(shard::gqa({6, 2, 8}).expect_implementable(0), tpx::error);
+  CHECK(shard::gqa{32, 8, 128}.can_implement(12));
+  CHECK(shard::gqa{32, 8, 128}.can_implement(32));
+  CHECK_FALSE(shard::gqa{32, 8, 128}.can_implement(64));  // more ranks than query heads
 }

@@ -38,8 +38,14 @@ namespace tpx::inline v0::layer {
 struct attention_options {
   std::string name = "self_attn";
   index_t q_heads = 0;   ///< on this rank
-  index_t kv_heads = 0;  ///< on this rank (each serves q_heads / kv_heads query heads)
+  index_t kv_heads = 0;  ///< on this rank: those its query heads use
   index_t head_dim = 0;
+  /// Query heads per KV head in the whole model; 0: q_heads / kv_heads (the rank's query heads
+  /// form whole groups).
+  index_t kv_group = 0;
+  /// Where the rank's first query head sits in the group of its first KV head
+  /// (shard::gqa::q_offset; 0 when its query heads form whole groups).
+  index_t q_offset = 0;
   double rope_theta = 10000.0;
   /// RoPE's frequency of each of the head_dim / 2 pairs; empty: rope_theta^(−2i/head_dim).
   std::vector<double> inv_freq = {};
@@ -66,11 +72,25 @@ class causal_attention {
       : ops_(comm), opt_(std::move(options)) {
     expect(opt_.head_dim >= 2 && opt_.head_dim % 2 == 0,
            "{}: head_dim must be even for RoPE, got {}", opt_.name, opt_.head_dim);
-    expect(opt_.q_heads == 0 ? opt_.kv_heads == 0
-                             : opt_.kv_heads >= 1 && opt_.q_heads % opt_.kv_heads == 0,
-           "{}: the rank holds {} query heads and {} KV heads; each KV head must serve a whole "
-           "number of query heads",
-           opt_.name, opt_.q_heads, opt_.kv_heads);
+    if (opt_.kv_group == 0)
+      expect(opt_.q_heads == 0 ? opt_.kv_heads == 0
+                               : opt_.kv_heads >= 1 && opt_.q_heads % opt_.kv_heads == 0 &&
+                                     opt_.q_offset == 0,
+             "{}: the rank holds {} query heads and {} KV heads (query offset {}); without a "
+             "kv_group each KV head must serve a whole number of query heads",
+             opt_.name, opt_.q_heads, opt_.kv_heads, opt_.q_offset);
+    else
+      expect(opt_.kv_group >= 1 && 0 <= opt_.q_offset && opt_.q_offset < opt_.kv_group &&
+                 opt_.kv_heads ==
+                     (opt_.q_heads == 0
+                          ? 0
+                          : (opt_.q_offset + opt_.q_heads + opt_.kv_group - 1) / opt_.kv_group),
+             "{}: the rank holds {} query heads from position {} of a group of {} query heads per "
+             "KV head, so it needs {} KV heads, not {}",
+             opt_.name, opt_.q_heads, opt_.q_offset, opt_.kv_group,
+             opt_.kv_group < 1 ? 0
+                               : (opt_.q_offset + opt_.q_heads + opt_.kv_group - 1) / opt_.kv_group,
+             opt_.kv_heads);
     if (opt_.inv_freq.empty())
       opt_.inv_freq = ops::default_inv_freq(opt_.rope_theta, opt_.head_dim);
     expect(opt_.window >= 0, "{}: the sliding window must be ≥ 0 (0: none), got {}", opt_.name,
@@ -209,7 +229,9 @@ class causal_attention {
             .head_dim = opt_.head_dim,
             .scale = 1.0 / std::sqrt(static_cast<double>(opt_.head_dim)),
             .window = opt_.window,
-            .softcap = opt_.softcap};
+            .softcap = opt_.softcap,
+            .kv_group = opt_.kv_group,
+            .q_offset = opt_.q_offset};
   }
 
   /// q and k of qkv, copied out (RMS-normalised per head with set_qk_norm) and turned by `turn`

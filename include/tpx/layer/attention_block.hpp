@@ -1,7 +1,7 @@
 #pragma once
 /// \file
 /// `attention_block<Mode, Backend, T>`: the attention of a decoder layer — q|k|v as one colwise
-/// layer in whole heads (KV heads replicated past n_kv), RoPE + causal attention on the rank's
+/// layer in whole heads (any tp ≤ n_heads; a KV head on every rank whose query heads use it), RoPE + causal attention on the rank's
 /// heads (`causal_attention`), o rowwise over the query heads — in either block mode.
 
 #include <span>
@@ -31,7 +31,7 @@ struct attention_config {
   index_t window = 0;                 ///< sliding-window attention (attention_options::window)
 };
 
-/// qkv colwise in whole heads (KV heads replicated past n_kv) → RoPE + attention → o rowwise.
+/// qkv colwise in whole heads (KV heads with the query heads that use them) → RoPE + attention → o rowwise.
 template <block_mode Mode, backend_with_ops Backend, class T = float>
 class attention_block {
   using styles = block_styles<Mode>;
@@ -164,10 +164,13 @@ class attention_block {
   static attention_options core_options(const attention_config& cfg,
                                         typename Backend::communicator& comm,
                                         const std::string& name) {
+    const int tp = comm.size(), rank = comm.rank();
     return {.name = name,
-            .q_heads = cfg.heads.q_heads(comm.size(), comm.rank()).size(),
-            .kv_heads = cfg.heads.kv_heads(comm.size(), comm.rank()).size(),
+            .q_heads = cfg.heads.q_heads(tp, rank).size(),
+            .kv_heads = cfg.heads.kv_heads(tp, rank).size(),
             .head_dim = cfg.heads.head_dim,
+            .kv_group = cfg.heads.group(),
+            .q_offset = cfg.heads.q_offset(tp, rank),
             .rope_theta = cfg.rope_theta,
             .inv_freq = cfg.inv_freq,
             .window = cfg.window};

@@ -10,7 +10,8 @@
 ///   q [n, q_heads · d]     k, v [n, kv_heads · d]     o [n, q_heads · d]
 ///   lse [q_heads · n]       log Σ_j exp(score), per head and query row (kept for backward)
 ///
-/// Query head h reads KV head h / (q_heads / kv_heads) (grouped-query attention). Query row i of
+/// Query head h reads KV head (q_offset + h) / group() (grouped-query attention: h / (q_heads /
+/// kv_heads) when the call's heads form whole groups). Query row i of
 /// a causal call is position i and sees the keys at positions first_key(i) … i (all of the prefix,
 /// or the last `window` positions: transformers' `kv_idx > q_idx − sliding_window`). A decode call
 /// reads keys and values from a cache ring: position p in row p % ring.
@@ -44,8 +45,19 @@ struct attention_shape {
   /// Scores soft-capped to (−softcap, softcap) by softcap · tanh(score / softcap); 0: none.
   double softcap = 0.0;
 
+  /// Query heads per KV head in the whole model; 0: q_heads / kv_heads (the call's heads form
+  /// whole groups).
+  index_t kv_group = 0;
+  /// Where the call's first query head sits in the group of its first KV head (a rank whose query
+  /// heads start mid-group, shard::gqa::q_offset); 0 when they form whole groups.
+  index_t q_offset = 0;
+
   /// Query heads per KV head.
-  constexpr index_t group() const noexcept { return kv_heads == 0 ? 0 : q_heads / kv_heads; }
+  constexpr index_t group() const noexcept {
+    return kv_group > 0 ? kv_group : kv_heads == 0 ? 0 : q_heads / kv_heads;
+  }
+  /// The KV head query head h reads.
+  constexpr index_t kv_of(index_t h) const noexcept { return (q_offset + h) / group(); }
   /// The first key position a query at position `pos` sees.
   constexpr index_t first_key(index_t pos) const noexcept {
     return window > 0 ? std::max<index_t>(0, pos - window + 1) : 0;
@@ -170,7 +182,7 @@ void attention_forward(const attention_shape& s, matrix_view<const T> q, matrix_
                        matrix_view<const T> v, matrix_view<T> o, std::span<T> lse) {
   const index_t n = q.rows(), d = s.head_dim;
   for (index_t h = 0; h < s.q_heads; ++h) {
-    const index_t g = h / s.group();
+    const index_t g = s.kv_of(h);
     for (index_t i = 0; i < n; ++i)
       lse[detail::at(h * n + i)] = attend_row(
           s, &q(i, s.q_col(h)), k.col_range(s.kv_col(g), s.kv_col(g) + d),
@@ -192,7 +204,7 @@ void attention_backward(const attention_shape& s, matrix_view<const T> q, matrix
       for (index_t c = 0; c < m.cols(); ++c) m(r, c) = T(0);
   const T scale = static_cast<T>(s.scale);
   for (index_t h = 0; h < s.q_heads; ++h) {
-    const index_t g = h / s.group(), qc = s.q_col(h), kc = s.kv_col(g);
+    const index_t g = s.kv_of(h), qc = s.q_col(h), kc = s.kv_col(g);
     for (index_t i = 0; i < n; ++i) {
       T delta = 0;  // Σ_e do ⊙ o
       for (index_t e = 0; e < d; ++e) delta += dout(i, qc + e) * o(i, qc + e);
@@ -222,7 +234,7 @@ void attention_decode(const attention_shape& s, matrix_view<const T> q, matrix_v
                       matrix_view<const T> values, index_t first, matrix_view<T> o) {
   const index_t d = s.head_dim;
   for (index_t h = 0; h < s.q_heads; ++h) {
-    const index_t g = h / s.group();
+    const index_t g = s.kv_of(h);
     for (index_t t = 0; t < q.rows(); ++t) {
       const index_t pos = first + t;
       attend_row(s, &q(t, s.q_col(h)), keys.col_range(s.kv_col(g), s.kv_col(g) + d),

@@ -13,9 +13,10 @@
 ///                    to the rank owning expert 7
 ///   everything else  replicated
 /// The split dim is cut in whole heads for attention (q/k/v/o, fused qkv and attention sinks
-/// follow shard::gqa, replicating KV heads when tp > n_kv_heads), in the blocks a preset declares
-/// (fused gate|up, heads of MLA), in two equal halves for a packed style without declared blocks,
-/// and otherwise balanced (sizes differ by at most one; reported when they differ).
+/// follow shard::gqa: any tp ≤ n_heads, a KV head on every rank whose query heads use it), in the
+/// blocks a preset declares (fused gate|up, heads of MLA), in two equal halves for a packed style
+/// without declared blocks, and otherwise balanced (sizes differ by at most one; reported when
+/// they differ).
 
 #include <algorithm>
 #include <functional>
@@ -128,11 +129,15 @@ class placer {
       return g.q_partition(o_.tp);
     if (out_dim && (last == "k_proj" || last == "v_proj" || last == "key" || last == "value") &&
         extent == kv && checked(g)) {
-      if (o_.tp > c_.n_kv_heads)
+      if (const index_t copies = g.kv_copies(o_.tp); copies > c_.n_kv_heads)
         notes_.add(fmt::format(
-            "KV heads replicated: {} KV heads over tp {}, each held by {} ranks (their dK, dV "
-            "and weight gradients are summed over those ranks): {}",
-            c_.n_kv_heads, o_.tp, g.replicas(o_.tp), name_pattern(t.name)));
+            "KV heads replicated: {} KV heads over tp {} are held {} times in all, +{:.0f}% of "
+            "the tensor's bytes over the group (each on the ranks whose query heads use it; its "
+            "dK, dV and weight gradients are summed over those ranks); KV heads by rank: {}: {}",
+            c_.n_kv_heads, o_.tp, copies,
+            100.0 * static_cast<double>(copies - c_.n_kv_heads) /
+                static_cast<double>(c_.n_kv_heads),
+            g.kv_heads_by_rank(o_.tp), name_pattern(t.name)));
       return g.kv_partition(o_.tp);
     }
     if (out_dim && last == "qkv_proj" && extent == q + 2 * kv && checked(g))

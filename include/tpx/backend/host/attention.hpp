@@ -116,7 +116,7 @@ class attention {
     delta.resize(static_cast<std::size_t>(n));
     const T scale = static_cast<T>(s.scale);
     for (index_t h = 0; h < s.q_heads; ++h) {
-      const index_t g = h / s.group(), qc = s.q_col(h), kc = s.kv_col(g);
+      const index_t g = s.kv_of(h), qc = s.q_col(h), kc = s.kv_col(g);
       const auto qh = q.col_range(qc, qc + d), oh = o.col_range(qc, qc + d),
                  doh = dout.col_range(qc, qc + d);
       const auto kg = k.col_range(kc, kc + d), vg = v.col_range(kc, kc + d);
@@ -172,7 +172,7 @@ class attention {
   void attend(const ops::attention_shape& s, index_t h, matrix_view<const T> q,
               matrix_view<const T> keys, matrix_view<const T> values, index_t first,
               matrix_view<T> o, std::span<T> lse) {
-    const index_t d = s.head_dim, ring = keys.rows(), g = h / s.group();
+    const index_t d = s.head_dim, ring = keys.rows(), g = s.kv_of(h);
     const index_t qc = s.q_col(h), kc = s.kv_col(g);
     const auto qh = q.col_range(qc, qc + d);
     const auto kg = keys.col_range(kc, kc + d), vg = values.col_range(kc, kc + d);
