@@ -346,3 +346,63 @@ TEST_CASE("ranks that catch a mismatch and go on read every message from the mis
     }
   }
 }
+
+TEST_CASE("split makes sub-groups ordered by key, each running its own collectives") {
+  for (int tp = 1; tp <= 5; ++tp) {
+    CAPTURE(tp);
+    host::run(tp, [&](host::communicator& c) {
+      const int n = c.size(), r = c.rank();
+      host::communicator sub = c.split(r % 2, -r);  // even and odd ranks, in reverse order
+      int members = 0, before = 0;
+      for (int q = r % 2; q < n; q += 2) {
+        ++members;
+        if (q > r) ++before;
+      }
+      CHECK(sub.size() == members);
+      CHECK(sub.rank() == before);
+      // A second split while the first sub-group lives: every sub-group and the parent work.
+      host::communicator alone = c.split(r, 0);
+      CHECK(alone.size() == 1);
+      CHECK(alone.rank() == 0);
+      std::vector<double> mine{static_cast<double>(r)}, all{static_cast<double>(r)};
+      sub.all_reduce(std::span<double>(mine));
+      c.all_reduce(std::span<double>(all));
+      alone.all_reduce(std::span<double>(all));
+      double want = 0;
+      for (int q = r % 2; q < n; q += 2) want += q;
+      CHECK(mine[0] == want);
+      CHECK(all[0] == n * (n - 1) / 2);
+      CHECK(sub.statistics()[comm::kind::all_reduce].calls == 1);
+      CHECK(c.statistics()[comm::kind::all_reduce].calls == 1);
+    });
+  }
+}
+
+TEST_CASE("split's errors: a negative color, and a rank calling something else") {
+  CHECK(test::error_of(2, [](host::communicator& c) { (void)c.split(c.rank() - 1, 0); }) ==
+        "host split: rank 0 passed the color -1; colors are ≥ 0");
+  const std::string what = test::error_of(2, [](host::communicator& c) {
+    if (c.rank() == 0)
+      (void)c.split(0, 0);
+    else
+      c.barrier();
+  });
+  CHECK(what.find("rank 0 calls split while rank 1 calls barrier") != std::string::npos);
+}
+
+TEST_CASE("a rank that fails or returns releases the ranks waiting in its sub-group") {
+  CHECK_THROWS_WITH_AS(host::run(4,
+                                 [](host::communicator& c) {
+                                   host::communicator sub = c.split(c.rank() / 2, 0);
+                                   if (c.rank() == 3) throw std::runtime_error("boom");
+                                   std::vector<float> data(8);
+                                   sub.all_reduce(std::span<float>(data));  // rank 2 would wait
+                                 }),
+                       "boom", std::runtime_error);
+  const std::string what = test::error_of(4, [](host::communicator& c) {
+    host::communicator sub = c.split(c.rank() / 2, 0);
+    if (c.rank() == 1) return;
+    sub.barrier();
+  });
+  CHECK(what.find("rank 1 has already returned from its function") != std::string::npos);
+}

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -200,4 +201,54 @@ TEST_CASE("query heads placed without regard to their KV heads give a wrong atte
     return shard::partition::packed(halves, n, shard::split_kind::balanced);
   });
   CHECK(worst[0] > 1e-3);
+}
+
+TEST_CASE("a shared KV head's dW and db rows are summed over the ranks holding it, and no more") {
+  // 6 query / 2 KV heads of dim 2 at tp 4: KV head 0 on ranks 0, 1; KV head 1 on ranks 1, 2, 3.
+  // Each rank all-reduces (rows · (in + 1)) doubles per KV head it holds, in that head's
+  // sub-group; the layer's own communicator moves only dx.
+  const shard::gqa heads{6, 2, 2};
+  const int tp = 4;
+  const index_t tokens = 3, in = 5, out = heads.n_kv_heads * heads.head_dim;
+  const test::dense w = test::random_dense(out, in, 1), b = test::random_dense(out, 1, 2);
+  const test::dense x = test::random_dense(tokens, in, 3);
+  const std::vector<shard::sharing> sets = heads.kv_partition(tp).shared_parts();
+  REQUIRE(sets.size() == 2);
+  CHECK(sets[0].ranks == std::vector<int>{0, 1});
+  CHECK(sets[1].ranks == std::vector<int>{1, 2, 3});
+  host::gemm_engine engine;
+  host::run(tp, [&](host::communicator& c) {
+    using col = layer::linear<style::colwise<>, host::backend, double>;
+    col l(engine, c, make_matrix<const double>(w.v.data(), out, in), b.v,
+          {.name = "k_proj", .out_features = out, .in_features = in,
+           .partition = heads.kv_partition(tp)});
+    const std::vector<double> dy(static_cast<std::size_t>(tokens * l.output_cols()), 0.5);
+    std::vector<double> dx(static_cast<std::size_t>(tokens * in));
+    l.backward(make_matrix<const double>(x.v.data(), tokens, in),
+               make_matrix<const double>(dy.data(), tokens, l.output_cols()),
+               make_matrix(dx.data(), tokens, in));
+    std::int64_t want = 0, calls = 0;
+    for (const shard::sharing& s : sets)
+      if (s.holds(c.rank())) {
+        want += s.size() * (in + 1) * 8;
+        ++calls;
+      }
+    const comm::stats shared = l.shared_statistics();
+    CHECK(shared[comm::kind::all_reduce].bytes == want);
+    CHECK(shared[comm::kind::all_reduce].calls == calls);
+    CHECK(shared.total_bytes() == want);
+    CHECK(c.statistics()[comm::kind::all_reduce].bytes == tokens * in * 8);  // dx only
+    // Every holder of a row ends with the same summed gradient: the row's dy (0.5 on each
+    // holder's share) times x, summed over the holders.
+    const auto dw = l.weight_grad();
+    for (index_t i = 0; i < l.output_cols(); ++i) {
+      const index_t row = heads.kv_partition(tp).of(c.rank()).global(i);
+      const index_t holders = heads.holders(tp, row / heads.head_dim).size();
+      for (index_t j = 0; j < in; ++j) {
+        double col_sum = 0;
+        for (index_t t = 0; t < tokens; ++t) col_sum += x(t, j);
+        CHECK(dw(i, j) == doctest::Approx(holders * 0.5 * col_sum).epsilon(1e-12));
+      }
+    }
+  });
 }

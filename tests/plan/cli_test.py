@@ -65,6 +65,18 @@ check(doc["options"]["split"] == "balanced" and doc["options"]["ep_dispatch"] ==
 check(sum(doc["totals"]["param_bytes_per_rank"]) ==
       sum(sum(t["bytes_per_rank"]) for t in doc["tensors"]), "totals add up")
 
+# 3. Any tp for grouped-query attention: Llama-3-8B's 32 query / 8 KV heads at tp 12 (query
+#    heads 3 × 8 ranks, then 2 × 4); the report says which KV heads each rank holds and their cost.
+rc, out, err = run(["--config", "llama-3-8b.json", "--tp", "12", "--json"])
+check(rc == 0, f"llama-3-8b at tp 12: exit {rc}, stderr {err!r}")
+if rc == 0:
+    doc = json.loads(out)
+    warnings = " ".join(doc["report"]["warnings"])
+    check(doc["report"]["usable"], "llama-3-8b at tp 12: usable")
+    check("KV heads by rank: 0 | 0-1 | 1-2 | 2 | 3 | 3-4 | 4-5 | 5 | 6 | 6 | 7 | 7" in warnings and
+          "8 KV heads over tp 12 are held 16 times in all, +100%" in warnings,
+          f"llama-3-8b at tp 12: the KV placement is not reported: {warnings!r}")
+
 with tempfile.TemporaryDirectory() as tmp:
     def write(name, text):
         path = os.path.join(tmp, name)

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -192,4 +193,54 @@ TEST_CASE("GQA that tp cannot serve is an error naming the heads, tp and the rul
   CHECK(shard::gqa{32, 8, 128}.can_implement(12));
   CHECK(shard::gqa{32, 8, 128}.can_implement(32));
   CHECK_FALSE(shard::gqa{32, 8, 128}.can_implement(64));  // more ranks than query heads
+}
+
+TEST_CASE("shared parts group what several ranks hold by its holders; split rounds keep a rank in "
+          "one set per round") {
+  const shard::gqa a{6, 2, 2};
+  const std::vector<shard::sharing> kv = a.kv_partition(4).shared_parts();
+  REQUIRE(kv.size() == 2);
+  CHECK(kv[0].ranks == std::vector<int>{0, 1});
+  CHECK(kv[0].parts == std::vector<interval>{{0, 2}});
+  CHECK(kv[1].ranks == std::vector<int>{1, 2, 3});
+  CHECK(kv[1].parts == std::vector<interval>{{2, 4}});
+  CHECK(shard::split_rounds(kv) == std::vector<int>{0, 1});  // both hold rank 1
+  // Fused q|k|v: a KV head's k rows and v rows have the same holders, one set of two parts.
+  const std::vector<shard::sharing> qkv = a.qkv_partition(4).shared_parts();
+  REQUIRE(qkv.size() == 2);
+  CHECK(qkv[0].parts == std::vector<interval>{{12, 14}, {16, 18}});
+  CHECK(qkv[1].parts == std::vector<interval>{{14, 16}, {18, 20}});
+  CHECK(a.qkv_partition(4).of(1).local_of(qkv[1].parts) == std::vector<interval>{{6, 8}, {10, 12}});
+  CHECK(a.kv_partition(2).shared_parts().empty());
+  // 28 / 4 heads at tp 8: KV heads on ranks 0-1, 1-3, 3-5, 5-7: two rounds.
+  CHECK(shard::split_rounds(shard::gqa{28, 4, 1}.kv_partition(8).shared_parts()) ==
+        std::vector<int>{0, 1, 0, 1});
+  CHECK(shard::pieces{{{0, 4}, {10, 12}}}.local_of(std::vector<interval>{{2, 4}, {10, 11}}) ==
+        std::vector<interval>{{2, 5}});
+  // The law, for every placement of the GQA test above: each shared element's set is exactly
+  // its holders, and no round holds a rank twice.
+  for (const index_t n_kv : {1, 2, 3, 4})
+    for (const index_t group : {1, 2, 3, 7})
+      for (int tp = 1; tp <= std::min<index_t>(9, n_kv * group); ++tp) {
+        const partition p = shard::gqa{n_kv * group, n_kv, 1}.qkv_partition(tp);
+        const std::vector<shard::sharing> sets = p.shared_parts();
+        const std::vector<int> round = shard::split_rounds(sets);
+        const std::vector<int> cover = p.coverage();
+        index_t shared = 0;
+        for (std::size_t s = 0; s < sets.size(); ++s) {
+          shared += sets[s].size();
+          for (const interval& part : sets[s].parts)
+            for (index_t e = part.begin; e < part.end; ++e) {
+              CHECK(cover[static_cast<std::size_t>(e)] == static_cast<int>(sets[s].ranks.size()));
+              for (const int r : sets[s].ranks) CHECK(!p.of(r).local_of(std::vector<interval>{{e, e + 1}}).empty());
+            }
+          for (std::size_t t = 0; t < s; ++t)
+            if (round[t] == round[s])
+              for (const int r : sets[s].ranks) CHECK_FALSE(sets[t].holds(r));
+          CHECK(round[s] <= 1);  // heads split in order: two rounds at most
+        }
+        index_t want = 0;
+        for (const int c : cover) want += c > 1 ? 1 : 0;
+        CHECK(shared == want);
+      }
 }

@@ -91,6 +91,14 @@ struct stats {
     return t;
   }
   constexpr void reset() noexcept { by_kind = {}; }
+  /// Adds another rank's or group's counters (a layer's sub-groups).
+  constexpr stats& operator+=(const stats& o) noexcept {
+    for (std::size_t k = 0; k < by_kind.size(); ++k) {
+      by_kind[k].calls += o.by_kind[k].calls;
+      by_kind[k].bytes += o.by_kind[k].bytes;
+    }
+    return *this;
+  }
 };
 
 namespace detail {
@@ -195,6 +203,14 @@ concept communicator_of = requires(C& c, const C& cc, std::span<T> data, std::sp
   c.recv(data, peer);
   c.barrier();
   { cc.statistics() } -> std::convertible_to<const stats&>;
+};
+
+/// A communicator that makes sub-groups: `split(color, key)` as MPI_Comm_split and ncclCommSplit
+/// define it — collective over the communicator; the ranks passing the same color (≥ 0) form a new
+/// communicator of the same type, ranked by key, then by their rank in this one.
+template <class C>
+concept splittable = requires(C& c, int color, int key) {
+  { c.split(color, key) } -> std::same_as<C>;
 };
 
 /// A communicator for the two compute types, f32 and f64.

@@ -13,6 +13,7 @@
 /// forward and backward allocate nothing.
 
 #include <algorithm>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -142,6 +143,14 @@ class linear<Style, Backend, T> {
   index_t in_features() const noexcept { return opt_.in_features; }
   /// The `[out, in]` shard this rank holds.
   const extents<2>& local_shape() const noexcept { return local_; }
+  /// What the sub-groups of the ranks sharing output rows moved (their all-reduces of the shared
+  /// dW and db rows), added up; zero when this rank shares none. The layer's communicator counts
+  /// the rest.
+  comm::stats shared_statistics() const {
+    comm::stats sum;
+    for (const shared_rows& s : shares_) sum += s.group->statistics();
+    return sum;
+  }
   /// Every rank's pieces of the split dim (for replicate: the whole dim on every rank).
   const shard::partition& partition() const noexcept { return part_; }
   /// This rank's pieces of the split dim, in local order.
@@ -222,7 +231,7 @@ class linear<Style, Backend, T> {
     detail::arena<T> mem{reserve(input_scratch(tokens) + (pack_dy ? tokens * local_[0] : 0) +
                                  (split_in ? tokens * local_[1] + gather_scratch(tokens) : 0) +
                                  (reduced_dx && !dx.is_contiguous() ? dx.size() : 0) +
-                                 (shared_ ? part_.extent() * (local_[1] + 1) : 0) +
+                                 shared_scratch() +
                                  (seq_out ? tokens * local_[0] : 0) +
                                  (seq_in ? tokens * local_[1] : 0))};
     const matrix_view<const T> a = saved_input(x, tokens, mem);
@@ -379,6 +388,40 @@ class linear<Style, Backend, T> {
     simple_ = part_.is_rank_ordered();
     shared_ = split_dim == 0 && part_.overlaps();
     has_bias_ = has_bias;
+    if (shared_) make_shares();
+  }
+
+  /// One sub-group for each set of ranks that share output rows (KV heads held by several
+  /// ranks), made once with `split`: every rank calls split once per round, passing the set it is
+  /// in that round as its color, or a color of its own.
+  void make_shares() {
+    if constexpr (comm::splittable<comm_type>) {
+      const std::vector<shard::sharing> sets = part_.shared_parts();
+      const std::vector<int> round = shard::split_rounds(sets);
+      const int n = static_cast<int>(sets.size()), me = comm_->rank();
+      const int rounds = n == 0 ? 0 : *std::max_element(round.begin(), round.end()) + 1;
+      for (int r = 0; r < rounds; ++r) {
+        int color = n + me;
+        for (int s = 0; s < n; ++s)
+          if (round[static_cast<std::size_t>(s)] == r && sets[static_cast<std::size_t>(s)].holds(me))
+            color = s;
+        auto sub = std::make_shared<comm_type>(comm_->split(color, me));
+        if (color < n) {
+          const shard::sharing& set = sets[static_cast<std::size_t>(color)];
+          shares_.push_back({std::move(sub), own_.local_of(set.parts), set.size()});
+        }
+      }
+    }
+  }
+  index_t shared_scratch() const {
+    if (!shared_) return 0;
+    if constexpr (comm::splittable<comm_type>) {
+      index_t n = 0;
+      for (const shared_rows& s : shares_) n += s.rows * (local_[1] + 1);
+      return n;
+    } else {
+      return part_.extent() * (local_[1] + 1);
+    }
   }
 
   void upload(std::span<const weight_type> weight, std::span<const T> bias) {
@@ -419,12 +462,42 @@ class linear<Style, Backend, T> {
     }
   }
 
-  /// Sums the dW and db rows of output pieces that several ranks hold: each rank writes its rows
-  /// at their place in a zeroed [extent, in | 1] buffer, the buffer is all-reduced over the group,
-  /// and each rank reads its rows back. (Moves extent · (in + 1) elements; a sub-group
-  /// communicator of the sharing ranks would move less.) Copies go through the communicator, so
-  /// device memory works too.
+  /// Sums the dW and db rows of output pieces that several ranks hold over exactly those ranks:
+  /// for each set of sharing ranks this rank is in, its rows [dW | db] are packed, all-reduced in
+  /// that set's sub-group, and unpacked (rows · (in + 1) elements, the least there is). Copies go
+  /// through the communicator, so device memory works too.
   void sum_shared_rows(detail::arena<T>& mem, matrix_view<T> dw, std::span<T> db) {
+    if constexpr (comm::splittable<comm_type>) {
+      const index_t in = local_[1], width = in + (has_bias_ ? 1 : 0);
+      for (shared_rows& s : shares_) {
+        const matrix_view<T> rows = make_matrix(mem.take(s.rows * width).data(), s.rows, width);
+        const auto each_piece = [&](auto move) {
+          index_t at = 0;
+          for (const shard::interval& p : s.local) {
+            const matrix_view<T> packed = rows.row_range(at, at + p.size());
+            move(dw.row_range(p.begin, p.end), packed.col_range(0, in));
+            if (has_bias_)
+              move(make_matrix(db.data() + p.begin, p.size(), 1), packed.col_range(in, width));
+            at += p.size();
+          }
+        };
+        each_piece([&](matrix_view<T> local, matrix_view<T> packed) {
+          comm::detail::copy<comm_type, T>(*comm_, local, packed);
+        });
+        s.group->all_reduce(std::span<T>(rows.data(), static_cast<std::size_t>(rows.size())));
+        each_piece([&](matrix_view<T> local, matrix_view<T> packed) {
+          comm::detail::copy<comm_type, T>(*comm_, packed, local);
+        });
+      }
+    } else {
+      sum_shared_rows_over_group(mem, dw, db);
+    }
+  }
+
+  /// The same for a communicator without split (the device-local one): each rank writes its rows
+  /// at their place in a zeroed [extent, in | 1] buffer, the buffer is all-reduced over the whole
+  /// group, and each rank reads its rows back (extent · (in + 1) elements).
+  void sum_shared_rows_over_group(detail::arena<T>& mem, matrix_view<T> dw, std::span<T> db) {
     const index_t extent = part_.extent(), in = local_[1];
     const std::span<T> all = mem.take(extent * (in + 1));
     comm::detail::zero(*comm_, all);
@@ -468,6 +541,13 @@ class linear<Style, Backend, T> {
   mutable detail::token_shards token_shards_;  // every rank's tokens under SP
   bool simple_ = true;   // rank-ordered single intervals: views instead of packing
   bool shared_ = false;  // output pieces held by several ranks (replicated KV heads)
+  /// The rows this rank shares with one set of ranks, and that set's sub-group.
+  struct shared_rows {
+    std::shared_ptr<comm_type> group;
+    std::vector<shard::interval> local;  ///< the rows, as local row ranges
+    index_t rows = 0;
+  };
+  std::vector<shared_rows> shares_;
   bool has_bias_ = false;
   typename Backend::template buffer<weight_type> weight_;
   buffer dweight_, bias_, dbias_, scratch_;

@@ -33,6 +33,26 @@ struct pieces {
     for (const interval& p : parts) n += p.size();
     return n;
   }
+  /// Where the full-dim elements `g` (held here) sit among the local elements, as local intervals
+  /// in the order of `g`.
+  std::vector<interval> local_of(std::span<const interval> g) const {
+    std::vector<interval> out;
+    for (const interval& want : g) {
+      index_t at = 0;
+      for (const interval& p : parts) {
+        const index_t lo = std::max(want.begin, p.begin), hi = std::min(want.end, p.end);
+        if (lo < hi) {
+          const interval local{at + lo - p.begin, at + hi - p.begin};
+          if (!out.empty() && out.back().end == local.begin)
+            out.back().end = local.end;
+          else
+            out.push_back(local);
+        }
+        at += p.size();
+      }
+    }
+    return out;
+  }
   /// The full-dim index of local element `i` (0 ≤ i < size()).
   index_t global(index_t i) const {
     for (const interval& p : parts) {
@@ -43,6 +63,39 @@ struct pieces {
   }
   friend bool operator==(const pieces&, const pieces&) = default;
 };
+
+/// Elements of a dim that several ranks hold, with the ranks that hold them.
+struct sharing {
+  std::vector<int> ranks;       ///< two or more, in rank order
+  std::vector<interval> parts;  ///< the elements, in order
+  bool holds(int rank) const { return std::find(ranks.begin(), ranks.end(), rank) != ranks.end(); }
+  index_t size() const noexcept {
+    index_t n = 0;
+    for (const interval& p : parts) n += p.size();
+    return n;
+  }
+};
+
+/// Rounds for making one sub-group per sharing with split, which gives each rank one group per
+/// call: sharings in the same round have no rank in common. Greedy, in order: a sharing takes the
+/// first round none of whose sharings holds one of its ranks (for heads split in order, two
+/// rounds at most: only neighbouring sharings meet, at one rank).
+inline std::vector<int> split_rounds(std::span<const sharing> sets) {
+  std::vector<int> round(sets.size(), 0);
+  for (std::size_t s = 0; s < sets.size(); ++s) {
+    const auto clashes = [&](int candidate) {
+      for (std::size_t t = 0; t < s; ++t)
+        if (round[t] == candidate)
+          for (const int r : sets[s].ranks)
+            if (sets[t].holds(r)) return true;
+      return false;
+    };
+    int r = 0;
+    while (clashes(r)) ++r;
+    round[s] = r;
+  }
+  return round;
+}
 
 /// One block of a fused dim: `size` elements split in whole units of `unit` elements (a head's
 /// `head_dim`, or 1).
@@ -136,6 +189,27 @@ class partition {
       }
     }
     return next == extent_;
+  }
+  /// The elements several ranks hold, grouped by the set of ranks holding them (in the order of
+  /// each set's first element); empty when nothing overlaps.
+  std::vector<sharing> shared_parts() const {
+    std::vector<std::vector<int>> holders(static_cast<std::size_t>(extent_));
+    for (int r = 0; r < ranks(); ++r)
+      for (const interval& i : ranks_[static_cast<std::size_t>(r)].parts)
+        for (index_t e = i.begin; e < i.end; ++e) holders[static_cast<std::size_t>(e)].push_back(r);
+    std::vector<sharing> out;
+    for (index_t e = 0; e < extent_;) {
+      const std::vector<int>& h = holders[static_cast<std::size_t>(e)];
+      index_t f = e + 1;
+      while (f < extent_ && holders[static_cast<std::size_t>(f)] == h) ++f;
+      if (h.size() >= 2) {
+        auto it = std::find_if(out.begin(), out.end(), [&](const sharing& s) { return s.ranks == h; });
+        if (it == out.end()) it = out.insert(out.end(), sharing{h, {}});
+        it->parts.push_back({e, f});
+      }
+      e = f;
+    }
+    return out;
   }
   /// True when some element is held by more than one rank (replication).
   bool overlaps() const { return coverage_max() > 1; }

@@ -114,6 +114,16 @@ class nccl_communicator {
     }
   }
 
+  /// The ranks passing the same `color` (≥ 0) form one new communicator, ranked by `key`, then by
+  /// their rank here (`ncclCommSplit`); collective over this communicator. The new one uses the
+  /// same stream and is owned: finalized and destroyed with the object.
+  nccl_communicator split(int color, int key) {
+    expect(color >= 0, "nccl split: rank {} passed the color {}; colors are ≥ 0", rank_, color);
+    ncclComm_t sub = nullptr;
+    TPX_NCCL(ncclCommSplit(comm_, color, key, &sub, nullptr), comm_);
+    return nccl_communicator(sub, stream_, true);
+  }
+
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return size_; }
   ncclComm_t handle() const noexcept { return comm_; }
@@ -328,6 +338,7 @@ class nccl_communicator {
 };
 
 static_assert(comm::communicator<nccl_communicator>);
+static_assert(comm::splittable<nccl_communicator>);
 
 /// One communicator per device in `devices` for a process that drives them all
 /// (`ncclCommInitAll`); communicator i uses `streams[i]`, a stream on `devices[i]`.

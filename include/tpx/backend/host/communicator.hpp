@@ -12,6 +12,7 @@
 /// Errors release every rank; `run` rethrows the cause (see `host/group.hpp`).
 
 #include <cstring>
+#include <memory>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -29,6 +30,15 @@ namespace tpx::inline v0::host {
 class communicator : public detail::member {
  public:
   communicator(detail::group& g, int rank) : member(g, rank) {}
+
+  /// The ranks passing the same `color` (≥ 0) form one new communicator, ranked by `key`, then by
+  /// their rank here (MPI_Comm_split's rule); collective over this communicator. The new group is
+  /// kept alive by its members' communicators; a rank that fails or returns releases the ranks
+  /// waiting in it, as in this group.
+  communicator split(int color, int key) {
+    auto [sub, sub_rank] = enter_split(color, key);
+    return communicator(std::move(sub), sub_rank);
+  }
 
   template <class T>
   void all_reduce(std::span<T> data, comm::reduce_op op = comm::reduce_op::sum) {
@@ -139,6 +149,8 @@ class communicator : public detail::member {
   }
 
  private:
+  communicator(std::shared_ptr<detail::group> g, int rank) : member(std::move(g), rank) {}
+
   /// out[i] = Σ_q src(q)[i] for i in [lo, hi), ranks in order (each element sums exactly as the
   /// scalar loop does, so every rank's result stays bit-identical), 16 bytes of floats or doubles
   /// at a time (host/simd.hpp); returns where it stopped, for the scalar loop to
@@ -184,6 +196,7 @@ class communicator : public detail::member {
 };
 
 static_assert(comm::communicator<communicator>);
+static_assert(comm::splittable<communicator>);
 
 /// Runs `fn(communicator&)` on `tp` threads, one per rank, and returns when all have returned.
 /// If any rank throws, the others are released and the cause is rethrown here: the lowest rank's

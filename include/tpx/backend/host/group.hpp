@@ -6,6 +6,10 @@
 /// function per rank on its own thread. `host::communicator` moves data in host memory
 /// over it; `cuda::local_communicator` moves data in device memory over the same group.
 ///
+/// `member::split` makes sub-groups (the ranks of one color): a sub-group is a group of its own,
+/// kept by its members' communicators, and its parent passes on a failure or a rank's return to
+/// it, so a rank waiting in a sub-group is released like one waiting in the parent.
+///
 /// When one rank throws, every other rank is released from its wait and the runner rethrows the
 /// cause (the lowest rank's own error, not a bystander's report of it); when a rank returns while
 /// another still waits for it, the waiter gets a `tpx::error` saying so. Nothing hangs.
@@ -136,19 +140,47 @@ class group {
         to, from);
   }
 
-  /// A rank failed: release everyone.
+  /// A rank failed: release everyone, in this group and in the sub-groups split from it.
   void abort() {
-    std::lock_guard lock(mutex_);
-    failed_ = true;
-    cv_.notify_all();
+    std::vector<std::shared_ptr<group>> subs;
+    {
+      std::lock_guard lock(mutex_);
+      failed_ = true;
+      cv_.notify_all();
+      for (const child& c : children_)
+        if (std::shared_ptr<group> g = c.sub.lock()) subs.push_back(std::move(g));
+    }
+    for (const std::shared_ptr<group>& g : subs) g->abort();
   }
 
-  /// A rank returned from its function.
+  /// A rank returned from its function (and so from every sub-group it is in).
   void leave(int rank) {
+    std::vector<std::pair<std::shared_ptr<group>, int>> subs;
+    {
+      std::lock_guard lock(mutex_);
+      if (left_ < 0) left_ = rank;
+      left_ranks_.push_back(rank);
+      cv_.notify_all();
+      for (const child& c : children_)
+        if (std::shared_ptr<group> g = c.sub.lock())
+          for (std::size_t i = 0; i < c.members.size(); ++i)
+            if (c.members[i] == rank) subs.emplace_back(std::move(g), static_cast<int>(i));
+    }
+    for (const auto& [g, sub_rank] : subs) g->leave(sub_rank);
+  }
+
+  /// A sub-group of the ranks `members` (their ranks here, in their order there), made by rank
+  /// `slot` during a split; `made(slot)` hands it to the others.
+  void adopt(int slot, std::shared_ptr<group> sub, std::vector<int> members) {
     std::lock_guard lock(mutex_);
-    if (left_ < 0) left_ = rank;
-    left_ranks_.push_back(rank);
-    cv_.notify_all();
+    if (failed_) sub->failed_ = true;
+    children_.push_back({sub, std::move(members)});
+    made_.resize(static_cast<std::size_t>(size_));
+    made_[static_cast<std::size_t>(slot)] = std::move(sub);
+  }
+  std::shared_ptr<group> made(int slot) {
+    std::lock_guard lock(mutex_);
+    return made_.at(static_cast<std::size_t>(slot));
   }
 
  private:
@@ -239,6 +271,12 @@ class group {
   std::vector<wait_state> waits_;
   std::vector<post> posts_;
   std::vector<std::deque<message>> mail_;
+  struct child {
+    std::weak_ptr<group> sub;
+    std::vector<int> members;
+  };
+  std::vector<child> children_;
+  std::vector<std::shared_ptr<group>> made_;  ///< the sub-group each split's leader made
 };
 
 }  // namespace detail

@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <memory>
 #include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "tpx/backend/host/group.hpp"
@@ -27,6 +29,8 @@ namespace detail {
 class member {
  public:
   member(group& g, int rank) : group_(&g), rank_(rank) {}
+  /// A seat in a sub-group this member keeps alive.
+  member(std::shared_ptr<group> g, int rank) : group_(g.get()), rank_(rank), kept_(std::move(g)) {}
 
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return group_->size(); }
@@ -127,6 +131,30 @@ class member {
 
   const std::vector<post>& enter_barrier() { return publish(make_post<char>(comm::kind::barrier)); }
 
+  /// split(color, key) as MPI_Comm_split defines it: the ranks passing the same color (≥ 0) form
+  /// a new group, ranked by key, then by their rank here. Collective; returns the new group and
+  /// this rank's rank in it.
+  std::pair<std::shared_ptr<group>, int> enter_split(int color, int key) {
+    expect(color >= 0, "host split: rank {} passed the color {}; colors are ≥ 0", rank_, color);
+    post p = make_post<split_call>(comm::kind::barrier);
+    p.root = color;
+    p.in_count = key;
+    const std::vector<post>& all = publish(p);
+    std::vector<int> members;
+    for (int r = 0; r < size(); ++r)
+      if (all[static_cast<std::size_t>(r)].root == color) members.push_back(r);
+    std::stable_sort(members.begin(), members.end(), [&](int a, int b) {
+      return all[static_cast<std::size_t>(a)].in_count < all[static_cast<std::size_t>(b)].in_count;
+    });
+    const int leader = members.front();
+    const int mine = static_cast<int>(std::find(members.begin(), members.end(), rank_) -
+                                      members.begin());
+    if (rank_ == leader)
+      group_->adopt(leader, std::make_shared<group>(static_cast<int>(members.size())), members);
+    sync("split");  // the leader's slot is rewritten only after every rank's next call
+    return {group_->made(leader), mine};
+  }
+
   /// Where rank `to` finds its block in rank `from`'s all-to-all-v send buffer.
   static index_t send_offset(const post& from, int to) {
     index_t offset = 0;
@@ -159,6 +187,11 @@ class member {
   group& shared() noexcept { return *group_; }
 
  private:
+  struct split_call {};  ///< the element type a split posts: a barrier that is not barrier()
+  static std::string_view call_name(const post& p) {
+    return p.type == &type_key<split_call> ? "split" : comm::name(p.kind);
+  }
+
   template <class T>
   static post make_post(comm::kind k) {
     post p;
@@ -176,11 +209,11 @@ class member {
     all[static_cast<std::size_t>(rank_)] = p;
     sync(comm::name(p.kind));
     for (int r = 0; r < size(); ++r) {
-      if (all[r].kind != p.kind)
+      if (all[r].kind != p.kind || (all[r].type != p.type && p.kind == comm::kind::barrier))
         fail_together(fmt::format(
             "rank {} calls {} while rank {} calls {}; every rank must make the same collective "
             "calls in the same order",
-            rank_, comm::name(p.kind), r, comm::name(all[r].kind)));
+            rank_, call_name(p), r, call_name(all[r])));
       if (all[r].type != p.type)
         fail_together(fmt::format(
             "{}: rank {} passes {}-byte elements of one type while rank {} passes {}-byte "
@@ -226,6 +259,7 @@ class member {
   group* group_;
   int rank_;
   comm::stats stats_;
+  std::shared_ptr<group> kept_;  ///< a sub-group's, which its members keep alive
 };
 
 }  // namespace detail

@@ -383,6 +383,7 @@ class communicator {
 };
 
 static_assert(comm::communicator<communicator>);
+static_assert(comm::splittable<communicator>);
 
 /// Runs `fn()`, a step that runs no collective (reading a config, resolving a plan), on every
 /// rank and has the ranks agree on its outcome: when it threw on any rank, it throws on every rank
