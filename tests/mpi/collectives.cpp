@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../error_of.hpp"
+#include "../split_law.hpp"
 #include "tpx/backend/host/communicator.hpp"
 #include "tpx/backend/mpi/communicator.hpp"
 #include "tpx/comm/launch.hpp"
@@ -186,21 +187,8 @@ TEST_CASE("recv over MPI checks the element type and count of the message") {
 
 TEST_CASE("split makes sub-groups ordered by key, each running its own collectives") {
   mpi::communicator world = mpi::communicator::world();
-  const int n = world.size(), r = world.rank();
-  mpi::communicator sub = world.split(r % 2, -r);  // even and odd ranks, in reverse order
-  int members = 0, before = 0;
-  for (int q = r % 2; q < n; q += 2) {
-    ++members;
-    if (q > r) ++before;
-  }
-  CHECK(sub.size() == members);
-  CHECK(sub.rank() == before);
-  std::vector<double> mine{static_cast<double>(r)};
-  sub.all_reduce(std::span<double>(mine));
-  double want = 0;
-  for (int q = r % 2; q < n; q += 2) want += q;
-  CHECK(mine[0] == want);
-  CHECK(sub.statistics()[comm::kind::all_reduce].calls == 1);
+  const int r = world.rank();
+  (void)test::check_parity_split(world);
   CHECK(world.statistics()[comm::kind::all_reduce].calls == 0);
   CHECK(error_of([&] { (void)world.split(-1, 0); }) ==
         fmt::format("mpi split: rank {} passed the color -1; colors are ≥ 0", r));

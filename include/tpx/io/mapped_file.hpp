@@ -63,7 +63,7 @@ class mapped_file {
   /// The bytes [offset, offset + count); errors if the range leaves the file.
   std::span<const std::byte> bytes(std::uint64_t offset, std::uint64_t count) const {
     expect(offset <= size_ && count <= size_ - offset,
-           "{}: bytes [{}, {}) lie beyond the end of the file ({} bytes)", path_.string(), offset,
+           "{}: bytes [{}, {}) lie beyond the end of the file ({} bytes)", path_.native(), offset,
            offset + count, size_);
     return {data_ + offset, static_cast<std::size_t>(count)};
   }

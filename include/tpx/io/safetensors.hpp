@@ -184,7 +184,7 @@ class safetensors_file {
   std::span<const std::byte> data(const tensor_info& t, std::uint64_t offset,
                                   std::uint64_t count) const {
     expect(offset <= t.bytes() && count <= t.bytes() - offset,
-           "{}: tensor '{}': bytes [{}, {}) lie outside its {} bytes", path().string(), t.name,
+           "{}: tensor '{}': bytes [{}, {}) lie outside its {} bytes", path().native(), t.name,
            offset, offset + count, t.bytes());
     return map_.bytes(header_.data_offset + t.begin + offset, count);
   }
