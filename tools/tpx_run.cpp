@@ -13,13 +13,17 @@
 // time; `--json` prints one object instead. Exit 0 on success, 2 with one sentence on stderr for
 // bad input.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -52,6 +56,7 @@ constexpr const char* usage =
     "               [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F)\n"
     "               [--targets 4,5,6] [--logits-out FILE] [--compare FILE] [--generate N]\n"
     "               [--temperature X] [--top-k K] [--top-p P] [--seed S] [--json]\n"
+    "               [--progress]\n"
     "Runs the causal LM in MODEL_DIR (config.json + model.safetensors or an index set) on tp\n"
     "ranks, each reading only its shard of the checkpoint, and prints what it loaded, the\n"
     "bytes each collective moved and the time.\n"
@@ -79,6 +84,8 @@ constexpr const char* usage =
     "  --temperature X, --top-k K, --top-p P, --seed S\n"
     "                  sampling (temperature 0: greedy; top-k 0: every id; top-p 1: no cut)\n"
     "  --json          one JSON object on stdout\n"
+    "  --progress      a progress line on stderr while the ranks load (bytes read of what the\n"
+    "                  plan gives them; shown anyway when stderr is a terminal)\n"
     "  --version       prints the program's and tpx's version\n"
     "Exit 0 on success, 2 on bad input.\n";
 
@@ -86,7 +93,7 @@ struct options {
   std::string dir, plan, ds, dtype = "f32", logits_out, compare, backend;
   std::optional<int> tp;
   int ep = 1;
-  bool sp = false, json = false;
+  bool sp = false, json = false, progress = false;
   std::vector<std::int64_t> ids, targets;
   std::vector<std::vector<std::int64_t>> prompts;  ///< --prompts: a batch to generate from
   bool have_ids = false, have_targets = false, have_prompts = false;
@@ -184,8 +191,7 @@ options parse_args(int argc, char** argv) {
       o.backend = value();
       expect(o.backend == "threads" || o.backend == "mpi",
              "--backend must be threads or mpi, got '{}'", o.backend);
-    }
-    else if (a == "--plan")
+    } else if (a == "--plan")
       o.plan = value();
     else if (a == "--ds-config")
       o.ds = value();
@@ -219,6 +225,8 @@ options parse_args(int argc, char** argv) {
       o.sample.seed = static_cast<std::uint64_t>(cli::whole_number(a, value(), 0, INT64_MAX));
     else if (a == "--json")
       o.json = true;
+    else if (a == "--progress")
+      o.progress = true;
     else if (a.starts_with("-"))
       fail("unknown argument '{}'; run tpx-run --help", a);
     else {
@@ -253,7 +261,70 @@ struct rank_report {
   comm::stats traffic;
 };
 
+/// The line on stderr while the ranks read their shards: the bytes each rank of this process has
+/// read against what the plan gives it, printed by rank 0's thread at most ten times a second,
+/// and once more when every rank has loaded. Each rank writes only its own counter.
+class load_progress {
+ public:
+  /// Shows the line for `ranks` (this process's: every rank on threads, one under MPI) of a plan.
+  void start(const plan::resolution& plan, std::vector<int> ranks) {
+    on_ = true;
+    ranks_ = std::move(ranks);
+    total_.assign(plan.param_bytes.begin(), plan.param_bytes.end());
+    read_ = std::make_unique<std::atomic<std::uint64_t>[]>(total_.size());
+    t0_ = last_ = std::chrono::steady_clock::now();
+  }
+  bool on() const noexcept { return on_; }
+  /// Rank `rank` has read `bytes`; rank 0 prints when the last line is 0.1 s old.
+  void update(int rank, std::uint64_t bytes) {
+    read_[static_cast<std::size_t>(rank)].store(bytes, std::memory_order_relaxed);
+    if (rank != 0) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    print(false);
+  }
+  /// The last line, once every rank has loaded (rank 0).
+  void finish() { print(true); }
+
+ private:
+  void print(bool last) const {
+    std::uint64_t got = 0, want = 0;
+    std::string per;
+    const auto percent = [](std::uint64_t a, std::uint64_t b) {
+      return b == 0 ? 100.0 : 100.0 * static_cast<double>(a) / static_cast<double>(b);
+    };
+    for (const int r : ranks_) {
+      const std::uint64_t g = read_[static_cast<std::size_t>(r)].load(std::memory_order_relaxed);
+      got += g;
+      want += total_[static_cast<std::size_t>(r)];
+      per += fmt::format(" {:.0f}%", percent(g, total_[static_cast<std::size_t>(r)]));
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    std::string line =
+        last ? fmt::format("tpx-run: loaded {} in {:.2f} s{}", cli::human(static_cast<double>(got)),
+                           s, ranks_.size() > 1 ? fmt::format(" by {} ranks", ranks_.size()) : "")
+             : fmt::format("tpx-run: loading {} of {} ({:.0f}%){}",
+                           cli::human(static_cast<double>(got)),
+                           cli::human(static_cast<double>(want)), percent(got, want),
+                           ranks_.size() > 1 && ranks_.size() <= 8 ? " — ranks" + per : "");
+    const std::size_t shown = line.size();
+    line.resize(std::max(shown, width_), ' ');  // over the longer line before it
+    width_ = shown;
+    fmt::print(stderr, "\r{}{}", line, last ? "\n" : "");
+    std::fflush(stderr);
+  }
+
+  bool on_ = false;
+  std::vector<int> ranks_;
+  std::vector<index_t> total_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> read_;
+  std::chrono::steady_clock::time_point t0_, last_;
+  mutable std::size_t width_ = 0;  ///< of the line last printed
+};
+
 struct result {
+  load_progress progress;
   std::vector<rank_report> ranks;
   std::vector<double> logits;  // [T, V]
   std::optional<double> loss;
@@ -269,7 +340,14 @@ void run_rank(const options& o, const model::config& c, const io::checkpoint& ck
   const std::size_t r = static_cast<std::size_t>(comm.rank());
   typename Backend::engine engine;
   const auto t0 = std::chrono::steady_clock::now();
-  model::causal_lm<Mode, Backend, T> lm(engine, comm, c, ck, {.ep = o.ep});
+  model::options mo{.ep = o.ep};
+  if (out.progress.on())
+    mo.on_read = [&out, rank = comm.rank()](std::uint64_t bytes) {
+      out.progress.update(rank, bytes);
+    };
+  model::causal_lm<Mode, Backend, T> lm(engine, comm, c, ck, mo);
+  comm.barrier();  // every rank has loaded (the traffic counted below starts after it)
+  if (out.progress.on() && comm.rank() == 0) out.progress.finish();
   const auto t1 = std::chrono::steady_clock::now();
   const auto held = lm.checkpoint_placements(ck);
   if (comm.rank() == 0) model::expect_matches(plan, held);
@@ -313,10 +391,9 @@ template <class Comm>
 void share_reports(Comm& comm, std::vector<rank_report>& ranks) {
   constexpr std::size_t fields = 4 + 2 * comm::kind_count;
   const rank_report& mine = ranks[static_cast<std::size_t>(comm.rank())];
-  std::vector<std::int64_t> send{static_cast<std::int64_t>(mine.read),
-                                 static_cast<std::int64_t>(mine.expected),
-                                 static_cast<std::int64_t>(mine.held),
-                                 static_cast<std::int64_t>(mine.cache)};
+  std::vector<std::int64_t> send{
+      static_cast<std::int64_t>(mine.read), static_cast<std::int64_t>(mine.expected),
+      static_cast<std::int64_t>(mine.held), static_cast<std::int64_t>(mine.cache)};
   for (const comm::counter& k : mine.traffic.by_kind) {
     send.push_back(k.calls);
     send.push_back(k.bytes);
@@ -327,8 +404,11 @@ void share_reports(Comm& comm, std::vector<rank_report>& ranks) {
   for (std::size_t q = 0; q < ranks.size(); ++q) {
     const std::int64_t* f = all.data() + q * fields;
     rank_report& rep = ranks[q];
-    rep = {static_cast<std::uint64_t>(f[0]), static_cast<std::uint64_t>(f[1]),
-           static_cast<std::uint64_t>(f[2]), static_cast<std::uint64_t>(f[3]), {}};
+    rep = {static_cast<std::uint64_t>(f[0]),
+           static_cast<std::uint64_t>(f[1]),
+           static_cast<std::uint64_t>(f[2]),
+           static_cast<std::uint64_t>(f[3]),
+           {}};
     for (int k = 0; k < comm::kind_count; ++k)
       rep.traffic.by_kind[static_cast<std::size_t>(k)] = {f[4 + 2 * k], f[5 + 2 * k]};
   }
@@ -379,8 +459,8 @@ setup prepare(const options& o, std::optional<int> processes) {
   std::error_code ec;
   expect(fs::is_directory(o.dir, ec), "{}: no such model directory", o.dir);
   const fs::path config_path = fs::path(o.dir) / "config.json";
-  const model::plan_inputs& inputs = out.inputs.emplace(
-      io::read_json_file(config_path, "config"), config_path.string(), o.plan, o.ds);
+  const model::plan_inputs& inputs = out.inputs.emplace(io::read_json_file(config_path, "config"),
+                                                        config_path.string(), o.plan, o.ds);
   const model::config& c = out.config.emplace([&] {
     model::config parsed = model::parse_config(inputs.json(), config_path.string());
     model::apply_generation_config(parsed, o.dir);  // the end-of-sequence ids generate stops at
@@ -398,8 +478,8 @@ setup prepare(const options& o, std::optional<int> processes) {
     expect(o.targets[t] == -100 || (o.targets[t] >= 0 && o.targets[t] < c.dims.vocab_size),
            "target {} is {}, outside the vocabulary [0, {}) (and not -100)", t, o.targets[t],
            c.dims.vocab_size);
-  const plan::resolution& plan = out.plan.emplace(
-      inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = o.sp, .ep = o.ep}));
+  const plan::resolution& plan =
+      out.plan.emplace(inputs.resolve(inputs.tensors(ck), {.tp = tp, .sp = o.sp, .ep = o.ep}));
   plan.expect_usable();
   return out;
 }
@@ -413,7 +493,7 @@ void run_ranks(const options& o, const setup& su, typename Backend::communicator
       run_rank<Mode, Backend, double>(o, *su.config, *su.checkpoint, *su.plan, comm, out);
     else if (o.dtype == "bf16")  // weights held as bf16, computing in float
       run_rank<Mode, layer::weights_in<Backend, bf16>, float>(o, *su.config, *su.checkpoint,
-                                                               *su.plan, comm, out);
+                                                              *su.plan, comm, out);
     else
       run_rank<Mode, Backend, float>(o, *su.config, *su.checkpoint, *su.plan, comm, out);
   };
@@ -444,6 +524,7 @@ int run_processes(int argc, char** argv) {
     return *status;
   result r;
   r.ranks.resize(static_cast<std::size_t>(su.tp));
+  if (o.progress || ::isatty(STDERR_FILENO)) r.progress.start(*su.plan, {world.rank()});
   mpi::run(
       world,
       [&](mpi::communicator& comm) {
@@ -474,6 +555,11 @@ int run(int argc, char** argv) {
   const setup su = prepare(o, std::nullopt);
   result r;
   r.ranks.resize(static_cast<std::size_t>(su.tp));
+  if (o.progress || ::isatty(STDERR_FILENO)) {
+    std::vector<int> ranks(static_cast<std::size_t>(su.tp));
+    for (int q = 0; q < su.tp; ++q) ranks[static_cast<std::size_t>(q)] = q;
+    r.progress.start(*su.plan, std::move(ranks));
+  }
   host::run(su.tp, [&](host::communicator& comm) { run_ranks<host::backend>(o, su, comm, r); });
   return report(o, su, r);
 }
@@ -551,7 +637,8 @@ int report(const options& o, const setup& su, const result& r) {
       c.dims.head_dim, c.dims.vocab_size,
       c.is_moe() ? fmt::format(", {} experts top {}", c.dims.n_experts, c.dims.experts_per_token)
                  : "",
-      tp, o.backend == "mpi" ? "MPI processes" : "threads", o.sp ? "tensor + sequence parallel" : "tensor parallel",
+      tp, o.backend == "mpi" ? "MPI processes" : "threads",
+      o.sp ? "tensor + sequence parallel" : "tensor parallel",
       o.ep > 1 ? fmt::format(", experts over ep {}", o.ep) : "", o.dtype);
   fmt::print("plan: {}; every tensor sits where it places it (embedding: vocab-parallel)\n",
              plan_note);

@@ -185,6 +185,17 @@ with tempfile.TemporaryDirectory() as tmp:
     # 4. Bad input: exit 2, one line on stderr naming the problem, nothing on stdout.
     llama = os.path.join(fixtures, "llama")
 
+    # The load's progress line: on stderr with --progress (stderr here is a pipe, so never
+    # without it); stdout keeps its one JSON object.
+    for flags, shown in (([], False), (["--progress"], True)):
+        rc, out, err = run([llama, "--tp", "3", "--ids", "5,1,33", "--json"] + flags)
+        check(rc == 0 and json.loads(out)["tp"] == 3, f"--progress {flags}: exit {rc}, {err!r}")
+        loaded = [line.rstrip() for line in err.splitlines()
+                  if line.startswith("tpx-run: loaded ")]
+        check((len(loaded) == 1 and loaded[0].endswith(" by 3 ranks")) == shown and
+              ("tpx-run: loading" in err or bool(loaded)) == shown,
+              f"--progress {flags}: stderr {err!r}")
+
     def model_copy(edit=None, drop=None):
         d = tempfile.mkdtemp(dir=tmp)
         cfg = json.load(open(os.path.join(llama, "config.json")))

@@ -7,6 +7,7 @@
 /// then the SwiGLU MLP or the MoE (router and experts, TP or EP).
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -28,6 +29,9 @@ struct options {
   /// Expert parallelism: 1 (every rank holds every expert's slice), or the group size (whole
   /// experts, E / ep per rank).
   int ep = 1;
+  /// Called on the rank's own thread after each tensor it reads, with the bytes it has read so
+  /// far (a progress line while a large checkpoint loads); empty: nothing is called.
+  std::function<void(std::uint64_t bytes_read)> on_read = {};
 };
 
 namespace detail {
@@ -63,7 +67,8 @@ inline layer::experts_options experts_options(const config& c, const layer_layou
 template <class T>
 class shard_reader {
  public:
-  explicit shard_reader(int rank) : rank_(rank) {}
+  explicit shard_reader(int rank, std::function<void(std::uint64_t)> on_read = {})
+      : rank_(rank), on_read_(std::move(on_read)) {}
 
   template <class U = T>
   std::vector<U> read(const io::checkpoint& ck, const io::assembled_tensor& t,
@@ -71,7 +76,9 @@ class shard_reader {
     for (const io::tensor_part& part : t.parts)
       if (ck.contains(part.name))
         files_[part.name] = {ck.info(part.name).dtype, ck.info(part.name).shape};
-    return io::read<U>(ck, t, p, rank_, &bytes_);
+    std::vector<U> v = io::read<U>(ck, t, p, rank_, &bytes_);
+    if (on_read_) on_read_(bytes_);
+    return v;
   }
   /// An optional tensor (a bias): empty when the checkpoint has none.
   std::vector<T> read(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
@@ -88,6 +95,7 @@ class shard_reader {
 
  private:
   int rank_;
+  std::function<void(std::uint64_t)> on_read_;
   std::uint64_t bytes_ = 0;
   std::map<std::string, std::pair<io::file_dtype, std::vector<index_t>>> files_;
 };

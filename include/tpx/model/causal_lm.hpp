@@ -92,7 +92,7 @@ class causal_lm<Mode, Backend, T> {
         config_(c),
         options_(o),
         layout_(model::checkpoint_layout(c, ck)),
-        reader_(comm.rank()) {
+        reader_(comm.rank(), o.on_read) {
     const int tp = comm.size();
     expect(o.ep == 1 || o.ep == tp,
            "{}: ep = {} must be 1 or the group size {} (experts live on the TP ranks)", c.source,
