@@ -140,6 +140,32 @@ TEST_CASE_TEMPLATE("device-local collectives move and reduce exactly what the ho
   }
 }
 
+TEST_CASE("device-local split: sub-groups ordered by key, each rank on its own stream") {
+  for (const int tp : {1, 2, 3, 4, 5}) {
+    CAPTURE(tp);
+    cuda::run_local(tp, [&](cuda::local_communicator& c) {
+      const int r = c.rank(), n = c.size();
+      cuda::local_communicator sub = c.split(r % 2, -r);  // even and odd ranks, in reverse order
+      int members = 0, before = 0;
+      for (int q = r % 2; q < n; q += 2) {
+        ++members;
+        if (q > r) ++before;
+      }
+      CHECK(sub.size() == members);
+      CHECK(sub.rank() == before);
+      CHECK(sub.stream() == c.stream());  // the rank's engine keeps its one stream
+      auto data = test::cuda_platform::store(std::vector<float>{static_cast<float>(r)});
+      sub.all_reduce(data.span());
+      float want = 0;
+      for (int q = r % 2; q < n; q += 2) want += static_cast<float>(q);
+      CHECK(test::cuda_platform::load<float>(data.span())[0] == want);
+      auto all = test::cuda_platform::store(std::vector<float>{1.0f});
+      c.all_reduce(all.span());  // the parent still works beside its sub-group
+      CHECK(test::cuda_platform::load<float>(all.span())[0] == static_cast<float>(n));
+    });
+  }
+}
+
 TEST_CASE("a mismatched device-local collective is an error on every rank, not a hang") {
   const std::string message = test::error_of([] {
     cuda::run_local(3, [](cuda::local_communicator& c) {

@@ -1,7 +1,7 @@
 // Grouped-query attention over tpx linear layers against the fp64 oracle: q, k and v colwise in
-// whole heads (a KV head on every rank whose query heads use it), o rowwise over the q heads. Each rank
-// runs attention on its own heads only, so the result is right only if every query head sits on a
-// rank holding its KV head, and backward is right only if the dK, dV (and dW_k, dW_v) of a
+// whole heads (a KV head on every rank whose query heads use it), o rowwise over the q heads. Each
+// rank runs attention on its own heads only, so the result is right only if every query head sits
+// on a rank holding its KV head, and backward is right only if the dK, dV (and dW_k, dW_v) of a
 // replicated KV head are summed over the ranks that share it.
 
 #include <doctest/doctest.h>
@@ -220,7 +220,9 @@ TEST_CASE("a shared KV head's dW and db rows are summed over the ranks holding i
   host::run(tp, [&](host::communicator& c) {
     using col = layer::linear<style::colwise<>, host::backend, double>;
     col l(engine, c, make_matrix<const double>(w.v.data(), out, in), b.v,
-          {.name = "k_proj", .out_features = out, .in_features = in,
+          {.name = "k_proj",
+           .out_features = out,
+           .in_features = in,
            .partition = heads.kv_partition(tp)});
     const std::vector<double> dy(static_cast<std::size_t>(tokens * l.output_cols()), 0.5);
     std::vector<double> dx(static_cast<std::size_t>(tokens * in));
@@ -250,5 +252,95 @@ TEST_CASE("a shared KV head's dW and db rows are summed over the ranks holding i
         CHECK(dw(i, j) == doctest::Approx(holders * 0.5 * col_sum).epsilon(1e-12));
       }
     }
+  });
+}
+
+namespace {
+/// A communicator an engine brings that cannot make sub-groups: the host group's, less split.
+class unsplittable {
+ public:
+  explicit unsplittable(host::communicator& c) : c_(&c) {}
+  int rank() const { return c_->rank(); }
+  int size() const { return c_->size(); }
+  template <class T>
+  void all_reduce(std::span<T> d, comm::reduce_op op = comm::reduce_op::sum) {
+    c_->all_reduce(d, op);
+  }
+  template <class T>
+  void all_gather(std::span<const T> s, std::span<T> r, std::span<const index_t> n) {
+    c_->all_gather(s, r, n);
+  }
+  template <class T>
+  void reduce_scatter(std::span<const T> s, std::span<T> r, std::span<const index_t> n,
+                      comm::reduce_op op = comm::reduce_op::sum) {
+    c_->reduce_scatter(s, r, n, op);
+  }
+  template <class T>
+  void broadcast(std::span<T> d, int root) {
+    c_->broadcast(d, root);
+  }
+  template <class T>
+  void all_to_all_v(std::span<const T> s, std::span<const index_t> sn, std::span<T> r,
+                    std::span<const index_t> rn) {
+    c_->all_to_all_v(s, sn, r, rn);
+  }
+  template <class T>
+  void send(std::span<const T> d, int peer) {
+    c_->send(d, peer);
+  }
+  template <class T>
+  void recv(std::span<T> d, int peer) {
+    c_->recv(d, peer);
+  }
+  void barrier() { c_->barrier(); }
+  const comm::stats& statistics() const { return c_->statistics(); }
+
+ private:
+  host::communicator* c_;
+};
+static_assert(comm::communicator<unsplittable> && !comm::splittable<unsplittable>);
+
+struct unsplittable_backend : host::backend {
+  using communicator = unsplittable;
+};
+}  // namespace
+
+TEST_CASE("without split, a shared KV head's rows are summed over the whole group, zero-padded") {
+  // The same 6 / 2 heads at tp 4: the same gradients as the sub-groups give, and the whole
+  // [extent, in + 1] buffer all-reduced on the layer's communicator.
+  const shard::gqa heads{6, 2, 2};
+  const int tp = 4;
+  const index_t tokens = 3, in = 5, out = heads.n_kv_heads * heads.head_dim;
+  const test::dense w = test::random_dense(out, in, 1), b = test::random_dense(out, 1, 2);
+  const test::dense x = test::random_dense(tokens, in, 3), g = test::random_dense(tokens, out, 4);
+  host::gemm_engine engine;
+  host::run(tp, [&](host::communicator& c) {
+    const layer::linear_options opts{.name = "k_proj",
+                                     .out_features = out,
+                                     .in_features = in,
+                                     .partition = heads.kv_partition(tp)};
+    unsplittable u(c);
+    layer::linear<style::colwise<>, unsplittable_backend, double> plain(
+        engine, u, make_matrix<const double>(w.v.data(), out, in), b.v, opts);
+    layer::linear<style::colwise<>, host::backend, double> split(
+        engine, c, make_matrix<const double>(w.v.data(), out, in), b.v, opts);
+    const index_t cols = split.output_cols();
+    std::vector<double> dy;  // this rank's columns of g
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t i = 0; i < cols; ++i)
+        dy.push_back(g(t, heads.kv_partition(tp).of(c.rank()).global(i)));
+    std::vector<double> dx(static_cast<std::size_t>(tokens * in));
+    const auto xv = make_matrix<const double>(x.v.data(), tokens, in);
+    const auto dyv = make_matrix<const double>(dy.data(), tokens, cols);
+    c.reset_statistics();
+    plain.backward(xv, dyv, make_matrix(dx.data(), tokens, in));
+    CHECK(c.statistics()[comm::kind::all_reduce].bytes == (tokens * in + out * (in + 1)) * 8);
+    split.backward(xv, dyv, make_matrix(dx.data(), tokens, in));
+    const auto a = plain.weight_grad(), s = split.weight_grad();
+    for (index_t i = 0; i < cols; ++i)
+      for (index_t j = 0; j < in; ++j) CHECK(a(i, j) == doctest::Approx(s(i, j)).epsilon(1e-14));
+    for (index_t i = 0; i < cols; ++i)
+      CHECK(plain.bias_grad()[static_cast<std::size_t>(i)] ==
+            doctest::Approx(split.bias_grad()[static_cast<std::size_t>(i)]).epsilon(1e-14));
   });
 }

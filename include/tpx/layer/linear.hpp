@@ -494,7 +494,7 @@ class linear<Style, Backend, T> {
     }
   }
 
-  /// The same for a communicator without split (the device-local one): each rank writes its rows
+  /// The same for a communicator without split (one an engine brings): each rank writes its rows
   /// at their place in a zeroed [extent, in | 1] buffer, the buffer is all-reduced over the whole
   /// group, and each rank reads its rows back (extent · (in + 1) elements).
   void sum_shared_rows_over_group(detail::arena<T>& mem, matrix_view<T> dw, std::span<T> db) {

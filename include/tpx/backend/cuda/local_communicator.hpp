@@ -45,14 +45,28 @@ namespace detail {
 /// What the ranks of one device-local group share: a stream and a ready event per rank, the done
 /// event of rank 0, and the graph being captured.
 struct local_shared {
-  explicit local_shared(int tp) : streams(static_cast<std::size_t>(tp)) {
-    for (int r = 0; r < tp; ++r) ready.emplace_back(), joined.emplace_back();
+  /// A group's own: a stream per rank.
+  explicit local_shared(int tp) : owned(static_cast<std::size_t>(tp)) {
+    for (const stream& s : owned) streams.push_back(s);
+    events(tp);
   }
-  std::vector<stream> streams;
+  /// A sub-group's (split): its members' streams, which the group they were split from owns, so
+  /// that each rank's work stays on the one stream its engine uses.
+  explicit local_shared(std::vector<cudaStream_t> member_streams)
+      : streams(std::move(member_streams)) {
+    events(static_cast<int>(streams.size()));
+  }
+  std::vector<stream> owned;
+  std::vector<cudaStream_t> streams;
   std::vector<event> ready;
   std::vector<event> joined;
   event done, fork;
   std::shared_ptr<graph> captured;
+
+ private:
+  void events(int tp) {
+    for (int r = 0; r < tp; ++r) ready.emplace_back(), joined.emplace_back();
+  }
 };
 
 }  // namespace detail
@@ -63,6 +77,19 @@ class local_communicator : public host::detail::member {
  public:
   local_communicator(host::detail::group& g, int rank, detail::local_shared& shared)
       : member(g, rank), shared_(&shared) {}
+
+  /// The ranks passing the same `color` (≥ 0) form one new communicator, ranked by `key`, then by
+  /// their rank here (MPI_Comm_split's rule); collective. Each rank keeps its stream: the
+  /// sub-group orders its members' streams with events of its own.
+  local_communicator split(int color, int key) {
+    auto [sub, sub_rank] = enter_split(color, key, [this](std::span<const int> members) {
+      std::vector<cudaStream_t> s;
+      for (const int m : members) s.push_back(shared_->streams[static_cast<std::size_t>(m)]);
+      return std::static_pointer_cast<void>(std::make_shared<detail::local_shared>(std::move(s)));
+    });
+    auto shared = std::static_pointer_cast<detail::local_shared>(sub->attachment());
+    return local_communicator(std::move(sub), sub_rank, std::move(shared));
+  }
 
   /// The stream this rank's work goes on; give the rank's GEMM engine the same one.
   cudaStream_t stream() const noexcept {
@@ -229,6 +256,10 @@ class local_communicator : public host::detail::member {
   }
 
  private:
+  local_communicator(std::shared_ptr<host::detail::group> g, int rank,
+                     std::shared_ptr<detail::local_shared> shared)
+      : member(std::move(g), rank), shared_(shared.get()), kept_shared_(std::move(shared)) {}
+
   /// A send in flight: its staging copy and the event that marks the copy done.
   struct pending {
     void* staging = nullptr;
@@ -280,9 +311,11 @@ class local_communicator : public host::detail::member {
   }
 
   detail::local_shared* shared_;
+  std::shared_ptr<detail::local_shared> kept_shared_;  ///< a sub-group's, kept by its members
 };
 
 static_assert(comm::communicator<local_communicator>);
+static_assert(comm::splittable<local_communicator>);
 
 /// Runs `fn(local_communicator&)` on `tp` threads, one rank each, all on the current device.
 /// If any rank throws, the others are released and the cause is rethrown here (as `host::run`); the

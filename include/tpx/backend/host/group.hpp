@@ -183,6 +183,11 @@ class group {
     return made_.at(static_cast<std::size_t>(slot));
   }
 
+  /// What a communicator over device memory shares among a sub-group's ranks (its streams and
+  /// events), set by the rank that makes the sub-group before the others see it.
+  void attach(std::shared_ptr<void> a) noexcept { attachment_ = std::move(a); }
+  const std::shared_ptr<void>& attachment() const noexcept { return attachment_; }
+
  private:
   enum class wait_kind { running, collective, recv };
   struct wait_state {
@@ -277,6 +282,7 @@ class group {
   };
   std::vector<child> children_;
   std::vector<std::shared_ptr<group>> made_;  ///< the sub-group each split's leader made
+  std::shared_ptr<void> attachment_;
 };
 
 }  // namespace detail

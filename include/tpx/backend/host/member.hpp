@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -57,8 +58,7 @@ class member {
   template <class T>
   const std::vector<post>& enter_all_gather(std::span<const T> send, std::span<T> recv,
                                             std::span<const index_t> counts) {
-    comm::detail::expect_gather_args(ssize(send), ssize(recv), counts, size(), rank_,
-                                     "all_gather");
+    comm::detail::expect_gather_args(ssize(send), ssize(recv), counts, size(), rank_, "all_gather");
     post p = make_post<T>(comm::kind::all_gather);
     p.in = send.data();
     p.out = recv.data();
@@ -108,8 +108,8 @@ class member {
                                               std::span<const index_t> send_counts,
                                               std::span<T> recv,
                                               std::span<const index_t> recv_counts) {
-    comm::detail::expect_all_to_all_args(ssize(send), send_counts, ssize(recv), recv_counts,
-                                         size(), rank_);
+    comm::detail::expect_all_to_all_args(ssize(send), send_counts, ssize(recv), recv_counts, size(),
+                                         rank_);
     post p = make_post<T>(comm::kind::all_to_all);
     p.in = send.data();
     p.out = recv.data();
@@ -133,8 +133,12 @@ class member {
 
   /// split(color, key) as MPI_Comm_split defines it: the ranks passing the same color (≥ 0) form
   /// a new group, ranked by key, then by their rank here. Collective; returns the new group and
-  /// this rank's rank in it.
-  std::pair<std::shared_ptr<group>, int> enter_split(int color, int key) {
+  /// this rank's rank in it. `attach(members)`, when given, is called by the rank that makes the
+  /// new group, with its members' ranks here in their new order: what it returns is the group's
+  /// `attachment()` on every member.
+  using attacher = std::function<std::shared_ptr<void>(std::span<const int> members)>;
+  std::pair<std::shared_ptr<group>, int> enter_split(int color, int key,
+                                                     const attacher& attach = {}) {
     expect(color >= 0, "host split: rank {} passed the color {}; colors are ≥ 0", rank_, color);
     post p = make_post<split_call>(comm::kind::barrier);
     p.root = color;
@@ -147,10 +151,13 @@ class member {
       return all[static_cast<std::size_t>(a)].in_count < all[static_cast<std::size_t>(b)].in_count;
     });
     const int leader = members.front();
-    const int mine = static_cast<int>(std::find(members.begin(), members.end(), rank_) -
-                                      members.begin());
-    if (rank_ == leader)
-      group_->adopt(leader, std::make_shared<group>(static_cast<int>(members.size())), members);
+    const int mine =
+        static_cast<int>(std::find(members.begin(), members.end(), rank_) - members.begin());
+    if (rank_ == leader) {
+      auto sub = std::make_shared<group>(static_cast<int>(members.size()));
+      if (attach) sub->attach(attach(members));
+      group_->adopt(leader, std::move(sub), members);
+    }
     sync("split");  // the leader's slot is rewritten only after every rank's next call
     return {group_->made(leader), mine};
   }
@@ -200,7 +207,6 @@ class member {
     p.elem_size = sizeof(T);
     return p;
   }
-
 
   /// Posts this rank's call, waits for every rank, and checks that all ranks make the same call
   /// on the same element type.
