@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../error_of.hpp"
+#include "../split_law.hpp"
 #include "platform.hpp"
 #include "tpx/backend/cuda/nccl.hpp"
 #include "tpx/style/colwise.hpp"
@@ -145,20 +146,14 @@ TEST_CASE("device-local split: sub-groups ordered by key, each rank on its own s
     CAPTURE(tp);
     cuda::run_local(tp, [&](cuda::local_communicator& c) {
       const int r = c.rank(), n = c.size();
+      const test::parity_place want(n, r);
       cuda::local_communicator sub = c.split(r % 2, -r);  // even and odd ranks, in reverse order
-      int members = 0, before = 0;
-      for (int q = r % 2; q < n; q += 2) {
-        ++members;
-        if (q > r) ++before;
-      }
-      CHECK(sub.size() == members);
-      CHECK(sub.rank() == before);
+      CHECK(sub.size() == want.size);
+      CHECK(sub.rank() == want.rank);
       CHECK(sub.stream() == c.stream());  // the rank's engine keeps its one stream
       auto data = test::cuda_platform::store(std::vector<float>{static_cast<float>(r)});
       sub.all_reduce(data.span());
-      float want = 0;
-      for (int q = r % 2; q < n; q += 2) want += static_cast<float>(q);
-      CHECK(test::cuda_platform::load<float>(data.span())[0] == want);
+      CHECK(test::cuda_platform::load<float>(data.span())[0] == static_cast<float>(want.rank_sum));
       auto all = test::cuda_platform::store(std::vector<float>{1.0f});
       c.all_reduce(all.span());  // the parent still works beside its sub-group
       CHECK(test::cuda_platform::load<float>(all.span())[0] == static_cast<float>(n));
