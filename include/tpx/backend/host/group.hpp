@@ -7,8 +7,11 @@
 /// over it; `cuda::local_communicator` moves data in device memory over the same group.
 ///
 /// `member::split` makes sub-groups (the ranks of one color): a sub-group is a group of its own,
-/// kept by its members' communicators, and its parent passes on a failure or a rank's return to
-/// it, so a rank waiting in a sub-group is released like one waiting in the parent.
+/// kept by its members' communicators, and its parent passes on a failure, a rank's return and a
+/// rank's release to it. A rank waiting in a sub-group is released once the group it came from
+/// has failed and a member it waits for is gone (released or failed itself) — not before: until
+/// then its members may be moving each other's data, and unwinding would free a buffer a peer
+/// still reads.
 ///
 /// When one rank throws, every other rank is released from its wait and the runner rethrows the
 /// cause (the lowest rank's own error, not a bystander's report of it); when a rank returns while
@@ -106,9 +109,9 @@ class group {
     const auto released_now = [&] { return generation_.load(std::memory_order_acquire) != gen; };
     if (released_now()) return;
     const waiting in(*this, rank, {wait_kind::collective, -1, what});
-    cv_.wait(lock, [&] { return released_now() || failed_ || left_ >= 0; });
+    cv_.wait(lock, [&] { return released_now() || stopped() || left_ >= 0; });
     if (released_now()) return;
-    if (failed_) throw released{};
+    if (stopped()) throw released{};
     fail(
         "rank {} waits in {}, but rank {} has already returned from its function; every rank "
         "must make the same collective calls in the same order",
@@ -127,30 +130,43 @@ class group {
   message collect(int from, int to) {
     std::unique_lock lock(mutex_);
     const waiting in(*this, to, {wait_kind::recv, from, "recv"});
-    cv_.wait(lock, [&] { return !box(from, to).empty() || failed_ || has_left(from); });
+    cv_.wait(lock, [&] { return !box(from, to).empty() || stopped() || has_left(from); });
     if (!box(from, to).empty()) {
       message m = std::move(box(from, to).front());
       box(from, to).pop_front();
       return m;
     }
-    if (failed_) throw released{};
+    if (stopped()) throw released{};
     fail(
         "rank {} waits in recv for a message from rank {}, which has returned from its function "
         "without sending it",
         to, from);
   }
 
-  /// A rank failed: release everyone, in this group and in the sub-groups split from it.
+  /// A rank failed: release everyone in this group; the sub-groups split from it release their
+  /// waiters once a member they wait for is gone (`gone`).
   void abort() {
-    std::vector<std::shared_ptr<group>> subs;
     {
       std::lock_guard lock(mutex_);
       failed_ = true;
       cv_.notify_all();
-      for (const child& c : children_)
-        if (std::shared_ptr<group> g = c.sub.lock()) subs.push_back(std::move(g));
     }
-    for (const std::shared_ptr<group>& g : subs) g->abort();
+    for (const std::shared_ptr<group>& g : live_children()) g->upstream_abort();
+  }
+
+  /// A rank is gone for good: released from a wait, or failed itself. Its sub-groups count it.
+  void gone(int rank) {
+    std::vector<std::pair<std::shared_ptr<group>, int>> subs;
+    {
+      std::lock_guard lock(mutex_);
+      ++gone_;
+      cv_.notify_all();
+      for (const child& c : children_)
+        if (std::shared_ptr<group> g = c.sub.lock())
+          for (std::size_t i = 0; i < c.members.size(); ++i)
+            if (c.members[i] == rank) subs.emplace_back(std::move(g), static_cast<int>(i));
+    }
+    for (const auto& [g, sub_rank] : subs) g->gone(sub_rank);
   }
 
   /// A rank returned from its function (and so from every sub-group it is in).
@@ -169,11 +185,21 @@ class group {
     for (const auto& [g, sub_rank] : subs) g->leave(sub_rank);
   }
 
+  /// The group this one was split from (or one above it) failed.
+  void upstream_abort() {
+    {
+      std::lock_guard lock(mutex_);
+      upstream_failed_ = true;
+      cv_.notify_all();
+    }
+    for (const std::shared_ptr<group>& g : live_children()) g->upstream_abort();
+  }
+
   /// A sub-group of the ranks `members` (their ranks here, in their order there), made by rank
   /// `slot` during a split; `made(slot)` hands it to the others.
   void adopt(int slot, std::shared_ptr<group> sub, std::vector<int> members) {
     std::lock_guard lock(mutex_);
-    if (failed_) sub->failed_ = true;
+    if (failed_ || upstream_failed_) sub->upstream_failed_ = true;
     children_.push_back({sub, std::move(members)});
     made_.resize(static_cast<std::size_t>(size_));
     made_[static_cast<std::size_t>(slot)] = std::move(sub);
@@ -255,6 +281,17 @@ class group {
     return std::nullopt;
   }
 
+  /// Waiters give up: a member failed, or the group above failed and a member is gone.
+  bool stopped() const { return failed_ || (upstream_failed_ && gone_ > 0); }
+
+  std::vector<std::shared_ptr<group>> live_children() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::shared_ptr<group>> subs;
+    for (const child& c : children_)
+      if (std::shared_ptr<group> g = c.sub.lock()) subs.push_back(std::move(g));
+    return subs;
+  }
+
   std::deque<message>& box(int from, int to) {
     return mail_[static_cast<std::size_t>(from) * static_cast<std::size_t>(size_) +
                  static_cast<std::size_t>(to)];
@@ -271,6 +308,8 @@ class group {
   static constexpr int spin_rounds = 4096;
   std::atomic<std::uint64_t> generation_ = 0;
   std::atomic<bool> failed_ = false;
+  bool upstream_failed_ = false;  ///< the group this was split from failed (under the mutex)
+  int gone_ = 0;                  ///< members released or failed (under the mutex)
   int left_ = -1;
   std::vector<int> left_ranks_;
   std::vector<wait_state> waits_;

@@ -44,6 +44,7 @@ void run_group(int tp, std::string_view who, Make make, Fn& fn) {
       g.leave(rank);
       return;
     } catch (const released&) {
+      g.gone(rank);
       return;  // another rank failed; it reports why
     } catch (const peer_error& e) {
       f = {std::current_exception(), e.what(), true};
@@ -53,6 +54,7 @@ void run_group(int tp, std::string_view who, Make make, Fn& fn) {
       f = {std::current_exception(), "an exception not derived from std::exception"};
     }
     g.abort();
+    g.gone(rank);
   };
   std::optional<std::string> no_thread;
   {
