@@ -156,33 +156,23 @@ class group {
 
   /// A rank is gone for good: released from a wait, or failed itself. Its sub-groups count it.
   void gone(int rank) {
-    std::vector<std::pair<std::shared_ptr<group>, int>> subs;
     {
       std::lock_guard lock(mutex_);
       ++gone_;
       cv_.notify_all();
-      for (const child& c : children_)
-        if (std::shared_ptr<group> g = c.sub.lock())
-          for (std::size_t i = 0; i < c.members.size(); ++i)
-            if (c.members[i] == rank) subs.emplace_back(std::move(g), static_cast<int>(i));
     }
-    for (const auto& [g, sub_rank] : subs) g->gone(sub_rank);
+    for (const auto& [g, sub_rank] : children_holding(rank)) g->gone(sub_rank);
   }
 
   /// A rank returned from its function (and so from every sub-group it is in).
   void leave(int rank) {
-    std::vector<std::pair<std::shared_ptr<group>, int>> subs;
     {
       std::lock_guard lock(mutex_);
       if (left_ < 0) left_ = rank;
       left_ranks_.push_back(rank);
       cv_.notify_all();
-      for (const child& c : children_)
-        if (std::shared_ptr<group> g = c.sub.lock())
-          for (std::size_t i = 0; i < c.members.size(); ++i)
-            if (c.members[i] == rank) subs.emplace_back(std::move(g), static_cast<int>(i));
     }
-    for (const auto& [g, sub_rank] : subs) g->leave(sub_rank);
+    for (const auto& [g, sub_rank] : children_holding(rank)) g->leave(sub_rank);
   }
 
   /// The group this one was split from (or one above it) failed.
@@ -289,6 +279,16 @@ class group {
     std::vector<std::shared_ptr<group>> subs;
     for (const child& c : children_)
       if (std::shared_ptr<group> g = c.sub.lock()) subs.push_back(std::move(g));
+    return subs;
+  }
+  /// The live sub-groups `rank` is a member of, with its rank in each.
+  std::vector<std::pair<std::shared_ptr<group>, int>> children_holding(int rank) {
+    std::lock_guard lock(mutex_);
+    std::vector<std::pair<std::shared_ptr<group>, int>> subs;
+    for (const child& c : children_)
+      if (std::shared_ptr<group> g = c.sub.lock())
+        for (std::size_t i = 0; i < c.members.size(); ++i)
+          if (c.members[i] == rank) subs.emplace_back(g, static_cast<int>(i));
     return subs;
   }
 
