@@ -4,8 +4,10 @@
 // backward, gathers y, dx, dW and db back to full tensors with tpx's own collectives, and measures
 // each against the oracle.
 //
-// Where ranks share output pieces (replicated KV heads), each holder gets dy / (number of
-// holders) for the shared columns: the partial shares whose sum is the oracle's dy.
+// Where ranks share output pieces (replicated KV heads, unit_colwise), each holder gets
+// dy / (number of holders) for the shared columns: the partial shares whose sum is the oracle's
+// dy. Where they share input pieces (unit_rowwise's replicas), each holder's dx is the oracle's
+// dx / (number of holders), the share a layer before it sums.
 
 #include <array>
 #include <functional>
@@ -215,7 +217,14 @@ std::vector<linear_errors> check_linear(int tp, const linear_case& k) {
 
     linear_errors& e = errors[static_cast<std::size_t>(c.rank())];
     e[0] = relative_error<T>(y_full, y_ref, {0, k.tokens}, {0, k.out});
-    e[1] = relative_error<T>(dx_full, g.dx, {0, k.tokens}, {0, k.in});
+    // Input pieces held by several ranks (unit_rowwise's replicas): each holds its share of dx.
+    dense dx_ref = g.dx;
+    if (Style::split_dim == 1) {
+      const std::vector<int> holders = features.coverage();
+      for (index_t t = 0; t < k.tokens; ++t)
+        for (index_t j = 0; j < k.in; ++j) dx_ref(t, j) /= holders[static_cast<std::size_t>(j)];
+    }
+    e[1] = relative_error<T>(dx_full, dx_ref, {0, k.tokens}, {0, k.in});
     e[2] = relative_error<T>(dw_full, g.dw, {0, k.out}, {0, k.in});
     e[3] = 0;
     if (k.bias) {

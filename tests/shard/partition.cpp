@@ -8,6 +8,7 @@
 
 #include "tpx/shard/gqa.hpp"
 #include "tpx/shard/partition.hpp"
+#include "tpx/shard/units.hpp"
 
 using namespace tpx;
 using shard::block;
@@ -80,8 +81,9 @@ TEST_CASE("head splits move whole heads") {
       tpx::error);
 }
 
-TEST_CASE("GQA places any tp up to n_heads: query heads tile once, each KV head on exactly the "
-          "ranks whose query heads use it") {
+TEST_CASE(
+    "GQA places any tp up to n_heads: query heads tile once, each KV head on exactly the "
+    "ranks whose query heads use it") {
   for (const index_t n_kv : {1, 2, 3, 4, 8})
     for (const index_t group : {1, 2, 3, 4, 7, 8})
       for (int tp = 1; tp <= 9; ++tp) {
@@ -112,7 +114,8 @@ TEST_CASE("GQA places any tp up to n_heads: query heads tile once, each KV head 
             std::vector<int>& u = users[static_cast<std::size_t>(h / group)];
             if (u.empty() || u.back() != r) u.push_back(r);
           }
-          for (index_t h = kv.begin; h < kv.end; ++h) holders[static_cast<std::size_t>(h)].push_back(r);
+          for (index_t h = kv.begin; h < kv.end; ++h)
+            holders[static_cast<std::size_t>(h)].push_back(r);
         }
         for (int n : q_seen) CHECK(n == 1);  // query heads tile exactly once
         index_t copies = 0;
@@ -161,8 +164,9 @@ TEST_CASE("GQA with tp above the KV heads replicates them: rank r holds KV head 
   CHECK(qkv.of(3).parts == std::vector<interval>{{24, 32}, {36, 40}, {44, 48}});
 }
 
-TEST_CASE("GQA at a tp the KV heads do not divide: a rank whose query heads straddle a group "
-          "boundary holds both KV heads") {
+TEST_CASE(
+    "GQA at a tp the KV heads do not divide: a rank whose query heads straddle a group "
+    "boundary holds both KV heads") {
   const shard::gqa a{6, 2, 4};  // groups {0, 1, 2} → KV 0 and {3, 4, 5} → KV 1
   const int tp = 4;             // query heads 2 | 2 | 1 | 1
   CHECK(a.q_heads(tp, 0) == interval{0, 2});
@@ -195,8 +199,9 @@ TEST_CASE("GQA that tp cannot serve is an error naming the heads, tp and the rul
   CHECK_FALSE(shard::gqa{32, 8, 128}.can_implement(64));  // more ranks than query heads
 }
 
-TEST_CASE("shared parts group what several ranks hold by its holders; split rounds keep a rank in "
-          "one set per round") {
+TEST_CASE(
+    "shared parts group what several ranks hold by its holders; split rounds keep a rank in "
+    "one set per round") {
   const shard::gqa a{6, 2, 2};
   const std::vector<shard::sharing> kv = a.kv_partition(4).shared_parts();
   REQUIRE(kv.size() == 2);
@@ -232,7 +237,8 @@ TEST_CASE("shared parts group what several ranks hold by its holders; split roun
           for (const interval& part : sets[s].parts)
             for (index_t e = part.begin; e < part.end; ++e) {
               CHECK(cover[static_cast<std::size_t>(e)] == static_cast<int>(sets[s].ranks.size()));
-              for (const int r : sets[s].ranks) CHECK(!p.of(r).local_of(std::vector<interval>{{e, e + 1}}).empty());
+              for (const int r : sets[s].ranks)
+                CHECK(!p.of(r).local_of(std::vector<interval>{{e, e + 1}}).empty());
             }
           for (std::size_t t = 0; t < s; ++t)
             if (round[t] == round[s])
@@ -243,4 +249,55 @@ TEST_CASE("shared parts group what several ranks hold by its holders; split roun
         for (const int c : cover) want += c > 1 ? 1 : 0;
         CHECK(shared == want);
       }
+}
+
+TEST_CASE("the unit mesh: gcd(units, tp) groups of whole units, each unit on tp / gcd ranks") {
+  // transformers 5.25's examples (UnitColwiseParallel): 2 heads on 4 ranks → h0 h0 h1 h1; 6 heads
+  // on 4 → h0h1h2 h0h1h2 h3h4h5 h3h4h5.
+  const auto units_by_rank = [](shard::units u, int tp) {
+    std::vector<interval> out;
+    for (int r = 0; r < tp; ++r) out.push_back(u.units_of(tp, r));
+    return out;
+  };
+  CHECK(units_by_rank({2, 64}, 4) == std::vector<interval>{{0, 1}, {0, 1}, {1, 2}, {1, 2}});
+  CHECK(units_by_rank({6, 64}, 4) == std::vector<interval>{{0, 3}, {0, 3}, {3, 6}, {3, 6}});
+  CHECK(units_by_rank({8, 64}, 4) == std::vector<interval>{{0, 2}, {2, 4}, {4, 6}, {6, 8}});
+  CHECK(shard::units{6, 64}.of(4).of(1).parts == std::vector<interval>{{0, 192}});
+  for (index_t n = 1; n <= 12; ++n)
+    for (int tp = 1; tp <= 12; ++tp) {
+      CAPTURE(n);
+      CAPTURE(tp);
+      const shard::units u{n, 3};
+      const int g = u.groups(tp), replicas = u.replicas(tp);
+      CHECK(g * replicas == tp);
+      CHECK(n % g == 0);
+      const partition p = u.of(tp);
+      CHECK(p.extent() == 3 * n);
+      CHECK(p.covers());
+      for (const int c : p.coverage()) CHECK(c == replicas);  // every unit on tp / g ranks
+      CHECK(p.overlaps() == (replicas > 1));
+      // Its replica axis is the mesh's second axis: rank r has replica index r % replicas.
+      const auto axis = shard::replica_axis_of(p);
+      REQUIRE(axis);
+      CHECK(axis->replicas == replicas);
+      for (int r = 0; r < tp; ++r) CHECK(axis->of(r) == r % replicas);
+    }
+  CHECK_THROWS_AS(shard::units(0, 3).of(2), tpx::error);
+}
+
+TEST_CASE("a replica axis exists only for equal groups of identical pieces that tile the dim") {
+  // KV heads of 6 query heads over 2 KV heads at tp 4: 0 | 0-1 | 1 | 1 — groups of 1, 1, 2.
+  CHECK_FALSE(shard::replica_axis_of(shard::gqa{6, 2, 1}.kv_partition(4)));
+  // 8 over 2 at tp 4: 0 | 0 | 1 | 1 — two groups of two.
+  const auto axis = shard::replica_axis_of(shard::gqa{8, 2, 1}.kv_partition(4));
+  REQUIRE(axis);
+  CHECK(axis->replicas == 2);
+  CHECK(axis->index == std::vector<int>{0, 1, 0, 1});
+  // Equal groups whose pieces overlap one another: [0, 2) twice and [1, 3) twice.
+  const partition crossed(3, {{{{0, 2}}}, {{{0, 2}}}, {{{1, 3}}}, {{{1, 3}}}});
+  CHECK_FALSE(shard::replica_axis_of(crossed));
+  // A plain split is its own axis, one replica each.
+  const auto plain = shard::replica_axis_of(partition::split(7, 3, split_kind::balanced));
+  REQUIRE(plain);
+  CHECK(plain->replicas == 1);
 }

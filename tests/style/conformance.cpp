@@ -6,11 +6,13 @@
 #include <doctest/doctest.h>
 
 #include <functional>
+#include <string>
 #include <tuple>
 #include <utility>
 
 #include "../linear_harness.hpp"
 #include "tpx/shard/gqa.hpp"
+#include "tpx/shard/units.hpp"
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/replicate.hpp"
 #include "tpx/style/rowwise.hpp"
@@ -167,13 +169,46 @@ TEST_CASE_TEMPLATE_DEFINE(
 }
 TEST_CASE_TEMPLATE_APPLY(heads, split_styles);
 
-TEST_CASE("rowwise refuses a partition in which ranks share input features") {
-  const shard::gqa attn{4, 1, 2};
+TEST_CASE_TEMPLATE_DEFINE(
+    "whole units on a (gcd(units, tp), tp / gcd) mesh (unit_colwise, unit_rowwise) reproduce the "
+    "oracle",
+    S, unit_mesh) {
+  // 2 and 6 units of 3 (transformers 5.25's examples), 4 units of 2, each at tp 1 … 8: units
+  // replicated over tp / gcd ranks wherever gcd < tp. Rowwise takes replicas only with a sharded
+  // input and an all-reduced output.
+  for (const shard::units u : {shard::units{2, 3}, shard::units{6, 3}, shard::units{4, 2}})
+    for (const int tp : group_sizes) {
+      test::linear_case k = on_split_dim<S>(u.n_units * u.unit_size, 7);
+      k.partition = [&](int n) { return u.of(n); };
+      CAPTURE(tp);
+      CAPTURE(u.n_units);
+      expect_close(test::check_linear<S, double>(tp, k), 1e-13);
+      expect_close(test::check_linear<S, float>(tp, k), 1e-5);
+    }
+}
+TEST_CASE_TEMPLATE_APPLY(unit_mesh,
+                         std::tuple<style::colwise<>, style::colwise_gathered, style::rowwise<>>);
+
+TEST_CASE("rowwise refuses input features shared other than as whole replicas") {
+  // 6 query heads over 2 KV heads at tp 4: KV head 0 on ranks 0, 1; KV head 1 on ranks 1, 2, 3
+  // — no equal groups of identical pieces. And a split input cannot take replicas at all.
+  const shard::gqa attn{6, 2, 2};
   const test::linear_case k{
-      .tokens = 2, .out = 3, .in = 2, .partition = [&](int tp) { return attn.kv_partition(tp); }};
-  CHECK_THROWS_WITH_AS((test::check_linear<style::rowwise<>, double>(2, k)),
-                       "test.proj.weight (rowwise): ranks may not share input features, or the "
-                       "partial sums would count them twice",
+      .tokens = 2, .out = 3, .in = 4, .partition = [&](int tp) { return attn.kv_partition(tp); }};
+  const std::string rule =
+      "ranks may share input features only as whole replicas of a row-wise layer with a sharded "
+      "input and an all-reduced output (unit_rowwise: ranks in groups of equal size holding "
+      "identical pieces, the groups' pieces disjoint); otherwise the partial sums would count "
+      "them twice";
+  CHECK_THROWS_WITH_AS((test::check_linear<style::rowwise<>, double>(4, k)),
+                       ("test.proj.weight (rowwise): " + rule).c_str(), tpx::error);
+  const shard::units two{2, 2};
+  const test::linear_case split{
+      .tokens = 2, .out = 3, .in = 4, .partition = [&](int tp) { return two.of(tp); }};
+  CHECK_THROWS_WITH_AS((test::check_linear<style::rowwise_split, double>(4, split)),
+                       ("test.proj.weight (rowwise_split_input): " + rule).c_str(), tpx::error);
+  CHECK_THROWS_WITH_AS((test::check_linear<style::rowwise_sp, double>(4, split)),
+                       ("test.proj.weight (rowwise_sequence_parallel): " + rule).c_str(),
                        tpx::error);
 }
 

@@ -99,8 +99,7 @@ class linear<Style, Backend, T> {
   /// the block `weight_placement(options, tp).of(rank)` and `bias` the block
   /// `bias_placement(options, tp).of(rank)` (empty: no bias).
   linear(shard::from_shard_t, engine_type& engine, comm_type& comm,
-         matrix_view<const weight_type> weight,
-         std::span<const T> bias, linear_options options)
+         matrix_view<const weight_type> weight, std::span<const T> bias, linear_options options)
       : linear(engine, comm, std::move(options), !bias.empty()) {
     expect(weight.rows() == local_[0] && weight.cols() == local_[1],
            "{}: rank {} was given a weight shard of [{} × {}] but holds [{} × {}] of the [{} × {}] "
@@ -143,12 +142,14 @@ class linear<Style, Backend, T> {
   index_t in_features() const noexcept { return opt_.in_features; }
   /// The `[out, in]` shard this rank holds.
   const extents<2>& local_shape() const noexcept { return local_; }
-  /// What the sub-groups of the ranks sharing output rows moved (their all-reduces of the shared
-  /// dW and db rows), added up; zero when this rank shares none. The layer's communicator counts
-  /// the rest.
+  /// What the layer's sub-groups moved, added up: those of the ranks sharing output rows (their
+  /// all-reduces of the shared dW and db rows) and the unit axis of a layer whose ranks share
+  /// input pieces (its forward all-reduce); zero when it has none. The layer's communicator
+  /// counts the rest.
   comm::stats shared_statistics() const {
     comm::stats sum;
     for (const shared_rows& s : shares_) sum += s.group->statistics();
+    if (units_) sum += units_->statistics();
     return sum;
   }
   /// Every rank's pieces of the split dim (for replicate: the whole dim on every rank).
@@ -192,7 +193,9 @@ class linear<Style, Backend, T> {
 
   // --- compute -------------------------------------------------------------------------------
 
-  /// y = x · W_rᵀ (+ b), with the style's forward collectives. Under sequence parallelism the
+  /// y = x · W_rᵀ (+ b), with the style's forward collectives. Ranks that hold the same input
+  /// pieces (unit_rowwise's replicas) hold the same partial output: it is summed over the unit
+  /// axis only, one rank of each replica group. Under sequence parallelism the
   /// token count T is the rows of the token-complete side (colwise_sp: y; rowwise_sp: x) and the
   /// token-split side holds this rank's balanced block of T; both must be contiguous.
   ///
@@ -207,19 +210,22 @@ class linear<Style, Backend, T> {
     const matrix_view<const T> a = input_forward(x, tokens, mem);
     const matrix_view<T> c = gemm_output(y, tokens, mem);
     const std::span<const T> b(bias_.data(), bias_.size());
-    engine_->gemm(gemm::gemm_args<T, weight_type>{
-        .op_b = gemm::op::transpose,
-        .a = a,
-        .b = weight(),
-        .c = c,
-        .bias = bias_before_output ? b : std::span<const T>{}});
+    engine_->gemm(
+        gemm::gemm_args<T, weight_type>{.op_b = gemm::op::transpose,
+                                        .alpha = replica_scale_over_group(),
+                                        .a = a,
+                                        .b = weight(),
+                                        .c = c,
+                                        .bias = bias_before_output ? b : std::span<const T>{}});
     output_forward(c, y, tokens, mem);
     if (!bias_before_output && has_bias_) engine_->add_bias(y, b);  // once, after the reduction
   }
 
   /// dx, dW_r and db_r from x and dy, with the style's backward collectives. Where ranks share
-  /// output pieces (replicated KV heads), each rank's dy for a shared piece is its partial share,
-  /// and the shared rows of dW and db are summed over the ranks that hold them.
+  /// output pieces (replicated KV heads, unit_colwise), each rank's dy for a shared piece is its
+  /// partial share, and the shared rows of dW and db are summed over the ranks that hold them.
+  /// Where ranks share input pieces as whole replicas (unit_rowwise), each replica's dx is
+  /// 1 / replicas of the input gradient — the partial share a layer before it sums.
   ///
   ///   output pair (dy → the GEMMs' dY) → dX GEMM → input pair (→ dx); dW GEMM (+ all-reduce)
   void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
@@ -231,14 +237,14 @@ class linear<Style, Backend, T> {
     detail::arena<T> mem{reserve(input_scratch(tokens) + (pack_dy ? tokens * local_[0] : 0) +
                                  (split_in ? tokens * local_[1] + gather_scratch(tokens) : 0) +
                                  (reduced_dx && !dx.is_contiguous() ? dx.size() : 0) +
-                                 shared_scratch() +
-                                 (seq_out ? tokens * local_[0] : 0) +
+                                 shared_scratch() + (seq_out ? tokens * local_[0] : 0) +
                                  (seq_in ? tokens * local_[1] : 0))};
     const matrix_view<const T> a = saved_input(x, tokens, mem);
     const matrix_view<const T> g = output_backward(dy, tokens, mem);
     // dX first, so its collective could overlap the weight-gradient GEMM on an async backend.
     const matrix_view<T> dxc = input_grad_output(dx, tokens, mem);
-    engine_->gemm(gemm::gemm_args<T, weight_type>{.a = g, .b = weight(), .c = dxc});
+    engine_->gemm(gemm::gemm_args<T, weight_type>{
+        .alpha = T(1) / static_cast<T>(replicas_), .a = g, .b = weight(), .c = dxc});
     input_backward(dxc, dx, tokens, mem);
 
     if (dweight_.size() != weight_.size()) dweight_.resize(weight_.size());
@@ -338,7 +344,7 @@ class linear<Style, Backend, T> {
       else
         comm::all_gather_cols<comm_type, T>(*comm_, c, y, part_, mem.rest);
     } else if constexpr (reduced) {
-      comm::reduce_from_parallel::forward<comm_type, T>(*comm_, y, mem.rest);
+      comm::reduce_from_parallel::forward<comm_type, T>(units_ ? *units_ : *comm_, y, mem.rest);
     } else if constexpr (seq_out) {
       comm::scatter_to_sequence::forward<comm_type, T>(*comm_, c, y, token_counts(tokens));
     }
@@ -389,6 +395,23 @@ class linear<Style, Backend, T> {
     shared_ = split_dim == 0 && part_.overlaps();
     has_bias_ = has_bias;
     if (shared_) make_shares();
+    if (split_dim == 1 && part_.overlaps()) make_unit_axis();
+  }
+
+  /// Input pieces held by whole replicas (linear_partition checked it): the replica count, and a
+  /// sub-group of this rank's replica index — the unit axis its partial outputs are summed over.
+  /// A communicator without split sums over the whole group instead, each replica's partial
+  /// output scaled by 1 / replicas.
+  void make_unit_axis() {
+    const std::optional<shard::replica_axis> axis = shard::replica_axis_of(part_);
+    replicas_ = axis->replicas;
+    if constexpr (comm::splittable<comm_type>)
+      units_ = std::make_shared<comm_type>(comm_->split(axis->of(comm_->rank()), comm_->rank()));
+  }
+  /// The forward GEMM's alpha: 1 / replicas when replicas' partial outputs are summed over the
+  /// whole group, else 1.
+  T replica_scale_over_group() const {
+    return units_ || replicas_ == 1 ? T(1) : T(1) / static_cast<T>(replicas_);
   }
 
   /// One sub-group for each set of ranks that share output rows (KV heads held by several
@@ -403,7 +426,8 @@ class linear<Style, Backend, T> {
       for (int r = 0; r < rounds; ++r) {
         int color = n + me;
         for (int s = 0; s < n; ++s)
-          if (round[static_cast<std::size_t>(s)] == r && sets[static_cast<std::size_t>(s)].holds(me))
+          if (round[static_cast<std::size_t>(s)] == r &&
+              sets[static_cast<std::size_t>(s)].holds(me))
             color = s;
         auto sub = std::make_shared<comm_type>(comm_->split(color, me));
         if (color < n) {
@@ -548,6 +572,8 @@ class linear<Style, Backend, T> {
     index_t rows = 0;
   };
   std::vector<shared_rows> shares_;
+  int replicas_ = 1;                  // ranks holding each input piece (unit_rowwise)
+  std::shared_ptr<comm_type> units_;  // the unit axis: one rank of each replica group
   bool has_bias_ = false;
   typename Backend::template buffer<weight_type> weight_;
   buffer dweight_, bias_, dbias_, scratch_;

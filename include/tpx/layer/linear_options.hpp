@@ -6,11 +6,14 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "tpx/comm/conjugate.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/extents.hpp"
 #include "tpx/shard/partition.hpp"
+#include "tpx/shard/units.hpp"
 #include "tpx/style/placement.hpp"
 
 namespace tpx::inline v0::layer {
@@ -61,9 +64,16 @@ shard::partition linear_partition(const linear_options& opt, int tp) {
     shard::partition p = c.of(shape[split_dim], tp, {what, split_dim});
     expect(p.covers(), "{}: the partition leaves elements of weight dim {} on no rank", what,
            split_dim);
-    expect(split_dim == 0 || !p.overlaps(),
-           "{} ({}): ranks may not share input features, or the partial sums would count them "
-           "twice",
+    // Input features shared only as whole replicas (unit_rowwise): the partial outputs are then
+    // summed over one rank of each replica group.
+    constexpr bool plain_rowwise =
+        std::is_same_v<typename Style::input_pair, comm::no_collective> &&
+        std::is_same_v<typename Style::output_pair, comm::reduce_from_parallel>;
+    expect(split_dim == 0 || !p.overlaps() || (plain_rowwise && shard::replica_axis_of(p)),
+           "{} ({}): ranks may share input features only as whole replicas of a row-wise layer "
+           "with a sharded input and an all-reduced output (unit_rowwise: ranks in groups of "
+           "equal size holding identical pieces, the groups' pieces disjoint); otherwise the "
+           "partial sums would count them twice",
            what, Style::name);
     return p;
   }
