@@ -59,11 +59,12 @@ constexpr const char* usage =
     "                   layers) or chunk (torch.chunk, as transformers' DTensor shards)\n"
     "  --ep-dispatch    how expert-parallel tokens reach their experts (ep_dispatch_experts):\n"
     "                   all_to_all, all_reduce (every rank holds every token, outputs summed)\n"
-    "                   or auto (all_to_all under --sp, else all_reduce; what tpx-run runs)\n"
+    "                   or auto (all_to_all under --sp, else all_reduce; what tpx-run runs):\n"
+    "                   transformers' ep_implementation (its deepgemm_megamoe is refused)\n"
     "  --json           the resolution as one JSON object\n"
     "  --emit-hf-plan   print the deciding plan (--plan, config.json's sections, or the preset)\n"
     "                   as base_model_tp_plan / base_model_ep_plan / lm_tp_plan JSON that\n"
-    "                   transformers 5.24 loads; tpx's SP sections are left out\n"
+    "                   transformers 5.25 loads; tpx's SP sections are left out\n"
     "  --version        prints the program's and tpx's version\n"
     "Exit 0 on success, 2 on bad input.\n";
 
@@ -125,8 +126,7 @@ options parse_args(int argc, char** argv) {
     const std::filesystem::path dir(o.dir);
     std::error_code ec;
     expect(std::filesystem::is_directory(dir, ec),
-           "{}: not a directory (a model directory holds config.json and its safetensors)",
-           o.dir);
+           "{}: not a directory (a model directory holds config.json and its safetensors)", o.dir);
     o.config = (dir / "config.json").string();
     if (std::filesystem::exists(dir / "model.safetensors", ec) ||
         std::filesystem::exists(dir / "model.safetensors.index.json", ec))

@@ -12,6 +12,7 @@
 
 #include "../linear_harness.hpp"
 #include "tpx/shard/gqa.hpp"
+#include "tpx/shard/units.hpp"
 
 using namespace tpx;
 
@@ -342,5 +343,40 @@ TEST_CASE("without split, a shared KV head's rows are summed over the whole grou
     for (index_t i = 0; i < cols; ++i)
       CHECK(plain.bias_grad()[static_cast<std::size_t>(i)] ==
             doctest::Approx(split.bias_grad()[static_cast<std::size_t>(i)]).epsilon(1e-14));
+  });
+}
+
+TEST_CASE("without split, a rowwise layer's replicas scale their partial outputs by 1 / replicas") {
+  // unit_rowwise over 2 units of 3 at tp 4: each unit on 2 ranks. Without a unit-axis sub-group
+  // the whole group sums the outputs, each replica's partial scaled by 1 / 2: the same y as the
+  // sub-group gives and as the unsharded layer, in one all-reduce on the layer's communicator.
+  const shard::units units{2, 3};
+  const int tp = 4;
+  const index_t tokens = 3, in = units.n_units * units.unit_size, out = 5;
+  const test::dense w = test::random_dense(out, in, 5), b = test::random_dense(out, 1, 6);
+  const test::dense x = test::random_dense(tokens, in, 7);
+  const test::dense y_ref = test::linear_forward(x, w, b.v);
+  host::gemm_engine engine;
+  host::run(tp, [&](host::communicator& c) {
+    const layer::linear_options opts{
+        .name = "o_proj", .out_features = out, .in_features = in, .partition = units.of(tp)};
+    unsplittable u(c);
+    layer::linear<style::rowwise<>, unsplittable_backend, double> plain(
+        engine, u, make_matrix<const double>(w.v.data(), out, in), b.v, opts);
+    layer::linear<style::rowwise<>, host::backend, double> split(
+        engine, c, make_matrix<const double>(w.v.data(), out, in), b.v, opts);
+    const shard::pieces& own = split.pieces();
+    std::vector<double> xl;  // this rank's units of x
+    for (index_t t = 0; t < tokens; ++t)
+      for (index_t j = 0; j < own.size(); ++j) xl.push_back(x(t, own.global(j)));
+    const auto xv = make_matrix<const double>(xl.data(), tokens, own.size());
+    std::vector<double> y_plain(static_cast<std::size_t>(tokens * out)), y_split(y_plain.size());
+    c.reset_statistics();
+    plain.forward(xv, make_matrix(y_plain.data(), tokens, out));
+    CHECK(c.statistics()[comm::kind::all_reduce] == comm::counter{1, tokens * out * 8});
+    split.forward(xv, make_matrix(y_split.data(), tokens, out));
+    CHECK(split.shared_statistics()[comm::kind::all_reduce] == comm::counter{1, tokens * out * 8});
+    CHECK(test::relative_error<double>(y_plain, y_ref, {0, tokens}, {0, out}) < 1e-14);
+    CHECK(test::relative_error<double>(y_split, y_ref, {0, tokens}, {0, out}) < 1e-14);
   });
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks that transformers 5.24 loads the plans `tpx-plan --emit-hf-plan` prints for every
+"""Checks that transformers (5.24, 5.25) loads the plans `tpx-plan --emit-hf-plan` prints for every
 preset: for each model type, a four-layer default config is written as config.json, tpx-plan
 emits the preset's plan, and transformers' own plan resolution (PreTrainedModel
 ._resolve_parallel_plans, which validates the style strings, the EP rules and the keys against
@@ -7,7 +7,7 @@ the model's modules and parameters) takes it for a model built on the meta devic
 for the MoE presets, ep 2. Prints one line per model type; exit 1 if transformers refuses one or a
 key names nothing in its model.
 
-Not run by the tests or CI (it needs torch and transformers 5.24, see make_hf_corpus.py):
+Not run by the tests or CI (it needs torch and transformers, see make_hf_corpus.py):
   /tmp/hf/bin/python tests/plan/check_emitted_plans.py build/tools/tpx-plan
 """
 

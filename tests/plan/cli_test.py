@@ -196,7 +196,7 @@ with tempfile.TemporaryDirectory() as tmp:
         (["--config", "mixtral-8x7b.json", "--tp", "4", "--ep", "2"], "ep must be 1 or equal to tp"),
         (["--config", llama, "--ep-dispatch", "deepep"], "--ep-dispatch must be auto, all_to_all or all_reduce"),
         (["--config", llama, "--json", "--emit-hf-plan"], "give one"),
-        (["--config", llama, "--plan", older, "--emit-hf-plan"], "which transformers 5.24 does not register"),
+        (["--config", llama, "--plan", older, "--emit-hf-plan"], "which transformers 5.25 does not register"),
         (["--config", llama, "--plan", ep_in_tp, "--emit-hf-plan"], "refuses in an EP plan"),
         (["--config", llama, "--ds-config", ds_ok, "--emit-hf-plan"], "has no Hugging Face plan form"),
         (["--config", llama, "--ds-config", bad_ds], "is not a valid regular expression"),

@@ -43,7 +43,9 @@ TEST_CASE("every string of the three vocabularies is known, with its meaning") {
       "module_allgather", "module_allgather_hidden_states", "module_allgather_split",
       "moe_experts_allreduce",
       // transformers 5.24 (REFERENCE.md §7)
-      "ep_dispatch_experts", "local_params"};
+      "ep_dispatch_experts", "local_params",
+      // transformers 5.25 (REFERENCE.md §8)
+      "unit_colwise", "unit_rowwise"};
   for (const std::string& s : all) {
     CAPTURE(s);
     CHECK(r.contains(s));
@@ -64,6 +66,10 @@ TEST_CASE("every string of the three vocabularies is known, with its meaning") {
   CHECK(r.at("replicated_with_grad_allreduce").policy() == "style::replicate_grad_all_reduce");
   CHECK(r.at("rowwise_reduce_scatter").output == collective::reduce_scatter);
   CHECK(r.at("packed_colwise").packed);
+  CHECK(r.at("unit_colwise").units);
+  CHECK(r.at("unit_colwise").split_dim() == 0);
+  CHECK(r.at("unit_rowwise").split_dim() == 1);
+  CHECK(r.at("unit_rowwise").output == collective::all_reduce);
   CHECK(r.at("packed_colwise").split_dim() == 0);
   CHECK(r.at("packed_rowwise").split_dim() == 1);
   CHECK(r.at("local_packed_rowwise").local);

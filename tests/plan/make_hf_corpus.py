@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Writes tests/plan/fixtures/hf_5_24_corpus.json: every parallel plan transformers 5.24 ships,
-as its config classes (`base_model_tp_plan`, `base_model_ep_plan`) and causal-LM classes
+"""Writes tests/plan/fixtures/hf_5_2X_corpus.json: every parallel plan the installed transformers
+ships, as its config classes (`base_model_tp_plan`, `base_model_ep_plan`) and causal-LM classes
 (`_tp_plan`, as `lm_tp_plan`) hold them, and, for each model type whose default config builds,
 the model's dims (its config class's defaults, two layers), its parameters' in-memory names
 and shapes (the names transformers' plans key), read from a model built on the meta device, and
 the style transformers' effective plans give each parameter.
 
-Not run by the tests or CI (they read the committed file). Needs torch and transformers 5.24:
-  python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.24.0
-  /tmp/hf/bin/python tests/plan/make_hf_corpus.py tests/plan/fixtures/hf_5_24_corpus.json
+Not run by the tests or CI (they read the committed files). Needs torch and transformers; the
+committed corpora were written with 5.24.0 and 5.25.0 (torch 2.15.0):
+  python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.25.0
+  /tmp/hf/bin/python tests/plan/make_hf_corpus.py tests/plan/fixtures/hf_5_25_corpus.json
 """
 
 import json
@@ -91,7 +92,8 @@ for model_type, cls in CONFIG_MAPPING.items():
     models[model_type] = entry
 
 doc = {
-    "_about": "Parallel plans of every model type transformers 5.24 ships a plan for (config "
+    "_about": "Parallel plans of every model type transformers (the version below) ships a plan "
+              "for (config "
               "class base_model_tp_plan / base_model_ep_plan; lm_tp_plan = the causal-LM class's "
               "_tp_plan), with the default config's dims at two layers and the in-memory "
               "parameter names and shapes of the model built from it (meta device), and the "

@@ -7,11 +7,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "../error_of.hpp"
 #include "tpx/plan/resolve.hpp"
+#include "tpx/shard/units.hpp"
 
 using namespace tpx;
 
@@ -695,4 +697,111 @@ TEST_CASE("ep_dispatch_experts runs the dispatch the resolution chooses") {
   REQUIRE(sp_ar.report.unsupported.size() == 1);
   CHECK(sp_ar.report.unsupported[0].find("every token must be on every rank for an all_reduce "
                                          "dispatch") != std::string::npos);
+}
+
+TEST_CASE("transformers 5.25's unit styles place whole heads on the unit mesh") {
+  // llama(): 16 query / 4 KV heads of 32. k, v as unit_colwise and o as unit_rowwise at tp 8:
+  // gcd(4, 8) = 4 groups, each KV head on 2 ranks; o's 16 heads: gcd 8, no replicas.
+  const plan::hf_plan units = hf(R"({"base_model_tp_plan": {
+    "layers.*.self_attn.q_proj": "colwise", "layers.*.self_attn.k_proj": "unit_colwise",
+    "layers.*.self_attn.v_proj": "unit_colwise", "layers.*.self_attn.o_proj": "unit_rowwise"}})");
+  const plan::registry styles = plan::registry::builtin();
+  CHECK(styles.at("unit_colwise").units);
+  CHECK(styles.at("unit_colwise").kind == plan::family::colwise);
+  CHECK(styles.at("unit_rowwise").kind == plan::family::rowwise);
+  CHECK(styles.at("unit_rowwise").policy() == "style::rowwise<> on shard::units");
+  for (const int tp : {2, 4, 8, 16}) {
+    CAPTURE(tp);
+    const plan::resolution r = resolve_preset(llama(), {.tp = tp}, &units);
+    CHECK(r.report.unsupported.empty());
+    CHECK(r.report.unplaceable.empty());
+    const plan::resolved_tensor& k = tensor(r, "model.layers.0.self_attn.k_proj.weight");
+    CHECK(k.style == "unit_colwise");
+    REQUIRE(k.placement.dim == 0);
+    CHECK(k.placement.partition == shard::units{4, 32}.of(tp));
+    const plan::resolved_tensor& o = tensor(r, "model.layers.2.self_attn.o_proj.weight");
+    REQUIRE(o.placement.dim == 1);
+    CHECK(o.placement.partition == shard::units{16, 32}.of(tp));
+    // Replicated units are reported with the mesh and their cost.
+    const int replicas = tp / std::gcd(4, tp);
+    CHECK(contains(r.report.warnings,
+                   fmt::format("units replicated: 4 units of 32 over tp {} form a ({} × {}) mesh: "
+                               "each unit is held by {} ranks, +{}% of the tensor's bytes",
+                               tp, std::gcd(4, tp), replicas, replicas, 100 * (replicas - 1))) ==
+          (replicas > 1));
+  }
+  // 6 KV heads at tp 4, transformers' own example: h0h1h2 twice, h3h4h5 twice.
+  const plan::model_config six = config(R"({"model_type": "llama", "hidden_size": 96,
+    "intermediate_size": 64, "num_attention_heads": 12, "num_key_value_heads": 6,
+    "num_hidden_layers": 1, "vocab_size": 100})");
+  const plan::resolution r6 = resolve_preset(six, {.tp = 4}, &units);
+  const shard::partition& v =
+      tensor(r6, "model.layers.0.self_attn.v_proj.weight").placement.partition;
+  CHECK(v.of(0).parts == std::vector<shard::interval>{{0, 24}});
+  CHECK(v.of(1).parts == std::vector<shard::interval>{{0, 24}});
+  CHECK(v.of(2).parts == std::vector<shard::interval>{{24, 48}});
+  CHECK(v.of(3).parts == std::vector<shard::interval>{{24, 48}});
+  // A dim that is not whole units of head_dim cannot be placed: the rule decides, and says why.
+  const plan::hf_plan odd =
+      hf(R"({"base_model_tp_plan": {"layers.*.mlp.up_proj": "unit_colwise"}})");
+  const plan::model_config c = config(R"({"model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 100, "num_attention_heads": 8, "num_key_value_heads": 4,
+    "num_hidden_layers": 1, "vocab_size": 100})");
+  const plan::resolution bad = resolve_preset(c, {.tp = 2}, &odd);
+  REQUIRE(bad.report.unplaceable.size() == 1);
+  CHECK(bad.report.unplaceable[0] ==
+        "model.layers.*.mlp.up_proj.weight: style 'unit_colwise' (plan base_model_tp_plan: "
+        "model.layers.*.mlp.up_proj): a unit style splits dim 0 (100) in whole units of head_dim, "
+        "but "
+        "100 is not a multiple of head_dim 8");
+}
+
+TEST_CASE("transformers 5.25: an empty TP plan runs the EP plan alone across the TP ranks") {
+  const plan::hf_plan ep_only = hf(R"({"base_model_tp_plan": {}, "base_model_ep_plan": {
+    "layers.*.mlp.experts": "ep_dispatch_experts",
+    "layers.*.mlp.experts.gate_up_proj": "grouped_gemm",
+    "layers.*.mlp.experts.down_proj": "grouped_gemm"}})");
+  const plan::resolution r = resolve_preset(mixtral(), {.tp = 4}, &ep_only);
+  CHECK(r.options.ep == 4);
+  CHECK(contains(r.report.warnings,
+                 "has EP rules and an empty base_model_tp_plan: as transformers 5.25 "
+                 "reads tp_plan = {}, its EP plan runs alone across the 4 TP ranks (ep = 4)"));
+  for (int x = 0; x < 8; ++x) {
+    const plan::resolved_tensor& w =
+        tensor(r, fmt::format("model.layers.1.block_sparse_moe.experts.{}.w1.weight", x));
+    CHECK(w.style == "grouped_gemm");
+    for (int rank = 0; rank < 4; ++rank) CHECK((w.bytes(rank) > 0) == (rank == x / 2));
+  }
+  CHECK(tensor(r, "model.layers.0.self_attn.q_proj.weight").placement.is_replicated());
+  // Without the empty section (a plan that has no TP plan), or with TP rules, nothing changes.
+  CHECK(resolve_preset(mixtral(), {.tp = 4}).options.ep == 1);
+  const plan::hf_plan no_tp = hf(R"({"base_model_ep_plan": {
+    "layers.*.mlp.experts.gate_up_proj": "grouped_gemm"}})");
+  CHECK_FALSE(no_tp.tp_disabled);
+  CHECK(resolve_preset(mixtral(), {.tp = 4}, &no_tp).options.ep == 1);
+}
+
+TEST_CASE(
+    "transformers 5.25's vocabulary: deprecations noted, removals and its fused kernel said") {
+  // moe_tp_experts (tpx keeps expert TP) is noted where a plan uses it.
+  const plan::resolution r = resolve_preset(mixtral(), {.tp = 2});
+  CHECK(contains(r.report.warnings,
+                 "transformers 5.25 deprecates expert tensor parallelism "
+                 "(moe_tp_experts, removal in 5.28"));
+  CHECK_FALSE(contains(resolve_preset(llama(), {.tp = 2}).report.warnings, "deprecates"));
+  CHECK(plan::transformers_registers("unit_colwise"));
+  CHECK_FALSE(plan::transformers_registers("unit_colwise", plan::hf_release::v5_24));
+  CHECK(plan::transformers_registers("moe_identity_expert", plan::hf_release::v5_24));
+  CHECK_FALSE(plan::transformers_registers("moe_identity_expert"));
+  CHECK(plan::registry::builtin().at("moe_identity_expert").kind == plan::family::identity_expert);
+  CHECK(test::error_of([] {
+          plan::transformers_plan(
+              nlohmann::json::parse(R"({"layers.*.mlp.shared": "moe_identity_expert"})"), "p.json");
+        }) ==
+        "p.json: plan: key 'layers.*.mlp.shared' has style 'moe_identity_expert', which "
+        "transformers 5.25 does not register (5.24 did; 5.25 removed it); a plan it loads "
+        "uses only its own strings");
+  CHECK(test::error_of([] { plan::parse_dispatch("deepgemm_megamoe", "--ep-dispatch"); }) ==
+        "--ep-dispatch deepgemm_megamoe is transformers' DeepGEMM Mega MoE kernel, which tpx does "
+        "not have; the dispatch it fuses is all_to_all: use all_to_all (or auto)");
 }

@@ -55,6 +55,10 @@ struct rule {
 /// The rules of a Hugging Face plan, per kind, in file order.
 struct hf_plan {
   std::vector<rule> rules;
+  /// The plan says `"base_model_tp_plan": {}` and has no LM TP rules: transformers 5.25's
+  /// `tp_plan = {}`, an explicit request for no TP rules (the EP plan alone across the TP
+  /// ranks). A plan without the section has no TP plan, which is another thing.
+  bool tp_disabled = false;
 
   std::vector<const rule*> of(plan_kind k) const {
     std::vector<const rule*> out;
@@ -103,6 +107,11 @@ inline hf_plan parse_hf_plan(const nlohmann::json& j, std::string_view what, boo
       take(j.at(s.name), s.name, s.kind, s.base && causal_lm ? "model." : "");
     }
   if (!sectioned) take(j, "plan", plan_kind::tp, "");
+  const auto empty = [&](const char* name) {
+    return j.at(name).is_null() || (j.at(name).is_object() && j.at(name).empty());
+  };
+  plan.tp_disabled = sectioned && j.contains("base_model_tp_plan") && empty("base_model_tp_plan") &&
+                     (!j.contains("lm_tp_plan") || empty("lm_tp_plan"));
   return plan;
 }
 
@@ -207,7 +216,7 @@ class matcher {
   std::vector<std::vector<std::string>> parts_;
 };
 
-/// A plan in the layout transformers 5.24 loads (`tpx-plan --emit-hf-plan`): the TP, EP and LM
+/// A plan in the layout transformers 5.25 loads (`tpx-plan --emit-hf-plan`): the TP, EP and LM
 /// sections of `plan` (sectioned, or a plain `{key: style}` object, kept as it is), every style a
 /// string transformers registers. The SP sections (`base_model_sp_plan`, `lm_sp_plan`) are
 /// tpx's and left out. `what` names the plan in errors.
@@ -223,12 +232,14 @@ inline nlohmann::json transformers_plan(const nlohmann::json& plan, std::string_
       expect(style.is_string(), "{}: {}: the style of key '{}' is not a string", what, name, key);
       const std::string s = style.get<std::string>();
       expect(transformers_registers(s),
-             "{}: {}: key '{}' has style '{}', which transformers 5.24 does not register; a plan "
+             "{}: {}: key '{}' has style '{}', which transformers 5.25 does not register{}; a plan "
              "it loads uses only its own strings",
-             what, name, key, s);
+             what, name, key, s,
+             transformers_registers(s, hf_release::v5_24) ? " (5.24 did; 5.25 removed it)" : "");
       expect(name != "base_model_ep_plan" || s != "moe_tp_experts",
-             "{}: {}: key '{}' has style 'moe_tp_experts', which transformers 5.24 refuses in an "
-             "EP plan (a tensor-parallel style; the experts module is ep_dispatch_experts)",
+             "{}: {}: key '{}' has style 'moe_tp_experts', which transformers refuses in an EP "
+             "plan (a tensor-parallel style, deprecated in 5.25; the experts module is "
+             "ep_dispatch_experts)",
              what, name, key);
       into[key] = s;
     }

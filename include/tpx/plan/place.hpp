@@ -12,11 +12,13 @@
 ///                    must be 0); an expert stored on its own (`…experts.7.w1.weight`) goes whole
 ///                    to the rank owning expert 7
 ///   everything else  replicated
-/// The split dim is cut in whole heads for attention (q/k/v/o, fused qkv and attention sinks
-/// follow shard::gqa: any tp ≤ n_heads, a KV head on every rank whose query heads use it), in the
-/// blocks a preset declares (fused gate|up, heads of MLA), in two equal halves for a packed style
-/// without declared blocks, and otherwise balanced (sizes differ by at most one; reported when
-/// they differ).
+/// A unit style (`unit_colwise`, `unit_rowwise`, transformers 5.25) cuts the split dim into units
+/// of head_dim, as many as it holds, on the unit mesh (shard/units.hpp): gcd(units, tp) groups,
+/// each unit on tp / gcd ranks. Otherwise the split dim is cut in whole heads for attention
+/// (q/k/v/o, fused qkv and attention sinks follow shard::gqa: any tp ≤ n_heads, a KV head on every
+/// rank whose query heads use it), in the blocks a preset declares (fused gate|up, heads of MLA),
+/// in two equal halves for a packed style without declared blocks, and otherwise balanced (sizes
+/// differ by at most one; reported when they differ).
 
 #include <algorithm>
 #include <functional>
@@ -34,6 +36,7 @@
 #include "tpx/plan/rules.hpp"
 #include "tpx/shard/gqa.hpp"
 #include "tpx/shard/placement.hpp"
+#include "tpx/shard/units.hpp"
 #include "tpx/style/colwise.hpp"
 #include "tpx/style/placement.hpp"
 #include "tpx/style/rowwise.hpp"
@@ -88,7 +91,8 @@ class placer {
     if (dim < 0) return {style::matrix_placement(split, param, o_.tp)};
     const index_t extent = t.shape[static_cast<std::size_t>(dim)];
     std::string refusal;
-    style::cut how{.kind = o_.split, .partition = heads(t, s, dim, refusal)};
+    style::cut how{.kind = o_.split,
+                   .partition = s.units ? units(t, dim, refusal) : heads(t, s, dim, refusal)};
     if (!refusal.empty()) return {std::nullopt, std::move(refusal), true};
     if (!how.partition && !t.blocks.empty()) {
       index_t sum = 0;
@@ -146,6 +150,29 @@ class placer {
         extent == q && module.find("attn") != std::string_view::npos && checked(g))
       return g.q_partition(o_.tp);
     return std::nullopt;
+  }
+
+  /// The unit mesh of a unit style: the dim in units of head_dim (transformers: the config's
+  /// head_dim, else hidden_size / n_heads); `refusal` says why when it is not whole units.
+  std::optional<shard::partition> units(const tensor_decl& t, int dim, std::string& refusal) {
+    const index_t extent = t.shape[static_cast<std::size_t>(dim)], d = c_.head_dim;
+    if (d < 1 || extent % d != 0) {
+      refusal = fmt::format(
+          "{}: a unit style splits dim {} ({}) in whole units of head_dim, but {} is not a "
+          "multiple of head_dim {}",
+          t.name, dim, extent, extent, d);
+      return std::nullopt;
+    }
+    const shard::units u{extent / d, d};
+    if (const int replicas = u.replicas(o_.tp); replicas > 1)
+      notes_.add(fmt::format(
+          "units replicated: {} units of {} over tp {} form a ({} × {}) mesh: each unit is held "
+          "by {} ranks, +{:.0f}% of the tensor's bytes over the group (transformers 5.25's unit "
+          "styles; the replicas' weight gradients are summed over them, a rowwise output over "
+          "one rank of each): {}",
+          u.n_units, d, o_.tp, u.groups(o_.tp), replicas, replicas, 100.0 * (replicas - 1),
+          name_pattern(t.name)));
+    return u.of(o_.tp);
   }
 
   /// Whole experts per rank (style::whole_experts): dim 0 of a fused tensor; a tensor stored

@@ -9,6 +9,8 @@
 ///   "colwise_rep"            → the same, older vocabulary
 ///   "rowwise_reduce_scatter" → rowwise, output reduce-scattered to sequence shards (SP)
 ///   "packed_colwise"         → colwise over a fused weight, each block split on its own
+///   "unit_colwise"           → colwise in whole units (heads) on the unit mesh: units split over
+///                              gcd(units, tp) groups, replicated over tp / gcd ranks (5.25)
 ///   "ep_dispatch_experts"    → an expert-parallel experts module; the dispatch is an option
 ///                              (`dispatch`: all_to_all, all_reduce, auto)
 ///
@@ -63,7 +65,8 @@ using collective = style::collective;
 ///                tokens routed to them and the outputs are all-reduced
 ///   automatic    ("auto") style::moe_expert_parallel: all_to_all under sequence parallelism
 ///                (tokens split on the sequence), all_reduce otherwise
-/// (transformers' fourth implementation, `deepgemm_megamoe`, is a fused kernel of all_to_all.)
+/// (transformers' fourth implementation, `deepgemm_megamoe`, is DeepGEMM's fused kernel that
+/// exchanges the tokens itself; tpx refuses it by name.)
 enum class dispatch { automatic, all_to_all, all_reduce };
 
 constexpr std::string_view name(dispatch d) noexcept {
@@ -71,11 +74,16 @@ constexpr std::string_view name(dispatch d) noexcept {
          : d == dispatch::all_to_all ? "all_to_all"
                                      : "all_reduce";
 }
-/// The dispatch transformers names `text` ("auto", "all_to_all", "all_reduce"); an error naming
-/// `what` (the option or key) otherwise.
+/// The dispatch transformers names `text` (its `DistributedConfig.ep_implementation`: "auto",
+/// "all_to_all", "all_reduce"); an error naming `what` (the option or key) otherwise.
 inline dispatch parse_dispatch(std::string_view text, std::string_view what) {
   for (const dispatch d : {dispatch::automatic, dispatch::all_to_all, dispatch::all_reduce})
     if (text == name(d)) return d;
+  if (text == "deepgemm_megamoe")
+    fail(
+        "{} deepgemm_megamoe is transformers' DeepGEMM Mega MoE kernel, which tpx does not have; "
+        "the dispatch it fuses is all_to_all: use all_to_all (or auto)",
+        what);
   fail(
       "{} must be auto, all_to_all or all_reduce (how expert-parallel tokens reach their "
       "experts), got '{}'",
@@ -100,7 +108,11 @@ struct style_spec {
   bool grad_all_reduce = false;  ///< replicated parameters whose gradients are all-reduced
   bool divide_by_tp = false;     ///< replicated, scaled by 1/tp so a parent all-reduce sums it back
   bool loss_parallel = false;    ///< logits stay vocab-sharded for a vocab-parallel loss
-  int sequence_dim = 1;          ///< activations' sequence dim for sequence-parallel norms
+  /// Whole units (heads of head_dim) on transformers 5.25's unit mesh (shard::units): colwise
+  /// sums the replicated units' weight gradients over their replicas, rowwise reduces its output
+  /// over the unit axis only (`unit_colwise`, `unit_rowwise`).
+  bool units = false;
+  int sequence_dim = 1;  ///< activations' sequence dim for sequence-parallel norms
   /// An expert-parallel experts module whose token dispatch is chosen apart from the plan
   /// (`ep_dispatch_experts`); plan resolution sets it to `resolve_options::dispatch`.
   std::optional<plan::dispatch> dispatch = std::nullopt;
@@ -122,6 +134,9 @@ struct style_spec {
   }
   /// The compile-time policy for the linear families, as C++ spells it; otherwise the family.
   std::string policy() const {
+    if (units)
+      return kind == family::colwise ? "style::colwise<> on shard::units"
+                                     : "style::rowwise<> on shard::units";
     if (kind == family::colwise)
       return output == collective::all_gather ? "style::colwise_gathered" : "style::colwise<>";
     if (kind == family::rowwise)
@@ -133,19 +148,43 @@ struct style_spec {
   friend bool operator==(const style_spec&, const style_spec&) = default;
 };
 
-/// Whether transformers 5.24 registers `style` (its `ALL_PARALLEL_STYLES` and the EP side's
-/// strings): a plan written with these alone is one it accepts. It refuses `ep_router`, the
-/// `local*` slices, `gather` and the DTensor names, which tpx still reads.
-inline bool transformers_registers(std::string_view style) {
+/// The transformers releases whose style vocabularies tpx knows apart.
+enum class hf_release { v5_24, v5_25 };
+
+constexpr std::string_view name(hf_release r) noexcept {
+  return r == hf_release::v5_24 ? "5.24" : "5.25";
+}
+
+/// Whether transformers `release` registers `style` (its `ALL_PARALLEL_STYLES` and the EP side's
+/// strings): a plan written with these alone is one it accepts. Both refuse `ep_router`, the
+/// `local*` slices, `gather` and the DTensor names, which tpx still reads; 5.25 added
+/// `unit_colwise` / `unit_rowwise` and removed `moe_identity_expert`.
+inline bool transformers_registers(std::string_view style, hf_release release = hf_release::v5_25) {
   constexpr std::string_view accepted[] = {
-      "embedding_rowwise",     "embedding_colwise",  "colwise",
-      "colwise_gather_output", "colwise_rep",        "rowwise",
-      "rowwise_split_input",   "rowwise_rep",        "packed_colwise",
-      "packed_rowwise",        "sequence_parallel",  "replicated_with_grad_allreduce",
-      "mla_kv_a_proj",         "all_reduce",         "moe_tp_experts",
-      "moe_identity_expert",   "local_params",       "replicate",
-      "grouped_gemm",          "ep_dispatch_experts"};
+      "embedding_rowwise",     "embedding_colwise", "colwise",
+      "colwise_gather_output", "colwise_rep",       "rowwise",
+      "rowwise_split_input",   "rowwise_rep",       "packed_colwise",
+      "packed_rowwise",        "sequence_parallel", "replicated_with_grad_allreduce",
+      "mla_kv_a_proj",         "all_reduce",        "moe_tp_experts",
+      "local_params",          "replicate",         "grouped_gemm",
+      "ep_dispatch_experts"};
+  if (style == "moe_identity_expert") return release == hf_release::v5_24;
+  if (style == "unit_colwise" || style == "unit_rowwise") return release >= hf_release::v5_25;
   return std::find(std::begin(accepted), std::end(accepted), style) != std::end(accepted);
+}
+
+/// What transformers 5.25 says of `style` where it deprecates it (removal in 5.28), else empty.
+inline std::string_view transformers_deprecates(std::string_view style) {
+  if (style == "moe_tp_experts")
+    return "transformers 5.25 deprecates expert tensor parallelism (moe_tp_experts, removal in "
+           "5.28; its plans send experts through the EP plan: ep_dispatch_experts + grouped_gemm). "
+           "tpx keeps it: each rank holds 1 / tp of every expert, the least memory for experts "
+           "when tokens are few";
+  if (style == "ep_router")
+    return "transformers 5.25 deprecates ep_router (removal in 5.28; its EP plans route on every "
+           "rank and dispatch with ep_dispatch_experts, as DistributedConfig.ep_implementation = "
+           "all_reduce); tpx still reads it";
+  return {};
 }
 
 /// Style strings → specs.
@@ -193,6 +232,10 @@ class registry {
     r.add("rowwise_split_input", row(split, "current"));
     r.add("packed_colwise", with(col(colwise, "current"), packed));
     r.add("packed_rowwise", with(row(rowwise, "current"), packed));
+    // transformers 5.25: whole heads on the unit mesh, replicated where gcd(heads, tp) < tp.
+    const auto units = [](style_spec& s) { s.units = true; };
+    r.add("unit_colwise", with(col(colwise, "current"), units));
+    r.add("unit_rowwise", with(row(rowwise, "current"), units));
     r.add("embedding_rowwise", vocab(vocab_parallel, "current"));
     // An embedding split on the hidden dim: no tpx style; its output is all-gathered.
     r.add("embedding_colwise",

@@ -21,8 +21,12 @@
 /// Overlays: with `ep > 1`, the EP plan of the deciding source (or of the preset) replaces the TP
 /// rule of every expert and router tensor it matches — attention and dense MLPs stay TP-sharded,
 /// unlike Hugging Face, where EP leaves them replicated. Experts live on the same ranks as TP, so
-/// `ep` must be 1 or `tp`. With `sp`, the SP plan's rules replace the TP rules they match, and the
-/// collectives are counted in their sequence-parallel form.
+/// `ep` must be 1 or `tp`. A given Hugging Face plan with EP rules and an empty
+/// `base_model_tp_plan` (transformers 5.25's `tp_plan = {}`, no LM TP rules either) means, as
+/// there, the EP plan alone across the TP ranks: at
+/// `ep` 1 it resolves at `ep` = `tp` (noted), every tensor outside the experts replicated. With
+/// `sp`, the SP plan's rules replace the TP rules they match, and the collectives are counted in
+/// their sequence-parallel form.
 ///
 /// The placements are the placer's (place.hpp), the communication figures traffic.hpp's, the
 /// result types and `to_json` resolution.hpp's.
@@ -84,6 +88,17 @@ class resolver {
     }
     if (preset_plan_) add_hf(*preset_plan_, "preset " + src.preset->model_type);
     ds_ = src.deepspeed != nullptr && !src.deepspeed->specs.empty();
+    // transformers 5.25: `tp_plan = {}` beside an EP plan is the EP plan alone across the TP
+    // ranks. (The placer reads tp and split only, so it keeps the options it was given.)
+    if (!ds_ && given_plan_ && given_plan_->tp_disabled && o_.ep == 1 && o_.tp > 1 &&
+        !given_plan_->of(plan_kind::ep).empty()) {
+      o_.ep = o_.tp;
+      notes_.add(fmt::format(
+          "{} has EP rules and an empty base_model_tp_plan: as transformers 5.25 reads tp_plan = "
+          "{{}}, its EP plan runs alone across the {} TP ranks (ep = {}); every other tensor is "
+          "replicated",
+          src.hf_name, o_.tp, o_.tp));
+    }
     ds_used_.assign(ds_ ? src.deepspeed->specs.size() : 0, false);
     primary_ = !ds_ && !hf_.empty() ? &hf_.front() : nullptr;
     // transformers prepends the embedding rule when the base model's TP plan is not empty.
@@ -91,7 +106,7 @@ class resolver {
       base_tp_plan_ = std::any_of(primary_->tp.rules.begin(), primary_->tp.rules.end(),
                                   [](const rule* r) { return r->source != "lm_tp_plan"; });
     // Overlays: EP rules (experts and router entries only), SP rules.
-    if (o.ep > 1) {
+    if (o_.ep > 1) {
       for (hf_source& h : hf_)
         if (!h.ep.empty()) {
           ep_ = &h.ep;
@@ -100,7 +115,7 @@ class resolver {
       expect(ep_ != nullptr,
              "ep {} needs an EP plan (base_model_ep_plan), but neither the plan nor a preset for "
              "model type '{}' has one",
-             o.ep, c.model_type);
+             o_.ep, c.model_type);
       for (std::size_t i = 0; i < ep_->rules.size(); ++i) {
         const rule* r = ep_->rules[i];
         const family f = ep_->specs[i].kind;
@@ -125,6 +140,9 @@ class resolver {
           break;
         }
   }
+
+  /// The options resolved under: those given, with `ep` as an EP-only plan sets it.
+  const resolve_options& options() const noexcept { return o_; }
 
   std::string decided_by() const {
     return ds_               ? "DeepSpeed partition_config"
@@ -303,10 +321,14 @@ class resolver {
   void report(resolution& res) {
     for (rule_set* set : overlays())
       if (set != nullptr)
-        for (std::size_t i = 0; i < set->rules.size(); ++i)
+        for (std::size_t i = 0; i < set->rules.size(); ++i) {
           if (!set->used[i])
             res.report.unused_rules.push_back(
                 fmt::format("{} → {}", set->labels[i], set->rules[i]->style));
+          else if (const std::string_view why = transformers_deprecates(set->rules[i]->style);
+                   !why.empty() && (set->rules[i]->style != "moe_tp_experts" || o_.ep == 1))
+            notes_.add(std::string(why));  // expert TP where it runs (EP replaces it)
+        }
     if (ds_)
       for (const ds_spec& spec : src_.deepspeed->specs)
         if (!ds_used_[spec.index]) {
@@ -483,7 +505,7 @@ inline resolution resolve(const model_config& c, std::vector<tensor_decl> tensor
   for (const tensor_decl& t : tensors) names.push_back(t.name);
   detail::resolver r(c, src, styles, o, c.causal_lm() ? base_model_prefix(names) : "model.");
   resolution res;
-  res.options = o;
+  res.options = r.options();
   res.decided_by = r.decided_by();
   res.tensors.reserve(tensors.size());
   for (const tensor_decl& t : tensors) res.tensors.push_back(r.decide(t, res.report.unmatched));
