@@ -1,0 +1,391 @@
+#pragma once
+/// \file
+/// `mla_attention<Backend, T>`: DeepSeek-V2/V3's multi-head latent attention (MLA), tensor
+/// parallel in whole heads, with forward and backward — the layout transformers 5.25's plans
+/// give it (`q_proj` / `q_b_proj` colwise, `kv_a_proj_with_mqa: mla_kv_a_proj`, `kv_b_proj`
+/// colwise, `o_proj` rowwise):
+///
+///   x ─ q_a_proj (replicated) ─ q_a_layernorm ─ q_b_proj (colwise, heads of qk) ─┐ q = [q_nope |
+///   q_rope]
+///     (or a full-rank q_proj, colwise, when q_lora_rank is 0)                    │
+///   x ─ kv_a_proj_with_mqa (replicated) ─┬─ kv_lora part ─ kv_a_layernorm ─ kv_b_proj (colwise,
+///                                        │                 heads of nope + v) ─ [k_nope | v] per
+///                                        head └─ rope part: one k_rope shared by every head
+///   RoPE on q_rope and k_rope ─ causal attention per head on [q_nope | q_rope] · [k_nope |
+///   k_rope], values v ─ o_proj (rowwise over the heads' v) ─ all-reduce ─ y
+///
+/// Each rank holds its heads' rows of q_b_proj / q_proj and kv_b_proj and columns of o_proj; the
+/// latent projections and their norms are replicated. Forward moves one all-reduce ([T, hidden],
+/// o_proj). Backward: q_b_proj's and kv_b_proj's dX all-reduces ([T, q_lora], [T, kv_lora]: the
+/// heads' shares of the latents' gradients) and one of the k_rope gradient ([T, qk_rope]: each
+/// rank's heads used the shared key; transformers' `mla_kv_a_proj`); the replicated projections
+/// and norms then compute the same gradients on every rank, and dx is replicated.
+///
+/// RoPE turns the rope part only. With `rope_interleave` (DeepSeek's checkpoints) its features
+/// come in pairs (x0, x1), (x2, x3), …: they are taken evens first, odds second and turned as
+/// rotate_half pairs — transformers' `apply_rotary_pos_emb_interleave`. Scores are scaled by
+/// `scale` (qk_head_dim^−½ by default; a YaRN rope multiplies it by mscale², which the caller
+/// folds in). When v_head_dim ≠ qk_head_dim the heads are padded with zeros to the larger, which
+/// changes no score and no output. The latents' norms use `norm_eps` (transformers builds them
+/// with 1e-6 whatever the config's rms_norm_eps).
+///
+/// Tensor mode only: x and y are replicated [T, hidden] and one sequence at positions 0…T−1; a
+/// latent KV cache and sequence parallelism are not implemented yet.
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tpx/core/error.hpp"
+#include "tpx/core/tensor_view.hpp"
+#include "tpx/layer/backend.hpp"
+#include "tpx/layer/linear.hpp"
+#include "tpx/ops/attention.hpp"
+#include "tpx/shard/partition.hpp"
+#include "tpx/style/colwise.hpp"
+#include "tpx/style/replicate.hpp"
+#include "tpx/style/rowwise.hpp"
+
+namespace tpx::inline v0::layer {
+
+/// The dims of an MLA attention (DeepseekV3Config's names).
+struct mla_options {
+  std::string name = "self_attn";
+  index_t hidden = 0;
+  index_t n_heads = 0;
+  index_t q_lora_rank = 0;  ///< 0: a full-rank q_proj
+  index_t kv_lora_rank = 0;
+  index_t qk_nope_head_dim = 0;
+  index_t qk_rope_head_dim = 0;
+  index_t v_head_dim = 0;
+  double norm_eps = 1e-6;  ///< q_a_layernorm and kv_a_layernorm
+  bool rope_interleave = true;
+  double rope_theta = 10000.0;
+  /// RoPE's frequency of each of the qk_rope_head_dim / 2 pairs; empty: rope_theta's defaults.
+  std::vector<double> inv_freq = {};
+  double scale = 0.0;  ///< the scores' scale; 0: qk_head_dim^−½
+  shard::split_kind split = shard::split_kind::balanced;
+
+  index_t qk_head_dim() const noexcept { return qk_nope_head_dim + qk_rope_head_dim; }
+};
+
+/// The full weights, as every rank passes them: GEMM weights W [out, in], norms and biases T
+/// (a bias empty: none). `q_proj` when q_lora_rank is 0, else `q_a_proj`, `q_a_norm`, `q_b_proj`.
+template <class T, class W = T>
+struct mla_weights {
+  matrix_view<const W> q_proj = {}, q_a_proj = {}, q_b_proj = {};
+  std::span<const T> q_a_norm = {}, q_a_bias = {};
+  matrix_view<const W> kv_a_proj = {};  ///< kv_a_proj_with_mqa [kv_lora + qk_rope, hidden]
+  std::span<const T> kv_a_norm = {}, kv_a_bias = {};
+  matrix_view<const W> kv_b_proj = {}, o_proj = {};
+  std::span<const T> o_bias = {};
+};
+
+template <backend_with_ops Backend, class T = float>
+class mla_attention {
+  static_assert(ops::attention_ops_of<typename Backend::ops, T>,
+                "tpx::mla_attention: the backend's ops have no RoPE and attention "
+                "(ops::attention_ops); cuda::ops has none yet");
+
+ public:
+  using value_type = T;
+  using weight_type = weight_t<Backend, T>;
+  using buffer = typename Backend::template buffer<T>;
+  using column = linear<style::colwise<>, Backend, T>;
+  using replicated = linear<style::replicate<>, Backend, T>;
+  using row = linear<style::rowwise<>, Backend, T>;
+
+  mla_attention(typename Backend::engine& engine, typename Backend::communicator& comm,
+                const mla_weights<T, weight_type>& w, mla_options options)
+      : comm_(&comm), ops_(comm), opt_(checked(std::move(options), comm.size())) {
+    const index_t h = opt_.n_heads, qk = opt_.qk_head_dim(), r = opt_.qk_rope_head_dim;
+    const int tp = comm.size();
+    const auto heads = [&](index_t unit) {
+      return shard::partition::heads(h, unit, tp, opt_.split, {opt_.name, 0});
+    };
+    const std::string& n = opt_.name;
+    if (opt_.q_lora_rank == 0) {
+      q_proj_.emplace(engine, comm, w.q_proj, std::span<const T>{},
+                      linear_options{.name = n + ".q_proj",
+                                     .out_features = h * qk,
+                                     .in_features = opt_.hidden,
+                                     .partition = heads(qk)});
+    } else {
+      q_a_.emplace(engine, comm, w.q_a_proj, w.q_a_bias,
+                   linear_options{.name = n + ".q_a_proj",
+                                  .out_features = opt_.q_lora_rank,
+                                  .in_features = opt_.hidden});
+      q_proj_.emplace(engine, comm, w.q_b_proj, std::span<const T>{},
+                      linear_options{.name = n + ".q_b_proj",
+                                     .out_features = h * qk,
+                                     .in_features = opt_.q_lora_rank,
+                                     .partition = heads(qk)});
+      upload_norm(w.q_a_norm, opt_.q_lora_rank, "q_a_layernorm", q_a_norm_);
+    }
+    kv_a_.emplace(engine, comm, w.kv_a_proj, w.kv_a_bias,
+                  linear_options{.name = n + ".kv_a_proj_with_mqa",
+                                 .out_features = opt_.kv_lora_rank + r,
+                                 .in_features = opt_.hidden});
+    upload_norm(w.kv_a_norm, opt_.kv_lora_rank, "kv_a_layernorm", kv_a_norm_);
+    kv_b_.emplace(engine, comm, w.kv_b_proj, std::span<const T>{},
+                  linear_options{.name = n + ".kv_b_proj",
+                                 .out_features = h * (opt_.qk_nope_head_dim + opt_.v_head_dim),
+                                 .in_features = opt_.kv_lora_rank,
+                                 .partition = heads(opt_.qk_nope_head_dim + opt_.v_head_dim)});
+    o_.emplace(engine, comm, w.o_proj, w.o_bias,
+               linear_options{.name = n + ".o_proj",
+                              .out_features = opt_.hidden,
+                              .in_features = h * opt_.v_head_dim,
+                              .partition = heads(opt_.v_head_dim)});
+    local_heads_ = o_->pieces().size() / opt_.v_head_dim;
+    if (opt_.inv_freq.empty()) opt_.inv_freq = ops::default_inv_freq(opt_.rope_theta, r);
+    expect(static_cast<index_t>(opt_.inv_freq.size()) == r / 2,
+           "{}: RoPE needs {} frequencies (qk_rope_head_dim / 2) but was given {}", opt_.name,
+           r / 2, opt_.inv_freq.size());
+    if (opt_.scale == 0) opt_.scale = 1.0 / std::sqrt(static_cast<double>(qk));
+  }
+
+  const mla_options& options() const noexcept { return opt_; }
+  /// Query heads on this rank.
+  index_t local_heads() const noexcept { return local_heads_; }
+
+  /// The projections: q_proj (the full-rank one, or q_b_proj under a q LoRA rank), q_a_proj
+  /// (empty without one), kv_a_proj_with_mqa, kv_b_proj, o_proj.
+  column& q_proj() noexcept { return *q_proj_; }
+  std::optional<replicated>& q_a_proj() noexcept { return q_a_; }
+  replicated& kv_a_proj() noexcept { return *kv_a_; }
+  column& kv_b_proj() noexcept { return *kv_b_; }
+  row& o_proj() noexcept { return *o_; }
+  /// The latents' norm weights' gradients of the last backward (the same on every rank).
+  std::span<const T> q_a_norm_grad() const noexcept {
+    return {dq_a_norm_.data(), dq_a_norm_.size()};
+  }
+  std::span<const T> kv_a_norm_grad() const noexcept {
+    return {dkv_a_norm_.data(), dkv_a_norm_.size()};
+  }
+
+  /// y = o_proj(attention(x)): x and y replicated [T, hidden], positions 0…T−1.
+  void forward(matrix_view<const T> x, matrix_view<T> y) {
+    const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
+                  r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, qk = opt_.qk_head_dim(),
+                  dim = padded(), lora = opt_.kv_lora_rank;
+    expect(x.cols() == opt_.hidden && y.rows() == n && y.cols() == opt_.hidden,
+           "{}: x is [{} × {}] and y [{} × {}], but the layer maps [T × {}] to [T × {}]", opt_.name,
+           x.rows(), x.cols(), y.rows(), y.cols(), opt_.hidden, opt_.hidden);
+    rope_tables(n);
+    // q: this rank's heads, [n, h · qk].
+    const matrix_view<T> q = detail::sized(q_, n, h * qk);
+    if (q_a_) {
+      const matrix_view<T> qa = detail::sized(qa_, n, opt_.q_lora_rank),
+                           qn = detail::sized(qn_, n, opt_.q_lora_rank);
+      q_a_->forward(x, qa);
+      ops_.rms_norm_forward(read_only(qa), norm(q_a_norm_), opt_.norm_eps, qn);
+      q_proj_->forward(read_only(qn), q);
+    } else {
+      q_proj_->forward(x, q);
+    }
+    // The latent: [kv_lora | k_rope], replicated; the kv_lora part normed and expanded to the
+    // heads' [k_nope | v].
+    const matrix_view<T> ckv = detail::sized(ckv_, n, lora + r);
+    kv_a_->forward(x, ckv);
+    const matrix_view<T> kpass = detail::sized(kpass_, n, lora), kvn = detail::sized(kvn_, n, lora);
+    ops_.copy(read_only(ckv.col_range(0, lora)), kpass);
+    ops_.rms_norm_forward(read_only(kpass), norm(kv_a_norm_), opt_.norm_eps, kvn);
+    const matrix_view<T> kvb = detail::sized(kvb_, n, h * (nope + v));
+    kv_b_->forward(read_only(kvn), kvb);
+    // The heads, padded to `dim`: q = [q_nope | RoPE(q_rope)], k = [k_nope | RoPE(k_rope)], v.
+    const matrix_view<T> qf = zeroed(qf_, n, h * dim), kf = zeroed(kf_, n, h * dim),
+                         vf = zeroed(vf_, n, h * dim);
+    const matrix_view<T> kr = detail::sized(krope_, n, r);
+    take_rope(read_only(ckv.col_range(lora, lora + r)), kr);
+    ops_.rope(kr, r, 0, table(cos_), table(sin_), false);
+    for (index_t j = 0; j < h; ++j) {
+      const index_t at = j * dim, kv = j * (nope + v);
+      ops_.copy(read_only(q.col_range(j * qk, j * qk + nope)), qf.col_range(at, at + nope));
+      const matrix_view<T> qr = qf.col_range(at + nope, at + qk);
+      take_rope(read_only(q.col_range(j * qk + nope, (j + 1) * qk)), qr);
+      ops_.rope(qr, r, 0, table(cos_), table(sin_), false);
+      ops_.copy(read_only(kvb.col_range(kv, kv + nope)), kf.col_range(at, at + nope));
+      ops_.copy(read_only(kr), kf.col_range(at + nope, at + qk));
+      ops_.copy(read_only(kvb.col_range(kv + nope, kv + nope + v)), vf.col_range(at, at + v));
+    }
+    const matrix_view<T> of = detail::sized(of_, n, h * dim);
+    ops_.attention_forward(shape(), read_only(qf), read_only(kf), read_only(vf), of,
+                           detail::scratch(lse_, h * n));
+    const matrix_view<T> attn = detail::sized(attn_, n, h * v);
+    for (index_t j = 0; j < h; ++j)
+      ops_.copy(read_only(of.col_range(j * dim, j * dim + v)), attn.col_range(j * v, (j + 1) * v));
+    o_->forward(read_only(attn), y);
+    rows_ = n;
+  }
+
+  /// dx (overwritten, replicated) from x (forward's input) and dy; leaves every projection's and
+  /// norm's gradient.
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
+    const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
+                  r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, qk = opt_.qk_head_dim(),
+                  dim = padded(), lora = opt_.kv_lora_rank;
+    expect(rows_ == n && dy.rows() == n && dx.rows() == n && dy.cols() == opt_.hidden &&
+               dx.cols() == opt_.hidden,
+           "{}: backward for {} tokens (dy [{} × {}], dx [{} × {}]) needs the forward of as many "
+           "(last: {}) and [T × {}] gradients",
+           opt_.name, n, dy.rows(), dy.cols(), dx.rows(), dx.cols(), rows_, opt_.hidden);
+    const matrix_view<T> dattn = detail::sized(dattn_, n, h * v);
+    o_->backward(view(attn_, n, h * v), dy, dattn);
+    const matrix_view<T> dof = zeroed(dof_, n, h * dim);
+    for (index_t j = 0; j < h; ++j)
+      ops_.copy(read_only(dattn.col_range(j * v, (j + 1) * v)),
+                dof.col_range(j * dim, j * dim + v));
+    const matrix_view<T> dqf = detail::sized(dqf_, n, h * dim),
+                         dkf = detail::sized(dkf_, n, h * dim),
+                         dvf = detail::sized(dvf_, n, h * dim);
+    ops_.attention_backward(shape(), view(qf_, n, h * dim), view(kf_, n, h * dim),
+                            view(vf_, n, h * dim), view(of_, n, h * dim),
+                            std::span<const T>(lse_.data(), static_cast<std::size_t>(h * n)),
+                            read_only(dof), dqf, dkf, dvf);
+    // Back through RoPE (its transpose) and the interleave, head by head; the shared k_rope's
+    // gradient is the sum over the rank's heads, then over the ranks.
+    const matrix_view<T> dq = detail::sized(dq_, n, h * qk),
+                         dkvb = detail::sized(dkvb_, n, h * (nope + v));
+    const matrix_view<T> dkr = detail::sized(dkrope_, n, r);
+    for (index_t j = 0; j < h; ++j) {
+      const index_t at = j * dim, kv = j * (nope + v);
+      ops_.copy(read_only(dqf.col_range(at, at + nope)), dq.col_range(j * qk, j * qk + nope));
+      const matrix_view<T> dqr = dqf.col_range(at + nope, at + qk);
+      ops_.rope(dqr, r, 0, table(cos_), table(sin_), true);
+      put_rope(read_only(dqr), dq.col_range(j * qk + nope, (j + 1) * qk));
+      ops_.copy(read_only(dkf.col_range(at, at + nope)), dkvb.col_range(kv, kv + nope));
+      ops_.copy(read_only(dvf.col_range(at, at + v)), dkvb.col_range(kv + nope, kv + nope + v));
+      if (j == 0)
+        ops_.copy(read_only(dkf.col_range(at + nope, at + qk)), dkr);
+      else
+        ops_.add(dkr, read_only(dkf.col_range(at + nope, at + qk)));
+    }
+    ops_.rope(dkr, r, 0, table(cos_), table(sin_), true);
+    comm_->all_reduce(std::span<T>(dkr.data(), static_cast<std::size_t>(dkr.size())));
+    // The latent's gradient: [d kv_lora | d k_rope].
+    const matrix_view<T> dckv = detail::sized(dckv_, n, lora + r),
+                         dkvn = detail::sized(dkvn_, n, lora),
+                         dkpass = detail::sized(dkpass_, n, lora);
+    kv_b_->backward(view(kvn_, n, lora), read_only(dkvb), dkvn);
+    ops_.rms_norm_backward(view(kpass_, n, lora), norm(kv_a_norm_), opt_.norm_eps, read_only(dkvn),
+                           dkpass, detail::scratch(dkv_a_norm_, lora));
+    ops_.copy(read_only(dkpass), dckv.col_range(0, lora));
+    put_rope(read_only(dkr), dckv.col_range(lora, lora + r));
+    const matrix_view<T> dx_kv = detail::sized(dx_kv_, n, opt_.hidden);
+    kv_a_->backward(x, read_only(dckv), dx_kv);
+    // The query path, then dx = its dx + the latent's.
+    if (q_a_) {
+      const index_t ql = opt_.q_lora_rank;
+      const matrix_view<T> dqn = detail::sized(dqn_, n, ql), dqa = detail::sized(dqa_, n, ql);
+      q_proj_->backward(view(qn_, n, ql), read_only(dq), dqn);
+      ops_.rms_norm_backward(view(qa_, n, ql), norm(q_a_norm_), opt_.norm_eps, read_only(dqn), dqa,
+                             detail::scratch(dq_a_norm_, ql));
+      q_a_->backward(x, read_only(dqa), dx);
+    } else {
+      q_proj_->backward(x, read_only(dq), dx);
+    }
+    ops_.add(dx, read_only(dx_kv));
+  }
+
+ private:
+  static mla_options checked(mla_options o, int tp) {
+    expect(o.hidden >= 1 && o.n_heads >= 1 && o.kv_lora_rank >= 1 && o.qk_nope_head_dim >= 0 &&
+               o.qk_rope_head_dim >= 2 && o.qk_rope_head_dim % 2 == 0 && o.v_head_dim >= 1 &&
+               o.q_lora_rank >= 0,
+           "{}: MLA needs hidden, n_heads, kv_lora_rank and v_head_dim ≥ 1, qk_nope_head_dim ≥ 0, "
+           "an even qk_rope_head_dim ≥ 2 and q_lora_rank ≥ 0 (0: a full-rank q_proj); got {}, {}, "
+           "{}, {}, {}, {}, {}",
+           o.name, o.hidden, o.n_heads, o.kv_lora_rank, o.v_head_dim, o.qk_nope_head_dim,
+           o.qk_rope_head_dim, o.q_lora_rank);
+    expect(tp >= 1 && tp <= o.n_heads,
+           "{}: {} heads cannot be split over tp = {}; MLA is split in whole heads, so tp must be "
+           "between 1 and n_heads = {}",
+           o.name, o.n_heads, tp, o.n_heads);
+    return o;
+  }
+
+  void upload_norm(std::span<const T> w, index_t size, const char* what, buffer& into) {
+    expect(static_cast<index_t>(w.size()) == size, "{}.{}: the norm weight has {} elements, not {}",
+           opt_.name, what, w.size(), size);
+    Backend::upload(w, into);
+  }
+  static std::span<const T> norm(const buffer& b) { return {b.data(), b.size()}; }
+
+  index_t padded() const noexcept { return std::max(opt_.qk_head_dim(), opt_.v_head_dim); }
+  ops::attention_shape shape() const noexcept {
+    return {.q_heads = local_heads_,
+            .kv_heads = local_heads_,
+            .head_dim = padded(),
+            .scale = opt_.scale};
+  }
+
+  /// A [rows × cols] view of `b` whose elements this layer never writes stay zero: `b` is
+  /// refilled with zeros whenever it grows (the pads of the heads).
+  matrix_view<T> zeroed(buffer& b, index_t rows, index_t cols) {
+    const index_t need = rows * cols;
+    if (static_cast<index_t>(b.size()) < need) {
+      const std::vector<T> zeros(static_cast<std::size_t>(need), T(0));
+      Backend::upload(std::span<const T>(zeros), b);
+    }
+    return make_matrix(b.data(), rows, cols);
+  }
+
+  /// A rope part [n, r] into rotate_half order: as it is, or evens then odds (interleave).
+  void take_rope(matrix_view<const T> from, matrix_view<T> to) {
+    if (!opt_.rope_interleave) return ops_.copy(from, to);
+    const index_t half = opt_.qk_rope_head_dim / 2;
+    for (index_t i = 0; i < half; ++i) {
+      ops_.copy(from.col_range(2 * i, 2 * i + 1), to.col_range(i, i + 1));
+      ops_.copy(from.col_range(2 * i + 1, 2 * i + 2), to.col_range(half + i, half + i + 1));
+    }
+  }
+  /// The inverse: a gradient in rotate_half order back to the rope part's own order.
+  void put_rope(matrix_view<const T> from, matrix_view<T> to) {
+    if (!opt_.rope_interleave) return ops_.copy(from, to);
+    const index_t half = opt_.qk_rope_head_dim / 2;
+    for (index_t i = 0; i < half; ++i) {
+      ops_.copy(from.col_range(i, i + 1), to.col_range(2 * i, 2 * i + 1));
+      ops_.copy(from.col_range(half + i, half + i + 1), to.col_range(2 * i + 1, 2 * i + 2));
+    }
+  }
+
+  void rope_tables(index_t n) {
+    if (n <= table_positions_) return;
+    const index_t positions = std::max(n, 2 * table_positions_);
+    std::vector<T> c, s;
+    ops::rope_tables<T>(opt_.inv_freq, positions, c, s);
+    Backend::upload(std::span<const T>(c), cos_);
+    Backend::upload(std::span<const T>(s), sin_);
+    table_positions_ = positions;
+  }
+  matrix_view<const T> table(const buffer& b) const {
+    return make_matrix<const T>(b.data(), table_positions_, opt_.qk_rope_head_dim / 2);
+  }
+  static matrix_view<const T> view(const buffer& b, index_t rows, index_t cols) {
+    return make_matrix<const T>(b.data(), rows, cols);
+  }
+
+  typename Backend::communicator* comm_;
+  typename Backend::ops ops_;
+  mla_options opt_;
+  std::optional<column> q_proj_;  // q_proj, or q_b_proj under a q LoRA rank
+  std::optional<replicated> q_a_, kv_a_;
+  std::optional<column> kv_b_;
+  std::optional<row> o_;
+  index_t local_heads_ = 0;
+  buffer q_a_norm_, kv_a_norm_, dq_a_norm_, dkv_a_norm_;
+  /// Kept from forward for backward.
+  buffer qa_, qn_, q_, ckv_, kpass_, kvn_, kvb_, qf_, kf_, vf_, of_, lse_, attn_, krope_;
+  index_t rows_ = -1;
+  /// Backward's scratch.
+  buffer dattn_, dof_, dqf_, dkf_, dvf_, dq_, dkvb_, dkrope_, dckv_, dkvn_, dkpass_, dx_kv_, dqn_,
+      dqa_;
+  buffer cos_, sin_;
+  index_t table_positions_ = 0;
+};
+
+}  // namespace tpx::inline v0::layer
