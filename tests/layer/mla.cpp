@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -227,4 +228,80 @@ TEST_CASE("the reference tells RoPE's layouts apart: interleaved pairs are not r
               make_matrix(y.data(), x.rows, x.cols));
     CHECK(test::relative_error<double>(y, m.at("y"), {0, x.rows}, {0, x.cols}) > 1e-3);
   });
+}
+
+TEST_CASE("MLA decode over its latent cache equals the forward of each whole prefix") {
+  // Two sequences packed in three steps of uneven runs (3 + 2, 1 + 3, 2 + 0 tokens) at every tp:
+  // each row equals forward() on its whole sequence; the cache holds kv_lora + rope numbers a
+  // token and no values.
+  host::gemm_engine engine;
+  for (const mla_case& m : fixture()) {
+    const std::string name = m.config.at("name");
+    CAPTURE(name);
+    const layer::mla_options o = options_of(m);
+    const layer::mla_weights<double> w = weights_of(m);
+    const test::dense &a_in = m.at("x"), &b_in = m.at("g");  // two sequences of 6 tokens or more
+    REQUIRE(a_in.rows >= 6);
+    const index_t hidden = o.hidden;
+    for (int tp = 1; tp <= o.n_heads; ++tp) {
+      CAPTURE(tp);
+      test::worst_error err(tp);
+      host::run(tp, [&](host::communicator& c) {
+        layer::mla_attention<host::backend, double> attn(engine, c, w, o);
+        const auto whole = [&](const test::dense& x) {
+          std::vector<double> y(x.v.size());
+          attn.forward(make_matrix<const double>(x.v.data(), x.rows, hidden),
+                       make_matrix(y.data(), x.rows, hidden));
+          test::dense d(x.rows, hidden);
+          d.v = y;
+          return d;
+        };
+        const test::dense ya = whole(a_in), yb = whole(b_in);
+        layer::kv_cache<double> cache = attn.make_cache(2, 8);
+        CHECK(cache.bytes() == 2 * 8 * (o.kv_lora_rank + o.qk_rope_head_dim) * 8);
+        index_t at_a = 0, at_b = 0;
+        for (const auto [na, nb] : {std::pair<index_t, index_t>{3, 2}, {1, 3}, {2, 0}}) {
+          std::vector<double> x, y(static_cast<std::size_t>((na + nb) * hidden));
+          for (index_t t = 0; t < na; ++t)
+            x.insert(x.end(), a_in.v.begin() + (at_a + t) * hidden,
+                     a_in.v.begin() + (at_a + t + 1) * hidden);
+          for (index_t t = 0; t < nb; ++t)
+            x.insert(x.end(), b_in.v.begin() + (at_b + t) * hidden,
+                     b_in.v.begin() + (at_b + t + 1) * hidden);
+          const std::vector<layer::segment> segs{{0, na}, {1, nb}};
+          attn.forward_cached(make_matrix<const double>(x.data(), na + nb, hidden),
+                              make_matrix(y.data(), na + nb, hidden), cache, segs);
+          err.note(c.rank(),
+                   test::relative_error<double>(
+                       std::span<const double>(y).first(static_cast<std::size_t>(na * hidden)), ya,
+                       {at_a, at_a + na}, {0, hidden}));
+          err.note(c.rank(),
+                   test::relative_error<double>(
+                       std::span<const double>(y).subspan(static_cast<std::size_t>(na * hidden)),
+                       yb, {at_b, at_b + nb}, {0, hidden}));
+          at_a += na;
+          at_b += nb;
+        }
+        CHECK(cache.length(0) == 6);
+        CHECK(cache.length(1) == 5);
+        // A cache of another layout, and a step past the capacity, are sentences.
+        layer::kv_cache<double> heads(1, 4, 8);
+        std::vector<double> y(static_cast<std::size_t>(hidden));
+        const std::vector<layer::segment> one{{0, 1}};
+        CHECK(test::error_of([&] {
+                attn.forward_cached(make_matrix<const double>(a_in.v.data(), 1, hidden),
+                                    make_matrix(y.data(), 1, hidden), heads, one);
+              }).find("but this layer caches its latent") != std::string::npos);
+        const std::vector<layer::segment> past{{1, 4}};
+        std::vector<double> y4(static_cast<std::size_t>(4 * hidden));
+        CHECK(test::error_of([&] {
+                attn.forward_cached(make_matrix<const double>(a_in.v.data(), 4, hidden),
+                                    make_matrix(y4.data(), 4, hidden), cache, past);
+              }) ==
+              "self_attn: sequence 1 holds 5 tokens and 4 more would pass the cache's "
+              "capacity of 8 tokens per sequence");
+      });
+      CHECK(err.max() < 1e-12);
+    }
+  }
 }

@@ -14,7 +14,9 @@
 /// positions a window no longer reaches are overwritten (evicted).
 ///
 /// `causal_attention::forward_cached` appends a step's keys and values and attends over the
-/// filled prefix. A step that would pass the capacity is a sentence, not a wrap-around.
+/// filled prefix. Multi-head latent attention (`mla_attention`) caches one latent per token in
+/// the keys — [normed kv latent | rotated k_rope], the same on every rank — and no values. A step
+/// that would pass the capacity is a sentence, not a wrap-around.
 
 #include <algorithm>
 #include <cstddef>
@@ -38,25 +40,30 @@ class kv_cache {
  public:
   kv_cache() = default;
   /// Room for `sequences` sequences of up to `capacity` tokens each, `kv_cols` = kv_r · head_dim
-  /// key (and value) columns per token.
+  /// key columns per token and `value_cols` value columns (−1: as many as keys; 0: none, for a
+  /// cache of one latent per token, MLA's).
   /// With a sliding `window` (> 0), only the last `window` positions are kept: position p sits
   /// in row p % window, evicting position p − window.
-  kv_cache(index_t sequences, index_t capacity, index_t kv_cols, index_t window = 0)
-      : sequences_(sequences), capacity_(capacity), kv_cols_(kv_cols) {
+  kv_cache(index_t sequences, index_t capacity, index_t kv_cols, index_t window = 0,
+           index_t value_cols = -1)
+      : sequences_(sequences),
+        capacity_(capacity),
+        kv_cols_(kv_cols),
+        value_cols_(value_cols < 0 ? kv_cols : value_cols) {
     expect(sequences >= 1 && capacity >= 1 && kv_cols >= 0 && window >= 0,
            "kv_cache: needs at least one sequence of at least one token (got {} sequences of {} "
            "tokens, {} columns, window {})",
            sequences, capacity, kv_cols, window);
     rows_ = window > 0 ? std::min(capacity, window) : capacity;
-    const std::size_t n = static_cast<std::size_t>(sequences * rows_ * kv_cols);
-    keys_.assign(n, T(0));
-    values_.assign(n, T(0));
+    keys_.assign(static_cast<std::size_t>(sequences * rows_ * kv_cols_), T(0));
+    values_.assign(static_cast<std::size_t>(sequences * rows_ * value_cols_), T(0));
     lengths_.assign(static_cast<std::size_t>(sequences), 0);
   }
 
   index_t sequences() const noexcept { return sequences_; }
   index_t capacity() const noexcept { return capacity_; }
   index_t kv_cols() const noexcept { return kv_cols_; }
+  index_t value_cols() const noexcept { return value_cols_; }
   /// Rows held per sequence: the capacity, or the window when it is shorter. Position p of a
   /// sequence is row p % rows().
   index_t rows() const noexcept { return rows_; }
@@ -64,11 +71,11 @@ class kv_cache {
   index_t length(index_t seq) const { return lengths_[checked(seq)]; }
   /// Bytes the cache holds (keys and values, every row of every sequence).
   index_t bytes() const noexcept {
-    return 2 * sequences_ * rows_ * kv_cols_ * static_cast<index_t>(sizeof(T));
+    return sequences_ * rows_ * (kv_cols_ + value_cols_) * static_cast<index_t>(sizeof(T));
   }
 
-  matrix_view<T> keys(index_t seq) { return block(keys_, seq); }
-  matrix_view<T> values(index_t seq) { return block(values_, seq); }
+  matrix_view<T> keys(index_t seq) { return block(keys_, seq, kv_cols_); }
+  matrix_view<T> values(index_t seq) { return block(values_, seq, value_cols_); }
 
   /// Claims the next `n` positions of `seq` and returns the first; `who` (the layer) names the
   /// overflow in the error.
@@ -97,13 +104,13 @@ class kv_cache {
            sequences_);
     return static_cast<std::size_t>(seq);
   }
-  matrix_view<T> block(std::vector<T>& b, index_t seq) {
-    return make_matrix(b.data() + static_cast<std::size_t>(checked(seq)) *
-                                      static_cast<std::size_t>(rows_ * kv_cols_),
-                       rows_, kv_cols_);
+  matrix_view<T> block(std::vector<T>& b, index_t seq, index_t cols) {
+    return make_matrix(
+        b.data() + static_cast<std::size_t>(checked(seq)) * static_cast<std::size_t>(rows_ * cols),
+        rows_, cols);
   }
 
-  index_t sequences_ = 0, capacity_ = 0, kv_cols_ = 0, rows_ = 0;
+  index_t sequences_ = 0, capacity_ = 0, kv_cols_ = 0, value_cols_ = 0, rows_ = 0;
   std::vector<T> keys_, values_;
   std::vector<index_t> lengths_;
 };

@@ -8,8 +8,13 @@
 ///   sigmoid (DeepSeek-V3): s = σ(l); the k largest s + selection_bias (the bias picks, it does not
 ///            weigh); w = s_sel (/ Σ s_sel when renormalize) · scale
 ///
-/// Ties are broken towards the lower expert index. DeepSeek-V3's group-limited selection
-/// (n_group, topk_group) is not modelled: selection is over all experts.
+/// Group-limited selection (DeepSeek-V3's n_group, topk_group): the experts form n_group groups of
+/// E / n_group in index order; a group's score is the sum of its two largest selection scores
+/// (s + bias; its one score for a group of one), the topk_group best groups are kept, and the k
+/// experts are chosen among theirs only — as transformers' DeepseekV3TopkRouter selects. (It adds
+/// 1e-20 to the renormalising sum, which changes no float64 weight by more than 1e-20 relative.)
+///
+/// Ties are broken towards the lower expert (and group) index.
 ///
 /// `route` and `route_backward` here are the reference; a backend's ops model `routing_ops_of`
 /// (`host::ops` with these loops). The ids are host memory: the experts' bookkeeping is computed
@@ -36,6 +41,8 @@ struct routing_options {
   bool renormalize = true;
   double scale = 1.0;                       ///< routed_scaling_factor
   std::vector<double> selection_bias = {};  ///< [E] or empty (e_score_correction_bias)
+  index_t n_group = 1;     ///< groups the experts form for group-limited selection (1: none)
+  index_t topk_group = 1;  ///< groups whose experts may be chosen
 
   void check() const {
     expect(n_experts >= 1, "{}: there must be at least one expert, got {}", name, n_experts);
@@ -45,6 +52,12 @@ struct routing_options {
     expect(selection_bias.empty() || static_cast<index_t>(selection_bias.size()) == n_experts,
            "{}: the selection bias has {} entries but there are {} experts", name,
            selection_bias.size(), n_experts);
+    expect(n_group >= 1 && n_experts % n_group == 0 && topk_group >= 1 && topk_group <= n_group &&
+               top_k <= topk_group * (n_experts / n_group),
+           "{}: group-limited routing needs n_group to divide the {} experts, 1 ≤ topk_group ≤ "
+           "n_group and top_k within the kept groups' experts (top_k ≤ topk_group · experts per "
+           "group); got n_group = {}, topk_group = {}, top_k = {}",
+           name, n_experts, n_group, topk_group, top_k);
   }
 };
 
@@ -81,11 +94,39 @@ void route(matrix_view<const T> logits, const routing_options& opt, matrix_view<
          opt.n_experts, k);
   std::vector<T> s;
   std::vector<index_t> order(static_cast<std::size_t>(opt.n_experts));
+  const index_t per_group = opt.n_experts / opt.n_group;
+  std::vector<index_t> groups(static_cast<std::size_t>(opt.n_group));
+  std::vector<double> group_score(static_cast<std::size_t>(opt.n_group));
+  std::vector<bool> kept(static_cast<std::size_t>(opt.n_group), true);
   for (index_t t = 0; t < tokens; ++t) {
     detail::scores(logits, t, opt.score, s);
-    const auto key = [&](index_t e) {
+    const auto choice = [&](index_t e) {
       return static_cast<double>(s[static_cast<std::size_t>(e)]) +
              (opt.selection_bias.empty() ? 0.0 : opt.selection_bias[static_cast<std::size_t>(e)]);
+    };
+    if (opt.n_group > 1) {  // the topk_group groups of the largest two-best sums
+      for (index_t g = 0; g < opt.n_group; ++g) {
+        double best = -INFINITY, second = -INFINITY;
+        for (index_t e = g * per_group; e < (g + 1) * per_group; ++e) {
+          const double c = choice(e);
+          if (c > best)
+            second = best, best = c;
+          else if (c > second)
+            second = c;
+        }
+        group_score[static_cast<std::size_t>(g)] = per_group > 1 ? best + second : best;
+        groups[static_cast<std::size_t>(g)] = g;
+      }
+      const auto gk = [&](index_t g) { return group_score[static_cast<std::size_t>(g)]; };
+      std::partial_sort(
+          groups.begin(), groups.begin() + opt.topk_group, groups.end(),
+          [&](index_t a, index_t b) { return gk(a) > gk(b) || (gk(a) == gk(b) && a < b); });
+      std::fill(kept.begin(), kept.end(), false);
+      for (index_t j = 0; j < opt.topk_group; ++j)
+        kept[static_cast<std::size_t>(groups[static_cast<std::size_t>(j)])] = true;
+    }
+    const auto key = [&](index_t e) {
+      return kept[static_cast<std::size_t>(e / per_group)] ? choice(e) : -INFINITY;
     };
     for (index_t e = 0; e < opt.n_experts; ++e) order[static_cast<std::size_t>(e)] = e;
     std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](index_t a, index_t b) {
