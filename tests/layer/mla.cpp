@@ -260,7 +260,7 @@ TEST_CASE("MLA decode over its latent cache equals the forward of each whole pre
         layer::kv_cache<double> cache = attn.make_cache(2, 8);
         CHECK(cache.bytes() == 2 * 8 * (o.kv_lora_rank + o.qk_rope_head_dim) * 8);
         index_t at_a = 0, at_b = 0;
-        for (const auto [na, nb] : {std::pair<index_t, index_t>{3, 2}, {1, 3}, {2, 0}}) {
+        for (const auto& [na, nb] : {std::pair<index_t, index_t>{3, 2}, {1, 3}, {2, 0}}) {
           std::vector<double> x, y(static_cast<std::size_t>((na + nb) * hidden));
           for (index_t t = 0; t < na; ++t)
             x.insert(x.end(), a_in.v.begin() + (at_a + t) * hidden,

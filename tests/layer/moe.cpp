@@ -7,8 +7,14 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "../block_harness.hpp"
 #include "../experts_harness.hpp"
@@ -54,18 +60,20 @@ const moe_case cases[] = {
     {.tokens = 0, .experts = 4, .hidden = 3, .inter = 2, .routing = {.top_k = 2}, .seed = 400},
 };
 
-/// Every rank's worst relative error over y, dx and every parameter gradient it holds.
+/// Every rank's worst relative error over y, dx and every parameter gradient it holds, for
+/// weights `w` routed by `routing` on input x with output gradient dy, against `ref`.
 template <class Style, class T>
-double check_moe(int tp, const moe_case& k) {
-  const test::moe_weights w = make_weights(k);
-  const test::dense x = test::random_dense(k.tokens, k.hidden, k.seed + 3);
-  const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 4);
-  const test::moe_result ref = test::moe(x, w, k.routing, dy);
-
+double check_moe(int tp, const test::moe_weights& w, const ops::routing_options& routing,
+                 const test::dense& x, const test::dense& dy, const test::moe_result& ref) {
+  const moe_case k{.tokens = x.rows,
+                   .experts = w.router.rows,
+                   .hidden = x.cols,
+                   .inter = w.inter,
+                   .shared_inter = w.shared_inter,
+                   .routing = {.top_k = routing.top_k}};
   const std::vector<T> gate_up = test::stacked<T>(w.gate_up), down = test::stacked<T>(w.down);
   const std::vector<T> router = test::whole<T>(w.router), sgu = test::whole<T>(w.shared_gate_up),
                        sdn = test::whole<T>(w.shared_down);
-  const ops::routing_options routing = test::routing_of(k.routing, k.experts);
   const layer::experts_options options{.name = "mlp.experts",
                                        .n_experts = k.experts,
                                        .hidden = k.hidden,
@@ -105,6 +113,16 @@ double check_moe(int tp, const moe_case& k) {
     worst = std::max(worst, test::moe_grad_error(layer, ref, k.inter, k.shared_inter));
   });
   return *std::max_element(errors.begin(), errors.end());
+}
+
+/// The same against the fp64 oracle, on case `k`'s random weights and tokens.
+template <class Style, class T>
+double check_moe(int tp, const moe_case& k) {
+  const test::moe_weights w = make_weights(k);
+  const test::dense x = test::random_dense(k.tokens, k.hidden, k.seed + 3);
+  const test::dense dy = test::random_dense(k.tokens, k.hidden, k.seed + 4);
+  return check_moe<Style, T>(tp, w, test::routing_of(k.routing, k.experts), x, dy,
+                             test::moe(x, w, k.routing, dy));
 }
 
 }  // namespace
@@ -202,4 +220,99 @@ TEST_CASE_TEMPLATE("the experts alone, for given routing, reproduce the oracle i
       CHECK(test::check_experts<S, double>(tp, k) < 1e-12);
       CHECK(test::check_experts<S, float>(tp, k) < 1e-5);
     }
+}
+
+namespace {
+
+/// transformers 5.25's DeepseekV3MoE in float64 (tests/layer/fixtures/deepseek_moe_reference.json,
+/// written by make_deepseek_moe_reference.py): its weights, tokens, routing and results.
+struct deepseek_moe {
+  test::moe_weights w;
+  ops::routing_options routing;
+  test::dense x, g;
+  test::moe_result ref;
+};
+
+deepseek_moe load_deepseek_moe() {
+  const char* dir = std::getenv("TPX_LAYER_FIXTURES");
+  REQUIRE_MESSAGE(dir != nullptr, "TPX_LAYER_FIXTURES is not set: run this test through meson");
+  std::ifstream in(std::filesystem::path(dir) / "deepseek_moe_reference.json");
+  REQUIRE(in.good());
+  const nlohmann::json doc = nlohmann::json::parse(in);
+  CHECK(doc.at("transformers") == "5.25.0");
+  const nlohmann::json& c = doc.at("config");
+  const nlohmann::json& t = doc.at("tensors");
+  const auto data = [&](const std::string& name) {
+    return t.at(name).at("data").get<std::vector<double>>();
+  };
+  const auto matrix = [&](const std::string& name) {
+    const std::vector<index_t> shape = t.at(name).at("shape").get<std::vector<index_t>>();
+    test::dense d(shape.at(0), shape.at(1));
+    d.v = data(name);
+    return d;
+  };
+  // A stacked [E, rows, cols] tensor as one dense per expert.
+  const auto experts = [&](const std::string& name) {
+    const std::vector<index_t> shape = t.at(name).at("shape").get<std::vector<index_t>>();
+    const std::vector<double> all = data(name);
+    std::vector<test::dense> out;
+    for (index_t e = 0; e < shape.at(0); ++e) {
+      test::dense d(shape[1], shape[2]);
+      const auto from = all.begin() + e * shape[1] * shape[2];
+      d.v.assign(from, from + shape[1] * shape[2]);
+      out.push_back(std::move(d));
+    }
+    return out;
+  };
+  // The shared experts' gate and up projections stacked as one [2·I_s, H] (gate rows, then up).
+  const auto stacked = [&](const std::string& prefix) {
+    test::dense gate = matrix(prefix + "gate_proj.weight"), up = matrix(prefix + "up_proj.weight");
+    test::dense d(gate.rows + up.rows, gate.cols);
+    d.v = gate.v;
+    d.v.insert(d.v.end(), up.v.begin(), up.v.end());
+    return d;
+  };
+  deepseek_moe m;
+  m.w.router = matrix("gate.weight");
+  m.w.gate_up = experts("experts.gate_up_proj");
+  m.w.down = experts("experts.down_proj");
+  m.w.shared_gate_up = stacked("shared_experts.");
+  m.w.shared_down = matrix("shared_experts.down_proj.weight");
+  m.w.inter = c.at("moe_intermediate_size");
+  m.w.shared_inter = m.w.shared_down.cols;
+  CHECK(m.w.shared_inter == m.w.inter * c.at("n_shared_experts").get<index_t>());
+  m.routing = {.n_experts = c.at("n_routed_experts"),
+               .top_k = c.at("num_experts_per_tok"),
+               .score = ops::scoring::sigmoid,
+               .renormalize = c.at("norm_topk_prob"),
+               .scale = c.at("routed_scaling_factor"),
+               .selection_bias = data("gate.e_score_correction_bias"),
+               .n_group = c.at("n_group"),
+               .topk_group = c.at("topk_group")};
+  m.x = matrix("x");
+  m.g = matrix("g");
+  m.ref.y = matrix("y");
+  m.ref.dx = matrix("dx");
+  m.ref.drouter = matrix("grad.gate.weight");
+  m.ref.dgate_up = experts("grad.experts.gate_up_proj");
+  m.ref.ddown = experts("grad.experts.down_proj");
+  m.ref.dshared_gate_up = stacked("grad.shared_experts.");
+  m.ref.dshared_down = matrix("grad.shared_experts.down_proj.weight");
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("DeepSeek-V3's MoE block equals transformers' DeepseekV3MoE in every mode", S,
+                   style::moe_tensor, style::moe_tensor_sp, style::moe_all_to_all,
+                   style::moe_masked) {
+  // Sigmoid scores, a selection bias, group-limited top-k (4 groups, 2 kept), renormalised and
+  // scaled weights, two shared experts' worth of shared MLP: y, dx and every gradient on every
+  // rank, at each group size the 8 experts allow (TP: every one).
+  const deepseek_moe m = load_deepseek_moe();
+  for (const int tp : group_sizes) {
+    if (S::expert_parallel && m.routing.n_experts % tp != 0) continue;
+    CAPTURE(tp);
+    CHECK(check_moe<S, double>(tp, m.w, m.routing, m.x, m.g, m.ref) < 1e-12);
+  }
 }

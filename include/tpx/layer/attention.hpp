@@ -73,9 +73,9 @@ class causal_attention {
     expect(opt_.head_dim >= 2 && opt_.head_dim % 2 == 0,
            "{}: head_dim must be even for RoPE, got {}", opt_.name, opt_.head_dim);
     if (opt_.kv_group == 0)
-      expect(opt_.q_heads == 0 ? opt_.kv_heads == 0
-                               : opt_.kv_heads >= 1 && opt_.q_heads % opt_.kv_heads == 0 &&
-                                     opt_.q_offset == 0,
+      expect(opt_.q_heads == 0
+                 ? opt_.kv_heads == 0
+                 : opt_.kv_heads >= 1 && opt_.q_heads % opt_.kv_heads == 0 && opt_.q_offset == 0,
              "{}: the rank holds {} query heads and {} KV heads (query offset {}); without a "
              "kv_group each KV head must serve a whole number of query heads",
              opt_.name, opt_.q_heads, opt_.kv_heads, opt_.q_offset);
@@ -153,19 +153,7 @@ class causal_attention {
            "{}: the cache holds {} key columns per token but the rank's {} KV heads of dim {} "
            "need {}",
            opt_.name, cache.kv_cols(), opt_.kv_heads, opt_.head_dim, kv_cols);
-    index_t total = 0, longest = 0;
-    for (const segment& g : segments) {
-      expect(g.tokens >= 0, "{}: sequence {} has {} tokens", opt_.name, g.seq, g.tokens);
-      expect(std::count_if(segments.begin(), segments.end(),
-                           [&](const segment& other) { return other.seq == g.seq; }) == 1,
-             "{}: sequence {} appears twice in one step; give each sequence one run of tokens",
-             opt_.name, g.seq);
-      cache.expect_room(g.seq, g.tokens, opt_.name);
-      total += g.tokens;
-      longest = std::max(longest, cache.length(g.seq) + g.tokens);
-    }
-    expect(total == n, "{}: the segments hold {} tokens but qkv has {} rows", opt_.name, total, n);
-    rope_tables(longest);
+    rope_tables(expect_segments(cache, segments, n, opt_.name, "qkv"));
     // Each segment's rows turn by their own positions (its cache's length before this step).
     const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m) {
       index_t row = 0;

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -114,5 +115,28 @@ class kv_cache {
   std::vector<T> keys_, values_;
   std::vector<index_t> lengths_;
 };
+
+/// Checks one inference step's `segments` against `cache`: each sequence at most once, a
+/// non-negative token count that fits its room, `rows` tokens in all (the rows of the layer's
+/// input, `what`). Returns the longest prefix the step reaches, which its RoPE tables must cover;
+/// `who` (the layer) names every error.
+template <class T>
+index_t expect_segments(const kv_cache<T>& cache, std::span<const segment> segments, index_t rows,
+                        std::string_view who, std::string_view what) {
+  index_t total = 0, longest = 0;
+  for (const segment& g : segments) {
+    expect(g.tokens >= 0, "{}: sequence {} has {} tokens", who, g.seq, g.tokens);
+    expect(std::count_if(segments.begin(), segments.end(),
+                         [&](const segment& other) { return other.seq == g.seq; }) == 1,
+           "{}: sequence {} appears twice in one step; give each sequence one run of tokens", who,
+           g.seq);
+    cache.expect_room(g.seq, g.tokens, who);
+    total += g.tokens;
+    longest = std::max(longest, cache.length(g.seq) + g.tokens);
+  }
+  expect(total == rows, "{}: the segments hold {} tokens but {} has {} rows", who, total, what,
+         rows);
+  return longest;
+}
 
 }  // namespace tpx::inline v0::layer

@@ -43,6 +43,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tpx/core/error.hpp"
@@ -184,13 +185,8 @@ class mla_attention {
            x.rows(), x.cols(), y.rows(), y.cols(), opt_.hidden, opt_.hidden);
     rope_tables(n);
     const matrix_view<T> q = query(x, n);
-    // The latent: [kv_lora | k_rope], replicated; the kv_lora part normed and expanded to the
-    // heads' [k_nope | v].
-    const matrix_view<T> ckv = detail::sized(ckv_, n, lora + r);
-    kv_a_->forward(x, ckv);
-    const matrix_view<T> kpass = detail::sized(kpass_, n, lora), kvn = detail::sized(kvn_, n, lora);
-    ops_.copy(read_only(ckv.col_range(0, lora)), kpass);
-    ops_.rms_norm_forward(read_only(kpass), norm(kv_a_norm_), opt_.norm_eps, kvn);
+    // The latent, expanded to the heads' [k_nope | v].
+    const auto [ckv, kvn] = latent(x, n);
     const matrix_view<T> kvb = detail::sized(kvb_, n, h * (nope + v));
     kv_b_->forward(read_only(kvn), kvb);
     // The heads, padded to `dim`: q = [q_nope | RoPE(q_rope)], k = [k_nope | RoPE(k_rope)], v.
@@ -243,25 +239,9 @@ class mla_attention {
            "{}: the cache holds {} key and {} value columns a token, but this layer caches its "
            "latent: {} (kv_lora_rank + qk_rope_head_dim) and none (make it with make_cache)",
            opt_.name, cache.kv_cols(), cache.value_cols(), lora + r);
-    index_t total = 0, longest = 0;
-    for (const segment& g : segments) {
-      expect(g.tokens >= 0, "{}: sequence {} has {} tokens", opt_.name, g.seq, g.tokens);
-      expect(std::count_if(segments.begin(), segments.end(),
-                           [&](const segment& other) { return other.seq == g.seq; }) == 1,
-             "{}: sequence {} appears twice in one step; give each sequence one run of tokens",
-             opt_.name, g.seq);
-      cache.expect_room(g.seq, g.tokens, opt_.name);
-      total += g.tokens;
-      longest = std::max(longest, cache.length(g.seq) + g.tokens);
-    }
-    expect(total == n, "{}: the segments hold {} tokens but x has {} rows", opt_.name, total, n);
-    rope_tables(longest);
+    rope_tables(expect_segments(cache, segments, n, opt_.name, "x"));
     const matrix_view<T> q = query(x, n);
-    const matrix_view<T> ckv = detail::sized(ckv_, n, lora + r);
-    kv_a_->forward(x, ckv);
-    const matrix_view<T> kpass = detail::sized(kpass_, n, lora), kvn = detail::sized(kvn_, n, lora);
-    ops_.copy(read_only(ckv.col_range(0, lora)), kpass);
-    ops_.rms_norm_forward(read_only(kpass), norm(kv_a_norm_), opt_.norm_eps, kvn);
+    const auto [ckv, kvn] = latent(x, n);
     const matrix_view<T> kr = detail::sized(krope_, n, r);
     take_rope(read_only(ckv.col_range(lora, lora + r)), kr);
     const matrix_view<T> attn = detail::sized(attn_, n, h * v);
@@ -388,6 +368,18 @@ class mla_attention {
       q_proj_->forward(x, q);
     }
     return q;
+  }
+
+  /// The latent [n, kv_lora + rope] = kv_a_proj_with_mqa(x), replicated, and its kv_lora part
+  /// normed [n, kv_lora] (the part itself kept contiguous for backward).
+  std::pair<matrix_view<T>, matrix_view<T>> latent(matrix_view<const T> x, index_t n) {
+    const index_t lora = opt_.kv_lora_rank;
+    const matrix_view<T> ckv = detail::sized(ckv_, n, lora + opt_.qk_rope_head_dim);
+    kv_a_->forward(x, ckv);
+    const matrix_view<T> kpass = detail::sized(kpass_, n, lora), kvn = detail::sized(kvn_, n, lora);
+    ops_.copy(read_only(ckv.col_range(0, lora)), kpass);
+    ops_.rms_norm_forward(read_only(kpass), norm(kv_a_norm_), opt_.norm_eps, kvn);
+    return {ckv, kvn};
   }
 
   static mla_options checked(mla_options o, int tp) {
