@@ -756,6 +756,24 @@ TEST_CASE("transformers 5.25's unit styles place whole heads on the unit mesh") 
         "100 is not a multiple of head_dim 8");
 }
 
+TEST_CASE("unit_rowwise's all-reduce spans the unit axis: its bus bytes are the axis's") {
+  // 4 heads of 32 at tp 8: q, k, v and o on a (4 × 2) unit mesh, so o's forward all-reduce runs
+  // over 4 ranks — 2 · 3 / 4 of its size on the links, not 2 · 7 / 8. Nothing else in the layers
+  // communicates in forward (the MLP has no rule here).
+  const plan::hf_plan units = hf(R"({"base_model_tp_plan": {
+    "layers.*.self_attn.q_proj": "unit_colwise", "layers.*.self_attn.k_proj": "unit_colwise",
+    "layers.*.self_attn.v_proj": "unit_colwise", "layers.*.self_attn.o_proj": "unit_rowwise"}})");
+  const plan::model_config c = config(R"({"model_type": "llama", "hidden_size": 128,
+    "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "num_hidden_layers": 2, "vocab_size": 100})");
+  const plan::resolution r = resolve_preset(c, {.tp = 8}, &units);
+  CHECK(r.usable());
+  CHECK(r.comm_forward == doctest::Approx(128 * 2));  // [hidden] in bf16 a token
+  CHECK(r.comm_forward_bus == doctest::Approx(r.comm_forward * 2 * 3 / 4));
+  // The colwise side's dx all-reduce in backward spans the whole group.
+  CHECK(r.comm_backward_bus == doctest::Approx(r.comm_backward * 2 * 7 / 8));
+}
+
 TEST_CASE("transformers 5.25: an empty TP plan runs the EP plan alone across the TP ranks") {
   const plan::hf_plan ep_only = hf(R"({"base_model_tp_plan": {}, "base_model_ep_plan": {
     "layers.*.mlp.experts": "ep_dispatch_experts",

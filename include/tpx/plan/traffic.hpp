@@ -11,7 +11,9 @@
 ///                                                           scatter); a gathered output adds
 ///                                                           an all-gather of the output in fwd
 ///   rowwise linear        fwd: all-reduce of the output (SP, or rowwise_reduce_scatter: reduce-
-///                         scatter); bwd: — (SP: all-gather of dy; a split input: all-gather of dx)
+///                         scatter; unit_rowwise: over the unit axis, gcd(units, tp) ranks, for
+///                         the bus bytes); bwd: — (SP: all-gather of dy; a split input: all-gather
+///                         of dx)
 ///   SP entry module rule (module_allgather…)   fwd: all-gather of [hidden]; bwd: reduce-scatter;
 ///                         the colwise linears inside add no input collective of their own
 ///   experts module rule (moe_tp_experts, gather, …)   fwd: all-reduce of [hidden] (SP: all-gather
@@ -44,6 +46,7 @@
 #include "tpx/plan/resolution.hpp"
 #include "tpx/plan/rules.hpp"
 #include "tpx/plan/visit.hpp"
+#include "tpx/shard/units.hpp"
 #include "tpx/style/description.hpp"
 
 namespace tpx::inline v0::plan {
@@ -184,10 +187,11 @@ class comm_counter {
     traffic fwd, bwd;  // elements per token
     std::set<std::string> groups, modules;
   };
-  /// Counts collective `c` on an activation of `n` elements per token.
-  void add(traffic& t, collective c, double n) const {
+  /// Counts collective `c` on an activation of `n` elements per token, over `ranks` ranks (−1:
+  /// the group).
+  void add(traffic& t, collective c, double n, int ranks = -1) const {
     t.size += moved(c, n);
-    t.bus += moved(c, n) * bus_factor(c, o_.tp);
+    t.bus += moved(c, n) * bus_factor(c, ranks < 0 ? o_.tp : ranks);
   }
   /// Counts both sides of a pass on an activation of `n` elements per token.
   void add(traffic& t, style::pass p, double n) const {
@@ -237,8 +241,16 @@ class comm_counter {
         add(l.bwd, d->backward.input, in);
       }
     }
-    add(l.fwd, d->forward.output, out);
+    add(l.fwd, d->forward.output, out, output_ranks(t, in));
     add(l.bwd, d->backward.output, out);
+  }
+
+  /// The ranks a linear's output collective spans: unit_rowwise's unit axis, gcd(units, tp) of
+  /// the in dim's units of head_dim; else the group.
+  int output_ranks(const resolved_tensor& t, double in) const {
+    const index_t d = c_.head_dim, n = static_cast<index_t>(in);
+    if (!t.spec.units || t.spec.kind != family::rowwise || d < 1 || n % d != 0) return o_.tp;
+    return shard::units{n / d, d}.groups(o_.tp);
   }
 
   const model_config& c_;
