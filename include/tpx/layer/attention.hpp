@@ -25,6 +25,7 @@
 #include <cmath>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tpx/core/error.hpp"
@@ -55,6 +56,38 @@ struct attention_options {
   /// Soft-capped scores (Gemma 2's `attn_logit_softcapping`): softcap · tanh(score / softcap);
   /// 0: none.
   double softcap = 0.0;
+};
+
+/// RoPE's cos and sin tables [positions × pairs] in the backend's memory, for the frequencies of
+/// `pairs` feature pairs; `cover(n)` makes them reach positions [0, n) (grown by doubling, so
+/// decode steps recompute them rarely).
+template <backend_with_ops Backend, class T>
+class rope_table {
+ public:
+  rope_table() = default;
+  explicit rope_table(std::vector<double> inv_freq) : inv_freq_(std::move(inv_freq)) {}
+
+  void cover(index_t n) {
+    if (n <= positions_) return;
+    const index_t positions = std::max(n, 2 * positions_);
+    std::vector<T> c, s;
+    ops::rope_tables<T>(inv_freq_, positions, c, s);
+    Backend::upload(std::span<const T>(c), cos_);
+    Backend::upload(std::span<const T>(s), sin_);
+    positions_ = positions;
+  }
+  matrix_view<const T> cos() const { return view(cos_); }
+  matrix_view<const T> sin() const { return view(sin_); }
+
+ private:
+  using buffer = typename Backend::template buffer<T>;
+  matrix_view<const T> view(const buffer& b) const {
+    return make_matrix<const T>(b.data(), positions_, static_cast<index_t>(inv_freq_.size()));
+  }
+
+  std::vector<double> inv_freq_;
+  buffer cos_, sin_;
+  index_t positions_ = 0;
 };
 
 template <backend_with_ops Backend, class T = float>
@@ -101,6 +134,7 @@ class causal_attention {
     expect(static_cast<index_t>(opt_.inv_freq.size()) == opt_.head_dim / 2,
            "{}: RoPE needs {} frequencies (head_dim / 2) but was given {}", opt_.name,
            opt_.head_dim / 2, opt_.inv_freq.size());
+    rope_ = rope_table<Backend, T>(opt_.inv_freq);
   }
 
   /// Normalises every q head with `q` and every k head with `k` (each [head_dim]) before RoPE.
@@ -130,7 +164,7 @@ class causal_attention {
   void forward(matrix_view<const T> qkv, matrix_view<T> o) {
     const index_t n = qkv.rows();
     expect_shapes(qkv, o, "output");
-    rope_tables(n);
+    rope_.cover(n);
     const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m) { rope(m, 0); });
     ops_.attention_forward(shape(), read_only(q), read_only(k), v_of(qkv), o,
                            detail::scratch(lse_, opt_.q_heads * n));
@@ -153,7 +187,7 @@ class causal_attention {
            "{}: the cache holds {} key columns per token but the rank's {} KV heads of dim {} "
            "need {}",
            opt_.name, cache.kv_cols(), opt_.kv_heads, opt_.head_dim, kv_cols);
-    rope_tables(expect_segments(cache, segments, n, opt_.name, "qkv"));
+    rope_.cover(expect_segments(cache, segments, n, opt_.name, "qkv"));
     // Each segment's rows turn by their own positions (its cache's length before this step).
     const auto [q, k] = rotated(qkv, n, [&](matrix_view<T> m) {
       index_t row = 0;
@@ -202,8 +236,8 @@ class causal_attention {
                          dv = dqkv.col_range(qc + kc, qc + 2 * kc);
     ops_.attention_backward(shape(), view(q_, n, qc), view(k_, n, kc), v_of(qkv), view(o_, n, qc),
                             std::span<const T>(lse_.data(), lse_.size()), dout, dq, dk, dv);
-    ops_.rope(dq, d, 0, table(cos_), table(sin_), true);  // back through RoPE: the transpose
-    ops_.rope(dk, d, 0, table(cos_), table(sin_), true);
+    ops_.rope(dq, d, 0, rope_.cos(), rope_.sin(), true);  // back through RoPE: the transpose
+    ops_.rope(dk, d, 0, rope_.cos(), rope_.sin(), true);
     if (has_qk_norm()) {  // back through the per-head norms
       norm_backward(qkv.col_range(0, qc), q_norm_, dq, dq_norm_);
       norm_backward(qkv.col_range(qc, qc + kc), k_norm_, dk, dk_norm_);
@@ -266,22 +300,7 @@ class causal_attention {
 
   /// RoPE on every head of `m`, row t at position first + t.
   void rope(matrix_view<T> m, index_t first) {
-    ops_.rope(m, opt_.head_dim, first, table(cos_), table(sin_), false);
-  }
-
-  /// The cos and sin tables cover positions [0, n) at least (grown by doubling, so decode steps
-  /// recompute them rarely).
-  void rope_tables(index_t n) {
-    if (n <= table_positions_) return;
-    const index_t positions = std::max(n, 2 * table_positions_);
-    std::vector<T> c, s;
-    ops::rope_tables<T>(opt_.inv_freq, positions, c, s);
-    Backend::upload(std::span<const T>(c), cos_);
-    Backend::upload(std::span<const T>(s), sin_);
-    table_positions_ = positions;
-  }
-  matrix_view<const T> table(const buffer& b) const {
-    return make_matrix<const T>(b.data(), table_positions_, opt_.head_dim / 2);
+    ops_.rope(m, opt_.head_dim, first, rope_.cos(), rope_.sin(), false);
   }
 
   matrix_view<const T> v_of(matrix_view<const T> qkv) const {
@@ -305,9 +324,7 @@ class causal_attention {
   attention_options opt_;
   /// Rotated q and k, the output and the log-sum-exp of the last forward (kept for backward).
   buffer q_, k_, o_, lse_;
-  /// RoPE's tables [table_positions_ × head_dim / 2].
-  buffer cos_, sin_;
-  index_t table_positions_ = 0;
+  rope_table<Backend, T> rope_;
   /// Rows of the last forward (−1 after a cached one: nothing kept for backward).
   index_t forward_rows_ = -1;
   buffer q_norm_, k_norm_, dq_norm_, dk_norm_, normed_, dnormed_, dx_;

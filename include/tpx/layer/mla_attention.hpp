@@ -48,6 +48,7 @@
 
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
+#include "tpx/layer/attention.hpp"
 #include "tpx/layer/backend.hpp"
 #include "tpx/layer/kv_cache.hpp"
 #include "tpx/layer/linear.hpp"
@@ -154,6 +155,7 @@ class mla_attention {
            "{}: RoPE needs {} frequencies (qk_rope_head_dim / 2) but was given {}", opt_.name,
            r / 2, opt_.inv_freq.size());
     if (opt_.scale == 0) opt_.scale = 1.0 / std::sqrt(static_cast<double>(qk));
+    rope_ = rope_table<Backend, T>(opt_.inv_freq);
   }
 
   const mla_options& options() const noexcept { return opt_; }
@@ -180,10 +182,8 @@ class mla_attention {
     const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
                   r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, qk = opt_.qk_head_dim(),
                   dim = padded(), lora = opt_.kv_lora_rank;
-    expect(x.cols() == opt_.hidden && y.rows() == n && y.cols() == opt_.hidden,
-           "{}: x is [{} × {}] and y [{} × {}], but the layer maps [T × {}] to [T × {}]", opt_.name,
-           x.rows(), x.cols(), y.rows(), y.cols(), opt_.hidden, opt_.hidden);
-    rope_tables(n);
+    expect_io(x, y);
+    rope_.cover(n);
     const matrix_view<T> q = query(x, n);
     // The latent, expanded to the heads' [k_nope | v].
     const auto [ckv, kvn] = latent(x, n);
@@ -194,13 +194,13 @@ class mla_attention {
                          vf = zeroed(vf_, n, h * dim);
     const matrix_view<T> kr = detail::sized(krope_, n, r);
     take_rope(read_only(ckv.col_range(lora, lora + r)), kr);
-    ops_.rope(kr, r, 0, table(cos_), table(sin_), false);
+    ops_.rope(kr, r, 0, rope_.cos(), rope_.sin(), false);
     for (index_t j = 0; j < h; ++j) {
       const index_t at = j * dim, kv = j * (nope + v);
       ops_.copy(read_only(q.col_range(j * qk, j * qk + nope)), qf.col_range(at, at + nope));
       const matrix_view<T> qr = qf.col_range(at + nope, at + qk);
       take_rope(read_only(q.col_range(j * qk + nope, (j + 1) * qk)), qr);
-      ops_.rope(qr, r, 0, table(cos_), table(sin_), false);
+      ops_.rope(qr, r, 0, rope_.cos(), rope_.sin(), false);
       ops_.copy(read_only(kvb.col_range(kv, kv + nope)), kf.col_range(at, at + nope));
       ops_.copy(read_only(kr), kf.col_range(at + nope, at + qk));
       ops_.copy(read_only(kvb.col_range(kv + nope, kv + nope + v)), vf.col_range(at, at + v));
@@ -232,14 +232,12 @@ class mla_attention {
     const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
                   r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, qk = opt_.qk_head_dim(),
                   dim = padded(), lora = opt_.kv_lora_rank;
-    expect(x.cols() == opt_.hidden && y.rows() == n && y.cols() == opt_.hidden,
-           "{}: x is [{} × {}] and y [{} × {}], but the layer maps [T × {}] to [T × {}]", opt_.name,
-           x.rows(), x.cols(), y.rows(), y.cols(), opt_.hidden, opt_.hidden);
+    expect_io(x, y);
     expect(cache.kv_cols() == lora + r && cache.value_cols() == 0,
            "{}: the cache holds {} key and {} value columns a token, but this layer caches its "
            "latent: {} (kv_lora_rank + qk_rope_head_dim) and none (make it with make_cache)",
            opt_.name, cache.kv_cols(), cache.value_cols(), lora + r);
-    rope_tables(expect_segments(cache, segments, n, opt_.name, "x"));
+    rope_.cover(expect_segments(cache, segments, n, opt_.name, "x"));
     const matrix_view<T> q = query(x, n);
     const auto [ckv, kvn] = latent(x, n);
     const matrix_view<T> kr = detail::sized(krope_, n, r);
@@ -249,7 +247,7 @@ class mla_attention {
     for (const segment& g : segments) {
       const index_t start = cache.reserve(g.seq, g.tokens, opt_.name), end = start + g.tokens;
       const matrix_view<T> rows = kr.row_range(row, row + g.tokens);
-      ops_.rope(rows, r, start, table(cos_), table(sin_), false);
+      ops_.rope(rows, r, start, rope_.cos(), rope_.sin(), false);
       const matrix_view<T> latent = cache.keys(g.seq);
       ops_.copy(read_only(kvn.row_range(row, row + g.tokens)),
                 latent.row_range(start, end).col_range(0, lora));
@@ -269,7 +267,7 @@ class mla_attention {
         ops_.copy(qs.col_range(j * qk, j * qk + nope), qf.col_range(at, at + nope));
         const matrix_view<T> qr = qf.col_range(at + nope, at + qk);
         take_rope(qs.col_range(j * qk + nope, (j + 1) * qk), qr);
-        ops_.rope(qr, r, start, table(cos_), table(sin_), false);
+        ops_.rope(qr, r, start, rope_.cos(), rope_.sin(), false);
         ops_.copy(read_only(kvb.col_range(kv, kv + nope)), kf.col_range(at, at + nope));
         ops_.copy(prefix_rope, kf.col_range(at + nope, at + qk));
         ops_.copy(read_only(kvb.col_range(kv + nope, kv + nope + v)), vf.col_range(at, at + v));
@@ -318,7 +316,7 @@ class mla_attention {
       const index_t at = j * dim, kv = j * (nope + v);
       ops_.copy(read_only(dqf.col_range(at, at + nope)), dq.col_range(j * qk, j * qk + nope));
       const matrix_view<T> dqr = dqf.col_range(at + nope, at + qk);
-      ops_.rope(dqr, r, 0, table(cos_), table(sin_), true);
+      ops_.rope(dqr, r, 0, rope_.cos(), rope_.sin(), true);
       put_rope(read_only(dqr), dq.col_range(j * qk + nope, (j + 1) * qk));
       ops_.copy(read_only(dkf.col_range(at, at + nope)), dkvb.col_range(kv, kv + nope));
       ops_.copy(read_only(dvf.col_range(at, at + v)), dkvb.col_range(kv + nope, kv + nope + v));
@@ -327,7 +325,7 @@ class mla_attention {
       else
         ops_.add(dkr, read_only(dkf.col_range(at + nope, at + qk)));
     }
-    ops_.rope(dkr, r, 0, table(cos_), table(sin_), true);
+    ops_.rope(dkr, r, 0, rope_.cos(), rope_.sin(), true);
     comm_->all_reduce(std::span<T>(dkr.data(), static_cast<std::size_t>(dkr.size())));
     // The latent's gradient: [d kv_lora | d k_rope].
     const matrix_view<T> dckv = detail::sized(dckv_, n, lora + r),
@@ -355,6 +353,12 @@ class mla_attention {
   }
 
  private:
+  void expect_io(matrix_view<const T> x, matrix_view<T> y) const {
+    expect(x.cols() == opt_.hidden && y.rows() == x.rows() && y.cols() == opt_.hidden,
+           "{}: x is [{} × {}] and y [{} × {}], but the layer maps [T × {}] to [T × {}]", opt_.name,
+           x.rows(), x.cols(), y.rows(), y.cols(), opt_.hidden, opt_.hidden);
+  }
+
   /// The rank's heads' queries [n, heads · qk_head_dim] (q_a_proj's output and its norm kept).
   matrix_view<T> query(matrix_view<const T> x, index_t n) {
     const matrix_view<T> q = detail::sized(q_, n, local_heads_ * opt_.qk_head_dim());
@@ -443,18 +447,6 @@ class mla_attention {
     }
   }
 
-  void rope_tables(index_t n) {
-    if (n <= table_positions_) return;
-    const index_t positions = std::max(n, 2 * table_positions_);
-    std::vector<T> c, s;
-    ops::rope_tables<T>(opt_.inv_freq, positions, c, s);
-    Backend::upload(std::span<const T>(c), cos_);
-    Backend::upload(std::span<const T>(s), sin_);
-    table_positions_ = positions;
-  }
-  matrix_view<const T> table(const buffer& b) const {
-    return make_matrix<const T>(b.data(), table_positions_, opt_.qk_rope_head_dim / 2);
-  }
   static matrix_view<const T> view(const buffer& b, index_t rows, index_t cols) {
     return make_matrix<const T>(b.data(), rows, cols);
   }
@@ -475,8 +467,7 @@ class mla_attention {
   /// Backward's scratch.
   buffer dattn_, dof_, dqf_, dkf_, dvf_, dq_, dkvb_, dkrope_, dckv_, dkvn_, dkpass_, dx_kv_, dqn_,
       dqa_;
-  buffer cos_, sin_;
-  index_t table_positions_ = 0;
+  rope_table<Backend, T> rope_;
 };
 
 }  // namespace tpx::inline v0::layer
