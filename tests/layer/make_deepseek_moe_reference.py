@@ -6,8 +6,7 @@ small random weights — its output y for an input x and, for the loss sum(y · 
 x and of every parameter.
 
 transformers' DeepSeek-V3 module computes its router logits (and its norms) in float32 even in a
-float64 model; here the module's `torch.float32` is read as float64 (a proxy of torch in its
-namespace), which undoes every such downcast without changing its code.
+float64 model; here the module runs with its float32 casts read as float64 (tests/hf_float64.py).
 
 Not run by the tests or CI (they read the committed file). Needs torch and transformers 5.25:
   /tmp/hf/bin/python tests/layer/make_deepseek_moe_reference.py \\
@@ -15,22 +14,17 @@ Not run by the tests or CI (they read the committed file). Needs torch and trans
 """
 
 import json
+import os
 import sys
 
 import torch
 import transformers
-from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
-from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from hf_float64 import float64_module  # noqa: E402
 
-class Float64Torch:
-    """torch, with float32 read as float64."""
-
-    def __getattr__(self, name):
-        return torch.float64 if name == "float32" else getattr(torch, name)
-
-
-ds.torch = Float64Torch()
+ds = float64_module("transformers.models.deepseek_v3.modeling_deepseek_v3")
+from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config  # noqa: E402
 
 CASE = {"hidden_size": 12, "moe_intermediate_size": 5, "n_routed_experts": 8, "n_group": 4,
         "topk_group": 2, "num_experts_per_tok": 3, "n_shared_experts": 2, "norm_topk_prob": True,

@@ -5,9 +5,9 @@ y for an input x, and, for the loss sum(y · g), the gradients of x and of every
 
 Two cases: a q LoRA rank with interleaved RoPE, biases and v_head_dim < qk_head_dim (DeepSeek-V3's
 layout), and a full-rank q_proj with rotate_half RoPE and v_head_dim > qk_head_dim. transformers
-computes the latents' RMSNorm in float32 even in a float64 model; that downcast is undone here
-(the norm is patched to compute in float64), and RoPE's cos / sin are computed in float64 and
-passed in. Attention is torch's SDPA in float64 (causal).
+computes the latents' RMSNorm in float32 even in a float64 model; its module runs here with its
+float32 casts read as float64 (tests/hf_float64.py), and RoPE's cos / sin are computed in float64
+and passed in. Attention is torch's SDPA in float64 (causal).
 
 Not run by the tests or CI (they read the committed file). Needs torch and transformers 5.25:
   python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.25.0
@@ -15,20 +15,17 @@ Not run by the tests or CI (they read the committed file). Needs torch and trans
 """
 
 import json
+import os
 import sys
 
 import torch
 import transformers
-from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
-from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from hf_float64 import float64_module  # noqa: E402
 
-def rms_norm_f64(self, hidden_states):
-    variance = hidden_states.pow(2).mean(-1, keepdim=True)
-    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
-
-
-ds.DeepseekV3RMSNorm.forward = rms_norm_f64
+ds = float64_module("transformers.models.deepseek_v3.modeling_deepseek_v3")
+from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config  # noqa: E402
 
 CASES = [
     {"name": "q_lora_interleave", "hidden_size": 24, "num_attention_heads": 4, "q_lora_rank": 12,

@@ -7,36 +7,27 @@ transformers' forward in float64).
 
 transformers computes RoPE frequencies, RMSNorm and the eager softmax in float32 even in a float64
 model; this script runs transformers' own modeling code with those float32 casts rewritten to
-float64 (the module sources are re-executed with torch.float32 / torch.float / .float() replaced),
-so the reference is transformers' arithmetic at float64 throughout.
+float64 (tests/hf_float64.py), so the reference is transformers' arithmetic at float64 throughout.
 
-Not run by the tests or CI (they read the committed files). Needs torch and transformers 5.24:
+Not run by the tests or CI (they read the committed files). Needs torch and transformers; the
+committed files were written with 5.24, and 5.25 writes the same weights, greedy ids and logits
+(to 6e-16 relative, December 2026):
   python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.24.0
   /tmp/hf/bin/python tests/model/make_reference.py tests/model/fixtures/hf-ref [CASE …]
 """
 
 import importlib
-import inspect
 import json
 import os
-import re
 import sys
 
 import torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from hf_float64 import float64_module  # noqa: E402
+
 OUT = sys.argv[1]
 PROMPT = [5, 1, 33, 8, 60, 14, 2]
-
-
-def float64_module(name):
-    """Re-executes a transformers module with its float32 casts turned into float64."""
-    mod = importlib.import_module(name)
-    src = inspect.getsource(mod)
-    src = re.sub(r"torch\.float32\b", "torch.float64", src)
-    src = re.sub(r"torch\.float\b", "torch.float64", src)
-    src = src.replace(".float()", ".double()")
-    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
-    return mod
 
 
 float64_module("transformers.modeling_rope_utils")

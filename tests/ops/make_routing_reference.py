@@ -4,21 +4,26 @@
 only, group-limited top-k (n_group, topk_group), norm_topk_prob, routed_scaling_factor — its
 chosen expert ids and their weights.
 
-The router computes its logits in float32 (`F.linear` on `.type(torch.float32)`). Its weight is
-the identity here and the inputs are float32 numbers, so the logits it routes are exactly the
-inputs written out; its scores and weights stay float32 (compare them to ~1e-6).
+The router computes its logits in float32 (`F.linear` on `.type(torch.float32)`); its module runs
+here with those casts read as float64 (tests/hf_float64.py). Its weight is the identity, so the
+logits it routes are exactly the inputs written out, and its weights are float64.
 
 Not run by the tests or CI (they read the committed file). Needs torch and transformers 5.25:
   /tmp/hf/bin/python tests/ops/make_routing_reference.py tests/ops/fixtures/deepseek_routing.json
 """
 
 import json
+import os
 import sys
 
 import torch
 import transformers
-from transformers.models.deepseek_v3 import modeling_deepseek_v3 as ds
-from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from hf_float64 import float64_module  # noqa: E402
+
+ds = float64_module("transformers.models.deepseek_v3.modeling_deepseek_v3")
+from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config  # noqa: E402
 
 CASES = [
     {"name": "group_limited", "n_routed_experts": 16, "n_group": 4, "topk_group": 2,
@@ -37,11 +42,11 @@ for seed, case in enumerate(CASES):
                            num_experts_per_tok=case["num_experts_per_tok"],
                            norm_topk_prob=case["norm_topk_prob"],
                            routed_scaling_factor=case["routed_scaling_factor"])
-    router = ds.DeepseekV3TopkRouter(cfg)
+    router = ds.DeepseekV3TopkRouter(cfg).to(torch.float64)
     with torch.no_grad():
         router.weight.copy_(torch.eye(e))
         router.e_score_correction_bias.copy_(0.5 * torch.randn(e))
-    logits = (2 * torch.randn(case["tokens"], e)).to(torch.float32)
+    logits = 2 * torch.randn(case["tokens"], e, dtype=torch.float64)
     with torch.no_grad():
         routed, weights, ids = router(logits)
     assert torch.equal(routed, logits)

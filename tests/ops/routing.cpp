@@ -1,7 +1,8 @@
 // DeepSeek-V3's routing (ops::route with sigmoid scores, a selection bias and group-limited
 // top-k) against transformers 5.25's own DeepseekV3TopkRouter
-// (tests/ops/fixtures/deepseek_routing.json, written by make_routing_reference.py): the same
-// experts for every token, and their weights to the router's float32.
+// (tests/ops/fixtures/deepseek_routing.json, written by make_routing_reference.py with the
+// router's float32 casts read as float64): the same experts for every token, and their weights to
+// 1e-12.
 
 #include <doctest/doctest.h>
 
@@ -61,7 +62,7 @@ TEST_CASE("group-limited sigmoid routing chooses transformers' DeepSeek-V3 exper
         REQUIRE(at != ids.begin() + (t + 1) * k);
         CHECK(w[static_cast<std::size_t>(at - ids.begin())] ==
               doctest::Approx(want_w[static_cast<std::size_t>(t)][static_cast<std::size_t>(j)])
-                  .epsilon(2e-6));
+                  .epsilon(1e-12));
       }
       // Whether the group limit changed this token's choice: some chosen expert is not among the
       // k best of all experts.
