@@ -3,7 +3,8 @@
 // make_mla_reference.py): y, dx and every parameter's gradient, on every rank's shard, at every
 // tp the heads allow — including tp 1, the unsharded layer — for a q LoRA rank with interleaved
 // RoPE, biases and v_head_dim < qk_head_dim, and a full-rank q_proj with rotate_half RoPE and
-// v_head_dim > qk_head_dim. And the collectives it moves, and its refusals.
+// v_head_dim > qk_head_dim. And the collectives it moves, its latent cache, its refusals, and the
+// plan's placement of its tensors.
 
 #include <doctest/doctest.h>
 
@@ -20,6 +21,7 @@
 #include "../harness.hpp"
 #include "tpx/backend/host/backend.hpp"
 #include "tpx/layer/mla_attention.hpp"
+#include "tpx/plan/resolve.hpp"
 
 using namespace tpx;
 
@@ -302,6 +304,59 @@ TEST_CASE("MLA decode over its latent cache equals the forward of each whole pre
               "capacity of 8 tokens per sequence");
       });
       CHECK(err.max() < 1e-12);
+    }
+  }
+}
+
+TEST_CASE("plan resolution places MLA's tensors as the layer holds them, at every tp") {
+  // The deepseek_v3 preset's plan (transformers 5.25's MLA rules) resolved against the fixture's
+  // dims: q_b_proj / q_proj and kv_b_proj split on rows, o_proj on columns, in the layer's whole
+  // heads on every rank; the latent projections replicated.
+  host::gemm_engine engine;
+  for (const mla_case& m : fixture()) {
+    const std::string name = m.config.at("name");
+    CAPTURE(name);
+    const layer::mla_options o = options_of(m);
+    nlohmann::json cfg = {{"model_type", "deepseek_v3"},
+                          {"hidden_size", o.hidden},
+                          {"num_attention_heads", o.n_heads},
+                          {"num_key_value_heads", o.n_heads},
+                          {"num_hidden_layers", 1},
+                          {"first_k_dense_replace", 1},
+                          {"intermediate_size", 16},
+                          {"kv_lora_rank", o.kv_lora_rank},
+                          {"qk_nope_head_dim", o.qk_nope_head_dim},
+                          {"qk_rope_head_dim", o.qk_rope_head_dim},
+                          {"v_head_dim", o.v_head_dim},
+                          {"vocab_size", 50}};
+    cfg["q_lora_rank"] = o.q_lora_rank > 0 ? nlohmann::json(o.q_lora_rank) : nlohmann::json();
+    const plan::model_config c = plan::parse_model_config(cfg, "config.json");
+    const plan::preset* p = plan::find_preset("deepseek_v3");
+    REQUIRE(p != nullptr);
+    plan::plan_sources src;
+    src.preset = p;
+    const std::string attn = "model.layers.0.self_attn.";
+    const std::string q = o.q_lora_rank > 0 ? "q_b_proj" : "q_proj";
+    for (int tp = 1; tp <= o.n_heads; ++tp) {
+      CAPTURE(tp);
+      const plan::resolution r =
+          plan::resolve(c, p->tensors(c), src, plan::registry::builtin(), {.tp = tp});
+      REQUIRE(r.usable());
+      const auto placed = [&](const std::string& t) -> const shard::placement& {
+        for (const plan::resolved_tensor& x : r.tensors)
+          if (x.tensor.name == attn + t + ".weight") return x.placement;
+        FAIL("no tensor ", t);
+        return r.tensors.front().placement;
+      };
+      CHECK(placed("kv_a_proj_with_mqa").is_replicated());
+      host::run(tp, [&](host::communicator& comm) {
+        layer::mla_attention<host::backend, double> a(engine, comm, weights_of(m), o);
+        CHECK(placed(q).partition == a.q_proj().partition());
+        CHECK(placed("kv_b_proj").partition == a.kv_b_proj().partition());
+        CHECK(placed("o_proj").partition == a.o_proj().partition());
+        CHECK(placed(q).dim == 0);
+        CHECK(placed("o_proj").dim == 1);
+      });
     }
   }
 }
