@@ -180,8 +180,8 @@ class mla_attention {
   /// y = o_proj(attention(x)): x and y replicated [T, hidden], positions 0…T−1.
   void forward(matrix_view<const T> x, matrix_view<T> y) {
     const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
-                  r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, qk = opt_.qk_head_dim(),
-                  dim = padded(), lora = opt_.kv_lora_rank;
+                  r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, dim = padded(),
+                  lora = opt_.kv_lora_rank;
     expect_io(x, y);
     rope_.cover(n);
     const matrix_view<T> q = query(x, n);
@@ -195,22 +195,12 @@ class mla_attention {
     const matrix_view<T> kr = detail::sized(krope_, n, r);
     take_rope(read_only(ckv.col_range(lora, lora + r)), kr);
     ops_.rope(kr, r, 0, rope_.cos(), rope_.sin(), false);
-    for (index_t j = 0; j < h; ++j) {
-      const index_t at = j * dim, kv = j * (nope + v);
-      ops_.copy(read_only(q.col_range(j * qk, j * qk + nope)), qf.col_range(at, at + nope));
-      const matrix_view<T> qr = qf.col_range(at + nope, at + qk);
-      take_rope(read_only(q.col_range(j * qk + nope, (j + 1) * qk)), qr);
-      ops_.rope(qr, r, 0, rope_.cos(), rope_.sin(), false);
-      ops_.copy(read_only(kvb.col_range(kv, kv + nope)), kf.col_range(at, at + nope));
-      ops_.copy(read_only(kr), kf.col_range(at + nope, at + qk));
-      ops_.copy(read_only(kvb.col_range(kv + nope, kv + nope + v)), vf.col_range(at, at + v));
-    }
+    pad_heads(read_only(q), 0, read_only(kvb), read_only(kr), qf, kf, vf);
     const matrix_view<T> of = detail::sized(of_, n, h * dim);
     ops_.attention_forward(shape(), read_only(qf), read_only(kf), read_only(vf), of,
                            detail::scratch(lse_, h * n));
     const matrix_view<T> attn = detail::sized(attn_, n, h * v);
-    for (index_t j = 0; j < h; ++j)
-      ops_.copy(read_only(of.col_range(j * dim, j * dim + v)), attn.col_range(j * v, (j + 1) * v));
+    take_values(read_only(of), attn);
     o_->forward(read_only(attn), y);
     rows_ = n;
   }
@@ -230,8 +220,8 @@ class mla_attention {
   void forward_cached(matrix_view<const T> x, matrix_view<T> y, kv_cache<T>& cache,
                       std::span<const segment> segments) {
     const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
-                  r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, qk = opt_.qk_head_dim(),
-                  dim = padded(), lora = opt_.kv_lora_rank;
+                  r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, dim = padded(),
+                  lora = opt_.kv_lora_rank;
     expect_io(x, y);
     expect(cache.kv_cols() == lora + r && cache.value_cols() == 0,
            "{}: the cache holds {} key and {} value columns a token, but this layer caches its "
@@ -259,24 +249,11 @@ class mla_attention {
       kv_b_->forward(read_only(lat), kvb);
       const matrix_view<T> qf = zeroed(qf_, g.tokens, h * dim), kf = zeroed(kf_, end, h * dim),
                            vf = zeroed(vf_, end, h * dim);
-      const matrix_view<const T> prefix_rope =
-          read_only(latent.row_range(0, end).col_range(lora, lora + r));
-      const matrix_view<const T> qs = read_only(q.row_range(row, row + g.tokens));
-      for (index_t j = 0; j < h; ++j) {
-        const index_t at = j * dim, kv = j * (nope + v);
-        ops_.copy(qs.col_range(j * qk, j * qk + nope), qf.col_range(at, at + nope));
-        const matrix_view<T> qr = qf.col_range(at + nope, at + qk);
-        take_rope(qs.col_range(j * qk + nope, (j + 1) * qk), qr);
-        ops_.rope(qr, r, start, rope_.cos(), rope_.sin(), false);
-        ops_.copy(read_only(kvb.col_range(kv, kv + nope)), kf.col_range(at, at + nope));
-        ops_.copy(prefix_rope, kf.col_range(at + nope, at + qk));
-        ops_.copy(read_only(kvb.col_range(kv + nope, kv + nope + v)), vf.col_range(at, at + v));
-      }
+      pad_heads(read_only(q.row_range(row, row + g.tokens)), start, read_only(kvb),
+                read_only(latent.row_range(0, end).col_range(lora, lora + r)), qf, kf, vf);
       const matrix_view<T> of = detail::sized(of_, g.tokens, h * dim);
       ops_.attention_decode(shape(), read_only(qf), read_only(kf), read_only(vf), start, of);
-      for (index_t j = 0; j < h; ++j)
-        ops_.copy(read_only(of.col_range(j * dim, j * dim + v)),
-                  attn.row_range(row, row + g.tokens).col_range(j * v, (j + 1) * v));
+      take_values(read_only(of), attn.row_range(row, row + g.tokens));
       row += g.tokens;
     }
     o_->forward(read_only(attn), y);
@@ -353,6 +330,32 @@ class mla_attention {
   }
 
  private:
+  /// The rank's heads padded to the attention's head dim: qf = [q_nope | RoPE(q_rope)] of the
+  /// queries `q` [·, heads · qk] at positions first…, kf = [k_nope | k_rope] and vf = v of the
+  /// expanded latents `kvb` [·, heads · (nope + v)] with the rotated shared `k_rope` [·, rope].
+  void pad_heads(matrix_view<const T> q, index_t first, matrix_view<const T> kvb,
+                 matrix_view<const T> k_rope, matrix_view<T> qf, matrix_view<T> kf,
+                 matrix_view<T> vf) {
+    const index_t nope = opt_.qk_nope_head_dim, r = opt_.qk_rope_head_dim, v = opt_.v_head_dim,
+                  qk = opt_.qk_head_dim(), dim = padded();
+    for (index_t j = 0; j < local_heads_; ++j) {
+      const index_t at = j * dim, kv = j * (nope + v);
+      ops_.copy(q.col_range(j * qk, j * qk + nope), qf.col_range(at, at + nope));
+      const matrix_view<T> qr = qf.col_range(at + nope, at + qk);
+      take_rope(q.col_range(j * qk + nope, (j + 1) * qk), qr);
+      ops_.rope(qr, r, first, rope_.cos(), rope_.sin(), false);
+      ops_.copy(kvb.col_range(kv, kv + nope), kf.col_range(at, at + nope));
+      ops_.copy(k_rope, kf.col_range(at + nope, at + qk));
+      ops_.copy(kvb.col_range(kv + nope, kv + nope + v), vf.col_range(at, at + v));
+    }
+  }
+  /// The heads' v columns of the padded attention output `of` into `attn` [·, heads · v].
+  void take_values(matrix_view<const T> of, matrix_view<T> attn) {
+    const index_t v = opt_.v_head_dim, dim = padded();
+    for (index_t j = 0; j < local_heads_; ++j)
+      ops_.copy(of.col_range(j * dim, j * dim + v), attn.col_range(j * v, (j + 1) * v));
+  }
+
   void expect_io(matrix_view<const T> x, matrix_view<T> y) const {
     expect(x.cols() == opt_.hidden && y.rows() == x.rows() && y.cols() == opt_.hidden,
            "{}: x is [{} × {}] and y [{} × {}], but the layer maps [T × {}] to [T × {}]", opt_.name,
