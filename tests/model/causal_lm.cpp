@@ -4,8 +4,9 @@
 // with q/k/v biases and tied embeddings, Phi-3 with fused qkv_proj and gate_up_proj, Mistral, a
 // Llama with llama3 RoPE, every bias and one KV head, Qwen3 with per-head q/k norms, and a
 // Qwen3-MoE with a dense layer between two MoE layers, and sliding windows of 3: a Mistral's on
-// every layer and a Qwen2's on its second) — at every tp their heads allow, in TP and
-// TP+SP, with expert parallelism; and the model at tp = 1, whose gradients are checked by central
+// every layer and a Qwen2's on its second; two DeepSeek-V3s with MLA, grouped sigmoid routing
+// and shared experts, tensor mode only) — at every tp their heads allow, in TP and TP+SP, with
+// expert parallelism; and the model at tp = 1, whose gradients are checked by central
 // differences of its loss, so the sharded gradients can be compared with them. Each rank reads
 // exactly its shard's bytes, and those placements are the ones plan::resolve gives the
 // checkpoint's tensors.
@@ -34,9 +35,10 @@ struct fixture {
   const char* name;      // under tests/model/fixtures
   std::vector<int> tps;  // every tp the heads allow, up to 8
   bool moe = false;      // 6 experts: ep 2 and 3 divide them
+  bool mla = false;      // multi-head latent attention: tensor mode only
   fs::path dir() const { return test::model_fixture(name); }
 };
-const fixture llama{"hf-tiny/llama", {1, 2, 3, 4, 5, 6}};     // 6 query / 3 KV heads
+const fixture llama{"hf-tiny/llama", {1, 2, 3, 4, 5, 6}};      // 6 query / 3 KV heads
 const fixture mixtral{"hf-tiny/mixtral", {1, 2, 3, 4}, true};  // 4 query / 2 KV heads, 6 experts
 // The any-tp GQA placement (shard::gqa): at tp 3 a 4 / 2 model's query heads go 2 | 1 | 1, so
 // KV head 0 sits on rank 0 alone and KV head 1 on ranks 1 and 2; at tp 4 and 5 a 6 / 3 model's
@@ -51,10 +53,17 @@ const std::vector<fixture> all_models{llama,
                                       {"hf-ref/qwen3_moe", {1, 2, 3, 4}, true},
                                       // sliding windows of 3 (every layer; Qwen2's second)
                                       {"hf-ref/mistral_window", {1, 2, 3, 4}},
-                                      {"hf-ref/qwen2_window", {1, 2, 3, 4}}};
+                                      {"hf-ref/qwen2_window", {1, 2, 3, 4}},
+                                      // MLA, dense first layer, grouped sigmoid routing, shared
+                                      // experts (q LoRA; full-rank q with biases)
+                                      {"hf-ref/deepseek_v3", {1, 2, 3, 4}, true, true},
+                                      {"hf-ref/deepseek_v3_q_full", {1, 2, 3, 4}, true, true}};
 
 bool ep_applies(const fixture& f, int ep) {
   return ep == 1 || (f.moe && 6 % ep == 0);
+}
+bool sp_applies(const fixture& f, bool sp) {
+  return !sp || !f.mla;
 }
 
 struct prompt {
@@ -132,7 +141,7 @@ TEST_CASE(
     for (const int tp : f.tps)
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (!ep_applies(f, ep)) continue;
+          if (!ep_applies(f, ep) || !sp_applies(f, sp)) continue;
           CAPTURE(f.name);
           CAPTURE(tp);
           CAPTURE(sp);
@@ -213,6 +222,7 @@ TEST_CASE("a batch of prompts of different lengths gives each prompt's tokens al
         {7}, {5, 1, 33, 8, 60}, {3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46}};
     for (const int tp : f.tps)
       for (const bool sp : {false, true}) {
+        if (!sp_applies(f, sp)) continue;
         CAPTURE(f.name);
         CAPTURE(tp);
         CAPTURE(sp);
@@ -531,6 +541,28 @@ TEST_CASE("gradients at tp = 1 match central differences of the loss") {
                      {"model.layers.2.mlp.experts.3.up_proj.weight", 50},
                      {"model.layers.0.mlp.experts.1.down_proj.weight", 51}});
   }
+  SUBCASE("deepseek_v3: MLA with a q LoRA rank, grouped sigmoid routing, the shared expert") {
+    check_gradients(test::model_fixture("hf-ref/deepseek_v3"),
+                    {{"model.layers.0.self_attn.q_a_proj.weight", 33},
+                     {"model.layers.1.self_attn.q_a_layernorm.weight", 5},
+                     {"model.layers.2.self_attn.q_b_proj.weight", 7 * 12 + 4},  // a rope column
+                     {"model.layers.0.self_attn.kv_a_proj_with_mqa.weight", 12 * 32 + 9},  // rope
+                     {"model.layers.1.self_attn.kv_a_proj_with_mqa.weight", 3 * 32 + 1},
+                     {"model.layers.2.self_attn.kv_a_layernorm.weight", 7},
+                     {"model.layers.0.self_attn.kv_b_proj.weight", 40 * 10 + 3},  // a v row
+                     {"model.layers.1.self_attn.o_proj.weight", 77},
+                     {"model.layers.0.mlp.gate_proj.weight", 50},
+                     {"model.layers.1.mlp.gate.weight", 100},
+                     {"model.layers.2.mlp.shared_experts.up_proj.weight", 60},
+                     {"model.layers.1.mlp.shared_experts.down_proj.weight", 61}});
+  }
+  SUBCASE("deepseek_v3: a full-rank q_proj, the latent's and o's biases") {
+    check_gradients(test::model_fixture("hf-ref/deepseek_v3_q_full"),
+                    {{"model.layers.0.self_attn.q_proj.weight", 45},
+                     {"model.layers.1.self_attn.kv_a_proj_with_mqa.bias", 11},  // rope part
+                     {"model.layers.0.self_attn.kv_a_proj_with_mqa.bias", 2},
+                     {"model.layers.1.self_attn.o_proj.bias", 3}});
+  }
   SUBCASE("llama3: o and MLP biases, the replicated KV head") {
     check_gradients(test::model_fixture("hf-ref/llama3"),
                     {{"model.layers.0.self_attn.o_proj.bias", 4},
@@ -548,13 +580,15 @@ TEST_CASE("sharded gradients of every parameter equal the unsharded model's, TP,
     const test::model_run base = test::run_model(dir, p.ids, targets, {});
     CHECK(base.grads.size() >= 10);
     for (const auto& [name, g] : base.grads) {
-      CAPTURE(name);  // every gradient is there and not all zero
-      CHECK(std::any_of(g.begin(), g.end(), [](double x) { return x != 0; }));
+      CAPTURE(name);  // every gradient is there and not all zero (DeepSeek's selection bias, a
+                      // buffer transformers does not train, has none)
+      const bool trained = !name.ends_with("e_score_correction_bias");
+      CHECK(std::any_of(g.begin(), g.end(), [](double x) { return x != 0; }) == trained);
     }
     for (const int tp : f.tps)
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (!ep_applies(f, ep)) continue;
+          if (!ep_applies(f, ep) || !sp_applies(f, sp)) continue;
           if (tp == 1 && !sp) continue;
           CAPTURE(f.name);
           CAPTURE(tp);
@@ -593,6 +627,28 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
       if (!ids.empty()) lm.forward(ids);
     });
   };
+  SUBCASE("MLA: sequence parallelism, and a tp above its heads") {
+    const fs::path ds = test::model_fixture("hf-ref/deepseek_v3");  // 4 heads
+    const model::config c = model::read_config(ds);
+    const io::checkpoint ck(ds);
+    CHECK(test::error_of(2,
+                         [&](host::communicator& comm) {
+                           host::gemm_engine engine;
+                           model::causal_lm<layer::block_mode::sequence, host::backend, double> lm(
+                               engine, comm, c, ck);
+                         })
+              .find("multi-head latent attention (MLA), which tpx runs in tensor mode only") !=
+          std::string::npos);
+    CHECK(load_error(ds, 5).find("4 heads cannot be split over tp = 5") != std::string::npos);
+    test::temp_dir g;  // 6 experts in 4 groups
+    nlohmann::json j = io::read_json_file(ds / "config.json", "config");
+    j["n_group"] = 4;
+    std::ofstream(g / "config.json") << j.dump();
+    CHECK(test::error_of([&] {
+            model::read_config(g.path);
+          }).find("group-limited routing needs \"n_group\" to divide the 6 experts") !=
+          std::string::npos);
+  }
   SUBCASE("tp the heads cannot serve") {  // 6 query heads
     CHECK(load_error(src, 7).find("cannot be split over tp = 7") != std::string::npos);
   }

@@ -11,7 +11,7 @@ float64 (tests/hf_float64.py), so the reference is transformers' arithmetic at f
 
 Not run by the tests or CI (they read the committed files). Needs torch and transformers; the
 committed files were written with 5.24, and 5.25 writes the same weights, greedy ids and logits
-(to 6e-16 relative, December 2026):
+(to 6e-16 relative, December 2026); the deepseek_v3 cases were written with 5.25:
   python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.24.0
   /tmp/hf/bin/python tests/model/make_reference.py tests/model/fixtures/hf-ref [CASE …]
 """
@@ -72,6 +72,24 @@ CASES = {
         hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=97, use_sliding_window=True, sliding_window=3,
         max_window_layers=1)),
+    # DeepSeek-V3: MLA with a q LoRA rank, interleaved RoPE and v_head_dim 8 ≠ qk_head_dim 10; a
+    # dense first layer, then sigmoid routing with a selection bias, 3 groups of 2 experts of which
+    # the best 2 groups are kept, weights renormalised and scaled by 2.5, and a shared expert.
+    "deepseek_v3": ("deepseek_v3", "DeepseekV3ForCausalLM", "DeepseekV3Config", dict(
+        hidden_size=32, intermediate_size=20, moe_intermediate_size=12, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=4, vocab_size=97, q_lora_rank=12,
+        kv_lora_rank=10, qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=8,
+        n_routed_experts=6, num_experts_per_tok=2, n_group=3, topk_group=2, n_shared_experts=1,
+        first_k_dense_replace=1, routed_scaling_factor=2.5, norm_topk_prob=True)),
+    # DeepSeek-V3 with a full-rank q_proj, attention biases (q_a is absent: kv_a and o), RoPE
+    # not interleaved, two shared experts, no groups and the top-k weights not renormalised.
+    "deepseek_v3_q_full": ("deepseek_v3", "DeepseekV3ForCausalLM", "DeepseekV3Config", dict(
+        hidden_size=32, intermediate_size=20, moe_intermediate_size=12, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, vocab_size=97, q_lora_rank=None,
+        kv_lora_rank=10, qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=8,
+        n_routed_experts=6, num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=2,
+        first_k_dense_replace=1, routed_scaling_factor=1.5, norm_topk_prob=False,
+        rope_interleave=False, attention_bias=True)),
 }
 ONLY = set(sys.argv[2:])  # case names to write (default: every case)
 
@@ -93,6 +111,9 @@ for case, (family, model_class, config_class, kwargs) in CASES.items():
                 p.copy_(1 + 0.1 * torch.randn_like(p))
             elif p.abs().max() == 0:  # routers start at zero: every expert would tie
                 p.normal_(0, 0.5)
+        for name, b in model.named_buffers():  # DeepSeek's selection bias starts at zero too
+            if name.endswith("e_score_correction_bias"):
+                b.normal_(0, 0.1)
     d = os.path.join(OUT, case)
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d)

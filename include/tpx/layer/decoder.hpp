@@ -2,7 +2,8 @@
 /// \file
 /// Decoder blocks composed from tpx layers: a Llama-style layer (attention + SwiGLU MLP) and a
 /// Mixtral-style layer (attention + mixture of experts), in tensor-parallel (TP) or
-/// tensor + sequence-parallel (SP) mode.
+/// tensor + sequence-parallel (SP) mode, and a DeepSeek-style one whose attention is MLA
+/// (layer/mla_attention.hpp; tensor mode).
 ///
 ///   x ─ rms_norm ─ qkv (colwise, whole heads) ─ RoPE + causal attention ─ o (rowwise) ─(+x)─ h
 ///   h ─ rms_norm ─ ffn: gate|up (colwise, packed) ─ SwiGLU ─ down (rowwise)          ─(+h)─ y
@@ -23,6 +24,7 @@
 
 #include "tpx/layer/attention_block.hpp"
 #include "tpx/layer/block.hpp"
+#include "tpx/layer/mla_attention.hpp"
 #include "tpx/layer/mlp.hpp"
 #include "tpx/layer/moe.hpp"
 #include "tpx/layer/norm.hpp"
@@ -68,12 +70,14 @@ struct decoder_options {
   experts_options experts = {};
 };
 
-/// A pre-norm decoder layer: y = h + ffn(norm2(h)), h = x + attention(norm1(x)).
-template <block_mode Mode, class Ffn, backend_with_ops Backend, class T = float>
+/// A pre-norm decoder layer: y = h + ffn(norm2(h)), h = x + attention(norm1(x)). `Attention` is
+/// the block's attention: `attention_block` (GQA, either mode) or `mla_attention` (tensor mode).
+template <block_mode Mode, class Ffn, backend_with_ops Backend, class T = float,
+          class Attention = attention_block<Mode, Backend, T>>
 class decoder_layer {
   using styles = block_styles<Mode>;
   using norm_type = rms_norm<typename styles::norm, Backend, T>;
-  using attention_type = attention_block<Mode, Backend, T>;
+  using attention_type = Attention;
   using residual = typename styles::residual;
   static_assert(std::is_same_v<typename styles::norm::output, typename attention_type::input> &&
                     std::is_same_v<typename attention_type::output, residual>,
@@ -102,10 +106,11 @@ class decoder_layer {
         ffn_(std::move(ffn)),
         ops_(comm) {}
 
-  /// Builds this rank's layer from the full weights.
+  /// Builds this rank's layer from the full weights (a GQA attention block).
   static decoder_layer build(typename Backend::engine& engine, typename Backend::communicator& comm,
                              const decoder_weights<T, weight_t<Backend, T>>& w,
-                             const decoder_options& o) {
+                             const decoder_options& o) requires
+      std::is_same_v<Attention, attention_block<Mode, Backend, T>> {
     attention_type attention(engine, comm, w.attention, o.attention);
     if constexpr (std::is_constructible_v<Ffn, typename Backend::engine&,
                                           typename Backend::communicator&,
@@ -197,5 +202,10 @@ using llama_layer = decoder_layer<Mode, swiglu_mlp<Mode, Backend, T>, Backend, T
 template <block_mode Mode, backend_with_ops Backend, class T = float,
           class Experts = typename block_styles<Mode>::moe_tp>
 using mixtral_layer = decoder_layer<Mode, moe_ffn<Experts, Backend, T>, Backend, T>;
+
+/// A DeepSeek-V2/V3-style decoder layer: MLA attention (tensor mode) and `Ffn` — a SwiGLU MLP
+/// (the first `first_k_dense_replace` layers) or a mixture of routed and shared experts.
+template <class Ffn, backend_with_ops Backend, class T = float>
+using mla_layer = decoder_layer<block_mode::tensor, Ffn, Backend, T, mla_attention<Backend, T>>;
 
 }  // namespace tpx::inline v0::layer

@@ -108,8 +108,8 @@ class experts {
   /// without a shared expert).
   experts(shard::from_shard_t, engine_type& engine, comm_type& comm,
           tensor_view<const weight_type, 3> gate_up, tensor_view<const weight_type, 3> down,
-          matrix_view<const weight_type> shared_gate_up,
-          matrix_view<const weight_type> shared_down, experts_options options)
+          matrix_view<const weight_type> shared_gate_up, matrix_view<const weight_type> shared_down,
+          experts_options options)
       : experts(engine, comm, std::move(options)) {
     const index_t el = own_experts_.size(), h = opt_.hidden, ir = own_inter_.size(),
                   sr = own_shared_.size();
@@ -179,6 +179,12 @@ class experts {
   tensor_view<const weight_type, 3> gate_up_weight() const { return routed_.gate_up_weight(); }
   tensor_view<const weight_type, 3> down_weight() const { return routed_.down_weight(); }
   tensor_view<const T, 3> down_grad() const { return routed_.down_grad(); }
+  /// The shared expert's gate|up and down slices, [1, 2·Is_r, H] and [1, H, Is_r] (empty
+  /// without one).
+  tensor_view<const weight_type, 3> shared_gate_up_weight() const {
+    return shared_.gate_up_weight();
+  }
+  tensor_view<const weight_type, 3> shared_down_weight() const { return shared_.down_weight(); }
   tensor_view<const T, 3> shared_gate_up_grad() const { return shared_.gate_up_grad(); }
   tensor_view<const T, 3> shared_down_grad() const { return shared_.down_grad(); }
 

@@ -43,6 +43,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -107,55 +108,56 @@ class mla_attention {
   using replicated = linear<style::replicate<>, Backend, T>;
   using row = linear<style::rowwise<>, Backend, T>;
 
+  /// A tensor-mode block: x and y replicated [T, hidden].
+  using input = style::layout::replicate;
+  using output = style::layout::replicate;
+
+  /// Builds the layer from the full weights, every rank passing all of them.
   mla_attention(typename Backend::engine& engine, typename Backend::communicator& comm,
                 const mla_weights<T, weight_type>& w, mla_options options)
-      : comm_(&comm), ops_(comm), opt_(checked(std::move(options), comm.size())) {
-    const index_t h = opt_.n_heads, qk = opt_.qk_head_dim(), r = opt_.qk_rope_head_dim;
-    const int tp = comm.size();
-    const auto heads = [&](index_t unit) {
-      return shard::partition::heads(h, unit, tp, opt_.split, {opt_.name, 0});
-    };
-    const std::string& n = opt_.name;
-    if (opt_.q_lora_rank == 0) {
-      q_proj_.emplace(engine, comm, w.q_proj, std::span<const T>{},
-                      linear_options{.name = n + ".q_proj",
-                                     .out_features = h * qk,
-                                     .in_features = opt_.hidden,
-                                     .partition = heads(qk)});
-    } else {
-      q_a_.emplace(engine, comm, w.q_a_proj, w.q_a_bias,
-                   linear_options{.name = n + ".q_a_proj",
-                                  .out_features = opt_.q_lora_rank,
-                                  .in_features = opt_.hidden});
-      q_proj_.emplace(engine, comm, w.q_b_proj, std::span<const T>{},
-                      linear_options{.name = n + ".q_b_proj",
-                                     .out_features = h * qk,
-                                     .in_features = opt_.q_lora_rank,
-                                     .partition = heads(qk)});
-      upload_norm(w.q_a_norm, opt_.q_lora_rank, "q_a_layernorm", q_a_norm_);
-    }
-    kv_a_.emplace(engine, comm, w.kv_a_proj, w.kv_a_bias,
-                  linear_options{.name = n + ".kv_a_proj_with_mqa",
-                                 .out_features = opt_.kv_lora_rank + r,
-                                 .in_features = opt_.hidden});
-    upload_norm(w.kv_a_norm, opt_.kv_lora_rank, "kv_a_layernorm", kv_a_norm_);
-    kv_b_.emplace(engine, comm, w.kv_b_proj, std::span<const T>{},
-                  linear_options{.name = n + ".kv_b_proj",
-                                 .out_features = h * (opt_.qk_nope_head_dim + opt_.v_head_dim),
-                                 .in_features = opt_.kv_lora_rank,
-                                 .partition = heads(opt_.qk_nope_head_dim + opt_.v_head_dim)});
-    o_.emplace(engine, comm, w.o_proj, w.o_bias,
-               linear_options{.name = n + ".o_proj",
-                              .out_features = opt_.hidden,
-                              .in_features = h * opt_.v_head_dim,
-                              .partition = heads(opt_.v_head_dim)});
-    local_heads_ = o_->pieces().size() / opt_.v_head_dim;
-    if (opt_.inv_freq.empty()) opt_.inv_freq = ops::default_inv_freq(opt_.rope_theta, r);
-    expect(static_cast<index_t>(opt_.inv_freq.size()) == r / 2,
-           "{}: RoPE needs {} frequencies (qk_rope_head_dim / 2) but was given {}", opt_.name,
-           r / 2, opt_.inv_freq.size());
-    if (opt_.scale == 0) opt_.scale = 1.0 / std::sqrt(static_cast<double>(qk));
-    rope_ = rope_table<Backend, T>(opt_.inv_freq);
+      : mla_attention(std::false_type{}, engine, comm, w, std::move(options)) {}
+
+  /// Builds the layer from this rank's shards, as a checkpoint reader gives them: q_proj /
+  /// q_b_proj and kv_b_proj the blocks of `q_options`, `kv_b_options` (the rank's heads' rows),
+  /// o_proj the block of `o_options` (their columns); the latent projections, norms and biases
+  /// whole (`q_a_options`, `kv_a_options`).
+  mla_attention(shard::from_shard_t, typename Backend::engine& engine,
+                typename Backend::communicator& comm, const mla_weights<T, weight_type>& w,
+                mla_options options)
+      : mla_attention(std::true_type{}, engine, comm, w, std::move(options)) {}
+
+  /// q_proj (q_lora_rank 0) or q_b_proj: colwise in whole heads of qk_head_dim.
+  static linear_options q_options(const mla_options& o, int tp) {
+    const bool full = o.q_lora_rank == 0;
+    return {.name = o.name + (full ? ".q_proj" : ".q_b_proj"),
+            .out_features = o.n_heads * o.qk_head_dim(),
+            .in_features = full ? o.hidden : o.q_lora_rank,
+            .partition = heads(checked(o, tp), o.qk_head_dim(), tp)};
+  }
+  /// q_a_proj, replicated (under a q LoRA rank).
+  static linear_options q_a_options(const mla_options& o) {
+    return {.name = o.name + ".q_a_proj", .out_features = o.q_lora_rank, .in_features = o.hidden};
+  }
+  /// kv_a_proj_with_mqa, replicated: [kv_lora_rank + qk_rope_head_dim, hidden].
+  static linear_options kv_a_options(const mla_options& o) {
+    return {.name = o.name + ".kv_a_proj_with_mqa",
+            .out_features = o.kv_lora_rank + o.qk_rope_head_dim,
+            .in_features = o.hidden};
+  }
+  /// kv_b_proj: colwise in whole heads of qk_nope_head_dim + v_head_dim.
+  static linear_options kv_b_options(const mla_options& o, int tp) {
+    const index_t unit = o.qk_nope_head_dim + o.v_head_dim;
+    return {.name = o.name + ".kv_b_proj",
+            .out_features = o.n_heads * unit,
+            .in_features = o.kv_lora_rank,
+            .partition = heads(checked(o, tp), unit, tp)};
+  }
+  /// o_proj: rowwise, its input columns split with the heads (v_head_dim each).
+  static linear_options o_options(const mla_options& o, int tp) {
+    return {.name = o.name + ".o_proj",
+            .out_features = o.hidden,
+            .in_features = o.n_heads * o.v_head_dim,
+            .partition = heads(checked(o, tp), o.v_head_dim, tp)};
   }
 
   const mla_options& options() const noexcept { return opt_; }
@@ -169,6 +171,9 @@ class mla_attention {
   replicated& kv_a_proj() noexcept { return *kv_a_; }
   column& kv_b_proj() noexcept { return *kv_b_; }
   row& o_proj() noexcept { return *o_; }
+  /// The latents' norm weights (q_a_layernorm's empty without a q LoRA rank).
+  std::span<const T> q_a_norm() const noexcept { return norm(q_a_norm_); }
+  std::span<const T> kv_a_norm() const noexcept { return norm(kv_a_norm_); }
   /// The latents' norm weights' gradients of the last backward (the same on every rank).
   std::span<const T> q_a_norm_grad() const noexcept {
     return {dq_a_norm_.data(), dq_a_norm_.size()};
@@ -329,7 +334,64 @@ class mla_attention {
     ops_.add(dx, read_only(dx_kv));
   }
 
+  /// The decoder block's calls (x and y replicated, so `tokens` is their rows).
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
+    expect_rows(x, tokens);
+    forward(x, y);
+  }
+  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens, kv_cache<T>& cache,
+                      std::span<const segment> segments) {
+    expect_rows(x, tokens);
+    forward_cached(x, y, cache, segments);
+  }
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t tokens) {
+    expect_rows(x, tokens);
+    backward(x, dy, dx);
+  }
+
  private:
+  /// Both constructors: `FromShard` says whether `w`'s split projections are this rank's
+  /// blocks or the full weights.
+  template <bool FromShard>
+  mla_attention(std::bool_constant<FromShard>, typename Backend::engine& engine,
+                typename Backend::communicator& comm, const mla_weights<T, weight_type>& w,
+                mla_options options)
+      : comm_(&comm), ops_(comm), opt_(checked(std::move(options), comm.size())) {
+    const int tp = comm.size();
+    const auto make = [&]<class Layer>(std::optional<Layer>& into, matrix_view<const weight_type> m,
+                                       std::span<const T> bias, linear_options lo) {
+      if constexpr (FromShard)
+        into.emplace(shard::from_shard, engine, comm, m, bias, std::move(lo));
+      else
+        into.emplace(engine, comm, m, bias, std::move(lo));
+    };
+    if (opt_.q_lora_rank == 0) {
+      make(q_proj_, w.q_proj, {}, q_options(opt_, tp));
+    } else {
+      q_a_.emplace(engine, comm, w.q_a_proj, w.q_a_bias, q_a_options(opt_));
+      make(q_proj_, w.q_b_proj, {}, q_options(opt_, tp));
+      upload_norm(w.q_a_norm, opt_.q_lora_rank, "q_a_layernorm", q_a_norm_);
+    }
+    kv_a_.emplace(engine, comm, w.kv_a_proj, w.kv_a_bias, kv_a_options(opt_));
+    upload_norm(w.kv_a_norm, opt_.kv_lora_rank, "kv_a_layernorm", kv_a_norm_);
+    make(kv_b_, w.kv_b_proj, {}, kv_b_options(opt_, tp));
+    make(o_, w.o_proj, w.o_bias, o_options(opt_, tp));
+    local_heads_ = o_->pieces().size() / opt_.v_head_dim;
+    const index_t r = opt_.qk_rope_head_dim;
+    if (opt_.inv_freq.empty()) opt_.inv_freq = ops::default_inv_freq(opt_.rope_theta, r);
+    expect(static_cast<index_t>(opt_.inv_freq.size()) == r / 2,
+           "{}: RoPE needs {} frequencies (qk_rope_head_dim / 2) but was given {}", opt_.name,
+           r / 2, opt_.inv_freq.size());
+    if (opt_.scale == 0) opt_.scale = 1.0 / std::sqrt(static_cast<double>(opt_.qk_head_dim()));
+    rope_ = rope_table<Backend, T>(opt_.inv_freq);
+  }
+
+  /// The heads over tp, `unit` features each.
+  static shard::partition heads(const mla_options& o, index_t unit, int tp) {
+    return shard::partition::heads(o.n_heads, unit, tp, o.split, {o.name, 0});
+  }
+
   /// The rank's heads padded to the attention's head dim: qf = [q_nope | RoPE(q_rope)] of the
   /// queries `q` [·, heads · qk] at positions first…, kf = [k_nope | k_rope] and vf = v of the
   /// expanded latents `kvb` [·, heads · (nope + v)] with the rotated shared `k_rope` [·, rope].
@@ -356,6 +418,12 @@ class mla_attention {
       ops_.copy(of.col_range(j * dim, j * dim + v), attn.col_range(j * v, (j + 1) * v));
   }
 
+  void expect_rows(matrix_view<const T> x, index_t tokens) const {
+    expect(x.rows() == tokens,
+           "{}: x has {} rows but the step has {} tokens (MLA runs in tensor mode: every rank "
+           "holds every token)",
+           opt_.name, x.rows(), tokens);
+  }
   void expect_io(matrix_view<const T> x, matrix_view<T> y) const {
     expect(x.cols() == opt_.hidden && y.rows() == x.rows() && y.cols() == opt_.hidden,
            "{}: x is [{} × {}] and y [{} × {}], but the layer maps [T × {}] to [T × {}]", opt_.name,

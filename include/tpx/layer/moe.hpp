@@ -45,8 +45,7 @@ class moe {
   moe(engine_type& engine, comm_type& comm, matrix_view<const weight_type> router,
       ops::routing_options routing, tensor_view<const weight_type, 3> gate_up,
       tensor_view<const weight_type, 3> down, matrix_view<const weight_type> shared_gate_up,
-      matrix_view<const weight_type> shared_down,
-      experts_options options)
+      matrix_view<const weight_type> shared_down, experts_options options)
       : moe(engine, comm, router, std::move(routing),
             experts_type(engine, comm, gate_up, down, shared_gate_up, shared_down, options)) {}
 
@@ -69,6 +68,7 @@ class moe {
   }
 
   router_type& router() noexcept { return router_; }
+  const ops::routing_options& routing() const noexcept { return routing_; }
   experts_type& experts_layer() noexcept { return experts_; }
   /// The routing of the last forward, [n, k].
   matrix_view<const std::int64_t> ids() const {

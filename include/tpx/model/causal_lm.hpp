@@ -8,10 +8,12 @@
 ///                                                                            (vocab-parallel)
 ///
 ///   mode        embedding            layers               head (untied)    logits on rank r
-///   tensor      all-reduce           llama / mixtral      colwise          [T, V_r], its vocab
-///   rows sequence    reduce-scatter       SP forms             colwise_sp       [T, V_r] MoE
-///   layers: TP inside experts (ep = 1), or whole experts per rank (ep = tp: masked local experts +
-///   all-reduce in tensor mode, all-to-all-v dispatch in sequence mode).
+///   tensor      all-reduce           llama, mixtral, MLA  colwise          [T, V_r]
+///   sequence    reduce-scatter       their SP forms       colwise_sp       [T, V_r]
+///
+/// MoE layers: TP inside experts (ep = 1), or whole experts per rank (ep = tp: masked local
+/// experts + all-reduce in tensor mode, all-to-all-v dispatch in sequence mode). DeepSeek-style
+/// layers (MLA attention, layer/mla_attention.hpp) run in tensor mode only.
 ///
 /// The embedding is always vocab-parallel (transformers adds `embed_tokens: embedding_rowwise`
 /// whenever a TP plan applies); a tied head is the embedding's own `head_forward`. Logits stay
@@ -60,7 +62,7 @@ class causal_lm {
 };
 
 template <layer::block_mode Mode, layer::backend_with_ops Backend, class T>
-  requires gemm::gemm_engine_of<typename Backend::engine, T, layer::weight_t<Backend, T>>
+requires gemm::gemm_engine_of<typename Backend::engine, T, layer::weight_t<Backend, T>>
 class causal_lm<Mode, Backend, T> {
   using styles = layer::block_styles<Mode>;
   static constexpr bool sp = styles::sp;
@@ -97,6 +99,10 @@ class causal_lm<Mode, Backend, T> {
     expect(o.ep == 1 || o.ep == tp,
            "{}: ep = {} must be 1 or the group size {} (experts live on the TP ranks)", c.source,
            o.ep, tp);
+    expect(!sp || !c.dims.is_mla(),
+           "{}: model_type '{}' has multi-head latent attention (MLA), which tpx runs in tensor "
+           "mode only; sequence parallelism is not implemented for it",
+           c.source, c.dims.model_type);
     expect(o.ep == 1 || c.is_moe(),
            "{}: ep = {} asks for expert parallelism but model_type '{}' "
            "has no experts",
@@ -134,7 +140,8 @@ class causal_lm<Mode, Backend, T> {
   shard::interval vocab_range() const { return head_ ? head_->slice() : embed_->vocab_range(); }
   /// Bytes this rank read from the checkpoint.
   std::uint64_t bytes_read() const noexcept { return reader_.bytes_read(); }
-  /// Bytes of parameters this rank holds (its shards: GEMM weights in `weight_type`, the rest in T).
+  /// Bytes of parameters this rank holds (its shards: GEMM weights in `weight_type`, the rest in
+  /// T).
   std::uint64_t bytes_held() const {
     std::uint64_t n = 0;
     for_each_parameter([&](const std::string&, const shard::placement&, auto w,
@@ -146,12 +153,12 @@ class causal_lm<Mode, Backend, T> {
   std::vector<std::pair<std::string, shard::placement>> checkpoint_placements(
       const io::checkpoint& ck) const {
     std::vector<std::pair<std::string, shard::placement>> out;
-    for_each_parameter([&](const std::string& name, const shard::placement& p, auto,
-                           std::span<const T>) {
-      const io::assembled_tensor* t = find(name);
-      for (const io::tensor_part& part : t->parts)
-        out.emplace_back(part.name, io::part_placement(*t, part, ck.info(part.name).shape, p));
-    });
+    for_each_parameter(
+        [&](const std::string& name, const shard::placement& p, auto, std::span<const T>) {
+          const io::assembled_tensor* t = find(name);
+          for (const io::tensor_part& part : t->parts)
+            out.emplace_back(part.name, io::part_placement(*t, part, ck.info(part.name).shape, p));
+        });
     return out;
   }
 
@@ -196,7 +203,8 @@ class causal_lm<Mode, Backend, T> {
     index_t length(index_t seq) const { return layers.empty() ? 0 : layers[0].length(seq); }
     index_t capacity() const { return layers.empty() ? 0 : layers[0].capacity(); }
     /// Bytes this rank's cache holds: 2 · kv_r · head_dim · rows · sequences · sizeof(T) summed
-    /// over the layers (rows: the capacity, or a sliding-window layer's window).
+    /// over the layers (rows: the capacity, or a sliding-window layer's window); under MLA
+    /// (kv_lora_rank + qk_rope_head_dim) · rows · sequences · sizeof(T), the same on every rank.
     index_t bytes() const {
       index_t n = 0;
       for (const layer::kv_cache<T>& l : layers) n += l.bytes();
@@ -334,14 +342,30 @@ class causal_lm<Mode, Backend, T> {
       std::visit(
           [&](auto& layer) {
             norm(l.input_norm, layer.input_norm());
-            linear(l.qkv, l.qkv_bias, layer.attention().qkv());
-            linear(l.o, l.o_bias, layer.attention().o());
-            if (l.q_norm) {
-              auto& core = layer.attention().core();
-              fn(l.q_norm->name, detail::whole(*l.q_norm, tp), core.q_norm(),
-                 std::span<const T>(core.q_norm_grad()));
-              fn(l.k_norm->name, detail::whole(*l.k_norm, tp), core.k_norm(),
-                 std::span<const T>(core.k_norm_grad()));
+            auto& attn = layer.attention();
+            if constexpr (requires { attn.kv_b_proj(); }) {  // MLA
+              const mla_layout& m = *l.mla;
+              if (m.q_a) {
+                linear(*m.q_a, m.q_a_bias, *attn.q_a_proj());
+                fn(m.q_a_norm->name, detail::whole(*m.q_a_norm, tp), attn.q_a_norm(),
+                   attn.q_a_norm_grad());
+              }
+              linear(m.q, std::nullopt, attn.q_proj());
+              linear(m.kv_a, m.kv_a_bias, attn.kv_a_proj());
+              fn(m.kv_a_norm.name, detail::whole(m.kv_a_norm, tp), attn.kv_a_norm(),
+                 attn.kv_a_norm_grad());
+              linear(m.kv_b, std::nullopt, attn.kv_b_proj());
+              linear(l.o, l.o_bias, attn.o_proj());
+            } else {
+              linear(*l.qkv, l.qkv_bias, attn.qkv());
+              linear(l.o, l.o_bias, attn.o());
+              if (l.q_norm) {
+                auto& core = attn.core();
+                fn(l.q_norm->name, detail::whole(*l.q_norm, tp), core.q_norm(),
+                   std::span<const T>(core.q_norm_grad()));
+                fn(l.k_norm->name, detail::whole(*l.k_norm, tp), core.k_norm(),
+                   std::span<const T>(core.k_norm_grad()));
+              }
             }
             norm(l.post_norm, layer.post_norm());
             auto& ffn = layer.ffn();
@@ -350,6 +374,12 @@ class causal_lm<Mode, Backend, T> {
               linear(*l.down, l.down_bias, ffn.down());
             } else {
               linear(*l.router, std::nullopt, ffn.router());
+              if (l.router_bias) {  // a buffer, not trained: its gradient is zero
+                const std::vector<double>& b = ffn.routing().selection_bias;
+                const std::vector<T> value(b.begin(), b.end()), zero(b.size(), T(0));
+                fn(l.router_bias->name, detail::whole(*l.router_bias, tp),
+                   std::span<const T>(value), std::span<const T>(zero));
+              }
               auto& ex = ffn.experts_layer();
               using ex_t = std::remove_cvref_t<decltype(ex)>;
               const layer::experts_options eo = detail::experts_options(config_, l);
@@ -357,6 +387,12 @@ class causal_lm<Mode, Backend, T> {
                  span(ex.gate_up_weight()), span(ex.gate_up_grad()));
               fn(l.experts_down->name, ex_t::down_placement(eo, tp), span(ex.down_weight()),
                  span(ex.down_grad()));
+              if (l.shared_gate_up) {
+                fn(l.shared_gate_up->name, ex_t::shared_gate_up_placement(eo, tp),
+                   span(ex.shared_gate_up_weight()), span(ex.shared_gate_up_grad()));
+                fn(l.shared_down->name, ex_t::shared_down_placement(eo, tp),
+                   span(ex.shared_down_weight()), span(ex.shared_down_grad()));
+              }
             }
           },
           const_cast<layer_type&>(layers_[i]));

@@ -15,6 +15,12 @@
 ///   qwen3_moe  1e-6  1e4     attention_bias            experts by mlp_only_layers and
 ///                                                      decoder_sparse_step, renormalised when
 ///                                                      norm_topk_prob (default no); q/k norms
+///   deepseek_v3 1e-6 1e4     attention_bias (q_a,      MLA (rope_interleave, default yes);
+///                            kv_a, o)                  dense MLPs before first_k_dense_replace,
+///                                                      then sigmoid-routed experts (n_group,
+///                                                      topk_group, routed_scaling_factor,
+///                                                      norm_topk_prob default yes) and
+///                                                      n_shared_experts shared ones
 ///
 /// (The table summarises the families' own files, plan/families/, whose `config_rules` this
 /// reader applies: a family tpx builds is one with rules.)
@@ -45,6 +51,7 @@
 #include "tpx/core/json.hpp"
 #include "tpx/io/file.hpp"
 #include "tpx/ops/attention.hpp"
+#include "tpx/ops/routing.hpp"
 #include "tpx/plan/families.hpp"
 #include "tpx/plan/model_config.hpp"
 
@@ -77,7 +84,18 @@ struct config {
   /// and phi3; for qwen2 / qwen3 / qwen3_moe the "sliding_attention" layers of `layer_types`, or
   /// without it the layers from `max_window_layers` on, as their config classes derive it.
   std::vector<bool> sliding_layers;
-  bool norm_topk_prob = true;    ///< MoE: top-k weights renormalised to sum to 1
+  bool norm_topk_prob = true;  ///< MoE: top-k weights renormalised to sum to 1
+  /// MoE routing beyond softmax top-k (DeepSeek-V3): sigmoid scores, a selection-only
+  /// e_score_correction_bias in the checkpoint, group-limited choice, a scale on the weights.
+  ops::scoring router_score = ops::scoring::softmax;
+  double routed_scaling_factor = 1.0;
+  index_t n_group = 1, topk_group = 1;
+  /// The shared expert beside the routed ones: its intermediate size (0: none) and whether a
+  /// sigmoid `shared_expert_gate` scales it (Qwen2-MoE).
+  index_t shared_inter = 0;
+  bool shared_expert_gate = false;
+  /// MLA (dims.is_mla()): whether the rope part's features come in interleaved pairs.
+  bool rope_interleave = false;
   bool qk_norm = false;          ///< q and k RMS-normalised per head before RoPE
   std::vector<bool> moe_layers;  ///< per layer: a mixture of experts, else a dense MLP
   std::vector<std::int64_t> eos_token_ids;
@@ -305,7 +323,30 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   for (const index_t l : d.mlp_only_layers)
     expect(l < d.num_layers, "{}: \"mlp_only_layers\" holds {}, not one of the {} layers", what, l,
            d.num_layers);
-  if (rules.norm_topk_prob_key) c.norm_topk_prob = detail::flag(j, "norm_topk_prob", false, what);
+  if (rules.norm_topk_prob_key)
+    c.norm_topk_prob = detail::flag(j, "norm_topk_prob", rules.norm_topk_prob_default, what);
+  using router = plan::config_rules::router;
+  if (moe && rules.routing == router::grouped_sigmoid) {
+    c.router_score = ops::scoring::sigmoid;
+    c.routed_scaling_factor = detail::number(j, "routed_scaling_factor", 2.5, what);
+    c.n_group = detail::whole(j, "n_group", 8, what);
+    c.topk_group = detail::whole(j, "topk_group", 4, what);
+    const index_t e = d.n_experts, k = d.experts_per_token;
+    expect(c.n_group >= 1 && e % c.n_group == 0 && c.topk_group >= 1 && c.topk_group <= c.n_group &&
+               k <= c.topk_group * (e / c.n_group),
+           "{}: group-limited routing needs \"n_group\" to divide the {} experts, 1 ≤ "
+           "\"topk_group\" ≤ n_group and num_experts_per_tok within the kept groups' experts; got "
+           "n_group {}, topk_group {}, num_experts_per_tok {}",
+           what, e, c.n_group, c.topk_group, k);
+  }
+  using shared = plan::config_rules::shared_experts;
+  if (moe && rules.shared == shared::deepseek)
+    c.shared_inter = d.n_shared_experts * d.moe_intermediate_size;
+  if (moe && rules.shared == shared::qwen_gated) {
+    c.shared_inter = detail::whole(j, "shared_expert_intermediate_size", 0, what);
+    c.shared_expert_gate = c.shared_inter > 0;
+  }
+  if (rules.rope_interleave_key) c.rope_interleave = detail::flag(j, "rope_interleave", true, what);
   if (std::find(c.moe_layers.begin(), c.moe_layers.end(), false) != c.moe_layers.end())
     expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
 

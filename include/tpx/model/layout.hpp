@@ -12,6 +12,12 @@
 ///                                      mlp.experts.gate_up_proj as it is
 ///   experts.down [E, H, I]             ….experts.N.w2 / down_proj, or mlp.experts.down_proj
 ///   router [E, H]                      block_sparse_moe.gate, or mlp.gate
+///   router_bias [E]                    mlp.gate.e_score_correction_bias (DeepSeek-V3)
+///   shared_gate_up [2Is, H], down      mlp.shared_experts.gate_proj | up_proj, down_proj
+///                                      (DeepSeek), mlp.shared_expert.* + shared_expert_gate
+///                                      (Qwen2-MoE)
+///   MLA (mla_layout)                   self_attn.q_a_proj, q_a_layernorm, q_b_proj (or q_proj),
+///                                      kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj as stored
 ///
 /// Names are `model.`-prefixed (a …ForCausalLM checkpoint), the head is `lm_head.weight` unless
 /// the embeddings are tied.
@@ -27,16 +33,32 @@
 
 namespace tpx::inline v0::model {
 
+/// A multi-head latent attention's tensors (DeepSeek; layer/mla_attention.hpp), besides o_proj.
+struct mla_layout {
+  io::assembled_tensor q = {};  ///< q_proj, or q_b_proj under a q LoRA rank
+  /// kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj.
+  io::assembled_tensor kv_a = {}, kv_a_norm = {}, kv_b = {};
+  /// q_a_proj, q_a_layernorm (under a q LoRA rank).
+  std::optional<io::assembled_tensor> q_a = {}, q_a_norm = {};
+  std::optional<io::assembled_tensor> q_a_bias = {}, kv_a_bias = {};  ///< under attention_bias
+};
+
 struct layer_layout {
   std::string prefix;  ///< "model.layers.3."
-  io::assembled_tensor input_norm, post_norm, qkv, o;
+  io::assembled_tensor input_norm, post_norm;
+  std::optional<io::assembled_tensor> qkv;  ///< absent under MLA
+  io::assembled_tensor o;
   std::optional<io::assembled_tensor> qkv_bias, o_bias;
   std::optional<io::assembled_tensor> q_norm, k_norm;  ///< per-head RMSNorm weights (Qwen3)
+  std::optional<mla_layout> mla;
   // A dense MLP.
   std::optional<io::assembled_tensor> gate_up, down, gate_up_bias, down_bias;
   // A mixture of experts.
   std::string moe_prefix;  ///< "model.layers.3.block_sparse_moe"
   std::optional<io::assembled_tensor> router, experts_gate_up, experts_down;
+  std::optional<io::assembled_tensor> router_bias;  ///< e_score_correction_bias (selection only)
+  /// The shared expert: gate|up stacked [2·Is, H], down [H, Is], Qwen2-MoE's gate [1, H].
+  std::optional<io::assembled_tensor> shared_gate_up, shared_down, shared_gate;
 };
 
 struct layout {
@@ -53,15 +75,26 @@ struct layout {
         if (t) fn(*t);
       };
       fn(l.input_norm);
-      fn(l.qkv);
+      maybe(l.qkv);
       maybe(l.qkv_bias);
+      if (l.mla) {
+        maybe(l.mla->q_a);
+        maybe(l.mla->q_a_bias);
+        maybe(l.mla->q_a_norm);
+        fn(l.mla->q);
+        fn(l.mla->kv_a);
+        maybe(l.mla->kv_a_bias);
+        fn(l.mla->kv_a_norm);
+        fn(l.mla->kv_b);
+      }
       fn(l.o);
       maybe(l.o_bias);
       maybe(l.q_norm);
       maybe(l.k_norm);
       fn(l.post_norm);
-      for (const auto* t : {&l.gate_up, &l.gate_up_bias, &l.down, &l.down_bias, &l.router,
-                            &l.experts_gate_up, &l.experts_down})
+      for (const auto* t :
+           {&l.gate_up, &l.gate_up_bias, &l.down, &l.down_bias, &l.router, &l.router_bias,
+            &l.experts_gate_up, &l.experts_down, &l.shared_gate_up, &l.shared_down, &l.shared_gate})
         maybe(*t);
     }
     fn(norm);
@@ -107,6 +140,17 @@ inline void experts_layout(const config& c, const io::checkpoint& ck, layer_layo
   l.moe_prefix = base.substr(0, base.size() - 1);
   l.router = io::assembled_tensor::whole(
       ck.contains(mixtral + "gate.weight") ? mixtral + "gate.weight" : mlp + "gate.weight", {e, h});
+  if (c.router_score == ops::scoring::sigmoid)
+    l.router_bias = io::assembled_tensor::whole(mlp + "gate.e_score_correction_bias", {e});
+  if (const index_t is = c.shared_inter; is > 0) {
+    // DeepSeek's shared_experts.*, Qwen2-MoE's shared_expert.* and its shared_expert_gate.
+    const std::string s = mlp + (c.shared_expert_gate ? "shared_expert." : "shared_experts.");
+    l.shared_gate_up = stacked(s + "gate_up_proj.weight", h,
+                               {{s + "gate_proj.weight", is}, {s + "up_proj.weight", is}});
+    l.shared_down = io::assembled_tensor::whole(s + "down_proj.weight", {h, is});
+    if (c.shared_expert_gate)
+      l.shared_gate = io::assembled_tensor::whole(mlp + "shared_expert_gate.weight", {1, h});
+  }
   if (fused && !per_expert_w && !per_expert_proj) {
     l.experts_gate_up = io::assembled_tensor::whole(mlp + "experts.gate_up_proj", {e, 2 * i, h});
     l.experts_down = io::assembled_tensor::whole(mlp + "experts.down_proj", {e, h, i});
@@ -124,6 +168,32 @@ inline void experts_layout(const config& c, const io::checkpoint& ck, layer_layo
   }
   l.experts_gate_up = std::move(gu);
   l.experts_down = std::move(dn);
+}
+
+/// Layer `l`'s MLA tensors and o_proj (attention_bias: q_a_proj's, kv_a_proj_with_mqa's and
+/// o_proj's biases).
+inline void mla_tensors(const config& c, layer_layout& l) {
+  const plan::model_config& d = c.dims;
+  const std::string a = l.prefix + "self_attn.";
+  const index_t h = d.hidden_size, heads = d.n_heads, ql = d.q_lora_rank, lora = d.kv_lora_rank,
+                qk = d.qk_nope_head_dim + d.qk_rope_head_dim;
+  const auto whole = [](std::string name, std::vector<index_t> shape) {
+    return io::assembled_tensor::whole(std::move(name), std::move(shape));
+  };
+  mla_layout m{
+      .q = ql == 0 ? whole(a + "q_proj.weight", {heads * qk, h})
+                   : whole(a + "q_b_proj.weight", {heads * qk, ql}),
+      .kv_a = whole(a + "kv_a_proj_with_mqa.weight", {lora + d.qk_rope_head_dim, h}),
+      .kv_a_norm = whole(a + "kv_a_layernorm.weight", {lora}),
+      .kv_b = whole(a + "kv_b_proj.weight", {heads * (d.qk_nope_head_dim + d.v_head_dim), lora})};
+  if (ql > 0) {
+    m.q_a = whole(a + "q_a_proj.weight", {ql, h});
+    m.q_a_norm = whole(a + "q_a_layernorm.weight", {ql});
+    if (c.qkv_bias) m.q_a_bias = whole(a + "q_a_proj.bias", {ql});
+  }
+  if (c.qkv_bias) m.kv_a_bias = whole(a + "kv_a_proj_with_mqa.bias", {lora + d.qk_rope_head_dim});
+  l.mla = std::move(m);
+  l.o = whole(a + "o_proj.weight", {h, heads * d.v_head_dim});
 }
 
 }  // namespace detail
@@ -147,11 +217,15 @@ inline layout checkpoint_layout(const config& c, const io::checkpoint& ck) {
     const std::string a = l.prefix + "self_attn.";
     l.input_norm = io::assembled_tensor::whole(l.prefix + "input_layernorm.weight", {h});
     l.post_norm = io::assembled_tensor::whole(l.prefix + "post_attention_layernorm.weight", {h});
-    l.qkv = detail::fused_or_stacked(
-        ck, a + "qkv_proj.weight", a + "qkv_proj.weight", h,
-        {{a + "q_proj.weight", nq}, {a + "k_proj.weight", nkv}, {a + "v_proj.weight", nkv}});
-    l.o = io::assembled_tensor::whole(a + "o_proj.weight", {h, nq});
-    if (c.qkv_bias)
+    if (c.dims.is_mla()) {
+      detail::mla_tensors(c, l);
+    } else {
+      l.qkv = detail::fused_or_stacked(
+          ck, a + "qkv_proj.weight", a + "qkv_proj.weight", h,
+          {{a + "q_proj.weight", nq}, {a + "k_proj.weight", nkv}, {a + "v_proj.weight", nkv}});
+      l.o = io::assembled_tensor::whole(a + "o_proj.weight", {h, nq});
+    }
+    if (c.qkv_bias && !c.dims.is_mla())
       l.qkv_bias = detail::fused_or_stacked(
           ck, a + "qkv_proj.bias", a + "qkv_proj.bias", 0,
           {{a + "q_proj.bias", nq}, {a + "k_proj.bias", nkv}, {a + "v_proj.bias", nkv}});

@@ -61,9 +61,25 @@ struct config_rules {
   sliding window_rule = sliding::never;
   std::optional<index_t> window = std::nullopt;  ///< the window when the key is absent
 
-  /// MoE: whether "norm_topk_prob" decides the top-k renormalisation (default no); otherwise the
-  /// top-k weights are always renormalised.
+  /// MoE: whether "norm_topk_prob" decides the top-k renormalisation (default
+  /// `norm_topk_prob_default`); otherwise the top-k weights are always renormalised.
   bool norm_topk_prob_key = false;
+  bool norm_topk_prob_default = false;
+
+  /// How the router scores experts: softmax, or DeepSeek-V3's sigmoid with the selection-only
+  /// `e_score_correction_bias`, group-limited choice ("n_group", "topk_group") and
+  /// "routed_scaling_factor".
+  enum class router { softmax, grouped_sigmoid };
+  router routing = router::softmax;
+
+  /// Shared experts beside the routed ones: none, DeepSeek's ("n_shared_experts" of
+  /// "moe_intermediate_size", one SwiGLU of their sum), or Qwen2-MoE's (one of
+  /// "shared_expert_intermediate_size", scaled by its sigmoid `shared_expert_gate`).
+  enum class shared_experts { none, deepseek, qwen_gated };
+  shared_experts shared = shared_experts::none;
+
+  /// MLA: "rope_interleave" (default yes) says the rope part's features come in pairs.
+  bool rope_interleave_key = false;
 };
 
 struct model_family {

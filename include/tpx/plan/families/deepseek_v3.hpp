@@ -1,8 +1,8 @@
 #pragma once
 /// \file
 /// DeepSeek-V3 (`DeepseekV3ForCausalLM`): multi-head latent attention, dense MLPs in the first
-/// "first_k_dense_replace" layers, then routed and shared experts. Planned and resolved; not
-/// built as a model (MLA is not an op yet).
+/// "first_k_dense_replace" layers, then routed experts (sigmoid scores, group-limited top-k)
+/// and shared experts. Built as a model in tensor mode (MLA has no sequence-parallel form yet).
 
 #include "tpx/plan/family.hpp"
 
@@ -18,6 +18,12 @@ inline constexpr model_family deepseek_v3{
                            "q_lora_rank": 1536, "kv_lora_rank": 512,
                            "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
                            "v_head_dim": 128, "vocab_size": 129280})",
-    .layers = {.mla = true, .moe = moe_layout::deepseek}};
+    .layers = {.mla = true, .moe = moe_layout::deepseek},
+    .model = config_rules{.biases = config_rules::bias_keys::attention,
+                          .norm_topk_prob_key = true,
+                          .norm_topk_prob_default = true,
+                          .routing = config_rules::router::grouped_sigmoid,
+                          .shared = config_rules::shared_experts::deepseek,
+                          .rope_interleave_key = true}};
 
 }  // namespace tpx::inline v0::plan::families
