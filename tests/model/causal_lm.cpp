@@ -5,11 +5,11 @@
 // Llama with llama3 RoPE, every bias and one KV head, Qwen3 with per-head q/k norms, and a
 // Qwen3-MoE with a dense layer between two MoE layers, and sliding windows of 3: a Mistral's on
 // every layer and a Qwen2's on its second; two DeepSeek-V3s with MLA, grouped sigmoid routing
-// and shared experts, tensor mode only) — at every tp their heads allow, in TP and TP+SP, with
-// expert parallelism; and the model at tp = 1, whose gradients are checked by central
-// differences of its loss, so the sharded gradients can be compared with them. Each rank reads
-// exactly its shard's bytes, and those placements are the ones plan::resolve gives the
-// checkpoint's tensors.
+// and shared experts, tensor mode only, and YaRN RoPE on one of them and on a Llama) — at every tp
+// their heads allow, in TP and TP+SP, with expert parallelism; and the model at tp = 1, whose
+// gradients are checked by central differences of its loss, so the sharded gradients can be
+// compared with them. Each rank reads exactly its shard's bytes, and those placements are the ones
+// plan::resolve gives the checkpoint's tensors.
 
 #include <doctest/doctest.h>
 
@@ -57,7 +57,10 @@ const std::vector<fixture> all_models{llama,
                                       // MLA, dense first layer, grouped sigmoid routing, shared
                                       // experts (q LoRA; full-rank q with biases)
                                       {"hf-ref/deepseek_v3", {1, 2, 3, 4}, true, true},
-                                      {"hf-ref/deepseek_v3_q_full", {1, 2, 3, 4}, true, true}};
+                                      {"hf-ref/deepseek_v3_q_full", {1, 2, 3, 4}, true, true},
+                                      // YaRN RoPE: MLA's softmax mscale; a GQA model's cos / sin
+                                      {"hf-ref/deepseek_v3_yarn", {1, 2, 3, 4}, true, true},
+                                      {"hf-ref/llama_yarn", {1, 2, 3, 4}}};
 
 bool ep_applies(const fixture& f, int ep) {
   return ep == 1 || (f.moe && 6 % ep == 0);
@@ -664,8 +667,13 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
   }
   test::temp_dir d;
   SUBCASE("a rope type tpx does not implement") {
+    with_config(d, [](nlohmann::json& j) { j["rope_parameters"]["rope_type"] = "longrope"; });
+    CHECK(load_error(d.path, 1).find("rope_type 'longrope'") != std::string::npos);
+  }
+  SUBCASE("YaRN without its factor") {
     with_config(d, [](nlohmann::json& j) { j["rope_parameters"]["rope_type"] = "yarn"; });
-    CHECK(load_error(d.path, 1).find("rope_type 'yarn'") != std::string::npos);
+    CHECK(load_error(d.path, 1).find("of rope type 'yarn' needs the number \"factor\"") !=
+          std::string::npos);
   }
   SUBCASE("an activation other than SiLU") {
     with_config(d, [](nlohmann::json& j) { j["hidden_act"] = "gelu"; });

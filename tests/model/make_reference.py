@@ -90,6 +90,22 @@ CASES = {
         n_routed_experts=6, num_experts_per_tok=2, n_group=1, topk_group=1, n_shared_experts=2,
         first_k_dense_replace=1, routed_scaling_factor=1.5, norm_topk_prob=False,
         rope_interleave=False, attention_bias=True)),
+    # DeepSeek-V3's YaRN RoPE: frequencies past an original context of 8 interpolated by 4, cos
+    # and sin times mscale(4, 1) / mscale(4, 0.5) and the softmax scale times mscale(4, 0.5)².
+    "deepseek_v3_yarn": ("deepseek_v3", "DeepseekV3ForCausalLM", "DeepseekV3Config", dict(
+        hidden_size=32, intermediate_size=20, moe_intermediate_size=12, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, vocab_size=97, q_lora_rank=12,
+        kv_lora_rank=10, qk_nope_head_dim=6, qk_rope_head_dim=8, v_head_dim=8,
+        n_routed_experts=6, num_experts_per_tok=2, n_group=3, topk_group=2, n_shared_experts=1,
+        first_k_dense_replace=1, max_position_embeddings=32,
+        rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, mscale=1.0,
+                             mscale_all_dim=0.5, original_max_position_embeddings=8))),
+    # YaRN on a GQA model: the attention factor 0.1 ln 4 + 1 on cos and sin, no softmax change.
+    "llama_yarn": ("llama", "LlamaForCausalLM", "LlamaConfig", dict(
+        hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=97, max_position_embeddings=32,
+        rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
+                             original_max_position_embeddings=8))),
 }
 ONLY = set(sys.argv[2:])  # case names to write (default: every case)
 

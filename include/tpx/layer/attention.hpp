@@ -50,6 +50,8 @@ struct attention_options {
   double rope_theta = 10000.0;
   /// RoPE's frequency of each of the head_dim / 2 pairs; empty: rope_theta^(−2i/head_dim).
   std::vector<double> inv_freq = {};
+  /// cos and sin multiplied by it (YaRN's attention factor; 1 for every other rope type).
+  double rope_scale = 1.0;
   /// Sliding-window attention: a query at position p attends to the keys at positions
   /// p − window + 1 … p (transformers' `kv_idx > q_idx − sliding_window`); 0: the whole prefix.
   index_t window = 0;
@@ -65,13 +67,15 @@ template <backend_with_ops Backend, class T>
 class rope_table {
  public:
   rope_table() = default;
-  explicit rope_table(std::vector<double> inv_freq) : inv_freq_(std::move(inv_freq)) {}
+  /// `scale` multiplies every cos and sin (YaRN's attention factor).
+  explicit rope_table(std::vector<double> inv_freq, double scale = 1.0)
+      : inv_freq_(std::move(inv_freq)), scale_(scale) {}
 
   void cover(index_t n) {
     if (n <= positions_) return;
     const index_t positions = std::max(n, 2 * positions_);
     std::vector<T> c, s;
-    ops::rope_tables<T>(inv_freq_, positions, c, s);
+    ops::rope_tables<T>(inv_freq_, positions, c, s, scale_);
     Backend::upload(std::span<const T>(c), cos_);
     Backend::upload(std::span<const T>(s), sin_);
     positions_ = positions;
@@ -86,6 +90,7 @@ class rope_table {
   }
 
   std::vector<double> inv_freq_;
+  double scale_ = 1.0;
   buffer cos_, sin_;
   index_t positions_ = 0;
 };
@@ -134,7 +139,7 @@ class causal_attention {
     expect(static_cast<index_t>(opt_.inv_freq.size()) == opt_.head_dim / 2,
            "{}: RoPE needs {} frequencies (head_dim / 2) but was given {}", opt_.name,
            opt_.head_dim / 2, opt_.inv_freq.size());
-    rope_ = rope_table<Backend, T>(opt_.inv_freq);
+    rope_ = rope_table<Backend, T>(opt_.inv_freq, opt_.rope_scale);
   }
 
   /// Normalises every q head with `q` and every k head with `k` (each [head_dim]) before RoPE.

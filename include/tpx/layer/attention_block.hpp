@@ -1,8 +1,9 @@
 #pragma once
 /// \file
 /// `attention_block<Mode, Backend, T>`: the attention of a decoder layer — q|k|v as one colwise
-/// layer in whole heads (any tp ≤ n_heads; a KV head on every rank whose query heads use it), RoPE + causal attention on the rank's
-/// heads (`causal_attention`), o rowwise over the query heads — in either block mode.
+/// layer in whole heads (any tp ≤ n_heads; a KV head on every rank whose query heads use it), RoPE
+/// + causal attention on the rank's heads (`causal_attention`), o rowwise over the query heads — in
+/// either block mode.
 
 #include <span>
 #include <string>
@@ -28,10 +29,12 @@ struct attention_config {
   shard::gqa heads;
   double rope_theta = 10000.0;
   std::vector<double> inv_freq = {};  ///< RoPE's frequencies; empty: rope_theta's defaults
+  double rope_scale = 1.0;            ///< cos and sin multiplied by it (YaRN)
   index_t window = 0;                 ///< sliding-window attention (attention_options::window)
 };
 
-/// qkv colwise in whole heads (KV heads with the query heads that use them) → RoPE + attention → o rowwise.
+/// qkv colwise in whole heads (KV heads with the query heads that use them) → RoPE + attention → o
+/// rowwise.
 template <block_mode Mode, backend_with_ops Backend, class T = float>
 class attention_block {
   using styles = block_styles<Mode>;
@@ -50,7 +53,8 @@ class attention_block {
   using weight_type = weight_t<Backend, T>;
 
   attention_block(typename Backend::engine& engine, typename Backend::communicator& comm,
-                  attention_weights<weight_type> w, attention_config cfg, std::string name = "self_attn")
+                  attention_weights<weight_type> w, attention_config cfg,
+                  std::string name = "self_attn")
       : qkv_(make_qkv(engine, comm, w, cfg, name)),
         o_(engine, comm, w.o, {}, o_options(cfg, w.o.rows(), comm.size(), name)),
         core_(comm, core_options(cfg, comm, name)),
@@ -63,8 +67,7 @@ class attention_block {
   attention_block(shard::from_shard_t, typename Backend::engine& engine,
                   typename Backend::communicator& comm, matrix_view<const weight_type> qkv,
                   std::span<const T> qkv_bias, matrix_view<const weight_type> o,
-                  std::span<const T> o_bias,
-                  attention_config cfg, std::string name = "self_attn")
+                  std::span<const T> o_bias, attention_config cfg, std::string name = "self_attn")
       : qkv_(shard::from_shard, engine, comm, qkv, qkv_bias,
              qkv_options(cfg, qkv.cols(), comm.size(), name)),
         o_(shard::from_shard, engine, comm, o, o_bias, o_options(cfg, o.rows(), comm.size(), name)),
@@ -173,6 +176,7 @@ class attention_block {
             .q_offset = cfg.heads.q_offset(tp, rank),
             .rope_theta = cfg.rope_theta,
             .inv_freq = cfg.inv_freq,
+            .rope_scale = cfg.rope_scale,
             .window = cfg.window};
   }
 

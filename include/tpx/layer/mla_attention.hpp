@@ -76,7 +76,8 @@ struct mla_options {
   double rope_theta = 10000.0;
   /// RoPE's frequency of each of the qk_rope_head_dim / 2 pairs; empty: rope_theta's defaults.
   std::vector<double> inv_freq = {};
-  double scale = 0.0;  ///< the scores' scale; 0: qk_head_dim^−½
+  double rope_scale = 1.0;  ///< cos and sin multiplied by it (YaRN's attention factor)
+  double scale = 0.0;       ///< the scores' scale; 0: qk_head_dim^−½
   shard::split_kind split = shard::split_kind::balanced;
 
   index_t qk_head_dim() const noexcept { return qk_nope_head_dim + qk_rope_head_dim; }
@@ -384,7 +385,7 @@ class mla_attention {
            "{}: RoPE needs {} frequencies (qk_rope_head_dim / 2) but was given {}", opt_.name,
            r / 2, opt_.inv_freq.size());
     if (opt_.scale == 0) opt_.scale = 1.0 / std::sqrt(static_cast<double>(opt_.qk_head_dim()));
-    rope_ = rope_table<Backend, T>(opt_.inv_freq);
+    rope_ = rope_table<Backend, T>(opt_.inv_freq, opt_.rope_scale);
   }
 
   /// The heads over tp, `unit` features each.

@@ -6,6 +6,7 @@
 /// tensors and composes its blocks — attention (GQA with q/k norms when the checkpoint has them,
 /// or MLA), then the SwiGLU MLP or the MoE (router, experts TP or EP, a shared expert).
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -85,7 +86,10 @@ inline layer::mla_options mla_options(const config& c, std::string name) {
           .v_head_dim = d.v_head_dim,
           .rope_interleave = c.rope_interleave,
           .rope_theta = c.rope_theta,
-          .inv_freq = c.inv_freq};
+          .inv_freq = c.inv_freq,
+          .rope_scale = c.rope_attention_factor,
+          .scale = c.softmax_scale_factor /
+                   std::sqrt(static_cast<double>(d.qk_nope_head_dim + d.qk_rope_head_dim))};
 }
 
 /// Reads rank `rank`'s block of assembled tensors, as T (or as U: a weight held narrower),
@@ -273,6 +277,7 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
                                                .head_dim = c.dims.head_dim},
                                      .rope_theta = c.rope_theta,
                                      .inv_freq = c.inv_freq,
+                                     .rope_scale = c.rope_attention_factor,
                                      .window = c.window_of(index)};
     using qkv_t = typename attention_type::qkv_type;
     using o_t = typename attention_type::o_type;

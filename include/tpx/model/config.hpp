@@ -26,13 +26,17 @@
 /// reader applies: a family tpx builds is one with rules.)
 ///
 /// RoPE: `rope_parameters` {rope_type, rope_theta, …} (transformers ≥ 5), else `rope_theta` +
-/// `rope_scaling` (older files; its `type` or `rope_type`). Types: `default`, `linear` (factor)
-/// and `llama3` (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings).
+/// `rope_scaling` (older files; its `type` or `rope_type`). Types: `default`, `linear` (factor),
+/// `llama3` (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings) and
+/// `yarn` (factor, original_max_position_embeddings, beta_fast, beta_slow, truncate; its
+/// attention factor — given, or from mscale / mscale_all_dim — scales cos and sin, and
+/// mscale_all_dim scales an MLA model's softmax).
 /// A feature tpx does not implement — another rope type, a partial rotary factor, an activation
 /// other than SiLU, a model_type outside the table — is an error naming the key, never a
 /// silently different model. Sliding-window attention (`sliding_window`, per layer by
 /// `layer_types`) is the attention's window mask.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -75,6 +79,11 @@ struct config {
   std::string rope_type = "default";
   double rope_theta = 10000.0;
   std::vector<double> inv_freq;  ///< RoPE's frequency of each of the head_dim / 2 pairs
+  /// RoPE's cos and sin are multiplied by it: YaRN's attention factor (1 for the other types).
+  double rope_attention_factor = 1.0;
+  /// MLA's softmax scale is qk_head_dim^−½ times this: YaRN's mscale(factor, mscale_all_dim)²
+  /// when the rope parameters give mscale_all_dim (transformers' `yarn_apply_mscale`), else 1.
+  double softmax_scale_factor = 1.0;
   bool tie_word_embeddings = false;
   bool qkv_bias = false;  ///< q, k and v projections have biases
   bool o_bias = false;
@@ -140,10 +149,18 @@ inline bool flag(const nlohmann::json& j, std::string_view key, bool fallback,
   return it->get<bool>();
 }
 
-/// RoPE's frequencies from the rope parameters object `p` (rope_type and its keys).
+/// YaRN's mscale: 0.1 · mscale · ln(factor) + 1 (1 when factor ≤ 1).
+inline double yarn_mscale(double factor, double mscale = 1.0) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
+}
+
+/// RoPE's frequencies from the rope parameters object `p` (rope_type and its keys);
+/// `max_positions` is config.json's max_position_embeddings, YaRN's original context when the
+/// parameters do not name one.
 inline std::vector<double> rope_frequencies(const nlohmann::json& p, std::string_view type,
                                             double theta, index_t head_dim, std::string_view key,
-                                            std::string_view what) {
+                                            std::string_view what,
+                                            std::optional<double> max_positions = {}) {
   std::vector<double> f = ops::default_inv_freq(theta, head_dim);
   const auto need = [&](std::string_view k) {
     expect(p.contains(k) && p.at(k).is_number(),
@@ -176,10 +193,72 @@ inline std::vector<double> rope_frequencies(const nlohmann::json& p, std::string
     }
     return f;
   }
+  if (type == "yarn") {
+    // Frequencies past the original context interpolated (÷ factor), those well inside it kept,
+    // a linear ramp between the dims of beta_fast and beta_slow rotations (transformers'
+    // _compute_yarn_parameters).
+    const double factor = need("factor");
+    double context = 0;
+    if (p.contains("original_max_position_embeddings")) {
+      context = need("original_max_position_embeddings");
+    } else {
+      expect(max_positions && *max_positions > 0,
+             "{}: \"{}\" of rope type 'yarn' needs \"original_max_position_embeddings\" (or "
+             "the config's \"max_position_embeddings\")",
+             what, key);
+      context = *max_positions;
+    }
+    // A null or 0 beta takes the default, as transformers' `or` does.
+    const auto beta = [&](std::string_view k, double fallback) {
+      const auto it = p.find(k);
+      if (it == p.end() || it->is_null()) return fallback;
+      const double v = need(k);
+      return v == 0 ? fallback : v;
+    };
+    const double fast = beta("beta_fast", 32), slow = beta("beta_slow", 1);
+    const bool truncate = flag(p, "truncate", true, what);
+    const double dim = static_cast<double>(head_dim);
+    const auto at = [&](double rotations) {
+      return dim * std::log(context / (rotations * 2 * std::numbers::pi)) / (2 * std::log(theta));
+    };
+    double low = at(fast), high = at(slow);
+    if (truncate) low = std::floor(low), high = std::ceil(high);
+    low = std::max(low, 0.0);
+    high = std::min(high, dim - 1);
+    if (low == high) high += 0.001;
+    for (std::size_t i = 0; i < f.size(); ++i) {
+      const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+      f[i] = f[i] / factor * ramp + f[i] * (1 - ramp);
+    }
+    return f;
+  }
   fail(
-      "{}: \"{}\" has rope_type '{}', which tpx does not implement (it implements default, linear "
-      "and llama3)",
+      "{}: \"{}\" has rope_type '{}', which tpx does not implement (it implements default, "
+      "linear, llama3 and yarn)",
       what, key, type);
+}
+
+/// RoPE's cos and sin factor (`rope_attention_factor`) and MLA's softmax factor
+/// (`softmax_scale_factor`) of the rope parameters `p` of type `type` into `c`.
+inline void rope_factors(const nlohmann::json& p, std::string_view type, config& c,
+                         std::string_view what) {
+  const auto num = [&](std::string_view k) {
+    return number(p, k, 0.0, what);  // absent or null: 0, which the rules below read as unset
+  };
+  if (type == "yarn") {
+    const double factor = num("factor"), mscale = num("mscale"), all = num("mscale_all_dim");
+    if (const double given = num("attention_factor"); given != 0)
+      c.rope_attention_factor = given;
+    else if (mscale != 0 && all != 0)
+      c.rope_attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, all);
+    else
+      c.rope_attention_factor = yarn_mscale(factor);
+  }
+  if (type != "default")
+    if (const double all = num("mscale_all_dim"); all != 0) {
+      const double m = yarn_mscale(num("factor"), all);
+      c.softmax_scale_factor = m * m;
+    }
 }
 
 /// `eos_token_id` of a config or generation config: a whole number or a list of them; nothing
@@ -253,6 +332,9 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
          what, d.head_dim, max_head_dim);
   // RoPE: rope_parameters (transformers ≥ 5), or rope_theta + rope_scaling.
   const double default_theta = rules.rope_theta;
+  std::optional<double> max_positions;
+  if (const double m = detail::number(j, "max_position_embeddings", 0, what); m > 0)
+    max_positions = m;
   if (const auto rp = j.find("rope_parameters"); rp != j.end() && !rp->is_null()) {
     expect(rp->is_object(), "{}: \"rope_parameters\" must be an object", what);
     c.rope_theta = detail::number(*rp, "rope_theta", default_theta, what);
@@ -262,7 +344,8 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
       c.rope_type = rp->at("rope_type").get<std::string>();
     }
     c.inv_freq = detail::rope_frequencies(*rp, c.rope_type, c.rope_theta, d.head_dim,
-                                          "rope_parameters", what);
+                                          "rope_parameters", what, max_positions);
+    detail::rope_factors(*rp, c.rope_type, c, what);
   } else {
     c.rope_theta = detail::number(j, "rope_theta", default_theta, what);
     const auto rs = j.find("rope_scaling");
@@ -274,7 +357,8 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
           break;
         }
       c.inv_freq = detail::rope_frequencies(*rs, c.rope_type, c.rope_theta, d.head_dim,
-                                            "rope_scaling", what);
+                                            "rope_scaling", what, max_positions);
+      detail::rope_factors(*rs, c.rope_type, c, what);
     } else {
       c.inv_freq = ops::default_inv_freq(c.rope_theta, d.head_dim);
     }

@@ -89,18 +89,19 @@ inline std::vector<double> default_inv_freq(double base, index_t head_dim) {
 }
 
 /// cos and sin of position · inv_freq[i] for positions [0, positions), row-major
-/// [positions × inv_freq.size()], computed in double and rounded to T.
+/// [positions × inv_freq.size()], each times `scale` (YaRN's attention factor; 1 otherwise),
+/// computed in double and rounded to T.
 template <class T>
 void rope_tables(std::span<const double> inv_freq, index_t positions, std::vector<T>& cos,
-                 std::vector<T>& sin) {
+                 std::vector<T>& sin, double scale = 1.0) {
   const auto half = static_cast<index_t>(inv_freq.size());
   cos.resize(static_cast<std::size_t>(positions * half));
   sin.resize(cos.size());
   for (index_t t = 0; t < positions; ++t)
     for (index_t i = 0; i < half; ++i) {
       const double theta = static_cast<double>(t) * inv_freq[static_cast<std::size_t>(i)];
-      cos[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::cos(theta));
-      sin[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::sin(theta));
+      cos[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::cos(theta) * scale);
+      sin[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::sin(theta) * scale);
     }
 }
 
