@@ -243,6 +243,7 @@ struct moe_weights {
   dense router;
   std::vector<dense> gate_up, down;
   dense shared_gate_up, shared_down;
+  dense shared_gate;  ///< [1, H]: the shared expert scaled by σ(x · g) (Qwen2-MoE); 0 rows: none
   index_t inter = 0, shared_inter = 0;
 };
 
@@ -257,7 +258,7 @@ struct moe_routing {
 struct moe_result {
   dense y, dx, drouter;
   std::vector<dense> dgate_up, ddown;
-  dense dshared_gate_up, dshared_down;
+  dense dshared_gate_up, dshared_down, dshared_gate;
 };
 
 namespace detail {
@@ -332,13 +333,27 @@ std::vector<double> experts_token(const dense& x, const moe_weights& w, index_t 
   }
   if (w.shared_inter > 0) {
     const expert_pass pass(w.shared_gate_up, w.shared_down, x, t, w.shared_inter);
+    // A gate scales the expert by s = σ(x_t · g): d o = s · dy, d logit = (dy · o) s (1 − s).
+    const bool gated = w.shared_gate.rows > 0;
+    double logit = 0, ds = 0;
+    if (gated)
+      for (index_t c = 0; c < hidden; ++c) logit += w.shared_gate(0, c) * x(t, c);
+    const double s = gated ? sigmoid(logit) : 1.0;
     std::vector<double> dout(static_cast<std::size_t>(hidden));
     for (index_t h = 0; h < hidden; ++h) {
-      out.y(t, h) += pass.o[static_cast<std::size_t>(h)];
-      dout[static_cast<std::size_t>(h)] = dy(t, h);
+      out.y(t, h) += s * pass.o[static_cast<std::size_t>(h)];
+      dout[static_cast<std::size_t>(h)] = s * dy(t, h);
+      ds += dy(t, h) * pass.o[static_cast<std::size_t>(h)];
     }
     pass.backward(w.shared_gate_up, w.shared_down, x, t, w.shared_inter, dout, out.dx,
                   out.dshared_gate_up, out.dshared_down);
+    if (gated) {
+      const double dlogit = ds * s * (1 - s);
+      for (index_t c = 0; c < hidden; ++c) {
+        out.dshared_gate(0, c) += dlogit * x(t, c);
+        out.dx(t, c) += dlogit * w.shared_gate(0, c);
+      }
+    }
   }
   return dweight;
 }
@@ -351,7 +366,8 @@ Result empty_result(const dense& x, const moe_weights& w, index_t extra_rows, in
              {},
              {},
              dense(w.shared_gate_up.rows, w.shared_gate_up.cols),
-             dense(w.shared_down.rows, w.shared_down.cols)};
+             dense(w.shared_down.rows, w.shared_down.cols),
+             dense(w.shared_gate.rows, w.shared_gate.cols)};
   for (std::size_t e = 0; e < w.gate_up.size(); ++e) {
     out.dgate_up.emplace_back(2 * w.inter, x.cols);
     out.ddown.emplace_back(x.cols, w.inter);
@@ -366,7 +382,7 @@ Result empty_result(const dense& x, const moe_weights& w, index_t extra_rows, in
 struct experts_result {
   dense y, dx, dweights;
   std::vector<dense> dgate_up, ddown;
-  dense dshared_gate_up, dshared_down;
+  dense dshared_gate_up, dshared_down, dshared_gate;
 };
 inline experts_result experts(const dense& x, const moe_weights& w,
                               const std::vector<std::int64_t>& ids, const dense& weights,

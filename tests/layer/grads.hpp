@@ -94,6 +94,12 @@ double moe_grad_error(Moe& layer, const moe_result& ref, index_t inter, index_t 
                                           [&](index_t, bool first) -> const dense& {
                                             return first ? ref.dshared_gate_up : ref.dshared_down;
                                           }));
+  if (ex.shared_gate()) {  // Qwen2-MoE's gate, [1, H] whole on every rank
+    const auto dg = ex.shared_gate()->weight_grad();
+    error_meter gate;
+    for (index_t j = 0; j < dg.cols(); ++j) gate.compare(dg(0, j), ref.dshared_gate(0, j));
+    worst = std::max(worst, gate.relative());
+  }
   return worst;
 }
 

@@ -32,10 +32,13 @@ struct moe_case {
   index_t tokens = 7, experts = 8, hidden = 6, inter = 5, shared_inter = 0;
   test::moe_routing routing;
   std::uint64_t seed = 100;
+  bool gated = false;  // the shared expert scaled by σ(x · g) (Qwen2-MoE)
 };
 
 test::moe_weights make_weights(const moe_case& k) {
-  return test::random_moe(k.experts, k.hidden, k.inter, k.shared_inter, k.seed);
+  test::moe_weights w = test::random_moe(k.experts, k.hidden, k.inter, k.shared_inter, k.seed);
+  if (k.gated) w.shared_gate = test::random_dense(1, k.hidden, k.seed + 9);
+  return w;
 }
 
 const moe_case cases[] = {
@@ -58,6 +61,14 @@ const moe_case cases[] = {
      .routing = {.top_k = 1, .renormalize = false},
      .seed = 300},
     {.tokens = 0, .experts = 4, .hidden = 3, .inter = 2, .routing = {.top_k = 2}, .seed = 400},
+    {.tokens = 9,  // a gated shared expert wider than the group at tp 8
+     .experts = 8,
+     .hidden = 5,
+     .inter = 3,
+     .shared_inter = 6,
+     .routing = {.top_k = 2, .renormalize = false},
+     .seed = 500,
+     .gated = true},
 };
 
 /// Every rank's worst relative error over y, dx and every parameter gradient it holds, for
@@ -91,6 +102,9 @@ double check_moe(int tp, const test::moe_weights& w, const ops::routing_options&
         tensor_view<const T, 3>(down.data(), {{k.experts, k.hidden, k.inter}}),
         make_matrix(sgu.data(), 2 * k.shared_inter, k.hidden),
         make_matrix(sdn.data(), k.hidden, k.shared_inter), options);
+    const std::vector<T> gate = test::whole<T>(w.shared_gate);
+    if (w.shared_gate.rows > 0)
+      layer.experts_layer().set_shared_gate(make_matrix(gate.data(), 1, k.hidden));
     const shard::interval mine =
         split_tokens ? rows.of(c.rank()).parts[0] : shard::interval{0, k.tokens};
     const shard::pieces all{{{0, k.hidden}}};
@@ -128,7 +142,7 @@ double check_moe(int tp, const moe_case& k) {
 }  // namespace
 
 TEST_CASE("the MoE oracle's gradients match finite differences of Σ y ⊙ dy") {
-  for (const moe_case& base : {cases[0], cases[1]}) {
+  for (const moe_case& base : {cases[0], cases[1], cases[4]}) {
     moe_case k = base;
     k.tokens = 3;
     test::moe_weights w = make_weights(k);
@@ -154,6 +168,8 @@ TEST_CASE("the MoE oracle's gradients match finite differences of Σ y ⊙ dy") 
             doctest::Approx(g.dshared_gate_up.v[i]).epsilon(1e-6));
     for (std::size_t i = 0; i < w.shared_down.v.size(); ++i)
       CHECK(numeric(w.shared_down.v[i]) == doctest::Approx(g.dshared_down.v[i]).epsilon(1e-6));
+    for (std::size_t i = 0; i < w.shared_gate.v.size(); ++i)
+      CHECK(numeric(w.shared_gate.v[i]) == doctest::Approx(g.dshared_gate.v[i]).epsilon(1e-6));
   }
 }
 
@@ -224,80 +240,116 @@ TEST_CASE_TEMPLATE("the experts alone, for given routing, reproduce the oracle i
 
 namespace {
 
-/// transformers 5.25's DeepseekV3MoE in float64 (tests/layer/fixtures/deepseek_moe_reference.json,
-/// written by make_deepseek_moe_reference.py): its weights, tokens, routing and results.
-struct deepseek_moe {
+/// A MoE block transformers 5.25 ran in float64 (tests/layer/fixtures/, written by
+/// make_deepseek_moe_reference.py and make_qwen2_moe_reference.py): its weights, tokens, routing
+/// and results.
+struct hf_moe {
   test::moe_weights w;
   ops::routing_options routing;
   test::dense x, g;
   test::moe_result ref;
 };
 
-deepseek_moe load_deepseek_moe() {
-  const char* dir = std::getenv("TPX_LAYER_FIXTURES");
-  REQUIRE_MESSAGE(dir != nullptr, "TPX_LAYER_FIXTURES is not set: run this test through meson");
-  std::ifstream in(std::filesystem::path(dir) / "deepseek_moe_reference.json");
-  REQUIRE(in.good());
-  const nlohmann::json doc = nlohmann::json::parse(in);
-  CHECK(doc.at("transformers") == "5.25.0");
-  const nlohmann::json& c = doc.at("config");
-  const nlohmann::json& t = doc.at("tensors");
-  const auto data = [&](const std::string& name) {
-    return t.at(name).at("data").get<std::vector<double>>();
-  };
-  const auto matrix = [&](const std::string& name) {
-    const std::vector<index_t> shape = t.at(name).at("shape").get<std::vector<index_t>>();
-    test::dense d(shape.at(0), shape.at(1));
+/// The tensors of one fixture file, by transformers' parameter names.
+class hf_moe_file {
+ public:
+  explicit hf_moe_file(const char* file) {
+    const char* dir = std::getenv("TPX_LAYER_FIXTURES");
+    REQUIRE_MESSAGE(dir != nullptr, "TPX_LAYER_FIXTURES is not set: run this test through meson");
+    std::ifstream in(std::filesystem::path(dir) / file);
+    REQUIRE(in.good());
+    doc_ = nlohmann::json::parse(in);
+    CHECK(doc_.at("transformers") == "5.25.0");
+  }
+  const nlohmann::json& config() const { return doc_.at("config"); }
+  std::vector<double> data(const std::string& name) const {
+    return doc_.at("tensors").at(name).at("data").get<std::vector<double>>();
+  }
+  test::dense matrix(const std::string& name) const {
+    const std::vector<index_t> shape = this->shape(name);
+    test::dense d(shape.at(0), shape.size() > 1 ? shape.at(1) : 1);
     d.v = data(name);
     return d;
-  };
-  // A stacked [E, rows, cols] tensor as one dense per expert.
-  const auto experts = [&](const std::string& name) {
-    const std::vector<index_t> shape = t.at(name).at("shape").get<std::vector<index_t>>();
+  }
+  /// A stacked [E, rows, cols] tensor as one dense per expert.
+  std::vector<test::dense> experts(const std::string& name) const {
+    const std::vector<index_t> s = shape(name);
     const std::vector<double> all = data(name);
     std::vector<test::dense> out;
-    for (index_t e = 0; e < shape.at(0); ++e) {
-      test::dense d(shape[1], shape[2]);
-      const auto from = all.begin() + e * shape[1] * shape[2];
-      d.v.assign(from, from + shape[1] * shape[2]);
+    for (index_t e = 0; e < s.at(0); ++e) {
+      test::dense d(s[1], s[2]);
+      const auto from = all.begin() + e * s[1] * s[2];
+      d.v.assign(from, from + s[1] * s[2]);
       out.push_back(std::move(d));
     }
     return out;
-  };
-  // The shared experts' gate and up projections stacked as one [2·I_s, H] (gate rows, then up).
-  const auto stacked = [&](const std::string& prefix) {
+  }
+  /// A shared expert's gate and up projections stacked as one [2·I_s, H] (gate rows, then up).
+  test::dense stacked(const std::string& prefix) const {
     test::dense gate = matrix(prefix + "gate_proj.weight"), up = matrix(prefix + "up_proj.weight");
     test::dense d(gate.rows + up.rows, gate.cols);
     d.v = gate.v;
     d.v.insert(d.v.end(), up.v.begin(), up.v.end());
     return d;
-  };
-  deepseek_moe m;
-  m.w.router = matrix("gate.weight");
-  m.w.gate_up = experts("experts.gate_up_proj");
-  m.w.down = experts("experts.down_proj");
-  m.w.shared_gate_up = stacked("shared_experts.");
-  m.w.shared_down = matrix("shared_experts.down_proj.weight");
-  m.w.inter = c.at("moe_intermediate_size");
-  m.w.shared_inter = m.w.shared_down.cols;
+  }
+  /// The block's weights, input, output and gradients; its shared expert's under `shared`
+  /// ("shared_experts." or "shared_expert.").
+  hf_moe block(const std::string& shared) const {
+    hf_moe m;
+    m.w.router = matrix("gate.weight");
+    m.w.gate_up = experts("experts.gate_up_proj");
+    m.w.down = experts("experts.down_proj");
+    m.w.shared_gate_up = stacked(shared);
+    m.w.shared_down = matrix(shared + "down_proj.weight");
+    m.w.inter = config().at("moe_intermediate_size");
+    m.w.shared_inter = m.w.shared_down.cols;
+    m.x = matrix("x");
+    m.g = matrix("g");
+    m.ref.y = matrix("y");
+    m.ref.dx = matrix("dx");
+    m.ref.drouter = matrix("grad.gate.weight");
+    m.ref.dgate_up = experts("grad.experts.gate_up_proj");
+    m.ref.ddown = experts("grad.experts.down_proj");
+    m.ref.dshared_gate_up = stacked("grad." + shared);
+    m.ref.dshared_down = matrix("grad." + shared + "down_proj.weight");
+    return m;
+  }
+
+ private:
+  std::vector<index_t> shape(const std::string& name) const {
+    return doc_.at("tensors").at(name).at("shape").get<std::vector<index_t>>();
+  }
+  nlohmann::json doc_;
+};
+
+/// DeepseekV3MoE: sigmoid scores with a selection bias, group-limited top-k, shared experts.
+hf_moe load_deepseek_moe() {
+  const hf_moe_file f("deepseek_moe_reference.json");
+  const nlohmann::json& c = f.config();
+  hf_moe m = f.block("shared_experts.");
   CHECK(m.w.shared_inter == m.w.inter * c.at("n_shared_experts").get<index_t>());
   m.routing = {.n_experts = c.at("n_routed_experts"),
                .top_k = c.at("num_experts_per_tok"),
                .score = ops::scoring::sigmoid,
                .renormalize = c.at("norm_topk_prob"),
                .scale = c.at("routed_scaling_factor"),
-               .selection_bias = data("gate.e_score_correction_bias"),
+               .selection_bias = f.data("gate.e_score_correction_bias"),
                .n_group = c.at("n_group"),
                .topk_group = c.at("topk_group")};
-  m.x = matrix("x");
-  m.g = matrix("g");
-  m.ref.y = matrix("y");
-  m.ref.dx = matrix("dx");
-  m.ref.drouter = matrix("grad.gate.weight");
-  m.ref.dgate_up = experts("grad.experts.gate_up_proj");
-  m.ref.ddown = experts("grad.experts.down_proj");
-  m.ref.dshared_gate_up = stacked("grad.shared_experts.");
-  m.ref.dshared_down = matrix("grad.shared_experts.down_proj.weight");
+  return m;
+}
+
+/// Qwen2MoeSparseMoeBlock: softmax top-k and a shared expert gated by σ(x · g).
+hf_moe load_qwen2_moe() {
+  const hf_moe_file f("qwen2_moe_reference.json");
+  const nlohmann::json& c = f.config();
+  hf_moe m = f.block("shared_expert.");
+  CHECK(m.w.shared_inter == c.at("shared_expert_intermediate_size").get<index_t>());
+  m.w.shared_gate = f.matrix("shared_expert_gate.weight");
+  m.ref.dshared_gate = f.matrix("grad.shared_expert_gate.weight");
+  m.routing = {.n_experts = c.at("num_experts"),
+               .top_k = c.at("num_experts_per_tok"),
+               .renormalize = c.at("norm_topk_prob")};
   return m;
 }
 
@@ -309,7 +361,22 @@ TEST_CASE_TEMPLATE("DeepSeek-V3's MoE block equals transformers' DeepseekV3MoE i
   // Sigmoid scores, a selection bias, group-limited top-k (4 groups, 2 kept), renormalised and
   // scaled weights, two shared experts' worth of shared MLP: y, dx and every gradient on every
   // rank, at each group size the 8 experts allow (TP: every one).
-  const deepseek_moe m = load_deepseek_moe();
+  const hf_moe m = load_deepseek_moe();
+  for (const int tp : group_sizes) {
+    if (S::expert_parallel && m.routing.n_experts % tp != 0) continue;
+    CAPTURE(tp);
+    CHECK(check_moe<S, double>(tp, m.w, m.routing, m.x, m.g, m.ref) < 1e-12);
+  }
+}
+
+TEST_CASE_TEMPLATE("Qwen2-MoE's block equals transformers' Qwen2MoeSparseMoeBlock in every mode", S,
+                   style::moe_tensor, style::moe_tensor_sp, style::moe_all_to_all,
+                   style::moe_masked) {
+  // Softmax top-3 of 8 renormalised, and a shared expert (I = 7, wider than the group at tp 4,
+  // empty on some ranks at tp 8) scaled per token by σ(x · shared_expert_gate): y, dx and every
+  // gradient — the gate's too — on every rank.
+  const hf_moe m = load_qwen2_moe();
+  CHECK(m.w.shared_gate.rows == 1);
   for (const int tp : group_sizes) {
     if (S::expert_parallel && m.routing.n_experts % tp != 0) continue;
     CAPTURE(tp);

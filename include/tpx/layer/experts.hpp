@@ -18,6 +18,12 @@
 /// per-expert counts back on the host, and tensor_sequence the gathered ids: both synchronise
 /// with the device once per forward.
 ///
+/// Qwen2-MoE's shared expert is gated: `set_shared_gate(g)` ([1, H], replicated) scales its
+/// output per token by σ(x_t · g). The gate runs on the tokens the shared expert sees (every
+/// token, or the rank's own under all_to_all); its scores' gradient is all-reduced where the
+/// shared expert is split, its dx is added once after the layer's collective, and its weight's
+/// gradient is all-reduced under all_to_all (each rank saw its own tokens).
+///
 /// The pieces live in layer/experts/: the grouped SwiGLU FFN (ffn.hpp), the host bookkeeping of
 /// which row goes where (dispatch.hpp), the all-to-all mode's traffic (all_to_all.hpp) and the
 /// tensor_sequence mode's gathered tokens (sequence.hpp); this file is the layer — construction,
@@ -25,7 +31,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -40,6 +48,7 @@
 #include "tpx/layer/experts/dispatch.hpp"
 #include "tpx/layer/experts/ffn.hpp"
 #include "tpx/layer/experts/sequence.hpp"
+#include "tpx/layer/linear.hpp"
 #include "tpx/layer/tokens.hpp"
 #include "tpx/shard/placement.hpp"
 #include "tpx/style/moe_experts.hpp"
@@ -171,6 +180,24 @@ class experts {
   shard::interval shared_slice() const noexcept { return own_shared_; }
   bool has_shared() const noexcept { return opt_.shared_inter > 0; }
 
+  /// The gate of the shared expert: a replicated [1, H] linear whose sigmoid scales the shared
+  /// expert's output per token (Qwen2-MoE's `shared_expert_gate`).
+  using gate_style =
+      std::conditional_t<all_to_all, style::replicate_grad_all_reduce, style::replicate<>>;
+  using gate_type = linear<gate_style, Backend, T>;
+  /// Gates the shared expert with `g` [1, H] (every rank passes all of it).
+  void set_shared_gate(matrix_view<const weight_type> g) {
+    expect(has_shared(), "{}: a shared expert gate needs a shared expert (shared_inter > 0)",
+           opt_.name);
+    gate_.emplace(*engine_, *comm_, g, std::span<const T>{},
+                  linear_options{.name = opt_.name + ".shared_expert_gate",
+                                 .out_features = 1,
+                                 .in_features = opt_.hidden});
+  }
+  /// The shared expert's gate (empty: none).
+  std::optional<gate_type>& shared_gate() noexcept { return gate_; }
+  const std::optional<gate_type>& shared_gate() const noexcept { return gate_; }
+
   /// d gate_up [E_local, 2·I_r, H] (gate rows of the slice, then up rows) and d down
   /// [E_local, H, I_r]; likewise the shared expert's as [1, …].
   /// Empty before the first backward (experts that only run forward hold no gradient).
@@ -227,10 +254,17 @@ class experts {
       local_backward(gathered_.x(), gathered_.ids(), gathered_.w(), dy_full, dx_full, dw_full);
       comm::reduce_scatter_rows<comm_type, T>(*comm_, dw_full, dw, counts);
       comm::gather_from_sequence::backward<comm_type, T>(*comm_, dx_full, dx, counts);
+      if (gate_) {  // every token's gate on every rank: add this rank's rows of its dx
+        const matrix_view<const T> dxg = gate_backward(gathered_.x(), true);
+        index_t first = 0;
+        for (int r = 0; r < comm_->rank(); ++r) first += counts[static_cast<std::size_t>(r)];
+        ops_.add(dx, dxg.row_range(first, first + x.rows()));
+      }
     } else {
       local_backward(x, ids, w, dy, dx, dw);
       comm_->all_reduce(dw.span());
       comm::copy_to_parallel::backward<comm_type, T>(*comm_, dx);
+      if (gate_) ops_.add(dx, gate_backward(x, true));
     }
   }
 
@@ -325,6 +359,7 @@ class experts {
       comm_->all_reduce(shared_.gate_up_grad_span());
       comm_->all_reduce(shared_.down_grad_span());
     }
+    if (gate_) ops_.add(dx, gate_backward(x, false));  // the expert is whole: its scores too
   }
 
   // --- pieces shared by the modes ----------------------------------------------------------
@@ -345,19 +380,64 @@ class experts {
     return dxs;
   }
 
+  /// y += the shared expert's output for tokens x (times its gate's σ(x · g) when gated).
   void add_shared_forward(matrix_view<const T> x, matrix_view<T> y) {
     if (!has_shared()) return;
-    const std::array<index_t, 2> all{0, x.rows()};
-    const matrix_view<T> o = detail::sized(shared_o_, x.rows(), opt_.hidden);
+    const index_t n = x.rows(), h = opt_.hidden;
+    const std::array<index_t, 2> all{0, n};
+    const matrix_view<T> o = detail::sized(shared_o_, n, h);
     shared_.forward(*engine_, ops_, x, all, o);
-    ops_.add(y, read_only(o));
+    if (!gate_) return ops_.add(y, read_only(o));
+    // The gate's scores s = σ(x · g), computed on the host (one number a token).
+    const matrix_view<T> logit = detail::sized(gate_logit_, n, 1);
+    gate_->forward(x, logit);
+    gate_s_host_.resize(static_cast<std::size_t>(n));
+    ops_.copy_to_host(read_only(logit), make_matrix(gate_s_host_.data(), n, 1));
+    for (T& v : gate_s_host_) v = T(1) / (T(1) + std::exp(-v));
+    const matrix_view<T> score = detail::sized(gate_s_, n, 1);
+    ops_.copy_from_host(make_matrix<const T>(gate_s_host_.data(), n, 1), score);
+    identity_.resize(static_cast<std::size_t>(n));
+    for (index_t t = 0; t < n; ++t) identity_[static_cast<std::size_t>(t)] = t;
+    const matrix_view<T> scaled = detail::sized(shared_scaled_, n, h);
+    ops_.spread_rows(read_only(o), identity_, 1, read_only(score), scaled);
+    ops_.add(y, read_only(scaled));
   }
+  /// dx += the shared expert's input gradient; under a gate, its output gradient is s ⊙ dy and
+  /// the scores' gradient ds = dy · o is kept (partial where the expert is split) for
+  /// gate_backward.
   void add_shared_backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
     if (!has_shared()) return;
-    const std::array<index_t, 2> all{0, x.rows()};
-    const matrix_view<T> dxs = detail::sized(shared_o_, x.rows(), opt_.hidden);  // o not needed
-    shared_.backward(*engine_, ops_, x, all, dy, dxs);
+    const index_t n = x.rows(), h = opt_.hidden;
+    const std::array<index_t, 2> all{0, n};
+    const matrix_view<T> dxs = detail::sized(shared_dx_, n, h);
+    if (gate_) {
+      const matrix_view<const T> o = make_matrix<const T>(shared_o_.data(), n, h),
+                                 score = make_matrix<const T>(gate_s_.data(), n, 1);
+      ops_.row_dots(dy, o, identity_, detail::sized(gate_ds_, n, 1));
+      const matrix_view<T> dout = detail::sized(shared_scaled_, n, h);
+      ops_.spread_rows(dy, identity_, 1, score, dout);
+      shared_.backward(*engine_, ops_, x, all, read_only(dout), dxs);
+    } else {
+      shared_.backward(*engine_, ops_, x, all, dy, dxs);
+    }
     ops_.add(dx, read_only(dxs));
+  }
+  /// The gate's backward for the tokens x of the last forward: its weight's gradient, and the
+  /// dx it adds (to add once, after the layer's collectives). `split`: the shared expert is split
+  /// over the group, so the scores' gradient is summed over it first.
+  matrix_view<const T> gate_backward(matrix_view<const T> x, bool split) {
+    const index_t n = x.rows();
+    const matrix_view<T> ds = make_matrix(gate_ds_.data(), n, 1);
+    if (split) comm_->all_reduce(ds.span());
+    // d logit = ds · s (1 − s), on the host beside the scores.
+    std::vector<T> d(static_cast<std::size_t>(n));
+    ops_.copy_to_host(read_only(ds), make_matrix(d.data(), n, 1));
+    for (std::size_t t = 0; t < d.size(); ++t) d[t] *= gate_s_host_[t] * (T(1) - gate_s_host_[t]);
+    const matrix_view<T> dlogit = detail::sized(gate_logit_, n, 1);
+    ops_.copy_from_host(make_matrix<const T>(d.data(), n, 1), dlogit);
+    const matrix_view<T> dxg = detail::sized(gate_dx_, n, opt_.hidden);
+    gate_->backward(x, read_only(dlogit), dxg);
+    return read_only(dxg);
   }
 
   /// x, ids and weights of this rank's tokens, and the expert ids' range.
@@ -403,8 +483,12 @@ class experts {
   detail::row_exchange<Backend, T> exchange_;
   detail::token_shards tokens_;
   detail::token_gather<Backend, T> gathered_;  // tensor_sequence: every rank's tokens
+  std::optional<gate_type> gate_;              // the shared expert's gate (Qwen2-MoE)
+  std::vector<T> gate_s_host_;                 // its scores σ(x · g) of the last forward
+  std::vector<index_t> identity_;              // row t ↔ slot t
   // Activations of the last forward (xs and o by expert; all_to_all: o's rows sent back).
-  buffer xs_, o_, back_, shared_o_;
+  buffer xs_, o_, back_, shared_o_, gate_s_, shared_scaled_, shared_dx_, gate_logit_, gate_ds_,
+      gate_dx_;
   // Backward and transfer scratch.
   buffer dout_, dxs_, returned_, y_full_, dy_full_, dx_full_, dw_full_;
 };
