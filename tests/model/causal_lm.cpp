@@ -4,12 +4,12 @@
 // with q/k/v biases and tied embeddings, Phi-3 with fused qkv_proj and gate_up_proj, Mistral, a
 // Llama with llama3 RoPE, every bias and one KV head, Qwen3 with per-head q/k norms, and a
 // Qwen3-MoE with a dense layer between two MoE layers, and sliding windows of 3: a Mistral's on
-// every layer and a Qwen2's on its second; two DeepSeek-V3s with MLA, grouped sigmoid routing
-// and shared experts, tensor mode only, and YaRN RoPE on one of them and on a Llama) — at every tp
-// their heads allow, in TP and TP+SP, with expert parallelism; and the model at tp = 1, whose
-// gradients are checked by central differences of its loss, so the sharded gradients can be
-// compared with them. Each rank reads exactly its shard's bytes, and those placements are the ones
-// plan::resolve gives the checkpoint's tensors.
+// every layer and a Qwen2's on its second; a Qwen2-MoE with its gated shared expert; two
+// DeepSeek-V3s with MLA, grouped sigmoid routing and shared experts, tensor mode only, and YaRN
+// RoPE on one of them and on a Llama) — at every tp their heads allow, in TP and TP+SP, with expert
+// parallelism; and the model at tp = 1, whose gradients are checked by central differences of its
+// loss, so the sharded gradients can be compared with them. Each rank reads exactly its shard's
+// bytes, and those placements are the ones plan::resolve gives the checkpoint's tensors.
 
 #include <doctest/doctest.h>
 
@@ -54,6 +54,8 @@ const std::vector<fixture> all_models{llama,
                                       // sliding windows of 3 (every layer; Qwen2's second)
                                       {"hf-ref/mistral_window", {1, 2, 3, 4}},
                                       {"hf-ref/qwen2_window", {1, 2, 3, 4}},
+                                      // a shared expert gated by σ(x · g), a dense layer between
+                                      {"hf-ref/qwen2_moe", {1, 2, 3, 4}, true},
                                       // MLA, dense first layer, grouped sigmoid routing, shared
                                       // experts (q LoRA; full-rank q with biases)
                                       {"hf-ref/deepseek_v3", {1, 2, 3, 4}, true, true},
@@ -421,29 +423,36 @@ TEST_CASE("the model's placements are the ones plan::resolve gives the checkpoin
                                     (dir / "config.json").string(), "", "");
     const std::vector<plan::tensor_decl> tensors = inputs.tensors(ck);
     for (const int tp : f.tps)
-      for (const int ep : {1, tp}) {
-        if (!ep_applies(f, ep)) continue;
-        CAPTURE(f.name);
-        CAPTURE(tp);
-        CAPTURE(ep);
-        const plan::resolution res = inputs.resolve(tensors, {.tp = tp, .ep = ep});
-        std::map<std::string, shard::placement> planned;
-        for (const plan::resolved_tensor& t : res.tensors)
-          planned.emplace(t.tensor.name, t.placement);
-        host::run(tp, [&](host::communicator& comm) {
-          host::gemm_engine engine;
-          model::causal_lm<layer::block_mode::tensor, host::backend, double> lm(engine, comm, c, ck,
-                                                                                {.ep = ep});
-          if (comm.rank() != 0) return;
-          const auto held = lm.checkpoint_placements(ck);
-          CHECK(held.size() == ck.names().size());
-          for (const auto& [name, p] : held) {  // the embedding too: transformers' effective plan
-            CAPTURE(name);
-            const shard::placement& q = planned.at(name);
-            for (int r = 0; r < tp; ++r) CHECK(p.of(r) == q.of(r));
-          }
-        });
-      }
+      for (const bool sp : {false, true})
+        for (const int ep : {1, tp}) {
+          if (!ep_applies(f, ep) || !sp_applies(f, sp)) continue;
+          CAPTURE(f.name);
+          CAPTURE(tp);
+          CAPTURE(sp);
+          CAPTURE(ep);
+          const plan::resolution res = inputs.resolve(tensors, {.tp = tp, .sp = sp, .ep = ep});
+          std::map<std::string, shard::placement> planned;
+          for (const plan::resolved_tensor& t : res.tensors)
+            planned.emplace(t.tensor.name, t.placement);
+          host::run(tp, [&](host::communicator& comm) {
+            host::gemm_engine engine;
+            const auto body = [&]<layer::block_mode M>() {
+              model::causal_lm<M, host::backend, double> lm(engine, comm, c, ck, {.ep = ep});
+              if (comm.rank() != 0) return;
+              const auto held = lm.checkpoint_placements(ck);
+              CHECK(held.size() == ck.names().size());
+              for (const auto& [name, p] : held) {  // the embedding too: transformers' plan
+                CAPTURE(name);
+                const shard::placement& q = planned.at(name);
+                for (int r = 0; r < tp; ++r) CHECK(p.of(r) == q.of(r));
+              }
+            };
+            if (sp)
+              body.template operator()<layer::block_mode::sequence>();
+            else
+              body.template operator()<layer::block_mode::tensor>();
+          });
+        }
   }
 }
 
@@ -558,6 +567,16 @@ TEST_CASE("gradients at tp = 1 match central differences of the loss") {
                      {"model.layers.1.mlp.gate.weight", 100},
                      {"model.layers.2.mlp.shared_experts.up_proj.weight", 60},
                      {"model.layers.1.mlp.shared_experts.down_proj.weight", 61}});
+  }
+  SUBCASE("qwen2_moe: the gated shared expert, q/k/v biases") {
+    check_gradients(test::model_fixture("hf-ref/qwen2_moe"),
+                    {{"model.layers.0.mlp.shared_expert_gate.weight", 5},
+                     {"model.layers.2.mlp.shared_expert_gate.weight", 30},
+                     {"model.layers.0.mlp.shared_expert.gate_proj.weight", 40},
+                     {"model.layers.2.mlp.shared_expert.up_proj.weight", 41},
+                     {"model.layers.0.mlp.shared_expert.down_proj.weight", 42},
+                     {"model.layers.1.self_attn.k_proj.bias", 3},
+                     {"model.layers.2.mlp.gate.weight", 50}});
   }
   SUBCASE("deepseek_v3: a full-rank q_proj, the latent's and o's biases") {
     check_gradients(test::model_fixture("hf-ref/deepseek_v3_q_full"),

@@ -72,6 +72,13 @@ CASES = {
         hidden_size=32, intermediate_size=20, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=97, use_sliding_window=True, sliding_window=3,
         max_window_layers=1)),
+    # Qwen2-MoE: q/k/v biases, experts (softmax top-2 of 6, renormalised) beside a shared
+    # expert scaled by σ(x · shared_expert_gate), a dense layer between two MoE layers.
+    "qwen2_moe": ("qwen2_moe", "Qwen2MoeForCausalLM", "Qwen2MoeConfig", dict(
+        hidden_size=32, intermediate_size=20, moe_intermediate_size=12,
+        shared_expert_intermediate_size=16, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=97, num_experts=6, num_experts_per_tok=2,
+        norm_topk_prob=True, mlp_only_layers=[1])),
     # DeepSeek-V3: MLA with a q LoRA rank, interleaved RoPE and v_head_dim 8 ≠ qk_head_dim 10; a
     # dense first layer, then sigmoid routing with a selection bias, 3 groups of 2 experts of which
     # the best 2 groups are kept, weights renormalised and scaled by 2.5, and a shared expert.

@@ -218,6 +218,9 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
               make_matrix<const W>(sdn.data(), sdn.empty() ? 0 : h,
                                    sdn.empty() ? 0 : static_cast<index_t>(sdn.size()) / h),
               eo);
+      if (l.shared_gate)
+        ex.set_shared_gate(
+            as_matrix(reader.template read<W>(ck, *l.shared_gate, whole(*l.shared_gate, tp)), h));
       ffn_t ffn(engine, comm, as_matrix(router, h), ro, std::move(ex));
       return typename layers::any(std::in_place_type<Layer>, comm, n1, n2, eps,
                                   std::move(attention), std::move(ffn));

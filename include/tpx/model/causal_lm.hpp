@@ -393,6 +393,7 @@ class causal_lm<Mode, Backend, T> {
                 fn(l.shared_down->name, ex_t::shared_down_placement(eo, tp),
                    span(ex.shared_down_weight()), span(ex.shared_down_grad()));
               }
+              if (l.shared_gate) linear(*l.shared_gate, std::nullopt, *ex.shared_gate());
             }
           },
           const_cast<layer_type&>(layers_[i]));

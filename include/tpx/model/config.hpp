@@ -15,6 +15,8 @@
 ///   qwen3_moe  1e-6  1e4     attention_bias            experts by mlp_only_layers and
 ///                                                      decoder_sparse_step, renormalised when
 ///                                                      norm_topk_prob (default no); q/k norms
+///   qwen2_moe  1e-6  1e4     qkv_bias (default yes)    qwen3_moe's experts and window, and a
+///                                                      shared expert gated by σ(x · g)
 ///   deepseek_v3 1e-6 1e4     attention_bias (q_a,      MLA (rope_interleave, default yes);
 ///                            kv_a, o)                  dense MLPs before first_k_dense_replace,
 ///                                                      then sigmoid-routed experts (n_group,
@@ -371,6 +373,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   if (rules.biases == bias_keys::attention_and_mlp)
     c.mlp_bias = detail::flag(j, "mlp_bias", false, what);
   if (rules.biases == bias_keys::qkv_always) c.qkv_bias = true;
+  if (rules.biases == bias_keys::qkv_key) c.qkv_bias = detail::flag(j, "qkv_bias", true, what);
   c.qk_norm = fam->layers.qk_norm;
 
   const auto window = [&](std::optional<index_t> fallback) -> std::optional<index_t> {
@@ -427,7 +430,7 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   if (moe && rules.shared == shared::deepseek)
     c.shared_inter = d.n_shared_experts * d.moe_intermediate_size;
   if (moe && rules.shared == shared::qwen_gated) {
-    c.shared_inter = detail::whole(j, "shared_expert_intermediate_size", 0, what);
+    c.shared_inter = d.shared_expert_intermediate_size;
     c.shared_expert_gate = c.shared_inter > 0;
   }
   if (rules.rope_interleave_key) c.rope_interleave = detail::flag(j, "rope_interleave", true, what);

@@ -14,6 +14,7 @@
 #include "tpx/plan/families/mixtral.hpp"
 #include "tpx/plan/families/phi3.hpp"
 #include "tpx/plan/families/qwen2.hpp"
+#include "tpx/plan/families/qwen2_moe.hpp"
 #include "tpx/plan/families/qwen3.hpp"
 #include "tpx/plan/families/qwen3_moe.hpp"
 #include "tpx/plan/family.hpp"
@@ -21,9 +22,9 @@
 namespace tpx::inline v0::plan {
 
 inline constexpr model_family all_families[] = {
-    families::llama,       families::mistral, families::qwen2,   families::qwen3,
-    families::gemma2,      families::phi3,    families::mixtral, families::qwen3_moe,
-    families::deepseek_v3, families::gpt_oss,
+    families::llama,       families::mistral, families::qwen2,     families::qwen3,
+    families::gemma2,      families::phi3,    families::mixtral,   families::qwen3_moe,
+    families::deepseek_v3, families::gpt_oss, families::qwen2_moe,
 };
 
 /// The family of `model_type`, or nullptr.

@@ -47,6 +47,7 @@ struct config_rules {
     none,               ///< no biases
     attention_and_mlp,  ///< "attention_bias" (q, k, v, o) and "mlp_bias"
     qkv_always,         ///< q, k and v always have biases
+    qkv_key,            ///< "qkv_bias" (q, k, v; default yes)
     attention,          ///< "attention_bias" (q, k, v, o)
   };
   bias_keys biases = bias_keys::none;

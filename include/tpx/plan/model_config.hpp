@@ -46,15 +46,16 @@ struct model_config {
   index_t n_kv_heads = 0;
   index_t head_dim = 0;
   index_t intermediate_size = 0;
-  index_t moe_intermediate_size = 0;     ///< 0 when the model has no experts
-  index_t n_experts = 0;                 ///< routed experts; 0 for a dense model
-  index_t experts_per_token = 0;         ///< top-k; 0 for a dense model
-  index_t n_shared_experts = 0;          ///< DeepSeek / Qwen shared experts beside the routed ones
-  index_t first_k_dense_replace = 0;     ///< DeepSeek: the first k layers have a dense MLP
-  index_t decoder_sparse_step = 1;       ///< Qwen-MoE: every step-th layer has experts
-  std::vector<index_t> mlp_only_layers;  ///< Qwen-MoE: layers with a dense MLP regardless
-  index_t q_lora_rank = 0;               ///< DeepSeek MLA; 0: q_proj is one full-rank projection
-  index_t kv_lora_rank = 0;              ///< DeepSeek MLA; 0: not MLA
+  index_t moe_intermediate_size = 0;  ///< 0 when the model has no experts
+  index_t n_experts = 0;              ///< routed experts; 0 for a dense model
+  index_t experts_per_token = 0;      ///< top-k; 0 for a dense model
+  index_t n_shared_experts = 0;       ///< DeepSeek / Qwen shared experts beside the routed ones
+  index_t shared_expert_intermediate_size = 0;  ///< Qwen2-MoE: its one (gated) shared expert's I
+  index_t first_k_dense_replace = 0;            ///< DeepSeek: the first k layers have a dense MLP
+  index_t decoder_sparse_step = 1;              ///< Qwen-MoE: every step-th layer has experts
+  std::vector<index_t> mlp_only_layers;         ///< Qwen-MoE: layers with a dense MLP regardless
+  index_t q_lora_rank = 0;   ///< DeepSeek MLA; 0: q_proj is one full-rank projection
+  index_t kv_lora_rank = 0;  ///< DeepSeek MLA; 0: not MLA
   index_t qk_nope_head_dim = 0;
   index_t qk_rope_head_dim = 0;
   index_t v_head_dim = 0;
@@ -163,6 +164,7 @@ inline model_config parse_model_config(const nlohmann::json& top, std::string_vi
   if (c.is_moe() && c.moe_intermediate_size == 0) c.moe_intermediate_size = c.intermediate_size;
   c.experts_per_token = number({"num_experts_per_tok", "experts_per_token"}, false);
   c.n_shared_experts = number({"n_shared_experts"}, false);
+  c.shared_expert_intermediate_size = number({"shared_expert_intermediate_size"}, false);
   c.first_k_dense_replace = number({"first_k_dense_replace"}, false);
   if (given(j, "decoder_sparse_step")) {  // the classes' default is 1, as here
     c.decoder_sparse_step = number({"decoder_sparse_step"}, false);

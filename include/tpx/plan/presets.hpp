@@ -18,6 +18,8 @@
 ///   qwen3_moe    mlp.gate [E, H]; mlp.experts.N.gate_proj|up_proj [I, H], down_proj [H, I];
 ///                q/k norms; a dense mlp.gate_proj|up_proj|down_proj in the layers that
 ///                mlp_only_layers and decoder_sparse_step make dense
+///   qwen2_moe    qwen3_moe's experts (no q/k norms; q/k/v biases), and a shared expert
+///                mlp.shared_expert.gate_proj|up_proj|down_proj with mlp.shared_expert_gate [1, H]
 ///   deepseek_v3  multi-head latent attention (q_a_proj, q_b_proj split in whole heads,
 ///                kv_a_proj_with_mqa replicated as mla_kv_a_proj, kv_b_proj in heads, o_proj
 ///                rowwise in heads); dense MLPs in the first first_k_dense_replace layers, then
@@ -172,6 +174,10 @@ inline void moe(tensor_list& l, const std::string& p, moe_layout m) {
       each_expert(p + "mlp.", "gate_proj", "up_proj", "down_proj");
       if (m == moe_layout::deepseek && c.n_shared_experts > 0)
         gated_mlp(l, p + "mlp.shared_experts.", c.n_shared_experts * i);
+      if (m == moe_layout::qwen && c.shared_expert_intermediate_size > 0) {  // Qwen2-MoE
+        gated_mlp(l, p + "mlp.shared_expert.", c.shared_expert_intermediate_size);
+        l.add(p + "mlp.shared_expert_gate.weight", {1, h});
+      }
       break;
     case moe_layout::gpt_oss:
       l.add(p + "mlp.router.weight", {e, h});
@@ -275,6 +281,11 @@ inline nlohmann::json plan_of(const layer_traits& o, const model_config& c) {
     case moe_layout::qwen:  // dense layers (mlp_only_layers, decoder_sparse_step) as transformers
       if (any_dense) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");
       experts("layers.*.mlp.");
+      if (c.shared_expert_intermediate_size > 0) {  // Qwen2-MoE's gated shared expert: split as
+        // tpx runs it (transformers' own plan leaves it replicated), its gate whole
+        mlp("layers.*.mlp.shared_expert.", "gate_proj", "up_proj", "down_proj");
+        tp["layers.*.mlp.shared_expert_gate"] = "replicate";
+      }
       break;
     case moe_layout::deepseek:
       if (any_dense) mlp("layers.*.mlp.", "gate_proj", "up_proj", "down_proj");

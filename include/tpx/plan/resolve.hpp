@@ -156,6 +156,21 @@ class resolver {
   resolved_tensor decide(const tensor_decl& t, std::vector<std::string>& unmatched) {
     decision d{t, fused_alias_of(t, c_), {t, "replicate", replicate_, "", {}, {}}};
     outcome got = outcome::no_rule;
+    // Under EP with SP tpx dispatches the tokens all-to-all, and each rank runs its own tokens
+    // through a whole copy of the shared expert beside the routed ones (layer/experts.hpp): the
+    // TP rule that splits it elsewhere does not apply.
+    if (o_.sp && ep_ != nullptr && beside_dispatched_experts(t.name) &&
+        apply(d, "replicate", replicate_,
+              "tpx: a shared expert is whole on every rank under EP with SP (all-to-all "
+              "dispatch)") == outcome::placed) {
+      notes_.add(
+          "EP with SP: tokens are dispatched all-to-all, and the shared expert beside the routed "
+          "ones is held whole on every rank, which runs its own tokens through it (its gradients "
+          "are all-reduced once a step)");
+      if (primary_ != nullptr) rule_for(d, primary_->tp, true);  // its TP rule still matched
+      aliases_.push_back(std::move(d.alias));
+      return std::move(d.result);
+    }
     // Overlays first: EP rules of experts and the router, then SP rules.
     if (ep_ != nullptr)
       if (const std::optional<found> f = rule_for(d, *ep_, false)) {
@@ -205,6 +220,21 @@ class resolver {
     }
     aliases_.push_back(std::move(d.alias));
     return std::move(d.result);
+  }
+
+  /// Whether tensor `name` belongs to a shared expert beside a dispatched experts module of the
+  /// EP plan (a `shared_expert…` module under the experts module's parent).
+  bool beside_dispatched_experts(const std::string& name) const {
+    const std::vector<std::string_view> parts = components(name);
+    for (std::size_t i = 0; i < ep_->rules.size(); ++i) {
+      if (!ep_->specs[i].dispatch) continue;
+      std::vector<std::string_view> parent = components(ep_->rules[i]->key);
+      if (parent.empty()) continue;
+      parent.pop_back();
+      if (detail::covers_prefix(parent, parts) && parts[parent.size()].starts_with("shared_expert"))
+        return true;
+    }
+    return false;
   }
 
   /// Tied embeddings: the LM head computes with the embedding table, so one placement serves
