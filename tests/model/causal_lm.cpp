@@ -889,6 +889,38 @@ TEST_CASE(
   }
 }
 
+/// Rank 0's bytes moved by the forward and the backward of the model in `dir` on `tokens`
+/// tokens (ids and targets below 53).
+std::pair<double, double> counted_bytes(const fs::path& dir, int tp, bool sp, int ep,
+                                        index_t tokens) {
+  const model::config c = model::read_config(dir);
+  const io::checkpoint ck(dir);
+  std::vector<std::int64_t> ids, targets;
+  for (index_t t = 0; t < tokens; ++t) {
+    ids.push_back((7 * t + 3) % 53);
+    targets.push_back((5 * t + 1) % 53);
+  }
+  std::pair<double, double> bytes;  // forward, backward; rank 0
+  host::run(tp, [&](host::communicator& comm) {
+    host::gemm_engine engine;
+    const auto body = [&]<layer::block_mode M>() {
+      model::causal_lm<M, host::backend, double> lm(engine, comm, c, ck, {.ep = ep});
+      comm.reset_statistics();
+      lm.forward(ids);
+      const double fwd = static_cast<double>(comm.statistics().total_bytes());
+      lm.loss(targets);
+      comm.reset_statistics();
+      lm.backward();
+      if (comm.rank() == 0) bytes = {fwd, static_cast<double>(comm.statistics().total_bytes())};
+    };
+    if (sp)
+      body.template operator()<layer::block_mode::sequence>();
+    else
+      body.template operator()<layer::block_mode::tensor>();
+  });
+  return bytes;
+}
+
 TEST_CASE("law: the plan's bytes per token per layer are what the built layers move") {
   // Per token per layer = the growth of a rank's counted bytes with tokens (which leaves out the
   // once-per-step gradient all-reduces) between a 1- and a 2-layer model (which leaves out the
@@ -899,34 +931,7 @@ TEST_CASE("law: the plan's bytes per token per layer are what the built layers m
       model::write_synthetic(d / fmt::format("{}{}", family, layers),
                              synthetic_config(family, layers), io::file_dtype::bf16, 5);
   const index_t t1 = 24, t2 = 48;
-  const auto counted = [&](const fs::path& dir, int tp, bool sp, int ep, index_t tokens) {
-    const model::config c = model::read_config(dir);
-    const io::checkpoint ck(dir);
-    std::vector<std::int64_t> ids, targets;
-    for (index_t t = 0; t < tokens; ++t) {
-      ids.push_back((7 * t + 3) % 53);
-      targets.push_back((5 * t + 1) % 53);
-    }
-    std::pair<double, double> bytes;  // forward, backward; rank 0
-    host::run(tp, [&](host::communicator& comm) {
-      host::gemm_engine engine;
-      const auto body = [&]<layer::block_mode M>() {
-        model::causal_lm<M, host::backend, double> lm(engine, comm, c, ck, {.ep = ep});
-        comm.reset_statistics();
-        lm.forward(ids);
-        const double fwd = static_cast<double>(comm.statistics().total_bytes());
-        lm.loss(targets);
-        comm.reset_statistics();
-        lm.backward();
-        if (comm.rank() == 0) bytes = {fwd, static_cast<double>(comm.statistics().total_bytes())};
-      };
-      if (sp)
-        body.template operator()<layer::block_mode::sequence>();
-      else
-        body.template operator()<layer::block_mode::tensor>();
-    });
-    return bytes;
-  };
+  const auto counted = counted_bytes;
   for (const std::string family : {"llama", "mixtral"})
     for (const int tp : {2, 4})
       for (const bool sp : {false, true})
@@ -951,4 +956,53 @@ TEST_CASE("law: the plan's bytes per token per layer are what the built layers m
           CHECK(fwd == doctest::Approx(r.comm_forward / unit));
           CHECK(bwd == doctest::Approx(r.comm_backward / unit));
         }
+}
+
+TEST_CASE("law: a DeepSeek-V3 or Qwen2-MoE layer moves the bytes the plan gives it") {
+  // The third layer of each (MoE; MLA for DeepSeek) by difference: the counted growth with tokens
+  // of the three-layer model less that of its first two layers, against 3 × the plan's per-layer
+  // figure of three layers less 2 × that of two.
+  test::temp_dir d;
+  for (const char* name : {"hf-ref/deepseek_v3", "hf-ref/qwen2_moe"}) {
+    const fs::path three = test::model_fixture(name), two = d / (std::string(name).substr(7));
+    fs::create_directories(two);
+    nlohmann::json j = io::read_json_file(three / "config.json", "config");
+    j["num_hidden_layers"] = 2;
+    if (j.contains("layer_types")) j["layer_types"].erase(2);
+    std::ofstream(two / "config.json") << j.dump();
+    rewrite_checkpoint(three / "model.safetensors", two / "model.safetensors",
+                       [](const std::string& n, std::vector<float>&) {
+                         return n.find("layers.2.") == std::string::npos;
+                       });
+    const bool mla = std::string(name).find("deepseek") != std::string::npos;
+    const index_t t1 = 24, t2 = 48;
+    for (const int tp : {2, 3})
+      for (const bool sp : {false, true})
+        for (const int ep : {1, tp}) {
+          if ((sp && mla) || (sp && ep > 1)) continue;  // EP + SP: routing-dependent all-to-all
+          CAPTURE(name);
+          CAPTURE(tp);
+          CAPTURE(sp);
+          CAPTURE(ep);
+          const auto a1 = counted_bytes(two, tp, sp, ep, t1),
+                     a2 = counted_bytes(two, tp, sp, ep, t2),
+                     b1 = counted_bytes(three, tp, sp, ep, t1),
+                     b2 = counted_bytes(three, tp, sp, ep, t2);
+          const double per = static_cast<double>(sizeof(double)) * static_cast<double>(t2 - t1);
+          const double fwd = ((b2.first - b1.first) - (a2.first - a1.first)) / per,
+                       bwd = ((b2.second - b1.second) - (a2.second - a1.second)) / per;
+          const auto planned = [&](const fs::path& dir, index_t layers) {
+            const model::plan_inputs inputs(io::read_json_file(dir / "config.json", "config"),
+                                            (dir / "config.json").string(), "", "");
+            const plan::resolution r =
+                inputs.resolve(inputs.tensors(io::checkpoint(dir)), {.tp = tp, .sp = sp, .ep = ep});
+            const double unit = static_cast<double>(inputs.config().element_bytes()),
+                         n = static_cast<double>(layers);
+            return std::pair{n * r.comm_forward / unit, n * r.comm_backward / unit};
+          };
+          const auto p3 = planned(three, 3), p2 = planned(two, 2);
+          CHECK(fwd == doctest::Approx(p3.first - p2.first));
+          CHECK(bwd == doctest::Approx(p3.second - p2.second));
+        }
+  }
 }

@@ -29,6 +29,10 @@
 ///                         — as an experts module rule without SP
 ///   experts stored one by one with no module rule: their linears' collectives, × top-k / E
 ///   mla_kv_a_proj         bwd: all-reduce of the rope part of dy (qk_rope_head_dim)
+///   a shared expert (…shared_expert(s)…) beside the routed ones: nothing of its own (tpx runs it
+///                         inside the experts layer, whose reduction carries its output and dx);
+///                         split and gated (Qwen2-MoE), the gate's score gradient: bwd all-reduce
+///                         of 1
 /// The figure is the mean over the numbered layers; parameter-gradient all-reduces (once per
 /// step, not per token) and the embedding and LM head (outside the layers) are not included.
 
@@ -104,6 +108,16 @@ class comm_counter {
     layer_totals& l = layers_[*layer];
     const double h = static_cast<double>(c_.hidden_size);
     const bool gathered = !m.gather_path.empty();
+    if (const std::optional<std::string> shared = shared_expert_of(t.tensor.name)) {
+      // tpx runs a shared expert inside the experts layer beside the routed ones: its output
+      // joins theirs in the experts' one reduction and its dx theirs, so it adds no collective
+      // of its own. Split over the group, a gated one (Qwen2-MoE) all-reduces its gate's score
+      // gradient: one element a token, in backward.
+      if (c_.shared_expert_intermediate_size > 0 && !t.placement.is_replicated() &&
+          l.modules.insert(*shared + " gate scores").second)
+        add(l.bwd, collective::all_reduce, 1.0);
+      return;
+    }
     if (!m.dispatch_path.empty()) {
       all_to_all(l, m.dispatch_path);
       return;
@@ -183,6 +197,17 @@ class comm_counter {
   }
 
  private:
+  /// The module path of the shared expert `name` belongs to (`….mlp.shared_expert`,
+  /// `shared_experts`, the gate `shared_expert_gate`), or nothing.
+  static std::optional<std::string> shared_expert_of(std::string_view name) {
+    std::string path;
+    for (const std::string_view c : components(name)) {
+      if (c.starts_with("shared_expert")) return path + std::string(c);
+      path += std::string(c) + ".";
+    }
+    return std::nullopt;
+  }
+
   struct layer_totals {
     traffic fwd, bwd;  // elements per token
     std::set<std::string> groups, modules;
