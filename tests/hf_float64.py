@@ -1,4 +1,5 @@
-"""transformers' own modeling code at float64 throughout, for the reference scripts
+"""transformers' own modeling code at float64 throughout, and the fixtures' JSON form, for the
+reference scripts
 (tests/model/make_reference.py, tests/layer/make_mla_reference.py,
 tests/layer/make_deepseek_moe_reference.py, tests/ops/make_routing_reference.py).
 
@@ -10,6 +11,7 @@ transformers' arithmetic at float64 and nothing else.
 
 import importlib
 import inspect
+import json
 import re
 
 
@@ -22,3 +24,20 @@ def float64_module(name):
     src = src.replace(".float()", ".double()")
     exec(compile(src, mod.__file__, "exec"), mod.__dict__)
     return mod
+
+
+def tensor_json(t):
+    """A tensor as the JSON fixtures store it: its shape and its values in float64, flat."""
+    import torch
+    t = t.detach().to(torch.float64).contiguous()
+    return {"shape": list(t.shape), "data": t.flatten().tolist()}
+
+
+def write_fixture(path, fields):
+    """Writes a JSON fixture: the transformers and torch versions that made it, then `fields`."""
+    import torch
+    import transformers
+    out = {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+    out.update(fields)
+    with open(path, "w") as f:
+        json.dump(out, f, separators=(",", ":"))

@@ -13,7 +13,6 @@ Not run by the tests or CI (they read the committed file). Needs torch and trans
       tests/layer/fixtures/deepseek_moe_reference.json
 """
 
-import json
 import os
 import sys
 
@@ -21,7 +20,7 @@ import torch
 import transformers
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from hf_float64 import float64_module  # noqa: E402
+from hf_float64 import float64_module, tensor_json, write_fixture  # noqa: E402
 
 ds = float64_module("transformers.models.deepseek_v3.modeling_deepseek_v3")
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config  # noqa: E402
@@ -50,18 +49,11 @@ y = moe(x)
 (y * g).sum().backward()
 
 
-def tensor(t):
-    t = t.detach().to(torch.float64).contiguous()
-    return {"shape": list(t.shape), "data": t.flatten().tolist()}
-
-
-tensors = {"x": tensor(x[0]), "g": tensor(g[0]), "y": tensor(y[0]), "dx": tensor(x.grad[0]),
-           "gate.e_score_correction_bias": tensor(moe.gate.e_score_correction_bias)}
+tensors = {"x": tensor_json(x[0]), "g": tensor_json(g[0]), "y": tensor_json(y[0]),
+           "dx": tensor_json(x.grad[0]),
+           "gate.e_score_correction_bias": tensor_json(moe.gate.e_score_correction_bias)}
 for name, p in moe.named_parameters():
-    tensors[name] = tensor(p)
-    tensors["grad." + name] = tensor(p.grad)
-out = {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
-       "config": CASE, "tensors": tensors}
-with open(sys.argv[1], "w") as f:
-    json.dump(out, f, separators=(",", ":"))
+    tensors[name] = tensor_json(p)
+    tensors["grad." + name] = tensor_json(p.grad)
+write_fixture(sys.argv[1], {"config": CASE, "tensors": tensors})
 print("written with transformers", transformers.__version__, sorted(tensors))

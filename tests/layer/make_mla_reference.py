@@ -14,7 +14,6 @@ Not run by the tests or CI (they read the committed file). Needs torch and trans
   /tmp/hf/bin/python tests/layer/make_mla_reference.py tests/layer/fixtures/mla_reference.json
 """
 
-import json
 import os
 import sys
 
@@ -22,7 +21,7 @@ import torch
 import transformers
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from hf_float64 import float64_module  # noqa: E402
+from hf_float64 import float64_module, tensor_json, write_fixture  # noqa: E402
 
 ds = float64_module("transformers.models.deepseek_v3.modeling_deepseek_v3")
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config  # noqa: E402
@@ -38,13 +37,7 @@ CASES = [
 ]
 
 
-def tensor(t):
-    t = t.detach().to(torch.float64).contiguous()
-    return {"shape": list(t.shape), "data": t.flatten().tolist()}
-
-
-out = {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
-       "cases": []}
+cases = []
 for seed, case in enumerate(CASES):
     torch.manual_seed(100 + seed)
     cfg = DeepseekV3Config(
@@ -71,12 +64,12 @@ for seed, case in enumerate(CASES):
     emb = torch.cat((freqs, freqs), dim=-1)[None]
     y = attn(x, (emb.cos(), emb.sin()), None)[0]
     (y * g).sum().backward()
-    tensors = {"x": tensor(x[0]), "g": tensor(g[0]), "y": tensor(y[0]), "dx": tensor(x.grad[0])}
+    tensors = {"x": tensor_json(x[0]), "g": tensor_json(g[0]), "y": tensor_json(y[0]),
+               "dx": tensor_json(x.grad[0])}
     for name, p in attn.named_parameters():
-        tensors[name] = tensor(p)
-        tensors["grad." + name] = tensor(p.grad)
-    out["cases"].append({"config": case, "tensors": tensors})
+        tensors[name] = tensor_json(p)
+        tensors["grad." + name] = tensor_json(p.grad)
+    cases.append({"config": case, "tensors": tensors})
 
-with open(sys.argv[1], "w") as f:
-    json.dump(out, f, separators=(",", ":"))
-print(f"{len(out['cases'])} cases written with transformers {transformers.__version__}")
+write_fixture(sys.argv[1], {"cases": cases})
+print(f"{len(cases)} cases written with transformers {transformers.__version__}")

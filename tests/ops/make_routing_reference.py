@@ -12,7 +12,6 @@ Not run by the tests or CI (they read the committed file). Needs torch and trans
   /tmp/hf/bin/python tests/ops/make_routing_reference.py tests/ops/fixtures/deepseek_routing.json
 """
 
-import json
 import os
 import sys
 
@@ -20,7 +19,7 @@ import torch
 import transformers
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from hf_float64 import float64_module  # noqa: E402
+from hf_float64 import float64_module, write_fixture  # noqa: E402
 
 ds = float64_module("transformers.models.deepseek_v3.modeling_deepseek_v3")
 from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config  # noqa: E402
@@ -32,8 +31,7 @@ CASES = [
      "num_experts_per_tok": 3, "norm_topk_prob": False, "routed_scaling_factor": 1.0, "tokens": 24},
 ]
 
-out = {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0],
-       "cases": []}
+cases = []
 for seed, case in enumerate(CASES):
     torch.manual_seed(200 + seed)
     e = case["n_routed_experts"]
@@ -50,13 +48,12 @@ for seed, case in enumerate(CASES):
     with torch.no_grad():
         routed, weights, ids = router(logits)
     assert torch.equal(routed, logits)
-    out["cases"].append({
+    cases.append({
         "config": case,
         "logits": logits.to(torch.float64).tolist(),
         "bias": router.e_score_correction_bias.to(torch.float64).tolist(),
         "ids": ids.tolist(),
         "weights": weights.to(torch.float64).tolist()})
 
-with open(sys.argv[1], "w") as f:
-    json.dump(out, f, separators=(",", ":"))
-print(f"{len(out['cases'])} cases written with transformers {transformers.__version__}")
+write_fixture(sys.argv[1], {"cases": cases})
+print(f"{len(cases)} cases written with transformers {transformers.__version__}")
