@@ -679,6 +679,15 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
     CHECK(load_error(src, 1, ids).find("id 97, outside the vocabulary [0, 97)") !=
           std::string::npos);
   }
+  SUBCASE("a synthetic model of a family write_synthetic does not write") {
+    test::temp_dir g;
+    const nlohmann::json j =
+        io::read_json_file(test::model_fixture("hf-ref/deepseek_v3") / "config.json", "config");
+    CHECK(test::error_of([&] { model::write_synthetic(g / "m", j); })
+              .find("model_type 'deepseek_v3' has multi-head latent attention, which it does not "
+                    "write yet") != std::string::npos);
+    CHECK(!fs::exists(g / "m" / "model.safetensors"));
+  }
   SUBCASE("a missing directory") {
     CHECK(test::error_of([] {
             model::read_config("/nonexistent/model");
@@ -796,7 +805,11 @@ TEST_CASE("a sharded model saved as loaded gives back its checkpoint") {
     }
   }
   SUBCASE("a transformers checkpoint's every tensor comes back byte for byte") {
-    for (const fixture& f : {mixtral, fixture{"hf-ref/phi3", {}}, fixture{"hf-ref/qwen2", {}}}) {
+    // DeepSeek-V3 (MLA, the selection bias, shared experts) and Qwen2-MoE (the gated shared
+    // expert): every tensor a layer holds is one save writes back.
+    for (const fixture& f :
+         {mixtral, fixture{"hf-ref/phi3", {}}, fixture{"hf-ref/qwen2", {}},
+          fixture{"hf-ref/deepseek_v3", {}, true, true}, fixture{"hf-ref/qwen2_moe", {}, true}}) {
       CAPTURE(f.name);
       const model::config c = model::read_config(f.dir());
       const io::checkpoint ck(f.dir());

@@ -43,6 +43,11 @@ inline void write_synthetic(const std::filesystem::path& dir, const nlohmann::js
                             io::file_dtype dtype = io::file_dtype::bf16, std::uint64_t seed = 1) {
   const config c = parse_config(config_json, (dir / "config.json").string());
   const plan::model_config& d = c.dims;
+  expect(!d.is_mla() && c.shared_inter == 0 && c.router_score == ops::scoring::softmax,
+         "{}: write_synthetic writes GQA attention, dense MLPs and routed experts; model_type "
+         "'{}' has {}, which it does not write yet",
+         (dir / "config.json").string(), d.model_type,
+         d.is_mla() ? "multi-head latent attention" : "shared experts or sigmoid routing");
   std::filesystem::create_directories(dir);
   const index_t h = d.hidden_size, q = d.n_heads * d.head_dim, kv = d.n_kv_heads * d.head_dim;
   struct spec {
