@@ -393,7 +393,7 @@ class experts {
     gate_->forward(x, logit);
     gate_s_host_.resize(static_cast<std::size_t>(n));
     ops_.copy_to_host(read_only(logit), make_matrix(gate_s_host_.data(), n, 1));
-    for (T& v : gate_s_host_) v = T(1) / (T(1) + std::exp(-v));
+    for (T& v : gate_s_host_) v = from_double(1.0 / (1.0 + std::exp(-as_double(v))));
     const matrix_view<T> score = detail::sized(gate_s_, n, 1);
     ops_.copy_from_host(make_matrix<const T>(gate_s_host_.data(), n, 1), score);
     identity_.resize(static_cast<std::size_t>(n));
@@ -432,12 +432,23 @@ class experts {
     // d logit = ds · s (1 − s), on the host beside the scores.
     std::vector<T> d(static_cast<std::size_t>(n));
     ops_.copy_to_host(read_only(ds), make_matrix(d.data(), n, 1));
-    for (std::size_t t = 0; t < d.size(); ++t) d[t] *= gate_s_host_[t] * (T(1) - gate_s_host_[t]);
+    for (std::size_t t = 0; t < d.size(); ++t) {
+      const double score = as_double(gate_s_host_[t]);
+      d[t] = from_double(as_double(d[t]) * score * (1 - score));
+    }
     const matrix_view<T> dlogit = detail::sized(gate_logit_, n, 1);
     ops_.copy_from_host(make_matrix<const T>(d.data(), n, 1), dlogit);
     const matrix_view<T> dxg = detail::sized(gate_dx_, n, opt_.hidden);
     gate_->backward(x, read_only(dlogit), dxg);
     return read_only(dxg);
+  }
+
+  /// A host value as T (a storage type such as bf16 through float).
+  static T from_double(double x) {
+    if constexpr (std::is_arithmetic_v<T>)
+      return static_cast<T>(x);
+    else
+      return static_cast<T>(static_cast<float>(x));
   }
 
   /// x, ids and weights of this rank's tokens, and the expert ids' range.
