@@ -5,7 +5,7 @@
 // Llama with llama3 RoPE, every bias and one KV head, Qwen3 with per-head q/k norms, and a
 // Qwen3-MoE with a dense layer between two MoE layers, and sliding windows of 3: a Mistral's on
 // every layer and a Qwen2's on its second; a Qwen2-MoE with its gated shared expert; two
-// DeepSeek-V3s with MLA, grouped sigmoid routing and shared experts, tensor mode only, and YaRN
+// DeepSeek-V3s with MLA, grouped sigmoid routing and shared experts, and YaRN
 // RoPE on one of them and on a Llama) — at every tp their heads allow, in TP and TP+SP, with expert
 // parallelism; and the model at tp = 1, whose gradients are checked by central differences of its
 // loss, so the sharded gradients can be compared with them. Each rank reads exactly its shard's
@@ -35,7 +35,6 @@ struct fixture {
   const char* name;      // under tests/model/fixtures
   std::vector<int> tps;  // every tp the heads allow, up to 8
   bool moe = false;      // 6 experts: ep 2 and 3 divide them
-  bool mla = false;      // multi-head latent attention: tensor mode only
   fs::path dir() const { return test::model_fixture(name); }
 };
 const fixture llama{"hf-tiny/llama", {1, 2, 3, 4, 5, 6}};      // 6 query / 3 KV heads
@@ -58,17 +57,14 @@ const std::vector<fixture> all_models{llama,
                                       {"hf-ref/qwen2_moe", {1, 2, 3, 4}, true},
                                       // MLA, dense first layer, grouped sigmoid routing, shared
                                       // experts (q LoRA; full-rank q with biases)
-                                      {"hf-ref/deepseek_v3", {1, 2, 3, 4}, true, true},
-                                      {"hf-ref/deepseek_v3_q_full", {1, 2, 3, 4}, true, true},
+                                      {"hf-ref/deepseek_v3", {1, 2, 3, 4}, true},
+                                      {"hf-ref/deepseek_v3_q_full", {1, 2, 3, 4}, true},
                                       // YaRN RoPE: MLA's softmax mscale; a GQA model's cos / sin
-                                      {"hf-ref/deepseek_v3_yarn", {1, 2, 3, 4}, true, true},
+                                      {"hf-ref/deepseek_v3_yarn", {1, 2, 3, 4}, true},
                                       {"hf-ref/llama_yarn", {1, 2, 3, 4}}};
 
 bool ep_applies(const fixture& f, int ep) {
   return ep == 1 || (f.moe && 6 % ep == 0);
-}
-bool sp_applies(const fixture& f, bool sp) {
-  return !sp || !f.mla;
 }
 
 struct prompt {
@@ -146,7 +142,7 @@ TEST_CASE(
     for (const int tp : f.tps)
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (!ep_applies(f, ep) || !sp_applies(f, sp)) continue;
+          if (!ep_applies(f, ep)) continue;
           CAPTURE(f.name);
           CAPTURE(tp);
           CAPTURE(sp);
@@ -227,7 +223,6 @@ TEST_CASE("a batch of prompts of different lengths gives each prompt's tokens al
         {7}, {5, 1, 33, 8, 60}, {3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46}};
     for (const int tp : f.tps)
       for (const bool sp : {false, true}) {
-        if (!sp_applies(f, sp)) continue;
         CAPTURE(f.name);
         CAPTURE(tp);
         CAPTURE(sp);
@@ -425,7 +420,7 @@ TEST_CASE("the model's placements are the ones plan::resolve gives the checkpoin
     for (const int tp : f.tps)
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (!ep_applies(f, ep) || !sp_applies(f, sp)) continue;
+          if (!ep_applies(f, ep)) continue;
           CAPTURE(f.name);
           CAPTURE(tp);
           CAPTURE(sp);
@@ -610,7 +605,7 @@ TEST_CASE("sharded gradients of every parameter equal the unsharded model's, TP,
     for (const int tp : f.tps)
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if (!ep_applies(f, ep) || !sp_applies(f, sp)) continue;
+          if (!ep_applies(f, ep)) continue;
           if (tp == 1 && !sp) continue;
           CAPTURE(f.name);
           CAPTURE(tp);
@@ -649,18 +644,8 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
       if (!ids.empty()) lm.forward(ids);
     });
   };
-  SUBCASE("MLA: sequence parallelism, and a tp above its heads") {
+  SUBCASE("MLA: a tp above its heads, and groups that do not divide the experts") {
     const fs::path ds = test::model_fixture("hf-ref/deepseek_v3");  // 4 heads
-    const model::config c = model::read_config(ds);
-    const io::checkpoint ck(ds);
-    CHECK(test::error_of(2,
-                         [&](host::communicator& comm) {
-                           host::gemm_engine engine;
-                           model::causal_lm<layer::block_mode::sequence, host::backend, double> lm(
-                               engine, comm, c, ck);
-                         })
-              .find("multi-head latent attention (MLA), which tpx runs in tensor mode only") !=
-          std::string::npos);
     CHECK(load_error(ds, 5).find("4 heads cannot be split over tp = 5") != std::string::npos);
     test::temp_dir g;  // 6 experts in 4 groups
     nlohmann::json j = io::read_json_file(ds / "config.json", "config");
@@ -809,7 +794,7 @@ TEST_CASE("a sharded model saved as loaded gives back its checkpoint") {
     // expert): every tensor a layer holds is one save writes back.
     for (const fixture& f :
          {mixtral, fixture{"hf-ref/phi3", {}}, fixture{"hf-ref/qwen2", {}},
-          fixture{"hf-ref/deepseek_v3", {}, true, true}, fixture{"hf-ref/qwen2_moe", {}, true}}) {
+          fixture{"hf-ref/deepseek_v3", {}, true}, fixture{"hf-ref/qwen2_moe", {}, true}}) {
       CAPTURE(f.name);
       const model::config c = model::read_config(f.dir());
       const io::checkpoint ck(f.dir());
@@ -987,12 +972,11 @@ TEST_CASE("law: a DeepSeek-V3 or Qwen2-MoE layer moves the bytes the plan gives 
                        [](const std::string& n, std::vector<float>&) {
                          return n.find("layers.2.") == std::string::npos;
                        });
-    const bool mla = std::string(name).find("deepseek") != std::string::npos;
     const index_t t1 = 24, t2 = 48;
     for (const int tp : {2, 3})
       for (const bool sp : {false, true})
         for (const int ep : {1, tp}) {
-          if ((sp && mla) || (sp && ep > 1)) continue;  // EP + SP: routing-dependent all-to-all
+          if (sp && ep > 1) continue;  // EP + SP: routing-dependent all-to-all
           CAPTURE(name);
           CAPTURE(tp);
           CAPTURE(sp);

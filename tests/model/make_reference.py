@@ -11,7 +11,7 @@ float64 (tests/hf_float64.py), so the reference is transformers' arithmetic at f
 
 Not run by the tests or CI (they read the committed files). Needs torch and transformers; the
 committed files were written with 5.24, and 5.25 writes the same weights, greedy ids and logits
-(to 6e-16 relative, December 2026); the deepseek_v3 cases were written with 5.25:
+(to 6e-16 relative, December 2026); the deepseek and later cases were written with 5.25:
   python3 -m venv /tmp/hf && /tmp/hf/bin/pip install torch==2.15.0 transformers==5.24.0
   /tmp/hf/bin/python tests/model/make_reference.py tests/model/fixtures/hf-ref [CASE …]
 """
@@ -113,6 +113,23 @@ CASES = {
         num_key_value_heads=2, vocab_size=97, max_position_embeddings=32,
         rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
                              original_max_position_embeddings=8))),
+    # DeepSeek-V2: MLA with a q LoRA rank (RoPE on complex pairs: interleaved), a dense first
+    # layer, softmax routing limited to the 2 best of 3 groups by each group's best score, the
+    # weights not renormalised and scaled by 2.0, and a shared expert.
+    "deepseek_v2": ("deepseek_v2", "DeepseekV2ForCausalLM", "DeepseekV2Config", dict(
+        hidden_size=32, intermediate_size=20, moe_intermediate_size=12, num_hidden_layers=3,
+        num_attention_heads=4, vocab_size=97, q_lora_rank=12, kv_lora_rank=10,
+        qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=8, n_routed_experts=6,
+        num_experts_per_tok=2, topk_method="group_limited_greedy", n_group=3, topk_group=2,
+        n_shared_experts=1, first_k_dense_replace=1, routed_scaling_factor=2.0)),
+    # DeepSeek-V2-Lite's shape: a full-rank q_proj, plain greedy softmax top-2, two shared
+    # experts, attention biases (kv_a and o).
+    "deepseek_v2_lite": ("deepseek_v2", "DeepseekV2ForCausalLM", "DeepseekV2Config", dict(
+        hidden_size=32, intermediate_size=20, moe_intermediate_size=12, num_hidden_layers=2,
+        num_attention_heads=4, vocab_size=97, q_lora_rank=None, kv_lora_rank=10,
+        qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=8, n_routed_experts=6,
+        num_experts_per_tok=2, topk_method="greedy", n_shared_experts=2, first_k_dense_replace=1,
+        routed_scaling_factor=1.0, attention_bias=True)),
 }
 ONLY = set(sys.argv[2:])  # case names to write (default: every case)
 

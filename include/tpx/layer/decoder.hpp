@@ -3,7 +3,7 @@
 /// Decoder blocks composed from tpx layers: a Llama-style layer (attention + SwiGLU MLP) and a
 /// Mixtral-style layer (attention + mixture of experts), in tensor-parallel (TP) or
 /// tensor + sequence-parallel (SP) mode, and a DeepSeek-style one whose attention is MLA
-/// (layer/mla_attention.hpp; tensor mode).
+/// (layer/mla_attention.hpp).
 ///
 ///   x ─ rms_norm ─ qkv (colwise, whole heads) ─ RoPE + causal attention ─ o (rowwise) ─(+x)─ h
 ///   h ─ rms_norm ─ ffn: gate|up (colwise, packed) ─ SwiGLU ─ down (rowwise)          ─(+h)─ y
@@ -71,7 +71,7 @@ struct decoder_options {
 };
 
 /// A pre-norm decoder layer: y = h + ffn(norm2(h)), h = x + attention(norm1(x)). `Attention` is
-/// the block's attention: `attention_block` (GQA, either mode) or `mla_attention` (tensor mode).
+/// the block's attention: `attention_block` (GQA) or `mla_attention` (MLA), in the block's mode.
 template <block_mode Mode, class Ffn, backend_with_ops Backend, class T = float,
           class Attention = attention_block<Mode, Backend, T>>
 class decoder_layer {
@@ -203,9 +203,9 @@ template <block_mode Mode, backend_with_ops Backend, class T = float,
           class Experts = typename block_styles<Mode>::moe_tp>
 using mixtral_layer = decoder_layer<Mode, moe_ffn<Experts, Backend, T>, Backend, T>;
 
-/// A DeepSeek-V2/V3-style decoder layer: MLA attention (tensor mode) and `Ffn` — a SwiGLU MLP
-/// (the first `first_k_dense_replace` layers) or a mixture of routed and shared experts.
-template <class Ffn, backend_with_ops Backend, class T = float>
-using mla_layer = decoder_layer<block_mode::tensor, Ffn, Backend, T, mla_attention<Backend, T>>;
+/// A DeepSeek-V2/V3-style decoder layer: MLA attention and `Ffn` — a SwiGLU MLP (the first
+/// `first_k_dense_replace` layers) or a mixture of routed and shared experts.
+template <block_mode Mode, class Ffn, backend_with_ops Backend, class T = float>
+using mla_layer = decoder_layer<Mode, Ffn, Backend, T, mla_attention<Backend, T, Mode>>;
 
 }  // namespace tpx::inline v0::layer

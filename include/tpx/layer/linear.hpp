@@ -221,6 +221,20 @@ class linear<Style, Backend, T> {
     if (!bias_before_output && has_bias_) engine_->add_bias(y, b);  // once, after the reduction
   }
 
+  /// y = x · W_rᵀ (+ b): this rank's GEMM alone, with no collective and nothing kept for
+  /// backward, whatever the style's input pair — for an input every rank already holds in full
+  /// (MLA expanding its cached latents through kv_b_proj, in either block mode). Only for a
+  /// style whose output is the GEMM's own (colwise, replicate): x [rows × in], y [rows × the
+  /// rank's out].
+  void forward_local(matrix_view<const T> x, matrix_view<T> y) requires(
+      std::is_same_v<typename Style::output_pair, comm::no_collective>) {
+    expect_activation(x, local_[1], "input", x.rows());
+    expect_activation(y, local_[0], "output", x.rows());
+    const std::span<const T> b(bias_.data(), bias_.size());
+    engine_->gemm(gemm::gemm_args<T, weight_type>{
+        .op_b = gemm::op::transpose, .a = x, .b = weight(), .c = y, .bias = b});
+  }
+
   /// dx, dW_r and db_r from x and dy, with the style's backward collectives. Where ranks share
   /// output pieces (replicated KV heads, unit_colwise), each rank's dy for a shared piece is its
   /// partial share, and the shared rows of dW and db are summed over the ranks that hold them.

@@ -1,16 +1,15 @@
 #pragma once
 /// \file
-/// `mla_attention<Backend, T>`: DeepSeek-V2/V3's multi-head latent attention (MLA), tensor
+/// `mla_attention<Backend, T, Mode>`: DeepSeek-V2/V3's multi-head latent attention (MLA), tensor
 /// parallel in whole heads, with forward and backward — the layout transformers 5.25's plans
 /// give it (`q_proj` / `q_b_proj` colwise, `kv_a_proj_with_mqa: mla_kv_a_proj`, `kv_b_proj`
 /// colwise, `o_proj` rowwise):
 ///
-///   x ─ q_a_proj (replicated) ─ q_a_layernorm ─ q_b_proj (colwise, heads of qk) ─┐ q = [q_nope |
-///   q_rope]
-///     (or a full-rank q_proj, colwise, when q_lora_rank is 0)                    │
-///   x ─ kv_a_proj_with_mqa (replicated) ─┬─ kv_lora part ─ kv_a_layernorm ─ kv_b_proj (colwise,
-///                                        │                 heads of nope + v) ─ [k_nope | v] per
-///                                        head └─ rope part: one k_rope shared by every head
+///   q:  x ─ q_a_proj (replicated) ─ q_a_layernorm ─ q_b_proj (colwise, heads of qk_head_dim)
+///       (or a full-rank q_proj, colwise, when q_lora_rank is 0) → [q_nope | q_rope] per head
+///   kv: x ─ kv_a_proj_with_mqa (replicated) → [kv_lora part | rope part]
+///       kv_lora part ─ kv_a_layernorm ─ kv_b_proj (colwise, heads of nope + v) → [k_nope | v]
+///       rope part: one k_rope shared by every head
 ///   RoPE on q_rope and k_rope ─ causal attention per head on [q_nope | q_rope] · [k_nope |
 ///   k_rope], values v ─ o_proj (rowwise over the heads' v) ─ all-reduce ─ y
 ///
@@ -24,10 +23,10 @@
 /// RoPE turns the rope part only. With `rope_interleave` (DeepSeek's checkpoints) its features
 /// come in pairs (x0, x1), (x2, x3), …: they are taken evens first, odds second and turned as
 /// rotate_half pairs — transformers' `apply_rotary_pos_emb_interleave`. Scores are scaled by
-/// `scale` (qk_head_dim^−½ by default; a YaRN rope multiplies it by mscale², which the caller
-/// folds in). When v_head_dim ≠ qk_head_dim the heads are padded with zeros to the larger, which
-/// changes no score and no output. The latents' norms use `norm_eps` (transformers builds them
-/// with 1e-6 whatever the config's rms_norm_eps).
+/// `scale_factor` · qk_head_dim^−½ (a YaRN rope's mscale², which the caller gives). When v_head_dim
+/// ≠ qk_head_dim the heads are padded with zeros to the larger, which changes no score and no
+/// output. The latents' norms use `norm_eps` (transformers builds them with 1e-6 whatever the
+/// config's rms_norm_eps).
 ///
 /// Inference caches the compressed latent, not expanded keys and values (`make_cache`,
 /// `forward_cached`): kv_lora_rank + qk_rope_head_dim numbers a token — the normed latent and the
@@ -36,7 +35,16 @@
 /// n_heads / tp · (qk_head_dim + v_head_dim) a token on each rank: DeepSeek-V3's 128 heads,
 /// 192 + 128, against 512 + 64 — 71× less at tp 1, still 8.9× at tp 8.)
 ///
-/// Tensor mode only: x and y are replicated [T, hidden]; sequence parallelism is not implemented.
+/// In either block mode (`Mode`). Tensor mode: x and y replicated [T, hidden], as above. Sequence
+/// mode: x and y are the rank's balanced block of the T tokens. The replicated projections and
+/// norms run on the rank's own tokens; q_b_proj (q_proj) and kv_b_proj are colwise_sp, gathering
+/// their latent inputs ([T, q_lora] or [T, hidden], [T, kv_lora]), and the rotated k_rope is
+/// gathered ([T, rope]); o_proj is rowwise_sp, reduce-scattering y. Backward mirrors it: dy
+/// gathered ([T, hidden]), the latents' gradients reduce-scattered instead of all-reduced, and the
+/// replicated parameters' gradients (their rank's tokens' share) all-reduced, as the SP norms' are. Each
+/// all-reduce of tensor mode becomes an all-gather and a reduce-scatter of the same tensor (the
+/// same bus bytes), the latents are gathered rather than x ([T, hidden]), and the replicated
+/// projections are computed once per token instead of on every rank.
 
 #include <algorithm>
 #include <cmath>
@@ -47,12 +55,15 @@
 #include <utility>
 #include <vector>
 
+#include "tpx/comm/collectives.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/attention.hpp"
 #include "tpx/layer/backend.hpp"
+#include "tpx/layer/block.hpp"
 #include "tpx/layer/kv_cache.hpp"
 #include "tpx/layer/linear.hpp"
+#include "tpx/layer/tokens.hpp"
 #include "tpx/ops/attention.hpp"
 #include "tpx/shard/partition.hpp"
 #include "tpx/style/colwise.hpp"
@@ -77,7 +88,8 @@ struct mla_options {
   /// RoPE's frequency of each of the qk_rope_head_dim / 2 pairs; empty: rope_theta's defaults.
   std::vector<double> inv_freq = {};
   double rope_scale = 1.0;  ///< cos and sin multiplied by it (YaRN's attention factor)
-  double scale = 0.0;       ///< the scores' scale; 0: qk_head_dim^−½
+  /// The scores' scale is scale_factor · qk_head_dim^−½ (YaRN: mscale(factor, mscale_all_dim)²).
+  double scale_factor = 1.0;
   shard::split_kind split = shard::split_kind::balanced;
 
   index_t qk_head_dim() const noexcept { return qk_nope_head_dim + qk_rope_head_dim; }
@@ -95,7 +107,7 @@ struct mla_weights {
   std::span<const T> o_bias = {};
 };
 
-template <backend_with_ops Backend, class T = float>
+template <backend_with_ops Backend, class T = float, block_mode Mode = block_mode::tensor>
 class mla_attention {
   static_assert(ops::attention_ops_of<typename Backend::ops, T>,
                 "tpx::mla_attention: the backend's ops have no RoPE and attention "
@@ -105,13 +117,17 @@ class mla_attention {
   using value_type = T;
   using weight_type = weight_t<Backend, T>;
   using buffer = typename Backend::template buffer<T>;
-  using column = linear<style::colwise<>, Backend, T>;
-  using replicated = linear<style::replicate<>, Backend, T>;
-  using row = linear<style::rowwise<>, Backend, T>;
+  static constexpr bool sp = block_styles<Mode>::sp;
+  using column = linear<typename block_styles<Mode>::column, Backend, T>;
+  /// On the rank's tokens under SP: their share of the gradients, all-reduced.
+  using replicated =
+      linear<std::conditional_t<sp, style::replicate_grad_all_reduce, style::replicate<>>, Backend,
+             T>;
+  using row = linear<typename block_styles<Mode>::row, Backend, T>;
 
-  /// A tensor-mode block: x and y replicated [T, hidden].
-  using input = style::layout::replicate;
-  using output = style::layout::replicate;
+  /// x and y: replicated [T, hidden] (tensor mode) or the rank's tokens (sequence mode).
+  using input = typename block_styles<Mode>::column::input;
+  using output = typename block_styles<Mode>::row::output;
 
   /// Builds the layer from the full weights, every rank passing all of them.
   mla_attention(typename Backend::engine& engine, typename Backend::communicator& comm,
@@ -183,23 +199,25 @@ class mla_attention {
     return {dkv_a_norm_.data(), dkv_a_norm_.size()};
   }
 
-  /// y = o_proj(attention(x)): x and y replicated [T, hidden], positions 0…T−1.
-  void forward(matrix_view<const T> x, matrix_view<T> y) {
-    const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
+  /// y = o_proj(attention(x)) for `tokens` tokens at positions 0…T−1; x and y in the block's
+  /// layout (all T rows, or the rank's block of them under SP).
+  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
+    const index_t n = tokens, h = local_heads_, nope = opt_.qk_nope_head_dim,
                   r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, dim = padded(),
                   lora = opt_.kv_lora_rank;
-    expect_io(x, y);
+    expect_io(x, y, n);
     rope_.cover(n);
     const matrix_view<T> q = query(x, n);
     // The latent, expanded to the heads' [k_nope | v].
-    const auto [ckv, kvn] = latent(x, n);
+    const auto [ckv, kvn] = latent(x);
     const matrix_view<T> kvb = detail::sized(kvb_, n, h * (nope + v));
     kv_b_->forward(read_only(kvn), kvb);
     // The heads, padded to `dim`: q = [q_nope | RoPE(q_rope)], k = [k_nope | RoPE(k_rope)], v.
     const matrix_view<T> qf = zeroed(qf_, n, h * dim), kf = zeroed(kf_, n, h * dim),
                          vf = zeroed(vf_, n, h * dim);
-    const matrix_view<T> kr = detail::sized(krope_, n, r);
-    take_rope(read_only(ckv.col_range(lora, lora + r)), kr);
+    const auto [mine, kr] = token_rows(krope_local_, krope_, n, x.rows(), r);
+    take_rope(read_only(ckv.col_range(lora, lora + r)), mine);
+    gather_tokens(mine, kr);
     ops_.rope(kr, r, 0, rope_.cos(), rope_.sin(), false);
     pad_heads(read_only(q), 0, read_only(kvb), read_only(kr), qf, kf, vf);
     const matrix_view<T> of = detail::sized(of_, n, h * dim);
@@ -212,47 +230,50 @@ class mla_attention {
   }
 
   /// A latent cache for `sequences` sequences of up to `capacity` tokens: kv_lora_rank +
-  /// qk_rope_head_dim key columns a token and no values.
+  /// qk_rope_head_dim key columns a token and no values (every token's, on every rank).
   kv_cache<T> make_cache(index_t sequences, index_t capacity) const {
     return kv_cache<T>(sequences, capacity, opt_.kv_lora_rank + opt_.qk_rope_head_dim, 0, 0);
   }
 
-  /// Forward for inference over `cache`: x [n, hidden] holds the next tokens of one or more
-  /// sequences, packed (`segments`: each sequence's slot and token count, in row order). Each
-  /// sequence's tokens sit at positions cache.length(seq) … + count − 1; their latents are
-  /// appended to its cache, and its queries attend over its own cached prefix, whose keys and
-  /// values are expanded from the latents. Gives what `forward` on each whole prefix gives for
-  /// these rows; keeps nothing for backward.
-  void forward_cached(matrix_view<const T> x, matrix_view<T> y, kv_cache<T>& cache,
+  /// Forward for inference over `cache`: the `tokens` next tokens of one or more sequences,
+  /// packed (`segments`: each sequence's slot and token count, in row order; x and y in the
+  /// block's layout). Each sequence's tokens sit at positions cache.length(seq) … + count − 1;
+  /// their latents are appended to its cache, and its queries attend over its own cached prefix,
+  /// whose keys and values are expanded from the latents. Gives what `forward` on each whole
+  /// prefix gives for these rows; keeps nothing for backward.
+  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens, kv_cache<T>& cache,
                       std::span<const segment> segments) {
-    const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
+    const index_t n = tokens, h = local_heads_, nope = opt_.qk_nope_head_dim,
                   r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, dim = padded(),
                   lora = opt_.kv_lora_rank;
-    expect_io(x, y);
+    expect_io(x, y, n);
     expect(cache.kv_cols() == lora + r && cache.value_cols() == 0,
            "{}: the cache holds {} key and {} value columns a token, but this layer caches its "
            "latent: {} (kv_lora_rank + qk_rope_head_dim) and none (make it with make_cache)",
            opt_.name, cache.kv_cols(), cache.value_cols(), lora + r);
     rope_.cover(expect_segments(cache, segments, n, opt_.name, "x"));
     const matrix_view<T> q = query(x, n);
-    const auto [ckv, kvn] = latent(x, n);
-    const matrix_view<T> kr = detail::sized(krope_, n, r);
-    take_rope(read_only(ckv.col_range(lora, lora + r)), kr);
+    // The new tokens' latents [n, kv_lora + rope]: the normed kv part and the k_rope part in
+    // rotate_half order (every rank's tokens under SP).
+    const auto [ckv, kvn] = latent(x);
+    const auto [mine, fresh] = token_rows(fresh_local_, fresh_, n, x.rows(), lora + r);
+    ops_.copy(read_only(kvn), mine.col_range(0, lora));
+    take_rope(read_only(ckv.col_range(lora, lora + r)), mine.col_range(lora, lora + r));
+    gather_tokens(mine, fresh);
     const matrix_view<T> attn = detail::sized(attn_, n, h * v);
     index_t row = 0;
     for (const segment& g : segments) {
       const index_t start = cache.reserve(g.seq, g.tokens, opt_.name), end = start + g.tokens;
-      const matrix_view<T> rows = kr.row_range(row, row + g.tokens);
-      ops_.rope(rows, r, start, rope_.cos(), rope_.sin(), false);
+      const matrix_view<T> rows = fresh.row_range(row, row + g.tokens);
+      ops_.rope(rows.col_range(lora, lora + r), r, start, rope_.cos(), rope_.sin(), false);
       const matrix_view<T> latent = cache.keys(g.seq);
-      ops_.copy(read_only(kvn.row_range(row, row + g.tokens)),
-                latent.row_range(start, end).col_range(0, lora));
-      ops_.copy(read_only(rows), latent.row_range(start, end).col_range(lora, lora + r));
-      // The prefix's keys and values, expanded from its latents, and the segment's queries.
+      ops_.copy(read_only(rows), latent.row_range(start, end));
+      // The prefix's keys and values, expanded from its latents (this rank's GEMM alone: every
+      // rank holds the whole prefix), and the segment's queries.
       const matrix_view<T> lat = detail::sized(latent_, end, lora);
       ops_.copy(read_only(latent.row_range(0, end).col_range(0, lora)), lat);
       const matrix_view<T> kvb = detail::sized(kvb_, end, h * (nope + v));
-      kv_b_->forward(read_only(lat), kvb);
+      kv_b_->forward_local(read_only(lat), kvb);
       const matrix_view<T> qf = zeroed(qf_, g.tokens, h * dim), kf = zeroed(kf_, end, h * dim),
                            vf = zeroed(vf_, end, h * dim);
       pad_heads(read_only(q.row_range(row, row + g.tokens)), start, read_only(kvb),
@@ -266,17 +287,17 @@ class mla_attention {
     rows_ = -1;
   }
 
-  /// dx (overwritten, replicated) from x (forward's input) and dy; leaves every projection's and
-  /// norm's gradient.
-  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) {
-    const index_t n = x.rows(), h = local_heads_, nope = opt_.qk_nope_head_dim,
+  /// dx (overwritten, in the block's layout) from x (forward's input) and dy; leaves every
+  /// projection's and norm's gradient (the same on every rank).
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
+                index_t tokens) {
+    const index_t n = tokens, h = local_heads_, nope = opt_.qk_nope_head_dim,
                   r = opt_.qk_rope_head_dim, v = opt_.v_head_dim, qk = opt_.qk_head_dim(),
-                  dim = padded(), lora = opt_.kv_lora_rank;
-    expect(rows_ == n && dy.rows() == n && dx.rows() == n && dy.cols() == opt_.hidden &&
-               dx.cols() == opt_.hidden,
-           "{}: backward for {} tokens (dy [{} × {}], dx [{} × {}]) needs the forward of as many "
-           "(last: {}) and [T × {}] gradients",
-           opt_.name, n, dy.rows(), dy.cols(), dx.rows(), dx.cols(), rows_, opt_.hidden);
+                  dim = padded(), lora = opt_.kv_lora_rank, m = x.rows();
+    expect(rows_ == n, "{}: backward for {} tokens needs the forward of as many (last: {})",
+           opt_.name, n, rows_);
+    expect_io(x, dy, n);
+    expect_io(x, dx, n);
     const matrix_view<T> dattn = detail::sized(dattn_, n, h * v);
     o_->backward(view(attn_, n, h * v), dy, dattn);
     const matrix_view<T> dof = zeroed(dof_, n, h * dim);
@@ -309,25 +330,33 @@ class mla_attention {
         ops_.add(dkr, read_only(dkf.col_range(at + nope, at + qk)));
     }
     ops_.rope(dkr, r, 0, rope_.cos(), rope_.sin(), true);
-    comm_->all_reduce(std::span<T>(dkr.data(), static_cast<std::size_t>(dkr.size())));
-    // The latent's gradient: [d kv_lora | d k_rope].
-    const matrix_view<T> dckv = detail::sized(dckv_, n, lora + r),
-                         dkvn = detail::sized(dkvn_, n, lora),
-                         dkpass = detail::sized(dkpass_, n, lora);
-    kv_b_->backward(view(kvn_, n, lora), read_only(dkvb), dkvn);
-    ops_.rms_norm_backward(view(kpass_, n, lora), norm(kv_a_norm_), opt_.norm_eps, read_only(dkvn),
+    // The latent's gradient on the rank's tokens: [d kv_lora | d k_rope].
+    const matrix_view<T> dckv = detail::sized(dckv_, m, lora + r),
+                         dkvn = detail::sized(dkvn_, m, lora),
+                         dkpass = detail::sized(dkpass_, m, lora);
+    kv_b_->backward(view(kvn_, m, lora), read_only(dkvb), dkvn);
+    ops_.rms_norm_backward(view(kpass_, m, lora), norm(kv_a_norm_), opt_.norm_eps, read_only(dkvn),
                            dkpass, detail::scratch(dkv_a_norm_, lora));
     ops_.copy(read_only(dkpass), dckv.col_range(0, lora));
-    put_rope(read_only(dkr), dckv.col_range(lora, lora + r));
-    const matrix_view<T> dx_kv = detail::sized(dx_kv_, n, opt_.hidden);
+    if constexpr (sp) {
+      const matrix_view<T> mine = detail::sized(dkrope_local_, m, r);
+      comm::reduce_scatter_rows(*comm_, read_only(dkr), mine, tokens_.counts(n, comm_->size()));
+      put_rope(read_only(mine), dckv.col_range(lora, lora + r));
+      comm_->all_reduce(std::span<T>(dkv_a_norm_.data(), dkv_a_norm_.size()));
+    } else {
+      comm_->all_reduce(std::span<T>(dkr.data(), static_cast<std::size_t>(dkr.size())));
+      put_rope(read_only(dkr), dckv.col_range(lora, lora + r));
+    }
+    const matrix_view<T> dx_kv = detail::sized(dx_kv_, m, opt_.hidden);
     kv_a_->backward(x, read_only(dckv), dx_kv);
     // The query path, then dx = its dx + the latent's.
     if (q_a_) {
       const index_t ql = opt_.q_lora_rank;
-      const matrix_view<T> dqn = detail::sized(dqn_, n, ql), dqa = detail::sized(dqa_, n, ql);
-      q_proj_->backward(view(qn_, n, ql), read_only(dq), dqn);
-      ops_.rms_norm_backward(view(qa_, n, ql), norm(q_a_norm_), opt_.norm_eps, read_only(dqn), dqa,
+      const matrix_view<T> dqn = detail::sized(dqn_, m, ql), dqa = detail::sized(dqa_, m, ql);
+      q_proj_->backward(view(qn_, m, ql), read_only(dq), dqn);
+      ops_.rms_norm_backward(view(qa_, m, ql), norm(q_a_norm_), opt_.norm_eps, read_only(dqn), dqa,
                              detail::scratch(dq_a_norm_, ql));
+      if constexpr (sp) comm_->all_reduce(std::span<T>(dq_a_norm_.data(), dq_a_norm_.size()));
       q_a_->backward(x, read_only(dqa), dx);
     } else {
       q_proj_->backward(x, read_only(dq), dx);
@@ -335,20 +364,14 @@ class mla_attention {
     ops_.add(dx, read_only(dx_kv));
   }
 
-  /// The decoder block's calls (x and y replicated, so `tokens` is their rows).
-  void forward(matrix_view<const T> x, matrix_view<T> y, index_t tokens) {
-    expect_rows(x, tokens);
-    forward(x, y);
+  /// Tensor mode's calls with T the rows of x.
+  void forward(matrix_view<const T> x, matrix_view<T> y) requires(!sp) { forward(x, y, x.rows()); }
+  void forward_cached(matrix_view<const T> x, matrix_view<T> y, kv_cache<T>& cache,
+                      std::span<const segment> segments) requires(!sp) {
+    forward_cached(x, y, x.rows(), cache, segments);
   }
-  void forward_cached(matrix_view<const T> x, matrix_view<T> y, index_t tokens, kv_cache<T>& cache,
-                      std::span<const segment> segments) {
-    expect_rows(x, tokens);
-    forward_cached(x, y, cache, segments);
-  }
-  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx,
-                index_t tokens) {
-    expect_rows(x, tokens);
-    backward(x, dy, dx);
+  void backward(matrix_view<const T> x, matrix_view<const T> dy, matrix_view<T> dx) requires(!sp) {
+    backward(x, dy, dx, x.rows());
   }
 
  private:
@@ -384,7 +407,7 @@ class mla_attention {
     expect(static_cast<index_t>(opt_.inv_freq.size()) == r / 2,
            "{}: RoPE needs {} frequencies (qk_rope_head_dim / 2) but was given {}", opt_.name,
            r / 2, opt_.inv_freq.size());
-    if (opt_.scale == 0) opt_.scale = 1.0 / std::sqrt(static_cast<double>(opt_.qk_head_dim()));
+    scale_ = opt_.scale_factor / std::sqrt(static_cast<double>(opt_.qk_head_dim()));
     rope_ = rope_table<Backend, T>(opt_.inv_freq, opt_.rope_scale);
   }
 
@@ -419,24 +442,44 @@ class mla_attention {
       ops_.copy(of.col_range(j * dim, j * dim + v), attn.col_range(j * v, (j + 1) * v));
   }
 
-  void expect_rows(matrix_view<const T> x, index_t tokens) const {
-    expect(x.rows() == tokens,
-           "{}: x has {} rows but the step has {} tokens (MLA runs in tensor mode: every rank "
-           "holds every token)",
-           opt_.name, x.rows(), tokens);
-  }
-  void expect_io(matrix_view<const T> x, matrix_view<T> y) const {
-    expect(x.cols() == opt_.hidden && y.rows() == x.rows() && y.cols() == opt_.hidden,
-           "{}: x is [{} × {}] and y [{} × {}], but the layer maps [T × {}] to [T × {}]", opt_.name,
-           x.rows(), x.cols(), y.rows(), y.cols(), opt_.hidden, opt_.hidden);
+  /// x and y (or dy, dx) for `tokens` tokens: [T × hidden], or the rank's block of T under SP.
+  template <class Y>
+  void expect_io(matrix_view<const T> x, matrix_view<Y> y, index_t tokens) {
+    const index_t rows = sp ? tokens_.of(tokens, comm_->size(), comm_->rank()) : tokens;
+    expect(
+        x.rows() == rows && x.cols() == opt_.hidden && y.rows() == rows && y.cols() == opt_.hidden,
+        "{} (rank {}): x is [{} × {}] and y [{} × {}], but for {} tokens the layer maps "
+        "[{} × {}] to [{} × {}] ({})",
+        opt_.name, comm_->rank(), x.rows(), x.cols(), y.rows(), y.cols(), tokens, rows, opt_.hidden,
+        rows, opt_.hidden,
+        sp ? "sequence mode: the rank's balanced block of the tokens"
+           : "tensor mode: every rank holds every token");
   }
 
-  /// The rank's heads' queries [n, heads · qk_head_dim] (q_a_proj's output and its norm kept).
+  /// A token matrix [n, cols] (`all`) and where the rank's rows of it are written before
+  /// `gather_tokens`: `all` itself in tensor mode, `stage` [rank's rows, cols] under SP.
+  std::pair<matrix_view<T>, matrix_view<T>> token_rows(buffer& stage, buffer& all, index_t n,
+                                                       index_t mine, index_t cols) {
+    const matrix_view<T> whole = detail::sized(all, n, cols);
+    if constexpr (sp)
+      return {detail::sized(stage, mine, cols), whole};
+    else
+      return {whole, whole};
+  }
+  /// Under SP, every rank's rows `mine` all-gathered into `all`; in tensor mode they are `all`.
+  void gather_tokens(matrix_view<T> mine, matrix_view<T> all) {
+    if constexpr (sp)
+      comm::all_gather_rows(*comm_, read_only(mine), all,
+                            tokens_.counts(all.rows(), comm_->size()));
+  }
+
+  /// The rank's heads' queries [n, heads · qk_head_dim] for all n tokens (q_a_proj's output and
+  /// its norm, on x's rows, kept).
   matrix_view<T> query(matrix_view<const T> x, index_t n) {
     const matrix_view<T> q = detail::sized(q_, n, local_heads_ * opt_.qk_head_dim());
     if (q_a_) {
-      const matrix_view<T> qa = detail::sized(qa_, n, opt_.q_lora_rank),
-                           qn = detail::sized(qn_, n, opt_.q_lora_rank);
+      const matrix_view<T> qa = detail::sized(qa_, x.rows(), opt_.q_lora_rank),
+                           qn = detail::sized(qn_, x.rows(), opt_.q_lora_rank);
       q_a_->forward(x, qa);
       ops_.rms_norm_forward(read_only(qa), norm(q_a_norm_), opt_.norm_eps, qn);
       q_proj_->forward(read_only(qn), q);
@@ -446,10 +489,10 @@ class mla_attention {
     return q;
   }
 
-  /// The latent [n, kv_lora + rope] = kv_a_proj_with_mqa(x), replicated, and its kv_lora part
-  /// normed [n, kv_lora] (the part itself kept contiguous for backward).
-  std::pair<matrix_view<T>, matrix_view<T>> latent(matrix_view<const T> x, index_t n) {
-    const index_t lora = opt_.kv_lora_rank;
+  /// The latent [rows, kv_lora + rope] = kv_a_proj_with_mqa(x) of x's rows, and its kv_lora part
+  /// normed [rows, kv_lora] (the part itself kept contiguous for backward).
+  std::pair<matrix_view<T>, matrix_view<T>> latent(matrix_view<const T> x) {
+    const index_t lora = opt_.kv_lora_rank, n = x.rows();
     const matrix_view<T> ckv = detail::sized(ckv_, n, lora + opt_.qk_rope_head_dim);
     kv_a_->forward(x, ckv);
     const matrix_view<T> kpass = detail::sized(kpass_, n, lora), kvn = detail::sized(kvn_, n, lora);
@@ -483,10 +526,8 @@ class mla_attention {
 
   index_t padded() const noexcept { return std::max(opt_.qk_head_dim(), opt_.v_head_dim); }
   ops::attention_shape shape() const noexcept {
-    return {.q_heads = local_heads_,
-            .kv_heads = local_heads_,
-            .head_dim = padded(),
-            .scale = opt_.scale};
+    return {
+        .q_heads = local_heads_, .kv_heads = local_heads_, .head_dim = padded(), .scale = scale_};
   }
 
   /// A [rows × cols] view of `b` whose elements this layer never writes stay zero: `b` is
@@ -531,14 +572,18 @@ class mla_attention {
   std::optional<column> kv_b_;
   std::optional<row> o_;
   index_t local_heads_ = 0;
+  double scale_ = 0;  // the scores' scale
+  detail::token_shards tokens_;
   buffer q_a_norm_, kv_a_norm_, dq_a_norm_, dkv_a_norm_;
   /// Kept from forward for backward.
   buffer qa_, qn_, q_, ckv_, kpass_, kvn_, kvb_, qf_, kf_, vf_, of_, lse_, attn_, krope_;
-  buffer latent_;  // forward_cached: a prefix's latents, contiguous
+  buffer krope_local_;          // SP: the rank's tokens' k_rope, before the gather
+  buffer fresh_, fresh_local_;  // forward_cached: the step's latents (the rank's, under SP)
+  buffer latent_;               // forward_cached: a prefix's latents, contiguous
   index_t rows_ = -1;
   /// Backward's scratch.
   buffer dattn_, dof_, dqf_, dkf_, dvf_, dq_, dkvb_, dkrope_, dckv_, dkvn_, dkpass_, dx_kv_, dqn_,
-      dqa_;
+      dqa_, dkrope_local_;
   rope_table<Backend, T> rope_;
 };
 

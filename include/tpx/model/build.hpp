@@ -6,7 +6,6 @@
 /// tensors and composes its blocks — attention (GQA with q/k norms when the checkpoint has them,
 /// or MLA), then the SwiGLU MLP or the MoE (router, experts TP or EP, a shared expert).
 
-#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -38,24 +37,17 @@ struct options {
 namespace detail {
 
 /// The decoder layers of a model in block mode `Mode`: dense (Llama), MoE with TP experts, MoE
-/// with EP experts; in tensor mode also the same three over MLA attention (DeepSeek).
+/// with EP experts, and the same three over MLA attention (DeepSeek).
 template <layer::block_mode Mode, layer::backend_with_ops Backend, class T>
 struct decoder_layers {
   using ep_style = style::moe_expert_parallel<layer::block_styles<Mode>::sp>;
   using dense = layer::llama_layer<Mode, Backend, T>;
   using moe_tp = layer::mixtral_layer<Mode, Backend, T>;
   using moe_ep = layer::mixtral_layer<Mode, Backend, T, ep_style>;
-  /// MLA runs in tensor mode only.
-  static constexpr bool has_mla = Mode == layer::block_mode::tensor;
-  using mla_dense =
-      layer::mla_layer<layer::swiglu_mlp<layer::block_mode::tensor, Backend, T>, Backend, T>;
-  using mla_moe_tp = layer::mla_layer<layer::moe_ffn<style::moe_tensor, Backend, T>, Backend, T>;
-  using mla_moe_ep =
-      layer::mla_layer<layer::moe_ffn<style::moe_expert_parallel<false>, Backend, T>, Backend, T>;
-  using any =
-      std::conditional_t<has_mla,
-                         std::variant<dense, moe_tp, moe_ep, mla_dense, mla_moe_tp, mla_moe_ep>,
-                         std::variant<dense, moe_tp, moe_ep>>;
+  using mla_dense = layer::mla_layer<Mode, layer::swiglu_mlp<Mode, Backend, T>, Backend, T>;
+  using mla_moe_tp = layer::mla_layer<Mode, typename moe_tp::ffn_type, Backend, T>;
+  using mla_moe_ep = layer::mla_layer<Mode, typename moe_ep::ffn_type, Backend, T>;
+  using any = std::variant<dense, moe_tp, moe_ep, mla_dense, mla_moe_tp, mla_moe_ep>;
 };
 
 /// A parameter every rank holds whole (the router, per-head q/k norms): style::replicate<>'s.
@@ -88,8 +80,7 @@ inline layer::mla_options mla_options(const config& c, std::string name) {
           .rope_theta = c.rope_theta,
           .inv_freq = c.inv_freq,
           .rope_scale = c.rope_attention_factor,
-          .scale = c.softmax_scale_factor /
-                   std::sqrt(static_cast<double>(d.qk_nope_head_dim + d.qk_rope_head_dim))};
+          .scale_factor = c.softmax_scale_factor};
 }
 
 /// Reads rank `rank`'s block of assembled tensors, as T (or as U: a weight held narrower),
@@ -229,50 +220,43 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
   };
 
   if (l.mla) {
-    if constexpr (layers::has_mla) {
-      using mla_t = layer::mla_attention<Backend, T>;
-      using column = typename mla_t::column;
-      using row = typename mla_t::row;
-      const layer::mla_options mo = mla_options(c, an);
-      const mla_layout& m = *l.mla;
-      const layer::linear_options qo = mla_t::q_options(mo, tp), kvo = mla_t::kv_b_options(mo, tp),
-                                  oo = mla_t::o_options(mo, tp);
-      const auto all = [&](const std::optional<io::assembled_tensor>& t) {
-        return t ? reader.read(ck, *t, whole(*t, tp)) : std::vector<T>{};
-      };
-      const std::vector<W> q = reader.template read<W>(ck, m.q, column::weight_placement(qo, tp)),
-                           kv_a = reader.template read<W>(ck, m.kv_a, whole(m.kv_a, tp)),
-                           kv_b = reader.template read<W>(ck, m.kv_b,
-                                                          column::weight_placement(kvo, tp)),
-                           out = reader.template read<W>(ck, l.o, row::weight_placement(oo, tp));
-      const std::vector<W> q_a =
-          m.q_a ? reader.template read<W>(ck, *m.q_a, whole(*m.q_a, tp)) : std::vector<W>{};
-      const std::vector<T> q_a_norm = all(m.q_a_norm), q_a_bias = all(m.q_a_bias),
-                           kv_a_norm = reader.read(ck, m.kv_a_norm, whole(m.kv_a_norm, tp)),
-                           kv_a_bias = all(m.kv_a_bias),
-                           o_bias = reader.read(ck, l.o_bias, row::bias_placement(oo, tp));
-      const index_t q_in = mo.q_lora_rank == 0 ? h : mo.q_lora_rank;
-      layer::mla_weights<T, W> w{
-          .q_a_norm = q_a_norm,
-          .q_a_bias = q_a_bias,
-          .kv_a_proj = as_matrix(kv_a, h),
-          .kv_a_norm = kv_a_norm,
-          .kv_a_bias = kv_a_bias,
-          .kv_b_proj = as_matrix(kv_b, mo.kv_lora_rank),
-          .o_proj = as_matrix(out, row::weight_placement(oo, tp).local_shape(rank)[1]),
-          .o_bias = o_bias};
-      (mo.q_lora_rank == 0 ? w.q_proj : w.q_b_proj) = as_matrix(q, q_in);
-      w.q_a_proj = as_matrix(q_a, h);
-      return compose(mla_t(shard::from_shard, engine, comm, w, mo),
-                     std::type_identity<typename layers::mla_dense>{},
-                     std::type_identity<typename layers::mla_moe_tp>{},
-                     std::type_identity<typename layers::mla_moe_ep>{});
-    } else {
-      fail(
-          "{}: layer {} has multi-head latent attention (MLA), which tpx runs in tensor mode only; "
-          "sequence parallelism is not implemented for it",
-          c.source, index);
-    }
+    using mla_t = layer::mla_attention<Backend, T, Mode>;
+    using column = typename mla_t::column;
+    using row = typename mla_t::row;
+    const layer::mla_options mo = mla_options(c, an);
+    const mla_layout& m = *l.mla;
+    const layer::linear_options qo = mla_t::q_options(mo, tp), kvo = mla_t::kv_b_options(mo, tp),
+                                oo = mla_t::o_options(mo, tp);
+    const auto all = [&](const std::optional<io::assembled_tensor>& t) {
+      return t ? reader.read(ck, *t, whole(*t, tp)) : std::vector<T>{};
+    };
+    const std::vector<W> q = reader.template read<W>(ck, m.q, column::weight_placement(qo, tp)),
+                         kv_a = reader.template read<W>(ck, m.kv_a, whole(m.kv_a, tp)),
+                         kv_b =
+                             reader.template read<W>(ck, m.kv_b, column::weight_placement(kvo, tp)),
+                         out = reader.template read<W>(ck, l.o, row::weight_placement(oo, tp));
+    const std::vector<W> q_a =
+        m.q_a ? reader.template read<W>(ck, *m.q_a, whole(*m.q_a, tp)) : std::vector<W>{};
+    const std::vector<T> q_a_norm = all(m.q_a_norm), q_a_bias = all(m.q_a_bias),
+                         kv_a_norm = reader.read(ck, m.kv_a_norm, whole(m.kv_a_norm, tp)),
+                         kv_a_bias = all(m.kv_a_bias),
+                         o_bias = reader.read(ck, l.o_bias, row::bias_placement(oo, tp));
+    const index_t q_in = mo.q_lora_rank == 0 ? h : mo.q_lora_rank;
+    layer::mla_weights<T, W> w{
+        .q_a_norm = q_a_norm,
+        .q_a_bias = q_a_bias,
+        .kv_a_proj = as_matrix(kv_a, h),
+        .kv_a_norm = kv_a_norm,
+        .kv_a_bias = kv_a_bias,
+        .kv_b_proj = as_matrix(kv_b, mo.kv_lora_rank),
+        .o_proj = as_matrix(out, row::weight_placement(oo, tp).local_shape(rank)[1]),
+        .o_bias = o_bias};
+    (mo.q_lora_rank == 0 ? w.q_proj : w.q_b_proj) = as_matrix(q, q_in);
+    w.q_a_proj = as_matrix(q_a, h);
+    return compose(mla_t(shard::from_shard, engine, comm, w, mo),
+                   std::type_identity<typename layers::mla_dense>{},
+                   std::type_identity<typename layers::mla_moe_tp>{},
+                   std::type_identity<typename layers::mla_moe_ep>{});
   } else {
     using attention_type = layer::attention_block<Mode, Backend, T>;
     const layer::attention_config ac{.heads = {.n_heads = c.dims.n_heads,

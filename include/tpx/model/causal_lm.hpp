@@ -13,7 +13,7 @@
 ///
 /// MoE layers: TP inside experts (ep = 1), or whole experts per rank (ep = tp: masked local
 /// experts + all-reduce in tensor mode, all-to-all-v dispatch in sequence mode). DeepSeek-style
-/// layers (MLA attention, layer/mla_attention.hpp) run in tensor mode only.
+/// layers run MLA attention (layer/mla_attention.hpp) in either mode.
 ///
 /// The embedding is always vocab-parallel (transformers adds `embed_tokens: embedding_rowwise`
 /// whenever a TP plan applies); a tied head is the embedding's own `head_forward`. Logits stay
@@ -99,10 +99,6 @@ class causal_lm<Mode, Backend, T> {
     expect(o.ep == 1 || o.ep == tp,
            "{}: ep = {} must be 1 or the group size {} (experts live on the TP ranks)", c.source,
            o.ep, tp);
-    expect(!sp || !c.dims.is_mla(),
-           "{}: model_type '{}' has multi-head latent attention (MLA), which tpx runs in tensor "
-           "mode only; sequence parallelism is not implemented for it",
-           c.source, c.dims.model_type);
     expect(o.ep == 1 || c.is_moe(),
            "{}: ep = {} asks for expert parallelism but model_type '{}' "
            "has no experts",

@@ -28,7 +28,8 @@
 ///                         rank under uniform routing, in fwd and again in bwd; all_reduce (masked)
 ///                         — as an experts module rule without SP
 ///   experts stored one by one with no module rule: their linears' collectives, × top-k / E
-///   mla_kv_a_proj         bwd: all-reduce of the rope part of dy (qk_rope_head_dim)
+///   mla_kv_a_proj         bwd: all-reduce of the rope part of dy (qk_rope_head_dim); SP: fwd
+///                         all-gather of the rope part, bwd reduce-scatter of its gradient
 ///   a shared expert (…shared_expert(s)…) beside the routed ones: nothing of its own (tpx runs it
 ///                         inside the experts layer, whose reduction carries its output and dx);
 ///                         split and gated (Qwen2-MoE), the gate's score gradient: bwd all-reduce
@@ -158,10 +159,18 @@ class comm_counter {
       case family::rowwise:
         linear(l, t, describe_linear(t), in * share, out * share, gathered);
         break;
-      case family::mla_kv_a_proj:
-        // the rope part of dy, all-reduced
-        add(l.bwd, collective::all_reduce, static_cast<double>(c_.qk_rope_head_dim));
+      case family::mla_kv_a_proj: {
+        // The shared k_rope: its gradient all-reduced; under SP the rank's tokens' k_rope
+        // gathered, and its gradient reduce-scattered.
+        const double r = static_cast<double>(c_.qk_rope_head_dim);
+        if (o_.sp) {
+          add(l.fwd, collective::all_gather, r);
+          add(l.bwd, collective::reduce_scatter, r);
+        } else {
+          add(l.bwd, collective::all_reduce, r);
+        }
         break;
+      }
       case family::grouped_gemm: {
         // No module rule: the experts module runs the resolution's dispatch, once per module.
         const std::string_view mod = module_of(t.tensor.name);

@@ -2,7 +2,7 @@
 /// \file
 /// DeepSeek-V3 (`DeepseekV3ForCausalLM`): multi-head latent attention, dense MLPs in the first
 /// "first_k_dense_replace" layers, then routed experts (sigmoid scores, group-limited top-k)
-/// and shared experts. Built as a model in tensor mode (MLA has no sequence-parallel form yet).
+/// and shared experts. Built as a model in tensor and sequence mode.
 
 #include "tpx/plan/family.hpp"
 
