@@ -5,7 +5,8 @@
 // Llama with llama3 RoPE, every bias and one KV head, Qwen3 with per-head q/k norms, and a
 // Qwen3-MoE with a dense layer between two MoE layers, and sliding windows of 3: a Mistral's on
 // every layer and a Qwen2's on its second; a Qwen2-MoE with its gated shared expert; two
-// DeepSeek-V3s with MLA, grouped sigmoid routing and shared experts, and YaRN
+// DeepSeek-V3s with MLA, grouped sigmoid routing and shared experts, DeepSeek-V2s with softmax
+// routing (grouped and greedy), and YaRN
 // RoPE on one of them and on a Llama) — at every tp their heads allow, in TP and TP+SP, with expert
 // parallelism; and the model at tp = 1, whose gradients are checked by central differences of its
 // loss, so the sharded gradients can be compared with them. Each rank reads exactly its shard's
@@ -61,6 +62,10 @@ const std::vector<fixture> all_models{llama,
                                       {"hf-ref/deepseek_v3_q_full", {1, 2, 3, 4}, true},
                                       // YaRN RoPE: MLA's softmax mscale; a GQA model's cos / sin
                                       {"hf-ref/deepseek_v3_yarn", {1, 2, 3, 4}, true},
+                                      // softmax routing: groups scored by their best, greedy;
+                                      // RoPE on interleaved pairs, no selection bias
+                                      {"hf-ref/deepseek_v2", {1, 2, 3, 4}, true},
+                                      {"hf-ref/deepseek_v2_lite", {1, 2, 3, 4}, true},
                                       {"hf-ref/llama_yarn", {1, 2, 3, 4}}};
 
 bool ep_applies(const fixture& f, int ep) {
@@ -580,6 +585,15 @@ TEST_CASE("gradients at tp = 1 match central differences of the loss") {
                      {"model.layers.0.self_attn.kv_a_proj_with_mqa.bias", 2},
                      {"model.layers.1.self_attn.o_proj.bias", 3}});
   }
+  SUBCASE("deepseek_v2: softmax routing by groups' best, interleaved RoPE, the shared expert") {
+    check_gradients(test::model_fixture("hf-ref/deepseek_v2"),
+                    {{"model.layers.1.mlp.gate.weight", 70},
+                     {"model.layers.2.mlp.gate.weight", 3},
+                     {"model.layers.0.self_attn.kv_a_proj_with_mqa.weight", 11 * 32 + 5},  // rope
+                     {"model.layers.2.self_attn.q_b_proj.weight", 9 * 12 + 2},  // a rope column
+                     {"model.layers.1.mlp.experts.4.gate_proj.weight", 30},
+                     {"model.layers.2.mlp.shared_experts.down_proj.weight", 8}});
+  }
   SUBCASE("llama3: o and MLP biases, the replicated KV head") {
     check_gradients(test::model_fixture("hf-ref/llama3"),
                     {{"model.layers.0.self_attn.o_proj.bias", 4},
@@ -655,6 +669,23 @@ TEST_CASE("bad models and inputs are refused with a sentence naming the file, te
             model::read_config(g.path);
           }).find("group-limited routing needs \"n_group\" to divide the 6 experts") !=
           std::string::npos);
+  }
+  SUBCASE("DeepSeek-V2: a topk_method it does not route by, groups without their keys") {
+    const fs::path v2 = test::model_fixture("hf-ref/deepseek_v2");
+    const auto config_error = [&](const std::function<void(nlohmann::json&)>& edit) {
+      test::temp_dir t;
+      nlohmann::json j = io::read_json_file(v2 / "config.json", "config");
+      edit(j);
+      std::ofstream(t / "config.json") << j.dump();
+      return test::error_of([&] { model::read_config(t.path); });
+    };
+    CHECK(config_error([](nlohmann::json& j) { j["topk_method"] = "noaux_tc"; })
+              .find("\"topk_method\" is 'noaux_tc'; a deepseek_v2 router chooses by \"greedy\" "
+                    "or \"group_limited_greedy\"") != std::string::npos);
+    CHECK(config_error([](nlohmann::json& j) { j.erase("topk_group"); })
+              .find("group_limited_greedy needs \"n_group\" and \"topk_group\"") !=
+          std::string::npos);
+    CHECK(config_error([](nlohmann::json& j) { j["topk_method"] = "greedy"; }) == "no error");
   }
   SUBCASE("tp the heads cannot serve") {  // 6 query heads
     CHECK(load_error(src, 7).find("cannot be split over tp = 7") != std::string::npos);

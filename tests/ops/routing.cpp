@@ -109,3 +109,24 @@ TEST_CASE("group-limited routing refuses groups that do not fit the experts, say
   CHECK(route(8, 1, 2).find("got n_group = 8, topk_group = 1, top_k = 2") != std::string::npos);
   CHECK(route(4, 1, 2) == "no error");
 }
+
+TEST_CASE("a group scores by its two best experts (DeepSeek-V3) or by its best (DeepSeek-V2)") {
+  // Two groups of two, one kept, one expert chosen. Group 0's scores σ(2), σ(−3) ≈ 0.88, 0.05
+  // sum to less than group 1's σ(0.5), σ(0.4) ≈ 0.62, 0.60, but its best is the larger.
+  const std::vector<double> logits{2.0, -3.0, 0.5, 0.4};
+  const auto chosen = [&](ops::group_scoring g) {
+    std::vector<std::int64_t> ids(1);
+    std::vector<double> w(1);
+    ops::route(make_matrix<const double>(logits.data(), 1, 4),
+               {.n_experts = 4,
+                .top_k = 1,
+                .score = ops::scoring::sigmoid,
+                .n_group = 2,
+                .topk_group = 1,
+                .group_score = g},
+               make_matrix(ids.data(), 1, 1), make_matrix(w.data(), 1, 1));
+    return ids[0];
+  };
+  CHECK(chosen(ops::group_scoring::top2_sum) == 2);
+  CHECK(chosen(ops::group_scoring::best) == 0);
+}

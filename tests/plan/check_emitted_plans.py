@@ -28,7 +28,7 @@ transformers.logging.set_verbosity_error()
 tool = sys.argv[1]
 failed = 0
 for model_type in ["llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen3_moe",
-                   "deepseek_v3", "gpt_oss", "qwen2_moe"]:
+                   "deepseek_v3", "gpt_oss", "qwen2_moe", "deepseek_v2"]:
     cfg = AutoConfig.for_model(model_type, num_hidden_layers=4)  # DeepSeek: 3 dense, 1 MoE
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "config.json")

@@ -155,7 +155,7 @@ TEST_CASE("each preset's plan places every parameter but norms and the embedding
   for (const plan::preset& p : plan::presets()) {
     CAPTURE(p.model_type);
     const bool moe = p.model_type.find("moe") != std::string::npos || p.model_type == "mixtral" ||
-                     p.model_type == "deepseek_v3" || p.model_type == "gpt_oss";
+                     p.model_type.starts_with("deepseek") || p.model_type == "gpt_oss";
     plan::model_config cfg = moe ? c : dense;
     cfg.model_type = p.model_type;
     const plan::hf_plan hp = plan::parse_hf_plan(p.plan(cfg), p.model_type, true, styles);

@@ -181,7 +181,8 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
                             .renormalize = c.norm_topk_prob,
                             .scale = c.routed_scaling_factor,
                             .n_group = c.n_group,
-                            .topk_group = c.topk_group};
+                            .topk_group = c.topk_group,
+                            .group_score = c.group_score};
     if (l.router_bias)
       for (const T b : reader.read(ck, *l.router_bias, whole(*l.router_bias, tp)))
         ro.selection_bias.push_back(static_cast<double>(b));

@@ -23,6 +23,10 @@
 ///                                                      topk_group, routed_scaling_factor,
 ///                                                      norm_topk_prob default yes) and
 ///                                                      n_shared_experts shared ones
+///   deepseek_v2 1e-6 1e4     attention_bias            deepseek_v3's, with RoPE always on pairs
+///                                                      and softmax routing by topk_method
+///                                                      (greedy, group_limited_greedy), never
+///                                                      renormalised; no selection bias
 ///
 /// (The table summarises the families' own files, plan/families/, whose `config_rules` this
 /// reader applies: a family tpx builds is one with rules.)
@@ -101,6 +105,7 @@ struct config {
   ops::scoring router_score = ops::scoring::softmax;
   double routed_scaling_factor = 1.0;
   index_t n_group = 1, topk_group = 1;
+  ops::group_scoring group_score = ops::group_scoring::top2_sum;
   /// The shared expert beside the routed ones: its intermediate size (0: none) and whether a
   /// sigmoid `shared_expert_gate` scales it (Qwen2-MoE).
   index_t shared_inter = 0;
@@ -413,11 +418,35 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
   if (rules.norm_topk_prob_key)
     c.norm_topk_prob = detail::flag(j, "norm_topk_prob", rules.norm_topk_prob_default, what);
   using router = plan::config_rules::router;
+  if (moe && rules.routing == router::grouped_softmax) {
+    // DeepseekV2TopkRouter: softmax scores, never renormalised (its config's norm_topk_prob is
+    // unused), groups only under "group_limited_greedy", which needs both group keys.
+    c.norm_topk_prob = false;
+    c.routed_scaling_factor = detail::number(j, "routed_scaling_factor", 1.0, what);
+    const auto m = j.find("topk_method");
+    const std::string method = m == j.end() || m->is_null() ? "greedy"
+                               : m->is_string()             ? m->get<std::string>()
+                                                            : m->dump();
+    expect(method == "greedy" || method == "group_limited_greedy",
+           "{}: \"topk_method\" is {}; a {} router chooses by \"greedy\" or "
+           "\"group_limited_greedy\"",
+           what, m == j.end() || !m->is_string() ? method : "'" + method + "'", type);
+    if (method == "group_limited_greedy") {
+      expect(j.contains("n_group") && !j.at("n_group").is_null() && j.contains("topk_group") &&
+                 !j.at("topk_group").is_null(),
+             "{}: \"topk_method\" group_limited_greedy needs \"n_group\" and \"topk_group\"", what);
+      c.n_group = detail::whole(j, "n_group", 1, what);
+      c.topk_group = detail::whole(j, "topk_group", 1, what);
+      c.group_score = ops::group_scoring::best;
+    }
+  }
   if (moe && rules.routing == router::grouped_sigmoid) {
     c.router_score = ops::scoring::sigmoid;
     c.routed_scaling_factor = detail::number(j, "routed_scaling_factor", 2.5, what);
     c.n_group = detail::whole(j, "n_group", 8, what);
     c.topk_group = detail::whole(j, "topk_group", 4, what);
+  }
+  if (moe && rules.routing != router::softmax) {
     const index_t e = d.n_experts, k = d.experts_per_token;
     expect(c.n_group >= 1 && e % c.n_group == 0 && c.topk_group >= 1 && c.topk_group <= c.n_group &&
                k <= c.topk_group * (e / c.n_group),
@@ -433,7 +462,10 @@ inline config parse_config(const nlohmann::json& j, std::string_view what) {
     c.shared_inter = d.shared_expert_intermediate_size;
     c.shared_expert_gate = c.shared_inter > 0;
   }
-  if (rules.rope_interleave_key) c.rope_interleave = detail::flag(j, "rope_interleave", true, what);
+  using mla_rope = plan::config_rules::mla_rope;
+  if (rules.rope_pairs == mla_rope::interleave_key)
+    c.rope_interleave = detail::flag(j, "rope_interleave", true, what);
+  c.rope_interleave = c.rope_interleave || rules.rope_pairs == mla_rope::interleaved;
   if (std::find(c.moe_layers.begin(), c.moe_layers.end(), false) != c.moe_layers.end())
     expect(d.intermediate_size >= 1, "{}: \"intermediate_size\" is missing or zero", what);
 

@@ -8,10 +8,11 @@
 ///   sigmoid (DeepSeek-V3): s = σ(l); the k largest s + selection_bias (the bias picks, it does not
 ///            weigh); w = s_sel (/ Σ s_sel when renormalize) · scale
 ///
-/// Group-limited selection (DeepSeek-V3's n_group, topk_group): the experts form n_group groups of
+/// Group-limited selection (DeepSeek's n_group, topk_group): the experts form n_group groups of
 /// E / n_group in index order; a group's score is the sum of its two largest selection scores
-/// (s + bias; its one score for a group of one), the topk_group best groups are kept, and the k
-/// experts are chosen among theirs only — as transformers' DeepseekV3TopkRouter selects. (It adds
+/// (s + bias; its one score for a group of one) — DeepSeek-V3 — or its largest score (DeepSeek-V2's
+/// "group_limited_greedy"), the topk_group best groups are kept, and the k experts are chosen among
+/// theirs only — as transformers' DeepseekV3TopkRouter and DeepseekV2TopkRouter select. (V3's adds
 /// 1e-20 to the renormalising sum, which changes no float64 weight by more than 1e-20 relative.)
 ///
 /// Ties are broken towards the lower expert (and group) index.
@@ -32,6 +33,9 @@
 namespace tpx::inline v0::ops {
 
 enum class scoring { softmax, sigmoid };
+/// A group's score under group-limited selection: its two best selection scores summed
+/// (DeepSeek-V3), or its best (DeepSeek-V2).
+enum class group_scoring { top2_sum, best };
 
 struct routing_options {
   std::string name = "router";
@@ -43,6 +47,7 @@ struct routing_options {
   std::vector<double> selection_bias = {};  ///< [E] or empty (e_score_correction_bias)
   index_t n_group = 1;     ///< groups the experts form for group-limited selection (1: none)
   index_t topk_group = 1;  ///< groups whose experts may be chosen
+  group_scoring group_score = group_scoring::top2_sum;
 
   void check() const {
     expect(n_experts >= 1, "{}: there must be at least one expert, got {}", name, n_experts);
@@ -104,7 +109,7 @@ void route(matrix_view<const T> logits, const routing_options& opt, matrix_view<
       return static_cast<double>(s[static_cast<std::size_t>(e)]) +
              (opt.selection_bias.empty() ? 0.0 : opt.selection_bias[static_cast<std::size_t>(e)]);
     };
-    if (opt.n_group > 1) {  // the topk_group groups of the largest two-best sums
+    if (opt.n_group > 1) {  // the topk_group groups of the best group scores
       for (index_t g = 0; g < opt.n_group; ++g) {
         double best = -INFINITY, second = -INFINITY;
         for (index_t e = g * per_group; e < (g + 1) * per_group; ++e) {
@@ -114,7 +119,8 @@ void route(matrix_view<const T> logits, const routing_options& opt, matrix_view<
           else if (c > second)
             second = c;
         }
-        group_score[static_cast<std::size_t>(g)] = per_group > 1 ? best + second : best;
+        group_score[static_cast<std::size_t>(g)] =
+            per_group > 1 && opt.group_score == group_scoring::top2_sum ? best + second : best;
         groups[static_cast<std::size_t>(g)] = g;
       }
       const auto gk = [&](index_t g) { return group_score[static_cast<std::size_t>(g)]; };

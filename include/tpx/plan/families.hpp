@@ -6,6 +6,7 @@
 #include <span>
 #include <string_view>
 
+#include "tpx/plan/families/deepseek_v2.hpp"
 #include "tpx/plan/families/deepseek_v3.hpp"
 #include "tpx/plan/families/gemma2.hpp"
 #include "tpx/plan/families/gpt_oss.hpp"
@@ -24,7 +25,7 @@ namespace tpx::inline v0::plan {
 inline constexpr model_family all_families[] = {
     families::llama,       families::mistral, families::qwen2,     families::qwen3,
     families::gemma2,      families::phi3,    families::mixtral,   families::qwen3_moe,
-    families::deepseek_v3, families::gpt_oss, families::qwen2_moe,
+    families::deepseek_v3, families::gpt_oss, families::qwen2_moe, families::deepseek_v2,
 };
 
 /// The family of `model_type`, or nullptr.

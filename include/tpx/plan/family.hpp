@@ -27,14 +27,15 @@ enum class moe_layout {
 
 /// What a decoder layer stores beyond a Llama layer's q/k/v/o, norms and SwiGLU MLP.
 struct layer_traits {
-  bool qkv_bias = false;       ///< q, k and v projections have biases
-  bool o_bias = false;         ///< the output projection has a bias
-  bool sinks = false;          ///< one attention sink per query head
-  bool qk_norm = false;        ///< per-head RMS norms of q and k
-  bool sandwich_norm = false;  ///< pre- and post-feedforward norms as well
-  bool fused = false;          ///< qkv_proj and gate_up_proj stored fused
-  bool tie_default = false;    ///< the config class ties embeddings by default
-  bool mla = false;            ///< multi-head latent attention
+  bool qkv_bias = false;        ///< q, k and v projections have biases
+  bool o_bias = false;          ///< the output projection has a bias
+  bool sinks = false;           ///< one attention sink per query head
+  bool qk_norm = false;         ///< per-head RMS norms of q and k
+  bool sandwich_norm = false;   ///< pre- and post-feedforward norms as well
+  bool fused = false;           ///< qkv_proj and gate_up_proj stored fused
+  bool tie_default = false;     ///< the config class ties embeddings by default
+  bool mla = false;             ///< multi-head latent attention
+  bool selection_bias = false;  ///< mlp.gate.e_score_correction_bias beside the router
   moe_layout moe = moe_layout::none;
 };
 
@@ -67,10 +68,12 @@ struct config_rules {
   bool norm_topk_prob_key = false;
   bool norm_topk_prob_default = false;
 
-  /// How the router scores experts: softmax, or DeepSeek-V3's sigmoid with the selection-only
-  /// `e_score_correction_bias`, group-limited choice ("n_group", "topk_group") and
-  /// "routed_scaling_factor".
-  enum class router { softmax, grouped_sigmoid };
+  /// How the router scores experts: softmax; DeepSeek-V3's sigmoid with the selection-only
+  /// `e_score_correction_bias`, group-limited choice ("n_group", "topk_group", a group scored by
+  /// its two best) and "routed_scaling_factor"; or DeepSeek-V2's softmax by "topk_method"
+  /// ("greedy", or "group_limited_greedy": groups scored by their best), "routed_scaling_factor"
+  /// and never renormalised.
+  enum class router { softmax, grouped_sigmoid, grouped_softmax };
   router routing = router::softmax;
 
   /// Shared experts beside the routed ones: none, DeepSeek's ("n_shared_experts" of
@@ -79,8 +82,10 @@ struct config_rules {
   enum class shared_experts { none, deepseek, qwen_gated };
   shared_experts shared = shared_experts::none;
 
-  /// MLA: "rope_interleave" (default yes) says the rope part's features come in pairs.
-  bool rope_interleave_key = false;
+  /// MLA's rope part: its features come in pairs when "rope_interleave" (default yes) says so
+  /// (DeepSeek-V3), or always (DeepSeek-V2's rotation of complex pairs).
+  enum class mla_rope { none, interleave_key, interleaved };
+  mla_rope rope_pairs = mla_rope::none;
 };
 
 struct model_family {

@@ -26,6 +26,7 @@
 ///                mlp.gate (+ e_score_correction_bias), routed experts and shared_experts. The FP8
 ///                scale tensors and the multi-token-prediction layer of the released checkpoint
 ///                are not declared.
+///   deepseek_v2  deepseek_v3's tensors without the e_score_correction_bias
 ///   gpt_oss      q/k/v/o with biases, per-head attention sinks (split with the query heads),
 ///                mlp.router [E, H] + bias, experts fused and stored [E, in, out]:
 ///                gate_up_proj [E, H, 2I] with gate and up interleaved column by column (split in
@@ -154,7 +155,8 @@ inline void gated_mlp(tensor_list& l, const std::string& p, index_t size, bool f
   l.add(p + down + ".weight", {h, size});
 }
 
-inline void moe(tensor_list& l, const std::string& p, moe_layout m) {
+inline void moe(tensor_list& l, const std::string& p, const layer_traits& o) {
+  const moe_layout m = o.moe;
   const model_config& c = l.c;
   const index_t h = c.hidden_size, e = c.n_experts, i = c.moe_intermediate_size;
   const auto each_expert = [&](const std::string& prefix, const char* g, const char* u,
@@ -170,7 +172,7 @@ inline void moe(tensor_list& l, const std::string& p, moe_layout m) {
     case moe_layout::qwen:
     case moe_layout::deepseek:
       l.add(p + "mlp.gate.weight", {e, h});
-      if (m == moe_layout::deepseek) l.add(p + "mlp.gate.e_score_correction_bias", {e});
+      if (o.selection_bias) l.add(p + "mlp.gate.e_score_correction_bias", {e});
       each_expert(p + "mlp.", "gate_proj", "up_proj", "down_proj");
       if (m == moe_layout::deepseek && c.n_shared_experts > 0)
         gated_mlp(l, p + "mlp.shared_experts.", c.n_shared_experts * i);
@@ -214,7 +216,7 @@ inline std::vector<tensor_decl> decoder(const model_config& c, const layer_trait
     if (o.moe == moe_layout::none || c.dense_layer(n))
       gated_mlp(l, p + "mlp.", c.intermediate_size, o.fused);
     else
-      moe(l, p, o.moe);
+      moe(l, p, o);
   }
   l.add("model.norm.weight", {h});
   if (!c.tie_word_embeddings.value_or(o.tie_default)) l.add("lm_head.weight", {c.vocab_size, h});

@@ -18,12 +18,12 @@ inline constexpr model_family deepseek_v3{
                            "q_lora_rank": 1536, "kv_lora_rank": 512,
                            "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
                            "v_head_dim": 128, "vocab_size": 129280})",
-    .layers = {.mla = true, .moe = moe_layout::deepseek},
+    .layers = {.mla = true, .selection_bias = true, .moe = moe_layout::deepseek},
     .model = config_rules{.biases = config_rules::bias_keys::attention,
                           .norm_topk_prob_key = true,
                           .norm_topk_prob_default = true,
                           .routing = config_rules::router::grouped_sigmoid,
                           .shared = config_rules::shared_experts::deepseek,
-                          .rope_interleave_key = true}};
+                          .rope_pairs = config_rules::mla_rope::interleave_key}};
 
 }  // namespace tpx::inline v0::plan::families
