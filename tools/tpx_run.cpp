@@ -3,7 +3,8 @@
 // bytes of the checkpoint.
 //
 //   tpx-run MODEL_DIR [--tp N] [--backend threads|mpi] [--sp] [--ep N] [--plan F] [--ds-config F]
-//           [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F) [--targets 4,5,6]
+//           [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F | --prompt TEXT … |
+//           --prompts-file F) [--targets 4,5,6]
 //           [--logits-out FILE] [--compare FILE] [--generate N] [--temperature X] [--top-k K]
 //           [--top-p P] [--seed S] [--json]
 //
@@ -41,6 +42,7 @@
 #include "tpx/model/causal_lm.hpp"
 #include "tpx/model/generate.hpp"
 #include "tpx/model/plan.hpp"
+#include "tpx/text/tokenizer.hpp"
 #if TPX_HAVE_MPI
 #include "tpx/backend/mpi/backend.hpp"
 #endif
@@ -53,7 +55,8 @@ namespace {
 constexpr const char* usage =
     "usage: tpx-run MODEL_DIR [--tp N] [--backend threads|mpi] [--sp] [--ep N] [--plan F]\n"
     "               [--ds-config F]\n"
-    "               [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F)\n"
+    "               [--dtype f64|f32|bf16] (--ids 1,2,3 | --ids-file F | --prompts F |\n"
+    "               --prompt TEXT … | --prompts-file F)\n"
     "               [--targets 4,5,6] [--logits-out FILE] [--compare FILE] [--generate N]\n"
     "               [--temperature X] [--top-k K] [--top-p P] [--seed S] [--json]\n"
     "               [--progress]\n"
@@ -81,6 +84,10 @@ constexpr const char* usage =
     "                  prefill of the prompt into a KV cache of each rank's KV heads, then one\n"
     "                  cached decode step per token; greedy unless --temperature > 0\n"
     "  --prompts F     a JSON list of id lists generated as one batch (with --generate; no --ids)\n"
+    "  --prompt TEXT   the prompt as text, encoded with MODEL_DIR's tokenizer.json (the special\n"
+    "                  tokens its template adds included); repeated: a batch. With --generate\n"
+    "                  and one prompt the new tokens are printed as text as they come\n"
+    "  --prompts-file F  a JSON list of prompts as text, generated as one batch\n"
     "  --temperature X, --top-k K, --top-p P, --seed S\n"
     "                  sampling (temperature 0: greedy; top-k 0: every id; top-p 1: no cut)\n"
     "  --json          one JSON object on stdout\n"
@@ -91,6 +98,9 @@ constexpr const char* usage =
 
 struct options {
   std::string dir, plan, ds, dtype = "f32", logits_out, compare, backend;
+  std::vector<std::string> texts;  ///< --prompt / --prompts-file: prompts as text
+  /// The model directory's tokenizer.json, read when the prompts are text.
+  std::shared_ptr<const text::tokenizer> tokenizer;
   std::optional<int> tp;
   int ep = 1;
   bool sp = false, json = false, progress = false;
@@ -134,6 +144,73 @@ std::vector<std::int64_t> id_list(std::string_view flag, std::string_view text) 
   }
   return out;
 }
+
+/// --prompts-file FILE: a JSON list of prompts as text.
+std::vector<std::string> texts_from_file(const std::string& path) {
+  std::error_code ec;
+  expect(fs::is_regular_file(path, ec), "--prompts-file '{}': no such file", path);
+  const nlohmann::json j = io::read_json_file(path, "--prompts-file");
+  expect(j.is_array() && !j.empty(), "--prompts-file '{}' must hold a non-empty JSON list of texts",
+         path);
+  std::vector<std::string> out;
+  for (std::size_t p = 0; p < j.size(); ++p) {
+    expect(j[p].is_string(), "--prompts-file '{}': prompt {} is {}, not a string", path, p,
+           json_excerpt(j[p]));
+    out.push_back(j[p].get<std::string>());
+  }
+  return out;
+}
+
+/// Text prompts into ids with the model directory's tokenizer.json (the special tokens its
+/// template adds included): one prompt as --ids, several as a --prompts batch.
+void tokenize_prompts(options& o) {
+  std::error_code ec;
+  const fs::path file = fs::path(o.dir) / "tokenizer.json";
+  expect(fs::is_regular_file(file, ec),
+         "{}: --prompt needs the model directory's tokenizer.json, which it does not have; give "
+         "the prompt's token ids with --ids instead",
+         o.dir);
+  o.tokenizer = std::make_shared<const text::tokenizer>(text::tokenizer::from_file(file));
+  std::vector<std::vector<std::int64_t>> ids;
+  for (std::size_t p = 0; p < o.texts.size(); ++p) {
+    ids.push_back(o.tokenizer->encode(o.texts[p]));
+    expect(!ids.back().empty(), "prompt {} ('{}') has no tokens", p, o.texts[p]);
+  }
+  if (ids.size() == 1) {
+    o.ids = std::move(ids[0]);
+    o.have_ids = true;
+  } else {
+    o.prompts = std::move(ids);
+    o.have_prompts = true;
+  }
+}
+
+/// Prints one sequence's new tokens as text while they come (rank 0 of a run with a single text
+/// prompt): the decoded text so far, less what is printed, once it does not end inside a
+/// character; special tokens left out.
+class text_stream {
+ public:
+  explicit text_stream(const text::tokenizer& t) : t_(&t) {}
+  void add(std::int64_t id) {
+    ids_.push_back(id);
+    const std::string all = t_->decode(ids_, true);
+    if (all.size() < printed_ || all.ends_with("\xEF\xBF\xBD")) return;  // a character goes on
+    std::fwrite(all.data() + printed_, 1, all.size() - printed_, stdout);
+    std::fflush(stdout);
+    printed_ = all.size();
+  }
+  void end() {
+    const std::string all = t_->decode(ids_, true);
+    if (all.size() > printed_) std::fwrite(all.data() + printed_, 1, all.size() - printed_, stdout);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
+
+ private:
+  const text::tokenizer* t_;
+  std::vector<std::int64_t> ids_;
+  std::size_t printed_ = 0;
+};
 
 /// --prompts FILE: a JSON list of token-id lists.
 std::vector<std::vector<std::int64_t>> prompts_from_file(const std::string& path) {
@@ -215,7 +292,11 @@ options parse_args(int argc, char** argv) {
     else if (a == "--prompts") {
       o.prompts = prompts_from_file(std::string(value()));
       o.have_prompts = true;
-    } else if (a == "--temperature")
+    } else if (a == "--prompt")
+      o.texts.emplace_back(value());
+    else if (a == "--prompts-file")
+      o.texts = texts_from_file(std::string(value()));
+    else if (a == "--temperature")
       o.sample.temperature = cli::real_number(a, value());
     else if (a == "--top-k")
       o.sample.top_k = cli::whole_number(a, value(), 0, INT32_MAX);
@@ -235,6 +316,12 @@ options parse_args(int argc, char** argv) {
     }
   }
   expect(!o.dir.empty(), "MODEL_DIR is required; run tpx-run --help");
+  if (!o.texts.empty()) {
+    expect(!o.have_ids && !o.have_prompts,
+           "--prompt / --prompts-file give the prompts as text; they take no --ids, --ids-file "
+           "or --prompts");
+    tokenize_prompts(o);
+  }
   if (o.have_prompts) {
     expect(!o.have_ids && !o.have_targets && o.logits_out.empty() && o.compare.empty(),
            "--prompts generates from a batch; it takes no --ids, --ids-file, --targets, "
@@ -242,7 +329,8 @@ options parse_args(int argc, char** argv) {
     expect(o.generate >= 1, "--prompts needs --generate N with N ≥ 1");
   } else {
     expect(o.have_ids,
-           "give the prompt with --ids 1,2,3 or --ids-file F (or a batch with --prompts F)");
+           "give the prompt with --prompt TEXT, --ids 1,2,3 or --ids-file F (or a batch with "
+           "--prompts F or --prompts-file F)");
     expect(!o.ids.empty(), "the prompt has no token ids");
   }
   model::expect_valid(o.sample);
@@ -370,9 +458,19 @@ void run_rank(const options& o, const model::config& c, const io::checkpoint& ck
   std::vector<std::vector<std::int64_t>> generated;
   if (o.generate > 0) {
     index_t cache = 0;
+    std::optional<text_stream> stream;
+    if (o.tokenizer && !o.have_prompts && !o.json && comm.rank() == 0) stream.emplace(*o.tokenizer);
     generated = model::generate(
         lm, o.have_prompts ? o.prompts : std::vector<std::vector<std::int64_t>>{o.ids},
-        {.max_new_tokens = o.generate, .eos = c.eos_token_ids, .sample = o.sample}, &cache);
+        {.max_new_tokens = o.generate,
+         .eos = c.eos_token_ids,
+         .sample = o.sample,
+         .on_token =
+             [&](index_t, std::int64_t id) {
+               if (stream) stream->add(id);
+             }},
+        &cache);
+    if (stream) stream->end();
     rep.cache = static_cast<std::uint64_t>(cache);
   }
   const auto t3 = std::chrono::steady_clock::now();
@@ -602,11 +700,21 @@ int report(const options& o, const setup& su, const result& r) {
     j["plan"] = plan.decided_by;
     if (!o.have_prompts) j["logits_shape"] = {tokens, vocab};
     if (r.loss) j["loss"] = *r.loss;
-    // The new ids: one list per prompt of --prompts, a single list for --ids.
+    // The new ids: one list per prompt of --prompts, a single list for --ids; with text prompts
+    // their ids and the new tokens' text (special tokens left out) likewise.
     if (o.have_prompts)
       j["generated"] = r.generated;
     else if (o.generate > 0)
       j["generated"] = r.generated.at(0);
+    if (o.tokenizer) {
+      j["prompt_ids"] = o.have_prompts ? nlohmann::json(o.prompts) : nlohmann::json(o.ids);
+      if (o.generate > 0) {
+        nlohmann::json texts = nlohmann::json::array();
+        for (const std::vector<std::int64_t>& g : r.generated)
+          texts.push_back(o.tokenizer->decode(g, true));
+        j["generated_text"] = o.have_prompts ? texts : texts.at(0);
+      }
+    }
     if (!o.logits_out.empty()) j["logits_out"] = o.logits_out;
     if (diff)
       j["compare"] = {
@@ -673,7 +781,11 @@ int report(const options& o, const setup& su, const result& r) {
         o.generate, how,
         c.eos_token_ids.empty() ? "(none)" : fmt::format("{}", fmt::join(c.eos_token_ids, ",")),
         r.generate_s * 1e3, caches);
-    for (const std::vector<std::int64_t>& g : r.generated) fmt::print("  {}\n", fmt::join(g, " "));
+    for (const std::vector<std::int64_t>& g : r.generated) {
+      fmt::print("  {}\n", fmt::join(g, " "));
+      if (o.tokenizer)
+        fmt::print("  text: {}\n", nlohmann::json(o.tokenizer->decode(g, true)).dump());
+    }
   }
   if (!o.logits_out.empty()) fmt::print("logits written to {}\n", o.logits_out);
   if (diff)

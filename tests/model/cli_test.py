@@ -228,8 +228,45 @@ with tempfile.TemporaryDirectory() as tmp:
         f.close()
         return f.name
 
+    # Text prompts: the tiny Llama with a tokenizer.json of its 97 ids (letters, two merges, a
+    # Whitespace pre-tokenizer, no decoder: tokens joined by spaces).
+    tokens = ["<unk>"] + [chr(ord("a") + k) for k in range(26)] + ["th", "he"]
+    tokens += [f"<t{k}>" for k in range(len(tokens), 97)]
+    texted = model_copy()
+    json.dump({"version": "1.0", "added_tokens": [], "normalizer": None,
+               "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None, "decoder": None,
+               "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                         "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                         "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                         "vocab": {t: k for k, t in enumerate(tokens)},
+                         "merges": [["t", "h"], ["h", "e"]]}},
+              open(os.path.join(texted, "tokenizer.json"), "w"))
+    want_ids = [27, 5, 3, 1, 20, 0]  # "the cat!": th e | c a t | ! (unknown)
+    rc, out, err = run([texted, "--prompt", "the cat!", "--generate", "4", "--json"])
+    j = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and j.get("prompt_ids") == want_ids and len(j.get("generated", [])) == 4 and
+          j.get("generated_text") == " ".join(tokens[k] for k in j["generated"]),
+          f"--prompt: exit {rc}, {out!r}, {err!r}")
+    rc2, out2, _ = run([texted, "--ids", ",".join(map(str, want_ids)), "--generate", "4", "--json"])
+    check(rc2 == 0 and rc == 0 and json.loads(out2)["generated"] == j["generated"],
+          "--prompt generates what --ids of its tokens generates")
+    rc, out, err = run([texted, "--prompt", "the cat!", "--generate", "4"])
+    check(rc == 0 and out.splitlines()[0] == j.get("generated_text"),
+          f"--prompt streams the new tokens' text first: {out!r}")
+    batch = write_json(["the cat!", "a hat"])
+    rc, out, err = run([texted, "--prompts-file", batch, "--generate", "3", "--json"])
+    jb = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and jb.get("prompt_ids") == [want_ids, [1, 8, 1, 20]] and
+          jb["generated"][0] == j["generated"][:3] and len(jb["generated_text"]) == 2,
+          f"--prompts-file: exit {rc}, {out!r}, {err!r}")
+
     good = ["--ids", "5,1,33"]
     bad = [
+        ([llama, "--prompt", "hello"], "--prompt needs the model directory's tokenizer.json"),
+        ([texted, "--prompt", "x", "--ids", "1"], "they take no --ids"),
+        ([texted, "--prompt", "   "], "prompt 0 ('   ') has no tokens"),
+        ([texted, "--prompts-file", write_json({"a": 1})], "must hold a non-empty JSON list of texts"),
+        ([texted, "--prompts-file", write_json(["ok", 5])], "prompt 1 is 5, not a string"),
         (["/nonexistent/model"] + good, "no such model directory"),
         ([llama], "--ids"),
         ([llama, "--ids", "5,x"], "takes a whole number"),

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <numeric>
 #include <span>
 #include <string>
@@ -41,6 +42,9 @@ struct generation_options {
   index_t max_new_tokens = 0;
   std::vector<std::int64_t> eos = {};  ///< ids that end a sequence (model::config::eos_token_ids)
   sampling sample = {};
+  /// Called with (prompt index, id) as each new token is chosen, on every rank (the same calls
+  /// on each), before the next step runs — to stream the tokens; empty: nothing is called.
+  std::function<void(index_t prompt, std::int64_t id)> on_token = {};
 };
 
 /// A reproducible stream of uniform numbers in [0, 1) (splitmix64, 53 bits per draw).
@@ -164,6 +168,7 @@ std::vector<std::vector<std::int64_t>> generate(
                                     static_cast<std::size_t>(lm.vocab()));
       std::vector<std::int64_t>& mine = out[static_cast<std::size_t>(g.seq)];
       mine.push_back(choose(last, o.sample, streams[static_cast<std::size_t>(g.seq)]));
+      if (o.on_token) o.on_token(g.seq, mine.back());
       const bool ended = std::find(o.eos.begin(), o.eos.end(), mine.back()) != o.eos.end();
       if (ended || static_cast<index_t>(mine.size()) == o.max_new_tokens) continue;
       next_ids.push_back(mine.back());
