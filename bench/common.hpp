@@ -24,8 +24,10 @@ struct options {
   bool collectives = false, layers = false, blocks = false, io = false, plan = false, model = false,
        decode = false, quick = false, json = false, gpu = false;
   std::vector<int> tps{2, 4, 8};
-  bool tps_given = false;  ///< --tp was on the command line
-  std::string model_dir;   ///< --model-dir: decode this checkpoint instead of a synthetic one
+  bool tps_given = false;       ///< --tp was on the command line
+  std::string model_dir;        ///< --model-dir: decode this checkpoint instead of a synthetic one
+  bool tokenize = false;        ///< --tokenize: the tokenizer's encoding speed (bench/tokenize.cpp)
+  std::string tokenizer, text;  ///< --tokenize's tokenizer.json and --text's file
   index_t max_bytes = index_t{64} << 20;
   std::string command;
 };
@@ -112,6 +114,9 @@ std::filesystem::path synthetic_llama(index_t hidden, index_t layers, index_t in
 /// second against the bytes-per-step floor, collectives per decode step, cache bytes per token
 /// (bench/decode.cpp).
 void bench_decode(const options& o, report& out);
+
+/// The tokenizer's encoding speed on a text file (bench/tokenize.cpp; built with PCRE2).
+void bench_tokenize(const options& o, report& out);
 
 /// The linear styles on the cuda backend against direct cuBLASLt + collective calls
 /// (bench/gpu.cpp; built when Meson finds CUDA and NCCL).

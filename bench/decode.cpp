@@ -2,7 +2,7 @@
 //
 // The model: a synthetic Llama-shaped checkpoint tpx writes (hidden 512, 4 layers, 8 / 4 heads of
 // 64, inter 1408, vocab 8192; --quick: hidden 256, 2 layers), or the checkpoint of --model-dir
-// (a real model: bench/compare/smollm2.py writes SmolLM2-135M-Instruct's). For each tp (1, 2, 4,
+// (a real model: tools/real-model writes SmolLM2-135M-Instruct's). For each tp (1, 2, 4,
 // or --tp), weight type (f32: host::backend; bf16: layer::weights_in<…, bf16>, computing in f32)
 // and batch: a prefill of `prompt` tokens per sequence, then decode steps of one token per
 // sequence. Reported: prefill and decode tokens per second; the parameter bytes a rank holds

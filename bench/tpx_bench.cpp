@@ -32,13 +32,17 @@
 //                bandwidth, collectives per decode step, cache bytes per token per rank; with
 //                --model-dir, a real checkpoint at batch 1 and 8; see bench/decode.cpp.
 //
+//   tokenize     (only when asked; built when Meson finds PCRE2) the tokenizer's encoding speed on
+//                --text FILE, with the ids' checksum; see bench/tokenize.cpp and
+//                bench/compare/tokenize.py (Hugging Face tokenizers beside it).
+//
 //   gpu          (only when asked; built when Meson finds CUDA and NCCL) the linear styles on the
 //                cuda backend, ranks sharing one GPU: layer time ÷ the same cuBLASLt GEMMs and
 //                collectives called by hand, and TFLOP/s next to the unsharded GEMM, for
 //                Llama-8B/70B projections at tokens 1 … 4096; see bench/gpu.cpp.
 //
 //   tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--decode] [--gpu]
-//             [--quick]
+//             [--tokenize TOKENIZER --text FILE] [--quick]
 //             [--tp 2,4,8] [--max-bytes N] [--model-dir DIR] [--json]
 //
 // Times are medians over batches; each batch runs back to back between two barriers, so the
@@ -71,13 +75,14 @@ using namespace tpx;
 using bench::clock_type;
 using bench::cpu_model;
 using bench::median;
-using bench::since;
 using bench::options;
 using bench::report;
+using bench::since;
 
 constexpr std::string_view usage =
     "usage: tpx-bench [--collectives] [--layers] [--blocks] [--io] [--plan] [--model] [--decode]\n"
-    "                 [--gpu] [--quick] [--tp 2,4,8] [--max-bytes N] [--json]\n"
+    "                 [--gpu] [--tokenize T --text F] [--quick] [--tp 2,4,8] [--max-bytes N]\n"
+    "                 [--json]\n"
     "\n"
     "Measures tpx side by side with what it should cost, in one run. Modes (default: every host\n"
     "mode; name some to run only those):\n"
@@ -97,6 +102,9 @@ constexpr std::string_view usage =
     "  --model        a causal LM from a synthetic checkpoint: load time, forward per token\n"
     "  --decode       generation through the KV cache, weights f32 and bf16: tokens/s against\n"
     "                 the bytes-per-step floor, collectives per step, cache bytes\n"
+    "  --tokenize T   the tokenizer T (a tokenizer.json or a model directory; only when asked)\n"
+    "                 encoding --text FILE as one text: MB/s, tokens/s, the ids' checksum\n"
+    "                 (bench/compare/tokenize.py times Hugging Face tokenizers beside it)\n"
     "  --gpu          the linear styles on the cuda backend (only when asked; needs a GPU and a\n"
     "                 build with CUDA): overhead over cuBLASLt + NCCL by hand (goal <= 1.02)\n"
     "Options:\n"
@@ -137,6 +145,11 @@ options parse(int argc, char** argv) {
       o.decode = true;
     else if (a == "--gpu")
       o.gpu = true;
+    else if (a == "--tokenize") {
+      o.tokenize = true;
+      o.tokenizer = next();
+    } else if (a == "--text")
+      o.text = next();
     else if (a == "--quick")
       o.quick = true;
     else if (a == "--json")
@@ -163,7 +176,7 @@ options parse(int argc, char** argv) {
     }
   }
   if (!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.decode &&
-      !o.gpu)
+      !o.gpu && !o.tokenize)
     o.collectives = o.layers = o.blocks = o.io = o.plan = o.model = o.decode = true;
   if (o.quick) o.max_bytes = std::min<index_t>(o.max_bytes, index_t{1} << 20);
   return o;
@@ -238,7 +251,8 @@ std::pair<double, index_t> measure_collective(Comm& c, int k, index_t bytes, con
   const double s = time_on_ranks(c, o.quick ? 3 : 7, op, o.quick ? 0.005 : 0.03);
   // Check: fresh values, one call, compare with the analytic result.
   auto& a = in[0];
-  for (index_t i = 0; i < in_n; ++i) a[static_cast<std::size_t>(i)] = static_cast<float>(c.rank() + 1);
+  for (index_t i = 0; i < in_n; ++i)
+    a[static_cast<std::size_t>(i)] = static_cast<float>(c.rank() + 1);
   op(0);
   const auto& got = k == 0 ? a : res[0];
   index_t bad = 0;
@@ -277,22 +291,24 @@ void bench_collectives(const options& o, report& out) {
     out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}{}", "size(B)", "count",
                          "op", "time(us)", "algbw", "busbw", "#wrong",
                          ratio ? fmt::format(" {:>10}", "vs threads") : ""));
-    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}{}", "", "(elements)",
-                         "", "", "(GB/s)", "(GB/s)", "", ratio ? fmt::format(" {:>10}", "(time)") : ""));
+    out.line(fmt::format("# {:>12} {:>12} {:>15} {:>10} {:>9} {:>9} {:>7}{}", "", "(elements)", "",
+                         "", "(GB/s)", "(GB/s)", "",
+                         ratio ? fmt::format(" {:>10}", "(time)") : ""));
   };
   const auto print = [&](const char* ranks, int tp, int k, index_t bytes, double seconds,
                          index_t bad, std::optional<double> vs_threads) {
     const index_t count = bytes / static_cast<index_t>(sizeof(float));
     const double algbw = static_cast<double>(bytes) / seconds / 1e9;
     const double busbw = algbw * comm::bus_factor(kinds[k], tp);
-    out.row(fmt::format("  {:>12} {:>12} {:>15} {:>10.1f} {:>9.2f} {:>9.2f} {:>7}{}", bytes, count,
-                        names[k], seconds * 1e6, algbw, busbw, bad,
-                        vs_threads ? fmt::format(" {:>10.2f}", *vs_threads) : ""),
-            fmt::format(
-                R"({{"kind":"collective","ranks":"{}","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}{}}})",
-                ranks, names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad,
-                vs_threads ? fmt::format(",\"vs_threads\":{:.4f}", *vs_threads) : ""),
-            bad == 0);
+    out.row(
+        fmt::format("  {:>12} {:>12} {:>15} {:>10.1f} {:>9.2f} {:>9.2f} {:>7}{}", bytes, count,
+                    names[k], seconds * 1e6, algbw, busbw, bad,
+                    vs_threads ? fmt::format(" {:>10.2f}", *vs_threads) : ""),
+        fmt::format(
+            R"({{"kind":"collective","ranks":"{}","op":"{}","tp":{},"bytes":{},"count":{},"time_us":{:.3f},"algbw_gbps":{:.4f},"busbw_gbps":{:.4f},"wrong":{}{}}})",
+            ranks, names[k], tp, bytes, count, seconds * 1e6, algbw, busbw, bad,
+            vs_threads ? fmt::format(",\"vs_threads\":{:.4f}", *vs_threads) : ""),
+        bad == 0);
   };
   bool measures = true;  // this process times the thread ranks (under MPI: rank 0 alone)
 #if TPX_HAVE_MPI
@@ -300,7 +316,8 @@ void bench_collectives(const options& o, report& out) {
 #endif
   if (measures) {
     const double copy = memcpy_gbps(index_t{64} << 20, o.quick ? 3 : 9);
-    out.line(fmt::format("# memcpy bandwidth of this machine, one thread, 64 MB: {:.2f} GB/s", copy));
+    out.line(
+        fmt::format("# memcpy bandwidth of this machine, one thread, 64 MB: {:.2f} GB/s", copy));
     if (o.json)
       out.records.push_back(
           fmt::format(R"({{"kind":"memcpy","bytes":{},"gbps":{:.4f}}})", 64 << 20, copy));
@@ -509,6 +526,13 @@ int run(const options& o) {
   if (o.plan) bench::bench_plan(o, out);
   if (o.model) bench::bench_model(o, out);
   if (o.decode) bench::bench_decode(o, out);
+  if (o.tokenize) {
+#ifdef TPX_BENCH_TEXT
+    bench::bench_tokenize(o, out);
+#else
+    fail("--tokenize: this tpx-bench was built without PCRE2 (Debian libpcre2-dev)");
+#endif
+  }
 #else
   expect(!o.collectives && !o.layers && !o.blocks && !o.io && !o.plan && !o.model && !o.decode,
          "this build (tools/gpu-check) has the --gpu mode only");

