@@ -19,7 +19,9 @@
 /// fuse_unk, ignore_merges, continuing_subword_prefix, end_of_word_suffix; merges in either of
 /// tokenizer.json's forms); post-processors TemplateProcessing (BOS and the like), ByteLevel,
 /// Sequence; decoders ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence; added
-/// tokens (special or not, lstrip / rstrip / single_word / normalized). Anything else — another
+/// tokens (special or not, lstrip / rstrip / single_word; one marked `normalized` is found in the
+/// normalized text by its content as written — tokenizers normalizes that content first, which
+/// is the same unless the normalizer rewrites the token's own characters). Anything else — another
 /// model (WordPiece, Unigram), a Unicode normalization form, BPE dropout — is an error naming the
 /// file and the key, never a silently different tokenization. Invalid UTF-8 in a text becomes
 /// U+FFFD first, as Python's `decode("utf-8", "replace")` makes it (`valid_utf8`).
