@@ -89,4 +89,37 @@ put("config", "deepseek_defaults", json.dumps({"model_type": "deepseek_v3", "hid
 # before any bound (std::length_error, not a sentence; found by tpx-run's hostile-input table).
 put("config", "huge_hidden", json.dumps({"model_type": "llama", "hidden_size": 2 ** 62, "num_hidden_layers": 2,
                                          "num_attention_heads": 4, "vocab_size": 32}))
+# The tokenizer: texts of its corpus (tests/text/fixtures/corpus.json: hex bytes, some invalid
+# UTF-8), and small tokenizer.json files of each kind it reads, with a few broken ones.
+for k, h in enumerate(json.loads((root / "tests/text/fixtures/corpus.json").read_text())["texts"]):
+    put("encode", f"corpus_{k:02d}", bytes.fromhex(h))
+put("encode", "specials_and_spaces", "<|im_start|>  x<|im_end|><s> </s>[TOOL]▁▁\t\r\n 0123456789")
+letters = ["<unk>"] + [chr(ord("a") + k) for k in range(26)] + ["th", "he", "▁", "Ġ"]
+small = {"version": "1.0", "added_tokens": [{"id": 0, "content": "<unk>", "special": True}],
+         "normalizer": None, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": None,
+         "decoder": None,
+         "model": {"type": "BPE", "unk_token": "<unk>", "vocab": {t: k for k, t in enumerate(letters)},
+                   "merges": [["t", "h"], ["h", "e"]]}}
+put("tokenizer_json", "whitespace_bpe", json.dumps(small))
+put("tokenizer_json", "bytelevel", json.dumps(dict(small, pre_tokenizer={"type": "ByteLevel"},
+                                                   decoder={"type": "ByteLevel"})))
+put("tokenizer_json", "metaspace", json.dumps(dict(
+    small, normalizer={"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                           {"type": "Replace", "pattern": {"String": " "},
+                                                            "content": "▁"}]},
+    pre_tokenizer={"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"},
+    post_processor={"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<unk>"}},
+                                                            {"Sequence": {"id": "A"}}],
+                    "special_tokens": {"<unk>": {"id": "<unk>", "ids": [0]}}},
+    decoder={"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                                              {"type": "ByteFallback"}, {"type": "Fuse"},
+                                              {"type": "Strip", "content": " ", "start": 1, "stop": 0}]})))
+put("tokenizer_json", "split_regex", json.dumps(dict(
+    small, pre_tokenizer={"type": "Split", "pattern": {"Regex": "\\p{L}+|\\s+(?!\\S)"},
+                          "behavior": "MergedWithPrevious", "invert": True})))
+put("tokenizer_json", "bad_regex", json.dumps(dict(
+    small, pre_tokenizer={"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated"})))
+put("tokenizer_json", "dropout_string", json.dumps(dict(small, model=dict(small["model"], dropout="x"))))
+put("tokenizer_json", "unk_number", json.dumps(dict(small, model=dict(small["model"], unk_token=5))))
+put("tokenizer_json", "merge_missing", json.dumps(dict(small, model=dict(small["model"], merges=["q z"]))))
 print(f"seeds in {corpus}: " + ", ".join(f"{d.name} {len(list(d.iterdir()))}" for d in sorted(corpus.iterdir())))

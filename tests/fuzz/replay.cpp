@@ -1,7 +1,8 @@
 // Replays committed fuzz inputs through the targets without libFuzzer (any C++ compiler), so
 // every regular test run proves the corpora still end in nothing or a tpx::error:
 //
-//   test-fuzz-replay TARGET DIR…   (TARGET: safetensors, hf_plan, deepspeed, config)
+//   test-fuzz-replay TARGET DIR…   (TARGET: safetensors, hf_plan, deepspeed, config; with
+//                                   TPX_FUZZ_TEXT, tokenizer_json and encode)
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +17,10 @@ TPX_FUZZ_TARGET(safetensors);
 TPX_FUZZ_TARGET(hf_plan);
 TPX_FUZZ_TARGET(deepspeed);
 TPX_FUZZ_TARGET(config);
+#ifdef TPX_FUZZ_TEXT
+TPX_FUZZ_TARGET(tokenizer_json);
+TPX_FUZZ_TARGET(encode);
+#endif
 
 int main(int argc, char** argv) {
   if (argc < 3) {
@@ -28,6 +33,10 @@ int main(int argc, char** argv) {
                                                   : target == "deepspeed" ? tpx_fuzz_deepspeed
                                                   : target == "config"    ? tpx_fuzz_config
                                                                           : nullptr;
+#ifdef TPX_FUZZ_TEXT
+  if (target == "tokenizer_json") run = tpx_fuzz_tokenizer_json;
+  if (target == "encode") run = tpx_fuzz_encode;
+#endif
   if (run == nullptr) {
     std::fprintf(stderr, "test-fuzz-replay: unknown target '%s'\n", argv[1]);
     return 2;

@@ -372,7 +372,7 @@ class tokenizer {
   void read_model(const nlohmann::json& m) {
     const std::string type = type_of(m, "model");
     if (type != "BPE") unsupported("model", type);
-    expect(optional(m, "dropout") == nullptr || m.at("dropout").get<double>() == 0.0,
+    expect(get<double>(m, "dropout", 0.0, "model") == 0.0,
            "{}: model.dropout samples merges at random; tpx encodes deterministically (no "
            "dropout)",
            source_);
@@ -391,8 +391,8 @@ class tokenizer {
       vocab_.emplace(tok, id.get<token_id>());
       grow(id.get<token_id>(), tok);
     }
-    if (const nlohmann::json* unk = optional(m, "unk_token")) {
-      const std::string u = unk->get<std::string>();
+    if (optional(m, "unk_token") != nullptr) {
+      const std::string u = get<std::string>(m, "unk_token", "", "model");
       const auto it = vocab_.find(u);
       expect(it != vocab_.end(), "{}: model.unk_token '{}' is not in the vocabulary", source_, u);
       unk_ = it->second;
@@ -455,11 +455,11 @@ class tokenizer {
         read_normalizer(s, where + ".normalizers");
     } else if (type == "Prepend") {
       normalizers_.emplace_back(std::in_place_type<detail::prepend_step>,
-                                get<std::string>(n, "prepend", "", where));
+                                detail::prepend_step{get<std::string>(n, "prepend", "", where)});
     } else if (type == "Replace") {
       normalizers_.emplace_back(std::in_place_type<detail::replace_step>,
-                                pattern_of(field(n, "pattern"), where),
-                                get<std::string>(n, "content", "", where));
+                                detail::replace_step{pattern_of(field(n, "pattern"), where),
+                                                     get<std::string>(n, "content", "", where)});
     } else if (type == "Strip") {
       detail::strip_step& st = std::get<detail::strip_step>(
           normalizers_.emplace_back(std::in_place_type<detail::strip_step>));
