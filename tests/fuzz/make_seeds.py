@@ -121,5 +121,7 @@ put("tokenizer_json", "bad_regex", json.dumps(dict(
     small, pre_tokenizer={"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated"})))
 put("tokenizer_json", "dropout_string", json.dumps(dict(small, model=dict(small["model"], dropout="x"))))
 put("tokenizer_json", "unk_number", json.dumps(dict(small, model=dict(small["model"], unk_token=5))))
+# A sparse id: the tokenizer's table would have had 2^31 entries (found by the fuzzer: out of memory).
+put("tokenizer_json", "sparse_id", json.dumps(dict(small, model=dict(small["model"], vocab={"a": 2 ** 31 - 2}))))
 put("tokenizer_json", "merge_missing", json.dumps(dict(small, model=dict(small["model"], merges=["q z"]))))
 print(f"seeds in {corpus}: " + ", ".join(f"{d.name} {len(list(d.iterdir()))}" for d in sorted(corpus.iterdir())))

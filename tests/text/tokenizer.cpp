@@ -173,6 +173,9 @@ TEST_CASE("a tokenizer.json tpx cannot run exactly is refused with a sentence") 
           j["model"]["dropout"] = 0.1;
         }).find("model.dropout samples merges at random") != std::string::npos);
   CHECK(error([](nlohmann::json& j) { j.erase("model"); }) == "tok.json: \"model\" is missing");
+  CHECK(error([](nlohmann::json& j) { j["model"]["vocab"]["zzz"] = 2147483000; })
+            .find("gives token 'zzz' the id 2147483000, not a whole number in [0, 604) (ids are "
+                  "dense") != std::string::npos);
   CHECK(error([](nlohmann::json&) {}) == "no error");
   const text::tokenizer t(base, "tok.json");
   const std::vector<text::token_id> bad{5, 600};

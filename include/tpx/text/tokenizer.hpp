@@ -245,6 +245,12 @@ class tokenizer {
   /// Builds the tokenizer `j` describes; `source` names it in errors.
   tokenizer(const nlohmann::json& j, std::string source) : source_(std::move(source)) {
     expect(j.is_object(), "{}: a tokenizer.json must be a JSON object", source_);
+    // Ids are dense: each below the count of vocabulary entries and added tokens (a sparse id
+    // would make id_to_token a table of up to 2^31 entries for a few tokens).
+    const nlohmann::json* added = optional(j, "added_tokens");
+    const nlohmann::json* vocab = j.contains("model") ? optional(j.at("model"), "vocab") : nullptr;
+    id_limit_ = static_cast<token_id>((vocab != nullptr ? vocab->size() : 0) +
+                                      (added != nullptr ? added->size() : 0));
     read_model(field(j, "model"));
     read_added(j);
     special_.assign(id_to_token_.size(), false);
@@ -385,9 +391,10 @@ class tokenizer {
     expect(vocab.is_object(), "{}: model.vocab must be an object of token: id", source_);
     for (const auto& [tok, id] : vocab.items()) {
       expect(id.is_number_integer() && id.get<std::int64_t>() >= 0 &&
-                 id.get<std::int64_t>() < (std::int64_t{1} << 31),
-             "{}: model.vocab gives token '{}' the id {}, not a whole number in [0, 2^31)", source_,
-             tok, json_excerpt(id));
+                 id.get<std::int64_t>() < id_limit_,
+             "{}: model.vocab gives token '{}' the id {}, not a whole number in [0, {}) (ids are "
+             "dense: below the {} vocabulary entries and added tokens)",
+             source_, tok, json_excerpt(id), id_limit_, id_limit_);
       vocab_.emplace(tok, id.get<token_id>());
       grow(id.get<token_id>(), tok);
     }
@@ -439,9 +446,10 @@ class tokenizer {
                     .rstrip = get<bool>(t, "rstrip", false, "added_tokens"),
                     .single_word = get<bool>(t, "single_word", false, "added_tokens"),
                     .normalized = get<bool>(t, "normalized", false, "added_tokens")};
-      expect(a.id >= 0 && a.id < (std::int64_t{1} << 31) && !a.content.empty(),
-             "{}: added token {} needs an id in [0, 2^31) and a non-empty content", source_,
-             json_excerpt(t));
+      expect(a.id >= 0 && a.id < id_limit_ && !a.content.empty(),
+             "{}: added token {} needs an id in [0, {}) (ids are dense: below the vocabulary "
+             "entries and added tokens) and a non-empty content",
+             source_, json_excerpt(t), id_limit_);
       grow(a.id, a.content);
       added_ids_[a.content] = a.id;
       added_.push_back(std::move(a));
@@ -846,6 +854,7 @@ class tokenizer {
   std::vector<added_token> added_;
   std::unordered_map<std::string, token_id> added_ids_;
   std::optional<token_id> unk_;
+  token_id id_limit_ = 0;  ///< ids are below it: vocabulary entries + added tokens
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false, has_decoder_ = false;
   std::string prefix_, suffix_;
   std::vector<detail::normalizer_step> normalizers_;
