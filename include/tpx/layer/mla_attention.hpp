@@ -41,9 +41,9 @@
 /// their latent inputs ([T, q_lora] or [T, hidden], [T, kv_lora]), and the rotated k_rope is
 /// gathered ([T, rope]); o_proj is rowwise_sp, reduce-scattering y. Backward mirrors it: dy
 /// gathered ([T, hidden]), the latents' gradients reduce-scattered instead of all-reduced, and the
-/// replicated parameters' gradients (their rank's tokens' share) all-reduced, as the SP norms' are. Each
-/// all-reduce of tensor mode becomes an all-gather and a reduce-scatter of the same tensor (the
-/// same bus bytes), the latents are gathered rather than x ([T, hidden]), and the replicated
+/// replicated parameters' gradients (their rank's tokens' share) all-reduced, as the SP norms' are.
+/// Each all-reduce of tensor mode becomes an all-gather and a reduce-scatter of the same tensor
+/// (the same bus bytes), the latents are gathered rather than x ([T, hidden]), and the replicated
 /// projections are computed once per token instead of on every rank.
 
 #include <algorithm>
@@ -55,7 +55,7 @@
 #include <utility>
 #include <vector>
 
-#include "tpx/comm/collectives.hpp"
+#include "tpx/comm/conjugate.hpp"
 #include "tpx/core/error.hpp"
 #include "tpx/core/tensor_view.hpp"
 #include "tpx/layer/attention.hpp"
@@ -63,6 +63,7 @@
 #include "tpx/layer/block.hpp"
 #include "tpx/layer/kv_cache.hpp"
 #include "tpx/layer/linear.hpp"
+#include "tpx/layer/norm.hpp"
 #include "tpx/layer/tokens.hpp"
 #include "tpx/ops/attention.hpp"
 #include "tpx/shard/partition.hpp"
@@ -117,6 +118,7 @@ class mla_attention {
   using value_type = T;
   using weight_type = weight_t<Backend, T>;
   using buffer = typename Backend::template buffer<T>;
+  using comm_type = typename Backend::communicator;
   static constexpr bool sp = block_styles<Mode>::sp;
   using column = linear<typename block_styles<Mode>::column, Backend, T>;
   /// On the rank's tokens under SP: their share of the gradients, all-reduced.
@@ -124,6 +126,8 @@ class mla_attention {
       linear<std::conditional_t<sp, style::replicate_grad_all_reduce, style::replicate<>>, Backend,
              T>;
   using row = linear<typename block_styles<Mode>::row, Backend, T>;
+  /// The latents' norms: replicated, or on the rank's tokens under SP (dW all-reduced).
+  using norm_type = rms_norm<typename block_styles<Mode>::norm, Backend, T>;
 
   /// x and y: replicated [T, hidden] (tensor mode) or the rank's tokens (sequence mode).
   using input = typename block_styles<Mode>::column::input;
@@ -189,15 +193,15 @@ class mla_attention {
   column& kv_b_proj() noexcept { return *kv_b_; }
   row& o_proj() noexcept { return *o_; }
   /// The latents' norm weights (q_a_layernorm's empty without a q LoRA rank).
-  std::span<const T> q_a_norm() const noexcept { return norm(q_a_norm_); }
-  std::span<const T> kv_a_norm() const noexcept { return norm(kv_a_norm_); }
+  std::span<const T> q_a_norm() const noexcept {
+    return q_a_norm_ ? q_a_norm_->weight() : std::span<const T>{};
+  }
+  std::span<const T> kv_a_norm() const noexcept { return kv_a_norm_->weight(); }
   /// The latents' norm weights' gradients of the last backward (the same on every rank).
   std::span<const T> q_a_norm_grad() const noexcept {
-    return {dq_a_norm_.data(), dq_a_norm_.size()};
+    return q_a_norm_ ? q_a_norm_->weight_grad() : std::span<const T>{};
   }
-  std::span<const T> kv_a_norm_grad() const noexcept {
-    return {dkv_a_norm_.data(), dkv_a_norm_.size()};
-  }
+  std::span<const T> kv_a_norm_grad() const noexcept { return kv_a_norm_->weight_grad(); }
 
   /// y = o_proj(attention(x)) for `tokens` tokens at positions 0…T−1; x and y in the block's
   /// layout (all T rows, or the rank's block of them under SP).
@@ -335,14 +339,13 @@ class mla_attention {
                          dkvn = detail::sized(dkvn_, m, lora),
                          dkpass = detail::sized(dkpass_, m, lora);
     kv_b_->backward(view(kvn_, m, lora), read_only(dkvb), dkvn);
-    ops_.rms_norm_backward(view(kpass_, m, lora), norm(kv_a_norm_), opt_.norm_eps, read_only(dkvn),
-                           dkpass, detail::scratch(dkv_a_norm_, lora));
+    kv_a_norm_->backward(view(kpass_, m, lora), read_only(dkvn), dkpass);
     ops_.copy(read_only(dkpass), dckv.col_range(0, lora));
     if constexpr (sp) {
       const matrix_view<T> mine = detail::sized(dkrope_local_, m, r);
-      comm::reduce_scatter_rows(*comm_, read_only(dkr), mine, tokens_.counts(n, comm_->size()));
+      comm::gather_from_sequence::backward<comm_type, T>(*comm_, read_only(dkr), mine,
+                                                         tokens_.counts(n, comm_->size()));
       put_rope(read_only(mine), dckv.col_range(lora, lora + r));
-      comm_->all_reduce(std::span<T>(dkv_a_norm_.data(), dkv_a_norm_.size()));
     } else {
       comm_->all_reduce(std::span<T>(dkr.data(), static_cast<std::size_t>(dkr.size())));
       put_rope(read_only(dkr), dckv.col_range(lora, lora + r));
@@ -354,9 +357,7 @@ class mla_attention {
       const index_t ql = opt_.q_lora_rank;
       const matrix_view<T> dqn = detail::sized(dqn_, m, ql), dqa = detail::sized(dqa_, m, ql);
       q_proj_->backward(view(qn_, m, ql), read_only(dq), dqn);
-      ops_.rms_norm_backward(view(qa_, m, ql), norm(q_a_norm_), opt_.norm_eps, read_only(dqn), dqa,
-                             detail::scratch(dq_a_norm_, ql));
-      if constexpr (sp) comm_->all_reduce(std::span<T>(dq_a_norm_.data(), dq_a_norm_.size()));
+      q_a_norm_->backward(view(qa_, m, ql), read_only(dqn), dqa);
       q_a_->backward(x, read_only(dqa), dx);
     } else {
       q_proj_->backward(x, read_only(dq), dx);
@@ -395,10 +396,10 @@ class mla_attention {
     } else {
       q_a_.emplace(engine, comm, w.q_a_proj, w.q_a_bias, q_a_options(opt_));
       make(q_proj_, w.q_b_proj, {}, q_options(opt_, tp));
-      upload_norm(w.q_a_norm, opt_.q_lora_rank, "q_a_layernorm", q_a_norm_);
+      make_norm(w.q_a_norm, opt_.q_lora_rank, "q_a_layernorm", q_a_norm_);
     }
     kv_a_.emplace(engine, comm, w.kv_a_proj, w.kv_a_bias, kv_a_options(opt_));
-    upload_norm(w.kv_a_norm, opt_.kv_lora_rank, "kv_a_layernorm", kv_a_norm_);
+    make_norm(w.kv_a_norm, opt_.kv_lora_rank, "kv_a_layernorm", kv_a_norm_);
     make(kv_b_, w.kv_b_proj, {}, kv_b_options(opt_, tp));
     make(o_, w.o_proj, w.o_bias, o_options(opt_, tp));
     local_heads_ = o_->pieces().size() / opt_.v_head_dim;
@@ -469,8 +470,8 @@ class mla_attention {
   /// Under SP, every rank's rows `mine` all-gathered into `all`; in tensor mode they are `all`.
   void gather_tokens(matrix_view<T> mine, matrix_view<T> all) {
     if constexpr (sp)
-      comm::all_gather_rows(*comm_, read_only(mine), all,
-                            tokens_.counts(all.rows(), comm_->size()));
+      comm::gather_from_sequence::forward<comm_type, T>(*comm_, read_only(mine), all,
+                                                        tokens_.counts(all.rows(), comm_->size()));
   }
 
   /// The rank's heads' queries [n, heads · qk_head_dim] for all n tokens (q_a_proj's output and
@@ -481,7 +482,7 @@ class mla_attention {
       const matrix_view<T> qa = detail::sized(qa_, x.rows(), opt_.q_lora_rank),
                            qn = detail::sized(qn_, x.rows(), opt_.q_lora_rank);
       q_a_->forward(x, qa);
-      ops_.rms_norm_forward(read_only(qa), norm(q_a_norm_), opt_.norm_eps, qn);
+      q_a_norm_->forward(read_only(qa), qn);
       q_proj_->forward(read_only(qn), q);
     } else {
       q_proj_->forward(x, q);
@@ -497,7 +498,7 @@ class mla_attention {
     kv_a_->forward(x, ckv);
     const matrix_view<T> kpass = detail::sized(kpass_, n, lora), kvn = detail::sized(kvn_, n, lora);
     ops_.copy(read_only(ckv.col_range(0, lora)), kpass);
-    ops_.rms_norm_forward(read_only(kpass), norm(kv_a_norm_), opt_.norm_eps, kvn);
+    kv_a_norm_->forward(read_only(kpass), kvn);
     return {ckv, kvn};
   }
 
@@ -517,12 +518,12 @@ class mla_attention {
     return o;
   }
 
-  void upload_norm(std::span<const T> w, index_t size, const char* what, buffer& into) {
+  void make_norm(std::span<const T> w, index_t size, const char* what,
+                 std::optional<norm_type>& into) {
     expect(static_cast<index_t>(w.size()) == size, "{}.{}: the norm weight has {} elements, not {}",
            opt_.name, what, w.size(), size);
-    Backend::upload(w, into);
+    into.emplace(*comm_, w, opt_.norm_eps, opt_.name + "." + what);
   }
-  static std::span<const T> norm(const buffer& b) { return {b.data(), b.size()}; }
 
   index_t padded() const noexcept { return std::max(opt_.qk_head_dim(), opt_.v_head_dim); }
   ops::attention_shape shape() const noexcept {
@@ -574,7 +575,7 @@ class mla_attention {
   index_t local_heads_ = 0;
   double scale_ = 0;  // the scores' scale
   detail::token_shards tokens_;
-  buffer q_a_norm_, kv_a_norm_, dq_a_norm_, dkv_a_norm_;
+  std::optional<norm_type> q_a_norm_, kv_a_norm_;  // q_a_layernorm (under a q LoRA rank)
   /// Kept from forward for backward.
   buffer qa_, qn_, q_, ckv_, kpass_, kvn_, kvb_, qf_, kf_, vf_, of_, lse_, attn_, krope_;
   buffer krope_local_;          // SP: the rank's tokens' k_rope, before the gather
