@@ -30,6 +30,7 @@
 /// threads.
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstdint>
 #include <filesystem>
@@ -256,6 +257,16 @@ class tokenizer {
     special_.assign(id_to_token_.size(), false);
     for (const added_token& a : added_)
       if (a.special) special_[static_cast<std::size_t>(a.id)] = true;
+    for (std::size_t k = 0; k < added_.size(); ++k)
+      added_by_byte_[static_cast<unsigned char>(added_[k].content[0])].push_back(k);
+    for (std::vector<std::size_t>& list : added_by_byte_)  // longest first; equals in file order
+      std::stable_sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) {
+        return added_[a].content.size() > added_[b].content.size();
+      });
+    for (int b = 0; b < 256; ++b) {  // byte fallback's <0xXX> tokens
+      const auto it = vocab_.find(fmt::format("<0x{:02X}>", b));
+      byte_ids_[static_cast<std::size_t>(b)] = it == vocab_.end() ? -1 : it->second;
+    }
     if (const nlohmann::json* n = optional(j, "normalizer")) read_normalizer(*n, "normalizer");
     if (const nlohmann::json* p = optional(j, "pre_tokenizer")) read_pre(*p, "pre_tokenizer");
     if (const nlohmann::json* p = optional(j, "post_processor")) read_post(*p, "post_processor");
@@ -614,15 +625,17 @@ class tokenizer {
       return std::isalnum(c) || c == '_';
     };
     while (at < text.size()) {
+      // The longest added token matching here: those starting with this byte, longest first.
       const added_token* best = nullptr;
-      for (const added_token& a : added_) {
-        if (a.normalized != normalized || a.content.size() <= (best ? best->content.size() : 0))
+      for (const std::size_t k : added_by_byte_[static_cast<unsigned char>(text[at])]) {
+        const added_token& a = added_[k];
+        if (a.normalized != normalized || text.compare(at, a.content.size(), a.content) != 0)
           continue;
-        if (text.compare(at, a.content.size(), a.content) != 0) continue;
         const std::size_t end = at + a.content.size();
         if (a.single_word && ((at > 0 && word(at - 1)) || (end < text.size() && word(end))))
           continue;
         best = &a;
+        break;
       }
       if (best == nullptr) {
         ++at;
@@ -744,10 +757,9 @@ class tokenizer {
         if (byte_fallback_) {
           std::vector<token_id> bytes;
           for (std::size_t k = at; k < at + len; ++k) {
-            const auto b =
-                vocab_.find(fmt::format("<0x{:02X}>", static_cast<unsigned char>(word[k])));
-            if (b == vocab_.end()) break;
-            bytes.push_back(b->second);
+            const token_id b = byte_ids_[static_cast<unsigned char>(word[k])];
+            if (b < 0) break;
+            bytes.push_back(b);
           }
           if (bytes.size() == len) {
             symbols.insert(symbols.end(), bytes.begin(), bytes.end());
@@ -852,6 +864,9 @@ class tokenizer {
   std::vector<std::string> id_to_token_;
   std::vector<bool> special_;
   std::vector<added_token> added_;
+  /// added_'s indices by their content's first byte, longest first (the matcher's candidates).
+  std::array<std::vector<std::size_t>, 256> added_by_byte_;
+  std::array<token_id, 256> byte_ids_{};  ///< each byte's <0xXX> token, or −1
   std::unordered_map<std::string, token_id> added_ids_;
   std::optional<token_id> unk_;
   token_id id_limit_ = 0;  ///< ids are below it: vocabulary entries + added tokens
