@@ -1,6 +1,6 @@
 // tpx-bench --tokenize TOKENIZER --text FILE: the tokenizer's encoding speed (text/tokenizer.hpp)
 // on a text file encoded as one text — MB/s and tokens/s, the best of 5 repetitions — with the
-// ids' count and checksum, so that bench/compare/tokenize.py can time Hugging Face tokenizers on
+// ids' count and checksum, so that bench/compare/encode.py can time Hugging Face tokenizers on
 // the same text in the same run and check the ids are equal. Built when Meson finds PCRE2.
 
 #include <algorithm>
@@ -30,7 +30,7 @@ void bench_tokenize(const options& o, report& out) {
     ids = t.encode(raw, false);
     best = std::min(best, since(t1));
   }
-  // Σ id · (position + 1) mod 2^61 − 1, as bench/compare/tokenize.py computes it (ids < 2^31 and
+  // Σ id · (position + 1) mod 2^61 − 1, as bench/compare/encode.py computes it (ids < 2^31 and
   // positions < 2^32: each product fits 63 bits).
   constexpr std::uint64_t p = (std::uint64_t{1} << 61) - 1;
   std::uint64_t sum = 0;

@@ -34,7 +34,7 @@
 //
 //   tokenize     (only when asked; built when Meson finds PCRE2) the tokenizer's encoding speed on
 //                --text FILE, with the ids' checksum; see bench/tokenize.cpp and
-//                bench/compare/tokenize.py (Hugging Face tokenizers beside it).
+//                bench/compare/encode.py (Hugging Face tokenizers beside it).
 //
 //   gpu          (only when asked; built when Meson finds CUDA and NCCL) the linear styles on the
 //                cuda backend, ranks sharing one GPU: layer time ÷ the same cuBLASLt GEMMs and
@@ -104,7 +104,7 @@ constexpr std::string_view usage =
     "                 the bytes-per-step floor, collectives per step, cache bytes\n"
     "  --tokenize T   the tokenizer T (a tokenizer.json or a model directory; only when asked)\n"
     "                 encoding --text FILE as one text: MB/s, tokens/s, the ids' checksum\n"
-    "                 (bench/compare/tokenize.py times Hugging Face tokenizers beside it)\n"
+    "                 (bench/compare/encode.py times Hugging Face tokenizers beside it)\n"
     "  --gpu          the linear styles on the cuda backend (only when asked; needs a GPU and a\n"
     "                 build with CUDA): overhead over cuBLASLt + NCCL by hand (goal <= 1.02)\n"
     "Options:\n"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Decode speed on SmolLM2-135M-Instruct: llama.cpp beside tpx, one thread each, in one run.
+"""Decode speed on SmolLM2-135M-Instruct: llama.cpp and transformers beside tpx, one thread each, in one run.
 
     python3 bench/compare/decode.py BUILD_DIR GGUF_Q4_1 MODEL_DIR [ROUNDS]
 
@@ -10,8 +10,9 @@ Writes GGUF_Q4_1's weights dequantized to an F32 GGUF beside it (the same weight
 alternates, ROUNDS times (default 3): llama.cpp on the F32 GGUF and on the Q4_1 file — a prompt of
 42 tokens, then 64 decode steps of one token (greedy), the median step time — and
 `tpx-bench --decode --model-dir MODEL_DIR --tp 1 --json` (the same prompt length and steps, f32
-and bf16 weights, batch 1). Prints each one's median milliseconds per decode step and their
-ratios.
+and bf16 weights, batch 1) and, where torch and transformers are importable, transformers' eager
+loop on MODEL_DIR in float32 (torch on one thread). Prints each one's median milliseconds per
+decode step and their ratios.
 """
 import json
 import os
@@ -71,6 +72,29 @@ def llama_cpp_step_ms(path):
     return 1e3 * statistics.median(steps)
 
 
+def transformers_step_ms(model_dir):
+    """transformers' eager decode loop on MODEL_DIR in float32 (torch on one thread): the same
+    prompt length and steps through its KV cache; None when torch or transformers is missing."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([[(t * 7919 + 13) % 49152 for t in range(PROMPT)]])
+    steps = []
+    with torch.inference_mode():
+        out = model(ids, use_cache=True)
+        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(STEPS):
+            t0 = time.perf_counter()
+            out = model(token, past_key_values=cache, use_cache=True)
+            steps.append(time.perf_counter() - t0)
+            cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    return 1e3 * statistics.median(steps)
+
+
 def tpx_step_ms(build, model_dir):
     out = subprocess.run([os.path.join(build, "bench", "tpx-bench"), "--decode", "--model-dir",
                           model_dir, "--tp", "1", "--json"], capture_output=True, text=True,
@@ -93,9 +117,11 @@ def main():
     got = {}
     for _ in range(rounds):
         for key, value in [("llama.cpp F32", llama_cpp_step_ms(f32)),
-                           ("llama.cpp Q4_1", llama_cpp_step_ms(q4))] + \
+                           ("llama.cpp Q4_1", llama_cpp_step_ms(q4)),
+                           ("transformers f32", transformers_step_ms(model_dir))] + \
                 list(tpx_step_ms(build, model_dir).items()):
-            got.setdefault(key, []).append(value)
+            if value is not None:
+                got.setdefault(key, []).append(value)
     ms = {k: statistics.median(v) for k, v in got.items()}
     print(f"# SmolLM2-135M-Instruct, one thread, prompt {PROMPT}, {STEPS} decode steps, batch 1; "
           f"median ms per step over {rounds} rounds")
@@ -105,6 +131,8 @@ def main():
     print(f"# tpx f32 / llama.cpp F32 = {ms['f32'] / base:.2f}; tpx bf16 / llama.cpp F32 = "
           f"{ms['bf16'] / base:.2f}; tpx f32 / bf16 = {ms['f32'] / ms['bf16']:.2f}; "
           f"tpx bf16 / llama.cpp Q4_1 = {ms['bf16'] / ms['llama.cpp Q4_1']:.2f}")
+    if "transformers f32" in ms:
+        print(f"# tpx f32 / transformers f32 = {ms['f32'] / ms['transformers f32']:.2f}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 
 #include "tpx/backend/host/backend.hpp"
 #include "tpx/backend/host/communicator.hpp"
+#include "tpx/backend/host/team.hpp"
 #include "tpx/backend/host/gemm.hpp"
 #include "tpx/comm/collectives.hpp"
 #include "tpx/comm/communicator.hpp"

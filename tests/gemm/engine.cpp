@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "../oracle.hpp"
@@ -237,16 +238,16 @@ TEST_CASE("grouped GEMMs with bf16 weights run every group as single ones would"
                                         .c = make_matrix(c.data() + at * 5, rows, 5)};
   };
   engine.gemm(product(one, 4, 0));
-  const std::vector<gemm::gemm_args<float, bf16>> groups{product(grouped, 1, 0),
-                                                         product(grouped, 0, 1),
-                                                         product(grouped, 3, 1)};
+  const std::vector<gemm::gemm_args<float, bf16>> groups{
+      product(grouped, 1, 0), product(grouped, 0, 1), product(grouped, 3, 1)};
   engine.grouped_gemm(std::span<const gemm::gemm_args<float, bf16>>(groups));
   for (std::size_t i = 0; i < one.size(); ++i)  // a one-row group may take another kernel
     CHECK(grouped[i] == doctest::Approx(one[i]).epsilon(1e-6));
   for (index_t i = 0; i < 4; ++i) {
     double want = 0;
-    for (index_t l = 0; l < 6; ++l) want += af[static_cast<std::size_t>(i * 6 + l)] *
-                                          static_cast<double>(static_cast<float>(bh[static_cast<std::size_t>(l)]));
+    for (index_t l = 0; l < 6; ++l)
+      want += af[static_cast<std::size_t>(i * 6 + l)] *
+              static_cast<double>(static_cast<float>(bh[static_cast<std::size_t>(l)]));
     CHECK(one[static_cast<std::size_t>(i * 5)] == doctest::Approx(want).epsilon(1e-6));
   }
 }
@@ -278,7 +279,8 @@ TEST_CASE("one row of A (a decode step) through every path: float and bf16 B, ei
           const index_t lda = ta ? 3 : k;
           std::vector<float> av(static_cast<std::size_t>(ta ? k * lda : k), -99.0f);
           for (index_t l = 0; l < k; ++l)
-            av[static_cast<std::size_t>(ta ? l * lda : l)] = static_cast<float>(a[static_cast<std::size_t>(l)]);
+            av[static_cast<std::size_t>(ta ? l * lda : l)] =
+                static_cast<float>(a[static_cast<std::size_t>(l)]);
           std::vector<float> c(static_cast<std::size_t>(n));
           for (index_t j = 0; j < n; ++j)
             c[static_cast<std::size_t>(j)] =
@@ -298,11 +300,95 @@ TEST_CASE("one row of A (a decode step) through every path: float and bf16 B, ei
           else
             engine.gemm(args(bf));
           for (index_t j = 0; j < n; ++j) {
-            double want = beta == 0.0f ? 0.0 : beta * static_cast<float>(c0[static_cast<std::size_t>(j)]);
+            double want =
+                beta == 0.0f ? 0.0 : beta * static_cast<float>(c0[static_cast<std::size_t>(j)]);
             for (index_t l = 0; l < k; ++l)
               want += 0.5 * static_cast<float>(a[static_cast<std::size_t>(l)]) *
-                      bf[static_cast<std::size_t>(tb ? j * (b_cols + pad) + l : l * (b_cols + pad) + j)];
+                      bf[static_cast<std::size_t>(tb ? j * (b_cols + pad) + l
+                                                     : l * (b_cols + pad) + j)];
             CHECK(c[static_cast<std::size_t>(j)] == doctest::Approx(want).epsilon(1e-5));
           }
         }
+}
+
+TEST_CASE("a few rows of A times a weight as stored: both dots kernels and the engine") {
+  // Rows 1 … 9 (the wide kernel's one-to-eight-row blocks, and nine: a block of eight and one
+  // more through the kernel, or sgemm through the engine), k across the 32-, 16- and 8-wide
+  // bodies and their tails, padded X, W and C; β = 0 over NaN (never read) and β ≠ 0.
+  const index_t n = 13, pad = 3;
+  host::gemm_engine engine;
+  for (const index_t k : {1, 7, 8, 15, 16, 17, 31, 32, 40, 77})
+    for (int m = 1; m <= 9; ++m)
+      for (const float beta : {0.0f, 0.5f}) {
+        CAPTURE(k);
+        CAPTURE(m);
+        CAPTURE(beta);
+        const test::dense x = test::random_dense(m, k, 40 + m), w = test::random_dense(n, k, 50);
+        const test::dense c0 = test::random_dense(m, n, 60);
+        const std::vector<double> xd = store(x, false, k + pad), wd = store(w, false, k + pad);
+        const std::vector<float> xf(xd.begin(), xd.end());
+        std::vector<float> wf;
+        std::vector<bf16> wh;
+        for (const double v : wd) {
+          wh.push_back(bf16(v));
+          wf.push_back(static_cast<float>(wh.back()));  // W's values, exact in both types
+        }
+        const auto want = [&](index_t i, index_t j) {
+          double s = 0;
+          for (index_t l = 0; l < k; ++l)
+            s += static_cast<double>(xf[static_cast<std::size_t>(i * (k + pad) + l)]) *
+                 wf[static_cast<std::size_t>(j * (k + pad) + l)];
+          return -1.5 * s + (beta == 0.0f ? 0.0 : beta * static_cast<float>(c0(i, j)));
+        };
+        const auto run = [&](const std::string& path, auto&& compute) {
+          CAPTURE(path);
+          std::vector<float> c(static_cast<std::size_t>(m * (n + pad)), -7.0f);
+          for (index_t i = 0; i < m; ++i)
+            for (index_t j = 0; j < n; ++j)
+              c[static_cast<std::size_t>(i * (n + pad) + j)] =
+                  beta == 0.0f ? std::nanf("") : static_cast<float>(c0(i, j));
+          compute(c.data());
+          for (index_t i = 0; i < m; ++i) {
+            for (index_t j = 0; j < n; ++j)
+              CHECK(c[static_cast<std::size_t>(i * (n + pad) + j)] ==
+                    doctest::Approx(want(i, j)).epsilon(1e-5));
+            for (index_t j = n; j < n + pad; ++j)  // the padding is never written
+              CHECK(c[static_cast<std::size_t>(i * (n + pad) + j)] == -7.0f);
+          }
+        };
+        const auto args = [&]<class W>(const std::vector<W>& wv, float* c) {
+          return host::simd::dots_args<W>{.x = xf.data(),
+                                          .ldx = k + pad,
+                                          .m = m,
+                                          .w = wv.data(),
+                                          .ldw = k + pad,
+                                          .n = n,
+                                          .k = k,
+                                          .c = c,
+                                          .ldc = n + pad,
+                                          .alpha = -1.5f,
+                                          .beta = beta};
+        };
+        const auto engine_gemm = [&]<class W>(const std::vector<W>& wv, float* c) {
+          engine.gemm(gemm::gemm_args<float, W>{.op_b = op::transpose,
+                                                .alpha = -1.5f,
+                                                .a = {xf.data(), extents<2>{{m, k}}, k + pad},
+                                                .b = {wv.data(), extents<2>{{n, k}}, k + pad},
+                                                .beta = beta,
+                                                .c = {c, extents<2>{{m, n}}, n + pad}});
+        };
+        run("narrow, float", [&](float* c) { host::simd::detail::dots_narrow(args(wf, c)); });
+        run("narrow, bf16", [&](float* c) { host::simd::detail::dots_narrow(args(wh, c)); });
+#ifdef TPX_HOST_WIDE_DOTS
+        if (host::simd::wide_dots()) {
+          run("wide, float", [&](float* c) { host::simd::detail::dots_wide(args(wf, c)); });
+          run("wide, bf16", [&](float* c) { host::simd::detail::dots_wide(args(wh, c)); });
+        }
+#endif
+        run("engine, float", [&](float* c) { engine_gemm(wf, c); });
+        run("engine, bf16", [&](float* c) { engine_gemm(wh, c); });
+      }
+#ifdef TPX_HOST_WIDE_DOTS
+  if (!host::simd::wide_dots()) MESSAGE("this CPU has no AVX2 + FMA: the wide kernel was not run");
+#endif
 }

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "tpx/io/block.hpp"
 #include "tpx/io/checkpoint.hpp"
 
 namespace tpx::inline v0::io {
@@ -178,7 +179,7 @@ std::uint64_t read_into(const checkpoint& ck, const assembled_tensor& t,
   if (t.parts.size() == 1 && ck.info(t.parts[0].name).shape == t.shape)  // stored as it is
     return ck.read_into<T>(t.parts[0].name, sel, out);
   std::uint64_t bytes = 0;
-  std::vector<T> tmp;
+  block<T> tmp;
   for (const tensor_part& p : t.parts) {
     const std::optional<detail::part_map> m = detail::map_part(p, ck.info(p.name).shape, sel);
     if (!m) continue;
@@ -205,15 +206,15 @@ std::vector<T> part_of_block(const assembled_tensor& t, const tensor_part& part,
   return out;
 }
 
-/// Rank `rank`'s block of `t` under placement `p`, as T.
+/// Rank `rank`'s block of `t` under placement `p`, as T (written by the read, never zeroed first).
 template <class T>
-std::vector<T> read(const checkpoint& ck, const assembled_tensor& t, const shard::placement& p,
-                    int rank, std::uint64_t* bytes = nullptr) {
+block<T> read(const checkpoint& ck, const assembled_tensor& t, const shard::placement& p, int rank,
+              std::uint64_t* bytes = nullptr) {
   expect(p.shape == t.shape, "{}: the placement is for shape {} but the tensor has shape {}",
          t.name, shard::shape_text(p.shape), shard::shape_text(t.shape));
   detail::expect_tiling(ck, t);  // before allocating: the model's shape may be the config's error
   const shard::selection sel = p.of(rank);
-  std::vector<T> out(static_cast<std::size_t>(sel.size()));
+  block<T> out(static_cast<std::size_t>(sel.size()));
   const std::uint64_t b = read_into<T>(ck, t, sel, std::span<T>(out));
   if (bytes != nullptr) *bytes += b;
   return out;

@@ -93,19 +93,19 @@ class shard_reader {
       : rank_(rank), on_read_(std::move(on_read)) {}
 
   template <class U = T>
-  std::vector<U> read(const io::checkpoint& ck, const io::assembled_tensor& t,
-                      const shard::placement& p) {
+  io::block<U> read(const io::checkpoint& ck, const io::assembled_tensor& t,
+                    const shard::placement& p) {
     for (const io::tensor_part& part : t.parts)
       if (ck.contains(part.name))
         files_[part.name] = {ck.info(part.name).dtype, ck.info(part.name).shape};
-    std::vector<U> v = io::read<U>(ck, t, p, rank_, &bytes_);
+    io::block<U> v = io::read<U>(ck, t, p, rank_, &bytes_);
     if (on_read_) on_read_(bytes_);
     return v;
   }
   /// An optional tensor (a bias): empty when the checkpoint has none.
-  std::vector<T> read(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
-                      const shard::placement& p) {
-    return t ? read(ck, *t, p) : std::vector<T>{};
+  io::block<T> read(const io::checkpoint& ck, const std::optional<io::assembled_tensor>& t,
+                    const shard::placement& p) {
+    return t ? read(ck, *t, p) : io::block<T>{};
   }
 
   std::uint64_t bytes_read() const noexcept { return bytes_; }
@@ -123,8 +123,8 @@ class shard_reader {
 };
 
 /// `v` as a row-major [· × cols] matrix.
-template <class T>
-matrix_view<const T> as_matrix(const std::vector<T>& v, index_t cols) {
+template <class T, class A>
+matrix_view<const T> as_matrix(const std::vector<T, A>& v, index_t cols) {
   return make_matrix<const T>(v.data(), cols == 0 ? 0 : static_cast<index_t>(v.size()) / cols,
                               cols);
 }
@@ -143,10 +143,10 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
   const int tp = comm.size(), rank = comm.rank();
   const index_t h = c.dims.hidden_size;
   const std::string an = l.prefix + "self_attn";
-  const std::vector<T> n1 = reader.read(ck, l.input_norm,
-                                        norm_type::weight_placement(l.input_norm.name, h, tp)),
-                       n2 = reader.read(ck, l.post_norm,
-                                        norm_type::weight_placement(l.post_norm.name, h, tp));
+  const io::block<T> n1 = reader.read(ck, l.input_norm,
+                                      norm_type::weight_placement(l.input_norm.name, h, tp)),
+                     n2 = reader.read(ck, l.post_norm,
+                                      norm_type::weight_placement(l.post_norm.name, h, tp));
   const double eps = c.rms_norm_eps;
 
   // The feed-forward — a dense SwiGLU MLP (layer type Dense), or the router and experts (Tp or
@@ -162,18 +162,17 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
       const std::string mn = l.prefix + "mlp";
       const layer::linear_options go = mlp_type::gate_up_options(i, h, mn),
                                   dno = mlp_type::down_options(i, h, mn);
-      const std::vector<W> gu = reader.template read<W>(ck, *l.gate_up,
-                                                        gu_t::weight_placement(go, tp)),
-                           dn = reader.template read<W>(ck, *l.down,
-                                                        dn_t::weight_placement(dno, tp));
-      const std::vector<T> gu_b = reader.read(ck, l.gate_up_bias, gu_t::bias_placement(go, tp)),
-                           dn_b = reader.read(ck, l.down_bias, dn_t::bias_placement(dno, tp));
+      const io::block<W> gu = reader.template read<W>(ck, *l.gate_up,
+                                                      gu_t::weight_placement(go, tp)),
+                         dn = reader.template read<W>(ck, *l.down, dn_t::weight_placement(dno, tp));
+      const io::block<T> gu_b = reader.read(ck, l.gate_up_bias, gu_t::bias_placement(go, tp)),
+                         dn_b = reader.read(ck, l.down_bias, dn_t::bias_placement(dno, tp));
       mlp_type mlp(shard::from_shard, engine, comm, i, as_matrix(gu, h), gu_b,
                    as_matrix(dn, dn_t::weight_placement(dno, tp).local_shape(rank)[1]), dn_b, mn);
       return typename layers::any(std::in_place_type<Dense>, comm, n1, n2, eps,
                                   std::move(attention), std::move(mlp));
     }
-    const std::vector<W> router = reader.template read<W>(ck, *l.router, whole(*l.router, tp));
+    const io::block<W> router = reader.template read<W>(ck, *l.router, whole(*l.router, tp));
     ops::routing_options ro{.name = l.moe_prefix + ".gate",
                             .n_experts = c.dims.n_experts,
                             .top_k = c.dims.experts_per_token,
@@ -192,9 +191,9 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
       const layer::experts_options eo = experts_options(c, l);
       const shard::placement gp = ex_t::gate_up_placement(eo, tp),
                              dp = ex_t::down_placement(eo, tp);
-      const std::vector<W> gu = reader.template read<W>(ck, *l.experts_gate_up, gp),
-                           dn = reader.template read<W>(ck, *l.experts_down, dp);
-      std::vector<W> sgu, sdn;
+      const io::block<W> gu = reader.template read<W>(ck, *l.experts_gate_up, gp),
+                         dn = reader.template read<W>(ck, *l.experts_down, dp);
+      io::block<W> sgu, sdn;
       index_t shared_rows = 0;
       if (l.shared_gate_up) {
         sgu =
@@ -229,19 +228,19 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
     const layer::linear_options qo = mla_t::q_options(mo, tp), kvo = mla_t::kv_b_options(mo, tp),
                                 oo = mla_t::o_options(mo, tp);
     const auto all = [&](const std::optional<io::assembled_tensor>& t) {
-      return t ? reader.read(ck, *t, whole(*t, tp)) : std::vector<T>{};
+      return t ? reader.read(ck, *t, whole(*t, tp)) : io::block<T>{};
     };
-    const std::vector<W> q = reader.template read<W>(ck, m.q, column::weight_placement(qo, tp)),
-                         kv_a = reader.template read<W>(ck, m.kv_a, whole(m.kv_a, tp)),
-                         kv_b =
-                             reader.template read<W>(ck, m.kv_b, column::weight_placement(kvo, tp)),
-                         out = reader.template read<W>(ck, l.o, row::weight_placement(oo, tp));
-    const std::vector<W> q_a =
-        m.q_a ? reader.template read<W>(ck, *m.q_a, whole(*m.q_a, tp)) : std::vector<W>{};
-    const std::vector<T> q_a_norm = all(m.q_a_norm), q_a_bias = all(m.q_a_bias),
-                         kv_a_norm = reader.read(ck, m.kv_a_norm, whole(m.kv_a_norm, tp)),
-                         kv_a_bias = all(m.kv_a_bias),
-                         o_bias = reader.read(ck, l.o_bias, row::bias_placement(oo, tp));
+    const io::block<W> q = reader.template read<W>(ck, m.q, column::weight_placement(qo, tp)),
+                       kv_a = reader.template read<W>(ck, m.kv_a, whole(m.kv_a, tp)),
+                       kv_b =
+                           reader.template read<W>(ck, m.kv_b, column::weight_placement(kvo, tp)),
+                       out = reader.template read<W>(ck, l.o, row::weight_placement(oo, tp));
+    const io::block<W> q_a =
+        m.q_a ? reader.template read<W>(ck, *m.q_a, whole(*m.q_a, tp)) : io::block<W>{};
+    const io::block<T> q_a_norm = all(m.q_a_norm), q_a_bias = all(m.q_a_bias),
+                       kv_a_norm = reader.read(ck, m.kv_a_norm, whole(m.kv_a_norm, tp)),
+                       kv_a_bias = all(m.kv_a_bias),
+                       o_bias = reader.read(ck, l.o_bias, row::bias_placement(oo, tp));
     const index_t q_in = mo.q_lora_rank == 0 ? h : mo.q_lora_rank;
     layer::mla_weights<T, W> w{
         .q_a_norm = q_a_norm,
@@ -271,10 +270,10 @@ typename decoder_layers<Mode, Backend, T>::any build_layer(typename Backend::eng
     using o_t = typename attention_type::o_type;
     const layer::linear_options qo = attention_type::qkv_options(ac, h, tp, an),
                                 oo = attention_type::o_options(ac, h, tp, an);
-    const std::vector<W> qkv = reader.template read<W>(ck, *l.qkv, qkv_t::weight_placement(qo, tp)),
-                         out = reader.template read<W>(ck, l.o, o_t::weight_placement(oo, tp));
-    const std::vector<T> qkv_b = reader.read(ck, l.qkv_bias, qkv_t::bias_placement(qo, tp)),
-                         out_b = reader.read(ck, l.o_bias, o_t::bias_placement(oo, tp));
+    const io::block<W> qkv = reader.template read<W>(ck, *l.qkv, qkv_t::weight_placement(qo, tp)),
+                       out = reader.template read<W>(ck, l.o, o_t::weight_placement(oo, tp));
+    const io::block<T> qkv_b = reader.read(ck, l.qkv_bias, qkv_t::bias_placement(qo, tp)),
+                       out_b = reader.read(ck, l.o_bias, o_t::bias_placement(oo, tp));
     attention_type attention(shard::from_shard, engine, comm, as_matrix(qkv, h), qkv_b,
                              as_matrix(out, o_t::weight_placement(oo, tp).local_shape(rank)[1]),
                              out_b, ac, an);

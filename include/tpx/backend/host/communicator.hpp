@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "tpx/backend/host/blas_threads.hpp"
 #include "tpx/backend/host/member.hpp"
 #include "tpx/backend/host/run_group.hpp"
 #include "tpx/backend/host/simd.hpp"
@@ -200,10 +201,13 @@ static_assert(comm::splittable<communicator>);
 
 /// Runs `fn(communicator&)` on `tp` threads, one per rank, and returns when all have returned.
 /// If any rank throws, the others are released and the cause is rethrown here: the lowest rank's
-/// own error, the other ranks' messages as its `notes()` (see `detail::run_group`).
+/// own error, the other ranks' messages as its `notes()` (see `detail::run_group`). With several
+/// ranks OpenBLAS runs one thread per rank meanwhile, unless the environment names a count
+/// (`host/blas_threads.hpp`). `host::team` keeps ranks alive between calls.
 template <class Fn>
 requires std::invocable<Fn&, communicator&>
 void run(int tp, Fn&& fn) {
+  const blas_threads_scope blas(blas_threads_for(tp));  // one OpenBLAS thread per rank
   detail::run_group(
       tp, "host::run", [](detail::group& g, int rank) { return communicator(g, rank); }, fn);
 }

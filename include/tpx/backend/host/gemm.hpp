@@ -3,9 +3,9 @@
 /// The host GEMM engine: CBLAS (OpenBLAS on Debian) for f32 and f64. Models `gemm::gemm_engine`,
 /// and `gemm::gemm_engine_of<gemm_engine, float, bf16>`: a weight B held as bf16 is widened to
 /// float a block of rows at a time (a block that stays in cache) and each block goes through
-/// sgemm, so the bytes read from memory are bf16's — half of float's. One row of A times a weight
-/// (a decode step of one sequence) is a dot product per row of the weight, read at the memory's
-/// speed.
+/// sgemm, so the bytes read from memory are bf16's — half of float's. A few rows of A times a
+/// weight as stored (a decode step) go through `simd::dots`, which reads the weight at the
+/// memory's speed: one row on any CPU, up to eight with AVX2 + FMA.
 
 #include <cblas.h>
 
@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "tpx/backend/host/dots.hpp"
 #include "tpx/backend/host/simd.hpp"
 #include "tpx/core/dtype.hpp"
 #include "tpx/gemm/engine.hpp"
@@ -25,14 +26,13 @@ namespace tpx::inline v0::host {
 /// What the host engine computes with: float or double (CBLAS), B stored as the compute type or,
 /// under float, as bf16.
 template <class T, class W = T>
-inline constexpr bool computes =
-    (std::is_same_v<T, float> || std::is_same_v<T, double>) &&
-    (std::is_same_v<W, T> || (std::is_same_v<T, float> && std::is_same_v<W, bf16>));
+inline constexpr bool computes = (std::is_same_v<T, float> || std::is_same_v<T, double>)&&(
+    std::is_same_v<W, T> || (std::is_same_v<T, float> && std::is_same_v<W, bf16>));
 
 class gemm_engine {
  public:
   template <class T, class W = T>
-    requires computes<T, W>
+  requires computes<T, W>
   void gemm(const gemm::gemm_args<T, W>& g) {
     gemm::check_gemm(g, "host::gemm_engine");
     const index_t m = g.c.rows();
@@ -47,8 +47,9 @@ class gemm_engine {
     if (m == 0 || n == 0) return;
     if (k == 0) {
       scale(g.c, g.beta);
-    } else if (std::is_same_v<T, float> && m == 1 && g.op_b == gemm::op::transpose) {
-      if constexpr (std::is_same_v<T, float>) dot_row(g);
+    } else if (std::is_same_v<T, float> && g.op_b == gemm::op::transpose &&
+               (m == 1 || (m <= simd::dots_rows() && g.op_a == gemm::op::none))) {
+      if constexpr (std::is_same_v<T, float>) dotted(g);
     } else if constexpr (!std::is_same_v<W, T>) {
       widened(g);
     } else if (m == 1) {
@@ -73,7 +74,7 @@ class gemm_engine {
 
   /// Every GEMM of `groups`, one after the other (each checked on its own).
   template <class T, class W = T>
-    requires computes<T, W>
+  requires computes<T, W>
   void grouped_gemm(std::span<const gemm::gemm_args<T, W>> groups) {
     for (const gemm::gemm_args<T, W>& g : groups) gemm(g);
   }
@@ -96,25 +97,30 @@ class gemm_engine {
   }
 
  private:
-  /// One row of C = α · op(a) · Bᵀ + β · C, B [n × k] a weight as stored (a decode step of one
-  /// sequence): a dot product per row of B, each read from memory once (bf16 widened as read).
-  /// With more rows of A the 16-byte dot products cost more than the GEMM (measured: 8 rows took
-  /// twice sgemm's time), so only one row comes here.
+  /// A few rows of C = α · op(A) · Bᵀ + β · C, B [n × k] a weight as stored (a decode step):
+  /// simd::dots reads each row of B from memory once (bf16 widened as read) for every row of A.
+  /// op(A) transposed comes here with one row only (a column of A, copied once).
   template <class W>
-  static void dot_row(const gemm::gemm_args<float, W>& g) {
-    const index_t n = g.c.cols(), k = g.b.cols();
-    thread_local std::vector<float> column;  // op(a) when it is a column of A
+  static void dotted(const gemm::gemm_args<float, W>& g) {
+    thread_local std::vector<float> column;
     const float* x = g.a.data();
+    const index_t k = g.b.cols();
     if (g.op_a == gemm::op::transpose) {
       column.resize(static_cast<std::size_t>(k));
       for (index_t l = 0; l < k; ++l) column[static_cast<std::size_t>(l)] = g.a(l, 0);
       x = column.data();
     }
-    for (index_t j = 0; j < n; ++j) {
-      float& c = g.c(0, j);
-      const float v = g.alpha * simd::dot(x, &g.b(j, 0), k);
-      c = g.beta == 0.0f ? v : v + g.beta * c;  // β = 0 never reads C
-    }
+    simd::dots<W>({.x = x,
+                   .ldx = g.a.ld(),
+                   .m = static_cast<int>(g.c.rows()),
+                   .w = g.b.data(),
+                   .ldw = g.b.ld(),
+                   .n = g.c.cols(),
+                   .k = k,
+                   .c = g.c.data(),
+                   .ldc = g.c.ld(),
+                   .alpha = g.alpha,
+                   .beta = g.beta});
   }
 
   /// One row of C otherwise (double, or B as stored): a GEMV reads B once, where a GEMM would
@@ -122,7 +128,8 @@ class gemm_engine {
   /// c = α · op(a) · op(B) + β · c with op(a) one row of k (a column of A when transposed).
   template <class T>
   static void row(const gemm::gemm_args<T>& g, index_t n, index_t k) {
-    const auto incx = static_cast<int>(g.op_a == gemm::op::none ? 1 : std::max<index_t>(1, g.a.ld()));
+    const auto incx =
+        static_cast<int>(g.op_a == gemm::op::none ? 1 : std::max<index_t>(1, g.a.ld()));
     const auto ldb = static_cast<int>(std::max<index_t>(1, g.b.ld()));
     // B [n × k] transposed: c = B · a; B [k × n]: c = Bᵀ · a.
     const bool by_rows = g.op_b == gemm::op::transpose;
@@ -153,12 +160,16 @@ class gemm_engine {
     for (index_t r0 = 0; r0 < g.b.rows(); r0 += rows) {
       const index_t r1 = std::min(g.b.rows(), r0 + rows);
       for (index_t r = r0; r < r1; ++r)
-        widen_bf16(&g.b(r, 0), static_cast<std::size_t>(width),
-                   block.data() + (r - r0) * width);
+        widen_bf16(&g.b(r, 0), static_cast<std::size_t>(width), block.data() + (r - r0) * width);
       const matrix_view<const float> b = make_matrix<const float>(block.data(), r1 - r0, width);
       if (by_columns)
-        gemm(gemm::gemm_args<float>{.op_a = g.op_a, .op_b = g.op_b, .alpha = g.alpha, .a = g.a,
-                                    .b = b, .beta = g.beta, .c = g.c.col_range(r0, r1)});
+        gemm(gemm::gemm_args<float>{.op_a = g.op_a,
+                                    .op_b = g.op_b,
+                                    .alpha = g.alpha,
+                                    .a = g.a,
+                                    .b = b,
+                                    .beta = g.beta,
+                                    .c = g.c.col_range(r0, r1)});
       else
         gemm(gemm::gemm_args<float>{
             .op_a = g.op_a,

@@ -175,6 +175,18 @@ class group {
     for (const auto& [g, sub_rank] : children_holding(rank)) g->leave(sub_rank);
   }
 
+  /// Every rank has returned from a `host::team` call and none waits: forgets who returned, here
+  /// and in the live sub-groups, so that the next call starts as the first one did. The team
+  /// calls it between calls only.
+  void rejoin() {
+    {
+      std::lock_guard lock(mutex_);
+      left_ = -1;
+      left_ranks_.clear();
+    }
+    for (const std::shared_ptr<group>& g : live_children()) g->rejoin();
+  }
+
   /// The group this one was split from (or one above it) failed.
   void upstream_abort() {
     {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Encoding speed of tpx's tokenizer beside Hugging Face `tokenizers`, in one run.
 
-    python3 bench/compare/tokenize.py build/bench/tpx-bench TOKENIZER_JSON TEXT_FILE [ROUNDS]
+    python3 bench/compare/encode.py build/bench/tpx-bench TOKENIZER_JSON TEXT_FILE [ROUNDS]
 
 Alternates, ROUNDS times (default 5): `tpx-bench --tokenize TOKENIZER_JSON --text TEXT_FILE
 --json` (tpx encodes the whole file as one text; its best of 5 repetitions in the process) and,
