@@ -38,15 +38,8 @@ double read_bandwidth(index_t bytes) {
   float s = 0;
   for (int rep = 0; rep < 5; ++rep) {
     const auto t0 = clock_type::now();
-    host::simd::dots<float>({.x = a.data(),
-                             .ldx = n,
-                             .m = 1,
-                             .w = a.data(),
-                             .ldw = n,
-                             .n = 1,
-                             .k = n,
-                             .c = &s,
-                             .ldc = 1});
+    host::simd::dots<float>(
+        {.x = a.data(), .ldx = n, .m = 1, .w = a.data(), .ldw = n, .n = 1, .k = n, .c = &s, .ldc = 1});
     t.push_back(since(t0));
   }
   const double want = 0.25 * static_cast<double>(n);
@@ -161,9 +154,9 @@ void bench_decode(const options& o, report& out) {
       "#\n# generation: {} {}, hidden {}, {} layers, {} / {} heads of {}, inter {}, vocab {}; "
       "compute f32, weights f32 or bf16; prompts of {} tokens, then {} decode steps (one token "
       "per sequence each)",
-      real ? "checkpoint" : "synthetic Llama", real ? dir.string() : "", c.dims.hidden_size, layers,
-      c.dims.n_heads, kv_heads, head_dim, c.dims.intermediate_size, c.dims.vocab_size, shape.prompt,
-      shape.steps));
+      real ? "checkpoint" : "synthetic Llama", real ? dir.string() : "", c.dims.hidden_size,
+      layers, c.dims.n_heads, kv_heads, head_dim, c.dims.intermediate_size, c.dims.vocab_size,
+      shape.prompt, shape.steps));
   out.line(fmt::format(
       "# tok/s: prefill = batch × prompt ÷ prefill time, decode = batch ÷ median step time; "
       "held MB: parameter bytes rank 0 holds; floor ms: held ÷ {:.1f} GB/s (one thread streaming "
@@ -172,17 +165,18 @@ void bench_decode(const options& o, report& out) {
       "per step; cache B/tok/rank against 2 · layers · kv_heads_on_rank · head_dim · 4; #wrong: "
       "decode logits off one forward over the whole sequence by > 1e-4 relative",
       bandwidth / 1e9));
-  out.line(fmt::format(
-      "# {:>3} {:>4} {:>5} {:>11} {:>10} {:>8} {:>8} {:>8} {:>10} {:>6} {:>6} "
-      "{:>10} {:>9} {:>8} {:>6}",
-      "tp", "wts", "batch", "prefill t/s", "decode t/s", "ms/step", "held MB", "floor ms",
-      "step/floor", "comm", "calls", "bytes/step", "cache B/t", "analytic", "#wrong"));
+  out.line(fmt::format("# {:>3} {:>4} {:>5} {:>11} {:>10} {:>8} {:>8} {:>8} {:>10} {:>6} {:>6} "
+                       "{:>10} {:>9} {:>8} {:>6}",
+                       "tp", "wts", "batch", "prefill t/s", "decode t/s", "ms/step", "held MB",
+                       "floor ms", "step/floor", "comm", "calls", "bytes/step", "cache B/t",
+                       "analytic", "#wrong"));
   for (const int tp : tps)
     for (const index_t batch : batches)
       for (const bool bf16_weights : {false, true}) {
-        const decode_result r = bf16_weights ? decode_run<layer::weights_in<timed_backend, bf16>>(
-                                                   dir, c, tp, batch, shape)
-                                             : decode_run<timed_backend>(dir, c, tp, batch, shape);
+        const decode_result r =
+            bf16_weights
+                ? decode_run<layer::weights_in<timed_backend, bf16>>(dir, c, tp, batch, shape)
+                : decode_run<timed_backend>(dir, c, tp, batch, shape);
         const index_t kv_r = shard::gqa{c.dims.n_heads, kv_heads, head_dim}.kv_heads(tp, 0).size();
         const double per_token = static_cast<double>(r.cache_bytes) /
                                  static_cast<double>(batch * (shape.prompt + shape.steps)),
@@ -191,22 +185,23 @@ void bench_decode(const options& o, report& out) {
                      decode_tps = static_cast<double>(batch) / r.step_s,
                      floor_s = static_cast<double>(r.held) / bandwidth;
         const char* wts = bf16_weights ? "bf16" : "f32";
-        out.row(fmt::format("  {:>3} {:>4} {:>5} {:>11.0f} {:>10.1f} {:>8.2f} {:>8.1f} {:>8.2f} "
-                            "{:>10.2f} {:>5.0f}% {:>6} {:>10} {:>9.0f} {:>8.0f} {:>6}",
-                            tp, wts, batch, prefill_tps, decode_tps, r.step_s * 1e3,
-                            static_cast<double>(r.held) / 1e6, floor_s * 1e3, r.step_s / floor_s,
-                            100 * r.comm_fraction, r.calls, r.bytes, per_token, analytic, r.wrong),
-                fmt::format(
-                    R"({{"bench":"decode","model":"{}","tp":{},"weights":"{}","batch":{},)"
-                    R"("prompt":{},"steps":{},"prefill_tokens_per_s":{},"decode_tokens_per_s":{},)"
-                    R"("step_s":{},"held_bytes":{},"read_bandwidth":{},"floor_s":{},)"
-                    R"("comm_fraction":{},"collective_calls_per_step":{},)"
-                    R"("collective_bytes_per_step":{},"cache_bytes_per_token_per_rank":{},)"
-                    R"("analytic":{},"wrong":{}}})",
-                    real ? "checkpoint" : "synthetic", tp, wts, batch, shape.prompt, shape.steps,
-                    prefill_tps, decode_tps, r.step_s, r.held, bandwidth, floor_s, r.comm_fraction,
-                    r.calls, r.bytes, per_token, analytic, r.wrong),
-                r.wrong == 0 && per_token == analytic);
+        out.row(
+            fmt::format("  {:>3} {:>4} {:>5} {:>11.0f} {:>10.1f} {:>8.2f} {:>8.1f} {:>8.2f} "
+                        "{:>10.2f} {:>5.0f}% {:>6} {:>10} {:>9.0f} {:>8.0f} {:>6}",
+                        tp, wts, batch, prefill_tps, decode_tps, r.step_s * 1e3,
+                        static_cast<double>(r.held) / 1e6, floor_s * 1e3, r.step_s / floor_s,
+                        100 * r.comm_fraction, r.calls, r.bytes, per_token, analytic, r.wrong),
+            fmt::format(
+                R"({{"bench":"decode","model":"{}","tp":{},"weights":"{}","batch":{},)"
+                R"("prompt":{},"steps":{},"prefill_tokens_per_s":{},"decode_tokens_per_s":{},)"
+                R"("step_s":{},"held_bytes":{},"read_bandwidth":{},"floor_s":{},)"
+                R"("comm_fraction":{},"collective_calls_per_step":{},)"
+                R"("collective_bytes_per_step":{},"cache_bytes_per_token_per_rank":{},)"
+                R"("analytic":{},"wrong":{}}})",
+                real ? "checkpoint" : "synthetic", tp, wts, batch, shape.prompt, shape.steps,
+                prefill_tps, decode_tps, r.step_s, r.held, bandwidth, floor_s, r.comm_fraction,
+                r.calls, r.bytes, per_token, analytic, r.wrong),
+            r.wrong == 0 && per_token == analytic);
       }
   if (!real) {
     std::error_code ignored;

@@ -238,16 +238,16 @@ TEST_CASE("grouped GEMMs with bf16 weights run every group as single ones would"
                                         .c = make_matrix(c.data() + at * 5, rows, 5)};
   };
   engine.gemm(product(one, 4, 0));
-  const std::vector<gemm::gemm_args<float, bf16>> groups{
-      product(grouped, 1, 0), product(grouped, 0, 1), product(grouped, 3, 1)};
+  const std::vector<gemm::gemm_args<float, bf16>> groups{product(grouped, 1, 0),
+                                                         product(grouped, 0, 1),
+                                                         product(grouped, 3, 1)};
   engine.grouped_gemm(std::span<const gemm::gemm_args<float, bf16>>(groups));
   for (std::size_t i = 0; i < one.size(); ++i)  // a one-row group may take another kernel
     CHECK(grouped[i] == doctest::Approx(one[i]).epsilon(1e-6));
   for (index_t i = 0; i < 4; ++i) {
     double want = 0;
-    for (index_t l = 0; l < 6; ++l)
-      want += af[static_cast<std::size_t>(i * 6 + l)] *
-              static_cast<double>(static_cast<float>(bh[static_cast<std::size_t>(l)]));
+    for (index_t l = 0; l < 6; ++l) want += af[static_cast<std::size_t>(i * 6 + l)] *
+                                          static_cast<double>(static_cast<float>(bh[static_cast<std::size_t>(l)]));
     CHECK(one[static_cast<std::size_t>(i * 5)] == doctest::Approx(want).epsilon(1e-6));
   }
 }
@@ -279,8 +279,7 @@ TEST_CASE("one row of A (a decode step) through every path: float and bf16 B, ei
           const index_t lda = ta ? 3 : k;
           std::vector<float> av(static_cast<std::size_t>(ta ? k * lda : k), -99.0f);
           for (index_t l = 0; l < k; ++l)
-            av[static_cast<std::size_t>(ta ? l * lda : l)] =
-                static_cast<float>(a[static_cast<std::size_t>(l)]);
+            av[static_cast<std::size_t>(ta ? l * lda : l)] = static_cast<float>(a[static_cast<std::size_t>(l)]);
           std::vector<float> c(static_cast<std::size_t>(n));
           for (index_t j = 0; j < n; ++j)
             c[static_cast<std::size_t>(j)] =
@@ -300,12 +299,10 @@ TEST_CASE("one row of A (a decode step) through every path: float and bf16 B, ei
           else
             engine.gemm(args(bf));
           for (index_t j = 0; j < n; ++j) {
-            double want =
-                beta == 0.0f ? 0.0 : beta * static_cast<float>(c0[static_cast<std::size_t>(j)]);
+            double want = beta == 0.0f ? 0.0 : beta * static_cast<float>(c0[static_cast<std::size_t>(j)]);
             for (index_t l = 0; l < k; ++l)
               want += 0.5 * static_cast<float>(a[static_cast<std::size_t>(l)]) *
-                      bf[static_cast<std::size_t>(tb ? j * (b_cols + pad) + l
-                                                     : l * (b_cols + pad) + j)];
+                      bf[static_cast<std::size_t>(tb ? j * (b_cols + pad) + l : l * (b_cols + pad) + j)];
             CHECK(c[static_cast<std::size_t>(j)] == doctest::Approx(want).epsilon(1e-5));
           }
         }

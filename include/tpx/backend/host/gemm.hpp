@@ -26,13 +26,14 @@ namespace tpx::inline v0::host {
 /// What the host engine computes with: float or double (CBLAS), B stored as the compute type or,
 /// under float, as bf16.
 template <class T, class W = T>
-inline constexpr bool computes = (std::is_same_v<T, float> || std::is_same_v<T, double>)&&(
-    std::is_same_v<W, T> || (std::is_same_v<T, float> && std::is_same_v<W, bf16>));
+inline constexpr bool computes =
+    (std::is_same_v<T, float> || std::is_same_v<T, double>) &&
+    (std::is_same_v<W, T> || (std::is_same_v<T, float> && std::is_same_v<W, bf16>));
 
 class gemm_engine {
  public:
   template <class T, class W = T>
-  requires computes<T, W>
+    requires computes<T, W>
   void gemm(const gemm::gemm_args<T, W>& g) {
     gemm::check_gemm(g, "host::gemm_engine");
     const index_t m = g.c.rows();
@@ -74,7 +75,7 @@ class gemm_engine {
 
   /// Every GEMM of `groups`, one after the other (each checked on its own).
   template <class T, class W = T>
-  requires computes<T, W>
+    requires computes<T, W>
   void grouped_gemm(std::span<const gemm::gemm_args<T, W>> groups) {
     for (const gemm::gemm_args<T, W>& g : groups) gemm(g);
   }
@@ -128,8 +129,7 @@ class gemm_engine {
   /// c = α · op(a) · op(B) + β · c with op(a) one row of k (a column of A when transposed).
   template <class T>
   static void row(const gemm::gemm_args<T>& g, index_t n, index_t k) {
-    const auto incx =
-        static_cast<int>(g.op_a == gemm::op::none ? 1 : std::max<index_t>(1, g.a.ld()));
+    const auto incx = static_cast<int>(g.op_a == gemm::op::none ? 1 : std::max<index_t>(1, g.a.ld()));
     const auto ldb = static_cast<int>(std::max<index_t>(1, g.b.ld()));
     // B [n × k] transposed: c = B · a; B [k × n]: c = Bᵀ · a.
     const bool by_rows = g.op_b == gemm::op::transpose;
@@ -160,16 +160,12 @@ class gemm_engine {
     for (index_t r0 = 0; r0 < g.b.rows(); r0 += rows) {
       const index_t r1 = std::min(g.b.rows(), r0 + rows);
       for (index_t r = r0; r < r1; ++r)
-        widen_bf16(&g.b(r, 0), static_cast<std::size_t>(width), block.data() + (r - r0) * width);
+        widen_bf16(&g.b(r, 0), static_cast<std::size_t>(width),
+                   block.data() + (r - r0) * width);
       const matrix_view<const float> b = make_matrix<const float>(block.data(), r1 - r0, width);
       if (by_columns)
-        gemm(gemm::gemm_args<float>{.op_a = g.op_a,
-                                    .op_b = g.op_b,
-                                    .alpha = g.alpha,
-                                    .a = g.a,
-                                    .b = b,
-                                    .beta = g.beta,
-                                    .c = g.c.col_range(r0, r1)});
+        gemm(gemm::gemm_args<float>{.op_a = g.op_a, .op_b = g.op_b, .alpha = g.alpha, .a = g.a,
+                                    .b = b, .beta = g.beta, .c = g.c.col_range(r0, r1)});
       else
         gemm(gemm::gemm_args<float>{
             .op_a = g.op_a,

@@ -52,19 +52,22 @@ void run_rank(group& g, int rank, rank_failure& f, Body&& body) {
   g.gone(rank);
 }
 
-/// Rethrows the cause of a group's failure, if a rank failed: the error of the lowest rank that
-/// failed because of its own work (a `peer_error` only when no rank raised anything else). A
-/// `tpx::error` rethrown carries the other ranks' messages as its `notes()`, one per distinct
-/// message with the ranks that raised it ("ranks 1, 2, 3: the same" when they repeat the cause).
+/// The cause of a group's failure: the failure of the lowest rank that failed because of its own
+/// work (a `peer_error` only when no rank raised anything else); null when no rank failed.
+inline const rank_failure* cause_of(const std::vector<rank_failure>& failures) {
+  const rank_failure* peer = nullptr;
+  for (const rank_failure& f : failures) {
+    if (f.error && !f.peer) return &f;
+    if (f.error && !peer) peer = &f;
+  }
+  return peer;
+}
+
+/// Rethrows the cause of a group's failure (`cause_of`), if a rank failed. A `tpx::error`
+/// rethrown carries the other ranks' messages as its `notes()`, one per distinct message with the
+/// ranks that raised it ("ranks 1, 2, 3: the same" when they repeat the cause).
 inline void rethrow_cause(const std::vector<rank_failure>& failures) {
-  const auto cause = [&]() -> const rank_failure* {
-    const rank_failure* peer = nullptr;
-    for (const rank_failure& f : failures) {
-      if (f.error && !f.peer) return &f;
-      if (f.error && !peer) peer = &f;
-    }
-    return peer;
-  }();
+  const rank_failure* cause = cause_of(failures);
   if (!cause) return;
   try {
     std::rethrow_exception(cause->error);

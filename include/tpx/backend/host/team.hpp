@@ -23,7 +23,6 @@
 /// when there are several, unless the environment names a count — `host/blas_threads.hpp`); on
 /// Linux, `team_options::pin` pins rank r's thread to CPU r mod the CPUs this process may use.
 
-#include <algorithm>
 #include <concepts>
 #include <condition_variable>
 #include <cstdint>
@@ -64,6 +63,9 @@ class team {
     expect(!options.blas_threads || *options.blas_threads >= 0,
            "host::team: blas_threads must be 0 (leave OpenBLAS as it is) or more, got {}",
            options.blas_threads.value_or(0));
+    blas_threads_ = !options.blas_threads        ? blas_threads_for(tp)
+                    : *options.blas_threads == 0 ? std::nullopt
+                                                 : options.blas_threads;
     group_ = std::make_shared<detail::group>(tp);
     for (int r = 0; r < tp; ++r) comms_.emplace_back(*group_, r);
     failures_.resize(static_cast<std::size_t>(tp));
@@ -101,9 +103,7 @@ class team {
              "host::team::run: called from inside a rank's function (it would wait for itself); "
              "a rank's function must return before the next call");
     std::lock_guard call(call_mutex_);
-    const blas_threads_scope blas(
-        options_.blas_threads ? (*options_.blas_threads == 0 ? std::nullopt : options_.blas_threads)
-                              : blas_threads_for(size()));
+    const blas_threads_scope blas(blas_threads_);
     std::unique_lock lock(mutex_);
     expect(!spent_,
            "host::team::run: the team is spent: an earlier call failed ({}); make a new "
@@ -115,21 +115,14 @@ class team {
     start_.notify_all();
     done_.wait(lock, [&] { return running_ == 0; });
     job_ = nullptr;
-    const bool failed =
-        std::any_of(failures_.begin(), failures_.end(),
-                    [](const detail::rank_failure& f) { return f.error != nullptr; });
-    if (!failed) {
+    const detail::rank_failure* cause = detail::cause_of(failures_);
+    if (cause == nullptr) {
       group_->rejoin();
       return;
     }
+    spent_ = cause->peer ? "see its error" : cause->message;
     std::vector<detail::rank_failure> failures(static_cast<std::size_t>(size()));
     failures.swap(failures_);
-    spent_ = "see its error";
-    for (const detail::rank_failure& f : failures)
-      if (f.error && !f.peer) {
-        spent_ = f.message;
-        break;
-      }
     lock.unlock();
     detail::rethrow_cause(failures);
   }
@@ -184,6 +177,7 @@ class team {
   }
 
   team_options options_;
+  std::optional<int> blas_threads_;  ///< OpenBLAS's count while a call runs; nullopt: leave it
   std::shared_ptr<detail::group> group_;
   std::deque<communicator> comms_;  // never moved: each rank's lives as long as the team
   std::vector<std::jthread> threads_;
